@@ -121,7 +121,8 @@ CREATE TABLE host_reports (
     host_id     bigint NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,
     kind        text NOT NULL CHECK (kind IN ('installed', 'available')),
     digest      bytea NOT NULL,
-    body        bytea NOT NULL,
+    body        bytea NOT NULL,  -- STORAGE EXTERNAL below: JSON is stored as is, not compressed (CPU)
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX host_reports_host ON host_reports (host_id, id);
+ALTER TABLE host_reports ALTER COLUMN body SET STORAGE EXTERNAL;
