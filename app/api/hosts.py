@@ -20,6 +20,14 @@ from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.hosts import PackageSearchQuery, PageQuery, RegisterRequest, StatusRequest, UnregisterRequest
 
 
+async def _json(request: web.Request) -> dict:
+    """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    data = await read_json(request)
+    if b"\\u0000" in await request.read():
+        raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
+    return data
+
+
 def _registry_error(exc: registry.RegistryError) -> ApiError:
     return ApiError(exc.status, exc.message)
 
@@ -31,7 +39,7 @@ async def register(request: web.Request) -> web.Response:
     who = auth.require_role(
         request, Role.operator, "You are not allowed to register hosts (needs an operator or admin API key)"
     )
-    data = await read_json(request)
+    data = await _json(request)
     if data.get("hostname") == "" or data.get("ip") == "":
         raise bad_request("You must provide IP address and hostname")
     try:
@@ -84,7 +92,7 @@ async def unregister(request: web.Request) -> web.Response:
 
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    data = await read_json(request)
+    data = await _json(request)
     try:
         values = StatusRequest().load(data)
     except ValidationError as exc:
@@ -108,7 +116,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     """The hot path: validate cheaply, compare the digest, store + enqueue in one round trip."""
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
-    data = await read_json(request)
+    data = await _json(request)
     key = inventory.BODY_KEYS[kind]
     if key not in data:
         raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
@@ -116,8 +124,9 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         count = inventory.check_items(kind, data[key], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
-    body = await request.read()  # cached by read_json
-    accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(body), body)
+    raw = await request.read()  # cached by read_json
+    body = inventory.stored_body(kind, data[key], raw)
+    accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
         await queue.dispatch(request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True))
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
@@ -126,7 +135,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
-    data = await read_json(request)
+    data = await _json(request)
     if "events" not in data:
         raise bad_request("Invalid request", detail="the body needs the key 'events'")
     try:

@@ -17,32 +17,13 @@ INSTALLED = "installed"
 AVAILABLE = "available"
 BODY_KEYS = {INSTALLED: "installed_packages", AVAILABLE: "available_packages"}
 MAX_FIELD = 255
-ARCH_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 
 
 class ReportError(ValueError):
     """Bad report content; the message is shown to the client (400)."""
 
 
-@dataclass(slots=True)  # not frozen: frozen dataclasses are slower to build
-class Package:
-    name: str
-    arch: str
-    version: str
-    repository: str | None = None
-    security: bool = False
-
-
 # --- parsing -------------------------------------------------------------------------------------
-
-
-def _split_arch(name: str) -> tuple[str, str]:
-    """python-apt names foreign-arch packages `libc6:i386`: keep the arch as its own field."""
-    if ":" in name:
-        base, _, arch = name.rpartition(":")
-        if base and ARCH_RE.match(arch):
-            return base, arch
-    return name, ""
 
 
 def check_items(kind: str, value, max_items: int) -> int:
@@ -108,18 +89,11 @@ def _parse_string_form(kind: str, value: str) -> list[tuple[str, str]]:
     return items
 
 
-def parse_report(kind: str, body: bytes) -> list[Package]:
-    """Full parse of a stored (already validated) report into packages, deduplicated on (name, arch)."""
-    value = orjson.loads(body)[BODY_KEYS[kind]]
-    if isinstance(value, str):
-        value = [{"name": n, "version": v} for n, v in _parse_string_form(kind, value)]
-    out: dict[tuple[str, str], Package] = {}
-    for item in value:
-        name = item["name"]
-        base, arch = _split_arch(name) if ":" in name else (name, "")
-        sec = item.get("security")
-        out[(base, arch)] = Package(base, arch, item["version"], item.get("repository"), sec is True or sec == "true")
-    return list(out.values())
+def stored_body(kind: str, value, body: bytes) -> bytes:
+    """What the worker reads: the raw body for the list form; the string form turned into the list form."""
+    if not isinstance(value, str):
+        return body
+    return orjson.dumps({BODY_KEYS[kind]: [{"name": n, "version": v} for n, v in _parse_string_form(kind, value)]})
 
 
 def body_digest(body: bytes) -> bytes:
@@ -173,13 +147,31 @@ async def accept_report(pool, host_id: int, kind: str, digest: bytes, body: byte
 
 # --- the diff (worker side) ----------------------------------------------------------------------
 
-# Which (name, arch) differ between the new list and the current inventory: a FULL JOIN as a set op.
-_DIFF_SQL = """
-WITH new AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS n(name, arch, version)),
-cur AS (SELECT name, arch, version FROM host_packages WHERE host_id = $1)
+# The stored report, parsed by PostgreSQL itself (no transfer, no Python loop over 2,000 items):
+# `name:arch` split into name and arch, duplicates of (name, arch) collapsed (the last one wins).
+_NEW_SET = """
+items AS (
+    SELECT x.* FROM host_reports r,
+         ROWS FROM (jsonb_to_recordset(convert_from(r.body, 'UTF8')::jsonb -> $3::text)
+                    AS (name text, version text, repository text, security text))
+             WITH ORDINALITY AS x(name, version, repository, security, ord)
+    WHERE r.id = $2
+), split AS (
+    SELECT CASE WHEN strpos(name, ':') > 0 THEN regexp_match(name, '^(.+):([A-Za-z0-9_.+-]{1,32})$') END AS m,
+           name AS full_name, version, repository, coalesce(security, 'false') = 'true' AS security, ord
+    FROM items
+), new AS (
+    SELECT DISTINCT ON (1, 2) coalesce(m[1], full_name) COLLATE "C" AS name, coalesce(m[2], '') COLLATE "C" AS arch,
+           version, repository, security
+    FROM split ORDER BY 1, 2, ord DESC
+)"""
+
+# Which (name, arch) differ between the new list and the current inventory: a FULL JOIN.
+_DIFF_SQL = f"""
+WITH {_NEW_SET}, cur AS (SELECT name, arch, version FROM host_packages WHERE host_id = $1)
 SELECT coalesce(new.name, cur.name) AS name, coalesce(new.arch, cur.arch) AS arch,
        cur.version AS old_version, new.version AS new_version
-FROM new FULL JOIN cur ON cur.name = new.name COLLATE "C" AND cur.arch = new.arch COLLATE "C"
+FROM new FULL JOIN cur ON cur.name = new.name AND cur.arch = new.arch
 WHERE new.version IS DISTINCT FROM cur.version
 """
 
@@ -200,13 +192,30 @@ INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_vers
 SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
 """
 
+# The available set replaces the old one: delete what left, upsert what changed, keep the count.
+_AVAILABLE_SQL = f"""
+WITH {_NEW_SET},
+gone AS (
+    DELETE FROM host_available a WHERE a.host_id = $1
+    AND NOT EXISTS (SELECT 1 FROM new WHERE new.name = a.name AND new.arch = a.arch)
+), up AS (
+    INSERT INTO host_available (host_id, name, arch, version, repository, security)
+    SELECT $1, name, arch, version, repository, security FROM new
+    ON CONFLICT (host_id, name, arch) DO UPDATE
+    SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
+    WHERE (host_available.version, host_available.repository, host_available.security)
+          IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
+)
+UPDATE hosts SET available_count = (SELECT count(*) FROM new), available_at = $4 WHERE id = $1
+RETURNING available_count
+"""
 
-async def apply_installed(conn, host_id: int, os_family: str | None, baseline: bool, packages: list[Package], at) -> dict:
+
+async def apply_installed(conn, report, host_id: int) -> dict:
     """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline)."""
-    rows = await conn.fetch(
-        _DIFF_SQL, host_id, [p.name for p in packages], [p.arch for p in packages], [p.version for p in packages]
-    )
-    cmp = versions.comparator(os_family)
+    baseline, at = report["baseline"], report["received_at"]
+    rows = await conn.fetch(_DIFF_SQL, host_id, report["id"], BODY_KEYS[INSTALLED])
+    cmp = versions.comparator(report["os_family"])
     removed, upserts, history = [], [], []
     counts = {"added": 0, "removed": 0, "upgraded": 0, "downgraded": 0}
     for r in rows:
@@ -234,34 +243,8 @@ async def apply_installed(conn, host_id: int, os_family: str | None, baseline: b
     return counts
 
 
-async def apply_available(conn, host_id: int, packages: list[Package], at) -> int:
-    """Replace the host's available updates with the new set (delete what left, upsert the rest)."""
-    names, arches = [p.name for p in packages], [p.arch for p in packages]
-    await conn.execute(
-        """
-        DELETE FROM host_available a WHERE a.host_id = $1 AND NOT EXISTS (
-            SELECT 1 FROM unnest($2::text[], $3::text[]) AS n(name, arch)
-            WHERE n.name = a.name COLLATE "C" AND n.arch = a.arch COLLATE "C")
-        """,
-        host_id, names, arches,
-    )
-    if packages:
-        await conn.execute(
-            """
-            INSERT INTO host_available (host_id, name, arch, version, repository, security)
-            SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
-            ON CONFLICT (host_id, name, arch) DO UPDATE
-            SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
-            WHERE (host_available.version, host_available.repository, host_available.security)
-                  IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
-            """,
-            host_id, names, arches, [p.version for p in packages], [p.repository for p in packages],
-            [p.security for p in packages],
-        )
-    await conn.execute(
-        "UPDATE hosts SET available_count = $2, available_at = $3 WHERE id = $1", host_id, len(packages), at
-    )
-    return len(packages)
+async def apply_available(conn, report, host_id: int) -> int:
+    return await conn.fetchval(_AVAILABLE_SQL, host_id, report["id"], BODY_KEYS[AVAILABLE], report["received_at"])
 
 
 async def apply_pending(pool, host_id: int) -> dict:
@@ -270,22 +253,21 @@ async def apply_pending(pool, host_id: int) -> dict:
     while True:
         async with pool.acquire() as conn, conn.transaction():
             report = await conn.fetchrow(
-                "SELECT r.id, r.kind, r.body, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
+                # No WAL flush wait: if a crash loses this commit, the report row comes back with it
+                # and is applied again (the task is marked done by a later, flushed commit).
+                "SELECT set_config('synchronous_commit', 'off', true),"
+                " r.id, r.kind, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
                 " FROM host_reports r JOIN hosts h ON h.id = r.host_id"
                 " WHERE r.host_id = $1 ORDER BY r.id LIMIT 1 FOR UPDATE OF r",
                 host_id,
             )
             if report is None:
                 return summary
-            packages = parse_report(report["kind"], report["body"])
             if report["kind"] == INSTALLED:
-                counts = await apply_installed(
-                    conn, host_id, report["os_family"], report["baseline"], packages, report["received_at"]
-                )
-                for k, v in counts.items():
+                for k, v in (await apply_installed(conn, report, host_id)).items():
                     summary[k] += v
             else:
-                summary["available"] = await apply_available(conn, host_id, packages, report["received_at"])
+                summary["available"] = await apply_available(conn, report, host_id)
             await conn.execute("DELETE FROM host_reports WHERE id = $1", report["id"])
             summary["reports"] += 1
 
