@@ -190,3 +190,17 @@ async def test_several_megabyte_reports_are_fine(client, pool, make_key, run_wor
 async def test_reports_need_host_credentials(client, make_key):
     resp = await client.put("/api/v2/host/packages/installed", json=installed({"a": "1"}), headers=bearer(await make_key("admin")))
     assert resp.status == 403
+
+
+async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    headers = host_auth(*creds[:2])
+    bad = b'{"installed_packages": [{"name": "pkg-\xff", "version": "1"}]}'
+    resp = await client.put("/api/v2/host/packages/installed", data=bad, headers=headers)
+    assert resp.status == 400
+    good = '{"installed_packages": [{"name": "pkg-é", "version": "1"}, {"name": "b", "version": "2"}]}'.encode()
+    resp = await client.put("/api/v2/host/packages/installed", data=good, headers=headers)
+    assert resp.status == 200 and (await resp.json())["packages"] == 2
+    await run_worker()
+    assert await pool.fetchval("SELECT string_agg(name, ',' ORDER BY name) FROM host_packages") == "b,pkg-é"
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'done'") == 1
