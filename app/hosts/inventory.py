@@ -202,26 +202,33 @@ FROM new FULL JOIN cur ON cur.name = new.name AND cur.arch = new.arch
 WHERE new.version IS DISTINCT FROM cur.version
 """
 
-_REMOVE_SQL = """
-DELETE FROM host_packages p USING unnest($2::text[], $3::text[]) AS r(name, arch)
-WHERE p.host_id = $1 AND p.name = r.name COLLATE "C" AND p.arch = r.arch COLLATE "C"
-"""
-
-_UPSERT_SQL = """
-INSERT INTO host_packages (host_id, name, arch, version, state)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
-ON CONFLICT (host_id, name, arch) DO UPDATE
-SET version = EXCLUDED.version, state = EXCLUDED.state, since = now()
-"""
-
-_HISTORY_SQL = """
-INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
-SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+# All the writes of one installed report in one statement (so one transaction): removed rows,
+# added/changed rows, history, the report itself. Each part gets small arrays (only what changed).
+# No WAL flush wait: if a crash loses this commit, the report row comes back with it and is applied
+# again (the task is marked done by a later, flushed commit).
+_WRITE_INSTALLED_SQL = """
+WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+rm AS (
+    DELETE FROM host_packages p USING unnest($3::text[], $4::text[]) AS r(name, arch)
+    WHERE p.host_id = $1 AND p.name = r.name COLLATE "C" AND p.arch = r.arch COLLATE "C"
+), up AS (
+    INSERT INTO host_packages (host_id, name, arch, version, state)
+    SELECT $1, * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[])
+    ON CONFLICT (host_id, name, arch) DO UPDATE
+    SET version = EXCLUDED.version, state = EXCLUDED.state, since = now()
+), hist AS (
+    INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
+    SELECT $1, $9, * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+), done AS (
+    DELETE FROM host_reports WHERE id = $2
+)
+UPDATE hosts SET inventory_at = $9 FROM async WHERE id = $1
 """
 
 # The available set replaces the old one: delete what left, upsert what changed, keep the count.
 _AVAILABLE_SQL = f"""
-WITH {_NEW_SET},
+WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+{_NEW_SET},
 gone AS (
     DELETE FROM host_available a WHERE a.host_id = $1
     AND NOT EXISTS (SELECT 1 FROM new WHERE new.name = a.name AND new.arch = a.arch)
@@ -232,24 +239,25 @@ gone AS (
     SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
     WHERE (host_available.version, host_available.repository, host_available.security)
           IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
+), done AS (
+    DELETE FROM host_reports WHERE id = $2
 )
-UPDATE hosts SET available_count = (SELECT count(*) FROM new), available_at = $4 WHERE id = $1
+UPDATE hosts SET available_count = (SELECT count(*) FROM new), available_at = $4 FROM async WHERE id = $1
 RETURNING available_count
 """
 
 
-async def apply_installed(conn, report, host_id: int) -> dict:
+async def apply_installed(conn, report, host_id: int, os_family: str | None, baseline: bool) -> dict:
     """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline)."""
-    baseline, at = report["baseline"], report["received_at"]
     rows = await conn.fetch(_DIFF_SQL, host_id, report["id"], BODY_KEYS[INSTALLED])
-    cmp = versions.comparator(report["os_family"])
+    cmp = versions.comparator(os_family)
     removed, upserts, history = [], [], []
     counts = {"added": 0, "removed": 0, "upgraded": 0, "downgraded": 0}
     for r in rows:
         old, new = r["old_version"], r["new_version"]
         if new is None:
             change, state = "removed", None
-            removed.append(r)
+            removed.append((r["name"], r["arch"]))
         elif old is None:
             change, state = "added", "inventored" if baseline else "installed"
         else:
@@ -260,43 +268,44 @@ async def apply_installed(conn, report, host_id: int) -> dict:
         counts[change] += 1
         if not baseline:
             history.append((change, r["name"], r["arch"], old, new))
-    if removed:
-        await conn.execute(_REMOVE_SQL, host_id, [r["name"] for r in removed], [r["arch"] for r in removed])
-    if upserts:
-        await conn.execute(_UPSERT_SQL, host_id, *map(list, zip(*upserts)))
-    if history:
-        await conn.execute(_HISTORY_SQL, host_id, at, *map(list, zip(*history)))
-    await conn.execute("UPDATE hosts SET inventory_at = $2 WHERE id = $1", host_id, at)
+    await conn.execute(
+        _WRITE_INSTALLED_SQL, host_id, report["id"],
+        *_columns(removed, 2), *_columns(upserts, 4), report["received_at"], *_columns(history, 5),
+    )
     return counts
 
 
-async def apply_available(conn, report, host_id: int) -> int:
-    return await conn.fetchval(_AVAILABLE_SQL, host_id, report["id"], BODY_KEYS[AVAILABLE], report["received_at"])
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows -> one list per column (for unnest), empty lists when there are no rows."""
+    return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 async def apply_pending(pool, host_id: int) -> dict:
-    """Apply every pending report of a host, oldest first; each in its own transaction."""
+    """Apply the host's pending reports, oldest first, each in one transaction.
+
+    Only one host_diff task of a host runs at a time (the per-target lock), and a report accepted
+    while this one runs queues another task, so the list read here is all this run has to do.
+    """
     summary = {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            report = await conn.fetchrow(
-                # No WAL flush wait: if a crash loses this commit, the report row comes back with it
-                # and is applied again (the task is marked done by a later, flushed commit).
-                "SELECT set_config('synchronous_commit', 'off', true),"
-                " r.id, r.kind, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
-                " FROM host_reports r JOIN hosts h ON h.id = r.host_id"
-                " WHERE r.host_id = $1 ORDER BY r.id LIMIT 1 FOR UPDATE OF r",
-                host_id,
-            )
-            if report is None:
-                return summary
+    async with pool.acquire() as conn:
+        reports = await conn.fetch(
+            "SELECT r.id, r.kind, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
+            " FROM host_reports r JOIN hosts h ON h.id = r.host_id WHERE r.host_id = $1 ORDER BY r.id",
+            host_id,
+        )
+        baseline = bool(reports) and reports[0]["baseline"]
+        for report in reports:
             if report["kind"] == INSTALLED:
-                for k, v in (await apply_installed(conn, report, host_id)).items():
+                counts = await apply_installed(conn, report, host_id, report["os_family"], baseline)
+                baseline = False
+                for k, v in counts.items():
                     summary[k] += v
             else:
-                summary["available"] = await apply_available(conn, report, host_id)
-            await conn.execute("DELETE FROM host_reports WHERE id = $1", report["id"])
+                summary["available"] = await conn.fetchval(
+                    _AVAILABLE_SQL, host_id, report["id"], BODY_KEYS[AVAILABLE], report["received_at"]
+                )
             summary["reports"] += 1
+    return summary
 
 
 async def host_diff(ctx) -> dict:
