@@ -271,7 +271,7 @@ async def _wait_diffs(settings, timeout: float = 600) -> float:
     try:
         while time.perf_counter() - t0 < timeout:
             busy = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM host_reports WHERE NOT applied)"
+                "SELECT (SELECT count(*) FROM host_reports)"
                 " + (SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
             )
             if not busy:

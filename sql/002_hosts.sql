@@ -114,20 +114,15 @@ CREATE TABLE host_events (
     UNIQUE (host_id, date_start, time_start, command)
 );
 
--- Raw installed/available reports accepted by the API, applied by the diff worker in id order.
--- Applied available reports are deleted; the last applied installed report of a host is kept
--- (applied = true) as the base the next one is compared with.
+-- Raw installed/available reports accepted by the API and not yet applied by the diff worker
+-- (applied in id order, then deleted).
 CREATE TABLE host_reports (
     id          bigserial PRIMARY KEY,
     host_id     bigint NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,
     kind        text NOT NULL CHECK (kind IN ('installed', 'available')),
-    applied     boolean NOT NULL DEFAULT false,
-    -- true when the body is in the agent's exact json.dumps() form (checked at acceptance)
-    agent_form  boolean NOT NULL DEFAULT false,
     digest      bytea NOT NULL,
     body        bytea NOT NULL,  -- STORAGE EXTERNAL below: JSON is stored as is, not compressed (CPU)
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX host_reports_host ON host_reports (host_id, id);
-CREATE INDEX host_reports_pending ON host_reports (id) WHERE NOT applied;
 ALTER TABLE host_reports ALTER COLUMN body SET STORAGE EXTERNAL;

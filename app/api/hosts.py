@@ -123,7 +123,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     try:
         # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
         count = inventory.fast_count(kind, raw, settings.max_list_items)
-        body, fast = raw, count is not None
+        body = raw
         if count is None:
             data = await _json(request)
             key = inventory.BODY_KEYS[kind]
@@ -133,9 +133,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
-    accepted = await inventory.accept_report(
-        request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body, agent_form=body is raw and fast
-    )
+    accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
         await queue.dispatch(request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True))
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})

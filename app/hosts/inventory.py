@@ -144,8 +144,8 @@ WITH old AS (
         available_digest = CASE WHEN $2 = 'available' THEN $3 ELSE available_digest END
     WHERE id = $1 RETURNING id
 ), rep AS (
-    INSERT INTO host_reports (host_id, kind, digest, body, agent_form)
-    SELECT $1, $2, $3, $4, $5 FROM old WHERE old.digest IS DISTINCT FROM $3
+    INSERT INTO host_reports (host_id, kind, digest, body)
+    SELECT $1, $2, $3, $4 FROM old WHERE old.digest IS DISTINCT FROM $3
     RETURNING id
 ), task AS (
     INSERT INTO tasks (kind, target, params, requested_by, enqueue_count)
@@ -167,8 +167,8 @@ class Accepted:
     created: bool
 
 
-async def accept_report(pool, host_id: int, kind: str, digest: bytes, body: bytes, agent_form: bool = False) -> Accepted:
-    row = await pool.fetchrow(_ACCEPT_SQL, host_id, kind, digest, body, agent_form)
+async def accept_report(pool, host_id: int, kind: str, digest: bytes, body: bytes) -> Accepted:
+    row = await pool.fetchrow(_ACCEPT_SQL, host_id, kind, digest, body)
     return Accepted(row["report"] is not None, row["id"], row["enqueue_count"], bool(row["created"]))
 
 
@@ -219,11 +219,8 @@ rm AS (
 ), hist AS (
     INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
     SELECT $1, $9, * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
-), base AS (
-    -- this report becomes the base of the next diff; the older base goes
-    DELETE FROM host_reports WHERE host_id = $1 AND kind = 'installed' AND applied AND id <> $2
 ), done AS (
-    UPDATE host_reports SET applied = true WHERE id = $2
+    DELETE FROM host_reports WHERE id = $2
 )
 UPDATE hosts SET inventory_at = $9 FROM async WHERE id = $1
 """
@@ -250,76 +247,27 @@ RETURNING available_count
 """
 
 
-# Reports in the agent's exact form: {"installed_packages": [{"name": "N", "version": "V"}, ...]}
-_HEAD = b'{"installed_packages": [{"name": "'
-_TAIL = b'"}]}'
-_FIELDS = re.compile(rb'", "version": "|"\}, \{"name": "')
-ARCH_SUFFIX = re.compile(r"^(.+):([A-Za-z0-9_.+-]{1,32})$")  # the same rule as in _NEW_SET
-
-
-def agent_form_pairs(body: bytes) -> dict[bytes, bytes] | None:
-    """name -> version of an agent-form body, split in C; None if names repeat (the SQL path handles it)."""
-    if not (body.startswith(_HEAD) and body.endswith(_TAIL)):
-        return None
-    flat = _FIELDS.split(body[len(_HEAD):-len(_TAIL)])
-    pairs = dict(zip(flat[::2], flat[1::2]))
-    return pairs if len(pairs) * 2 == len(flat) else None
-
-
-def split_arch(full_name: str) -> tuple[str, str]:
-    m = ARCH_SUFFIX.match(full_name)
-    return (m[1], m[2]) if m else (full_name, "")
-
-
-def compare_with_base(base: dict[bytes, bytes], new: dict[bytes, bytes]) -> list[tuple[str, str, str | None, str | None]]:
-    """(name, arch, old_version, new_version) of every package that changed, by set operations in C."""
-    changed = set(base.items()) ^ set(new.items())
-    out = []
-    for full in {name for name, _ in changed}:
-        name, arch = split_arch(full.decode())
-        old, now = base.get(full), new.get(full)
-        out.append((name, arch, old.decode() if old is not None else None, now.decode() if now is not None else None))
-    return out
-
-
 async def apply_installed(conn, report, host_id: int, os_family: str | None, baseline: bool) -> dict:
-    """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline).
-
-    When this report and the previous applied one are both in the agent's exact form, the changed
-    packages come from comparing the two bodies (set operations in C, a few microseconds per
-    package); otherwise PostgreSQL parses the report and FULL JOINs it with the inventory.
-    """
-    rows = None
-    if report["agent_form"] and not baseline:
-        bodies = await conn.fetch(
-            "SELECT id, body FROM host_reports WHERE id = $2"
-            " OR (host_id = $1 AND kind = 'installed' AND applied AND agent_form)",
-            host_id, report["id"],
-        )
-        by_id = {b["id"]: b["body"] for b in bodies}
-        new = agent_form_pairs(by_id.pop(report["id"]))
-        base = agent_form_pairs(next(iter(by_id.values()))) if len(by_id) == 1 else None
-        if new is not None and base is not None:
-            rows = compare_with_base(base, new)
-    if rows is None:
-        rows = [tuple(r) for r in await conn.fetch(_DIFF_SQL, host_id, report["id"], BODY_KEYS[INSTALLED])]
+    """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline)."""
+    rows = await conn.fetch(_DIFF_SQL, host_id, report["id"], BODY_KEYS[INSTALLED])
     cmp = versions.comparator(os_family)
     removed, upserts, history = [], [], []
     counts = {"added": 0, "removed": 0, "upgraded": 0, "downgraded": 0}
-    for name, arch, old, new in rows:
+    for r in rows:
+        old, new = r["old_version"], r["new_version"]
         if new is None:
             change, state = "removed", None
-            removed.append((name, arch))
+            removed.append((r["name"], r["arch"]))
         elif old is None:
             change, state = "added", "inventored" if baseline else "installed"
         else:
             change = "upgraded" if cmp(new, old) > 0 else "downgraded"
             state = change
         if state is not None:
-            upserts.append((name, arch, new, state))
+            upserts.append((r["name"], r["arch"], new, state))
         counts[change] += 1
         if not baseline:
-            history.append((change, name, arch, old, new))
+            history.append((change, r["name"], r["arch"], old, new))
     await conn.execute(
         _WRITE_INSTALLED_SQL, host_id, report["id"],
         *_columns(removed, 2), *_columns(upserts, 4), report["received_at"], *_columns(history, 5),
@@ -341,9 +289,8 @@ async def apply_pending(pool, host_id: int) -> dict:
     summary = {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
     async with pool.acquire() as conn:
         reports = await conn.fetch(
-            "SELECT r.id, r.kind, r.received_at, r.agent_form, h.os_family, h.inventory_at IS NULL AS baseline"
-            " FROM host_reports r JOIN hosts h ON h.id = r.host_id WHERE r.host_id = $1 AND NOT r.applied"
-            " ORDER BY r.id",
+            "SELECT r.id, r.kind, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
+            " FROM host_reports r JOIN hosts h ON h.id = r.host_id WHERE r.host_id = $1 ORDER BY r.id",
             host_id,
         )
         baseline = bool(reports) and reports[0]["baseline"]

@@ -101,7 +101,7 @@ async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker)
     again = await put(client, creds, "packages/installed", report)
     assert first["changed"] and not again["changed"] and again["task-id"] is None
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
-    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE NOT applied") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
 async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):
@@ -155,7 +155,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
     resp = await put(client, creds, "packages/installed", body, status=400)
     if message:
         assert resp["message_error"] == [message]
-    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE NOT applied") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
     assert await pool.fetchval("SELECT installed_digest FROM hosts") is None
 
@@ -168,7 +168,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
 async def test_bad_available_reports_change_nothing(client, pool, make_key, item):
     creds = await _host(client, make_key)
     await put(client, creds, "packages/available", {"available_packages": [item]}, status=400)
-    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE NOT applied") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
 async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
@@ -204,29 +204,3 @@ async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, 
     await run_worker()
     assert await pool.fetchval("SELECT string_agg(name, ',' ORDER BY name) FROM host_packages") == "b,pkg-é"
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'done'") == 1
-
-
-async def test_fast_comparison_and_sql_diff_agree(client, pool, make_key, run_worker):
-    """Agent-form bodies are compared with the previous body; other layouts go through the SQL diff."""
-    import orjson
-
-    steps = [
-        {"bash": "5.1-1", "curl": "7.88-1", "libc6:i386": "2.36-9", "vim": "9.0-1"},
-        {"bash": "5.2-1", "curl": "7.88-1~rc", "libc6:i386": "2.36-10", "git": "2.39-1"},
-        {"bash": "5.2-1", "git": "2.39-1", "libc6": "2.36-10", "zsh": "5.9-4"},
-    ]
-    fast, slow = await _host(client, make_key, "fast"), await _host(client, make_key, "slow")
-    for step in steps:
-        await put(client, fast, "packages/installed", installed(step))
-        compact = orjson.dumps(installed(step))  # no spaces: not the agent's exact form
-        resp = await client.put("/api/v2/host/packages/installed", data=compact, headers=host_auth(*slow[:2]))
-        assert resp.status == 200
-        forms = {r["host_id"]: r["agent_form"] for r in await pool.fetch("SELECT host_id, agent_form FROM host_reports WHERE NOT applied")}
-        assert forms == {fast[2]: True, slow[2]: False}
-        await run_worker()
-    assert await _history(pool, fast[2]) == await _history(pool, slow[2])
-    assert await _inventory(pool, fast[2]) == await _inventory(pool, slow[2])
-    assert ("removed", "libc6", "i386", "2.36-10", None) in await _history(pool, fast[2])
-    assert ("downgraded", "curl", "", "7.88-1", "7.88-1~rc") in await _history(pool, fast[2])
-    # Only the last applied installed report of each host is kept, as the next base.
-    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE applied") == 2
