@@ -381,17 +381,13 @@ def main() -> None:
     print(f"fleet: {HOSTS} hosts x {PACKAGES} packages, {CONCURRENCY} concurrent, {ROUNDS} timed rounds"
           f" (+1 warm-up round of baseline reports), 3 reports per host per round", flush=True)
 
-    # Reference first, while nothing else runs.
+    # The reference is measured just before and just after Depot (the mean is used), so that other
+    # load on the machine affects both sides alike.
     ref_port = _free_port()
     ref = subprocess.Popen([sys.executable, "-m", "bench.fleet", "reference", str(ref_port)], cwd=ROOT)
-    try:
-        _wait_port(ref_port, ref)
-        fake = [(f"id_{i}", "t") for i in range(HOSTS)]
-        run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
-        reference = run_load(f"http://127.0.0.1:{ref_port}", fake)
-    finally:
-        _stop(ref)
-
+    fake = [(f"id_{i}", "t") for i in range(HOSTS)]
+    _wait_port(ref_port, ref)
+    run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
     server = subprocess.Popen(_depot_cmd("serve"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
     worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
     try:
@@ -403,9 +399,12 @@ def main() -> None:
               f" every diff applied {warm_drain:.2f} s later", flush=True)
         pg_pids = _postgres_pids()
         cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        before = run_load(f"http://127.0.0.1:{ref_port}", fake)
         depot = run_load(settings.base_url, creds)
         drain = asyncio.run(_wait_diffs(settings))
         cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        after = run_load(f"http://127.0.0.1:{ref_port}", fake)
+        reference = {k: (before[k] + after[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
         per = [(b - a) * 1000 / depot["requests"] for a, b in zip(cpu0, cpu1)]
         print(f"CPU per report: server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
               f" PostgreSQL backends {per[2]:.2f} ms", flush=True)
@@ -414,6 +413,7 @@ def main() -> None:
 
         mb = depot["bytes"] / 1e6
         print(f"\nreports: {depot['requests']} PUTs ({mb:.0f} MB) in {depot['seconds']:.2f} s; failures {depot['failures']}")
+        print(f"reference runs: {before['rate']:.0f} and {after['rate']:.0f} reports/s (before and after Depot's)")
         print(f"reference (read + json.loads): {reference['rate']:8.0f} reports/s   p50 {reference['p50_ms']:6.1f} ms"
               f"   p99 {reference['p99_ms']:6.1f} ms")
         print(f"depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
@@ -432,6 +432,7 @@ def main() -> None:
     finally:
         _stop(server)
         _stop(worker)
+        _stop(ref)
 
 
 if __name__ == "__main__":

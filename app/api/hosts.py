@@ -135,7 +135,12 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         raise bad_request(str(exc))
     accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
-        await queue.dispatch(request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True))
+        # The agent sends available then installed within a moment: a short delay lets the second
+        # report join the same task (one job per host per run instead of two).
+        await queue.dispatch(
+            request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True),
+            defer_seconds=inventory.DIFF_DELAY_SECONDS,
+        )
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
 

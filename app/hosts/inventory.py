@@ -17,6 +17,7 @@ INSTALLED = "installed"
 AVAILABLE = "available"
 BODY_KEYS = {INSTALLED: "installed_packages", AVAILABLE: "available_packages"}
 MAX_FIELD = 255
+DIFF_DELAY_SECONDS = 0.25
 
 
 class ReportError(ValueError):
