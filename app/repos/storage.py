@@ -1,0 +1,254 @@
+"""Local-disk storage: a content-addressed package pool and atomically swapped published trees.
+
+Layout under the storage root:
+  tmp/                        uploads in flight (same filesystem, so moves are renames)
+  pool/<sha[:2]>/<sha256>     every package file, stored once
+  trees/<key>-<n>/            built snapshot trees (never served directly while being built)
+  public/                     what /repo serves: symlinks into trees/, plus gpgkeys/
+Every path below is built from database values checked by the callers' regexes, and
+`safe_join` refuses anything that would leave its base folder, so a client path never
+reaches the filesystem unchecked.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterable
+
+from .packages import Digests
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"file is larger than the {limit} byte limit")
+        self.limit = limit
+
+
+class UnsafePath(ValueError):
+    pass
+
+
+@dataclass
+class Incoming:
+    """A fully received, hashed upload waiting in tmp/ to be parsed, then adopted or discarded."""
+    path: Path
+    digests: Digests
+
+    def discard(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def safe_join(base: Path, *parts: str) -> Path:
+    """Join relative parts under base, refusing absolute parts, `..`, NUL and empty parts."""
+    for part in parts:
+        for seg in str(part).split("/"):
+            if seg in ("", ".", "..") or "\x00" in seg or "\\" in seg:
+                raise UnsafePath(f"unsafe path component {part!r}")
+    return base.joinpath(*parts)
+
+
+class _Hasher:
+    def __init__(self):
+        self.md5, self.sha1, self.sha256 = hashlib.md5(), hashlib.sha1(), hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.md5.update(chunk)
+        self.sha1.update(chunk)
+        self.sha256.update(chunk)
+
+    def digests(self) -> Digests:
+        return Digests(self.size, self.md5.hexdigest(), self.sha1.hexdigest(), self.sha256.hexdigest())
+
+
+class Storage:
+    def __init__(self, root):
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.pool = self.root / "pool"
+        self.trees = self.root / "trees"
+        self.public = self.root / "public"
+        for d in (self.tmp, self.pool, self.trees, self.public):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ---- pool -------------------------------------------------------------------------------
+    def pool_path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise UnsafePath("not a sha256 digest")
+        return self.pool / sha256[:2] / sha256
+
+    def _new_temp(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        return fd, Path(name)
+
+    async def receive(self, chunks: AsyncIterator[bytes], max_size: int) -> Incoming:
+        """Stream chunks to a temp file while hashing; never holds the whole file in memory.
+        Writes and hashing run in a thread (hashlib and write release the GIL on big buffers),
+        so the event loop keeps serving other requests during a large upload."""
+        fd, path = self._new_temp()
+        hasher = _Hasher()
+        loop = asyncio.get_running_loop()
+
+        def consume(chunk: bytes) -> None:
+            hasher.update(chunk)
+            _write_all(fd, chunk)
+
+        try:
+            pending = bytearray()
+            async for chunk in chunks:
+                if hasher.size + len(pending) + len(chunk) > max_size:
+                    raise TooLarge(max_size)
+                # Batch small network reads into ~1 MiB writes: fewer thread hops.
+                pending += chunk
+                if len(pending) >= 1 << 20:
+                    data, pending = bytes(pending), bytearray()
+                    await loop.run_in_executor(None, consume, data)
+            if pending:
+                await loop.run_in_executor(None, consume, bytes(pending))
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return Incoming(path, hasher.digests())
+
+    def receive_file(self, src, max_size: int | None = None) -> Incoming:
+        """Synchronous variant for files already on disk (CLI import, bench)."""
+        fd, path = self._new_temp()
+        hasher = _Hasher()
+        try:
+            with open(src, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    hasher.update(chunk)
+                    if max_size is not None and hasher.size > max_size:
+                        raise TooLarge(max_size)
+                    _write_all(fd, chunk)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return Incoming(path, hasher.digests())
+
+    def adopt(self, incoming: Incoming) -> Path:
+        """Move a verified upload into the pool (atomic rename); a second copy is dropped."""
+        target = self.pool_path(incoming.digests.sha256)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            incoming.discard()
+        else:
+            os.chmod(incoming.path, 0o644)
+            os.replace(incoming.path, target)
+        return target
+
+    def has(self, sha256: str) -> bool:
+        return self.pool_path(sha256).exists()
+
+    def remove_from_pool(self, sha256: str) -> None:
+        self.pool_path(sha256).unlink(missing_ok=True)
+
+    # ---- published trees --------------------------------------------------------------------
+    def link_into(self, tree: Path, rel: str, sha256: str) -> None:
+        """Place a pool file in a tree being built: a hard link (no copy; same filesystem)."""
+        dst = safe_join(tree, *rel.split("/"))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = self.pool_path(sha256)
+        try:
+            os.link(src, dst)
+        except OSError:
+            os.symlink(src, dst)
+
+    def publish(self, public_rel: str, key: str, build: Callable[[Path], None]) -> Path:
+        """Build a tree aside with `build(dir)`, then swap `public/<public_rel>` to it atomically.
+
+        The public entry is a symlink replaced by rename(2), so a client sees either the old
+        tree or the new one, never a mix. The old tree is removed after the swap."""
+        link = safe_join(self.public, *public_rel.split("/"))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        build_dir = Path(tempfile.mkdtemp(dir=self.trees, prefix=f".build-{key}-"))
+        try:
+            build(build_dir)
+            os.chmod(build_dir, 0o755)
+            final = self.trees / f"{key}-{uuid.uuid4().hex[:12]}"
+            os.rename(build_dir, final)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+        old = Path(os.readlink(link)) if link.is_symlink() else None
+        self._swap_symlink(link, os.path.relpath(final, link.parent))
+        if old is not None:
+            old_abs = (link.parent / old).resolve()
+            if old_abs.parent == self.trees.resolve() and old_abs != final.resolve():
+                shutil.rmtree(old_abs, ignore_errors=True)
+        return final
+
+    def unpublish(self, public_rel: str) -> None:
+        link = safe_join(self.public, *public_rel.split("/"))
+        if link.is_symlink():
+            target = (link.parent / os.readlink(link)).resolve()
+            link.unlink()
+            if target.parent == self.trees.resolve():
+                shutil.rmtree(target, ignore_errors=True)
+
+    def point(self, public_rel: str, target_rel: str) -> None:
+        """Stable environment link: public/<public_rel> -> sibling public entry <target_rel>."""
+        link = safe_join(self.public, *public_rel.split("/"))
+        target = safe_join(self.public, *target_rel.split("/"))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        self._swap_symlink(link, os.path.relpath(target, link.parent))
+
+    def remove_link(self, public_rel: str) -> None:
+        link = safe_join(self.public, *public_rel.split("/"))
+        if link.is_symlink():
+            link.unlink()
+
+    @staticmethod
+    def _swap_symlink(link: Path, target: str) -> None:
+        tmp = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}"
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    def write_public(self, rel: str, data: bytes) -> Path:
+        path = safe_join(self.public, *rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+    def resolve_public(self, rel: str) -> Path | None:
+        """Map a /repo/<rel> request to a file, or None. Symlinks may only lead into public/
+        or trees/ (our own links), never elsewhere."""
+        try:
+            path = safe_join(self.public, *rel.split("/")) if rel else self.public
+        except UnsafePath:
+            return None
+        real = path.resolve()
+        allowed = (self.public.resolve(), self.trees.resolve(), self.pool.resolve())
+        if not any(real == a or a in real.parents for a in allowed):
+            return None
+        # Trees still being built start with ".build-"; they are never reachable by a link.
+        return real if real.is_file() else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def iter_file_chunks(path, size: int = 1 << 20) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
