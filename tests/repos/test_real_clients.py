@@ -101,4 +101,5 @@ def test_dnf_refuses_unsigned_packages_with_gpgcheck(tmp_path, storage, signer, 
     (www / "key.pub").write_text(signer.public_key())
     out = dnf_install(tmp_path / "root", f"{base}/repo/rpm/test/9/2", f"{base}/key.pub", "depot-hello")
     assert out.returncode != 0
+    assert "not signed" in (out.stdout + out.stderr), out.stdout + out.stderr
     assert rpm_installed(tmp_path / "root") == []
