@@ -17,33 +17,29 @@ from .storage import Storage
 
 
 def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, component: str,
-                entries: list[DebEntry], signer: Signer | None, origin: str | None = None,
-                progress=None) -> Path:
+                entries: list[DebEntry], signer: Signer | None, origin: str | None = None) -> Path:
+    files = {f"pool/{component}/{e.filename}": e.sha256 for e in entries}
+
     def build(tree: Path) -> None:
-        for i, e in enumerate(entries):
-            storage.link_into(tree, f"pool/{component}/{e.filename}", e.sha256)
-            if progress and i % 500 == 0:
-                progress(i, len(entries))
         release = render_deb(tree, dist, component, entries, origin=origin)
         if signer is not None:
             signer.sign_release(release)
 
-    return storage.publish(public_rel, key, build)
+    return storage.publish(public_rel, key, build, files=files)
 
 
-def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str, str]],
-                signer: Signer | None, progress=None) -> Path:
-    """entries: (RpmEntry, published file name, sha256 of the file to publish)."""
+def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str]],
+                signer: Signer | None, load_chunks=None) -> Path:
+    """entries: (RpmEntry whose key is the sha256 of the file to publish, published file name)."""
+    files = {location_href(filename, e.arch): e.key for e, filename in entries}
+
     def build(tree: Path) -> None:
-        for i, (e, filename, sha256) in enumerate(entries):
-            storage.link_into(tree, location_href(filename, e.arch), sha256)
-            if progress and i % 500 == 0:
-                progress(i, len(entries))
-        repomd = render_rpm(tree, [e for e, _, _ in entries])
+        repomd = render_rpm(tree, [e for e, _ in entries], cache_dir=storage.cache_dir(key),
+                            load_chunks=load_chunks)
         if signer is not None:
             signer.sign_repomd(repomd)
 
-    return storage.publish(public_rel, key, build)
+    return storage.publish(public_rel, key, build, files=files)
 
 
 def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:
@@ -65,4 +61,4 @@ def deb_entry(p: ParsedPackage) -> DebEntry:
 
 
 def rpm_entry(p: ParsedPackage) -> RpmEntry:
-    return RpmEntry(p.name, p.arch, p.chunks["primary"], p.chunks["filelists"], p.chunks["other"])
+    return RpmEntry(p.sha256, p.name, p.arch, p.chunks["primary"], p.chunks["filelists"], p.chunks["other"])

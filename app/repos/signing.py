@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gnupg
@@ -83,10 +84,16 @@ class Signer:
         """Release -> InRelease (clear-signed) and Release.gpg (detached, armored)."""
         release_path = Path(release_path)
         data = release_path.read_bytes()
+        self.fingerprint  # resolve (or create) the key once, before the threads start
+        # Two independent gpg runs; in parallel they cost one.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            clear = pool.submit(self._sign, data, clearsign=True, detach=False)
+            detach = pool.submit(self._sign, data, clearsign=False, detach=True)
+            clear_sig, detach_sig = clear.result(), detach.result()
         inrelease = release_path.with_name("InRelease")
-        inrelease.write_bytes(self._sign(data, clearsign=True, detach=False))
+        inrelease.write_bytes(clear_sig)
         detached = release_path.with_name("Release.gpg")
-        detached.write_bytes(self._sign(data, clearsign=False, detach=True))
+        detached.write_bytes(detach_sig)
         return inrelease, detached
 
     def sign_repomd(self, repomd_path) -> Path:

@@ -168,16 +168,81 @@ class Storage:
         except OSError:
             os.symlink(src, dst)
 
-    def publish(self, public_rel: str, key: str, build: Callable[[Path], None]) -> Path:
+    def files_dir(self, key: str) -> Path:
+        """Package files of one snapshot, shared by its successive trees: a rebuild only adds
+        the links that are new and drops the stale ones, instead of linking every file again."""
+        return safe_join(self.trees, f"{key}.files")
+
+    def cache_dir(self, key: str) -> Path:
+        return safe_join(self.trees, f"{key}.cache")
+
+    def _sync_files(self, key: str, files: dict[str, str]) -> list[str]:
+        """Make files_dir(key) hold a link for every rel -> sha256 in `files`; return the stale
+        names, removed only after the swap so the old metadata stays valid until then."""
+        import json
+
+        root = self.files_dir(key)
+        root.mkdir(exist_ok=True)
+        manifest = root / ".manifest.json"
+        try:
+            have = json.loads(manifest.read_text())
+        except (FileNotFoundError, ValueError):
+            have = {}
+        # Plain string paths: this loop runs once per package on a first build (5,000+).
+        root_s, pool_s = str(root), str(self.pool)
+        made: set[str] = set()
+        for rel, sha in files.items():
+            old = have.get(rel)
+            if old == sha:
+                continue
+            if ".." in rel.split("/") or rel.startswith("/") or len(sha) != 64:
+                raise UnsafePath(f"unsafe published path {rel!r}")
+            dst = f"{root_s}/{rel}"
+            parent = dst.rsplit("/", 1)[0]
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            src = f"{pool_s}/{sha[:2]}/{sha}"
+            target = dst if old is None else f"{parent}/.new-{uuid.uuid4().hex[:8]}"
+            try:
+                os.link(src, target)
+            except FileExistsError:
+                os.unlink(target)
+                os.link(src, target)
+            if target != dst:
+                os.replace(target, dst)       # overwrite of the same name: swap atomically
+        stale = [rel for rel in have if rel not in files]
+        tmp = manifest.with_name(".manifest.tmp")
+        tmp.write_text(json.dumps(files))
+        os.replace(tmp, manifest)
+        return stale
+
+    def publish(self, public_rel: str, key: str, build: Callable[[Path], None],
+                files: dict[str, str] | None = None) -> Path:
         """Build a tree aside with `build(dir)`, then swap `public/<public_rel>` to it atomically.
 
-        The public entry is a symlink replaced by rename(2), so a client sees either the old
-        tree or the new one, never a mix. The old tree is removed after the swap."""
+        `files` maps paths inside the tree (e.g. pool/main/x.deb) to pool digests; their top
+        folders become links to the snapshot's shared files folder. The public entry is a
+        symlink replaced by rename(2), so a client sees the old tree or the new one, never a
+        mix. The old tree is removed after the swap."""
         link = safe_join(self.public, *public_rel.split("/"))
         link.parent.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(dir=self.trees, prefix=f".build-{key}-"))
+        stale: list[str] = []
         try:
-            build(build_dir)
+            if files is not None:
+                # Linking runs in a thread while build() renders metadata (syscalls drop the GIL).
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=1) as ex:
+                    fut = ex.submit(self._sync_files, key, files)
+                    build(build_dir)
+                    stale = fut.result()
+                for top in {rel.split("/", 1)[0] for rel in files}:
+                    if not (build_dir / top).exists():
+                        os.symlink(os.path.join("..", f"{key}.files", top), build_dir / top)
+            else:
+                build(build_dir)
             os.chmod(build_dir, 0o755)
             final = self.trees / f"{key}-{uuid.uuid4().hex[:12]}"
             os.rename(build_dir, final)
@@ -190,6 +255,8 @@ class Storage:
             old_abs = (link.parent / old).resolve()
             if old_abs.parent == self.trees.resolve() and old_abs != final.resolve():
                 shutil.rmtree(old_abs, ignore_errors=True)
+        for rel in stale:
+            safe_join(self.files_dir(key), *rel.split("/")).unlink(missing_ok=True)
         return final
 
     def unpublish(self, public_rel: str) -> None:
@@ -198,7 +265,10 @@ class Storage:
             target = (link.parent / os.readlink(link)).resolve()
             link.unlink()
             if target.parent == self.trees.resolve():
+                key = target.name.rsplit("-", 1)[0]
                 shutil.rmtree(target, ignore_errors=True)
+                shutil.rmtree(self.files_dir(key), ignore_errors=True)
+                shutil.rmtree(self.cache_dir(key), ignore_errors=True)
 
     def point(self, public_rel: str, target_rel: str) -> None:
         """Stable environment link: public/<public_rel> -> sibling public entry <target_rel>."""

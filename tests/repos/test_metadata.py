@@ -100,9 +100,45 @@ def test_rpm_repodata_is_readable_by_createrepo_c(tmp_path, rpm_dir):
 
 def test_rpm_5000_packages_render_fast(tmp_path, rpm_dir):
     one = rpm_entry(parse_rpm(rpm_dir / "depot-hello-1.0-1.noarch.rpm"))
-    entries = [RpmEntry(f"p{i}", "noarch", one.primary.replace("depot-hello", f"p{i}"),
+    entries = [RpmEntry(hashlib.sha256(b"%d" % i).hexdigest(), f"p{i}", "noarch", one.primary.replace("depot-hello", f"p{i}"),
                         one.filelists.replace("depot-hello", f"p{i}"), one.other.replace("depot-hello", f"p{i}"))
                for i in range(5000)]
     t = time.perf_counter()
     render_rpm(tmp_path / "out", entries)
     assert time.perf_counter() - t < 1.0
+
+
+def test_rpm_add_one_reuses_cached_blocks(tmp_path, rpm_dir):
+    one = rpm_entry(parse_rpm(rpm_dir / "depot-hello-1.0-1.noarch.rpm"))
+
+    def make(i):
+        key = hashlib.sha256(b"%d" % i).hexdigest()
+        chunks = [c.replace("depot-hello", f"p{i:04d}").replace(one.key, key)
+                  for c in (one.primary, one.filelists, one.other)]
+        return RpmEntry(key, f"p{i:04d}", "noarch", *chunks)
+
+    full = {e.key: e for e in (make(i) for i in range(2001))}
+    requested = []
+
+    def load(keys):
+        requested.extend(keys)
+        return {k: (full[k].primary, full[k].filelists, full[k].other) for k in keys}
+
+    def light(keys):  # rows without chunks, as the rebuild fetches them
+        return [RpmEntry(k, full[k].name, "noarch") for k in keys]
+
+    keys = list(full)
+    render_rpm(tmp_path / "a", light(keys[:2000]), cache_dir=tmp_path / "cache", load_chunks=load)
+    assert len(requested) == 2000
+    requested.clear()
+    render_rpm(tmp_path / "b", light(keys), cache_dir=tmp_path / "cache", load_chunks=load)
+    assert 1 <= len(requested) <= 256                     # only the block holding the new package
+    md = cr.Metadata(key=cr.HT_KEY_NAME)
+    md.locate_and_load_xml(str(tmp_path / "b"))
+    assert len(md.keys()) == 2001 and md.get("p2000").name == "p2000"
+    # The multi-member gzip decompresses to the same XML a one-shot render gives.
+    render_rpm(tmp_path / "c", list(full.values()))
+    for kind in ("primary", "filelists", "other"):
+        b = gzip.decompress(next((tmp_path / "b/repodata").glob(f"*-{kind}.xml.gz")).read_bytes())
+        c = gzip.decompress(next((tmp_path / "c/repodata").glob(f"*-{kind}.xml.gz")).read_bytes())
+        assert b == c

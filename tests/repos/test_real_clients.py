@@ -79,7 +79,7 @@ def test_dnf_installs_a_signed_rpm_with_gpgcheck(tmp_path, storage, signer, http
     parsed = [_ingest(storage, f, "rpm") for f in sorted(rpm_dir.glob("*.rpm"))]
     signed = [sign_rpm_into_pool(storage, signer, p.sha256) for p in parsed]
     assert all(s.sha256 != p.sha256 for s, p in zip(signed, parsed))
-    publish_rpm(storage, "rpm/test/9/1", "s1", entries=[(rpm_entry(s), s.filename, s.sha256) for s in signed],
+    publish_rpm(storage, "rpm/test/9/1", "s1", entries=[(rpm_entry(s), s.filename) for s in signed],
                 signer=signer)
     assert (storage.public / "rpm/test/9/1/repodata/repomd.xml.asc").exists()
     (www / "repo").symlink_to(storage.public)
@@ -95,7 +95,7 @@ def test_dnf_installs_a_signed_rpm_with_gpgcheck(tmp_path, storage, signer, http
 def test_dnf_refuses_unsigned_packages_with_gpgcheck(tmp_path, storage, signer, http_root, rpm_dir):
     www, base = http_root
     parsed = [_ingest(storage, f, "rpm") for f in sorted(rpm_dir.glob("*.rpm"))]
-    publish_rpm(storage, "rpm/test/9/2", "s2", entries=[(rpm_entry(p), p.filename, p.sha256) for p in parsed],
+    publish_rpm(storage, "rpm/test/9/2", "s2", entries=[(rpm_entry(p), p.filename) for p in parsed],
                 signer=signer)                 # repomd signed, packages not
     (www / "repo").symlink_to(storage.public)
     (www / "key.pub").write_text(signer.public_key())
