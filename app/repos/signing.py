@@ -47,6 +47,14 @@ class Signer:
         return self._fpr
 
     def _ensure_key(self) -> str:
+        # App and worker processes share the home: a file lock makes exactly one of them create it.
+        import fcntl
+
+        with open(self.home / ".depot-key.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._find_or_create_key()
+
+    def _find_or_create_key(self) -> str:
         keys = self.gpg.list_keys(secret=True)
         if keys:
             return keys[0]["fingerprint"]
@@ -123,3 +131,17 @@ class Signer:
         """Stop the gpg-agent gpg started for this home (tests make many homes)."""
         subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
                        capture_output=True)
+
+
+_SIGNERS: dict[str, Signer] = {}
+
+
+def signer_from_settings(settings) -> Signer:
+    """One Signer per storage folder and process (the key lives under the storage folder)."""
+    home = Path(settings.storage_dir) / "gnupg"
+    signer = _SIGNERS.get(str(home))
+    if signer is None:
+        signer = _SIGNERS[str(home)] = Signer(
+            home, key_file=settings.gpg_key_file, key_type=settings.gpg_key_type,
+            key_length=settings.gpg_key_length, email=f"depot@{settings.server_name}")
+    return signer
