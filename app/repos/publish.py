@@ -25,7 +25,8 @@ def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, compo
         if signer is not None:
             signer.sign_release(release)
 
-    return storage.publish(public_rel, key, build, files=files)
+    entry = [f"dists/{dist}/{n}" for n in ("InRelease", "Release", "Release.gpg")]
+    return storage.publish(public_rel, key, build, files=files, entry_files=entry)
 
 
 def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str]],
@@ -39,7 +40,8 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
         if signer is not None:
             signer.sign_repomd(repomd)
 
-    return storage.publish(public_rel, key, build, files=files)
+    return storage.publish(public_rel, key, build, files=files,
+                           entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"])
 
 
 def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,8 +218,28 @@ class Storage:
         os.replace(tmp, manifest)
         return stale
 
+    def _stamp(self, tree: Path, entry_files: list[str]) -> None:
+        """Give a new tree's entry files (InRelease, repomd.xml...) a modification time, in whole
+        seconds, later than any tree published before. HTTP caches and apt revalidate with
+        If-Modified-Since at one-second resolution: two builds within one second would otherwise
+        look unchanged and the client would keep the old index."""
+        import fcntl
+
+        with open(self.root / ".publish-stamp", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            last = int(f.read().strip() or 0)
+            stamp = max(int(time.time()), last + 1)
+            f.seek(0)
+            f.truncate()
+            f.write(str(stamp))
+        for rel in entry_files:
+            path = tree / rel
+            if path.exists():
+                os.utime(path, (stamp, stamp))
+
     def publish(self, public_rel: str, key: str, build: Callable[[Path], None],
-                files: dict[str, str] | None = None) -> Path:
+                files: dict[str, str] | None = None, entry_files: list[str] = ()) -> Path:
         """Build a tree aside with `build(dir)`, then swap `public/<public_rel>` to it atomically.
 
         `files` maps paths inside the tree (e.g. pool/main/x.deb) to pool digests; their top
@@ -244,6 +265,7 @@ class Storage:
             else:
                 build(build_dir)
             os.chmod(build_dir, 0o755)
+            self._stamp(build_dir, list(entry_files))
             final = self.trees / f"{key}-{uuid.uuid4().hex[:12]}"
             os.rename(build_dir, final)
         except BaseException:
