@@ -299,6 +299,12 @@ class Storage:
         link.parent.mkdir(parents=True, exist_ok=True)
         self._swap_symlink(link, os.path.relpath(target, link.parent))
 
+    def remove_tree(self, public_rel: str) -> None:
+        """Drop a repository's public folder (links only; trees are removed by unpublish)."""
+        path = safe_join(self.public, *public_rel.split("/"))
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
     def remove_link(self, public_rel: str) -> None:
         link = safe_join(self.public, *public_rel.split("/"))
         if link.is_symlink():
