@@ -45,14 +45,21 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
 
 
 def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:
-    """Sign a pooled rpm once; the signed copy goes into the pool under its own digest and is
+    return sign_rpms_into_pool(storage, signer, [sha256])[0]
+
+
+def sign_rpms_into_pool(storage: Storage, signer: Signer, digests: list[str]) -> list[ParsedPackage]:
+    """Sign pooled rpms once; each signed copy goes into the pool under its own digest and is
     parsed again (its header and checksum changed), so later rebuilds just reuse the result."""
+    out = []
     with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
-        signed = signer.sign_rpm(storage.pool_path(sha256), Path(tmp) / "pkg.rpm")
-        incoming = storage.receive_file(signed)
-        parsed = parse_rpm(incoming.path, incoming.digests)
-        storage.adopt(incoming)
-    return parsed
+        pairs = [(storage.pool_path(sha), Path(tmp) / f"{i}.rpm") for i, sha in enumerate(digests)]
+        for signed in signer.sign_rpms(pairs):
+            incoming = storage.receive_file(signed)
+            parsed = parse_rpm(incoming.path, incoming.digests)
+            storage.adopt(incoming)
+            out.append(parsed)
+    return out
 
 
 def deb_entry(p: ParsedPackage) -> DebEntry:

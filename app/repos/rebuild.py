@@ -13,7 +13,7 @@ import time
 from .metadata.deb import DebEntry
 from .metadata.rpm import RpmEntry
 from .model import Repo, Snapshot, point_environment, snapshot_with_repo
-from .publish import publish_deb, publish_rpm, sign_rpm_into_pool
+from .publish import publish_deb, publish_rpm, sign_rpms_into_pool
 from .signing import Signer
 from .storage import Storage
 
@@ -88,20 +88,23 @@ async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress)
         " WHERE sp.snapshot_id = $1 AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
         snap.id, signer.fingerprint)
     loop = asyncio.get_running_loop()
-    for i, row in enumerate(todo):
-        parsed = await loop.run_in_executor(None, sign_rpm_into_pool, storage, signer, row["sha256"])
-        signed_id = await conn.fetchval(
-            "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch,"
-            " filename, primary_xml, filelists_xml, other_xml, signed_by)"
-            " VALUES ($1, $2, $3, $4, 'rpm', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-            " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
-            parsed.sha256, parsed.sha1, parsed.md5, parsed.size, parsed.name, parsed.version, parsed.release,
-            parsed.epoch, parsed.arch, parsed.filename, parsed.chunks["primary"], parsed.chunks["filelists"],
-            parsed.chunks["other"], signer.fingerprint)
-        await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
-                           row["id"], signed_id, signer.fingerprint)
-        if i % 20 == 0:
-            await _progress(progress, 10 + int(20 * i / max(1, len(todo))), f"signed {i}/{len(todo)} packages")
+    batch = 100
+    for start in range(0, len(todo), batch):
+        rows = todo[start:start + batch]
+        signed = await loop.run_in_executor(None, sign_rpms_into_pool, storage, signer, [r["sha256"] for r in rows])
+        for row, parsed in zip(rows, signed):
+            signed_id = await conn.fetchval(
+                "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch,"
+                " filename, primary_xml, filelists_xml, other_xml, signed_by)"
+                " VALUES ($1, $2, $3, $4, 'rpm', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
+                parsed.sha256, parsed.sha1, parsed.md5, parsed.size, parsed.name, parsed.version, parsed.release,
+                parsed.epoch, parsed.arch, parsed.filename, parsed.chunks["primary"], parsed.chunks["filelists"],
+                parsed.chunks["other"], signer.fingerprint)
+            await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
+                               row["id"], signed_id, signer.fingerprint)
+        await _progress(progress, 10 + int(20 * (start + len(rows)) / len(todo)),
+                        f"signed {start + len(rows)}/{len(todo)} packages")
 
 
 async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
