@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, resources
-from app.api import system
+from app.api import hosts, profiles, system
 from app.settings import Settings
 
 
@@ -17,13 +17,53 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
 
     r = app.router
+
+    def both(method: str, path: str, handler, name: str) -> None:
+        """API routes answer with and without a trailing slash."""
+        r.add_route(method, path, handler, name=name)
+        r.add_route(method, path + "/", handler, name=name + "_slash")
+
     # --- service -------------------------------------------------------------------------------
     r.add_get("/healthz", system.healthz, name="healthz")
     r.add_route("*", "/api/v2/status", system.status, name="status")
 
     # --- hosts and fleet (issue 2) ---------------------------------------------------------------
+    # Who may call what: see the docstring of app/api/hosts.py.
+    both("POST", "/api/v2/host/registering", hosts.register, "host_register")
+    both("DELETE", "/api/v2/host/registering", hosts.unregister, "host_unregister")
+    both("PUT", "/api/v2/host/status", hosts.put_status, "host_status")
+    both("PUT", "/api/v2/host/packages/installed", hosts.put_installed, "host_installed_put")
+    both("PUT", "/api/v2/host/packages/available", hosts.put_available, "host_available_put")
+    both("PUT", "/api/v2/host/packages/event", hosts.put_events, "host_events_put")
+    both("GET", r"/api/v2/host/{host_id:\d+}", hosts.host_details, "host_details")
+    both("GET", r"/api/v2/host/{host_id:\d+}/installed", hosts.host_installed, "host_installed")
+    both("GET", r"/api/v2/host/{host_id:\d+}/available", hosts.host_available, "host_available")
+    both("GET", r"/api/v2/host/{host_id:\d+}/updates", hosts.host_available, "host_updates")
+    both("GET", r"/api/v2/host/{host_id:\d+}/history", hosts.host_history, "host_history")
+    both("GET", "/api/v2/hosts", hosts.hosts_list, "hosts")
+    both("GET", "/api/v2/hosts/uptodate", hosts.hosts_uptodate, "hosts_uptodate")
+    both("GET", "/api/v2/hosts/outdated", hosts.hosts_outdated, "hosts_outdated")
+    both("GET", "/api/v2/hosts/os/{value}/{version}", hosts.hosts_filter("os"), "hosts_os_version")
+    both("GET", "/api/v2/hosts/os/{value}", hosts.hosts_filter("os"), "hosts_os")
+    both("GET", "/api/v2/hosts/kernel/{value}", hosts.hosts_filter("kernel"), "hosts_kernel")
+    both("GET", "/api/v2/hosts/arch/{value}", hosts.hosts_filter("arch"), "hosts_arch")
+    both("GET", "/api/v2/hosts/profile/{value}", hosts.hosts_filter("profile"), "hosts_profile")
+    both("GET", "/api/v2/hosts/environment/{value}", hosts.hosts_filter("environment"), "hosts_environment")
+    both("GET", "/api/v2/hosts/package/{value}/{version}", hosts.hosts_package, "hosts_package_version")
+    both("GET", "/api/v2/hosts/package/{value}", hosts.hosts_package, "hosts_package")
+    both("GET", "/api/v2/hosts/{filter:os|kernel|arch|profile|environment|package}", hosts.hosts_missing_value,
+         "hosts_missing")
 
     # --- profiles --------------------------------------------------------------------------------
+    both("GET", "/api/v2/profile", profiles.list_profiles, "profiles")
+    both("POST", "/api/v2/profile", profiles.create_profile, "profile_create")
+    # Before {name}: routes match in registration order.
+    both("GET", "/api/v2/profile/server-settings", profiles.server_settings, "profile_server_settings")
+    both("GET", "/api/v2/profile/{name}", profiles.get_profile, "profile")
+    both("PUT", "/api/v2/profile/{name}", profiles.update_profile, "profile_update")
+    both("DELETE", "/api/v2/profile/{name}", profiles.delete_profile, "profile_delete")
+    both("GET", "/api/v2/profile/{name}/excludes", profiles.get_excludes, "profile_excludes")
+    both("GET", "/api/v2/profile/{name}/repos", profiles.get_repos, "profile_repos")
 
     # --- repositories, snapshots, environments (issue 3) -----------------------------------------
 
