@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from app import queues
+from app.openapi import docs
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def _authorised(request: web.Request, key: str | None) -> bool:
     return hmac.compare_digest(given.encode(), key.encode())
 
 
+@docs(summary="Prometheus metrics (text format; a Bearer key when DEPOT_METRICS_KEY is set)", public=True,
+      content_type="text/plain", responses={401: "Metrics key required"})
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus metrics (text format). With DEPOT_METRICS_KEY set, needs `Authorization: Bearer <key>`."""
     from app.errors import ApiError

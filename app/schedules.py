@@ -11,6 +11,7 @@ import logging
 import re
 from datetime import datetime, timezone
 
+import orjson
 from croniter import CroniterBadCronError, croniter
 
 from app import queue
@@ -83,6 +84,8 @@ async def create_schedule(pool, kind: str, cron: str, params: dict, target: str 
         raise ScheduleError(f"kind: must be one of {', '.join(sorted(SCHEDULABLE))}")
     if not isinstance(params, dict):
         raise ScheduleError("params: expected a JSON object")
+    if "\\u0000" in orjson.dumps(params).decode():
+        raise ScheduleError("params: NUL characters are not allowed")
     cron = parse_cron(cron)
     async with pool.acquire() as conn:
         async with conn.transaction():

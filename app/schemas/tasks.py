@@ -7,7 +7,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 class PageQuerySchema(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=100, validate=validate.Range(min=1, max=5000))
-    kind = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    kind = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$"))
 
 
 class TaskSchema(Schema):
