@@ -56,7 +56,7 @@ class Client:
     timeout: float = 30.0
 
     @classmethod
-    def from_args(cls, args) -> "Client":
+    def from_args(cls, args) -> Client:
         config: dict = {}
         url = getattr(args, "url", None) or os.environ.get("DEPOT_URL")
         key = getattr(args, "key", None) or os.environ.get("DEPOT_API_KEY")

@@ -38,11 +38,11 @@ def setup_logging(settings) -> None:
 
 # --- request ids and the one log line per request (issue 4) ---------------------------------------
 
-import re  # noqa: E402
-import secrets  # noqa: E402
-import time  # noqa: E402
+import re
+import secrets
+import time
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # Accept a caller's id only if it is short and plain (it goes into logs and a response header).

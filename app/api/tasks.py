@@ -6,7 +6,7 @@ from marshmallow import ValidationError
 
 from app import queues, schedules, tasks
 from app.auth import Role, require_role, require_user
-from app.errors import ApiError, bad_request, conflict, not_found, ok, read_json, validation_error
+from app.errors import bad_request, conflict, not_found, ok, read_json, validation_error
 from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema

@@ -4,15 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from dataclasses import replace
 
 import aiohttp
 import pytest
-from dataclasses import replace
 
 from app import metrics, queue
 from app.logs import JsonFormatter
 from app.main import create_app
-from tests.conftest import bearer, wait_for
+from tests.conftest import bearer
 from workers import jobs, reconciler
 
 
