@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import sys
+import time
 
 import orjson
+from aiohttp import web
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,12 +41,6 @@ def setup_logging(settings) -> None:
 
 
 # --- request ids and the one log line per request (issue 4) ---------------------------------------
-
-import re
-import secrets
-import time
-
-from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # Accept a caller's id only if it is short and plain (it goes into logs and a response header).
