@@ -127,22 +127,34 @@ class DatabaseCollector:
         yield g
 
 
+_HOST_COLUMNS: set[str] | None = None
+
+
 async def _hosts_by_state(pool, settings) -> dict[str, int]:
-    """One count query; the columns it uses depend on what the hosts schema has."""
-    cols = {r["column_name"] for r in await pool.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'hosts'")}
+    """One count query over hosts (grouped by agent status), using the columns the hosts schema has."""
+    global _HOST_COLUMNS
+    if not _HOST_COLUMNS:
+        _HOST_COLUMNS = {r["column_name"] for r in await pool.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'hosts'")}
+    cols = _HOST_COLUMNS
     if not cols:
         return {}
-    parts = ["count(*) AS total"]
-    seen = next((c for c in ("last_seen_at", "last_seen", "seen_at") if c in cols), None)
-    if seen:
-        parts.append(f"count(*) FILTER (WHERE {seen} < now() - interval '1 day') AS not_seen_1d")
-    if "reboot_required" in cols:
-        parts.append("count(*) FILTER (WHERE reboot_required IS TRUE) AS reboot_required")
-    if "status" in cols:
-        parts.append("count(*) FILTER (WHERE status = 'deleted') AS deleted")
-    row = await pool.fetchrow(f"SELECT {', '.join(parts)} FROM hosts")
-    return dict(row)
+    filters = {
+        "not_seen_1d": "last_seen_at IS NULL OR last_seen_at < now() - interval '1 day'" if "last_seen_at" in cols else None,
+        "reboot_required": "reboot_required IS TRUE" if "reboot_required" in cols else None,
+        "outdated": "available_count > 0" if "available_count" in cols else None,
+    }
+    parts = ["count(*) AS total"] + [f"count(*) FILTER (WHERE {cond}) AS {name}" for name, cond in filters.items() if cond]
+    group = "agent_status" if "agent_status" in cols else "NULL::text"
+    rows = await pool.fetch(f"SELECT {group} AS agent, {', '.join(parts)} FROM hosts GROUP BY 1")
+    states: dict[str, int] = {"total": 0, **{name: 0 for name, cond in filters.items() if cond}}
+    for row in rows:
+        for key in states:
+            states[key] += row[key]
+        if row["agent"] is not None:
+            states[f"agent_{row['agent']}"] = row["total"]
+    return states
 
 
 DB_COLLECTOR = DatabaseCollector()
