@@ -9,6 +9,7 @@ import pytest
 from app import queue, users
 from app.main import create_app
 from app.dashboard import sessions
+from app.dashboard.queries import fleet
 from workers import jobs
 
 HOSTILE = '<script>alert("pwned")</script>'
@@ -30,6 +31,11 @@ async def csrf_of(client, path: str = "/") -> str:
     assert resp.status == 200, await resp.text()
     return re.search(r'name="csrf" value="([0-9a-f]{64})"', await resp.text()).group(1)
 
+
+
+@pytest.fixture(autouse=True)
+def fresh_fleet_cache():
+    fleet.clear_cache()  # every test starts from empty tables
 
 @pytest.fixture
 async def operator_key(make_key):
@@ -164,7 +170,7 @@ async def test_overview_and_tasks_pages_show_queues_workers_and_tasks(client, po
     assert 'id="q-queued">1<' in text and 'id="q-done">1<' in text and 'id="q-failed">1<' in text
     assert "test_dash_boom" in text and "disk on fire" in text
     assert re.search(r'<tr class="w-(stopped|alive)"><td class="mono">[^<]+</td>', text)  # the burst worker
-    bars = re.findall(r'<rect [^>]*class="s-jobs"><title>[^<]*jobs run: (\d+)</title>', text)
+    bars = re.findall(r'<rect [^>]*class="s-jobs"><title>[^<]*jobs finished: (\d+)</title>', text)
     assert sum(map(int, bars)) == 2  # both finished tasks appear in the chart
     page = await client.get("/tasks?tab=failed")
     text = await page.text()

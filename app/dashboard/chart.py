@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from app.dashboard.queries import fleet, tasks
 
 RANGES = {"hour": ("minute", 60), "day": ("hour", 24)}
-WIDTH, HEIGHT, PAD = 600, 120, 18
+WIDTH, HEIGHT, PAD = 1200, 150, 18
 
 
 @dataclass
@@ -22,11 +22,11 @@ async def build(pool, span: str = "hour") -> dict:
     reports = await fleet.reports_per_bucket(pool, bucket, n)
     times = list(jobs)
     series = [
-        Series("jobs run", "s-jobs", [jobs[t]["finished"] for t in times]),
+        Series("jobs finished", "s-jobs", [jobs[t]["finished"] for t in times]),
         Series("jobs failed", "s-failed", [jobs[t]["failed"] for t in times]),
     ]
     if reports is not None:
-        series.insert(0, Series("reports received", "s-reports", [reports.get(t, 0) for t in times]))
+        series.insert(0, Series("hosts by last report", "s-reports", [reports.get(t, 0) for t in times]))
     top = max([1] + [v for s in series for v in s.values])
     slot = WIDTH / max(1, len(times))
     bar = max(1.0, (slot - 2) / len(series))

@@ -16,7 +16,7 @@ JINJA = web.AppKey("dashboard_jinja", jinja2.Environment)
 
 
 def duration(seconds) -> str:
-    if seconds is None:
+    if seconds is None or isinstance(seconds, jinja2.Undefined):
         return "–"
     s = int(seconds)
     if s < 60:
@@ -29,7 +29,7 @@ def duration(seconds) -> str:
 
 
 def when(value) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or isinstance(value, jinja2.Undefined):
         return "–"
     if isinstance(value, str):
         try:
@@ -44,7 +44,7 @@ def when(value) -> str:
 
 
 def ago(value) -> str:
-    if value is None:
+    if value is None or isinstance(value, jinja2.Undefined):
         return "never"
     if isinstance(value, str):
         try:

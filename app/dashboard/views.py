@@ -103,12 +103,14 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
 
 # --- login / logout --------------------------------------------------------------------------------
 
-async def login_form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+async def login_form(
+    request: web.Request, error: str | None = None, status: int = 200, next_url: str | None = None
+) -> web.Response:
     token = secrets.token_urlsafe(24)
     resp = render(
         "login.html",
         request,
-        {"error": error, "login_token": token, "next": _safe_next(request.query.get("next"))},
+        {"error": error, "login_token": token, "next": _safe_next(next_url or request.query.get("next"))},
         status=status,
     )
     resp.set_cookie(
@@ -127,10 +129,11 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_submit(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     form = await request.post()
+    next_url = _safe_next(str(form.get("next") or "/"))
     # Login CSRF: the form's token must match the cookie set with the form (double submit).
     token = form.get("login_token")
     if not isinstance(token, str) or not sessions.same_token(request.cookies.get(sessions.LOGIN_COOKIE), token):
-        return await login_form(request, "Your login form expired. Please try again.", status=403)
+        return await login_form(request, "Your login form expired. Please try again.", 403, next_url)
     api_key = str(form.get("api_key") or "").strip()
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
@@ -142,9 +145,9 @@ async def login_submit(request: web.Request) -> web.Response:
         row = await users.check_password(pool, username[:64], password[:1024])
         user_id = row["id"] if row else None
     if user_id is None:
-        return await login_form(request, "Invalid credentials.", status=401)
+        return await login_form(request, "Invalid credentials.", 401, next_url)
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
-    resp = redirect(_safe_next(str(form.get("next") or "/")))
+    resp = redirect(next_url)
     resp.set_cookie(
         sessions.COOKIE,
         sid,

@@ -12,6 +12,7 @@ TABS = {
     "stopped": ("stopped",),
     "done": ("done",),
     "scheduled": ("scheduled", "disabled"),
+    "all": ("queued", "running", "done", "error", "stopped", "scheduled", "disabled"),
 }
 
 _COLUMNS = (
