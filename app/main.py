@@ -6,6 +6,7 @@ from aiohttp import web
 from app import auth, errors, logs, metrics, openapi, resources
 from app.api import hosts, profiles, system
 from app.api import tasks as tasks_api
+from app.dashboard import setup as dashboard_setup, views as dash
 from app.settings import Settings
 
 
@@ -92,5 +93,22 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/api/docs", openapi.docs_page, name="api_docs")
     if not settings.metrics_port:  # else served on the private port only
         r.add_get("/metrics", metrics.metrics_handler, name="metrics")
+
+    # --- web dashboard (issue 4): pages need a session cookie, /ui/ are their live fragments ------
+    dashboard_setup.setup_templates(app)
+    r.add_static("/static/", dashboard_setup.STATIC, name="static")
+    r.add_get("/login", dash.login_page, name="dash_login")
+    r.add_post("/login", dash.login_submit, name="dash_login_submit")
+    r.add_post("/logout", dash.logout, name="dash_logout")
+    r.add_get("/", dash.overview, name="dash_overview")
+    r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
+    r.add_get("/tasks/{id}", dash.task_page, name="dash_task")
+    r.add_post("/tasks/{id}/stop", dash.task_stop, name="dash_task_stop")
+    r.add_get("/hosts", dash.hosts_page, name="dash_hosts")
+    r.add_get("/hosts/{id}", dash.host_page, name="dash_host")
+    r.add_get("/repos", dash.repos_page, name="dash_repos")
+    r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
+    r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
+    r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
 
     return app
