@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import auth, errors, resources
+from app import auth, errors, resources, security
 from app.api import system
 from app.settings import Settings
 
@@ -11,9 +11,15 @@ from app.settings import Settings
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors.error_middleware, auth.auth_middleware],
+        middlewares=[
+            errors.error_middleware,
+            security.cors_preflight_middleware,
+            security.auth_throttle_middleware,
+            auth.auth_middleware,
+        ],
     )
     app[resources.SETTINGS] = settings
+    security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
 
     r = app.router

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import secrets
@@ -54,8 +55,18 @@ async def reconcile(ctx: dict) -> dict:
     return await reconciler.reconcile(ctx["pool"], ctx["redis"], ctx["settings"])
 
 
+def load_test_handlers() -> None:
+    """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
+
+    Only the fault tests set it (tests/faults/handlers.py), to run slow tasks inside a real worker process.
+    """
+    for name in filter(None, os.environ.get("DEPOT_TEST_HANDLERS", "").split(",")):
+        importlib.import_module(name.strip())
+
+
 def worker_settings(settings: Settings) -> dict:
     """Keyword arguments for arq.Worker, built from Depot's settings."""
+    load_test_handlers()
     return dict(
         functions=[jobs.run_task],
         cron_jobs=[cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False)],
