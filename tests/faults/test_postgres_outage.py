@@ -125,3 +125,19 @@ async def test_hung_postgres_gives_503_within_the_timeouts(processes, fpool, pri
     statuses = [r[2] for r in results]
     print(f"\nPG frozen 5s: {len(results)} requests, {statuses.count(200)} x 200, {statuses.count(503)} x 503, "
           f"slowest {slowest:.2f}s")
+
+
+def test_follow_up_errors_of_a_lost_connection_count_as_database_down():
+    """asyncpg may raise InternalClientError while resetting a connection PostgreSQL just dropped."""
+    import asyncpg
+
+    from app.errors import _caused_by_db_down
+
+    try:
+        try:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        except Exception:
+            raise asyncpg.exceptions._base.InternalClientError("cannot switch to state 15")
+    except Exception as exc:
+        assert _caused_by_db_down(exc)
+    assert not _caused_by_db_down(ValueError("a bug"))
