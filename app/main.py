@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import auth, errors, logs, metrics, openapi, resources
+from app import auth, errors, logs, metrics, openapi, resources, security
 from app.api import hosts, profiles, system
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
@@ -13,9 +13,16 @@ from app.settings import Settings
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[logs.request_middleware, errors.error_middleware, auth.auth_middleware],
+        middlewares=[
+            logs.request_middleware,
+            errors.error_middleware,
+            security.cors_preflight_middleware,
+            security.auth_throttle_middleware,
+            auth.auth_middleware,
+        ],
     )
     app[resources.SETTINGS] = settings
+    security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
     app.on_response_prepare.append(logs.add_request_id_header)
     if settings.metrics_port:
