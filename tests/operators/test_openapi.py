@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-from aiohttp import web
 import time
 
 import hypothesis
@@ -22,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app import queue
+from app.openapi import is_api_route
 from tests.conftest import bearer
 
 # Bounded: a few examples per operation, the whole run well under a minute.
@@ -37,8 +37,8 @@ async def test_spec_lists_every_route_and_is_public(client):
     app = client.server.app
     documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
     for route in app.router.routes():
-        if route.method == "HEAD" or route.resource is None or isinstance(route.resource, web.StaticResource):
-            continue  # static files are not API operations (build_spec skips them too)
+        if not is_api_route(route):
+            continue
         path = route.resource.canonical
         path = path.rstrip("/") if path.rstrip("/") in spec["paths"] else path
         methods = ["get", "post"] if route.method == "*" else [route.method.lower()]
