@@ -3,18 +3,30 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import auth, errors, resources
+from app import auth, errors, logs, metrics, openapi, resources, security
 from app.api import hosts, profiles, system
+from app.api import tasks as tasks_api
+from app.dashboard import setup as dashboard_setup, views as dash
 from app.settings import Settings
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors.error_middleware, auth.auth_middleware],
+        middlewares=[
+            logs.request_middleware,
+            errors.error_middleware,
+            security.cors_preflight_middleware,
+            security.auth_throttle_middleware,
+            auth.auth_middleware,
+        ],
     )
     app[resources.SETTINGS] = settings
+    security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
+    app.on_response_prepare.append(logs.add_request_id_header)
+    if settings.metrics_port:
+        app.cleanup_ctx.append(metrics.private_metrics_ctx(app))
 
     r = app.router
 
@@ -68,5 +80,42 @@ def create_app(settings: Settings) -> web.Application:
     # --- repositories, snapshots, environments (issue 3) -----------------------------------------
 
     # --- tasks, queues, operators (issue 4) ------------------------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/tasks", tasks_api.list_all, "tasks"),
+        ("GET", "/api/v2/tasks/running", tasks_api.list_running, "tasks_running"),
+        ("GET", "/api/v2/tasks/queued", tasks_api.list_queued, "tasks_queued"),
+        ("GET", "/api/v2/tasks/scheduled", tasks_api.list_scheduled, "tasks_scheduled"),
+        ("POST", "/api/v2/tasks/scheduled", tasks_api.create_schedule, "tasks_scheduled_create"),
+        ("GET", "/api/v2/tasks/done", tasks_api.list_done, "tasks_done"),
+        ("POST", "/api/v2/task/schedule", tasks_api.create_schedule, "task_schedule"),
+        ("GET", "/api/v2/task/{id}", tasks_api.get_task, "task"),
+        ("POST", "/api/v2/task/{id}/stop", tasks_api.stop_task, "task_stop"),
+        ("POST", "/api/v2/task/{id}/enable", tasks_api.enable_task, "task_enable"),
+        ("POST", "/api/v2/task/{id}/disable", tasks_api.disable_task, "task_disable"),
+        ("DELETE", "/api/v2/task/{id}/delete", tasks_api.delete_task, "task_delete"),
+        ("GET", "/api/v2/queues", tasks_api.get_queues, "queues"),
+    ):
+        both(method, path, handler, name)
+    r.add_get("/api/v2/openapi.json", openapi.openapi_json, name="openapi")
+    r.add_get("/api/docs", openapi.docs_page, name="api_docs")
+    if not settings.metrics_port:  # else served on the private port only
+        r.add_get("/metrics", metrics.metrics_handler, name="metrics")
+
+    # --- web dashboard (issue 4): pages need a session cookie, /ui/ are their live fragments ------
+    dashboard_setup.setup_templates(app)
+    r.add_static("/static/", dashboard_setup.STATIC, name="static")
+    r.add_get("/login", dash.login_page, name="dash_login")
+    r.add_post("/login", dash.login_submit, name="dash_login_submit")
+    r.add_post("/logout", dash.logout, name="dash_logout")
+    r.add_get("/", dash.overview, name="dash_overview")
+    r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
+    r.add_get("/tasks/{id}", dash.task_page, name="dash_task")
+    r.add_post("/tasks/{id}/stop", dash.task_stop, name="dash_task_stop")
+    r.add_get("/hosts", dash.hosts_page, name="dash_hosts")
+    r.add_get("/hosts/{id}", dash.host_page, name="dash_host")
+    r.add_get("/repos", dash.repos_page, name="dash_repos")
+    r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
+    r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
+    r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
 
     return app
