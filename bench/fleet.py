@@ -63,7 +63,7 @@ def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]
                 # A few packages change between rounds: 3 upgrades, 1 new, 1 removed.
                 for name in rng.sample(sorted(inv), 3):
                     inv[name] = _bump(inv[name])
-                inv[f"extra-{h}-{r}"] = "1.0-1"
+                inv[f"extra-{h}-{r}"] = "1.0-1+deb12u1"
                 inv.pop(rng.choice(sorted(inv)))
             avail = [
                 {"name": n, "version": _bump(inv[n]), "repository": "http://deb.debian.org/debian",

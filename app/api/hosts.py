@@ -13,11 +13,24 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app import auth, queue
+from app.metrics import REPORTS_RECEIVED
+from app.openapi import docs
 from app.auth import Role
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
 from app.resources import POOL, REDIS, SETTINGS
-from app.schemas.hosts import PackageSearchQuery, PageQuery, RegisterRequest, StatusRequest, UnregisterRequest
+from app.schemas.hosts import (
+    AvailableReport,
+    EventsReport,
+    HostRow,
+    InstalledReport,
+    PackageSearchQuery,
+    PageQuery,
+    RegisterRequest,
+    RegisterResult,
+    StatusRequest,
+    UnregisterRequest,
+)
 
 
 async def _json(request: web.Request) -> dict:
@@ -32,9 +45,14 @@ def _registry_error(exc: registry.RegistryError) -> ApiError:
     return ApiError(exc.status, exc.message)
 
 
+_ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed"}
+_HOST_PATH = {"host_id": int}
+
 # --- registration --------------------------------------------------------------------------------
 
 
+@docs(summary="Register a host (operator or admin key; an existing hostname: admin only)", request=RegisterRequest,
+      response=RegisterResult, status=201, responses={**_ERRORS, 409: "Hostname already registered"})
 async def register(request: web.Request) -> web.Response:
     who = auth.require_role(
         request, Role.operator, "You are not allowed to register hosts (needs an operator or admin API key)"
@@ -62,6 +80,8 @@ async def register(request: web.Request) -> web.Response:
     return ok({"id": result.auth_id, "token": result.token}, message=message, rc=201, host_id=result.host_id)
 
 
+@docs(summary="Unregister a host (itself with Host credentials, or an operator key with a hostname)",
+      request=UnregisterRequest, responses={**_ERRORS, 404: "Unknown hostname"})
 async def unregister(request: web.Request) -> web.Response:
     who = request[auth.PRINCIPAL]
     pool = request.app[POOL]
@@ -90,6 +110,8 @@ async def unregister(request: web.Request) -> web.Response:
 # --- agent reports -------------------------------------------------------------------------------
 
 
+@docs(summary="The agent's general information (host credentials)", request=StatusRequest,
+      responses={**_ERRORS, 409: "Hostname taken by another host"})
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     data = await _json(request)
@@ -97,6 +119,7 @@ async def put_status(request: web.Request) -> web.Response:
         values = StatusRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
+    REPORTS_RECEIVED.labels("status").inc()
     try:
         messages = await registry.update_status(request.app[POOL], who.host_id, values)
     except registry.RegistryError as exc:
@@ -104,10 +127,14 @@ async def put_status(request: web.Request) -> web.Response:
     return ok(message=messages)
 
 
+@docs(summary="Full installed-package inventory (list of objects, or the \"name|version,...\" string)",
+      request=InstalledReport, responses={**_ERRORS, 413: "Body too large"})
 async def put_installed(request: web.Request) -> web.Response:
     return await _put_report(request, inventory.INSTALLED, "Installed packages updated successfully.")
 
 
+@docs(summary="Available updates (list of objects, or the string form; \"none\" = none)", request=AvailableReport,
+      responses={**_ERRORS, 413: "Body too large"})
 async def put_available(request: web.Request) -> web.Response:
     return await _put_report(request, inventory.AVAILABLE, "Available packages updated successfully.")
 
@@ -133,6 +160,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
+    REPORTS_RECEIVED.labels(kind).inc()
     accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
@@ -144,6 +172,8 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
 
+@docs(summary="apt/dnf history events (the whole history; each event stored once)", request=EventsReport,
+      responses=_ERRORS)
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
@@ -154,6 +184,7 @@ async def put_events(request: web.Request) -> web.Response:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
+    REPORTS_RECEIVED.labels("event").inc()
     added = await inventory.store_events(
         request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
     )
@@ -186,6 +217,8 @@ def _paged(items, total: int, page: queries.Page) -> web.Response:
 async def _readable_host(request: web.Request) -> int:
     who = request[auth.PRINCIPAL]
     host_id = int(request.match_info["host_id"])
+    if host_id > 2**63 - 1:  # beyond bigint: no such host (never a database error)
+        raise not_found(f"Host #{request.match_info['host_id']} does not exist.")
     if who.is_host:
         if who.host_id != host_id:
             raise forbidden("Host credentials can only read their own host")
@@ -196,24 +229,30 @@ async def _readable_host(request: web.Request) -> int:
     return host_id
 
 
+@docs(summary="Installed packages of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_installed(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.installed(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="Available updates of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_available(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.available(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="Inventory changes and package events of a host, newest first", path=_HOST_PATH, query=PageQuery,
+      responses={**_ERRORS, 404: "Unknown host"})
 async def host_history(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.history(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="One host (never its credentials)", path=_HOST_PATH, response=HostRow,
+      responses={**_ERRORS, 404: "Unknown host"})
 async def host_details(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     host = await queries.get_host(request.app[POOL], host_id)
@@ -222,6 +261,8 @@ async def host_details(request: web.Request) -> web.Response:
     return ok(host)
 
 
+@docs(summary="Every host (paginated with page/per_page; never credentials)", query=PageQuery, response=HostRow,
+      many=True, responses=_ERRORS)
 async def hosts_list(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)
@@ -240,6 +281,7 @@ FILTERS = {
 
 
 def hosts_filter(name: str):
+    @docs(summary=f"Hosts by {name} (paginated)", query=PageQuery, response=HostRow, many=True, responses=_ERRORS)
     async def handler(request: web.Request) -> web.Response:
         auth.require_user(request)
         value = request.match_info.get("value", "").strip()
@@ -256,11 +298,14 @@ def hosts_filter(name: str):
     return handler
 
 
+@docs(summary="A filter without its value (always 400)", responses=_ERRORS)
 async def hosts_missing_value(request: web.Request) -> web.Response:
     auth.require_user(request)
     raise bad_request(FILTERS[request.match_info["filter"]])
 
 
+@docs(summary="Hosts with a package (prefix match; strict, strict-name, strict-version flags; * wildcard)",
+      query=PackageSearchQuery, responses=_ERRORS)
 async def hosts_package(request: web.Request) -> web.Response:
     auth.require_user(request)
     name = request.match_info["value"]
@@ -278,12 +323,14 @@ async def hosts_package(request: web.Request) -> web.Response:
     return _paged(items, total, page)
 
 
+@docs(summary="Hosts with fewer available updates than the threshold", query=PageQuery, responses=_ERRORS)
 async def hosts_uptodate(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)
     return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page), page)
 
 
+@docs(summary="Hosts with at least the threshold of available updates", query=PageQuery, responses=_ERRORS)
 async def hosts_outdated(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)
