@@ -33,9 +33,9 @@ from app.schemas.hosts import (
 )
 
 
-async def _json(request: web.Request) -> dict:
+async def read_json_text(request: web.Request, **kwargs) -> dict:
     """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
-    data = await read_json(request)
+    data = await read_json(request, **kwargs)
     if b"\\u0000" in await request.read():
         raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
     return data
@@ -57,16 +57,12 @@ async def register(request: web.Request) -> web.Response:
     who = auth.require_role(
         request, Role.operator, "You are not allowed to register hosts (needs an operator or admin API key)"
     )
-    data = await _json(request)
-    if data.get("hostname") == "" or data.get("ip") == "":
-        raise bad_request("You must provide IP address and hostname")
+    data = await read_json_text(request)
+    if data.get("hostname") in (None, "") or data.get("ip") in (None, ""):
+        raise bad_request("You must provide IP address and hostname")  # the reference's message
     try:
         body = RegisterRequest().load(data)
     except ValidationError as exc:
-        if "hostname" in exc.messages and "Missing data for required field." in exc.messages["hostname"] or (
-            "ip" in exc.messages and "Missing data for required field." in exc.messages["ip"]
-        ):
-            raise bad_request("You must provide IP address and hostname", errors=exc.messages)
         raise validation_error(exc.messages)
     try:
         result = await registry.register(
@@ -89,7 +85,7 @@ async def unregister(request: web.Request) -> web.Response:
         host_id = who.host_id
     else:
         auth.require_role(request, Role.operator, "You are not allowed to unregister hosts (needs an operator or admin API key)")
-        data = await read_json(request, allow_empty=True)
+        data = await read_json_text(request, allow_empty=True)
         if not data.get("hostname"):
             raise bad_request(
                 "To unregister a host, you must use either host authId+token authentication or Api key "
@@ -114,7 +110,7 @@ async def unregister(request: web.Request) -> web.Response:
       responses={**_ERRORS, 409: "Hostname taken by another host"})
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    data = await _json(request)
+    data = await read_json_text(request)
     try:
         values = StatusRequest().load(data)
     except ValidationError as exc:
@@ -152,7 +148,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         count = inventory.fast_count(kind, raw, settings.max_list_items)
         body = raw
         if count is None:
-            data = await _json(request)
+            data = await read_json_text(request)
             key = inventory.BODY_KEYS[kind]
             if key not in data:
                 raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
@@ -177,7 +173,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
-    data = await _json(request)
+    data = await read_json_text(request)
     if "events" not in data:
         raise bad_request("Invalid request", detail="the body needs the key 'events'")
     try:
@@ -287,6 +283,8 @@ def hosts_filter(name: str):
         value = request.match_info.get("value", "").strip()
         if not value:
             raise bad_request(FILTERS[name])
+        if "\x00" in value or "\x00" in request.match_info.get("version", ""):
+            raise bad_request("Invalid value: NUL characters are not accepted")
         page, _ = _page(request)
         args: tuple = (value,)
         filter_name = name

@@ -6,7 +6,8 @@ from marshmallow import ValidationError
 
 from app import auth, profiles
 from app.auth import Role
-from app.errors import ApiError, ok, read_json, validation_error
+from app.api.hosts import read_json_text
+from app.errors import ApiError, not_found, ok, validation_error
 from app.openapi import docs
 from app.resources import POOL, SETTINGS
 from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
@@ -14,9 +15,16 @@ from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed", 404: "Unknown profile"}
 
 
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if "\x00" in name:  # cannot exist (and PostgreSQL text cannot hold it)
+        raise not_found("Profile does not exist")
+    return name
+
+
 async def _get(request: web.Request) -> dict:
     try:
-        return await profiles.get_profile(request.app[POOL], request.match_info["name"])
+        return await profiles.get_profile(request.app[POOL], _name(request))
     except profiles.ProfileError as exc:
         raise ApiError(exc.status, exc.message)
 
@@ -61,7 +69,7 @@ async def get_repos(request: web.Request) -> web.Response:
 async def create_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to create profiles (needs an operator or admin API key)")
     try:
-        body = ProfileCreate().load(await read_json(request))
+        body = ProfileCreate().load(await read_json_text(request))
     except ValidationError as exc:
         raise validation_error(exc.messages)
     name = body.pop("name")
@@ -77,10 +85,10 @@ async def create_profile(request: web.Request) -> web.Response:
 async def update_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
     try:
-        body = ProfileUpdate().load(await read_json(request))
+        body = ProfileUpdate().load(await read_json_text(request))
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    name = request.match_info["name"]
+    name = _name(request)
     new_name = body.pop("name", None)
     try:
         profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
@@ -92,7 +100,7 @@ async def update_profile(request: web.Request) -> web.Response:
 @docs(summary="Delete a profile (admin)", responses=_ERRORS)
 async def delete_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.admin, "You are not allowed to delete profiles (needs an admin API key)")
-    name = request.match_info["name"]
+    name = _name(request)
     try:
         await profiles.delete_profile(request.app[POOL], name)
     except profiles.ProfileError as exc:
