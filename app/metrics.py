@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client).
 
-In-process: HTTP requests by route name and status with latency histograms, reports received
-(`REPORTS_RECEIVED.labels(kind).inc()` from the hosts code). Read from PostgreSQL/Redis at scrape
+In-process: HTTP requests by route name and status with latency histograms, host reports accepted
+(counted from the hosts routes' names in observe_request). Read from PostgreSQL/Redis at scrape
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
 hosts by state — the workers run in other processes, so the tasks table is what the server reports.
 """
@@ -32,7 +32,7 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
 )
 REPORTS_RECEIVED = Counter(
-    "depot_host_reports_received", "Host reports received, by kind (status, installed, available, event)", ["kind"],
+    "depot_host_reports_received", "Host reports accepted, by kind (status, installed, available, event)", ["kind"],
     registry=REGISTRY,
 )
 # Observed by workers/jobs.py in the worker process (for a worker-side exporter); the server's
@@ -60,9 +60,22 @@ FROM d GROUP BY kind, status
 """
 
 
+# Host reports are counted here from the route names the hosts code registers (app/main.py), so the
+# report handlers need no metrics code; only accepted (2xx) reports count.
+REPORT_ROUTES = {
+    "host_status": "status",
+    "host_installed_put": "installed",
+    "host_available_put": "available",
+    "host_events_put": "event",
+}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_LATENCY.labels(route, method).observe(seconds)
+    kind = REPORT_ROUTES.get(route)
+    if kind and 200 <= status < 300:
+        REPORTS_RECEIVED.labels(kind).inc()
 
 
 class DatabaseCollector:

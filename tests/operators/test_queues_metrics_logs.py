@@ -143,3 +143,14 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     everything = "\n".join(lines) + "\n".join(caplog.messages)
     assert admin_key not in everything and "ak_wrong" not in everything and "per_page" not in everything
     await asyncio.sleep(0)
+
+
+def test_host_reports_are_counted_from_their_routes():
+    def value(kind):
+        return metrics.REGISTRY.get_sample_value("depot_host_reports_received_total", {"kind": kind}) or 0.0
+
+    before = value("installed"), value("status")
+    metrics.observe_request("host_installed_put", "PUT", 202, 0.01)
+    metrics.observe_request("host_installed_put", "PUT", 401, 0.01)  # refused: not a report received
+    metrics.observe_request("host_status", "PUT", 200, 0.01)
+    assert (value("installed"), value("status")) == (before[0] + 1, before[1] + 1)
