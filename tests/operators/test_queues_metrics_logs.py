@@ -86,10 +86,13 @@ async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_
     await queue.enqueue(pool, redis, "qm_quick", "t:1")
     await queue.enqueue(pool, redis, "qm_boom", "t:2")
     await run_worker()
+    # Finished tasks are read up to 2 s back (rows stamped but not committed yet are read next time).
+    await pool.execute("UPDATE tasks SET finished_at = finished_at - interval '5 seconds',"
+                       " started_at = started_at - interval '5 seconds'")
     await queue.enqueue(pool, redis, "qm_quick", "t:3")
     await client.get("/api/v2/task/12345", headers=bearer(admin_key))
     await client.get("/api/v2/task/67890/", headers=bearer(admin_key))
-    metrics.DB_COLLECTOR.read_at = 0  # values are cached a few seconds; another test may have read them
+    metrics.DB_COLLECTOR.reset()  # cached a few seconds, totals since the process's first scrape: start afresh
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = await resp.text()
@@ -98,9 +101,23 @@ async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_
     assert "12345" not in text and "67890" not in text
     assert 'depot_http_request_duration_seconds_bucket{le="0.005",method="GET",route="task"}' in text
     assert 'depot_queue_depth{queue="depot:test-queue"} 1.0' in text
-    assert 'depot_tasks{kind="qm_quick",status="done"} 1.0' in text
+    assert 'depot_tasks{kind="qm_quick",status="queued"} 1.0' in text
+    assert 'depot_tasks_finished_total{kind="qm_quick",outcome="done"} 1.0' in text
     assert 'depot_task_duration_seconds_count{kind="qm_boom",outcome="error"} 1.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_boom",le="0.1",outcome="error"} 1.0' in text
     assert "depot_hosts{state=\"total\"} 0.0" in text
+
+    # A later scrape adds only what finished since the last one.
+    await run_worker()
+    await pool.execute("UPDATE tasks SET finished_at = $1::timestamptz + interval '1 millisecond',"
+                       " started_at = $1::timestamptz - interval '2 seconds' WHERE target = 't:3'",
+                       metrics.DB_COLLECTOR.watermark)
+    metrics.DB_COLLECTOR.read_at = 0
+    text = await (await client.get("/metrics")).text()
+    assert 'depot_tasks_finished_total{kind="qm_quick",outcome="done"} 2.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_quick",le="1.0",outcome="done"} 1.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_quick",le="5.0",outcome="done"} 2.0' in text
+    assert 'depot_task_duration_seconds_count{kind="qm_boom",outcome="error"} 1.0' in text
 
 
 async def test_metrics_key_and_private_port(aiohttp_client, settings):
