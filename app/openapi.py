@@ -114,6 +114,20 @@ def _tag(path: str) -> str:
     return parts[0] if parts else "service"
 
 
+# The API surface the spec describes; dashboard pages (HTML behind a session cookie) are not part of it.
+API_PREFIXES = ("/api/", "/healthz", "/metrics", "/repo/")
+
+
+def is_api_route(route) -> bool:
+    resource = route.resource
+    return (
+        resource is not None
+        and route.method != "HEAD"
+        and not isinstance(resource, web.StaticResource)
+        and resource.canonical.startswith(API_PREFIXES)
+    )
+
+
 def build_spec(app: web.Application) -> dict:
     spec = APISpec(
         title="Depot API",
@@ -134,10 +148,9 @@ def build_spec(app: web.Application) -> dict:
     paths: dict[str, dict[str, dict]] = {}
     registered = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     for route in app.router.routes():
-        resource = route.resource
-        if resource is None or route.method == "HEAD" or isinstance(resource, web.StaticResource):
+        if not is_api_route(route):
             continue
-        path = resource.canonical
+        path = route.resource.canonical
         if path.endswith("/") and len(path) > 1 and path.rstrip("/") in registered:
             continue  # the trailing-slash twin of a documented path
         methods = ["get", "post"] if route.method == "*" else [route.method.lower()]

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from app import metrics, queue
+from app.hosts import inventory
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class TaskContext:
 
 Handler = Callable[[TaskContext], Awaitable[dict | None]]
 HANDLERS: dict[str, Handler] = {}
+HANDLERS["host_diff"] = inventory.host_diff  # apply a host's pending inventory reports
 
 
 def handler(kind: str):

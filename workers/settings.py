@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import secrets
@@ -59,8 +60,18 @@ async def run_schedules(ctx: dict) -> list[int]:
     return await schedules.run_due(ctx["pool"], ctx["redis"])
 
 
+def load_test_handlers() -> None:
+    """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
+
+    Only the fault tests set it (tests/faults/handlers.py), to run slow tasks inside a real worker process.
+    """
+    for name in filter(None, os.environ.get("DEPOT_TEST_HANDLERS", "").split(",")):
+        importlib.import_module(name.strip())
+
+
 def worker_settings(settings: Settings) -> dict:
     """Keyword arguments for arq.Worker, built from Depot's settings."""
+    load_test_handlers()
     return dict(
         functions=[jobs.run_task],
         cron_jobs=[

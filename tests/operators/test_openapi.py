@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+
 import time
 
 import hypothesis
@@ -20,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app import queue
+from app.openapi import is_api_route
 from tests.conftest import bearer
 
 # Bounded: a few examples per operation, the whole run well under a minute.
@@ -35,7 +37,7 @@ async def test_spec_lists_every_route_and_is_public(client):
     app = client.server.app
     documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
     for route in app.router.routes():
-        if route.method == "HEAD" or route.resource is None:
+        if not is_api_route(route):
             continue
         path = route.resource.canonical
         path = path.rstrip("/") if path.rstrip("/") in spec["paths"] else path
