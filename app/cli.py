@@ -353,7 +353,7 @@ def cmd_hosts_list(client, args) -> None:
         for flag in ("kernel", "arch", "profile", "env"):
             if getattr(args, flag):
                 path = f"hosts/{'environment' if flag == 'env' else flag}/{q(getattr(args, flag))}"
-    data = client.get(path)
+    data = client.get(path, page=args.page, per_page=args.per_page)
 
     def show(d):
         rows = d.get("results") or []
@@ -367,26 +367,20 @@ def cmd_hosts_list(client, args) -> None:
                     r["Updates"] = r["Available_updates"].get("Total")
             cols = HOST_COLUMNS + ([("Updates", "UPDATES")] if args.outdated or args.uptodate else [])
             table(rows, cols)
-        print(f"{len(rows)} host(s)")
+        paging = d.get("pagination")
+        if paging and paging.get("total", 0) > len(rows):
+            print(f"page {paging['page']}, {len(rows)} of {paging['total']} host(s)")
+        else:
+            print(f"{len(rows)} host(s)")
 
     _emit(args, data, show)
 
 
 @_client_command
 def cmd_hosts_show(client, args) -> None:
-    from app.client import ClientError, table
+    from app.client import table
 
-    host = None
-    try:
-        host = client.get(f"host/{args.id}")["results"]
-        host = host[0] if isinstance(host, list) and host else host
-    except ClientError as exc:
-        if exc.status not in (400, 404, 405):
-            raise
-    if not host:  # no single-host route: find it in the listing
-        host = next((h for h in client.get("hosts/").get("results") or [] if str(h.get("Id")) == str(args.id)), None)
-        if host is None:
-            _fail(f"host {args.id} does not exist")
+    host = client.get(f"host/{args.id}")["results"]
     updates = client.get(f"host/{args.id}/available").get("results") or []
 
     def show(d):
@@ -458,6 +452,8 @@ def add_client_commands(sub) -> None:
         parser.add_argument("--version", help="with --package: version prefix")
         parser.add_argument("--outdated", action="store_true")
         parser.add_argument("--uptodate", action="store_true")
+        parser.add_argument("--page", type=int, default=1)
+        parser.add_argument("--per-page", type=int, default=100, help="hosts per page (default 100)")
         parser.set_defaults(fn=cmd_hosts_list)
     hosts.add_argument("--url", help=argparse.SUPPRESS)
     hosts.add_argument("--key", help=argparse.SUPPRESS)
