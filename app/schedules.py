@@ -86,6 +86,10 @@ async def create_schedule(pool, kind: str, cron: str, params: dict, target: str 
         raise ScheduleError("params: expected a JSON object")
     if "\\u0000" in orjson.dumps(params).decode():
         raise ScheduleError("params: NUL characters are not allowed")
+    if kind == "retention":
+        keep = params.get("keep")
+        if not isinstance(keep, int) or isinstance(keep, bool) or not 1 <= keep <= 10_000:
+            raise ScheduleError("params: retention needs {\"repo\": id, \"keep\": n} with n >= 1")
     cron = parse_cron(cron)
     async with pool.acquire() as conn:
         async with conn.transaction():

@@ -14,6 +14,8 @@ from app import db, schedules
 from app.resources import redis_settings
 from app.settings import Settings
 from workers import jobs, reconciler
+# Importing a module registers its task kinds in jobs.HANDLERS.
+from workers import operator_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
 

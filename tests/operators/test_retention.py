@@ -1,0 +1,59 @@
+"""Retention: a scheduled task keeps the newest N snapshots of a repository and never one an environment serves."""
+from __future__ import annotations
+
+from app import queue, schedules
+from app.repos import model
+from app.repos.storage import Storage
+from tests.conftest import bearer
+
+
+async def test_retention_keeps_newest_and_env_snapshots(client, pool, redis, settings, make_key, run_worker):
+    await pool.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
+    storage = Storage(settings.storage_dir)
+    async with pool.acquire() as conn:
+        repo = await model.create_repo(conn, name="ret", type="deb", dist="bookworm", section="main")
+        other = await model.create_repo(conn, name="other", type="deb", dist="bookworm", section="main")
+        snaps = []
+        for n in range(6):
+            snaps.append((await model.create_snapshot(conn, repo.id)).id)
+            await conn.execute("UPDATE snapshots SET created_at = now() - make_interval(days => $2) WHERE id = $1",
+                               snaps[-1], 10 - n)
+        others = [(await model.create_snapshot(conn, other.id)).id for _ in range(3)]
+        await model.point_environment(conn, "prod", snaps[0])  # the oldest, but prod serves it
+    # A published tree for one of the doomed snapshots: it must go too.
+    doomed = await model.get_snapshot(pool, snaps[1])
+    published = storage.public / doomed.public_rel(repo)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    tree = storage.trees / f"{doomed.key}-1"
+    (tree / "dists").mkdir(parents=True)
+    published.symlink_to(tree)
+
+    h = bearer(await make_key("operator"))
+    resp = await client.post("/api/v2/task/schedule", headers=h,
+                             json={"kind": "retention", "params": {"repo": repo.id, "keep": 2}, "cron": "0 4 * * *"})
+    assert resp.status == 201, await resp.text()
+    sid = (await resp.json())["results"]["Id"]
+    assert (await resp.json())["results"]["Target"] == f"repo:{repo.id}"
+    for bad in ({"repo": repo.id, "keep": 0}, {"repo": repo.id}, {"repo": "x", "keep": 2}):
+        resp = await client.post("/api/v2/task/schedule", headers=h, json={"kind": "retention", "params": bad,
+                                                                           "cron": "0 4 * * *"})
+        assert resp.status == 400, bad
+
+    await pool.execute("UPDATE tasks SET next_run_at = now() WHERE id = $1", sid)
+    [task_id] = await schedules.run_due(pool, redis)
+    await run_worker()
+    row = await pool.fetchrow("SELECT status, result, error FROM tasks WHERE id = $1", task_id)
+    assert row["status"] == "done", row["error"]
+    assert row["result"]["deleted"] == snaps[1:4]
+    active = [r["id"] for r in await pool.fetch(
+        "SELECT id FROM snapshots WHERE repo_id = $1 AND status = 'active' ORDER BY id", repo.id)]
+    assert active == [snaps[0], snaps[4], snaps[5]]  # prod's snapshot and the two newest
+    assert await pool.fetchval("SELECT count(*) FROM snapshots WHERE repo_id = $1 AND status = 'active'",
+                               other.id) == len(others)  # other repositories untouched
+    assert not published.is_symlink() and not tree.exists()
+
+    # Run again: nothing more to delete.
+    await queue.enqueue(pool, redis, "retention", f"repo:{repo.id}", {"repo": repo.id, "keep": 2})
+    await run_worker()
+    again = await pool.fetchval("SELECT result FROM tasks WHERE kind = 'retention' ORDER BY id DESC LIMIT 1")
+    assert again["deleted"] == []
