@@ -96,16 +96,19 @@ async def test_watch_follows_progress_and_stop(depot, pool, redis, make_key, liv
     assert code == 1 and f"409: Task #{ref.id} is not running" in err
 
 
-async def test_schedule_and_queues(depot, pool, make_key):
+async def test_schedule_and_queues(depot, pool, make_key, snapshot_id):
     key = await make_key("operator")
-    code, out, err = await depot("task", "schedule", "rebuild", "--cron", "0 3 * * *", "-p", "snapshot=12", "--key", key)
+    code, out, err = await depot("task", "schedule", "rebuild", "--cron", "0 3 * * *", "-p", f"snapshot={snapshot_id}",
+                                 "--key", key)
     assert code == 0, err
     assert out.startswith("task ") and "scheduled (0 3 * * *), next run " in out and "T03:00:00Z" in out
     row = await pool.fetchrow("SELECT target, params, status FROM tasks WHERE type = 'scheduled'")
-    assert (row["target"], row["params"], row["status"]) == ("snapshot:12", {"snapshot": 12}, "scheduled")
+    assert (row["target"], row["params"], row["status"]) == (
+        f"snapshot:{snapshot_id}", {"snapshot": snapshot_id}, "scheduled")
     code, out, _ = await depot("tasks", "--status", "scheduled", "--key", key)
     assert code == 0 and "0 3 * * *" in out and "NEXT RUN" in out
-    code, _, err = await depot("task", "schedule", "rebuild", "--cron", "nope", "-p", "snapshot=1", "--key", key)
+    code, _, err = await depot("task", "schedule", "rebuild", "--cron", "nope", "-p", f"snapshot={snapshot_id}",
+                                 "--key", key)
     assert code == 1 and "400:" in err and "cron" in err
 
     code, out, err = await depot("queues", "--key", key)

@@ -125,21 +125,24 @@ async def test_stop_a_running_task_cooperatively(client, pool, redis, admin_key,
     assert await pool.fetchval("SELECT progress < 100 FROM tasks WHERE id = $1", ref.id)
 
 
-async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool, redis, settings, make_key, run_worker):
+async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool, redis, settings, make_key, run_worker,
+                                                                  snapshot_id):
+    snap = snapshot_id
     h = bearer(await make_key("operator"))
     resp = await client.post("/api/v2/task/schedule", headers=h,
-                             json={"kind": "rebuild", "params": {"snapshot": 7}, "cron": "*/5 * * * *"})
+                             json={"kind": "rebuild", "params": {"snapshot": snap}, "cron": "*/5 * * * *"})
     body = await resp.json()
     assert resp.status == 201, body
     sched = body["results"]
-    assert sched["Type"] == "scheduled" and sched["Status"] == "scheduled" and sched["Target"] == "snapshot:7"
+    assert sched["Type"] == "scheduled" and sched["Status"] == "scheduled" and sched["Target"] == f"snapshot:{snap}"
     assert sched["Cron"] == "*/5 * * * *" and sched["Next_run"]
     assert json.loads(sched["Raw_params"])["schedule"]["scheduled"] == "true"
 
-    for bad in ({"kind": "rebuild", "params": {"snapshot": 7}, "cron": "61 * * * *"},
+    for bad in ({"kind": "rebuild", "params": {"snapshot": snap}, "cron": "61 * * * *"},
+                {"kind": "rebuild", "params": {"snapshot": snap + 1000}, "cron": "* * * * *"},
                 {"kind": "rm -rf", "params": {}, "cron": "* * * * *"},
                 {"kind": "rebuild", "params": {}, "cron": "* * * * *"},
-                {"kind": "rebuild", "params": {"snapshot": 7}}):
+                {"kind": "rebuild", "params": {"snapshot": snap}}):
         resp = await client.post("/api/v2/tasks/scheduled", headers=h, json=bad)
         assert resp.status == 400, bad
     assert (await client.post("/api/v2/tasks/scheduled", headers=h, data=b"{")).status == 400
@@ -154,7 +157,7 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
     task_id = next(s for s in started if s)[0]
     row = await pool.fetchrow("SELECT kind, target, params, schedule_id, type FROM tasks WHERE id = $1", task_id)
     assert (row["kind"], row["target"], row["params"], row["schedule_id"], row["type"]) == (
-        "rebuild", "snapshot:7", {"snapshot": 7}, sid, "immediate")
+        "rebuild", f"snapshot:{snap}", {"snapshot": snap}, sid, "immediate")
     assert await pool.fetchval("SELECT next_run_at > now() FROM tasks WHERE id = $1", sid)
     await run_worker()
     assert RUNS == [task_id]
@@ -173,8 +176,8 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
     assert await pool.fetchval("SELECT schedule_id FROM tasks WHERE id = $1", task_id) is None
 
 
-async def test_workers_cron_runs_due_schedules(pool, redis, live_worker):
-    sid = await schedules.create_schedule(pool, "rebuild", "* * * * *", {"snapshot": 3}, None, requested_by="t")
+async def test_workers_cron_runs_due_schedules(pool, redis, live_worker, snapshot_id):
+    sid = await schedules.create_schedule(pool, "rebuild", "* * * * *", {"snapshot": snapshot_id}, None, requested_by="t")
     await pool.execute("UPDATE tasks SET next_run_at = now() WHERE id = $1", sid)
     await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE schedule_id = $1", sid), timeout=8)
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE schedule_id = $1", sid) == 1
