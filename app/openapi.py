@@ -13,6 +13,8 @@ Handlers without the decorator are described from their docstring with a generic
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from typing import Any
@@ -63,7 +65,7 @@ def _ref(spec: APISpec, schema) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _operation(spec: APISpec, handler, method: str, path: str) -> dict:
+def _operation(spec: APISpec, handler, method: str, path: str, pattern: str = "") -> dict:
     meta = getattr(handler, "__openapi__", None) or {}
     doc = (handler.__doc__ or "").strip()
     first, _, rest = doc.partition("\n")
@@ -77,7 +79,8 @@ def _operation(spec: APISpec, handler, method: str, path: str) -> dict:
     op["tags"] = meta.get("tags") or [_tag(path)]
     params = []
     for name in _PARAM.findall(path):
-        typ = (meta.get("path") or {}).get(name, str)
+        # Declared type first, else the route's own regex: {host_id:\d+} is an integer.
+        typ = (meta.get("path") or {}).get(name) or (int if f"(?P<{name}>\\d+)" in pattern else str)
         params.append({"name": name, "in": "path", "required": True,
                        "schema": {"type": "integer", "minimum": 1} if typ is int else {"type": "string", "minLength": 1}})
     if meta.get("query") is not None:
@@ -155,12 +158,26 @@ def build_spec(app: web.Application) -> dict:
             continue  # the trailing-slash twin of a documented path
         methods = ["get", "post"] if route.method == "*" else [route.method.lower()]
         for method in methods:
-            paths.setdefault(path, {})[method] = _operation(spec, route.handler, method, path)
+            pattern = getattr(route.resource.get_info().get("pattern"), "pattern", "")
+            paths.setdefault(path, {})[method] = _operation(spec, route.handler, method, path, pattern)
     for path in sorted(paths):
         spec.path(path=path, operations=paths[path])
     out = spec.to_dict()
     out["security"] = [{"bearer": []}]
     return out
+
+
+STYLE = (
+    "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
+    ".m{font-weight:bold}code{font-size:13px}"
+)
+# The page's only resource is its inline style, allowed by hash (no script, nothing loaded from elsewhere).
+DOCS_CSP = (
+    "default-src 'none'; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    + "'; frame-ancestors 'none'"
+)
 
 
 def render_html(spec: dict) -> str:
@@ -192,9 +209,7 @@ def render_html(spec: dict) -> str:
         schema_blocks.append(f"<h3 id=schema-{esc(name)}>{esc(name)}</h3><table>{items}</table>")
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Depot API reference</title><style>"
-        "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
-        ".m{font-weight:bold}code{font-size:13px}</style></head><body>"
+        + STYLE + "</style></head><body>"
         f"<h1>{esc(spec['info']['title'])} v{esc(spec['info']['version'])}</h1>"
         f"<p>{esc(spec['info'].get('description', ''))} Machine-readable: "
         "<a href=/api/v2/openapi.json>/api/v2/openapi.json</a> (OpenAPI 3.1).</p>"
@@ -222,7 +237,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def docs_page(request: web.Request) -> web.Response:
     """Human-readable API reference, rendered on the server from the OpenAPI description."""
-    return web.Response(text=render_html(build_spec(request.app)), content_type="text/html")
+    return web.Response(text=render_html(build_spec(request.app)), content_type="text/html",
+                        headers={"Content-Security-Policy": DOCS_CSP})
 
 
 docs(summary="OpenAPI 3.1 description of the API", public=True, envelope=False)(openapi_json)

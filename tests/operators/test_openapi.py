@@ -8,6 +8,7 @@ import time
 
 import hypothesis
 import hypothesis.errors
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck
@@ -56,6 +57,9 @@ async def test_spec_lists_every_route_and_is_public(client):
     html = await page.text()
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "/api/v2/task/{id}/stop" in html and "<script" not in html and "http" not in html.split("</style>")[0]
+    csp = page.headers["Content-Security-Policy"]
+    assert csp.startswith("default-src 'none'; style-src 'sha256-") and "unsafe" not in csp
+    assert (await client.get("/api/v2/queues")).headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
 async def test_schemathesis_finds_no_5xx_and_no_broken_response(client, pool, redis, admin_key):
@@ -113,3 +117,10 @@ async def test_schemathesis_finds_no_5xx_and_no_broken_response(client, pool, re
     print(f"schemathesis: {calls} calls over {len(spec['paths'])} paths")
     assert calls >= len(spec["paths"])
     assert failures == [], "\n".join(dict.fromkeys(failures))
+
+
+@pytest.mark.xfail(reason="hosts code (app/api/hosts.py _readable_host): a host id beyond bigint reaches PostgreSQL"
+                          " and answers 500; found by schemathesis, reported to the lead", strict=False)
+async def test_host_id_beyond_bigint_is_not_a_500(client, admin_key):
+    resp = await client.get("/api/v2/host/256216685315387375484928", headers=bearer(admin_key))
+    assert resp.status == 404
