@@ -201,6 +201,7 @@ def _client_command(fn):
     def run(args):
         from app.client import Client, ClientError
 
+        args.json = getattr(args, "json", False)
         try:
             return fn(Client.from_args(args), args)
         except ClientError as exc:
@@ -281,7 +282,6 @@ def cmd_tasks_stop(client, args) -> None:
     data = client.request("POST", f"task/{args.id}/stop")
     _emit(args, data, lambda d: print(d["results"]))
     if args.watch:
-        args.json = getattr(args, "json", False)
         _watch(client, args)
 
 
@@ -395,9 +395,11 @@ def cmd_hosts_show(client, args) -> None:
 
 def add_client_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="server URL (DEPOT_URL; default http://127.0.0.1:8080)")
-    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    # default=SUPPRESS: a flag given before the subcommand (`depot tasks --key K show 5`) is not reset by it.
+    common.add_argument("--url", default=argparse.SUPPRESS, help="server URL (DEPOT_URL; default http://127.0.0.1:8080)")
+    common.add_argument("--key", default=argparse.SUPPRESS, help="API key (DEPOT_API_KEY)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the API's JSON (for scripts)")
 
     tasks = sub.add_parser("tasks", aliases=["task"], help="list, show, follow, stop and schedule tasks (HTTP)")
     tsub = tasks.add_subparsers(dest="tasks_command")
@@ -409,9 +411,9 @@ def add_client_commands(sub) -> None:
         parser.add_argument("--per-page", type=int, default=50)
         parser.set_defaults(fn=cmd_tasks_list)
     # `depot tasks` / `depot hosts` alone list too, so the group parsers take the common flags as well.
-    tasks.add_argument("--url", help=argparse.SUPPRESS)
-    tasks.add_argument("--key", help=argparse.SUPPRESS)
-    tasks.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    tasks.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    tasks.add_argument("--key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    tasks.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = tsub.add_parser("show", parents=[common], help="one task (--watch follows its progress)")
     p.add_argument("id")
     p.add_argument("--watch", "-w", action="store_true", help="follow progress until the task ends")
@@ -455,9 +457,9 @@ def add_client_commands(sub) -> None:
         parser.add_argument("--page", type=int, default=1)
         parser.add_argument("--per-page", type=int, default=100, help="hosts per page (default 100)")
         parser.set_defaults(fn=cmd_hosts_list)
-    hosts.add_argument("--url", help=argparse.SUPPRESS)
-    hosts.add_argument("--key", help=argparse.SUPPRESS)
-    hosts.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    hosts.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    hosts.add_argument("--key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    hosts.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = hsub.add_parser("show", parents=[common], help="one host and its available updates")
     p.add_argument("id")
     p.set_defaults(fn=cmd_hosts_show)

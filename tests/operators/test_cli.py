@@ -60,7 +60,7 @@ async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, ru
     assert out.splitlines()[0].split()[:4] == ["ID", "KIND", "TARGET", "STATUS"]
     assert out.splitlines()[1].split()[:4] == [str(ref.id), "cli_quick", "thing:1", "done"]
     assert "done" in out and "1 of 1 task(s)" in out
-    code, out, _ = await depot("tasks", "show", str(ref.id), "--json", "--key", admin_key)
+    code, out, _ = await depot("tasks", "--key", admin_key, "show", str(ref.id), "--json")
     assert code == 0 and json.loads(out)["results"]["Status"] == "done"
 
     code, out, err = await depot("tasks", "show", "999", "--key", admin_key)
