@@ -8,7 +8,8 @@ Describe a handler cheaply with the decorator (the spec walks app.router, so not
 - `request`: marshmallow schema of the JSON body; `query`: schema of the query string;
 - `response`: schema of `results` in the success envelope (`many=True` for a list); `status`: its code;
 - `path`: types of path parameters (default string); `responses`: other codes → description;
-- `envelope=False`: the response is `response` itself, not wrapped in {results, rc, return, note}.
+- `envelope=False`: the response is `response` itself, not wrapped in {results, rc, return, note};
+- `auth`: "user" (API key, the default), "host" (host credentials), "any" (either), or `public=True`.
 Handlers without the decorator are described from their docstring with a generic JSON answer.
 """
 from __future__ import annotations
@@ -42,14 +43,22 @@ _ERROR_RESPONSE = {"description": "Error (JSON envelope)", "content": {"applicat
 def docs(summary: str | None = None, *, description: str | None = None, request: type[Schema] | Schema | None = None,
          query: type[Schema] | None = None, response: type[Schema] | Schema | None = None, many: bool = False,
          status: int = 200, path: dict[str, type] | None = None, responses: dict[int, str] | None = None,
-         envelope: bool = True, tags: list[str] | None = None, public: bool = False, content_type: str | None = None):
+         envelope: bool = True, tags: list[str] | None = None, public: bool = False, content_type: str | None = None,
+         auth: str = "user"):
+    if auth not in AUTH:
+        raise ValueError(f"auth must be one of {', '.join(AUTH)}")
+
     def mark(fn):
         fn.__openapi__ = dict(summary=summary, description=description, request=request, query=query,
                               response=response, many=many, status=status, path=path or {}, responses=responses or {},
-                              envelope=envelope, tags=tags, public=public, content_type=content_type)
+                              envelope=envelope, tags=tags, public=public, content_type=content_type, auth=auth)
         return fn
 
     return mark
+
+
+# Security requirements by `auth` (the host scheme is `Authorization: Host <auth id>:<token>`).
+AUTH = {"user": [{"bearer": []}], "host": [{"host": []}], "any": [{"bearer": []}, {"host": []}]}
 
 
 def _schema_name(schema) -> str:
@@ -109,6 +118,8 @@ def _operation(spec: APISpec, handler, method: str, path: str, pattern: str = ""
     op["responses"] = responses
     if meta.get("public") or not path.startswith("/api/") or path == "/api/v2/openapi.json":
         op["security"] = []
+    elif meta.get("auth", "user") != "user":
+        op["security"] = AUTH[meta["auth"]]
     return op
 
 
@@ -141,6 +152,8 @@ def build_spec(app: web.Application) -> dict:
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "description": "API key (ak_...) of a Depot user"})
+    spec.components.security_scheme("host", {"type": "apiKey", "in": "header", "name": "Authorization",
+                                             "description": "Host credentials: `Host <auth id>:<token>`"})
     spec.components.schema("Error", _ERROR)
     spec.components.schema("Envelope", {
         "type": "object",
@@ -193,7 +206,9 @@ def render_html(spec: dict) -> str:
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
             ref = body.get("$ref", "").rsplit("/", 1)[-1]
             codes = ", ".join(k for k in op.get("responses", {}))
-            auth = "public" if op.get("security") == [] else "API key"
+            auth = {0: "public", 1: "API key"}.get(len(op.get("security", [1])), "API key or host")
+            if op.get("security") == AUTH["host"]:
+                auth = "host"
             rows.append(
                 f"<tr><td class=m>{esc(method.upper())}</td><td><code>{esc(path)}</code></td>"
                 f"<td>{esc(op.get('summary', ''))}</td><td>{esc(params)}</td>"

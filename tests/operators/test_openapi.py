@@ -133,3 +133,31 @@ async def test_schemathesis_finds_no_5xx_and_no_broken_response(client, pool, re
 async def test_host_id_beyond_bigint_is_not_a_500(client, admin_key):
     resp = await client.get("/api/v2/host/256216685315387375484928", headers=bearer(admin_key))
     assert resp.status == 404
+
+
+def test_docs_decorator_describes_a_route_for_other_modules():
+    from aiohttp import web
+    from marshmallow import Schema, fields
+
+    from app.openapi import build_spec, docs, render_html
+
+    class ThingSchema(Schema):
+        name = fields.String(required=True)
+
+    @docs(summary="Report a thing", request=ThingSchema, response=ThingSchema, status=202, auth="host",
+          responses={409: "Busy"})
+    async def put_thing(request):
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_put(r"/api/v2/thing/{thing_id:\d+}", put_thing, name="thing")
+    app.router.add_put(r"/api/v2/thing/{thing_id:\d+}/", put_thing, name="thing_slash")
+    spec = build_spec(app)
+    op = spec["paths"]["/api/v2/thing/{thing_id}"]["put"]
+    assert list(spec["paths"]) == ["/api/v2/thing/{thing_id}"]  # the trailing-slash twin is not repeated
+    assert op["summary"] == "Report a thing" and op["security"] == [{"host": []}]
+    assert op["parameters"][0]["schema"] == {"type": "integer", "minimum": 1}
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Thing"}
+    assert set(op["responses"]) == {"202", "409", "default"}
+    assert spec["components"]["schemas"]["Thing"]["required"] == ["name"]
+    assert ">host<" in render_html(spec)
