@@ -230,7 +230,8 @@ def cmd_tasks_list(client, args) -> None:
 
     def show(d):
         table(d["results"], SCHEDULE_COLUMNS if args.status == "scheduled" else TASK_COLUMNS)
-        print(f"page {d.get('page', 1)}, {len(d['results'])} of {d.get('total', len(d['results']))} task(s)")
+        paging = d.get("pagination") or {}
+        print(f"page {paging.get('page', 1)}, {len(d['results'])} of {paging.get('total', len(d['results']))} task(s)")
 
     _emit(args, data, show)
 

@@ -48,7 +48,7 @@ async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_
 
     resp = await client.get("/api/v2/tasks/", headers=h)
     body = await resp.json()
-    assert resp.status == 200 and body["total"] == 6 and body["rc"] == 200
+    assert resp.status == 200 and body["pagination"] == {"page": 1, "per_page": 100, "total": 6} and body["rc"] == 200
     row = body["results"][-1]
     assert row["Id"] == ids[0] and row["Type"] == "immediate" and row["Status"] == "done"
     assert row["Pid"] is None and row["Logfile"] is None and row["Duration"].endswith("s")
@@ -59,7 +59,8 @@ async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_
     seen = []
     for page in (1, 2, 3):
         body = await (await client.get(f"/api/v2/tasks/done?page={page}&per_page=2", headers=h)).json()
-        assert body["total"] == 5 and body["page"] == page and len(body["results"]) == (2 if page < 3 else 1)
+        assert body["pagination"] == {"page": page, "per_page": 2, "total": 5}
+        assert len(body["results"]) == (2 if page < 3 else 1)
         seen += [r["Id"] for r in body["results"]]
     assert sorted(seen) == ids  # pages neither overlap nor skip
     resp = await client.get("/api/v2/tasks/queued", headers=h)
