@@ -7,6 +7,7 @@ import socket
 from dataclasses import replace
 
 import aiohttp
+import orjson
 import pytest
 
 from app import metrics, queue
@@ -151,8 +152,6 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     records = [r for r in caplog.records if r.name == "depot.access"]
     assert len(records) == 4
     lines = [JsonFormatter().format(r) for r in records]
-    import orjson
-
     first = orjson.loads(lines[0])
     assert first["request_id"] == generated and first["route"] == "tasks" and first["status"] == 200
     assert first["method"] == "GET" and isinstance(first["duration_ms"], float)
@@ -190,3 +189,26 @@ async def test_agent_reports_show_in_metrics(client, make_key):
     text = await (await client.get("/metrics")).text()
     assert 'depot_host_reports_received_total{kind="installed"}' in text
     assert 'route="host_installed_put",status="401"' in text
+
+
+async def test_every_log_line_of_a_request_carries_its_id(aiohttp_client, settings, admin_key, caplog):
+    from aiohttp import web
+
+    from app.logs import RequestIdFilter
+
+    async def noisy(request):
+        logging.getLogger("depot.test").warning("inside the handler")
+        return web.json_response({})
+
+    app = create_app(settings)
+    app.router.add_get("/api/v2/noisy", noisy, name="noisy")
+    client = await aiohttp_client(app)
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.INFO)
+    resp = await client.get("/api/v2/noisy", headers={**bearer(admin_key), "X-Request-Id": "trace-0001-abcd"})
+    assert resp.status == 200
+    inside = next(r for r in caplog.records if r.getMessage() == "inside the handler")
+    assert inside.request_id == "trace-0001-abcd"
+    assert orjson.loads(JsonFormatter().format(inside))["request_id"] == "trace-0001-abcd"
+    logging.getLogger("depot.test").warning("outside")
+    assert not hasattr(caplog.records[-1], "request_id")
