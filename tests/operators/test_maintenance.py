@@ -1,10 +1,12 @@
-"""Retention: a scheduled task keeps the newest N snapshots of a repository and never one an environment serves."""
+"""Scheduled maintenance: retention keeps the newest N snapshots of a repository and never one an environment
+serves; snapshot_create copies the current snapshot and queues its rebuild."""
 from __future__ import annotations
 
 from app import queue, schedules
 from app.repos import model
 from app.repos.storage import Storage
 from tests.conftest import bearer
+from workers import jobs
 
 
 async def test_retention_keeps_newest_and_env_snapshots(client, pool, redis, settings, make_key, run_worker):
@@ -57,3 +59,45 @@ async def test_retention_keeps_newest_and_env_snapshots(client, pool, redis, set
     await run_worker()
     again = await pool.fetchval("SELECT result FROM tasks WHERE kind = 'retention' ORDER BY id DESC LIMIT 1")
     assert again["deleted"] == []
+
+
+async def test_scheduled_snapshot_create_copies_the_current_snapshot_and_queues_its_rebuild(
+        client, pool, redis, make_key, run_worker):
+    rebuilt = []
+
+    async def record_rebuild(ctx):  # the real rebuild is the repositories' own (tested there)
+        rebuilt.append(ctx.params["snapshot"])
+
+    real = jobs.HANDLERS.get("rebuild")
+    jobs.HANDLERS["rebuild"] = record_rebuild
+    try:
+        async with pool.acquire() as conn:
+            repo = await model.create_repo(conn, name="copy", type="deb", dist="bookworm", section="main")
+            old = await model.create_snapshot(conn, repo.id)
+            current = await model.create_snapshot(conn, repo.id)
+            pkg = await conn.fetchval(
+                "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, arch, filename)"
+                " VALUES ($1, 'x', 'y', 10, 'deb', 'hello', '1.0', 'amd64', 'hello_1.0_amd64.deb') RETURNING id",
+                "a" * 64)
+            await conn.execute("INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+                               " VALUES ($1, 'hello_1.0_amd64.deb', $2)", current.id, pkg)
+        h = bearer(await make_key("operator"))
+        resp = await client.post("/api/v2/tasks/scheduled", headers=h, json={
+            "kind": "snapshot_create", "params": {"repo": repo.id}, "cron": "0 2 * * 1"})
+        assert resp.status == 201, await resp.text()
+        resp = await client.post("/api/v2/tasks/scheduled", headers=h, json={
+            "kind": "snapshot_create", "params": {"repo": repo.id + 99}, "cron": "0 2 * * 1"})
+        assert resp.status == 400 and "does not exist" in (await resp.json())["message_error"][0]
+        await pool.execute("UPDATE tasks SET next_run_at = now() WHERE type = 'scheduled'")
+        [task_id] = await schedules.run_due(pool, redis)
+        await run_worker()
+        result = await pool.fetchval("SELECT result FROM tasks WHERE id = $1", task_id)
+        assert result["copied_from"] == current.id and result["snapshot"] not in (old.id, current.id)
+        new = result["snapshot"]
+        assert await pool.fetchval("SELECT array_agg(filename) FROM snapshot_packages WHERE snapshot_id = $1",
+                                   new) == ["hello_1.0_amd64.deb"]
+        assert rebuilt == [new]
+        assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", result["rebuild_task"]) == "done"
+    finally:
+        if real:
+            jobs.HANDLERS["rebuild"] = real

@@ -1,16 +1,35 @@
-"""Snapshot retention: keep the newest N active snapshots of a repository, delete older unused ones.
+"""Scheduled repository maintenance: snapshot copies and retention (task kinds snapshot_create, retention).
 
-Never deletes a snapshot an environment points at (checked again under the row lock by
-app.repos.model.delete_snapshot), whatever its age. Run as the `retention` task kind, usually from
-a schedule: `depot task schedule retention --cron '0 4 * * *' -p repo=3 -p keep=5`.
+- copy_current_snapshot: a new snapshot holding the packages of the repository's newest active one,
+  then a rebuild of it queued (`depot task schedule snapshot_create --cron '0 2 * * 1' -p repo=3`).
+- prune_snapshots: keep the newest N active snapshots of a repository, delete older unused ones; never
+  one an environment points at (checked again under the row lock by app.repos.model.delete_snapshot),
+  whatever its age (`depot task schedule retention --cron '0 4 * * *' -p repo=3 -p keep=5`).
 """
 from __future__ import annotations
 
 import logging
 
+from app import queue
 from app.repos import RepoError, model
 
 log = logging.getLogger(__name__)
+
+async def copy_current_snapshot(pool, redis, repo_id: int, *, requested_by: str | None = None) -> dict:
+    """Copy the newest active snapshot (an empty one if there is none) and queue its rebuild."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await model.get_repo(conn, repo_id)
+            current = await conn.fetchval(
+                "SELECT id FROM snapshots WHERE repo_id = $1 AND status = 'active' ORDER BY created_at DESC, id DESC"
+                " LIMIT 1", repo_id)
+            snap = await model.create_snapshot(conn, repo_id, current)
+            ref = await queue.create_task(conn, "rebuild", f"snapshot:{snap.id}", {"snapshot": snap.id},
+                                          requested_by=requested_by)
+    await queue.dispatch(redis, ref)
+    log.info("repository %s: snapshot #%s copied from #%s", repo_id, snap.id, current)
+    return {"repo": repo_id, "snapshot": snap.id, "copied_from": current, "rebuild_task": ref.id}
+
 
 # Active snapshots beyond the newest `keep`, oldest first, that no environment points at.
 CANDIDATES = """
