@@ -101,3 +101,17 @@ async def test_scheduled_snapshot_create_copies_the_current_snapshot_and_queues_
     finally:
         if real:
             jobs.HANDLERS["rebuild"] = real
+
+
+async def test_env_point_schedules_lock_the_environment_of_the_repository(client, pool, make_key, snapshot_id):
+    h = bearer(await make_key("operator"))
+    repo_id = await pool.fetchval("SELECT repo_id FROM snapshots WHERE id = $1", snapshot_id)
+    resp = await client.post("/api/v2/task/schedule", headers=h, json={
+        "kind": "env_point", "params": {"env": "prod", "snapshot": snapshot_id}, "cron": "30 6 * * 1-5"})
+    body = await resp.json()
+    assert resp.status == 201 and body["results"]["Target"] == f"env:prod:repo:{repo_id}"  # as the env API locks it
+    assert body["results"]["Next_run"].endswith("T06:30:00Z")
+    for params in ({"env": "prod", "snapshot": snapshot_id + 50}, {"env": "prod"}, {"snapshot": snapshot_id}):
+        resp = await client.post("/api/v2/task/schedule", headers=h, json={
+            "kind": "env_point", "params": params, "cron": "30 6 * * 1-5"})
+        assert resp.status == 400, params
