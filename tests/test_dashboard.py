@@ -10,6 +10,7 @@ from app import queue, users
 from app.main import create_app
 from app.dashboard import sessions
 from app.dashboard.queries import fleet
+from tests.conftest import bearer
 from workers import jobs
 
 HOSTILE = '<script>alert("pwned")</script>'
@@ -230,6 +231,8 @@ async def test_repository_pages(client, pool, operator_key):
         resp = await client.get("/repos")
         assert resp.status == 503 and "not set up" in await resp.text()
         pytest.skip("sql/003_repos.sql has not landed on this branch yet")
+    # The suite empties every table between tests, the seeded environments too.
+    await pool.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
     repo = await pool.fetchval(
         "INSERT INTO repos (name, type, dist, section) VALUES ('debian-main', 'deb', 'bookworm', 'main') RETURNING id"
     )
@@ -251,3 +254,63 @@ async def test_repository_pages(client, pool, operator_key):
     text = await (await client.get(f"/repos/{repo}?snapshot={snap}&q=nothing-like-it")).text()
     assert "hello_2.10-3_amd64.deb" not in text
     assert (await client.get("/repos/777777")).status == 404
+
+
+async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_worker, make_key, operator_key):
+    if not await pool.fetchval("SELECT to_regclass('host_packages') IS NOT NULL"):
+        pytest.skip("the fleet schema (sql/002_hosts.sql reporting tables) has not landed on this branch yet")
+    admin = await make_key("admin", "root")
+    resp = await client.post("/api/v2/host/registering", json={"hostname": "web1.example.net", "ip": "10.1.2.3"}, headers=bearer(admin))
+    assert resp.status == 201, await resp.text()
+    creds = (await resp.json())["results"]
+    agent = {"Authorization": f"Host {creds['id']}:{creds['token']}"}
+    # Registration validates hostnames; a hostile one can still come from older data, stored raw.
+    host_id = await pool.fetchval("UPDATE hosts SET hostname = $2 WHERE auth_id = $1 RETURNING id", creds["id"], HOSTILE)
+    await pool.execute(
+        "INSERT INTO hosts (hostname, ip, auth_id, token_digest, os, os_version, last_seen_at)"
+        " VALUES ('old.example.net', '10.9.9.9', 'id_old', '\\x00', 'Ubuntu', '22.04', now() - interval '3 days')"
+    )
+
+    async def put(path, body):
+        r = await client.put(f"/api/v2/host/{path}", json=body, headers=agent)
+        assert r.status == 200, await r.text()
+
+    await put("status", {"os": "Debian GNU/Linux", "os_version": "12", "kernel": "6.1.0-<b>", "reboot_required": "true",
+                         "agent_status": "running", "network": {"eth0": {"ipv4": "10.1.2.3", "ipv6": "", "mac": "52:54:00:aa"}}})
+    await put("packages/installed", {"installed_packages": [{"name": "openssl", "version": "3.0.11-1"},
+                                                            {"name": "bash", "version": "5.2.15-2"}]})
+    await run_worker()
+    await put("packages/installed", {"installed_packages": [{"name": "openssl", "version": "3.0.15-1"},
+                                                            {"name": "bash", "version": "5.2.15-2"},
+                                                            {"name": "curl", "version": "7.88.1-10"}]})
+    await put("packages/available", {"available_packages": [{"name": "curl", "version": "7.88.1-10+deb12u8",
+                                                              "repository": "bookworm-security", "security": True}]})
+    await put("packages/event", {"events": [{"date_start": "2026-11-20", "time_start": "10:00:00", "date_end": "2026-11-20",
+                                             "time_end": "10:00:30", "command": "/usr/bin/apt install curl",
+                                             "installed": [{"name": "curl", "version": "7.88.1-10"}]}]})
+    await run_worker()
+
+    await login(client, api_key=operator_key)
+    text = await (await client.get("/hosts")).text()
+    assert 'id="f-total">2<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
+    assert 'id="f-stale">1<' in text and "<td>Debian GNU/Linux</td><td>12</td><td>1</td><td>1</td>" in text
+    assert HOSTILE not in text and "&lt;script&gt;" in text
+    for flt, shown, hidden in (("outdated", f"/hosts/{host_id}", "old.example.net"), ("stale", "old.example.net", f"/hosts/{host_id}")):
+        text = await (await client.get(f"/hosts?filter={flt}")).text()
+        assert shown in text and hidden not in text, flt
+
+    resp = await client.get(f"/hosts/{host_id}")
+    text = await resp.text()
+    assert resp.status == 200 and HOSTILE not in text and "6.1.0-&lt;b&gt;" in text
+    assert creds["token"] not in text and creds["id"] not in text
+    updates = text.split('id="updates"')[1].split("</table>")[0]
+    assert "curl" in updates and "7.88.1-10+deb12u8" in updates and "security" in updates
+    inventory = text.split('id="inventory"')[1].split("</table>")[0]
+    assert inventory.count("<tr>") == 4 and "3.0.15-1" in inventory  # header + 3 packages
+    history = text.split('id="history"')[1].split("</table>")[0]
+    assert "upgraded" in history and "3.0.11-1" in history and "added" in history
+    events = text.split('id="events"')[1].split("</table>")[0]
+    assert "/usr/bin/apt install curl" in events and "curl 7.88.1-10" in events
+    text = await (await client.get(f"/hosts/{host_id}?q=bas")).text()
+    inventory = text.split('id="inventory"')[1].split("</table>")[0]
+    assert "bash" in inventory and "openssl" not in inventory

@@ -56,6 +56,24 @@ def ago(value) -> str:
     return duration((datetime.now(timezone.utc) - value).total_seconds()) + " ago"
 
 
+def size(value) -> str:
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def epoch(value):
+    try:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return value
+
+
 def setup_templates(app: web.Application) -> None:
     aiohttp_jinja2.setup(
         app,
@@ -64,5 +82,5 @@ def setup_templates(app: web.Application) -> None:
         # Host-supplied strings are stored raw: everything is escaped when rendered, never before.
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
-        filters={"duration": duration, "when": when, "ago": ago},
+        filters={"duration": duration, "when": when, "ago": ago, "epoch": epoch, "size": size},
     )

@@ -257,6 +257,24 @@ async def hosts_page(request: web.Request) -> web.Response:
     )
 
 
+# A host's status, in reading order; any other column of `hosts` follows under its own name.
+HOST_FIELDS = [
+    ("os", "OS"), ("os_version", "OS version"), ("os_family", "OS family"), ("kernel", "Kernel"), ("arch", "Arch"),
+    ("type", "Virtualization"), ("cpu", "CPU"), ("ram", "RAM"), ("network", "Network"), ("profile", "Profile"),
+    ("env", "Environment"), ("agent_status", "Agent"), ("agent_version", "Agent version"),
+    ("reboot_required", "Reboot required"), ("boot_time", "Booted"), ("available_count", "Pending updates"),
+    ("last_seen_at", "Last seen"), ("inventory_at", "Inventory applied"), ("available_at", "Updates applied"),
+    ("agent_status_at", "Agent status since"), ("registered_at", "Registered"),
+]
+
+
+def host_fields(doc: dict) -> list[tuple[str, str, object]]:
+    known = dict(HOST_FIELDS)
+    out = [(k, label, doc[k]) for k, label in HOST_FIELDS if k in doc]
+    out += [(k, k.replace("_", " "), v) for k, v in doc.items() if k not in known and k not in ("id", "hostname", "ip")]
+    return out
+
+
 @page
 async def host_page(request: web.Request) -> web.Response:
     pool = request.app[POOL]
@@ -271,7 +289,7 @@ async def host_page(request: web.Request) -> web.Response:
         request,
         {
             "host": host,
-            "doc": doc,
+            "fields": host_fields(doc),
             "q": q,
             "inventory": await fleet.inventory(pool, host_id, q, _int(request.query.get("page")), PER_PAGE),
             "updates": await fleet.updates(pool, host_id),
