@@ -22,18 +22,17 @@ async def stop_task(pool, task_id: int) -> str:
 
     Raises TaskNotFound, or TaskNotStoppable when it is already finished, scheduled or disabled.
     """
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-            if status is None:
-                raise TaskNotFound(f"Task #{task_id} does not exist.")
-            if status == "queued":
-                await conn.execute(
-                    "UPDATE tasks SET status = 'stopped', stop_requested = true, finished_at = now() WHERE id = $1",
-                    task_id,
-                )
-                return "stopped"
-            if status == "running":
-                await conn.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", task_id)
-                return "stop_requested"
-            raise TaskNotStoppable(task_id, status)
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+        if status is None:
+            raise TaskNotFound(f"Task #{task_id} does not exist.")
+        if status == "queued":
+            await conn.execute(
+                "UPDATE tasks SET status = 'stopped', stop_requested = true, finished_at = now() WHERE id = $1",
+                task_id,
+            )
+            return "stopped"
+        if status == "running":
+            await conn.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", task_id)
+            return "stop_requested"
+        raise TaskNotStoppable(task_id, status)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from app import queue, users
-from app.main import create_app
 from app.dashboard import sessions
 from app.dashboard.queries import fleet
+from app.main import create_app
 from tests.conftest import bearer
 from workers import jobs
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app import queue, users
-from app.main import create_app
 from app.dashboard.queries import fleet
+from app.main import create_app
 from workers import jobs
 
 playwright_api = pytest.importorskip("playwright.async_api")

@@ -1,7 +1,7 @@
 """Templates (jinja2, autoescape always on) and the display filters the pages share."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -38,7 +38,7 @@ def when(value) -> str:
             return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
@@ -52,8 +52,8 @@ def ago(value) -> str:
         except ValueError:
             return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return duration((datetime.now(timezone.utc) - value).total_seconds()) + " ago"
+        value = value.replace(tzinfo=UTC)
+    return duration((datetime.now(UTC) - value).total_seconds()) + " ago"
 
 
 def size(value) -> str:
@@ -69,7 +69,7 @@ def size(value) -> str:
 
 def epoch(value):
     try:
-        return datetime.fromtimestamp(float(value), timezone.utc)
+        return datetime.fromtimestamp(float(value), UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return value
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from app import task_control, users
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
-from app.dashboard.setup import JINJA
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
+from app.dashboard.setup import JINJA
 from app.errors import json_response, unauthorized
 from app.resources import POOL, REDIS, SETTINGS
 
