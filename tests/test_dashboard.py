@@ -7,8 +7,7 @@ from dataclasses import replace
 import pytest
 
 from app import queue, users
-from app.dashboard import sessions
-from app.dashboard.queries import fleet
+from app.dashboard import queries, sessions
 from app.main import create_app
 from tests.conftest import bearer
 from workers import jobs
@@ -36,7 +35,7 @@ async def csrf_of(client, path: str = "/") -> str:
 
 @pytest.fixture(autouse=True)
 def fresh_fleet_cache():
-    fleet.clear_cache()  # every test starts from empty tables
+    queries.clear_cache()  # every test starts from empty tables
 
 @pytest.fixture
 async def operator_key(make_key):

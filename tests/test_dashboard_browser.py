@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import queue, users
-from app.dashboard.queries import fleet
+from app.dashboard import queries
 from app.main import create_app
 from workers import jobs
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chr
 
 @pytest.fixture(autouse=True)
 def fresh_fleet_cache():
-    fleet.clear_cache()  # every test starts from empty tables
+    queries.clear_cache()  # every test starts from empty tables
 
 @pytest.fixture(scope="module")
 async def browser():
@@ -157,9 +157,9 @@ async def test_fleet_host_and_repositories_pages(page, pool):
     assert await pg.inner_text("#f-total") == "61"
     assert await pg.locator("#hosts tbody tr").count() == 50  # paginated on the server
     await pg.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
-    await pg.fill("form.search input[name=q]", "evil")
+    await pg.fill("form.search input[name=q]", "*evil")  # prefix search; * is a wildcard
     await pg.click("form.search button")
-    await pg.wait_for_url("**/hosts?q=evil")
+    await pg.wait_for_url("**/hosts?q=*evil")
     await pg.click("#hosts a")
     await pg.wait_for_url(f"**/hosts/{hostile}")
     # The hostname is shown as text, never run as markup.
