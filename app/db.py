@@ -21,15 +21,37 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with a default acquire timeout.
+
+    Without one, a request waits forever for a connection when PostgreSQL hangs or the pool is
+    exhausted; with it the caller gets a TimeoutError, which error_middleware turns into a 503.
+    """
+
+    __slots__ = ("acquire_timeout",)
+
+    def acquire(self, *, timeout=None):
+        return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout)
+
+
 async def create_pool(settings, **kwargs) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
+    pool = Pool(
         settings.database_url,
         min_size=kwargs.pop("min_size", settings.db_pool_min),
         max_size=kwargs.pop("max_size", settings.db_pool_max),
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         command_timeout=settings.db_command_timeout,
+        # Connect timeout: a PostgreSQL that accepts TCP but never answers must not hold a request.
+        timeout=settings.db_connect_timeout,
         init=_init_connection,
         **kwargs,
     )
+    pool.acquire_timeout = settings.db_acquire_timeout
+    return await pool
 
 
 def migration_files() -> list[Path]:

@@ -92,7 +92,23 @@ DB_DOWN = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Class 08 (connection failures), 57 (shutdown, crash, statement timeout), 53 (disk full, memory).
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
 )
+
+def _caused_by_db_down(exc: BaseException) -> bool:
+    """A follow-up error of a lost connection, e.g. asyncpg's InternalClientError ("cannot switch to
+    state …") raised while the pool resets a connection that PostgreSQL just dropped."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, DB_DOWN + (TimeoutError,)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
 
 HTTP_MESSAGES = {
     404: "Invalid request",
@@ -122,7 +138,10 @@ async def error_middleware(request: web.Request, handler):
     except TimeoutError:
         log.warning("timeout on %s %s", request.method, request.path)
         return unavailable().response()
-    except Exception:
+    except Exception as exc:
+        if _caused_by_db_down(exc):
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+            return unavailable().response()
         log.exception("unhandled error on %s %s", request.method, request.path)
         return ApiError(500, "Internal server error").response()
 

@@ -18,6 +18,11 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
 def _str(name: str, default: str | None) -> str | None:
     raw = os.environ.get(name)
     return raw if raw not in (None, "") else default
@@ -51,10 +56,21 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_command_timeout: float = 60.0
+    # Bounded waits for a connection (PostgreSQL down, hung or pool exhausted → 503, not a hang).
+    db_connect_timeout: float = 5.0
+    db_acquire_timeout: float = 10.0
+    # Failed authentications per client address before 429 (token bucket refilled over the window).
+    auth_fail_limit: int = 20
+    auth_fail_window: int = 60
+    # Origins allowed to call the API from a browser; empty: no CORS headers at all.
+    cors_origins: tuple = ()
     # Logs and metrics.
     log_format: str = "text"
     log_level: str = "INFO"
     metrics_key: str | None = None
+    # Set: /metrics is served on this port only (a private listener), not on the API port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -87,9 +103,17 @@ class Settings:
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),
             db_pool_min=_int("DEPOT_DB_POOL_MIN", 2),
             db_pool_max=_int("DEPOT_DB_POOL_MAX", 10),
+            db_command_timeout=_float("DEPOT_DB_COMMAND_TIMEOUT", 60.0),
+            db_connect_timeout=_float("DEPOT_DB_CONNECT_TIMEOUT", 5.0),
+            db_acquire_timeout=_float("DEPOT_DB_ACQUIRE_TIMEOUT", 10.0),
+            auth_fail_limit=_int("DEPOT_AUTH_FAIL_LIMIT", 20),
+            auth_fail_window=_int("DEPOT_AUTH_FAIL_WINDOW", 60),
+            cors_origins=tuple(o.strip().rstrip("/") for o in (_str("DEPOT_CORS_ORIGINS", "") or "").split(",") if o.strip()),
             log_format=_str("DEPOT_LOG_FORMAT", "text"),
             log_level=_str("DEPOT_LOG_LEVEL", "INFO"),
             metrics_key=_str("DEPOT_METRICS_KEY", None),
+            metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
+            metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

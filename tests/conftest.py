@@ -48,6 +48,8 @@ def _test_settings(tmp: Path) -> Settings:
         task_stale_seconds=3,
         reconcile_seconds=1,
         gpg_key_length=2048,
+        # Tests send many wrong credentials on purpose; tests/hostile/ checks the throttle with its own limit.
+        auth_fail_limit=100_000,
     )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import secrets
@@ -9,7 +10,7 @@ import socket
 
 from arq import cron
 
-from app import db
+from app import db, schedules
 from app.resources import redis_settings
 from app.settings import Settings
 from workers import jobs, reconciler
@@ -54,11 +55,30 @@ async def reconcile(ctx: dict) -> dict:
     return await reconciler.reconcile(ctx["pool"], ctx["redis"], ctx["settings"])
 
 
+async def run_schedules(ctx: dict) -> list[int]:
+    """Start the due scheduled tasks (exactly once each, whichever worker gets there first)."""
+    return await schedules.run_due(ctx["pool"], ctx["redis"])
+
+
+def load_test_handlers() -> None:
+    """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
+
+    Only the fault tests set it (tests/faults/handlers.py), to run slow tasks inside a real worker process.
+    """
+    for name in filter(None, os.environ.get("DEPOT_TEST_HANDLERS", "").split(",")):
+        importlib.import_module(name.strip())
+
+
 def worker_settings(settings: Settings) -> dict:
     """Keyword arguments for arq.Worker, built from Depot's settings."""
+    load_test_handlers()
     return dict(
         functions=[jobs.run_task],
-        cron_jobs=[cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False)],
+        cron_jobs=[
+            cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
+            # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.
+            cron(run_schedules, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=True),
+        ],
         on_startup=startup,
         on_shutdown=shutdown,
         redis_settings=redis_settings(settings),

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
-from app import task_control, users
+from app import tasks as task_ops, users
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
@@ -231,11 +231,11 @@ async def task_page(request: web.Request) -> web.Response:
 async def task_stop(request: web.Request) -> web.Response:
     task_id = _int(request.match_info["id"], 0, 0, 2**62)
     try:
-        await task_control.stop_task(request.app[POOL], task_id)
-    except task_control.TaskNotFound:
-        return error_page(request, 404, f"Task #{task_id} does not exist.")
-    except task_control.TaskNotStoppable as exc:
-        return error_page(request, 409, f"Task #{task_id} is {exc.status}: only queued or running tasks can be stopped.")
+        # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
+        # removed; running: stop_requested, honoured at the task's next check).
+        await task_ops.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    except task_ops.TaskError as exc:
+        return error_page(request, exc.status, exc.message)
     form = await request.post()
     return redirect(_safe_next(str(form.get("next") or "/tasks")))
 
