@@ -76,6 +76,17 @@ async def test_login_with_password_and_bad_logins(client, pool):
     assert "bob" in await (await client.get("/")).text()
 
 
+async def test_failed_logins_are_throttled_like_the_api(aiohttp_client, settings, pool):
+    await users.create_user(pool, "carol", "viewer", password="right")
+    client = await aiohttp_client(create_app(replace(settings, auth_fail_limit=3, auth_fail_window=600)))
+    for _ in range(3):
+        assert (await login(client, username="carol", password="wrong")).status == 401
+    resp = await login(client, username="carol", password="right")  # even the right one waits
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    assert "Too many failed logins" in await resp.text()
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
+
+
 async def test_login_form_needs_its_token_and_next_stays_local(client, operator_key):
     resp = await client.post("/login", data={"api_key": operator_key}, allow_redirects=False)
     assert resp.status == 403

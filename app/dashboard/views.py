@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
-from app import tasks as task_ops, users
+from app import security, tasks as task_ops, users
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
@@ -134,6 +134,14 @@ async def login_submit(request: web.Request) -> web.Response:
     token = form.get("login_token")
     if not isinstance(token, str) or not sessions.same_token(request.cookies.get(sessions.LOGIN_COOKIE), token):
         return await login_form(request, "Your login form expired. Please try again.", 403, next_url)
+    # The same failed-auth brake as the API: a login form is a key and password guessing surface too.
+    throttle = request.app.get(security.THROTTLE)
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(address) if throttle else 0
+    if wait:
+        resp = await login_form(request, f"Too many failed logins. Try again in {wait} s.", 429, next_url)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     api_key = str(form.get("api_key") or "").strip()
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
@@ -145,6 +153,8 @@ async def login_submit(request: web.Request) -> web.Response:
         row = await users.check_password(pool, username[:64], password[:1024])
         user_id = row["id"] if row else None
     if user_id is None:
+        if throttle:
+            throttle.failed(address)
         return await login_form(request, "Invalid credentials.", 401, next_url)
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
     resp = redirect(next_url)
