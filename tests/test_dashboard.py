@@ -198,6 +198,26 @@ async def test_overview_and_tasks_pages_show_queues_workers_and_tasks(client, po
     assert (await client.get("/tasks/424242")).status == 404
 
 
+async def test_lost_workers_and_schedules_are_shown(client, pool, operator_key):
+    await pool.execute(
+        "INSERT INTO workers (worker_id, hostname, pid, heartbeat_at) VALUES"
+        " ('gone:1', 'gone', 1, now() - interval '5 minutes'), ('here:2', 'here', 2, now())"
+    )
+    sched = await pool.fetchval(
+        "INSERT INTO tasks (kind, target, type, status, cron, next_run_at)"
+        " VALUES ('rebuild', 'snapshot:1', 'scheduled', 'scheduled', '0 3 * * *', '2031-01-02 03:00+00') RETURNING id"
+    )
+    await pool.execute("INSERT INTO tasks (kind, target, schedule_id) VALUES ('rebuild', 'snapshot:1', $1)", sched)
+    await login(client, api_key=operator_key)
+    text = await (await client.get("/")).text()
+    assert re.search(r'<tr class="w-lost"><td class="mono">gone:1</td>', text)
+    assert re.search(r'<tr class="w-alive"><td class="mono">here:2</td>', text)
+    text = await (await client.get("/tasks?tab=scheduled")).text()
+    assert "0 3 * * *" in text and "next run 2031-01-02 03:00:00 UTC" in text
+    text = await (await client.get("/tasks?tab=queued")).text()
+    assert f'run of schedule <a href="/tasks/{sched}">' in text
+
+
 async def test_pagination_is_done_by_the_server(client, pool, operator_key):
     await pool.execute(
         "INSERT INTO tasks (kind, target, status, finished_at) SELECT 'bulk', 'b:' || i, 'done', now() FROM generate_series(1, 120) i"

@@ -17,7 +17,7 @@ TABS = {
 
 _COLUMNS = (
     "id, kind, target, type, status, progress, progress_text, error, requested_by, created_at, started_at,"
-    " finished_at, worker_id, heartbeat_at, stop_requested, attempts,"
+    " finished_at, worker_id, heartbeat_at, stop_requested, attempts, cron, next_run_at, last_run_at, schedule_id,"
     " extract(epoch FROM coalesce(finished_at, now()) - coalesce(started_at, created_at))::float AS seconds"
 )
 
@@ -91,6 +91,9 @@ async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
         """
         SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
                extract(epoch FROM now() - w.heartbeat_at)::float AS beat_age,
+               -- Lost: stopped beating without a clean shutdown (the reconciler stamps stopped_at on
+               -- lost workers too, long after their last beat).
+               w.heartbeat_at < coalesce(w.stopped_at, now()) - make_interval(secs => $2) AS lost,
                (SELECT count(*) FROM tasks t WHERE t.status = 'running' AND t.worker_id = w.worker_id) AS running
         FROM workers w
         WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
@@ -98,11 +101,12 @@ async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
         LIMIT $1
         """,
         limit,
+        float(stale_seconds),
     )
     out = []
     for r in rows:
         d = dict(r)
-        d["state"] = "stopped" if r["stopped_at"] else ("lost" if r["beat_age"] > stale_seconds else "alive")
+        d["state"] = "lost" if r["lost"] else ("stopped" if r["stopped_at"] else "alive")
         out.append(d)
     return out
 
