@@ -1,7 +1,7 @@
 """Tasks page and overview: task lists by state, queue figures, workers, jobs per minute."""
 from __future__ import annotations
 
-from app.dashboard.queries import Page, cached, fetch_page, like_pattern
+from app.dashboard.queries import Page, cached, like_pattern
 
 # Tabs of the tasks page: name -> statuses shown.
 TABS = {
@@ -24,14 +24,21 @@ _COLUMNS = (
 
 async def list_tasks(pool, tab: str, q: str = "", page: int = 1, per_page: int = 50) -> Page:
     statuses = list(TABS.get(tab, TABS["active"]))
-    # status = ANY(...) ORDER BY created_at uses tasks_status_created; the search narrows inside it.
-    sql = f"SELECT {_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
+    # Newest first by id (creation order), which tasks_status_id (status, id DESC) serves directly.
+    # The page's ids come first, so the columns are computed for the rows shown, not the skipped ones.
+    ids = "SELECT id FROM tasks WHERE status = ANY($1::text[])"
     args: list = [statuses]
     if q:
-        sql += " AND (kind ILIKE $2 OR target ILIKE $2 OR id::text = $3)"
-        args += [like_pattern(q), q.strip()]
-    sql += " ORDER BY created_at DESC, id DESC"
-    return await fetch_page(pool, sql, *args, page=page, per_page=per_page)
+        ids += " AND (kind ILIKE $2 OR target ILIKE $2 OR id::text = $3)"
+        args += [like_pattern(q), q.strip().lstrip("#")]
+    n = len(args)
+    sql = (
+        f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({ids} ORDER BY id DESC"
+        f" LIMIT ${n + 1} OFFSET ${n + 2}) ORDER BY id DESC"
+    )
+    page = max(1, page)
+    rows = await pool.fetch(sql, *args, per_page + 1, (page - 1) * per_page)
+    return Page(list(rows[:per_page]), page, per_page, len(rows) > per_page)
 
 
 async def get_task(pool, task_id: int):
