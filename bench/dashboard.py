@@ -15,9 +15,9 @@ import statistics
 import time
 from dataclasses import replace
 
-HOSTS = int(os.environ.get("BENCH_DASH_HOSTS", 100_000))
-TASKS = int(os.environ.get("BENCH_DASH_TASKS", 300_000))
-REPEAT = int(os.environ.get("BENCH_DASH_REPEAT", 7))
+HOSTS = int(os.environ.get("BENCH_DASH_HOSTS", "100000"))
+TASKS = int(os.environ.get("BENCH_DASH_TASKS", "300000"))
+REPEAT = int(os.environ.get("BENCH_DASH_REPEAT", "7"))
 BENCH_DB = "depot_bench_dash"
 
 

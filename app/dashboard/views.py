@@ -12,7 +12,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
-from app import security, tasks as task_ops, users
+from app import security, users
+from app import tasks as task_ops
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks

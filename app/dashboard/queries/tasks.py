@@ -79,7 +79,7 @@ async def queue_summary(pool, redis, settings) -> dict:
     ordered = [kinds[k] for k in sorted(kinds)]
     try:
         redis_depth = await redis.zcard(settings.queue_name)
-    except Exception:  # Redis away: the page still shows PostgreSQL's view
+    except Exception:  # noqa: BLE001 — Redis away: the page still shows PostgreSQL's view
         redis_depth = None
     total = {
         "queued": sum(k["queued"] for k in ordered),
