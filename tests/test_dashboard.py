@@ -116,6 +116,20 @@ async def test_expired_session_goes_back_to_login(client, pool, operator_key):
     assert (await client.get("/ui/tasks")).status == 401
 
 
+@pytest.mark.parametrize("rotate", ["password", "apikey"])
+async def test_new_credentials_end_the_users_sessions(client, pool, rotate):
+    await users.create_user(pool, "dave", "viewer", password="first")
+    key = await users.create_api_key(pool, "dave")
+    await login(client, api_key=key)
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    if rotate == "password":
+        await users.set_password(pool, "dave", "second")
+    else:
+        await users.create_api_key(pool, "dave")
+    assert (await client.get("/", allow_redirects=False)).status == 303
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
+
+
 async def test_logout_needs_csrf_and_deletes_the_session(client, pool, operator_key):
     await login(client, api_key=operator_key)
     resp = await client.post("/logout", data={}, allow_redirects=False)
