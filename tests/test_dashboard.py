@@ -61,6 +61,17 @@ async def test_login_with_api_key_sets_a_strict_httponly_cookie_stored_hashed(cl
     page = await client.get("/")
     text = await page.text()
     assert page.status == 200 and "alice" in text and "(operator)" in text
+    # Logging in again from this browser (say, from a second tab) replaces its session.
+    client.session.cookie_jar.clear()
+    token = await login_token(client)
+    client.session.cookie_jar.clear()
+    resp = await client.post(
+        "/login", data={"api_key": operator_key, "login_token": token}, allow_redirects=False,
+        headers={"Cookie": f"{sessions.COOKIE}={sid}; {sessions.LOGIN_COOKIE}={token}"},
+    )
+    assert resp.status == 303 and resp.cookies[sessions.COOKIE].value != sid
+    assert [r["digest"] for r in await pool.fetch("SELECT digest FROM sessions")] != [stored[0]["digest"]]
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 1
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
 
 

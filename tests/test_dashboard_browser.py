@@ -120,6 +120,8 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     await pg.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     await pg.click(f'a[href="/tasks/{ref.id}"]') if await pg.locator(f'a[href="/tasks/{ref.id}"]').count() else await pg.goto(f"/tasks/{ref.id}")
     await pg.wait_for_selector("h1 .st-done")
+    assert "step 8 of 8" in await pg.inner_text(".facts")
+    await pg.screenshot(path=str(ARTIFACTS / "task.png"), full_page=True)
     assert pg.errors == [], pg.errors
 
 

@@ -157,6 +157,7 @@ async def login_submit(request: web.Request) -> web.Response:
         if throttle:
             throttle.failed(address)
         return await login_form(request, "Invalid credentials.", 401, next_url)
+    await sessions.delete(pool, request.cookies.get(sessions.COOKIE))  # a new login replaces this browser's old session
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
     resp = redirect(next_url)
     resp.set_cookie(
