@@ -219,7 +219,13 @@ async def test_overview_and_tasks_pages_show_queues_workers_and_tasks(client, po
     body = await (await client.get("/ui/overview")).json()
     assert body["counts"]["queued"] == 1 and 'id="workers"' in body["html"]
     detail = await (await client.get(f"/tasks/{failed.id}")).text()
-    assert "ValueError: disk on fire" in detail
+    assert "ValueError: disk on fire" in detail and "data-live" not in detail  # finished: no polling
+    assert f'data-live="/ui/tasks/{waiting.id}"' in await (await client.get(f"/tasks/{waiting.id}")).text()
+    body = await (await client.get(f"/ui/tasks/{waiting.id}")).json()
+    assert body["status"] == "queued" and not body["final"] and "Stop this task" in body["html"]
+    body = await (await client.get(f"/ui/tasks/{done.id}")).json()
+    assert body["final"] and "copying" in body["html"]
+    assert (await client.get("/ui/tasks/987654")).status == 404
     assert (await client.get("/tasks/424242")).status == 404
 
 

@@ -113,6 +113,17 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", long.id) == "stopped"
     await pg.screenshot(path=str(ARTIFACTS / "tasks.png"), full_page=True)
 
+    # A task's own page follows its progress live, and stops it too.
+    third = await queue.enqueue(pool, redis, "browser_steps", "repo:44", {"steps": 200, "pause": 0.1})
+    await pg.goto(f"/tasks/{third.id}")
+    await pg.wait_for_selector("#task-live h1 .st-running", timeout=10_000)
+    first_text = await pg.inner_text("#task-live .facts")
+    await pg.wait_for_function(
+        "t => document.querySelector('#task-live .facts').innerText !== t", arg=first_text, timeout=10_000
+    )  # the progress moved without a reload
+    await pg.click("#task-live button.stop")
+    await pg.wait_for_selector("#task-live h1 .st-stopped", timeout=10_000)
+
     await pg.click("header nav >> text=Overview")
     await pg.wait_for_selector("#workers .st-alive")
     assert "browser_steps" in await pg.inner_text("#queues")

@@ -239,6 +239,16 @@ async def task_page(request: web.Request) -> web.Response:
     return render("task.html", request, {"task": task})
 
 
+@page(ui=True)
+async def ui_task(request: web.Request) -> web.Response:
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    if task is None:
+        return json_response({"html": "<p class=\"alert\">This task no longer exists.</p>"}, status=404)
+    # final: the page stops polling once the task has ended.
+    return _fragment(request, "task_detail.html", {"task": task}, status=task["status"],
+                     final=task["status"] not in ("queued", "running"))
+
+
 @page(role=Role.operator)
 async def task_stop(request: web.Request) -> web.Response:
     task_id = _int(request.match_info["id"], 0, 0, 2**62)
