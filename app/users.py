@@ -82,11 +82,12 @@ async def check_password(pool, username: str, password: str):
 
 async def ensure_admin(pool) -> str | None:
     """On the first start with no users, create `admin` and return its API key (printed once)."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE users IN EXCLUSIVE MODE")
-        if await conn.fetchval("SELECT count(*) FROM users"):
-            return None
-        await conn.execute("INSERT INTO users (username, role) VALUES ('admin', 'admin')")
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE users IN EXCLUSIVE MODE")
+            if await conn.fetchval("SELECT count(*) FROM users"):
+                return None
+            await conn.execute("INSERT INTO users (username, role) VALUES ('admin', 'admin')")
     return await create_api_key(pool, "admin")
 
 
