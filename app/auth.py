@@ -128,7 +128,7 @@ async def authenticate(request: web.Request) -> Principal:
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 # API paths reachable without credentials.
-PUBLIC_API_PATHS = {"/api/v2/openapi.json"}
+PUBLIC_API_PATHS = {"/api/v2/openapi.json", "/api/docs"}
 
 
 @web.middleware

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -178,6 +179,294 @@ def _run_user_command(fn):
         _fail(str(exc))
 
 
+# --- HTTP client commands: hosts, tasks, queues (issue 4) -----------------------------------------
+# These talk to the HTTP API (app/client.py), so they work from any machine with a key.
+# Other capabilities add theirs the same way: Client.from_args(args).request(...), table(), print_json().
+
+TASK_COLUMNS = [("Id", "ID"), ("Kind", "KIND"), ("Target", "TARGET"), ("Status", "STATUS"),
+                ("Progress", "%"), ("Duration", "DURATION"), ("Date", "DATE"), ("Time", "TIME"),
+                ("Progress_text", "PROGRESS"), ("Error", "ERROR")]
+SCHEDULE_COLUMNS = [("Id", "ID"), ("Kind", "KIND"), ("Target", "TARGET"), ("Status", "STATUS"),
+                    ("Cron", "CRON"), ("Next_run", "NEXT RUN"), ("Last_run", "LAST RUN")]
+HOST_COLUMNS = [("Id", "ID"), ("Hostname", "HOSTNAME"), ("Ip", "IP"), ("Os", "OS"), ("Os_version", "VERSION"),
+                ("Kernel", "KERNEL"), ("Arch", "ARCH"), ("Profile", "PROFILE"), ("Env", "ENV"),
+                ("Online_status", "STATUS"), ("Reboot_required", "REBOOT")]
+UPDATE_COLUMNS = [("Name", "PACKAGE"), ("Current_version", "INSTALLED"), ("Version", "AVAILABLE"),
+                  ("Repository", "REPOSITORY")]
+
+
+def _client_command(fn):
+    """Run an HTTP command: readable message and exit 1 on any API or connection error."""
+
+    def run(args):
+        from app.client import Client, ClientError
+
+        try:
+            return fn(Client.from_args(args), args)
+        except ClientError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return run
+
+
+def _emit(args, data, show) -> None:
+    from app.client import print_json
+
+    if args.json:
+        print_json(data)
+    else:
+        show(data)
+
+
+@_client_command
+def cmd_tasks_list(client, args) -> None:
+    from app.client import table
+
+    which = "" if args.status == "all" else args.status
+    data = client.get(f"tasks/{which}", page=args.page, per_page=args.per_page, kind=args.kind)
+
+    def show(d):
+        table(d["results"], SCHEDULE_COLUMNS if args.status == "scheduled" else TASK_COLUMNS)
+        print(f"page {d.get('page', 1)}, {len(d['results'])} of {d.get('total', len(d['results']))} task(s)")
+
+    _emit(args, data, show)
+
+
+def _show_task(row: dict) -> None:
+    for key in ("Id", "Kind", "Target", "Type", "Status", "Progress", "Progress_text", "Duration", "Date", "Time",
+                "Requested_by", "Worker", "Attempts", "Cron", "Next_run", "Last_run", "Error", "Raw_params"):
+        if row.get(key) not in (None, ""):
+            print(f"{key.replace('_', ' '):<14} {row[key]}")
+
+
+@_client_command
+def cmd_tasks_show(client, args) -> None:
+    if args.watch:
+        return _watch(client, args)
+    _emit(args, client.get(f"task/{args.id}"), lambda d: _show_task(d["results"]))
+
+
+def _watch(client, args) -> None:
+    """Follow a task until it finishes; the exit code says how it ended (0 done, 1 otherwise)."""
+    import time
+
+    from app.client import progress_bar
+
+    tty = sys.stdout.isatty() and not args.json
+    last = None
+    while True:
+        row = client.get(f"task/{args.id}")["results"]
+        line = f"task {row['Id']} {row['Kind']} {row['Status']:<8} {progress_bar(row['Progress'])} {row.get('Progress_text') or ''}"
+        if args.json:
+            if row != last:
+                print(json.dumps(row), flush=True)
+        elif tty:
+            print("\r" + line[:150].ljust(150), end="", flush=True)
+        elif line != last:
+            print(line, flush=True)
+        last = row if args.json else line
+        if row["Status"] not in ("queued", "running"):
+            if tty:
+                print()
+            if row["Status"] == "error":
+                print(f"depot: task {row['Id']} failed: {row.get('Error')}", file=sys.stderr)
+            sys.exit(0 if row["Status"] in ("done", "scheduled", "disabled") else 1)
+        time.sleep(args.interval)
+
+
+@_client_command
+def cmd_tasks_stop(client, args) -> None:
+    data = client.request("POST", f"task/{args.id}/stop")
+    _emit(args, data, lambda d: print(d["results"]))
+    if args.watch:
+        args.json = getattr(args, "json", False)
+        _watch(client, args)
+
+
+def _simple_task_action(method: str, action: str):
+    @_client_command
+    def run(client, args) -> None:
+        _emit(args, client.request(method, f"task/{args.id}/{action}"), lambda d: print(d["results"]))
+
+    return run
+
+
+@_client_command
+def cmd_task_schedule(client, args) -> None:
+    params: dict = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param expects key=value, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    body = {"kind": args.kind, "cron": args.cron, "params": params, "enabled": not args.disabled}
+    if args.target:
+        body["target"] = args.target
+    data = client.request("POST", "task/schedule", body)
+    _emit(args, data, lambda d: print(f"task {d['results']['Id']} scheduled ({d['results']['Cron']}),"
+                                      f" next run {d['results']['Next_run']}"))
+
+
+@_client_command
+def cmd_queues(client, args) -> None:
+    from app.client import table
+
+    def show(d):
+        r = d["results"]
+        table(r["queues"], [("name", "QUEUE"), ("depth", "DEPTH"), ("in_progress", "RUNNING"),
+                            ("oldest_waiting_seconds", "OLDEST WAIT (s)"), ("done_last_hour", "DONE 1h"),
+                            ("failed_last_hour", "FAILED 1h"), ("stopped_last_hour", "STOPPED 1h")])
+        print()
+        table([k for q in r["queues"] for k in q["kinds"]],
+              [("kind", "KIND"), ("queued", "QUEUED"), ("running", "RUNNING"), ("done_last_hour", "DONE 1h"),
+               ("failed_last_hour", "FAILED 1h")], empty="(no tasks in the last hour)")
+        print()
+        table(r["workers"], [("worker_id", "WORKER"), ("state", "STATE"), ("last_heartbeat", "LAST HEARTBEAT"),
+                             ("heartbeat_age_seconds", "AGE (s)"), ("running_tasks", "RUNNING")],
+              empty="(no workers)")
+
+    _emit(args, client.get("queues"), show)
+
+
+@_client_command
+def cmd_hosts_list(client, args) -> None:
+    from app.client import table
+
+    from urllib.parse import quote
+
+    def q(v):
+        return quote(v, safe="")
+
+    if args.package:
+        path = f"hosts/package/{q(args.package)}" + (f"/{q(args.version)}" if args.version else "")
+    elif args.os:
+        path = f"hosts/os/{q(args.os)}" + (f"/{q(args.os_version)}" if args.os_version else "")
+    elif args.outdated or args.uptodate:
+        path = "hosts/outdated" if args.outdated else "hosts/uptodate"
+    else:
+        path = "hosts/"
+        for flag in ("kernel", "arch", "profile", "env"):
+            if getattr(args, flag):
+                path = f"hosts/{'environment' if flag == 'env' else flag}/{q(getattr(args, flag))}"
+    data = client.get(path)
+
+    def show(d):
+        rows = d.get("results") or []
+        if args.package:
+            rows = [{"Id": r.get("id"), "Hostname": r.get("hostname"),
+                     "Packages": ", ".join(f"{k} {v}" for k, v in (r.get("packages") or {}).items())} for r in rows]
+            table(rows, [("Id", "ID"), ("Hostname", "HOSTNAME"), ("Packages", "PACKAGES")])
+        else:
+            for r in rows:
+                if isinstance(r.get("Available_updates"), dict):
+                    r["Updates"] = r["Available_updates"].get("Total")
+            cols = HOST_COLUMNS + ([("Updates", "UPDATES")] if args.outdated or args.uptodate else [])
+            table(rows, cols)
+        print(f"{len(rows)} host(s)")
+
+    _emit(args, data, show)
+
+
+@_client_command
+def cmd_hosts_show(client, args) -> None:
+    from app.client import ClientError, table
+
+    host = None
+    try:
+        host = client.get(f"host/{args.id}")["results"]
+        host = host[0] if isinstance(host, list) and host else host
+    except ClientError as exc:
+        if exc.status not in (400, 404, 405):
+            raise
+    if not host:  # no single-host route: find it in the listing
+        host = next((h for h in client.get("hosts/").get("results") or [] if str(h.get("Id")) == str(args.id)), None)
+        if host is None:
+            _fail(f"host {args.id} does not exist")
+    updates = client.get(f"host/{args.id}/available").get("results") or []
+
+    def show(d):
+        for key, value in d["host"].items():
+            if not isinstance(value, (dict, list)):
+                print(f"{key.replace('_', ' '):<20} {value}")
+        print(f"\n{len(d['updates'])} available update(s)")
+        table(d["updates"], UPDATE_COLUMNS, empty="(up to date)")
+
+    _emit(args, {"host": host, "updates": updates}, show)
+
+
+def add_client_commands(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="server URL (DEPOT_URL; default http://127.0.0.1:8080)")
+    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+
+    tasks = sub.add_parser("tasks", aliases=["task"], help="list, show, follow, stop and schedule tasks (HTTP)")
+    tsub = tasks.add_subparsers(dest="tasks_command")
+    p = tsub.add_parser("list", parents=[common], help="list tasks")
+    for parser in (tasks, p):
+        parser.add_argument("--status", default="all", choices=["all", "running", "queued", "scheduled", "done"])
+        parser.add_argument("--kind")
+        parser.add_argument("--page", type=int, default=1)
+        parser.add_argument("--per-page", type=int, default=50)
+        parser.set_defaults(fn=cmd_tasks_list)
+    # `depot tasks` / `depot hosts` alone list too, so the group parsers take the common flags as well.
+    tasks.add_argument("--url", help=argparse.SUPPRESS)
+    tasks.add_argument("--key", help=argparse.SUPPRESS)
+    tasks.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    p = tsub.add_parser("show", parents=[common], help="one task (--watch follows its progress)")
+    p.add_argument("id")
+    p.add_argument("--watch", "-w", action="store_true", help="follow progress until the task ends")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(fn=cmd_tasks_show)
+    p = tsub.add_parser("stop", parents=[common], help="stop a queued or running task")
+    p.add_argument("id")
+    p.add_argument("--watch", "-w", action="store_true", help="then follow it until it has stopped")
+    p.add_argument("--interval", type=float, default=0.5)
+    p.set_defaults(fn=cmd_tasks_stop)
+    for action, method in (("enable", "POST"), ("disable", "POST"), ("delete", "DELETE")):
+        p = tsub.add_parser(action, parents=[common], help=f"{action} a scheduled task")
+        p.add_argument("id")
+        p.set_defaults(fn=_simple_task_action(method, action))
+    p = tsub.add_parser("schedule", parents=[common], help="create a recurring task")
+    p.add_argument("kind", choices=["rebuild", "snapshot_create", "env_point", "retention"])
+    p.add_argument("--cron", required=True, help="5 fields, UTC: minute hour day month weekday, e.g. '0 3 * * *'")
+    p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                   help="task parameter (VALUE parsed as JSON when it can be), e.g. -p snapshot=12")
+    p.add_argument("--target", help="lock target (derived from the params when omitted)")
+    p.add_argument("--disabled", action="store_true", help="create it disabled")
+    p.set_defaults(fn=cmd_task_schedule)
+
+    p = sub.add_parser("queues", parents=[common], help="queue depths, outcomes of the last hour, workers (HTTP)")
+    p.set_defaults(fn=cmd_queues)
+
+    hosts = sub.add_parser("hosts", help="list and filter hosts, or show one with its updates (HTTP)")
+    hsub = hosts.add_subparsers(dest="hosts_command")
+    p = hsub.add_parser("list", parents=[common], help="list hosts")
+    for parser in (hosts, p):
+        parser.add_argument("--os")
+        parser.add_argument("--os-version")
+        parser.add_argument("--kernel")
+        parser.add_argument("--arch")
+        parser.add_argument("--profile")
+        parser.add_argument("--env")
+        parser.add_argument("--package", help="hosts with this package (prefix match)")
+        parser.add_argument("--version", help="with --package: version prefix")
+        parser.add_argument("--outdated", action="store_true")
+        parser.add_argument("--uptodate", action="store_true")
+        parser.set_defaults(fn=cmd_hosts_list)
+    hosts.add_argument("--url", help=argparse.SUPPRESS)
+    hosts.add_argument("--key", help=argparse.SUPPRESS)
+    hosts.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    p = hsub.add_parser("show", parents=[common], help="one host and its available updates")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_hosts_show)
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 
@@ -210,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = apikey.add_parser("create", help="make a new API key for a user (replaces the old one)")
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
+
+    add_client_commands(sub)  # hosts, tasks, queues (issue 4)
     return parser
 
 

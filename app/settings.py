@@ -68,6 +68,9 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     metrics_key: str | None = None
+    # Set: /metrics is served on this port only (a private listener), not on the API port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -109,6 +112,8 @@ class Settings:
             log_format=_str("DEPOT_LOG_FORMAT", "text"),
             log_level=_str("DEPOT_LOG_LEVEL", "INFO"),
             metrics_key=_str("DEPOT_METRICS_KEY", None),
+            metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
+            metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

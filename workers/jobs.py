@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from app import queue
+from app import metrics, queue
+from app.hosts import inventory
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class TaskContext:
 
 Handler = Callable[[TaskContext], Awaitable[dict | None]]
 HANDLERS: dict[str, Handler] = {}
+HANDLERS["host_diff"] = inventory.host_diff  # apply a host's pending inventory reports
 
 
 def handler(kind: str):
@@ -88,6 +91,7 @@ async def run_task(ctx: dict, task_id: int) -> str:
     fn = HANDLERS.get(task["kind"])
     tctx = TaskContext(task, pool, ctx["redis"], ctx["settings"], worker_id)
     beat = asyncio.create_task(_heartbeat(tctx))
+    started = time.perf_counter()
     status, error, result = queue.TaskStatus.done, None, None
     try:
         if fn is None:
@@ -113,6 +117,7 @@ async def run_task(ctx: dict, task_id: int) -> str:
         error,
         result,
     )
+    metrics.WORKER_TASK_SECONDS.labels(task["kind"], status.value).observe(time.perf_counter() - started)
     await _dispatch_next(pool, ctx["redis"], task["kind"], task["target"])
     return status.value
 

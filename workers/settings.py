@@ -10,7 +10,7 @@ import socket
 
 from arq import cron
 
-from app import db
+from app import db, schedules
 from app.resources import redis_settings
 from app.settings import Settings
 from workers import jobs, reconciler
@@ -55,6 +55,11 @@ async def reconcile(ctx: dict) -> dict:
     return await reconciler.reconcile(ctx["pool"], ctx["redis"], ctx["settings"])
 
 
+async def run_schedules(ctx: dict) -> list[int]:
+    """Start the due scheduled tasks (exactly once each, whichever worker gets there first)."""
+    return await schedules.run_due(ctx["pool"], ctx["redis"])
+
+
 def load_test_handlers() -> None:
     """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
 
@@ -69,7 +74,11 @@ def worker_settings(settings: Settings) -> dict:
     load_test_handlers()
     return dict(
         functions=[jobs.run_task],
-        cron_jobs=[cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False)],
+        cron_jobs=[
+            cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
+            # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.
+            cron(run_schedules, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=True),
+        ],
         on_startup=startup,
         on_shutdown=shutdown,
         redis_settings=redis_settings(settings),

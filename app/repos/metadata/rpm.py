@@ -1,0 +1,178 @@
+"""Render repodata/ (primary, filelists, other .xml.gz and repomd.xml) from stored chunks.
+
+Each package's XML chunks were produced by createrepo_c when it was uploaded (or signed), so a
+rebuild is string concatenation + gzip + sha256: no rpm header is read again. The output is the
+format createrepo_c writes (checksum-prefixed file names), which old yum and current dnf read.
+
+Adding one package to a big snapshot must cost far less than a full rebuild, so the package list
+is cut into blocks at content-defined boundaries (a block ends after a package whose key hash
+hits a fixed pattern), each block is gzipped as its own gzip member and cached on disk. gzip
+readers (zlib's gzread used by libsolv/librepo, Python's gzip used by yum) read concatenated
+members as one stream. Inserting a package changes one block; the other blocks are reused
+without loading their chunks from the database at all (`load_chunks` is called for misses only).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+GZIP_LEVEL = 6
+KINDS = ("primary", "filelists", "other")
+HEADERS = {
+    "primary": ('<metadata xmlns="http://linux.duke.edu/metadata/common" '
+                'xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="{n}">\n', "</metadata>\n"),
+    "filelists": ('<filelists xmlns="http://linux.duke.edu/metadata/filelists" packages="{n}">\n',
+                  "</filelists>\n"),
+    "other": ('<otherdata xmlns="http://linux.duke.edu/metadata/other" packages="{n}">\n', "</otherdata>\n"),
+}
+XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
+BLOCK_MASK = 0x3F          # ~64 packages per block on average
+BLOCK_MAX = 256
+
+
+@dataclass
+class RpmEntry:
+    key: str                        # immutable identity of the published file (its sha256)
+    name: str
+    arch: str
+    primary: str | None = None      # None: loaded on demand through load_chunks
+    filelists: str | None = None
+    other: str | None = None
+
+
+def _gzip(data: bytes, level: int = GZIP_LEVEL) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+def _blocks(entries: list[RpmEntry]) -> list[list[RpmEntry]]:
+    blocks, current = [], []
+    for e in entries:
+        current.append(e)
+        if (int(e.key[:8], 16) & BLOCK_MASK) == 0 or len(current) >= BLOCK_MAX:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+class _BlockCache:
+    """Compressed + plain text of each block, by block id, in one folder per snapshot."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.used: set[str] = set()
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, block_id: str, kind: str) -> tuple[bytes, bytes] | None:
+        if not self.folder:
+            return None
+        try:
+            gz = (self.folder / f"{block_id}.{kind}.gz").read_bytes()
+            plain = (self.folder / f"{block_id}.{kind}.xml").read_bytes()
+        except FileNotFoundError:
+            return None
+        self.used.add(block_id)
+        return gz, plain
+
+    def put(self, block_id: str, kind: str, gz: bytes, plain: bytes) -> None:
+        if not self.folder:
+            return
+        self.used.add(block_id)
+        for suffix, data in (("gz", gz), ("xml", plain)):
+            path = self.folder / f"{block_id}.{kind}.{suffix}"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+    def prune(self) -> None:
+        if not self.folder:
+            return
+        for entry in os.scandir(self.folder):
+            if entry.name.split(".", 1)[0] not in self.used:
+                os.unlink(entry.path)
+
+
+def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None, cache_dir=None,
+               load_chunks: Callable[[list[str]], dict[str, tuple[str, str, str]]] | None = None) -> Path:
+    """Write repodata/ under out_dir; return the repomd.xml path (unsigned)."""
+    repodata = Path(out_dir) / "repodata"
+    repodata.mkdir(parents=True, exist_ok=True)
+    now = int(time.time()) if revision is None else revision
+    entries = sorted(entries, key=lambda e: (e.name, e.arch, e.key))
+    blocks = _blocks(entries)
+    ids = [hashlib.sha256("\n".join(e.key for e in b).encode()).hexdigest()[:32] for b in blocks]
+    cache = _BlockCache(Path(cache_dir) if cache_dir else None)
+
+    parts: dict[str, list[tuple[bytes, bytes] | None]] = {k: [] for k in KINDS}
+    missing: list[int] = []
+    for i, bid in enumerate(ids):
+        hits = [cache.get(bid, k) for k in KINDS]
+        if all(hits):
+            for k, h in zip(KINDS, hits):
+                parts[k].append(h)
+        else:
+            missing.append(i)
+            for k in KINDS:
+                parts[k].append(None)
+
+    need = [e for i in missing for e in blocks[i] if e.primary is None]
+    loaded = load_chunks([e.key for e in need]) if need and load_chunks else {}
+
+    def build_block(i: int) -> None:
+        texts = {k: [] for k in KINDS}
+        for e in blocks[i]:
+            chunk = (e.primary, e.filelists, e.other) if e.primary is not None else loaded[e.key]
+            for k, c in zip(KINDS, chunk):
+                texts[k].append(c)
+        for k in KINDS:
+            plain = "".join(texts[k]).encode("utf-8")
+            gz = _gzip(plain)
+            cache.put(ids[i], k, gz, plain)
+            parts[k][i] = (gz, plain)
+
+    # zlib releases the GIL: compress missing blocks on all cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(build_block, missing))
+
+    def write_kind(kind: str) -> str:
+        head, tail = HEADERS[kind]
+        head_b = (XML_DECL + head.format(n=len(entries))).encode()
+        tail_b = tail.encode()
+        members = [_gzip(head_b)] + [p[0] for p in parts[kind]] + [_gzip(tail_b)]
+        packed = b"".join(members)
+        open_sha = hashlib.sha256(head_b)
+        open_size = len(head_b) + len(tail_b)
+        for _, plain in parts[kind]:
+            open_sha.update(plain)
+            open_size += len(plain)
+        open_sha.update(tail_b)
+        digest = hashlib.sha256(packed).hexdigest()
+        href = f"repodata/{digest}-{kind}.xml.gz"
+        (repodata / f"{digest}-{kind}.xml.gz").write_bytes(packed)
+        return (f'  <data type="{kind}">\n'
+                f'    <checksum type="sha256">{digest}</checksum>\n'
+                f'    <open-checksum type="sha256">{open_sha.hexdigest()}</open-checksum>\n'
+                f'    <location href="{href}"/>\n'
+                f"    <timestamp>{now}</timestamp>\n"
+                f"    <size>{len(packed)}</size>\n"
+                f"    <open-size>{open_size}</open-size>\n"
+                f"  </data>\n")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        records = list(pool.map(write_kind, KINDS))
+    cache.prune()
+    repomd = (XML_DECL + '<repomd xmlns="http://linux.duke.edu/metadata/repo" '
+              'xmlns:rpm="http://linux.duke.edu/metadata/rpm">\n'
+              f"  <revision>{now}</revision>\n" + "".join(records) + "</repomd>\n")
+    path = repodata / "repomd.xml"
+    path.write_text(repomd, encoding="utf-8")
+    return path

@@ -1,0 +1,275 @@
+"""Repositories, snapshots and environments in PostgreSQL, and their published paths."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from . import Conflict, NotFound, RepoError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+ENV_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass
+class Repo:
+    id: int
+    name: str
+    type: str
+    dist: str | None
+    section: str | None
+    releasever: str | None
+
+    @classmethod
+    def from_row(cls, r) -> "Repo":
+        return cls(r["id"], r["name"], r["type"], r["dist"], r["section"], r["releasever"])
+
+    @property
+    def public_base(self) -> str:
+        """Folder of this repository under /repo (§6.1 layout)."""
+        if self.type == "deb":
+            return f"deb/{self.name}/{self.dist}/{self.section}"
+        return f"rpm/{self.name}/{self.releasever}"
+
+    def wire(self) -> dict:
+        return {"Id": self.id, "Name": self.name, "Releasever": self.releasever, "Dist": self.dist,
+                "Section": self.section, "Source": self.name, "Package_type": self.type}
+
+
+@dataclass
+class Snapshot:
+    id: int
+    repo_id: int
+    status: str
+    signed: bool
+    reconstruct: str | None
+    created_at: datetime
+    built_at: datetime | None
+
+    @classmethod
+    def from_row(cls, r) -> "Snapshot":
+        return cls(r["id"], r["repo_id"], r["status"], r["signed"], r["reconstruct"], r["created_at"],
+                   r["built_at"])
+
+    @property
+    def key(self) -> str:
+        return f"snap-{self.id}"
+
+    def public_rel(self, repo: Repo) -> str:
+        return f"{repo.public_base}/{self.id}"
+
+    def wire(self, archs: list[str] | None = None, envs: list[str] | None = None) -> dict:
+        out = {"Id": self.id, "Date": self.created_at.strftime("%Y-%m-%d"),
+               "Time": self.created_at.strftime("%H:%M:%S"), "Signed": "true" if self.signed else "false",
+               "Arch": ",".join(archs or []), "Advanced_params": "{}", "Type": "local",
+               "Reconstruct": self.reconstruct, "Status": self.status, "Id_repo": self.repo_id}
+        if envs is not None:
+            out["Environments"] = ",".join(envs)
+        return out
+
+
+# ---- repositories ----------------------------------------------------------------------------
+async def create_repo(conn, *, name: str, type: str, dist: str | None = None, section: str | None = None,
+                      releasever: str | None = None) -> Repo:
+    if type not in ("deb", "rpm"):
+        raise RepoError("type must be deb or rpm")
+    values = {"name": name, "dist": dist, "section": section} if type == "deb" else \
+        {"name": name, "releasever": releasever}
+    for field, value in values.items():
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise RepoError(f"Invalid {field}: letters, digits, '.', '_', '+', '-' only (1-64 characters)")
+    if type == "deb":
+        releasever = None
+    else:
+        dist = section = None
+    try:
+        row = await conn.fetchrow(
+            "INSERT INTO repos (name, type, dist, section, releasever) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            name, type, dist, section, releasever)
+    except asyncpg.UniqueViolationError:
+        raise Conflict("Repository already exists") from None
+    return Repo.from_row(row)
+
+
+async def get_repo(conn, repo_id: int) -> Repo:
+    row = await conn.fetchrow("SELECT * FROM repos WHERE id = $1", repo_id)
+    if row is None:
+        raise NotFound("Repository does not exist")
+    return Repo.from_row(row)
+
+
+async def list_repos(conn) -> list[Repo]:
+    rows = await conn.fetch("SELECT * FROM repos ORDER BY name, dist NULLS FIRST, section NULLS FIRST, releasever")
+    return [Repo.from_row(r) for r in rows]
+
+
+async def delete_repo(conn, repo_id: int) -> tuple[Repo, list[Snapshot]]:
+    """Delete the rows; the caller unpublishes the returned snapshots' trees after commit."""
+    repo = await get_repo(conn, repo_id)
+    snaps = [Snapshot.from_row(r) for r in await conn.fetch("SELECT * FROM snapshots WHERE repo_id = $1", repo_id)]
+    await conn.execute("DELETE FROM repos WHERE id = $1", repo_id)
+    return repo, snaps
+
+
+# ---- snapshots -------------------------------------------------------------------------------
+async def create_snapshot(conn, repo_id: int, from_id: int | None = None) -> Snapshot:
+    repo = await get_repo(conn, repo_id)
+    if from_id is not None:
+        src = await get_snapshot(conn, from_id)
+        if src.repo_id != repo.id:
+            raise RepoError(f"Snapshot #{from_id} belongs to another repository")
+    row = await conn.fetchrow(
+        "INSERT INTO snapshots (repo_id, copied_from, reconstruct) VALUES ($1, $2, 'needed') RETURNING *",
+        repo.id, from_id)
+    if from_id is not None:
+        await conn.execute(
+            "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+            " SELECT $1, filename, package_id FROM snapshot_packages WHERE snapshot_id = $2", row["id"], from_id)
+    return Snapshot.from_row(row)
+
+
+async def get_snapshot(conn, snap_id: int, *, for_update: bool = False) -> Snapshot:
+    row = await conn.fetchrow(
+        "SELECT * FROM snapshots WHERE id = $1 AND status = 'active'" + (" FOR UPDATE" if for_update else ""),
+        snap_id)
+    if row is None:
+        raise NotFound("Unknown snapshot ID")
+    return Snapshot.from_row(row)
+
+
+async def snapshot_with_repo(conn, snap_id: int, *, for_update: bool = False) -> tuple[Snapshot, Repo]:
+    snap = await get_snapshot(conn, snap_id, for_update=for_update)
+    return snap, await get_repo(conn, snap.repo_id)
+
+
+async def snapshot_archs(conn, snap_ids: list[int]) -> dict[int, list[str]]:
+    rows = await conn.fetch(
+        "SELECT sp.snapshot_id, array_agg(DISTINCT p.arch ORDER BY p.arch) AS archs FROM snapshot_packages sp"
+        " JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = ANY($1::bigint[])"
+        " GROUP BY sp.snapshot_id", snap_ids)
+    return {r["snapshot_id"]: list(r["archs"]) for r in rows}
+
+
+async def list_snapshots(conn, repo_id: int) -> list[dict]:
+    await get_repo(conn, repo_id)
+    rows = await conn.fetch(
+        "SELECT s.*, coalesce((SELECT string_agg(e.name, ',' ORDER BY e.name) FROM environment_snapshots es"
+        "  JOIN environments e ON e.id = es.environment_id WHERE es.snapshot_id = s.id), '') AS envs"
+        " FROM snapshots s WHERE s.repo_id = $1 AND s.status = 'active' ORDER BY s.created_at DESC, s.id DESC",
+        repo_id)
+    archs = await snapshot_archs(conn, [r["id"] for r in rows])
+    out = []
+    for r in rows:
+        snap = Snapshot.from_row(r)
+        out.append(snap.wire(archs.get(snap.id, []), [e for e in r["envs"].split(",") if e]))
+    return out
+
+
+def package_wire(row, repo: Repo, snap_id: int, base_url: str) -> dict:
+    """One package of a snapshot listing; relative paths and URLs only, never server paths."""
+    from .packages.rpm import location_href
+
+    if repo.type == "deb":
+        rel = f"pool/{repo.section}/{row['filename']}"
+    else:
+        rel = location_href(row["filename"], row["arch"])
+    size = row["size"]
+    return {
+        "filename": row["filename"], "name": row["name"], "version": row["version"],
+        "release": row["release"], "arch": row["arch"], "size": size, "size-human": _human(size),
+        "relative-path": rel, "sha256": row["sha256"],
+        "download-url": f"{base_url}/repo/{repo.public_base}/{snap_id}/{rel}",
+    }
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}".replace(".0", "")
+        n /= 1024
+    return f"{n}"
+
+
+async def snapshot_package_rows(conn, snap_id: int):
+    return await conn.fetch(
+        "SELECT sp.filename, p.name, p.version, p.release, p.arch, p.size, p.sha256 FROM snapshot_packages sp"
+        " JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = $1 ORDER BY p.name, sp.filename",
+        snap_id)
+
+
+async def list_packages(conn, snap_id: int, base_url: str) -> list[dict]:
+    snap, repo = await snapshot_with_repo(conn, snap_id)
+    return [package_wire(r, repo, snap.id, base_url) for r in await snapshot_package_rows(conn, snap.id)]
+
+
+async def diff_snapshots(conn, id1: int, id2: int, base_url: str) -> dict:
+    """Packages added/removed from id1 to id2, compared by content (sha256), not by path."""
+    s1, r1 = await snapshot_with_repo(conn, id1)
+    s2, r2 = await snapshot_with_repo(conn, id2)
+    if r1.type != r2.type:
+        raise RepoError("Cannot compare snapshots with different package types")
+    a = {r["sha256"]: r for r in await snapshot_package_rows(conn, s1.id)}
+    b = {r["sha256"]: r for r in await snapshot_package_rows(conn, s2.id)}
+    return {"added": [package_wire(b[k], r2, s2.id, base_url) for k in b if k not in a],
+            "removed": [package_wire(a[k], r1, s1.id, base_url) for k in a if k not in b]}
+
+
+async def delete_packages(conn, snap_id: int, filenames: list[str]) -> list[str]:
+    """Remove package files (by canonical file name) from a snapshot. Only package rows can match:
+    metadata files are not rows, so they can never be deleted this way."""
+    snap = await get_snapshot(conn, snap_id, for_update=True)
+    rows = await conn.fetch(
+        "DELETE FROM snapshot_packages WHERE snapshot_id = $1 AND filename = ANY($2::text[]) RETURNING filename",
+        snap.id, filenames)
+    if rows:
+        await conn.execute("UPDATE snapshots SET reconstruct = 'needed' WHERE id = $1", snap.id)
+    return sorted(r["filename"] for r in rows)
+
+
+async def delete_snapshot(conn, snap_id: int) -> tuple[Snapshot, Repo]:
+    snap, repo = await snapshot_with_repo(conn, snap_id, for_update=True)
+    if await conn.fetchval("SELECT 1 FROM environment_snapshots WHERE snapshot_id = $1", snap.id):
+        raise Conflict(f"Snapshot #{snap.id} is used by an environment")
+    await conn.execute("UPDATE snapshots SET status = 'deleted' WHERE id = $1", snap.id)
+    await conn.execute("DELETE FROM snapshot_packages WHERE snapshot_id = $1", snap.id)
+    return snap, repo
+
+
+# ---- environments ----------------------------------------------------------------------------
+async def create_environment(conn, name: str, description: str = "") -> dict:
+    if not isinstance(name, str) or not ENV_RE.match(name):
+        raise RepoError("Invalid environment name: lower-case letters, digits, '_', '-' (1-32, letter first)")
+    try:
+        row = await conn.fetchrow("INSERT INTO environments (name, description) VALUES ($1, $2) RETURNING *",
+                                  name, description or "")
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"Environment {name} already exists") from None
+    return {"Id": row["id"], "Name": row["name"], "Description": row["description"]}
+
+
+async def list_environments(conn) -> list[dict]:
+    rows = await conn.fetch("SELECT * FROM environments ORDER BY id")
+    return [{"Id": r["id"], "Name": r["name"], "Description": r["description"]} for r in rows]
+
+
+async def get_environment(conn, name: str):
+    row = await conn.fetchrow("SELECT * FROM environments WHERE name = $1", name)
+    if row is None:
+        raise NotFound(f"Environment {name} does not exist")
+    return row
+
+
+async def point_environment(conn, env_name: str, snap_id: int) -> tuple[Snapshot, Repo, str | None]:
+    """Record that env serves snap_id for its repository; return the previous snapshot's id."""
+    env = await get_environment(conn, env_name)
+    snap, repo = await snapshot_with_repo(conn, snap_id)
+    old = await conn.fetchval(
+        "SELECT snapshot_id FROM environment_snapshots WHERE environment_id = $1 AND repo_id = $2 FOR UPDATE",
+        env["id"], repo.id)
+    await conn.execute(
+        "INSERT INTO environment_snapshots (environment_id, repo_id, snapshot_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (environment_id, repo_id) DO UPDATE SET snapshot_id = $3, pointed_at = now()",
+        env["id"], repo.id, snap.id)
+    return snap, repo, old

@@ -1,0 +1,73 @@
+"""Build a published tree for one snapshot from stored rows, then swap it in atomically.
+
+Used by the rebuild worker; HTTP-free. Package files are hard links to the pool; metadata is
+rendered from the rows (metadata/deb.py, metadata/rpm.py) and signed when asked.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .metadata.deb import DebEntry, render_deb
+from .metadata.rpm import RpmEntry, render_rpm
+from .packages import ParsedPackage
+from .packages.rpm import location_href, parse_rpm
+from .signing import Signer
+from .storage import Storage
+
+
+def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, component: str,
+                entries: list[DebEntry], signer: Signer | None, origin: str | None = None) -> Path:
+    files = {f"pool/{component}/{e.filename}": e.sha256 for e in entries}
+
+    def build(tree: Path) -> None:
+        release = render_deb(tree, dist, component, entries, origin=origin)
+        if signer is not None:
+            signer.sign_release(release)
+
+    entry = [f"dists/{dist}/{n}" for n in ("InRelease", "Release", "Release.gpg")]
+    return storage.publish(public_rel, key, build, files=files, entry_files=entry)
+
+
+def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str]],
+                signer: Signer | None, load_chunks=None) -> Path:
+    """entries: (RpmEntry whose key is the sha256 of the file to publish, published file name)."""
+    files = {location_href(filename, e.arch): e.key for e, filename in entries}
+
+    def build(tree: Path) -> None:
+        repomd = render_rpm(tree, [e for e, _ in entries], cache_dir=storage.cache_dir(key),
+                            load_chunks=load_chunks)
+        if signer is not None:
+            signer.sign_repomd(repomd)
+
+    return storage.publish(public_rel, key, build, files=files,
+                           entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"])
+
+
+def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:
+    return sign_rpms_into_pool(storage, signer, [sha256])[0]
+
+
+def sign_rpms_into_pool(storage: Storage, signer: Signer, digests: list[str]) -> list[ParsedPackage]:
+    """Sign pooled rpms once; each signed copy goes into the pool under its own digest and is
+    parsed again (its header and checksum changed), so later rebuilds just reuse the result."""
+    out = []
+    with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
+        pairs = [(storage.pool_path(sha), Path(tmp) / f"{i}.rpm") for i, sha in enumerate(digests)]
+        for signed in signer.sign_rpms(pairs):
+            incoming = storage.receive_file(signed)
+            parsed = parse_rpm(incoming.path, incoming.digests)
+            storage.adopt(incoming)
+            out.append(parsed)
+    return out
+
+
+def deb_entry(p: ParsedPackage) -> DebEntry:
+    from .metadata.deb import render_stanza
+
+    return DebEntry(p.name, p.version, p.arch, p.filename, p.size, p.md5, p.sha1, p.sha256,
+                    render_stanza(p.control))
+
+
+def rpm_entry(p: ParsedPackage) -> RpmEntry:
+    return RpmEntry(p.sha256, p.name, p.arch, p.chunks["primary"], p.chunks["filelists"], p.chunks["other"])

@@ -1,0 +1,154 @@
+"""Rebuild a snapshot's published tree from database rows, and point environments.
+
+Runs in a worker (task kinds `rebuild` and `env_point`). One rebuild per snapshot at a time:
+the task table allows one running task per (kind, target), and a PostgreSQL advisory lock on
+the snapshot id also covers callers outside the queue (CLI, bench).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .metadata.deb import DebEntry
+from .metadata.rpm import RpmEntry
+from .model import Repo, Snapshot, point_environment, snapshot_with_repo
+from .publish import publish_deb, publish_rpm, sign_rpms_into_pool
+from .signing import Signer
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+LOCK_NAMESPACE = 7_405_003
+
+
+def public_key_rel(server_name: str) -> str:
+    return f"gpgkeys/{server_name}.pub"
+
+
+def publish_public_key(storage: Storage, signer: Signer, server_name: str) -> None:
+    path = storage.public / public_key_rel(server_name)
+    key = signer.public_key().encode()
+    if not path.exists() or path.read_bytes() != key:
+        storage.write_public(public_key_rel(server_name), key)
+
+
+async def _progress(progress, pct: int, text: str) -> None:
+    if progress is not None:
+        await progress(pct, text)
+
+
+async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_id: int, *, sign: bool,
+                           progress=None) -> dict:
+    """Render, sign and publish snapshot `snap_id`. Returns a small summary for the task result."""
+    if sign and signer is None:
+        raise ValueError("signing asked but no signer configured")
+    t0 = time.perf_counter()
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_NAMESPACE, snap_id)
+        try:
+            snap, repo = await snapshot_with_repo(conn, snap_id)
+            await conn.execute("UPDATE snapshots SET reconstruct = 'running' WHERE id = $1", snap.id)
+            try:
+                if repo.type == "deb":
+                    count = await _rebuild_deb(conn, storage, signer if sign else None, snap, repo, progress)
+                else:
+                    count = await _rebuild_rpm(conn, storage, signer if sign else None, snap, repo, progress)
+            except BaseException:
+                await conn.execute("UPDATE snapshots SET reconstruct = 'failed' WHERE id = $1", snap.id)
+                raise
+            # An upload during the rebuild set 'needed' again: keep it so the next run happens.
+            await conn.execute(
+                "UPDATE snapshots SET reconstruct = CASE WHEN reconstruct = 'running' THEN NULL ELSE reconstruct END,"
+                " signed = $2, built_at = now() WHERE id = $1", snap.id, sign)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_NAMESPACE, snap_id)
+    return {"snapshot": snap_id, "packages": count, "signed": sign,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+async def _rebuild_deb(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
+    rows = await conn.fetch(
+        "SELECT sp.filename, p.name, p.version, p.arch, p.size, p.md5, p.sha1, p.sha256, p.stanza"
+        " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = $1",
+        snap.id)
+    entries = [DebEntry(r["name"], r["version"], r["arch"], r["filename"], r["size"], r["md5"], r["sha1"],
+                        r["sha256"], r["stanza"]) for r in rows]
+    await _progress(progress, 30, f"rendering {len(entries)} packages")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: publish_deb(
+        storage, snap.public_rel(repo), snap.key, dist=repo.dist, component=repo.section, entries=entries,
+        signer=signer, origin=f"{repo.name} {repo.dist} {repo.section} repository"))
+    return len(entries)
+
+
+async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress) -> None:
+    """Sign, once, every package of the snapshot that has no copy signed with the current key."""
+    todo = await conn.fetch(
+        "SELECT DISTINCT p.id, p.sha256 FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+        " WHERE sp.snapshot_id = $1 AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
+        snap.id, signer.fingerprint)
+    loop = asyncio.get_running_loop()
+    batch = 100
+    for start in range(0, len(todo), batch):
+        rows = todo[start:start + batch]
+        signed = await loop.run_in_executor(None, sign_rpms_into_pool, storage, signer, [r["sha256"] for r in rows])
+        for row, parsed in zip(rows, signed):
+            signed_id = await conn.fetchval(
+                "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch,"
+                " filename, primary_xml, filelists_xml, other_xml, signed_by)"
+                " VALUES ($1, $2, $3, $4, 'rpm', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
+                parsed.sha256, parsed.sha1, parsed.md5, parsed.size, parsed.name, parsed.version, parsed.release,
+                parsed.epoch, parsed.arch, parsed.filename, parsed.chunks["primary"], parsed.chunks["filelists"],
+                parsed.chunks["other"], signer.fingerprint)
+            await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
+                               row["id"], signed_id, signer.fingerprint)
+        await _progress(progress, 10 + int(20 * (start + len(rows)) / len(todo)),
+                        f"signed {start + len(rows)}/{len(todo)} packages")
+
+
+async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
+    if signer is not None:
+        await _sign_missing(conn, storage, signer, snap, progress)
+    # Only identities here; chunks are fetched for the blocks the render cache misses.
+    pub = "coalesce(s.id, p.id)" if signer is not None else "p.id"
+    rows = await conn.fetch(
+        f"SELECT sp.filename, q.sha256, q.name, q.arch, q.id FROM snapshot_packages sp"
+        f" JOIN package_files p ON p.id = sp.package_id"
+        f" LEFT JOIN package_files s ON s.id = p.signed_id"
+        f" JOIN package_files q ON q.id = {pub} WHERE sp.snapshot_id = $1", snap.id)
+    entries = [(RpmEntry(r["sha256"], r["name"], r["arch"]), r["filename"]) for r in rows]
+    pool_loop = asyncio.get_running_loop()
+    await _progress(progress, 40, f"rendering {len(entries)} packages")
+
+    async def fetch_chunks(keys):
+        got = await conn.fetch("SELECT sha256, primary_xml, filelists_xml, other_xml FROM package_files"
+                               " WHERE sha256 = ANY($1::text[])", keys)
+        return {r["sha256"]: (r["primary_xml"], r["filelists_xml"], r["other_xml"]) for r in got}
+
+    def load_chunks(keys):
+        # Called from the render thread: run the query on the event loop and wait for it.
+        return asyncio.run_coroutine_threadsafe(fetch_chunks(keys), pool_loop).result()
+
+    await pool_loop.run_in_executor(None, lambda: publish_rpm(
+        storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks))
+    return len(entries)
+
+
+async def point_env(pool, storage: Storage, signer: Signer | None, env: str, snap_id: int, *,
+                    progress=None) -> dict:
+    """Make /repo/<repo>/<env> serve snapshot `snap_id` (built first if it never was)."""
+    async with pool.acquire() as conn:
+        snap, repo = await snapshot_with_repo(conn, snap_id)
+    if not (storage.public / snap.public_rel(repo)).is_symlink():
+        await rebuild_snapshot(pool, storage, signer, snap_id, sign=signer is not None, progress=progress)
+    async with pool.acquire() as conn, conn.transaction():
+        snap, repo, old = await point_environment(conn, env, snap_id)
+        # Swap the link inside the transaction: if it fails, the row change is rolled back.
+        storage.point(f"{repo.public_base}/{env}", snap.public_rel(repo))
+    return {"environment": env, "snapshot": snap_id, "previous": old}
+
+
+async def unpublish_snapshots(storage: Storage, repo: Repo, snaps: list[Snapshot]) -> None:
+    for s in snaps:
+        storage.unpublish(s.public_rel(repo))

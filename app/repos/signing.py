@@ -1,0 +1,158 @@
+"""Repository signing with gpg (python-gnupg) and rpmsign.
+
+Depot keeps its own GNUPGHOME under the storage folder (mode 0700) so the host's keyrings are
+never touched. The key is generated on first use without a passphrase (a passphrase stored next
+to the key, as Repomanager does, protects nothing) or imported once from a file named by a
+setting. Only the public part ever leaves this module.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gnupg
+
+DIGEST = "SHA512"   # apt refuses SHA1 signatures; SHA512 is what Debian's archive uses
+
+
+class SigningError(Exception):
+    pass
+
+
+class Signer:
+    def __init__(self, home, *, key_file: str | None = None, key_type: str = "RSA", key_length: int = 3072,
+                 name: str = "Depot repository signing key", email: str = "depot@localhost"):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self.gpg = gnupg.GPG(gnupghome=str(self.home))
+        self.gpg.encoding = "utf-8"
+        self._key_file = key_file
+        self._key_type, self._key_length = key_type, key_length
+        self._name, self._email = name, email
+        self._fpr: str | None = None
+        self._lock = threading.Lock()
+
+    # ---- key ---------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        if self._fpr is None:
+            with self._lock:
+                if self._fpr is None:
+                    self._fpr = self._ensure_key()
+        return self._fpr
+
+    def _ensure_key(self) -> str:
+        # App and worker processes share the home: a file lock makes exactly one of them create it.
+        import fcntl
+
+        with open(self.home / ".depot-key.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._find_or_create_key()
+
+    def _find_or_create_key(self) -> str:
+        keys = self.gpg.list_keys(secret=True)
+        if keys:
+            return keys[0]["fingerprint"]
+        if self._key_file:
+            result = self.gpg.import_keys(Path(self._key_file).read_text())
+            secret = [k for k in self.gpg.list_keys(secret=True)]
+            if not secret:
+                raise SigningError("the signing key file holds no usable secret key")
+            return secret[0]["fingerprint"]
+        params = self.gpg.gen_key_input(
+            key_type=self._key_type, key_length=self._key_length, key_usage="sign",
+            name_real=self._name, name_email=self._email, expire_date=0, no_protection=True)
+        key = self.gpg.gen_key(params)
+        if not key.fingerprint:
+            raise SigningError(f"key generation failed: {key.stderr[-300:]}")
+        for f in self.home.glob("private-keys-v1.d/*"):
+            os.chmod(f, 0o600)
+        return key.fingerprint
+
+    def public_key(self) -> str:
+        armored = self.gpg.export_keys(self.fingerprint, armor=True)
+        if not armored:
+            raise SigningError("could not export the public key")
+        return armored
+
+    # ---- signatures --------------------------------------------------------------------------
+    def _sign(self, data: bytes, *, clearsign: bool, detach: bool) -> bytes:
+        sig = self.gpg.sign(data, keyid=self.fingerprint, clearsign=clearsign, detach=detach,
+                            binary=False, extra_args=["--digest-algo", DIGEST])
+        if not sig.data:
+            raise SigningError(f"gpg signing failed: {(sig.stderr or '')[-300:]}")
+        return sig.data
+
+    def sign_release(self, release_path) -> tuple[Path, Path]:
+        """Release -> InRelease (clear-signed) and Release.gpg (detached, armored)."""
+        release_path = Path(release_path)
+        data = release_path.read_bytes()
+        self.fingerprint  # resolve (or create) the key once, before the threads start
+        # Two independent gpg runs; in parallel they cost one.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            clear = pool.submit(self._sign, data, clearsign=True, detach=False)
+            detach = pool.submit(self._sign, data, clearsign=False, detach=True)
+            clear_sig, detach_sig = clear.result(), detach.result()
+        inrelease = release_path.with_name("InRelease")
+        inrelease.write_bytes(clear_sig)
+        detached = release_path.with_name("Release.gpg")
+        detached.write_bytes(detach_sig)
+        return inrelease, detached
+
+    def sign_repomd(self, repomd_path) -> Path:
+        repomd_path = Path(repomd_path)
+        asc = repomd_path.with_name("repomd.xml.asc")
+        asc.write_bytes(self._sign(repomd_path.read_bytes(), clearsign=False, detach=True))
+        return asc
+
+    def sign_rpm(self, src, dst) -> Path:
+        """Sign a copy of `src` at `dst` with rpmsign. Callers keep the signed copy (in the pool)
+        and never sign the same package twice."""
+        return self.sign_rpms([(src, dst)])[0]
+
+    def sign_rpms(self, pairs: list[tuple], batch: int = 200) -> list[Path]:
+        """Sign copies of many rpms; one rpmsign run per batch (one process per file would cost
+        ~20 ms each, minutes for a first signed build of thousands of packages)."""
+        out = []
+        for i in range(0, len(pairs), batch):
+            dsts = []
+            for src, dst in pairs[i:i + batch]:
+                shutil.copyfile(src, dst)
+                dsts.append(Path(dst))
+            cmd = ["rpmsign", "--addsign",
+                   "--define", f"_gpg_name {self.fingerprint}",
+                   "--define", "__gpg /usr/bin/gpg",
+                   "--define", f"_gpg_path {self.home}",
+                   *map(str, dsts)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  env={**os.environ, "GNUPGHOME": str(self.home)})
+            if proc.returncode != 0:
+                for d in dsts:
+                    d.unlink(missing_ok=True)
+                raise SigningError(f"rpmsign failed: {proc.stderr.strip()[-300:]}")
+            out.extend(dsts)
+        return out
+
+    def close(self) -> None:
+        """Stop the gpg-agent gpg started for this home (tests make many homes)."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       capture_output=True)
+
+
+_SIGNERS: dict[str, Signer] = {}
+
+
+def signer_from_settings(settings) -> Signer:
+    """One Signer per storage folder and process (the key lives under the storage folder)."""
+    home = Path(settings.storage_dir) / "gnupg"
+    signer = _SIGNERS.get(str(home))
+    if signer is None:
+        signer = _SIGNERS[str(home)] = Signer(
+            home, key_file=settings.gpg_key_file, key_type=settings.gpg_key_type,
+            key_length=settings.gpg_key_length, email=f"depot@{settings.server_name}")
+    return signer

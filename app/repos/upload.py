@@ -1,0 +1,117 @@
+"""Adding one received file to a snapshot: parse, decide, store — never a half-stored file.
+
+The HTTP layer streams each part into storage.receive() (hashed, size-limited, in tmp/); this
+module takes it from there. The file name used is the canonical one from the package's own
+metadata, never the client's. Nothing reaches the pool or the database unless the file parsed
+as a valid package of the repository's type, and `overwrite` replaces a file only after that.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+from .model import snapshot_with_repo
+from .packages import PackageError, ParsedPackage, parse_package
+from .metadata.deb import render_stanza
+from .storage import Incoming, Storage
+
+
+class Outcome(str, enum.Enum):
+    uploaded = "uploaded"
+    ignored = "ignored"          # already present, ignore-if-exists
+    exists = "exists"            # already present, not overwritten
+    invalid = "invalid"          # not a valid package of the repository's type
+    empty = "empty"
+    too_large = "too_large"
+    error = "error"
+
+
+# Reply headings of the reference (§6.8), by outcome.
+HEADINGS = {
+    Outcome.uploaded: "Following packages have been uploaded successfully",
+    Outcome.ignored: "Following packages already exist and have been ignored",
+    Outcome.exists: "Following packages already exist and have not been uploaded",
+    Outcome.invalid: "Following files are not considered valid packages and have not been uploaded",
+    Outcome.empty: "Following packages are empty and have not been uploaded",
+    Outcome.too_large: "Following packages are too large and have not been uploaded",
+    Outcome.error: "Following packages encountered error and have not been uploaded",
+}
+FAILED = {Outcome.exists, Outcome.invalid, Outcome.empty, Outcome.too_large, Outcome.error}
+
+
+@dataclass
+class FileResult:
+    client_name: str
+    outcome: Outcome
+    filename: str | None = None      # canonical name, when the file parsed
+    reason: str | None = None
+
+    def wire(self) -> dict:
+        out = {"file": self.client_name, "status": self.outcome.value}
+        if self.filename:
+            out["filename"] = self.filename
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+async def parse_incoming(incoming: Incoming, pkg_type: str) -> ParsedPackage:
+    # createrepo_c and rpmkeys block: keep them off the event loop.
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, parse_package, incoming.path, pkg_type, incoming.digests)
+
+
+async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming: Incoming, client_name: str, *,
+                   overwrite: bool = False, ignore_if_exists: bool = False) -> FileResult:
+    adopted = False
+    try:
+        if incoming.digests.size == 0:
+            return FileResult(client_name, Outcome.empty, reason="empty file")
+        try:
+            pkg = await parse_incoming(incoming, pkg_type)
+        except PackageError as exc:
+            return FileResult(client_name, Outcome.invalid, reason=exc.reason)
+        async with pool.acquire() as conn, conn.transaction():
+            # The row lock serialises uploads into one snapshot (same-name races).
+            snap, repo = await snapshot_with_repo(conn, snap_id, for_update=True)
+            current = await conn.fetchrow(
+                "SELECT p.sha256 FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+                " WHERE sp.snapshot_id = $1 AND sp.filename = $2", snap.id, pkg.filename)
+            if current is not None:
+                if ignore_if_exists:
+                    return FileResult(client_name, Outcome.ignored, pkg.filename)
+                if not overwrite:
+                    return FileResult(client_name, Outcome.exists, pkg.filename, "a package with this file "
+                                      "name is already in the snapshot")
+            package_id = await _store_row(conn, pkg)
+            storage.adopt(incoming)          # into the pool before commit: a row never lacks its file
+            adopted = True
+            await conn.execute(
+                "INSERT INTO snapshot_packages (snapshot_id, filename, package_id) VALUES ($1, $2, $3)"
+                " ON CONFLICT (snapshot_id, filename) DO UPDATE SET package_id = $3, added_at = now()",
+                snap.id, pkg.filename, package_id)
+            await conn.execute("UPDATE snapshots SET reconstruct = 'needed' WHERE id = $1", snap.id)
+        return FileResult(client_name, Outcome.uploaded, pkg.filename)
+    finally:
+        if not adopted:
+            incoming.discard()
+
+
+async def _store_row(conn, p: ParsedPackage) -> int:
+    stanza = render_stanza(p.control) if p.type == "deb" else None
+    return await conn.fetchval(
+        "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
+        " stanza, primary_xml, filelists_xml, other_xml)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
+        p.sha256, p.sha1, p.md5, p.size, p.type, p.name, p.version, p.release, p.epoch, p.arch, p.filename,
+        stanza, p.chunks.get("primary"), p.chunks.get("filelists"), p.chunks.get("other"))
+
+
+def summarize(results: list[FileResult]) -> tuple[bool, dict[str, list[str]]]:
+    """(all_ok, headings -> file names) for the reference's reply shape; every file is reported."""
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        groups.setdefault(HEADINGS[r.outcome], []).append(r.client_name)
+    return not any(r.outcome in FAILED for r in results), groups

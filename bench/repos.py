@@ -1,0 +1,256 @@
+"""`make bench` for issue 3: Depot's rebuilds and uploads beside the reference tools, one run.
+
+Cases (5,000 generated packages by default, cached under bench/out/):
+  deb full rebuild of a fresh snapshot copy   vs apt-ftparchive packages + gzip + release + gpg  (target <= 1/4)
+  deb add one package + rebuild               vs apt-ftparchive --db (warm cache), same steps    (target <= 1/2)
+  rpm full rebuild of a fresh snapshot copy   vs createrepo_c + gpg repomd.xml.asc              (target <= 1/4)
+  rpm add one package + rebuild               vs createrepo_c --update + gpg                     (target <= 1/10)
+  upload of large packages over HTTP          vs sha256sum of the same bytes; server peak RSS per size
+Depot's times are the real rebuild (rows from PostgreSQL, render, sign, atomic publish), i.e. what
+the `rebuild` worker task runs. Upload parsing happens at upload time and is not in rebuild times.
+
+    .venv/bin/python bench/repos.py [--count 5000] [--upload-sizes 64,256,1024]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app import db, embedded  # noqa: E402
+from app.repos import model  # noqa: E402
+from app.repos.rebuild import rebuild_snapshot  # noqa: E402
+from app.repos.signing import Signer  # noqa: E402
+from app.repos.storage import Storage  # noqa: E402
+from app.repos.upload import Outcome, add_file  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, **kw)
+
+
+def timed_sync(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+async def timed(coro):
+    t = time.perf_counter()
+    await coro
+    return time.perf_counter() - t
+
+
+async def ingest(pool, storage, snap_id, kind, files):
+    async def one(f):
+        inc = storage.receive_file(f)
+        r = await add_file(pool, storage, snap_id, kind, inc, f.name)
+        assert r.outcome == Outcome.uploaded, (f, r)
+    for i in range(0, len(files), 16):
+        await asyncio.gather(*(one(f) for f in files[i:i + 16]))
+
+
+async def bench_deb(pool, storage, signer, work, count, results):
+    src = bench_debs(count, root=str(OUT))
+    files = sorted(src.glob("*.deb"))
+    async with pool.acquire() as conn:
+        repo = await model.create_repo(conn, name="bench", type="deb", dist="bench", section="main")
+        base = await model.create_snapshot(conn, repo.id)
+    await ingest(pool, storage, base.id, "deb", files)
+    async with pool.acquire() as conn:
+        fresh = await model.create_snapshot(conn, repo.id, base.id)      # a copy never built before
+
+    gpg = f"gpg --batch --yes --homedir {signer.home} -u {signer.fingerprint} --digest-algo SHA512"
+    ref = work / "ref-deb"
+    (ref / "pool").mkdir(parents=True)
+    os.symlink(src.resolve(), ref / "pool/main")
+    (ref / "dists/bench/main/binary-amd64").mkdir(parents=True)
+
+    def reference(db_opt=""):
+        sh(f"apt-ftparchive {db_opt} packages pool/main > dists/bench/main/binary-amd64/Packages", cwd=ref)
+        sh("gzip -6 -kf dists/bench/main/binary-amd64/Packages", cwd=ref)
+        sh("apt-ftparchive release dists/bench > Release.tmp && mv Release.tmp dists/bench/Release", cwd=ref)
+        sh(f"{gpg} --clearsign -o dists/bench/InRelease dists/bench/Release && "
+           f"{gpg} -abs -o dists/bench/Release.gpg dists/bench/Release", cwd=ref)
+
+    t_ref = timed_sync(reference)
+    t_depot = await timed(rebuild_snapshot(pool, storage, signer, fresh.id, sign=True))
+    results.append(("deb full rebuild", count, t_depot, t_ref, 0.25))
+
+    reference("--db cache.db")                                        # warm apt-ftparchive's cache
+    extra = make_deb(work / "extra", "bench-added", "1.0-1", "amd64")
+    shutil.copy(extra, src / extra.name)
+    try:
+        t_ref1 = timed_sync(lambda: reference("--db cache.db"))
+    finally:
+        (src / extra.name).unlink()
+    await ingest(pool, storage, fresh.id, "deb", [extra])
+    t_depot1 = await timed(rebuild_snapshot(pool, storage, signer, fresh.id, sign=True))
+    results.append(("deb add one + rebuild", count, t_depot1, t_ref1, 0.5))
+
+
+async def bench_rpm(pool, storage, signer, work, count, results):
+    src = bench_rpms(count, root=str(OUT))
+    files = sorted(src.glob("*.rpm"))
+    async with pool.acquire() as conn:
+        repo = await model.create_repo(conn, name="bench", type="rpm", releasever="9")
+        base = await model.create_snapshot(conn, repo.id)
+    await ingest(pool, storage, base.id, "rpm", files)
+    # Packages are signed once, at the first signed build (not measured: the reference signs none).
+    t_sign = await timed(rebuild_snapshot(pool, storage, signer, base.id, sign=True))
+    print(f"  (first signed build of {count} rpms, signing every package once: {t_sign:.1f}s)")
+    async with pool.acquire() as conn:
+        fresh = await model.create_snapshot(conn, repo.id, base.id)
+
+    gpg = f"gpg --batch --yes --homedir {signer.home} -u {signer.fingerprint} --digest-algo SHA512"
+    ref = work / "ref-rpm"
+    ref.mkdir()
+    os.symlink(src.resolve(), ref / "packages")
+
+    def reference(update=""):
+        sh(f"createrepo_c -q {update} --compress-type=gz --general-compress-type=gz {ref}")
+        sh(f"{gpg} -abs -o {ref}/repodata/repomd.xml.asc {ref}/repodata/repomd.xml")
+
+    t_ref = timed_sync(reference)
+    t_depot = await timed(rebuild_snapshot(pool, storage, signer, fresh.id, sign=True))
+    results.append(("rpm full rebuild", count, t_depot, t_ref, 0.25))
+
+    extra = make_rpms(work / "extra-rpm", [("bench-added", "1.0", "1", "noarch")])[0]
+    shutil.copy(extra, src / extra.name)
+    try:
+        t_ref1 = timed_sync(lambda: reference("--update"))
+    finally:
+        (src / extra.name).unlink()
+    await ingest(pool, storage, fresh.id, "rpm", [extra])
+    t_depot1 = await timed(rebuild_snapshot(pool, storage, signer, fresh.id, sign=True))
+    results.append(("rpm add one + rebuild", count, t_depot1, t_ref1, 0.1))
+
+
+def bench_upload(settings, sizes_mib, work):
+    """Large debs POSTed by curl to a `depot serve` process; its peak RSS sampled with psutil."""
+    import psutil
+
+    from tests.pkgfactory import ar_archive, control_text, _tar_gz
+
+    rows = []
+    port = 18000 + os.getpid() % 1000
+    env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url,
+               DEPOT_STORAGE_DIR=str(settings.storage_dir), DEPOT_PORT=str(port),
+               DEPOT_MAX_UPLOAD_BYTES=str(4 << 30), DEPOT_LOG_LEVEL="WARNING")
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        key = None
+        for line in server.stdout:
+            if line.startswith("ak_"):
+                key = line.strip()
+            if "serving on" in line:
+                break
+        if key is None:
+            key = subprocess.run([sys.executable, "-m", "app.cli", "apikey", "create", "admin"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        proc = psutil.Process(server.pid)
+        url = f"http://127.0.0.1:{port}"
+        auth = f"Authorization: Bearer {key}"
+        repo_id = subprocess.run(
+            ["curl", "-s", "-H", auth, "-d", '{"name":"big","type":"deb","dist":"big","section":"main"}',
+             f"{url}/api/v2/repo/"], capture_output=True, text=True).stdout
+        import json
+        repo_id = json.loads(repo_id)["results"]["Id"]
+        snap = json.loads(subprocess.run(["curl", "-s", "-H", auth, "-d", "{}", f"{url}/api/v2/repo/{repo_id}/snapshot"],
+                                         capture_output=True, text=True).stdout)["results"]["Id"]
+        for mib in sizes_mib:
+            path = work / f"big{mib}.deb"
+            # Payload stored uncompressed in data.tar: a large, valid package built fast.
+            blob = os.urandom(1 << 20) * mib
+            data_tar = _tar_gz({"./usr/share/big/blob": blob}, level=0)
+            path.write_bytes(ar_archive([("debian-binary", b"2.0\n"),
+                                         ("control.tar.gz", _tar_gz({"./control": control_text(f"big{mib}", "1.0", "amd64").encode()})),
+                                         ("data.tar.gz", data_tar)]))
+            del blob, data_tar
+            sh(f"cat {path} > /dev/null")                                 # same page-cache state for both
+            t_sha = timed_sync(lambda: sh(f"sha256sum {path}"))
+            peak = [proc.memory_info().rss]
+            t = time.perf_counter()
+            curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", auth,
+                                     "-F", f"file=@{path}", f"{url}/api/v2/snapshot/{snap}/upload"],
+                                    stdout=subprocess.PIPE, text=True)
+            while curl.poll() is None:
+                peak.append(proc.memory_info().rss)
+                time.sleep(0.01)
+            t_up = time.perf_counter() - t
+            code = curl.stdout.read()
+            rows.append((mib, t_up, t_sha, max(peak) / (1 << 20), code))
+            path.unlink()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
+
+
+async def main_async(args):
+    base = Settings.from_env()
+    database_url = base.database_url and embedded.create_database(base.database_url, "depot_bench") \
+        or embedded.postgres_url(base.var_dir, "depot_bench")
+    import asyncpg
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    await conn.close()
+    await db.migrate(database_url)
+    work = Path(tempfile.mkdtemp(prefix="depot-bench-"))
+    settings = replace(base, database_url=database_url, storage_dir=work / "storage",
+                       redis_url=base.redis_url or embedded.redis_url(base.var_dir))
+    storage = Storage(settings.storage_dir)
+    signer = Signer(settings.storage_dir / "gnupg", key_length=3072)
+    signer.fingerprint
+    pool = await db.create_pool(settings, min_size=2, max_size=20)
+    results = []
+    try:
+        await bench_deb(pool, storage, signer, work, args.count, results)
+        await bench_rpm(pool, storage, signer, work, args.count, results)
+    finally:
+        await pool.close()
+        signer.close()
+    uploads = bench_upload(settings, [int(x) for x in args.upload_sizes.split(",") if x], work) \
+        if args.upload_sizes else []
+    shutil.rmtree(work, ignore_errors=True)
+    return results, uploads
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=5000)
+    ap.add_argument("--upload-sizes", default="64,256,1024", help="MiB, comma separated ('' to skip)")
+    args = ap.parse_args()
+    results, uploads = asyncio.run(main_async(args))
+    print(f"\n{'case':<24}{'packages':>9}{'depot s':>10}{'reference s':>13}{'ratio':>8}{'target':>9}")
+    ok = True
+    for name, n, d, r, target in results:
+        ratio = d / r
+        ok &= ratio <= target
+        print(f"{name:<24}{n:>9}{d:>10.3f}{r:>13.3f}{ratio:>8.3f}{'<= ' + str(target):>9}"
+              f"{'' if ratio <= target else '  MISSED'}")
+    if uploads:
+        print(f"\n{'upload MiB':>10}{'depot s':>10}{'MiB/s':>8}{'sha256sum s':>13}{'ratio':>8}{'server peak RSS MiB':>21}")
+        for mib, t_up, t_sha, rss, code in uploads:
+            print(f"{mib:>10}{t_up:>10.2f}{mib / t_up:>8.0f}{t_sha:>13.2f}{t_up / t_sha:>8.2f}{rss:>21.0f}"
+                  f"{'' if code == '200' else '  HTTP ' + code}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The repository domain over real PostgreSQL and storage: upload decisions, rebuild, env point."""
+import os
+
+import pytest
+
+from app.repos import Conflict, NotFound, RepoError, model
+from app.repos.rebuild import point_env, rebuild_snapshot
+from app.repos.upload import Outcome, add_file, summarize
+from tests import pkgfactory
+from tests.clients import AptRoot, dnf_install, rpm_installed
+
+
+async def _receive(storage, path):
+    data = path.read_bytes()
+
+    async def chunks():
+        for i in range(0, len(data), 65536):
+            yield data[i:i + 65536]
+    return await storage.receive(chunks(), max_size=10 << 20)
+
+
+async def _upload(db, storage, snap_id, kind, path, name=None, **kw):
+    return await add_file(db, storage, snap_id, kind, await _receive(storage, path), name or path.name, **kw)
+
+
+def _pool_files(storage):
+    return sorted(p.name for p in storage.pool.rglob("*") if p.is_file())
+
+
+async def test_repo_and_snapshot_model(repo_db):
+    async with repo_db.acquire() as conn:
+        deb = await model.create_repo(conn, name="nginx", type="deb", dist="bookworm", section="main")
+        rpm = await model.create_repo(conn, name="nginx", type="rpm", releasever="9")
+        with pytest.raises(Conflict):
+            await model.create_repo(conn, name="nginx", type="deb", dist="bookworm", section="main")
+        for bad in ({"name": "../x", "dist": "d", "section": "s"}, {"name": "a b", "dist": "d", "section": "s"},
+                    {"name": "x", "dist": "", "section": "s"}, {"name": "x", "dist": "d", "section": None}):
+            with pytest.raises(RepoError):
+                await model.create_repo(conn, type="deb", **bad)
+            assert [r.id for r in await model.list_repos(conn)] == [rpm.id, deb.id]   # Name, Dist (NULL first)
+        s1 = await model.create_snapshot(conn, deb.id)
+        s2 = await model.create_snapshot(conn, deb.id)         # two on the same day are fine
+        assert [s["Id"] for s in await model.list_snapshots(conn, deb.id)] == [s2.id, s1.id]
+        with pytest.raises(RepoError):
+            await model.create_snapshot(conn, rpm.id, from_id=s1.id)
+        with pytest.raises(NotFound):
+            await model.get_snapshot(conn, 999)
+
+
+async def test_upload_decisions_and_nothing_stored_on_refusal(repo_db, storage, tmp_path, rpm_dir):
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="r", type="deb", dist="stable", section="main")
+        snap = await model.create_snapshot(conn, repo.id)
+    good = pkgfactory.make_deb(tmp_path, "hello", "1.0-1", "amd64")
+    r = await _upload(repo_db, storage, snap.id, "deb", good, name="client-chosen-name.deb")
+    assert (r.outcome, r.filename) == (Outcome.uploaded, "hello_1.0-1_amd64.deb")
+    stored = _pool_files(storage)
+    assert len(stored) == 1
+
+    # Refusals: rpm into deb repo, text, truncated, empty: nothing new in the pool, no rows, no temp.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "text.deb").write_text("not a package")
+    (bad / "trunc.deb").write_bytes(good.read_bytes()[:300])
+    (bad / "empty.deb").write_bytes(b"")
+    results = [await _upload(repo_db, storage, snap.id, "deb", rpm_dir / "depot-hello-1.0-1.noarch.rpm")]
+    results += [await _upload(repo_db, storage, snap.id, "deb", bad / n) for n in ("text.deb", "trunc.deb", "empty.deb")]
+    assert [x.outcome for x in results] == [Outcome.invalid, Outcome.invalid, Outcome.invalid, Outcome.empty]
+    assert all(x.reason for x in results)
+    assert _pool_files(storage) == stored
+    assert list(storage.tmp.iterdir()) == []
+    assert await repo_db.fetchval("SELECT count(*) FROM package_files") == 1
+
+    # Same canonical name again: exists / ignored / overwrite (replaced only once validated).
+    again = await _upload(repo_db, storage, snap.id, "deb", good)
+    assert again.outcome == Outcome.exists
+    assert (await _upload(repo_db, storage, snap.id, "deb", good, ignore_if_exists=True)).outcome == Outcome.ignored
+    newer = pkgfactory.make_deb(tmp_path / "v2", "hello", "1.0-1", "amd64", payload=b"rebuilt")
+    assert (await _upload(repo_db, storage, snap.id, "deb", newer, overwrite=True)).outcome == Outcome.uploaded
+    rows = await repo_db.fetch("SELECT p.sha256 FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id")
+    assert [r["sha256"] for r in rows] == [pkgfactory_sha(newer)]
+    ok, groups = summarize(results + [again])
+    assert not ok and groups["Following packages already exist and have not been uploaded"] == ["hello_1.0-1_amd64.deb"]
+
+
+def pkgfactory_sha(path):
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_same_file_in_two_snapshots_is_stored_once_and_diff_is_by_content(repo_db, storage, tmp_path):
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="r", type="deb", dist="stable", section="main")
+        s1 = await model.create_snapshot(conn, repo.id)
+    a = pkgfactory.make_deb(tmp_path / "a", "alpha", "1.0", "amd64")
+    b = pkgfactory.make_deb(tmp_path / "b", "beta", "1.0", "all")
+    await _upload(repo_db, storage, s1.id, "deb", a)
+    await _upload(repo_db, storage, s1.id, "deb", b)
+    async with repo_db.acquire() as conn:
+        s2 = await model.create_snapshot(conn, repo.id, from_id=s1.id)
+    a2 = pkgfactory.make_deb(tmp_path / "a2", "alpha", "1.0", "amd64", payload=b"same name, other bytes")
+    await _upload(repo_db, storage, s2.id, "deb", a2, overwrite=True)
+    assert len(_pool_files(storage)) == 3
+    async with repo_db.acquire() as conn:
+        d = await model.diff_snapshots(conn, s1.id, s2.id, "http://depot.test")
+        assert [p["filename"] for p in d["added"]] == ["alpha_1.0_amd64.deb"]
+        assert [p["filename"] for p in d["removed"]] == ["alpha_1.0_amd64.deb"]
+        assert d["added"][0]["sha256"] != d["removed"][0]["sha256"]
+        listing = await model.list_packages(conn, s2.id, "http://depot.test")
+        assert all("/" not in p["filename"] and not p["relative-path"].startswith("/") for p in listing)
+        assert listing[0]["download-url"] == f"http://depot.test/repo/deb/r/stable/main/{s2.id}/pool/main/alpha_1.0_amd64.deb"
+        # Only package rows can be deleted: metadata names match nothing.
+        assert await model.delete_packages(conn, s2.id, ["Release", "Packages.gz", "beta_1.0_all.deb"]) == ["beta_1.0_all.deb"]
+
+
+async def test_deb_rebuild_and_env_point_with_apt(repo_db, storage, signer, tmp_path, http_root):
+    www, base = http_root
+    (www / "repo").symlink_to(storage.public)
+    key = tmp_path / "k.asc"
+    key.write_text(signer.public_key())
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="app", type="deb", dist="bookworm", section="main")
+        s1 = await model.create_snapshot(conn, repo.id)
+    for spec in (("app-core", "1.0-1", "amd64"), ("app-core", "1.0-1", "arm64"), ("app-data", "1.0", "all")):
+        await _upload(repo_db, storage, s1.id, "deb", pkgfactory.make_deb(tmp_path / "v1", *spec))
+    summary = await rebuild_snapshot(repo_db, storage, signer, s1.id, sign=True)
+    assert summary["packages"] == 3
+    snap = await repo_db.fetchrow("SELECT * FROM snapshots WHERE id = $1", s1.id)
+    assert snap["reconstruct"] is None and snap["signed"] and snap["built_at"]
+    await point_env(repo_db, storage, signer, "prod", s1.id)
+
+    apt = AptRoot(tmp_path / "apt")
+    apt.set_source(f"{base}/repo/deb/app/bookworm/main/prod", "bookworm", "main", key)
+    assert apt.update().returncode == 0
+    assert "1.0-1" in apt.policy("app-core")
+
+    # A newer snapshot, built, then prod pointed at it: the same client sees it on its next update.
+    async with repo_db.acquire() as conn:
+        s2 = await model.create_snapshot(conn, repo.id, from_id=s1.id)
+    await _upload(repo_db, storage, s2.id, "deb", pkgfactory.make_deb(tmp_path / "v2", "app-core", "2.0-1", "amd64"))
+    result = await point_env(repo_db, storage, signer, "prod", s2.id)       # builds s2 first
+    assert result["previous"] == s1.id
+    up = apt.update()
+    assert up.returncode == 0, up.stderr
+    assert "Candidate: 2.0-1" in apt.policy("app-core")
+    # preprod was never pointed; unknown env refused.
+    with pytest.raises(NotFound):
+        await point_env(repo_db, storage, signer, "staging", s2.id)
+
+
+async def test_rpm_rebuild_signs_once_and_dnf_installs(repo_db, storage, signer, tmp_path, http_root, rpm_dir):
+    www, base = http_root
+    (www / "repo").symlink_to(storage.public)
+    (www / "key.pub").write_text(signer.public_key())
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="tools", type="rpm", releasever="9")
+        snap = await model.create_snapshot(conn, repo.id)
+    for f in sorted(rpm_dir.glob("*.rpm")):
+        assert (await _upload(repo_db, storage, snap.id, "rpm", f)).outcome == Outcome.uploaded
+    await rebuild_snapshot(repo_db, storage, signer, snap.id, sign=True)
+    signed_rows = await repo_db.fetch("SELECT id, signed_id FROM package_files WHERE signed_id IS NOT NULL ORDER BY id")
+    assert len(signed_rows) == 3
+    pool_before = _pool_files(storage)
+    await rebuild_snapshot(repo_db, storage, signer, snap.id, sign=True)      # no re-signing
+    assert await repo_db.fetch("SELECT id, signed_id FROM package_files WHERE signed_id IS NOT NULL ORDER BY id") == signed_rows
+    assert _pool_files(storage) == pool_before
+    out = dnf_install(tmp_path / "root", f"{base}/repo/rpm/tools/9/{snap.id}", f"{base}/key.pub", "depot-tool")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert rpm_installed(tmp_path / "root") == ["depot-tool-2.1-3"]
+    tree = storage.public / f"rpm/tools/9/{snap.id}"
+    assert (tree / "repodata/repomd.xml.asc").exists()
+    assert os.path.exists(tree / "packages/x86_64/depot-tool-2.1-3.x86_64.rpm")

@@ -1,0 +1,64 @@
+"""Signing with a real gpg key: apt-style Release signatures, repomd.xml.asc, rpm signatures."""
+import os
+import stat
+import subprocess
+
+from app.repos.signing import Signer
+
+
+def _gpgv(tmp_path, signer, *args):
+    keyring = tmp_path / "key.gpg"
+    keyring.write_bytes(signer.gpg.export_keys(signer.fingerprint, armor=False))
+    return subprocess.run(["gpgv", "--keyring", str(keyring), *args], capture_output=True)
+
+
+def test_release_and_repomd_signatures_verify(tmp_path, signer):
+    release = tmp_path / "Release"
+    release.write_text("Origin: test\nSuite: stable\n")
+    inrelease, detached = signer.sign_release(release)
+    assert inrelease.read_text().startswith("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512")
+    assert detached.read_text().startswith("-----BEGIN PGP SIGNATURE-----")
+    assert _gpgv(tmp_path, signer, str(inrelease)).returncode == 0
+    assert _gpgv(tmp_path, signer, str(detached), str(release)).returncode == 0
+    release.write_text("Origin: tampered\n")
+    assert _gpgv(tmp_path, signer, str(detached), str(release)).returncode != 0
+    repomd = tmp_path / "repomd.xml"
+    repomd.write_text("<repomd/>\n")
+    asc = signer.sign_repomd(repomd)
+    assert _gpgv(tmp_path, signer, str(asc), str(repomd)).returncode == 0
+
+
+def test_key_is_private_and_reused(tmp_path, signer):
+    assert stat.S_IMODE(os.stat(signer.home).st_mode) == 0o700
+    for f in (signer.home / "private-keys-v1.d").iterdir():
+        assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0
+    again = Signer(signer.home)
+    assert again.fingerprint == signer.fingerprint          # generated once, then found
+    assert "PRIVATE" not in signer.public_key()
+
+
+def test_import_key_from_file(tmp_path, signer):
+    key_file = tmp_path / "key.asc"
+    key_file.write_text(signer.gpg.export_keys(signer.fingerprint, secret=True, armor=True,
+                                               expect_passphrase=False))
+    imported = Signer(tmp_path / "h", key_file=str(key_file))
+    try:
+        assert imported.fingerprint == signer.fingerprint
+    finally:
+        imported.close()
+
+
+def test_signed_rpm_verifies_against_the_public_key(tmp_path, signer, rpm_dir):
+    signed = signer.sign_rpm(rpm_dir / "depot-hello-1.0-1.noarch.rpm", tmp_path / "signed.rpm")
+    dbpath = tmp_path / "rpmdb"
+    dbpath.mkdir()
+    keyfile = tmp_path / "pub.asc"
+    keyfile.write_text(signer.public_key())
+    subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--import", str(keyfile)], check=True)
+    out = subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--checksig", str(signed)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "signatures OK" in out.stdout
+    # The original is untouched (unsigned) and fails a signature-required check.
+    orig = subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--checksig", "--define", "_pkgverify_level all",
+                           str(rpm_dir / "depot-hello-1.0-1.noarch.rpm")], capture_output=True, text=True)
+    assert orig.returncode != 0
