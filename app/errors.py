@@ -6,7 +6,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from app.resources import SETTINGS
 
@@ -123,6 +124,10 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except (RequestPayloadError, http_exceptions.HttpProcessingError) as exc:
+        # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
+        log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return bad_request("Invalid request body: it could not be read or decoded").response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
