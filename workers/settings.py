@@ -13,7 +13,7 @@ from arq import cron
 from app import db, schedules
 from app.resources import redis_settings
 from app.settings import Settings
-from workers import jobs, reconciler
+from workers import jobs, reconciler, repo_jobs  # noqa: F401  (repo_jobs registers rebuild and env_point)
 
 log = logging.getLogger(__name__)
 
