@@ -101,8 +101,10 @@ async def test_failed_logins_are_throttled_like_the_api(aiohttp_client, settings
 async def test_login_form_needs_its_token_and_next_stays_local(client, operator_key):
     resp = await client.post("/login", data={"api_key": operator_key}, allow_redirects=False)
     assert resp.status == 403
-    resp = await login(client, api_key=operator_key, next="//evil.example/x")
-    assert resp.status == 303 and resp.headers["Location"] == "/"
+    for hostile in ("//evil.example/x", "/\\evil.example", "/\t/evil.example", "https://evil.example/"):
+        client.session.cookie_jar.clear()
+        resp = await login(client, api_key=operator_key, next=hostile)
+        assert resp.status == 303 and resp.headers["Location"] == "/", hostile
 
 
 async def test_secure_cookie_when_base_url_is_https(aiohttp_client, settings, operator_key):
