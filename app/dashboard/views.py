@@ -195,6 +195,7 @@ async def _overview_context(request: web.Request) -> dict:
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.query.get("span", "hour")),
+        "fleet": await fleet.summary(pool),
     }
 
 
