@@ -333,6 +333,8 @@ async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_wo
         "INSERT INTO hosts (hostname, ip, auth_id, token_digest, os, os_version, last_seen_at)"
         " VALUES ('old.example.net', '10.9.9.9', 'id_old', '\\x00', 'Ubuntu', '22.04', now() - interval '3 days')"
     )
+    # Registered a minute ago, no report yet: not "unseen for a day".
+    await pool.execute("INSERT INTO hosts (hostname, ip, auth_id, token_digest) VALUES ('new.example.net', '10.9.9.8', 'id_new', '\\x00')")
 
     async def put(path, body):
         r = await client.put(f"/api/v2/host/{path}", json=body, headers=agent)
@@ -355,7 +357,7 @@ async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_wo
 
     await login(client, api_key=operator_key)
     text = await (await client.get("/hosts")).text()
-    assert 'id="f-total">2<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
+    assert 'id="f-total">3<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
     assert 'id="f-stale">1<' in text and "<td>Debian GNU/Linux</td><td>12</td><td>1</td><td>1</td>" in text
     assert HOSTILE not in text and "&lt;script&gt;" in text
     for flt, shown, hidden in (("outdated", f"/hosts/{host_id}", "old.example.net"), ("stale", "old.example.net", f"/hosts/{host_id}")):
