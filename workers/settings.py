@@ -10,10 +10,12 @@ import socket
 
 from arq import cron
 
-from app import db, schedules
+from app import db, schedules, tasks
 from app.resources import redis_settings
 from app.settings import Settings
 from workers import jobs, reconciler
+# Importing a module registers its task kinds in jobs.HANDLERS.
+from workers import operator_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,11 @@ async def reconcile(ctx: dict) -> dict:
 
 
 async def run_schedules(ctx: dict) -> list[int]:
-    """Start the due scheduled tasks (exactly once each, whichever worker gets there first)."""
-    return await schedules.run_due(ctx["pool"], ctx["redis"])
+    """Start the due scheduled tasks (exactly once each, whichever worker gets there first), then drop a
+    batch of finished tasks older than task_history_days."""
+    started = await schedules.run_due(ctx["pool"], ctx["redis"])
+    await tasks.prune_history(ctx["pool"], ctx["settings"].task_history_days)
+    return started
 
 
 def load_test_handlers() -> None:

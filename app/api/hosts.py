@@ -13,11 +13,12 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app import auth, queue
-from app.metrics import REPORTS_RECEIVED
-from app.openapi import docs
 from app.auth import Role
+from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
+from app.metrics import REPORTS_RECEIVED
+from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.hosts import (
     AvailableReport,
@@ -213,8 +214,8 @@ def _paged(items, total: int, page: queries.Page) -> web.Response:
 async def _readable_host(request: web.Request) -> int:
     who = request[auth.PRINCIPAL]
     host_id = int(request.match_info["host_id"])
-    if host_id > 2**63 - 1:  # beyond bigint: no such host (never a database error)
-        raise not_found(f"Host #{request.match_info['host_id']} does not exist.")
+    if host_id > MAX_ID:
+        raise not_found(f"Host #{host_id} does not exist.")
     if who.is_host:
         if who.host_id != host_id:
             raise forbidden("Host credentials can only read their own host")

@@ -132,9 +132,9 @@ def body_digest(body: bytes) -> bytes:
 # --- accepting a report (API side) ---------------------------------------------------------------
 
 # One round trip: compare the digest, touch last_seen, and if the report changed store it and
-# create (or join) the host's queued host_diff task. The commit does not wait for the WAL flush
-# (synchronous_commit off for this transaction only): a crash can lose the last few ms of reports,
-# which the agent sends again on its next run, and it saves a disk flush per report.
+# create (or join) the host's queued host_diff task. The commit waits for the WAL flush: a 200 means
+# the report survives a PostgreSQL crash (tests/faults/test_host_reports.py crashes it mid-burst;
+# with synchronous_commit off, acknowledged reports were lost).
 _ACCEPT_SQL = """
 WITH old AS (
     SELECT CASE WHEN $2 = 'installed' THEN installed_digest ELSE available_digest END AS digest
@@ -154,8 +154,7 @@ WITH old AS (
     ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
     RETURNING id, enqueue_count, (xmax = 0) AS created
 )
-SELECT set_config('synchronous_commit', 'off', true) AS async_commit,
-       (SELECT id FROM upd) AS host, (SELECT id FROM rep) AS report, task.id, task.enqueue_count, task.created
+SELECT (SELECT id FROM upd) AS host, (SELECT id FROM rep) AS report, task.id, task.enqueue_count, task.created
 FROM (SELECT 1) one LEFT JOIN task ON true
 """
 
