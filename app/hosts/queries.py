@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
-# Installed-package states that count as "installed" (every row of host_packages is one).
+# A host row as /hosts/ returns it: Repomanager's keys, never the credentials.
 HOST_COLUMNS = """
     h.id AS "Id", h.ip AS "Ip", h.hostname AS "Hostname", h.os AS "Os", h.os_version AS "Os_version",
     h.os_family AS "Os_family", h.cpu AS "Cpu", h.ram AS "Ram", h.network::text AS "Network",
