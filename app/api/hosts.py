@@ -1,0 +1,290 @@
+"""Host (agent) endpoints and the /hosts/ fleet family.
+
+Who may do what:
+- register a host: an operator or admin API key; re-registering an existing hostname: admin only;
+- unregister: the host itself (Host credentials), or an operator/admin key with {"hostname": ...};
+- status and reports: the host itself;
+- /host/<id>/...: the host itself, or any user key (viewer and up);
+- /hosts/...: user keys only (viewer and up); credentials are never returned.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from app import auth, queue
+from app.auth import Role
+from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
+from app.hosts import inventory, queries, registry
+from app.resources import POOL, REDIS, SETTINGS
+from app.schemas.hosts import PackageSearchQuery, PageQuery, RegisterRequest, StatusRequest, UnregisterRequest
+
+
+async def _json(request: web.Request) -> dict:
+    """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    data = await read_json(request)
+    if b"\\u0000" in await request.read():
+        raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
+    return data
+
+
+def _registry_error(exc: registry.RegistryError) -> ApiError:
+    return ApiError(exc.status, exc.message)
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+async def register(request: web.Request) -> web.Response:
+    who = auth.require_role(
+        request, Role.operator, "You are not allowed to register hosts (needs an operator or admin API key)"
+    )
+    data = await _json(request)
+    if data.get("hostname") == "" or data.get("ip") == "":
+        raise bad_request("You must provide IP address and hostname")
+    try:
+        body = RegisterRequest().load(data)
+    except ValidationError as exc:
+        if "hostname" in exc.messages and "Missing data for required field." in exc.messages["hostname"] or (
+            "ip" in exc.messages and "Missing data for required field." in exc.messages["ip"]
+        ):
+            raise bad_request("You must provide IP address and hostname", errors=exc.messages)
+        raise validation_error(exc.messages)
+    try:
+        result = await registry.register(
+            request.app[POOL], body["hostname"], body["ip"], may_reregister=who.has_role(Role.admin)
+        )
+    except registry.RegistryError as exc:
+        raise _registry_error(exc)
+    message = ["Host successfully registered."]
+    if result.reregistered:
+        message.append("The host was already registered: it has new credentials and keeps its history.")
+    return ok({"id": result.auth_id, "token": result.token}, message=message, rc=201, host_id=result.host_id)
+
+
+async def unregister(request: web.Request) -> web.Response:
+    who = request[auth.PRINCIPAL]
+    pool = request.app[POOL]
+    if who.is_host:
+        host_id = who.host_id
+    else:
+        auth.require_role(request, Role.operator, "You are not allowed to unregister hosts (needs an operator or admin API key)")
+        data = await read_json(request, allow_empty=True)
+        if not data.get("hostname"):
+            raise bad_request(
+                "To unregister a host, you must use either host authId+token authentication or Api key "
+                "authentication with hostname specified."
+            )
+        try:
+            body = UnregisterRequest().load(data)
+        except ValidationError as exc:
+            raise validation_error(exc.messages)
+        host_id = await registry.host_id_by_name(pool, body["hostname"])
+        if host_id is None:
+            raise not_found("No Id has been found from this hostname")
+    if not await registry.unregister(pool, host_id):
+        raise not_found(f"Host #{host_id} does not exist.")
+    return ok(message=["Host has been deleted."])
+
+
+# --- agent reports -------------------------------------------------------------------------------
+
+
+async def put_status(request: web.Request) -> web.Response:
+    who = auth.require_host(request)
+    data = await _json(request)
+    try:
+        values = StatusRequest().load(data)
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+    try:
+        messages = await registry.update_status(request.app[POOL], who.host_id, values)
+    except registry.RegistryError as exc:
+        raise _registry_error(exc)
+    return ok(message=messages)
+
+
+async def put_installed(request: web.Request) -> web.Response:
+    return await _put_report(request, inventory.INSTALLED, "Installed packages updated successfully.")
+
+
+async def put_available(request: web.Request) -> web.Response:
+    return await _put_report(request, inventory.AVAILABLE, "Available packages updated successfully.")
+
+
+async def _put_report(request: web.Request, kind: str, message: str) -> web.Response:
+    """The hot path: validate cheaply, compare the digest, store + enqueue in one round trip."""
+    who = auth.require_host(request)
+    settings = request.app[SETTINGS]
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large("Request body too large", limit=settings.max_body_bytes)
+    try:
+        # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
+        count = inventory.fast_count(kind, raw, settings.max_list_items)
+        body = raw
+        if count is None:
+            data = await _json(request)
+            key = inventory.BODY_KEYS[kind]
+            if key not in data:
+                raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
+            count = inventory.check_items(kind, data[key], settings.max_list_items)
+            body = inventory.stored_body(kind, data[key], raw)
+    except inventory.ReportError as exc:
+        raise bad_request(str(exc))
+    accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
+    if accepted.task_id is not None and accepted.created:
+        # The agent sends available then installed within a moment: a short delay lets the second
+        # report join the same task (one job per host per run instead of two).
+        await queue.dispatch(
+            request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True),
+            defer_seconds=inventory.DIFF_DELAY_SECONDS,
+        )
+    return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
+
+
+async def put_events(request: web.Request) -> web.Response:
+    who = auth.require_host(request)
+    settings = request.app[SETTINGS]
+    data = await _json(request)
+    if "events" not in data:
+        raise bad_request("Invalid request", detail="the body needs the key 'events'")
+    try:
+        events = inventory.check_events(data["events"], settings.max_list_items)
+    except inventory.ReportError as exc:
+        raise bad_request(f"Package events history update has failed: {exc}")
+    added = await inventory.store_events(
+        request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
+    )
+    return ok(message=["Package events history updated successfully."], added=added)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def _page(request: web.Request, schema=PageQuery) -> tuple[queries.Page, dict]:
+    try:
+        q = schema().load(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+    per_page, page = q.get("per_page"), q.get("page")
+    limit = request.app[SETTINGS].max_per_page
+    if per_page is not None and per_page > limit:
+        raise bad_request(f"per_page must be at most {limit}")
+    if per_page is None and page is None:
+        return queries.Page(), q
+    return queries.Page(page or 1, per_page or min(100, limit)), q
+
+
+def _paged(items, total: int, page: queries.Page) -> web.Response:
+    if not page.paginated:
+        return ok(items)
+    return ok(items, pagination={"page": page.page, "per_page": page.per_page, "total": total})
+
+
+async def _readable_host(request: web.Request) -> int:
+    who = request[auth.PRINCIPAL]
+    host_id = int(request.match_info["host_id"])
+    if who.is_host:
+        if who.host_id != host_id:
+            raise forbidden("Host credentials can only read their own host")
+    else:
+        auth.require_user(request)
+        if not await queries.host_exists(request.app[POOL], host_id):
+            raise not_found(f"Host #{host_id} does not exist.")
+    return host_id
+
+
+async def host_installed(request: web.Request) -> web.Response:
+    host_id = await _readable_host(request)
+    page, _ = _page(request)
+    return _paged(*await queries.installed(request.app[POOL], host_id, page), page)
+
+
+async def host_available(request: web.Request) -> web.Response:
+    host_id = await _readable_host(request)
+    page, _ = _page(request)
+    return _paged(*await queries.available(request.app[POOL], host_id, page), page)
+
+
+async def host_history(request: web.Request) -> web.Response:
+    host_id = await _readable_host(request)
+    page, _ = _page(request)
+    return _paged(*await queries.history(request.app[POOL], host_id, page), page)
+
+
+async def host_details(request: web.Request) -> web.Response:
+    host_id = await _readable_host(request)
+    host = await queries.get_host(request.app[POOL], host_id)
+    if host is None:
+        raise not_found(f"Host #{host_id} does not exist.")
+    return ok(host)
+
+
+async def hosts_list(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    page, _ = _page(request)
+    return _paged(*await queries.list_hosts(request.app[POOL], page), page)
+
+
+# /hosts/<filter>/<value>: filter name -> (match_info keys, message when missing)
+FILTERS = {
+    "os": "You must specify an OS",
+    "kernel": "You must specify a kernel",
+    "arch": "You must specify an architecture",
+    "profile": "You must specify a profile",
+    "environment": "You must specify an environment",
+    "package": "You must specify a package",
+}
+
+
+def hosts_filter(name: str):
+    async def handler(request: web.Request) -> web.Response:
+        auth.require_user(request)
+        value = request.match_info.get("value", "").strip()
+        if not value:
+            raise bad_request(FILTERS[name])
+        page, _ = _page(request)
+        args: tuple = (value,)
+        filter_name = name
+        if name == "os" and request.match_info.get("version"):
+            filter_name, args = "os_version", (value, request.match_info["version"])
+        return _paged(*await queries.list_hosts(request.app[POOL], page, filter_name, args), page)
+
+    handler.__name__ = f"hosts_by_{name}"
+    return handler
+
+
+async def hosts_missing_value(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    raise bad_request(FILTERS[request.match_info["filter"]])
+
+
+async def hosts_package(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    name = request.match_info["value"]
+    version = request.match_info.get("version") or None
+    if not queries.NAME_RE.match(name) or (version is not None and not queries.NAME_RE.match(version)):
+        raise bad_request("Package name contains invalid characters")
+    page, q = _page(request, PackageSearchQuery)
+    strict = "strict" in request.query
+    items, total = await queries.hosts_with_package(
+        request.app[POOL], name, version,
+        strict_name=strict or "strict-name" in request.query,
+        strict_version=strict or "strict-version" in request.query,
+        page=page,
+    )
+    return _paged(items, total, page)
+
+
+async def hosts_uptodate(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    page, _ = _page(request)
+    return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page), page)
+
+
+async def hosts_outdated(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    page, _ = _page(request)
+    return _paged(*await queries.hosts_by_updates(request.app[POOL], True, page), page)

@@ -1,0 +1,85 @@
+"""Profile endpoints. Reads: any credentials (host tokens included). Writes: operator and up; delete: admin."""
+from __future__ import annotations
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from app import auth, profiles
+from app.auth import Role
+from app.errors import ApiError, ok, read_json, validation_error
+from app.resources import POOL, SETTINGS
+from app.schemas.profiles import ProfileCreate, ProfileUpdate
+
+
+async def _get(request: web.Request) -> dict:
+    try:
+        return await profiles.get_profile(request.app[POOL], request.match_info["name"])
+    except profiles.ProfileError as exc:
+        raise ApiError(exc.status, exc.message)
+
+
+async def list_profiles(request: web.Request) -> web.Response:
+    return ok(await profiles.list_profiles(request.app[POOL]))
+
+
+async def server_settings(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    # The URL comes from DEPOT_BASE_URL, never from the request's Host header.
+    return ok([{"Ip": settings.host, "Url": settings.base_url, "Package_type": "deb,rpm"}])
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    return ok([await _get(request)])
+
+
+async def get_excludes(request: web.Request) -> web.Response:
+    profile = await _get(request)
+    return ok({"Package_exclude": profile["Package_exclude"], "Package_exclude_major": profile["Package_exclude_major"]})
+
+
+async def get_repos(request: web.Request) -> web.Response:
+    profile = await _get(request)
+    settings = request.app[SETTINGS]
+    repos = await profiles.profile_repos(request.app[POOL], profile)
+    if "new-format" in request.query:
+        return ok(profiles.new_format(repos, settings))
+    return ok(profiles.legacy_format(repos, settings))
+
+
+async def create_profile(request: web.Request) -> web.Response:
+    auth.require_role(request, Role.operator, "You are not allowed to create profiles (needs an operator or admin API key)")
+    try:
+        body = ProfileCreate().load(await read_json(request))
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+    name = body.pop("name")
+    try:
+        profile = await profiles.create_profile(request.app[POOL], name, body)
+    except profiles.ProfileError as exc:
+        raise ApiError(exc.status, exc.message)
+    return ok([profile], message=[f"Profile {name} created."], rc=201)
+
+
+async def update_profile(request: web.Request) -> web.Response:
+    auth.require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
+    try:
+        body = ProfileUpdate().load(await read_json(request))
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+    name = request.match_info["name"]
+    new_name = body.pop("name", None)
+    try:
+        profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
+    except profiles.ProfileError as exc:
+        raise ApiError(exc.status, exc.message)
+    return ok([profile], message=[f"Profile {profile['Name']} updated."])
+
+
+async def delete_profile(request: web.Request) -> web.Response:
+    auth.require_role(request, Role.admin, "You are not allowed to delete profiles (needs an admin API key)")
+    name = request.match_info["name"]
+    try:
+        await profiles.delete_profile(request.app[POOL], name)
+    except profiles.ProfileError as exc:
+        raise ApiError(exc.status, exc.message)
+    return ok(message=[f"Profile {name} deleted."])

@@ -1,0 +1,162 @@
+"""Credentials: parsing the Authorization header, hashing, the auth middleware, and roles.
+
+API keys look like `ak_<12-char key id><40-char secret>`; host credentials are an auth id
+(`id_<32 hex>`, public) and a 256-bit token. Only SHA-256 digests are stored; lookups go by the
+public id in O(1) and digests are compared in constant time (design decision 6).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from app.errors import forbidden, unauthorized
+from app.resources import POOL
+
+ALPHABET = string.ascii_letters + string.digits
+KEY_PREFIX = "ak_"
+KEY_ID_LEN = 12
+KEY_SECRET_LEN = 40
+KEY_LEN = len(KEY_PREFIX) + KEY_ID_LEN + KEY_SECRET_LEN
+HOST_ID_PREFIX = "id_"
+# Compared against when the key id or host id is unknown, so a miss costs the same as a hit.
+_DUMMY_DIGEST = hashlib.sha256(b"depot-dummy").digest()
+
+
+class Role(str, enum.Enum):
+    viewer = "viewer"
+    uploader = "uploader"
+    operator = "operator"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Role.viewer: 0, Role.uploader: 1, Role.operator: 2, Role.admin: 3}
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "user" or "host"
+    user_id: int | None = None
+    username: str | None = None
+    role: Role | None = None
+    host_id: int | None = None
+
+    @property
+    def is_host(self) -> bool:
+        return self.kind == "host"
+
+    def has_role(self, role: Role) -> bool:
+        return self.kind == "user" and self.role is not None and self.role.rank >= role.rank
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def same_digest(a: bytes | None, b: bytes) -> bool:
+    return hmac.compare_digest(a if a is not None else _DUMMY_DIGEST, b)
+
+
+def new_api_key() -> tuple[str, str]:
+    """Return (key_id, full key). The key id is the lookup part; the whole key is the secret."""
+    key_id = "".join(secrets.choice(ALPHABET) for _ in range(KEY_ID_LEN))
+    secret = "".join(secrets.choice(ALPHABET) for _ in range(KEY_SECRET_LEN))
+    return key_id, f"{KEY_PREFIX}{key_id}{secret}"
+
+
+def new_host_credentials() -> tuple[str, str]:
+    """Return (auth id, token) for a host; both JSON strings on the wire."""
+    return HOST_ID_PREFIX + secrets.token_hex(16), secrets.token_hex(32)
+
+
+async def authenticate_api_key(pool, key: str) -> Principal | None:
+    well_formed = len(key) == KEY_LEN and key.startswith(KEY_PREFIX) and key[3:].isalnum()
+    key_id = key[3 : 3 + KEY_ID_LEN] if well_formed else ""
+    row = None
+    if well_formed:
+        row = await pool.fetchrow(
+            "SELECT k.digest, u.id, u.username, u.role FROM api_keys k JOIN users u ON u.id = k.user_id"
+            " WHERE k.key_id = $1",
+            key_id,
+        )
+    matches = same_digest(row["digest"] if row else None, digest(key))
+    if not (row and matches):
+        return None
+    return Principal("user", user_id=row["id"], username=row["username"], role=Role(row["role"]))
+
+
+async def authenticate_host(pool, auth_id: str, token: str) -> Principal | None:
+    row = None
+    if auth_id and token and len(auth_id) <= 64 and len(token) <= 128:
+        row = await pool.fetchrow("SELECT id, token_digest FROM hosts WHERE auth_id = $1", auth_id)
+    matches = same_digest(row["token_digest"] if row else None, digest(token))
+    if not (row and matches):
+        return None
+    return Principal("host", host_id=row["id"])
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """Authenticate from the Authorization header, or raise a 401 with the reference's reasons."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise unauthorized("HTTP Authorization header is missing")
+    pool = request.app[POOL]
+    if header.startswith("Bearer "):
+        principal = await authenticate_api_key(pool, header[7:])
+        if principal is None:
+            raise unauthorized("invalid API key")
+        return principal
+    if header.startswith("Host "):
+        parts = header[5:].split(":")
+        if len(parts) != 2:
+            raise unauthorized("invalid host Id and token format")
+        principal = await authenticate_host(pool, parts[0], parts[1])
+        if principal is None:
+            raise unauthorized("invalid host Id and token")
+        return principal
+    raise unauthorized("invalid Authorization header format")
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+# API paths reachable without credentials.
+PUBLIC_API_PATHS = {"/api/v2/openapi.json", "/api/docs"}
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    if request.path.startswith("/api/") and request.path not in PUBLIC_API_PATHS:
+        request[PRINCIPAL] = await authenticate(request)
+    return await handler(request)
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def require_role(request: web.Request, role: Role, message: str | None = None) -> Principal:
+    """The caller must be a user whose role is at least `role`; hosts and lesser roles get a 403."""
+    who = request[PRINCIPAL]
+    if not who.has_role(role):
+        raise forbidden(message or f"You are not allowed to perform this action (needs the {role.value} role)")
+    return who
+
+
+def require_user(request: web.Request) -> Principal:
+    """Any user API key (viewer and up); host tokens may not read fleet-wide data."""
+    return require_role(request, Role.viewer, "This resource needs a user API key, not host credentials")
+
+
+def require_host(request: web.Request) -> Principal:
+    who = request[PRINCIPAL]
+    if not who.is_host:
+        raise forbidden("This endpoint needs host credentials (Authorization: Host <id>:<token>)")
+    return who

@@ -1,0 +1,166 @@
+"""Fleet and host pages: fleet figures, the host list, one host's status, inventory and history.
+
+Tables from sql/002_hosts.sql: hosts (status columns, last_seen_at, available_count kept by the
+diff worker), host_packages, host_available, host_history, host_events. A host's own columns are
+read as `to_jsonb(h)` minus credentials, so a new status column shows up without a code change.
+Fleet-wide figures are one aggregate scan of `hosts` each, cached for a few seconds per process
+(the overview polls): no index is added on last_seen_at, which every report updates (it would cost
+the report hot path its HOT updates).
+"""
+from __future__ import annotations
+
+import logging
+
+from app.dashboard.queries import MISSING_SCHEMA, Page, cached, fetch_page, prefix_pattern
+
+log = logging.getLogger(__name__)
+
+# Filters of the host list (name -> SQL condition on `h`).
+FILTERS = {
+    "outdated": "h.available_count > 0",
+    "reboot": "h.reboot_required IS TRUE",
+    "stale": "(h.last_seen_at IS NULL OR h.last_seen_at < now() - interval '1 day')",
+}
+# Credentials are never rendered, not even hashed; digests are noise.
+_HIDDEN = "ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest']::text[]"
+async def summary(pool) -> dict:
+    """Fleet figures: total, by OS and version, outdated, reboot required, not seen for a day."""
+
+    async def compute():
+        try:
+            # One scan: the grand total is the () grouping set, the rest are per (os, version).
+            rows = await pool.fetch(
+                f"""
+                SELECT GROUPING(h.os, h.os_version) = 3 AS grand,
+                       coalesce(h.os, '?') AS os, coalesce(h.os_version, '?') AS version, count(*) AS hosts,
+                       count(*) FILTER (WHERE {FILTERS['outdated']}) AS outdated,
+                       count(*) FILTER (WHERE {FILTERS['reboot']}) AS reboot,
+                       count(*) FILTER (WHERE {FILTERS['stale']}) AS stale
+                FROM hosts h GROUP BY GROUPING SETS ((h.os, h.os_version), ())
+                """
+            )
+        except MISSING_SCHEMA as exc:
+            log.info("fleet figures not available yet: %s", exc)
+            return {"total": await pool.fetchval("SELECT count(*) FROM hosts"), "available": False}
+        grand = next(r for r in rows if r["grand"])
+        by_os = sorted((r for r in rows if not r["grand"]), key=lambda r: (-r["hosts"], r["os"], r["version"]))
+        return {
+            "total": grand["hosts"], "outdated": grand["outdated"], "reboot": grand["reboot"], "stale": grand["stale"],
+            "by_os": [{k: r[k] for k in ("os", "version", "hosts", "outdated")} for r in by_os[:50]],
+            "available": True,
+        }
+
+    return await cached(("summary", id(pool)), compute)
+
+
+async def list_hosts(pool, q: str = "", flt: str = "", page: int = 1, per_page: int = 50) -> tuple[Page, str | None]:
+    """(page of hosts, error) — error names a filter the schema cannot answer yet."""
+    where, args = [], []
+    if q:
+        # Prefix search, served by the hosts_hostname_prefix / hosts_ip_prefix indexes (sql/006).
+        args.append(prefix_pattern(q.lower()))
+        where.append(f"(lower(h.hostname) LIKE ${len(args)} OR h.ip LIKE ${len(args)})")
+    if flt in FILTERS:
+        where.append(FILTERS[flt])
+    # The page's ids first (the index on hostname gives the order; OFFSET skips index entries
+    # only), then the rows: to_jsonb is computed for the 50 shown, not for every skipped row.
+    ids = "SELECT h.id, h.hostname FROM hosts h"
+    if where:
+        ids += " WHERE " + " AND ".join(where)
+    ids += " ORDER BY h.hostname"
+    n = len(args)
+    sql = (
+        f"SELECT h.id, h.hostname, h.ip, to_jsonb(h) - {_HIDDEN} AS doc"
+        f" FROM ({ids} LIMIT ${n + 1} OFFSET ${n + 2}) p JOIN hosts h ON h.id = p.id ORDER BY p.hostname"
+    )
+    page = max(1, page)
+    try:
+        rows = await pool.fetch(sql, *args, per_page + 1, (page - 1) * per_page)
+        return Page(list(rows[:per_page]), page, per_page, len(rows) > per_page), None
+    except MISSING_SCHEMA as exc:
+        return Page([], page, per_page, False), f"This filter is not available yet ({exc})"
+
+
+async def get_host(pool, host_id: int):
+    return await pool.fetchrow(
+        f"SELECT h.id, h.hostname, h.ip, to_jsonb(h) - {_HIDDEN} AS doc FROM hosts h WHERE h.id = $1", host_id
+    )
+
+
+async def _rows(pool, sql: str, *args, page: int, per_page: int):
+    try:
+        return await fetch_page(pool, sql, *args, page=page, per_page=per_page)
+    except MISSING_SCHEMA as exc:
+        log.info("host data not available yet: %s", exc)
+        return None
+
+
+async def inventory(pool, host_id: int, q: str = "", page: int = 1, per_page: int = 50):
+    sql = "SELECT name, arch, version, state, since FROM host_packages WHERE host_id = $1"
+    args: list = [host_id]
+    if q:
+        sql += " AND name LIKE $2"  # the primary key (host_id, name, ...) serves the prefix
+        args.append(prefix_pattern(q))
+    return await _rows(pool, sql + " ORDER BY name, arch", *args, page=page, per_page=per_page)
+
+
+async def updates(pool, host_id: int, page: int = 1, per_page: int = 200):
+    return await _rows(
+        pool,
+        "SELECT a.name, a.arch, p.version AS current_version, a.version, a.repository, a.security"
+        " FROM host_available a LEFT JOIN host_packages p USING (host_id, name, arch)"
+        " WHERE a.host_id = $1 ORDER BY a.security DESC, a.name, a.arch",
+        host_id,
+        page=page,
+        per_page=per_page,
+    )
+
+
+async def history(pool, host_id: int, page: int = 1, per_page: int = 50):
+    return await _rows(
+        pool,
+        "SELECT at, change, name, arch, old_version, new_version FROM host_history"
+        " WHERE host_id = $1 ORDER BY at DESC, id DESC",
+        host_id,
+        page=page,
+        per_page=per_page,
+    )
+
+
+async def events(pool, host_id: int, page: int = 1, per_page: int = 20):
+    rows = await _rows(
+        pool,
+        "SELECT id, date_start, time_start, date_end, time_end, command, packages FROM host_events"
+        " WHERE host_id = $1 ORDER BY date_start DESC, time_start DESC",
+        host_id,
+        page=page,
+        per_page=per_page,
+    )
+    if rows is not None:
+        rows.rows = [
+            {**dict(r), "changes": {k: v for k, v in (r["packages"] or {}).items() if isinstance(v, list) and v}}
+            for r in rows.rows
+        ]
+    return rows
+
+
+async def reports_per_bucket(pool, bucket: str, buckets: int) -> dict | None:
+    """Hosts per minute/hour of their last report (hosts.last_seen_at): the fleet keeps no log of
+    unchanged reports, so over the last hour of an hourly fleet this is the reports received."""
+
+    async def compute():
+        try:
+            rows = await pool.fetch(
+                """
+                SELECT date_trunc($1, last_seen_at) AS t, count(*) AS n FROM hosts
+                WHERE last_seen_at >= date_trunc($1, now()) - ($2 - 1) * ('1 ' || $1)::interval
+                GROUP BY 1
+                """,
+                bucket,
+                buckets,
+            )
+        except MISSING_SCHEMA:
+            return None
+        return {r["t"]: r["n"] for r in rows}
+
+    return await cached(("reports", id(pool), bucket, buckets), compute)

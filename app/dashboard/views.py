@@ -1,0 +1,374 @@
+"""Dashboard pages (server-rendered, jinja2 autoescaped) and the small /ui/ endpoints they poll.
+
+Pages need a session (else a redirect to /login); /ui/ endpoints answer 401 JSON instead. Every
+POST checks the session's CSRF token. Viewers see everything; stopping a task needs operator.
+"""
+from __future__ import annotations
+
+import functools
+import secrets
+from urllib.parse import quote, urlsplit
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from app import security, users
+from app import tasks as task_ops
+from app.auth import Role, authenticate_api_key
+from app.dashboard import chart, sessions
+from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
+from app.dashboard.setup import JINJA
+from app.errors import json_response, unauthorized
+from app.resources import POOL, REDIS, SETTINGS
+
+SESSION = web.RequestKey("dashboard_session", sessions.Session)
+PER_PAGE = 50
+SECURITY_HEADERS = {
+    # No inline script or style anywhere: the one script and stylesheet come from /static/.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _secure(request: web.Request) -> bool:
+    return request.app[SETTINGS].base_url.startswith("https://")
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a local path may follow a login or a stop (no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
+
+
+def _int(value: str | None, default: int = 1, low: int = 1, high: int = 1_000_000) -> int:
+    try:
+        return max(low, min(high, int(value))) if value is not None else default
+    except ValueError:
+        return default
+
+
+def render(template: str, request: web.Request, context: dict, status: int = 200) -> web.Response:
+    sess = request.get(SESSION)
+    context = {
+        "user": sess.principal if sess else None,
+        "csrf": sess.csrf if sess else "",
+        "can_stop": bool(sess and sess.principal.has_role(Role.operator)),
+        "path": request.path,
+        "path_qs": request.path_qs,
+        **context,
+    }
+    resp = aiohttp_jinja2.render_template(template, request, context, status=status, app_key=JINJA)
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render("error.html", request, {"status": status, "message": message}, status=status)
+
+
+def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
+    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request):
+            sess = await sessions.load(request.app[POOL], request.cookies.get(sessions.COOKIE))
+            if sess is None:
+                if ui:
+                    raise unauthorized("your dashboard session has expired; log in again")
+                return redirect("/login?next=" + quote(request.path_qs, safe=""))
+            request[SESSION] = sess
+            if request.method == "POST":
+                form = await request.post()
+                token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+                if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
+                    return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
+            if not sess.principal.has_role(role):
+                return error_page(request, 403, f"This needs the {role.value} role.")
+            return await handler(request)
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+# --- login / logout --------------------------------------------------------------------------------
+
+async def login_form(
+    request: web.Request, error: str | None = None, status: int = 200, next_url: str | None = None
+) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    resp = render(
+        "login.html",
+        request,
+        {"error": error, "login_token": token, "next": _safe_next(next_url or request.query.get("next"))},
+        status=status,
+    )
+    resp.set_cookie(
+        sessions.LOGIN_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="Strict", secure=_secure(request)
+    )
+    return resp
+
+
+async def login_page(request: web.Request) -> web.Response:
+    sess = await sessions.load(request.app[POOL], request.cookies.get(sessions.COOKIE))
+    if sess is not None:
+        return redirect(_safe_next(request.query.get("next")))
+    return await login_form(request)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    form = await request.post()
+    next_url = _safe_next(str(form.get("next") or "/"))
+    # Login CSRF: the form's token must match the cookie set with the form (double submit).
+    token = form.get("login_token")
+    if not isinstance(token, str) or not sessions.same_token(request.cookies.get(sessions.LOGIN_COOKIE), token):
+        return await login_form(request, "Your login form expired. Please try again.", 403, next_url)
+    # The same failed-auth brake as the API: a login form is a key and password guessing surface too.
+    throttle = request.app.get(security.THROTTLE)
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(address) if throttle else 0
+    if wait:
+        resp = await login_form(request, f"Too many failed logins. Try again in {wait} s.", 429, next_url)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    api_key = str(form.get("api_key") or "").strip()
+    username = str(form.get("username") or "").strip()
+    password = str(form.get("password") or "")
+    user_id = None
+    if api_key:
+        who = await authenticate_api_key(pool, api_key)
+        user_id = who.user_id if who else None
+    elif username and password:
+        row = await users.check_password(pool, username[:64], password[:1024])
+        user_id = row["id"] if row else None
+    if user_id is None:
+        if throttle:
+            throttle.failed(address)
+        return await login_form(request, "Invalid credentials.", 401, next_url)
+    await sessions.delete(pool, request.cookies.get(sessions.COOKIE))  # a new login replaces this browser's old session
+    sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
+    resp = redirect(next_url)
+    resp.set_cookie(
+        sessions.COOKIE,
+        sid,
+        max_age=int(sessions.TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+    )
+    resp.del_cookie(sessions.LOGIN_COOKIE, path="/login")
+    return resp
+
+
+@page
+async def logout(request: web.Request) -> web.Response:
+    await sessions.delete(request.app[POOL], request[SESSION].sid)
+    resp = redirect("/login")
+    resp.del_cookie(sessions.COOKIE, path="/")
+    return resp
+
+
+# --- overview ---------------------------------------------------------------------------------------
+
+async def _overview_context(request: web.Request) -> dict:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    return {
+        "queue": await tasks.queue_summary(pool, request.app[REDIS], settings),
+        "workers": await tasks.workers(pool, settings.task_stale_seconds),
+        "active": await tasks.list_tasks(pool, "active", per_page=10),
+        "failed": await tasks.list_tasks(pool, "failed", per_page=5),
+        "chart": await chart.build(pool, request.query.get("span", "hour")),
+    }
+
+
+@page
+async def overview(request: web.Request) -> web.Response:
+    return render("overview.html", request, await _overview_context(request))
+
+
+@page(ui=True)
+async def ui_overview(request: web.Request) -> web.Response:
+    ctx = await _overview_context(request)
+    return _fragment(request, "overview_live.html", ctx, counts=ctx["queue"]["total"])
+
+
+# --- tasks ------------------------------------------------------------------------------------------
+
+async def _tasks_context(request: web.Request) -> dict:
+    tab = request.query.get("tab", "active")
+    tab = tab if tab in tasks.TABS else "active"
+    q = request.query.get("q", "")[:200]
+    page_no = _int(request.query.get("page"))
+    return {
+        "tab": tab,
+        "tabs": list(tasks.TABS),
+        "q": q,
+        "tasks": await tasks.list_tasks(request.app[POOL], tab, q, page_no, PER_PAGE),
+    }
+
+
+@page
+async def tasks_page(request: web.Request) -> web.Response:
+    return render("tasks.html", request, await _tasks_context(request))
+
+
+@page(ui=True)
+async def ui_tasks(request: web.Request) -> web.Response:
+    ctx = await _tasks_context(request)
+    return _fragment(request, "tasks_table.html", ctx, rows=len(ctx["tasks"].rows))
+
+
+@page
+async def task_page(request: web.Request) -> web.Response:
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    if task is None:
+        return error_page(request, 404, f"Task #{request.match_info['id']} does not exist.")
+    return render("task.html", request, {"task": task})
+
+
+@page(ui=True)
+async def ui_task(request: web.Request) -> web.Response:
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    if task is None:
+        return json_response({"html": "<p class=\"alert\">This task no longer exists.</p>"}, status=404)
+    # final: the page stops polling once the task has ended.
+    return _fragment(request, "task_detail.html", {"task": task}, status=task["status"],
+                     final=task["status"] not in ("queued", "running"))
+
+
+@page(role=Role.operator)
+async def task_stop(request: web.Request) -> web.Response:
+    task_id = _int(request.match_info["id"], 0, 0, 2**62)
+    try:
+        # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
+        # removed; running: stop_requested, honoured at the task's next check).
+        await task_ops.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    except task_ops.TaskError as exc:
+        return error_page(request, exc.status, exc.message)
+    form = await request.post()
+    return redirect(_safe_next(str(form.get("next") or "/tasks")))
+
+
+# --- fleet and hosts --------------------------------------------------------------------------------
+
+@page
+async def hosts_page(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    q = request.query.get("q", "")[:200]
+    flt = request.query.get("filter", "")
+    flt = flt if flt in fleet.FILTERS else ""
+    hosts, error = await fleet.list_hosts(pool, q, flt, _int(request.query.get("page")), PER_PAGE)
+    return render(
+        "hosts.html",
+        request,
+        {"summary": await fleet.summary(pool), "hosts": hosts, "q": q, "filter": flt, "filters": list(fleet.FILTERS),
+         "error": error},
+    )
+
+
+# A host's status, in reading order; any other column of `hosts` follows under its own name.
+HOST_FIELDS = [
+    ("os", "OS"), ("os_version", "OS version"), ("os_family", "OS family"), ("kernel", "Kernel"), ("arch", "Arch"),
+    ("type", "Virtualization"), ("cpu", "CPU"), ("ram", "RAM"), ("network", "Network"), ("profile", "Profile"),
+    ("env", "Environment"), ("agent_status", "Agent"), ("agent_version", "Agent version"),
+    ("reboot_required", "Reboot required"), ("boot_time", "Booted"), ("available_count", "Pending updates"),
+    ("last_seen_at", "Last seen"), ("inventory_at", "Inventory applied"), ("available_at", "Updates applied"),
+    ("agent_status_at", "Agent status since"), ("registered_at", "Registered"),
+]
+
+
+def host_fields(doc: dict) -> list[tuple[str, str, object]]:
+    known = dict(HOST_FIELDS)
+    out = [(k, label, doc[k]) for k, label in HOST_FIELDS if k in doc]
+    out += [(k, k.replace("_", " "), v) for k, v in doc.items() if k not in known and k not in ("id", "hostname", "ip")]
+    return out
+
+
+@page
+async def host_page(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    host = await fleet.get_host(pool, host_id)
+    if host is None:
+        return error_page(request, 404, f"Host #{request.match_info['id']} does not exist.")
+    q = request.query.get("q", "")[:200]
+    doc = dict(host["doc"])
+    return render(
+        "host.html",
+        request,
+        {
+            "host": host,
+            "fields": host_fields(doc),
+            "q": q,
+            "inventory": await fleet.inventory(pool, host_id, q, _int(request.query.get("page")), PER_PAGE),
+            "updates": await fleet.updates(pool, host_id),
+            "history": await fleet.history(pool, host_id, _int(request.query.get("hpage")), PER_PAGE),
+            "events": await fleet.events(pool, host_id, _int(request.query.get("epage")), PER_PAGE),
+        },
+    )
+
+
+# --- repositories -----------------------------------------------------------------------------------
+
+@page
+async def repos_page(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    q = request.query.get("q", "")[:200]
+    try:
+        return await _repos_page(request, pool, q)
+    except MISSING_SCHEMA:
+        return error_page(request, 503, "Repositories are not set up on this server yet.")
+
+
+async def _repos_page(request, pool, q):
+    return render(
+        "repos.html",
+        request,
+        {"repos": await repos.list_repos(pool, q, _int(request.query.get("page")), PER_PAGE), "q": q,
+         "environments": await repos.environments(pool)},
+    )
+
+
+@page
+async def repo_page(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    try:
+        repo = await repos.get_repo(pool, _int(request.match_info["id"], 0, 0, 2**62))
+    except MISSING_SCHEMA:
+        return error_page(request, 503, "Repositories are not set up on this server yet.")
+    if repo is None:
+        return error_page(request, 404, f"Repository #{request.match_info['id']} does not exist.")
+    snaps = await repos.snapshots(pool, repo["id"])
+    wanted = _int(request.query.get("snapshot"), 0, 0, 2**62)
+    current = next((s for s in snaps if s["id"] == wanted), snaps[0] if snaps else None)
+    q = request.query.get("q", "")[:200]
+    packages = None
+    if current is not None:
+        packages = await repos.packages(pool, current["id"], q, _int(request.query.get("page")), PER_PAGE)
+    return render("repo.html", request, {"repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q})
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def _fragment(request: web.Request, template: str, context: dict, **extra) -> web.Response:
+    """A live-update answer: a server-rendered (escaped) HTML fragment inside JSON."""
+    sess = request[SESSION]
+    env = aiohttp_jinja2.get_env(request.app, app_key=JINJA)
+    html = env.get_template(template).render(
+        user=sess.principal, csrf=sess.csrf, can_stop=sess.principal.has_role(Role.operator),
+        path=request.path, path_qs=request.path_qs, **context,
+    )
+    return json_response({"html": html, **extra}, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,83 @@
+"""asyncpg pool, JSON codecs and the migration runner for `sql/NNN_*.sql`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Any constant: serialises migrations when several app replicas start at once.
+MIGRATION_LOCK = 7_405_001
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with a default acquire timeout.
+
+    Without one, a request waits forever for a connection when PostgreSQL hangs or the pool is
+    exhausted; with it the caller gets a TimeoutError, which error_middleware turns into a 503.
+    """
+
+    __slots__ = ("acquire_timeout",)
+
+    def acquire(self, *, timeout=None):
+        return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout)
+
+
+async def create_pool(settings, **kwargs) -> asyncpg.Pool:
+    pool = Pool(
+        settings.database_url,
+        min_size=kwargs.pop("min_size", settings.db_pool_min),
+        max_size=kwargs.pop("max_size", settings.db_pool_max),
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        command_timeout=settings.db_command_timeout,
+        # Connect timeout: a PostgreSQL that accepts TCP but never answers must not hold a request.
+        timeout=settings.db_connect_timeout,
+        init=_init_connection,
+        **kwargs,
+    )
+    pool.acquire_timeout = settings.db_acquire_timeout
+    return await pool
+
+
+def migration_files() -> list[Path]:
+    return sorted(p for p in SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply every sql/NNN_*.sql not applied yet, each in its own transaction. Returns the names applied."""
+    conn = await asyncpg.connect(database_url)
+    applied_now = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for path in migration_files():
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
+            log.info("applied migration %s", path.name)
+            applied_now.append(path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await conn.close()
+    return applied_now

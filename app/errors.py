@@ -1,0 +1,198 @@
+"""The Repomanager-compatible envelope, and every error turned into JSON (never a 500 page)."""
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestPayloadError
+
+from app.resources import SETTINGS
+
+log = logging.getLogger(__name__)
+
+NOTE = "The 'return' key is deprecated and will be removed in a future major release (replaced by 'rc' key)"
+JSON_TYPE = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type=JSON_TYPE,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def ok(results: Any = None, *, message: list[str] | None = None, rc: int = 200, **extra) -> web.Response:
+    """Success envelope: handler keys first, then rc, return (same integer) and note."""
+    body: dict[str, Any] = {}
+    if message is not None:
+        body["message"] = list(message)
+    if results is not None:
+        body["results"] = results
+    body.update(extra)
+    body["rc"] = rc
+    body["return"] = rc
+    body["note"] = NOTE
+    return json_response(body, status=rc)
+
+
+class ApiError(Exception):
+    """An error with a status code; rendered as {"return": N, "message_error": [...]} plus extra keys."""
+
+    def __init__(self, status: int, message: Any, *, headers: dict | None = None, **extra):
+        super().__init__(message if isinstance(message, str) else repr(message))
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        body = {"return": self.status, "rc": self.status, "message_error": [self.message]}
+        body.update(self.extra)
+        return json_response(body, status=self.status, headers=self.headers)
+
+
+def bad_request(message: Any, **extra) -> ApiError:
+    return ApiError(400, message, **extra)
+
+
+def unauthorized(reason: str) -> ApiError:
+    return ApiError(401, f"Authentication error: {reason}")
+
+
+def forbidden(message: str = "You are not allowed to perform this action", **extra) -> ApiError:
+    return ApiError(403, message, **extra)
+
+
+def not_found(message: str, **extra) -> ApiError:
+    return ApiError(404, message, **extra)
+
+
+def conflict(message: str, **extra) -> ApiError:
+    return ApiError(409, message, **extra)
+
+
+def too_large(message: str, **extra) -> ApiError:
+    return ApiError(413, message, **extra)
+
+
+def unavailable(message: str = "Service temporarily unavailable, please retry", retry_after: int = 5) -> ApiError:
+    return ApiError(503, message, headers={"Retry-After": str(retry_after)})
+
+
+# Errors that mean "the database is not answering right now": the client should retry.
+DB_DOWN = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    # Class 08 (connection failures), 57 (shutdown, crash, statement timeout), 53 (disk full, memory).
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+def _disk_full(exc: BaseException) -> bool:
+    """Our storage (ENOSPC, EDQUOT) or PostgreSQL's (53100) is full: a 507, not a retry-soon 503."""
+    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or isinstance(
+        exc, asyncpg.exceptions.DiskFullError)
+
+
+def _caused_by_db_down(exc: BaseException) -> bool:
+    """A follow-up error of a lost connection, e.g. asyncpg's InternalClientError ("cannot switch to
+    state …") raised while the pool resets a connection that PostgreSQL just dropped."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, DB_DOWN + (TimeoutError,)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+HTTP_MESSAGES = {
+    404: "Invalid request",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except (RequestPayloadError, http_exceptions.HttpProcessingError) as exc:
+        # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
+        log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return bad_request("Invalid request body: it could not be read or decoded").response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            return too_large(
+                HTTP_MESSAGES[413], limit=request.app[SETTINGS].max_body_bytes
+            ).response()
+        message = HTTP_MESSAGES.get(exc.status, exc.reason)
+        return ApiError(exc.status, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}).response()
+    except DB_DOWN as exc:
+        if _disk_full(exc):
+            log.error("disk full on %s %s: %s", request.method, request.path, type(exc).__name__)
+            return ApiError(507, "Insufficient storage: the server has no space left; nothing was stored",
+                            headers={"Retry-After": "60"}).response()
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return unavailable().response()
+    except TimeoutError:
+        log.warning("timeout on %s %s", request.method, request.path)
+        return unavailable().response()
+    except Exception as exc:
+        if _caused_by_db_down(exc):
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+            return unavailable().response()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ApiError(500, "Internal server error").response()
+
+
+async def read_json(request: web.Request, *, expect: type | None = dict, allow_empty: bool = False) -> Any:
+    """Read the body as JSON whatever the Content-Type (the agent sends none, curl -d sends a form type)."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(HTTP_MESSAGES[413], limit=request.app[SETTINGS].max_body_bytes)
+    if not raw.strip():
+        if allow_empty:
+            return {} if expect is dict else None
+        raise bad_request("Invalid JSON data: the request body is empty")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Could not parse JSON data: {exc.args[0] if exc.args else 'Syntax error'}")
+    if expect is not None and not isinstance(data, expect):
+        raise bad_request(f"Invalid JSON data: expected a JSON {'object' if expect is dict else expect.__name__}")
+    return data
+
+
+def validation_error(errors: dict) -> ApiError:
+    """Turn marshmallow errors into a 400 with a readable first message and the details in `errors`."""
+    first = _first_error(errors)
+    return bad_request(first, errors=errors)
+
+
+def _first_error(errors: Any, path: str = "") -> str:
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            return _first_error(value, f"{path}.{key}" if path else str(key))
+    if isinstance(errors, list) and errors:
+        if all(isinstance(e, str) for e in errors):
+            return f"{path}: {errors[0]}" if path else errors[0]
+        return _first_error(errors[0], path)
+    return f"{path}: invalid" if path else "Invalid request"

@@ -1,0 +1,1 @@
+"""The fleet domain: host registration and status, inventories and their diffs, fleet questions."""

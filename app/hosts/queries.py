@@ -1,0 +1,210 @@
+"""Fleet questions: each one a single SQL query over indexed tables, paginated (design decision 5)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Installed-package states that count as "installed" (every row of host_packages is one).
+HOST_COLUMNS = """
+    h.id AS "Id", h.ip AS "Ip", h.hostname AS "Hostname", h.os AS "Os", h.os_version AS "Os_version",
+    h.os_family AS "Os_family", h.cpu AS "Cpu", h.ram AS "Ram", h.network::text AS "Network",
+    h.kernel AS "Kernel", h.arch AS "Arch", h.type AS "Type", h.profile AS "Profile", h.env AS "Env",
+    h.agent_status AS "Online_status", to_char(h.agent_status_at, 'YYYY-MM-DD') AS "Online_status_date",
+    to_char(h.agent_status_at, 'HH24:MI:SS') AS "Online_status_time",
+    CASE h.reboot_required WHEN true THEN 'true' WHEN false THEN 'false' END AS "Reboot_required",
+    h.boot_time::text AS "Uptime", h.agent_version AS "Linupdate_version", h.agent_version AS "Agent_version",
+    to_char(h.last_seen_at, 'YYYY-MM-DD HH24:MI:SS') AS "Last_seen", h.available_count AS "Available_updates"
+"""
+
+# A host with this many available updates or more is outdated; fewer is up to date (no overlap).
+OUTDATED_THRESHOLD = 1
+
+NAME_RE = re.compile(r"^[A-Za-z0-9.+_~:*-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Page:
+    """page from 1; None = everything (the reference's behaviour, kept for old clients)."""
+
+    page: int | None = None
+    per_page: int | None = None
+
+    @property
+    def paginated(self) -> bool:
+        return self.per_page is not None
+
+    def sql(self, nargs: int) -> tuple[str, list]:
+        if not self.paginated:
+            return "", []
+        return f" LIMIT ${nargs + 1} OFFSET ${nargs + 2}", [self.per_page, (self.page - 1) * self.per_page]
+
+
+async def fetch_page(pool, sql: str, args: list, page: Page) -> tuple[list[dict], int | None]:
+    """Run `sql` (which selects count(*) OVER () AS _total) with the page's LIMIT/OFFSET."""
+    tail, extra = page.sql(len(args))
+    rows = await pool.fetch(sql + tail, *args, *extra)
+    total = rows[0]["_total"] if rows else None
+    if total is None and page.paginated and page.page > 1:
+        total = await pool.fetchval(f"SELECT count(*) FROM ({sql}) q", *args)
+    items = [{k: v for k, v in r.items() if k != "_total"} for r in rows]
+    return items, (total if total is not None else len(items))
+
+
+# --- hosts ---------------------------------------------------------------------------------------
+
+HOST_FILTERS = {
+    "os": "h.os = $1",
+    "os_version": "h.os = $1 AND h.os_version = $2",
+    "kernel": "h.kernel = $1",
+    "arch": "h.arch = $1",
+    "profile": "h.profile = $1",
+    "environment": "h.env = $1",
+}
+
+
+async def list_hosts(pool, page: Page, filter_name: str | None = None, args: tuple = ()) -> tuple[list[dict], int]:
+    where = f"WHERE {HOST_FILTERS[filter_name]}" if filter_name else ""
+    order = "h.hostname" if filter_name else "h.id"
+    sql = f"SELECT {HOST_COLUMNS}, count(*) OVER () AS _total FROM hosts h {where} ORDER BY {order}"
+    return await fetch_page(pool, sql, list(args), page)
+
+
+async def get_host(pool, host_id: int) -> dict | None:
+    row = await pool.fetchrow(f"SELECT {HOST_COLUMNS} FROM hosts h WHERE h.id = $1", host_id)
+    return dict(row) if row else None
+
+
+async def host_exists(pool, host_id: int) -> bool:
+    return bool(await pool.fetchval("SELECT 1 FROM hosts WHERE id = $1", host_id))
+
+
+async def installed(pool, host_id: int, page: Page) -> tuple[list[dict], int]:
+    sql = """
+        SELECT name AS "Name", arch AS "Arch", version AS "Version", state AS "State", 'package' AS "Type",
+               to_char(since, 'YYYY-MM-DD') AS "Date", to_char(since, 'HH24:MI:SS') AS "Time",
+               count(*) OVER () AS _total
+        FROM host_packages WHERE host_id = $1 ORDER BY name, arch
+    """
+    return await fetch_page(pool, sql, [host_id], page)
+
+
+AVAILABLE_SQL = """
+    SELECT a.name AS "Name", a.arch AS "Arch", p.version AS "Current_version", a.version AS "Version",
+           a.repository AS "Repository", a.security AS "Security", count(*) OVER () AS _total
+    FROM host_available a
+    LEFT JOIN host_packages p ON p.host_id = a.host_id AND p.name = a.name AND p.arch = a.arch
+    WHERE a.host_id = $1 ORDER BY a.name, a.arch
+"""
+
+
+async def available(pool, host_id: int, page: Page) -> tuple[list[dict], int]:
+    return await fetch_page(pool, AVAILABLE_SQL, [host_id], page)
+
+
+async def history(pool, host_id: int, page: Page) -> tuple[list[dict], int]:
+    """Inventory changes and package events of a host, newest first."""
+    sql = """
+        SELECT item, count(*) OVER () AS _total FROM (
+            SELECT at, 1 AS k, id, jsonb_build_object(
+                'Type', change, 'Name', name, 'Arch', arch, 'Previous_version', old_version,
+                'Version', new_version, 'Date', to_char(at, 'YYYY-MM-DD'), 'Time', to_char(at, 'HH24:MI:SS')
+            ) AS item
+            FROM host_history WHERE host_id = $1
+            UNION ALL
+            SELECT (date_start + time_start) AT TIME ZONE 'UTC', 0, id, jsonb_build_object(
+                'Type', 'event', 'Id', id, 'Date', to_char(date_start, 'YYYY-MM-DD'), 'Time', time_start::text,
+                'Date_end', to_char(date_end, 'YYYY-MM-DD'), 'Time_end', time_end::text, 'Command', command,
+                'Packages', packages
+            )
+            FROM host_events WHERE host_id = $1
+        ) x ORDER BY at DESC, k DESC, id DESC
+    """
+    items, total = await fetch_page(pool, sql, [host_id], page)
+    return [i["item"] for i in items], total
+
+
+# --- packages across the fleet -------------------------------------------------------------------
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _next_prefix(prefix: str) -> str:
+    """Smallest string greater than every string starting with prefix (C collation, byte order)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _match(column: str, value: str, strict: bool, args: list) -> str:
+    """SQL condition for a name/version: exact, or prefix (default); `*` is a wildcard in both."""
+    if "*" not in value:
+        args.append(value)
+        if strict:
+            return f"{column} = ${len(args)}"
+        # A range, not LIKE $n: the generic plan of a prepared LIKE cannot use the index.
+        args.append(_next_prefix(value))
+        return f"({column} >= ${len(args) - 1} AND {column} < ${len(args)})"
+    literal = value.split("*", 1)[0]
+    pattern = "%".join(_like_escape(part) for part in value.split("*")) + ("" if strict else "%")
+    args.append(pattern)
+    cond = f"{column} LIKE ${len(args)} ESCAPE '\\'"
+    if literal:
+        args += [literal, _next_prefix(literal)]
+        cond += f" AND {column} >= ${len(args) - 1} AND {column} < ${len(args)}"
+    return cond
+
+
+def _version_match(value: str, strict: bool, args: list) -> str:
+    # Versions are filtered among the rows found by name: LIKE is fine here.
+    if strict and "*" not in value:
+        args.append(value)
+        return f"p.version = ${len(args)}"
+    args.append("%".join(_like_escape(part) for part in value.split("*")) + ("" if strict else "%"))
+    return f"p.version LIKE ${len(args)} ESCAPE '\\'"
+
+
+async def hosts_with_package(
+    pool, name: str, version: str | None, *, strict_name: bool, strict_version: bool, page: Page
+) -> tuple[list[dict], int]:
+    args: list = []
+    where = [_match("p.name", name, strict_name, args)]
+    if version:
+        where.append(_version_match(version, strict_version, args))
+    sql = f"""
+        SELECT h.id, h.hostname,
+               jsonb_object_agg(CASE WHEN p.arch = '' THEN p.name ELSE p.name || ':' || p.arch END, p.version)
+                   AS packages,
+               count(*) OVER () AS _total
+        FROM host_packages p JOIN hosts h ON h.id = p.host_id
+        WHERE {' AND '.join(where)}
+        GROUP BY h.id, h.hostname ORDER BY h.hostname
+    """
+    return await fetch_page(pool, sql, args, page)
+
+
+# --- up to date / outdated -----------------------------------------------------------------------
+
+
+def _updates_sql(outdated: bool) -> str:
+    extra = (
+        ', h.os_version AS "Os_version", h.kernel AS "Kernel", h.arch AS "Arch", h.type AS "Type",'
+        ' h.profile AS "Profile", h.env AS "Env"'
+        if outdated else ""
+    )
+    cond = "h.available_count >= $1" if outdated else "h.available_count < $1"
+    return f"""
+        SELECT h.id AS "Id", h.hostname AS "Hostname", h.ip AS "Ip", h.os AS "Os", h.os_family AS "Os_family"{extra},
+               jsonb_build_object('Total', h.available_count, 'Packages', coalesce((
+                   SELECT jsonb_agg(jsonb_build_object(
+                       'Name', a.name, 'Arch', a.arch, 'Current_version', p.version, 'Version', a.version,
+                       'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
+                   FROM host_available a
+                   LEFT JOIN host_packages p ON p.host_id = a.host_id AND p.name = a.name AND p.arch = a.arch
+                   WHERE a.host_id = h.id), '[]'::jsonb)) AS "Available_updates",
+               count(*) OVER () AS _total
+        FROM hosts h WHERE {cond} ORDER BY h.hostname
+    """
+
+
+async def hosts_by_updates(pool, outdated: bool, page: Page, threshold: int = OUTDATED_THRESHOLD):
+    return await fetch_page(pool, _updates_sql(outdated), [threshold], page)

@@ -1,0 +1,123 @@
+"""Host registration, unregistration and status (the agent's general information)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from app import auth
+
+
+class RegistryError(Exception):
+    """A refusal the client can act on; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Registered:
+    host_id: int
+    auth_id: str
+    token: str
+    reregistered: bool
+
+
+async def register(pool, hostname: str, ip: str, *, may_reregister: bool) -> Registered:
+    """Create a host with new credentials. An existing hostname gets new credentials (history kept)
+    only when the caller may re-register (an admin); its old credentials stop working at once."""
+    auth_id, token = auth.new_host_credentials()
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchval("SELECT id FROM hosts WHERE hostname = $1 FOR UPDATE", hostname)
+        if existing is not None:
+            if not may_reregister:
+                raise RegistryError(409, f"Host {hostname} is already registered")
+            await conn.execute(
+                "UPDATE hosts SET ip = $2, auth_id = $3, token_digest = $4, registered_at = now(),"
+                " agent_status = 'unknown', agent_status_at = now() WHERE id = $1",
+                existing, ip, auth_id, auth.digest(token),
+            )
+            return Registered(existing, auth_id, token, True)
+        try:
+            host_id = await conn.fetchval(
+                "INSERT INTO hosts (hostname, ip, auth_id, token_digest) VALUES ($1, $2, $3, $4) RETURNING id",
+                hostname, ip, auth_id, auth.digest(token),
+            )
+        except asyncpg.UniqueViolationError:  # registered concurrently
+            raise RegistryError(409, f"Host {hostname} is already registered")
+    return Registered(host_id, auth_id, token, False)
+
+
+async def unregister(pool, host_id: int) -> bool:
+    """Delete the host and everything about it (inventory, history, events, pending reports)."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval("DELETE FROM hosts WHERE id = $1 RETURNING id", host_id)
+        # Its queued diff has nothing left to do.
+        await conn.execute(
+            "UPDATE tasks SET status = 'stopped', finished_at = now(), error = 'host unregistered'"
+            " WHERE kind = 'host_diff' AND target = $1 AND status = 'queued'",
+            f"host:{host_id}",
+        )
+    return deleted is not None
+
+
+async def host_id_by_name(pool, hostname: str) -> int | None:
+    return await pool.fetchval("SELECT id FROM hosts WHERE hostname = $1", hostname)
+
+
+# field -> (column, message); the order is the reference's order of messages.
+STATUS_FIELDS = [
+    ("hostname", "hostname", "Hostname updated successfully."),
+    ("os", "os", "OS updated successfully."),
+    ("os_version", "os_version", "OS version updated successfully."),
+    ("os_family", "os_family", "OS family updated successfully."),
+    ("type", "type", "Virtualization type updated successfully."),
+    ("cpu", "cpu", "CPU updated successfully."),
+    ("ram", "ram", "RAM updated successfully."),
+    ("network", "network", "Network updated successfully."),
+    ("kernel", "kernel", "Kernel updated successfully."),
+    ("arch", "arch", "Arch updated successfully."),
+    ("profile", "profile", "Profile updated successfully."),
+    ("env", "env", "Environment updated successfully."),
+    ("agent_status", "agent_status", "Agent status updated successfully."),
+    ("agent_version", "agent_version", "Agent version updated successfully."),
+    ("linupdate_version", "agent_version", "Linupdate version updated successfully."),
+    ("reboot_required", "reboot_required", "Reboot status updated successfully."),
+    ("uptime", "boot_time", "Uptime updated successfully."),
+]
+
+
+async def update_status(pool, host_id: int, values: dict) -> list[str]:
+    """Apply validated status fields in one statement (so one transaction). Returns the messages."""
+    sets, args, messages = ["last_seen_at = now()"], [host_id], []
+    columns_done = set()
+    for key, column, message in STATUS_FIELDS:
+        if key not in values:
+            continue
+        messages.append(message)
+        if column in columns_done:  # agent_version wins over linupdate_version
+            continue
+        columns_done.add(column)
+        args.append(values[key])
+        sets.append(f"{column} = ${len(args)}")
+        if column == "agent_status":
+            sets.append("agent_status_at = now()")
+    profile_check = "true"
+    if "profile" in values:
+        profile_check = f"EXISTS (SELECT 1 FROM profiles WHERE name = ${len(args) + 1})"
+        args.append(values["profile"])
+    sql = (
+        f"UPDATE hosts SET {', '.join(sets)} WHERE id = $1 AND {profile_check}"
+        " RETURNING id"
+    )
+    try:
+        updated = await pool.fetchval(sql, *args)
+    except asyncpg.UniqueViolationError:
+        raise RegistryError(409, f"Hostname update has failed: {values.get('hostname')} is already registered")
+    if updated is None:
+        if "profile" in values and await pool.fetchval("SELECT id FROM hosts WHERE id = $1", host_id):
+            raise RegistryError(400, f"Profile update has failed: profile {values['profile']} does not exist")
+        raise RegistryError(404, f"Host #{host_id} does not exist.")
+    return messages

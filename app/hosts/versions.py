@@ -1,0 +1,40 @@
+"""Version order: dpkg rules for Debian-family hosts, rpm rules for RHEL-family hosts."""
+from __future__ import annotations
+
+from typing import Callable
+
+import rpm_version
+from debian.debian_support import version_compare as _dpkg_compare
+
+# os_family values (as sent by linupdate, or os names) that mean "rpm rules".
+RPM_FAMILIES = {
+    "redhat", "rhel", "red hat", "centos", "fedora", "rocky", "almalinux", "alma", "oracle", "ol",
+    "amazon", "amzn", "suse", "opensuse", "sles", "mageia", "openeuler",
+}
+
+
+def _sign(n: int) -> int:
+    return (n > 0) - (n < 0)
+
+
+def dpkg_compare(a: str, b: str) -> int:
+    try:
+        return _sign(_dpkg_compare(a, b))
+    except ValueError:  # not a valid Debian version: still give a stable order
+        return _sign((a > b) - (a < b))
+
+
+def rpm_compare(a: str, b: str) -> int:
+    try:
+        return _sign(rpm_version.evr_compare(a, b))
+    except Exception:
+        return _sign((a > b) - (a < b))
+
+
+def is_rpm_family(os_family: str | None) -> bool:
+    return bool(os_family) and os_family.strip().lower() in RPM_FAMILIES
+
+
+def comparator(os_family: str | None) -> Callable[[str, str], int]:
+    """The compare function for a host: -1, 0 or 1 like cmp()."""
+    return rpm_compare if is_rpm_family(os_family) else dpkg_compare

@@ -1,0 +1,143 @@
+"""create_app(): every route is registered here, by name."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from app import auth, errors, logs, metrics, openapi, resources, security
+from app.api import environments, hosts, profiles, published, snapshots, system
+from app.api import repos as repos_api
+from app.api import tasks as tasks_api
+from app.dashboard import setup as dashboard_setup, views as dash
+from app.settings import Settings
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            logs.request_middleware,
+            errors.error_middleware,
+            security.cors_preflight_middleware,
+            security.auth_throttle_middleware,
+            auth.auth_middleware,
+        ],
+    )
+    app[resources.SETTINGS] = settings
+    security.setup(app)  # security headers on every response, the failed-auth throttle
+    app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
+    app.on_response_prepare.append(logs.add_request_id_header)
+    if settings.metrics_port:
+        app.cleanup_ctx.append(metrics.private_metrics_ctx(app))
+
+    r = app.router
+
+    def both(method: str, path: str, handler, name: str) -> None:
+        """API routes answer with and without a trailing slash."""
+        r.add_route(method, path, handler, name=name)
+        r.add_route(method, path + "/", handler, name=name + "_slash")
+
+    # --- service -------------------------------------------------------------------------------
+    r.add_get("/healthz", system.healthz, name="healthz")
+    r.add_route("*", "/api/v2/status", system.status, name="status")
+
+    # --- hosts and fleet (issue 2) ---------------------------------------------------------------
+    # Who may call what: see the docstring of app/api/hosts.py.
+    both("POST", "/api/v2/host/registering", hosts.register, "host_register")
+    both("DELETE", "/api/v2/host/registering", hosts.unregister, "host_unregister")
+    both("PUT", "/api/v2/host/status", hosts.put_status, "host_status")
+    both("PUT", "/api/v2/host/packages/installed", hosts.put_installed, "host_installed_put")
+    both("PUT", "/api/v2/host/packages/available", hosts.put_available, "host_available_put")
+    both("PUT", "/api/v2/host/packages/event", hosts.put_events, "host_events_put")
+    both("GET", r"/api/v2/host/{host_id:\d+}", hosts.host_details, "host_details")
+    both("GET", r"/api/v2/host/{host_id:\d+}/installed", hosts.host_installed, "host_installed")
+    both("GET", r"/api/v2/host/{host_id:\d+}/available", hosts.host_available, "host_available")
+    both("GET", r"/api/v2/host/{host_id:\d+}/updates", hosts.host_available, "host_updates")
+    both("GET", r"/api/v2/host/{host_id:\d+}/history", hosts.host_history, "host_history")
+    both("GET", "/api/v2/hosts", hosts.hosts_list, "hosts")
+    both("GET", "/api/v2/hosts/uptodate", hosts.hosts_uptodate, "hosts_uptodate")
+    both("GET", "/api/v2/hosts/outdated", hosts.hosts_outdated, "hosts_outdated")
+    both("GET", "/api/v2/hosts/os/{value}/{version}", hosts.hosts_filter("os"), "hosts_os_version")
+    both("GET", "/api/v2/hosts/os/{value}", hosts.hosts_filter("os"), "hosts_os")
+    both("GET", "/api/v2/hosts/kernel/{value}", hosts.hosts_filter("kernel"), "hosts_kernel")
+    both("GET", "/api/v2/hosts/arch/{value}", hosts.hosts_filter("arch"), "hosts_arch")
+    both("GET", "/api/v2/hosts/profile/{value}", hosts.hosts_filter("profile"), "hosts_profile")
+    both("GET", "/api/v2/hosts/environment/{value}", hosts.hosts_filter("environment"), "hosts_environment")
+    both("GET", "/api/v2/hosts/package/{value}/{version}", hosts.hosts_package, "hosts_package_version")
+    both("GET", "/api/v2/hosts/package/{value}", hosts.hosts_package, "hosts_package")
+    both("GET", "/api/v2/hosts/{filter:os|kernel|arch|profile|environment|package}", hosts.hosts_missing_value,
+         "hosts_missing")
+
+    # --- profiles --------------------------------------------------------------------------------
+    both("GET", "/api/v2/profile", profiles.list_profiles, "profiles")
+    both("POST", "/api/v2/profile", profiles.create_profile, "profile_create")
+    # Before {name}: routes match in registration order.
+    both("GET", "/api/v2/profile/server-settings", profiles.server_settings, "profile_server_settings")
+    both("GET", "/api/v2/profile/{name}", profiles.get_profile, "profile")
+    both("PUT", "/api/v2/profile/{name}", profiles.update_profile, "profile_update")
+    both("DELETE", "/api/v2/profile/{name}", profiles.delete_profile, "profile_delete")
+    both("GET", "/api/v2/profile/{name}/excludes", profiles.get_excludes, "profile_excludes")
+    both("GET", "/api/v2/profile/{name}/repos", profiles.get_repos, "profile_repos")
+
+    # --- repositories, snapshots, environments (issue 3) -----------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/repo", repos_api.list_repos, "repos"),
+        ("POST", "/api/v2/repo", repos_api.create_repo, "repo_create"),
+        ("GET", "/api/v2/repo/{repo_id}", repos_api.get_repo, "repo"),
+        ("DELETE", "/api/v2/repo/{repo_id}", repos_api.delete_repo, "repo_delete"),
+        ("POST", "/api/v2/repo/{repo_id}/snapshot", repos_api.create_snapshot, "snapshot_create"),
+        ("GET", "/api/v2/snapshot/{snap_id}", snapshots.get_snapshot, "snapshot"),
+        ("DELETE", "/api/v2/snapshot/{snap_id}", snapshots.delete_snapshot, "snapshot_delete"),
+        ("GET", "/api/v2/snapshot/{snap_id}/packages", snapshots.list_packages, "snapshot_packages"),
+        ("DELETE", "/api/v2/snapshot/{snap_id}/packages", snapshots.delete_packages, "snapshot_packages_delete"),
+        ("GET", "/api/v2/snapshot/{snap_id}/diff/{other_id}", snapshots.diff, "snapshot_diff"),
+        ("POST", "/api/v2/snapshot/{snap_id}/upload", snapshots.upload, "snapshot_upload"),
+        ("PUT", "/api/v2/snapshot/{snap_id}/rebuild", snapshots.rebuild, "snapshot_rebuild"),
+        ("GET", "/api/v2/environment", environments.list_environments, "environments"),
+        ("POST", "/api/v2/environment", environments.create_environment, "environment_create"),
+        ("PATCH", "/api/v2/environment/{env}/point", environments.point, "environment_point"),
+    ):
+        both(method, path, handler, name)
+    # The published trees and the public key (nginx serves /repo in production; this is the fallback).
+    r.add_get("/repo/{path:.*}", published.serve, name="published")
+
+    # --- tasks, queues, operators (issue 4) ------------------------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/tasks", tasks_api.list_all, "tasks"),
+        ("GET", "/api/v2/tasks/running", tasks_api.list_running, "tasks_running"),
+        ("GET", "/api/v2/tasks/queued", tasks_api.list_queued, "tasks_queued"),
+        ("GET", "/api/v2/tasks/scheduled", tasks_api.list_scheduled, "tasks_scheduled"),
+        ("POST", "/api/v2/tasks/scheduled", tasks_api.create_schedule, "tasks_scheduled_create"),
+        ("GET", "/api/v2/tasks/done", tasks_api.list_done, "tasks_done"),
+        ("POST", "/api/v2/task/schedule", tasks_api.create_schedule, "task_schedule"),
+        ("GET", "/api/v2/task/{id}", tasks_api.get_task, "task"),
+        ("POST", "/api/v2/task/{id}/stop", tasks_api.stop_task, "task_stop"),
+        ("POST", "/api/v2/task/{id}/enable", tasks_api.enable_task, "task_enable"),
+        ("POST", "/api/v2/task/{id}/disable", tasks_api.disable_task, "task_disable"),
+        ("DELETE", "/api/v2/task/{id}/delete", tasks_api.delete_task, "task_delete"),
+        ("GET", "/api/v2/queues", tasks_api.get_queues, "queues"),
+    ):
+        both(method, path, handler, name)
+    r.add_get("/api/v2/openapi.json", openapi.openapi_json, name="openapi")
+    r.add_get("/api/docs", openapi.docs_page, name="api_docs")
+    if not settings.metrics_port:  # else served on the private port only
+        r.add_get("/metrics", metrics.metrics_handler, name="metrics")
+
+    # --- web dashboard (issue 4): pages need a session cookie, /ui/ are their live fragments ------
+    dashboard_setup.setup_templates(app)
+    r.add_static("/static/", dashboard_setup.STATIC, name="static")
+    r.add_get("/login", dash.login_page, name="dash_login")
+    r.add_post("/login", dash.login_submit, name="dash_login_submit")
+    r.add_post("/logout", dash.logout, name="dash_logout")
+    r.add_get("/", dash.overview, name="dash_overview")
+    r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
+    r.add_get("/tasks/{id}", dash.task_page, name="dash_task")
+    r.add_post("/tasks/{id}/stop", dash.task_stop, name="dash_task_stop")
+    r.add_get("/hosts", dash.hosts_page, name="dash_hosts")
+    r.add_get("/hosts/{id}", dash.host_page, name="dash_host")
+    r.add_get("/repos", dash.repos_page, name="dash_repos")
+    r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
+    r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
+    r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
+    r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")
+
+    return app

@@ -1,0 +1,100 @@
+"""The state of the work queues: Redis (jobs waiting) and PostgreSQL (tasks, workers' heartbeats)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+# Two index scans (status, then finished_at) rather than one OR that would read the whole history.
+KIND_COUNTS = """
+WITH recent AS (
+    SELECT kind, status, created_at FROM tasks WHERE status IN ('queued', 'running') AND type = 'immediate'
+    UNION ALL
+    SELECT kind, status, NULL FROM tasks
+    WHERE finished_at > now() - interval '1 hour' AND status IN ('done', 'error', 'stopped') AND type = 'immediate'
+)
+SELECT kind,
+       count(*) FILTER (WHERE status = 'queued')  AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'done')    AS done_last_hour,
+       count(*) FILTER (WHERE status = 'error')   AS failed_last_hour,
+       count(*) FILTER (WHERE status = 'stopped') AS stopped_last_hour,
+       min(created_at) FILTER (WHERE status = 'queued') AS oldest_queued
+FROM recent GROUP BY kind ORDER BY kind
+"""
+
+# A worker is lost when it stopped beating for task_stale_seconds without a clean shutdown
+# (the reconciler stamps stopped_at on lost workers too, long after their last beat).
+WORKERS = """
+SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8 AS age,
+       w.heartbeat_at < coalesce(w.stopped_at, now()) - make_interval(secs => $1) AS lost,
+       (SELECT count(*) FROM tasks t WHERE t.worker_id = w.worker_id AND t.status = 'running') AS running
+FROM workers w
+WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
+ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at DESC
+LIMIT 200
+"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+async def redis_depth(redis, queue_name: str) -> tuple[int, float | None]:
+    """(jobs waiting, age in seconds of the oldest one) from arq's queue (a zset scored by run time in ms)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(queue_name)
+        pipe.zrange(queue_name, 0, 0, withscores=True)
+        depth, oldest = await pipe.execute()
+    age = None
+    if oldest:
+        age = max(0.0, time.time() - oldest[0][1] / 1000)
+    return int(depth), age
+
+
+async def snapshot(pool, redis, settings) -> dict:
+    redis_state = "ok"
+    try:
+        depth, redis_age = await redis_depth(redis, settings.queue_name)
+    except Exception as exc:  # the table still tells what is waiting
+        depth, redis_age, redis_state = None, None, f"error: {type(exc).__name__}"
+    kinds = await pool.fetch(KIND_COUNTS)
+    workers = await pool.fetch(WORKERS, float(settings.task_stale_seconds))
+    now = datetime.now(timezone.utc)
+    oldest = min((k["oldest_queued"] for k in kinds if k["oldest_queued"]), default=None)
+    oldest_age = (now - oldest).total_seconds() if oldest else None
+    if redis_age is not None:
+        oldest_age = max(oldest_age or 0.0, redis_age)
+    totals = {c: sum(k[c] for k in kinds) for c in
+              ("queued", "running", "done_last_hour", "failed_last_hour", "stopped_last_hour")}
+    queue = {
+        "name": settings.queue_name,
+        "depth": depth if depth is not None else totals["queued"],
+        "queued_tasks": totals["queued"],
+        "in_progress": totals["running"],
+        "oldest_waiting_seconds": round(oldest_age, 3) if oldest_age is not None else None,
+        "done_last_hour": totals["done_last_hour"],
+        "failed_last_hour": totals["failed_last_hour"],
+        "stopped_last_hour": totals["stopped_last_hour"],
+        "kinds": [
+            {c: k[c] for c in ("kind", "queued", "running", "done_last_hour", "failed_last_hour", "stopped_last_hour")}
+            for k in kinds
+        ],
+    }
+    return {
+        "queues": [queue],
+        "workers": [
+            {
+                "worker_id": w["worker_id"],
+                "hostname": w["hostname"],
+                "pid": w["pid"],
+                "state": "lost" if w["lost"] else ("stopped" if w["stopped_at"] else ("busy" if w["running"] else "idle")),
+                "started_at": _iso(w["started_at"]),
+                "last_heartbeat": _iso(w["heartbeat_at"]),
+                "heartbeat_age_seconds": round(w["age"], 3),
+                "running_tasks": w["running"],
+            }
+            for w in workers
+        ],
+        "redis": redis_state,
+    }

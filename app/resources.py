@@ -1,0 +1,34 @@
+"""Application state keys and the resources opened in `app.cleanup_ctx` (pool, Redis)."""
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from app import db
+from app.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", ArqRedis)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(settings.redis_url)
+    # Fail fast instead of hanging a request when Redis is away; the task row is kept anyway.
+    rs.conn_timeout = 2
+    rs.conn_retries = 1
+    return rs
+
+
+async def database_ctx(app: web.Application):
+    app[POOL] = await db.create_pool(app[SETTINGS])
+    yield
+    await app[POOL].close()
+
+
+async def redis_ctx(app: web.Application):
+    app[REDIS] = await create_pool(redis_settings(app[SETTINGS]), default_queue_name=app[SETTINGS].queue_name)
+    yield
+    await app[REDIS].aclose()

@@ -1,0 +1,149 @@
+"""Request and response schemas of the host and fleet endpoints (also feed OpenAPI)."""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
+
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
+SHORT = validate.Length(max=255)
+
+
+class RegisterRequest(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    hostname = fields.String(required=True, validate=validate.Regexp(HOSTNAME_RE, error="Invalid hostname"))
+    ip = fields.String(required=True)
+
+    @validates("ip")
+    def _ip(self, value, **kwargs):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValidationError("Invalid IP address")
+
+
+class RegisterResult(Schema):
+    id = fields.String(required=True, metadata={"description": "auth id (public half of the host credentials)"})
+    token = fields.String(required=True, metadata={"description": "host token, shown only once"})
+
+
+class UnregisterRequest(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    hostname = fields.String(required=True, validate=validate.Length(min=1, max=253))
+
+
+def _network(value):
+    if not isinstance(value, dict) or len(value) > 256:
+        raise ValidationError("network must be an object {interface: {ipv4, ipv6, mac}}")
+    for iface, info in value.items():
+        if len(iface) > 64 or not isinstance(info, dict):
+            raise ValidationError(f"network.{iface[:64]} must be an object {{ipv4, ipv6, mac}}")
+        for key, item in info.items():
+            if item is not None and (not isinstance(item, str) or len(item) > 255):
+                raise ValidationError(f"network.{iface}.{key} must be a string or null")
+
+
+class BootTime(fields.Field):
+    """The agent's `uptime`: the boot time in epoch seconds, a number or a numeric string."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("uptime must be a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValidationError("uptime must be a number")
+        if not math.isfinite(number) or number < 0:
+            raise ValidationError("uptime must be a positive number")
+        return number
+
+
+class RebootRequired(fields.Field):
+    """The agent sends the strings "true"/"false"; JSON booleans are accepted too."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is True or value == "true":  # `is`: 1 == True, and 1 is not a valid value
+            return True
+        if value is False or value == "false":
+            return False
+        raise ValidationError('reboot_required must be "true" or "false"')
+
+
+class StatusRequest(Schema):
+    """PUT /host/status: every field is optional; unknown fields are ignored; null or "" = not given."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    hostname = fields.String(validate=validate.Regexp(HOSTNAME_RE, error="Invalid hostname"))
+    os = fields.String(validate=SHORT)
+    os_version = fields.String(validate=SHORT)
+    os_family = fields.String(validate=SHORT)
+    type = fields.String(validate=SHORT)
+    cpu = fields.String(validate=SHORT)
+    ram = fields.String(validate=SHORT)
+    network = fields.Raw(validate=_network)
+    kernel = fields.String(validate=SHORT)
+    arch = fields.String(validate=SHORT)
+    profile = fields.String(validate=validate.Length(max=64))
+    env = fields.String(validate=validate.Length(max=64))
+    agent_status = fields.String(validate=validate.OneOf(["running", "stopped", "disabled"]))
+    agent_version = fields.String(validate=validate.Length(max=64))
+    linupdate_version = fields.String(validate=validate.Length(max=64))
+    reboot_required = RebootRequired()
+    uptime = BootTime()
+
+    @pre_load
+    def _drop_empty(self, data, **kwargs):
+        # Like the reference, null and "" mean "not given" (but "0" and false are values).
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None and v != ""}
+        return data
+
+
+class HostRow(Schema):
+    """A row of /hosts/ and its filters (never credentials)."""
+
+    Id = fields.Integer()
+    Ip = fields.String()
+    Hostname = fields.String()
+    Os = fields.String(allow_none=True)
+    Os_version = fields.String(allow_none=True)
+    Os_family = fields.String(allow_none=True)
+    Cpu = fields.String(allow_none=True)
+    Ram = fields.String(allow_none=True)
+    Network = fields.String(allow_none=True, metadata={"description": "JSON text, as in Repomanager"})
+    Kernel = fields.String(allow_none=True)
+    Arch = fields.String(allow_none=True)
+    Type = fields.String(allow_none=True)
+    Profile = fields.String(allow_none=True)
+    Env = fields.String(allow_none=True)
+    Online_status = fields.String()
+    Online_status_date = fields.String()
+    Online_status_time = fields.String()
+    Reboot_required = fields.String(allow_none=True)
+    Uptime = fields.String(allow_none=True)
+    Linupdate_version = fields.String(allow_none=True)
+    Agent_version = fields.String(allow_none=True)
+    Last_seen = fields.String(allow_none=True)
+    Available_updates = fields.Integer()
+
+
+class PageQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    page = fields.Integer(validate=validate.Range(min=1))
+    per_page = fields.Integer(validate=validate.Range(min=1))
+
+
+class PackageSearchQuery(PageQuery):
+    strict = fields.Raw()
+    strict_name = fields.Raw(data_key="strict-name")
+    strict_version = fields.Raw(data_key="strict-version")

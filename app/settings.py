@@ -1,0 +1,125 @@
+"""One Settings object, read once from DEPOT_* environment variables (design decision 8)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# The checkout the package was installed from (editable install): `var/` lives here by default,
+# so `depot` run from anywhere reaches the same embedded database as `make run`.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+MiB = 1024 * 1024
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _str(name: str, default: str | None) -> str | None:
+    raw = os.environ.get(name)
+    return raw if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # None means "start the embedded server under var_dir" (app/embedded.py).
+    database_url: str | None = None
+    redis_url: str | None = None
+    var_dir: Path = PROJECT_DIR / "var"
+    storage_dir: Path = PROJECT_DIR / "var" / "storage"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # URLs handed to hosts are built from this, never from the request's Host header.
+    base_url: str = "http://127.0.0.1:8080"
+    # Name used for the published key file (/repo/gpgkeys/<server_name>.pub) and repo_server.
+    server_name: str = "127.0.0.1"
+    # Limits are explicit settings (bad input must never become a 500).
+    max_body_bytes: int = 32 * MiB
+    max_upload_bytes: int = 1024 * MiB
+    max_list_items: int = 100_000
+    max_per_page: int = 5000
+    # Workers.
+    queue_name: str = "depot:queue"
+    worker_max_jobs: int = 4
+    task_heartbeat_seconds: int = 5
+    task_stale_seconds: int = 30
+    reconcile_seconds: int = 10
+    # Finished tasks older than this are deleted by the workers' scheduler step (0 keeps them all).
+    task_history_days: int = 30
+    # Database pool.
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_command_timeout: float = 60.0
+    # Bounded waits for a connection (PostgreSQL down, hung or pool exhausted → 503, not a hang).
+    db_connect_timeout: float = 5.0
+    db_acquire_timeout: float = 10.0
+    # Failed authentications per client address before 429 (token bucket refilled over the window).
+    auth_fail_limit: int = 20
+    auth_fail_window: int = 60
+    # Origins allowed to call the API from a browser; empty: no CORS headers at all.
+    cors_origins: tuple = ()
+    # Logs and metrics.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    metrics_key: str | None = None
+    # Set: /metrics is served on this port only (a private listener), not on the API port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # Signing.
+    gpg_key_file: str | None = None
+    gpg_key_type: str = "RSA"
+    gpg_key_length: int = 3072
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        port = _int("DEPOT_PORT", 8080)
+        host = _str("DEPOT_HOST", "127.0.0.1")
+        var_dir = Path(_str("DEPOT_VAR_DIR", str(PROJECT_DIR / "var"))).resolve()
+        base_url = _str("DEPOT_BASE_URL", f"http://{host}:{port}").rstrip("/")
+        values = dict(
+            database_url=_str("DEPOT_DATABASE_URL", None),
+            redis_url=_str("DEPOT_REDIS_URL", None),
+            var_dir=var_dir,
+            storage_dir=Path(_str("DEPOT_STORAGE_DIR", str(var_dir / "storage"))).resolve(),
+            host=host,
+            port=port,
+            base_url=base_url,
+            server_name=_str("DEPOT_SERVER_NAME", urlsplit(base_url).hostname or "localhost"),
+            max_body_bytes=_int("DEPOT_MAX_BODY_BYTES", 32 * MiB),
+            max_upload_bytes=_int("DEPOT_MAX_UPLOAD_BYTES", 1024 * MiB),
+            max_list_items=_int("DEPOT_MAX_LIST_ITEMS", 100_000),
+            max_per_page=_int("DEPOT_MAX_PER_PAGE", 5000),
+            queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
+            worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 4),
+            task_heartbeat_seconds=_int("DEPOT_TASK_HEARTBEAT_SECONDS", 5),
+            task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
+            reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),
+            task_history_days=_int("DEPOT_TASK_HISTORY_DAYS", 30),
+            db_pool_min=_int("DEPOT_DB_POOL_MIN", 2),
+            db_pool_max=_int("DEPOT_DB_POOL_MAX", 10),
+            db_command_timeout=_float("DEPOT_DB_COMMAND_TIMEOUT", 60.0),
+            db_connect_timeout=_float("DEPOT_DB_CONNECT_TIMEOUT", 5.0),
+            db_acquire_timeout=_float("DEPOT_DB_ACQUIRE_TIMEOUT", 10.0),
+            auth_fail_limit=_int("DEPOT_AUTH_FAIL_LIMIT", 20),
+            auth_fail_window=_int("DEPOT_AUTH_FAIL_WINDOW", 60),
+            cors_origins=tuple(o.strip().rstrip("/") for o in (_str("DEPOT_CORS_ORIGINS", "") or "").split(",") if o.strip()),
+            log_format=_str("DEPOT_LOG_FORMAT", "text"),
+            log_level=_str("DEPOT_LOG_LEVEL", "INFO"),
+            metrics_key=_str("DEPOT_METRICS_KEY", None),
+            metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
+            metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
+            gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
+            gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
+            gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),
+        )
+        values.update(overrides)
+        return cls(**values)

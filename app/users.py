@@ -1,0 +1,106 @@
+"""Users, their roles, API keys and dashboard passwords."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import asyncpg
+
+from app.auth import Role, digest, new_api_key
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+class UserError(Exception):
+    pass
+
+
+async def create_user(pool, username: str, role: Role | str, password: str | None = None) -> int:
+    role = Role(role)
+    try:
+        return await pool.fetchval(
+            "INSERT INTO users (username, role, password) VALUES ($1, $2, $3) RETURNING id",
+            username,
+            role.value,
+            hash_password(password) if password else None,
+        )
+    except asyncpg.UniqueViolationError:
+        raise UserError(f"User {username} already exists")
+    except asyncpg.CheckViolationError:
+        raise UserError(f"Invalid user name {username!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
+
+
+async def get_user(pool, username: str):
+    return await pool.fetchrow("SELECT id, username, role, created_at FROM users WHERE username = $1", username)
+
+
+async def list_users(pool):
+    return await pool.fetch(
+        "SELECT u.id, u.username, u.role, u.created_at, k.created_at AS key_created_at, k.last_used_at"
+        " FROM users u LEFT JOIN api_keys k ON k.user_id = u.id ORDER BY u.username"
+    )
+
+
+async def create_api_key(pool, username: str) -> str:
+    """Make a new key for the user; the older key stops working at once. Returns the key (shown once)."""
+    user_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", username)
+    if user_id is None:
+        raise UserError(f"User {username} does not exist")
+    key_id, key = new_api_key()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO api_keys (key_id, user_id, digest) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, digest = EXCLUDED.digest,"
+            " created_at = now(), last_used_at = NULL",
+            key_id,
+            user_id,
+            digest(key),
+        )
+        # New credentials end the user's dashboard sessions (a leaked key must not live on in a cookie).
+        await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+    return key
+
+
+async def set_password(pool, username: str, password: str) -> None:
+    hashed = hash_password(password)
+    async with pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval("UPDATE users SET password = $2 WHERE username = $1 RETURNING id", username, hashed)
+        if user_id is None:
+            raise UserError(f"User {username} does not exist")
+        # A new password ends the user's dashboard sessions everywhere.
+        await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+
+
+async def check_password(pool, username: str, password: str):
+    """Return the user row if the password matches, else None (same work either way)."""
+    row = await pool.fetchrow("SELECT id, username, role, password FROM users WHERE username = $1", username)
+    stored = row["password"] if row and row["password"] else None
+    ok = verify_password(password, stored)
+    return row if (row and ok) else None
+
+
+async def ensure_admin(pool) -> str | None:
+    """On the first start with no users, create `admin` and return its API key (printed once)."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE users IN EXCLUSIVE MODE")
+            if await conn.fetchval("SELECT count(*) FROM users"):
+                return None
+            await conn.execute("INSERT INTO users (username, role) VALUES ('admin', 'admin')")
+    return await create_api_key(pool, "admin")
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    h = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${h.hex()}"
+
+
+_DUMMY_HASH = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 64
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    _, n, r, p, salt, expected = (stored or _DUMMY_HASH).split("$")
+    h = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    return stored is not None and hmac.compare_digest(h.hex(), expected)

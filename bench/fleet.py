@@ -1,0 +1,444 @@
+"""Fleet benchmark: hosts sending installed/available/events reports, and a fleet-wide package query.
+
+Depot runs as it does in production (a `depot serve` process and a `depot worker` process) on a
+fresh `depot_bench` database of the embedded PostgreSQL; the load comes from a separate process on
+loopback (aiohttp client, 64 concurrent hosts). As the reference, the same load goes to a do-nothing
+aiohttp server that only reads and JSON-parses the bodies. Run with `make bench` or
+`python -m bench fleet`; sizes can be changed with BENCH_HOSTS, BENCH_ROUNDS, BENCH_PACKAGES,
+BENCH_QUERY_HOSTS.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HOSTS = int(os.environ.get("BENCH_HOSTS", 256))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 64))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
+PACKAGES = int(os.environ.get("BENCH_PACKAGES", 2000))
+AVAILABLE = 40
+QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", 10_000))
+BENCH_DB = "depot_bench"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the fleet's reports (deterministic, the same for Depot and the reference) -------------------
+
+
+def _version(rng: random.Random) -> str:
+    return f"{rng.randint(0, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}-{rng.randint(1, 5)}+deb12u{rng.randint(1, 9)}"
+
+
+def _bump(version: str) -> str:
+    head, _, tail = version.rpartition("u")
+    return f"{head}u{int(tail) + 1}"
+
+
+def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]]]:
+    """bodies[round][host] = [events, available, installed] as the agent sends them (json.dumps)."""
+    rng = random.Random(seed)
+    common = [f"lib{chr(97 + i % 26)}{i}-common" for i in range(PACKAGES)]
+    out: list[list[list[bytes]]] = [[] for _ in range(rounds + 1)]
+    for h in range(hosts):
+        inv = {name: _version(rng) for name in common}
+        events: list[dict] = []
+        for r in range(rounds + 1):
+            if r:
+                # A few packages change between rounds: 3 upgrades, 1 new, 1 removed.
+                for name in rng.sample(sorted(inv), 3):
+                    inv[name] = _bump(inv[name])
+                inv[f"extra-{h}-{r}"] = "1.0-1"
+                inv.pop(rng.choice(sorted(inv)))
+            avail = [
+                {"name": n, "version": _bump(inv[n]), "repository": "http://deb.debian.org/debian",
+                 "security": i % 3 == 0}
+                for i, n in enumerate(sorted(inv)[r * 7 : r * 7 + AVAILABLE])
+            ]
+            events.append({
+                "date_start": f"2026-01-{r + 1:02d}", "time_start": f"10:{h % 60:02d}:00",
+                "date_end": f"2026-01-{r + 1:02d}", "time_end": f"10:{h % 60:02d}:30",
+                "command": f"apt-get -y upgrade # round {r}",
+                "upgraded": [{"name": n, "version": inv[n]} for n in sorted(inv)[:3]],
+            })
+            out[r].append([
+                json.dumps({"events": events}).encode(),
+                json.dumps({"available_packages": avail}).encode(),
+                json.dumps({"installed_packages": [{"name": n, "version": v} for n, v in sorted(inv.items())]}).encode(),
+            ])
+    return out
+
+
+# --- the load generator (its own process) ---------------------------------------------------------
+
+PATHS = ["/api/v2/host/packages/event", "/api/v2/host/packages/available", "/api/v2/host/packages/installed"]
+
+
+async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phase: str) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one_host(h: int, bodies: list[bytes], record: bool):
+            nonlocal failures
+            headers = {"Authorization": f"Host {creds[h][0]}:{creds[h][1]}"}
+            for path, body in zip(PATHS, bodies):
+                t0 = time.perf_counter()
+                async with session.put(base_url + path, data=body, headers=headers) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+                if record:
+                    latencies.append(time.perf_counter() - t0)
+                    failures += not ok
+
+        async def run_round(bodies_by_host, record: bool):
+            queue = list(enumerate(bodies_by_host))
+
+            async def worker():
+                while queue:
+                    h, bodies = queue.pop()
+                    await one_host(h, bodies, record)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        t0 = time.perf_counter()
+        # warm-up: every host's first (baseline) reports; timed: the later rounds
+        for bodies_by_host in rounds[:1] if phase == "warmup" else rounds[1:]:
+            await run_round(bodies_by_host, True)
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "requests": len(latencies), "failures": failures, "seconds": elapsed,
+        "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "bytes": sum(len(b) for r in rounds[1:] for host in r for b in host),
+    }
+
+
+def load_main(base_url: str, creds_file: str, phase: str) -> None:
+    creds = json.loads(Path(creds_file).read_text())
+    rounds = make_rounds(len(creds), ROUNDS)
+    print(json.dumps(asyncio.run(_load(base_url, creds, rounds, CONCURRENCY, phase))), flush=True)
+
+
+def run_load(base_url: str, creds: list, phase: str = "timed") -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(creds, f)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.fleet", "load", base_url, f.name, phase],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    os.unlink(f.name)
+    if out.returncode:
+        raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the reference: a do-nothing server that reads and parses the bodies -------------------------
+
+
+def reference_main(port: int) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.json_response({"message": ["ok"]})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("PUT", "/{tail:.*}", handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "postgres: .*depot_bench"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- Depot -----------------------------------------------------------------------------------------
+
+
+def _bench_settings():
+    from app import embedded
+    from app.settings import Settings
+
+    base = Settings.from_env()
+    if base.database_url:
+        db_url = embedded.create_database(base.database_url, BENCH_DB)
+    else:
+        db_url = embedded.postgres_url(base.var_dir, BENCH_DB)
+    redis_url = (base.redis_url or embedded.redis_url(base.var_dir)).rsplit("/", 1)[0] + "/2"
+    port = _free_port()
+    return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",
+                   queue_name="depot:bench-queue")
+
+
+async def _reset(settings) -> tuple[str, str]:
+    import asyncpg
+    from arq import create_pool
+
+    from app import db, users
+    from app.resources import redis_settings
+
+    conn = await asyncpg.connect(settings.database_url)
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    await conn.close()
+    await db.migrate(settings.database_url)
+    redis = await create_pool(redis_settings(settings))
+    await redis.flushdb()
+    await redis.aclose()
+    pool = await db.create_pool(settings, min_size=1, max_size=2)
+    await users.create_user(pool, "admin", "admin")
+    await users.create_user(pool, "viewer", "viewer")
+    keys = await users.create_api_key(pool, "admin"), await users.create_api_key(pool, "viewer")
+    await pool.close()
+    return keys
+
+
+async def _register(base_url: str, key: str, n: int) -> list:
+    import aiohttp
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        creds = []
+        for i in range(n):
+            async with s.post(f"{base_url}/api/v2/host/registering",
+                              json={"hostname": f"host{i:05d}.bench", "ip": f"10.0.{i // 250}.{i % 250 + 1}"}) as r:
+                body = await r.json()
+                creds.append((body["results"]["id"], body["results"]["token"]))
+            async with s.put(f"{base_url}/api/v2/host/status", json={"os_family": "Debian", "os": "Debian GNU/Linux"},
+                             headers={"Authorization": f"Host {creds[-1][0]}:{creds[-1][1]}"}) as r:
+                assert r.status == 200, await r.text()
+        return creds
+
+
+async def _wait_diffs(settings, timeout: float = 600) -> float:
+    """Seconds until no report is pending and no host_diff task is queued or running."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < timeout:
+            busy = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM host_reports)"
+                " + (SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
+            )
+            if not busy:
+                return time.perf_counter() - t0
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise RuntimeError("diffs did not finish in time")
+
+
+async def _check(settings) -> dict:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return dict(await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM host_packages) AS packages, (SELECT count(*) FROM host_history) AS history,"
+            " (SELECT count(*) FROM host_events) AS events, (SELECT count(*) FROM tasks WHERE status = 'error') AS errors"
+        ))
+    finally:
+        await conn.close()
+
+
+def _env(settings) -> dict:
+    return dict(
+        os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url,
+        DEPOT_PORT=str(settings.port), DEPOT_BASE_URL=settings.base_url, DEPOT_QUEUE_NAME=settings.queue_name,
+        DEPOT_LOG_LEVEL="WARNING", DEPOT_WORKER_MAX_JOBS="8",
+    )
+
+
+def _depot_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+# --- the package query on a large fleet -------------------------------------------------------------
+
+
+async def _load_query_fleet(settings, hosts: int, packages: int) -> float:
+    """hosts x packages rows with COPY (indexes dropped during the load, rebuilt after)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    t0 = time.perf_counter()
+    try:
+        await conn.execute("TRUNCATE hosts, host_packages, host_available, host_history, host_events, host_reports CASCADE")
+        await conn.execute("ALTER TABLE host_packages DROP CONSTRAINT host_packages_pkey;"
+                           " DROP INDEX host_packages_by_name;"
+                           " ALTER TABLE host_packages DROP CONSTRAINT host_packages_host_id_fkey")
+        await conn.copy_records_to_table(
+            "hosts", columns=["id", "hostname", "ip", "auth_id", "token_digest", "os", "os_family"],
+            records=[(i, f"q{i:05d}.fleet", "10.1.0.1", f"id_q{i}", b"\0" * 32, "Debian GNU/Linux", "Debian")
+                     for i in range(1, hosts + 1)],
+        )
+        await conn.execute("SELECT setval('hosts_id_seq', $1)", hosts)
+        rng = random.Random(3)
+        # 1,900 packages every host has, 100 drawn from 5,000 rarer ones (a realistic mix).
+        common = [f"lib{chr(97 + i % 26)}{i}-common" for i in range(packages - 100)]
+        rare = [f"rare{i}-tool" for i in range(5000)]
+
+        async def chunks():
+            for h in range(1, hosts + 1):
+                names = common + rng.sample(rare, 100)
+                yield "".join(f"{h}\t{n}\t\t1.{h % 7}.{len(n)}-1\n" for n in names).encode()
+
+        await conn.copy_to_table("host_packages", source=chunks(), columns=["host_id", "name", "arch", "version"])
+        await conn.execute("ALTER TABLE host_packages ADD PRIMARY KEY (host_id, name, arch)")
+        await conn.execute("CREATE INDEX host_packages_by_name ON host_packages (name, host_id) INCLUDE (arch, version)")
+        await conn.execute("ALTER TABLE host_packages ADD FOREIGN KEY (host_id) REFERENCES hosts (id) ON DELETE CASCADE")
+        await conn.execute("VACUUM ANALYZE host_packages")
+        await conn.execute("ANALYZE hosts")
+    finally:
+        await conn.close()
+    return time.perf_counter() - t0
+
+
+async def _time_queries(base_url: str, key: str) -> list[tuple[str, float, float, int]]:
+    import aiohttp
+
+    cases = [
+        "/api/v2/hosts/package/rare42-tool?strict-name",
+        "/api/v2/hosts/package/rare4",
+        "/api/v2/hosts/package/libq16-common?per_page=100",
+        "/api/v2/hosts/package/libq16-common/1.3?per_page=100",
+        "/api/v2/hosts/package/libq16-common",
+    ]
+    out = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        for path in cases:
+            times, hosts = [], 0
+            for i in range(12):
+                t0 = time.perf_counter()
+                async with s.get(base_url + path) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+                if i >= 2:
+                    times.append((time.perf_counter() - t0) * 1000)
+                hosts = len(body["results"])
+            times.sort()
+            out.append((path, times[len(times) // 2], times[-1], hosts))
+    return out
+
+
+def main() -> None:
+    settings = _bench_settings()
+    admin_key, viewer_key = asyncio.run(_reset(settings))
+    print(f"fleet: {HOSTS} hosts x {PACKAGES} packages, {CONCURRENCY} concurrent, {ROUNDS} timed rounds"
+          f" (+1 warm-up round of baseline reports), 3 reports per host per round", flush=True)
+
+    # The reference is measured just before and just after Depot (the mean is used), so that other
+    # load on the machine affects both sides alike.
+    ref_port = _free_port()
+    ref = subprocess.Popen([sys.executable, "-m", "bench.fleet", "reference", str(ref_port)], cwd=ROOT)
+    fake = [(f"id_{i}", "t") for i in range(HOSTS)]
+    _wait_port(ref_port, ref)
+    run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
+    server = subprocess.Popen(_depot_cmd("serve"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
+    try:
+        _wait_port(settings.port, server)
+        creds = asyncio.run(_register(settings.base_url, admin_key, HOSTS))
+        warm = run_load(settings.base_url, creds, "warmup")
+        warm_drain = asyncio.run(_wait_diffs(settings))
+        print(f"warm-up (baseline inventories): {warm['requests']} PUTs in {warm['seconds']:.2f} s,"
+              f" every diff applied {warm_drain:.2f} s later", flush=True)
+        pg_pids = _postgres_pids()
+        cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        before = run_load(f"http://127.0.0.1:{ref_port}", fake)
+        depot = run_load(settings.base_url, creds)
+        drain = asyncio.run(_wait_diffs(settings))
+        cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        after = run_load(f"http://127.0.0.1:{ref_port}", fake)
+        reference = {k: (before[k] + after[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
+        per = [(b - a) * 1000 / depot["requests"] for a, b in zip(cpu0, cpu1)]
+        print(f"CPU per report: server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
+              f" PostgreSQL backends {per[2]:.2f} ms", flush=True)
+        end_to_end = depot["requests"] / (depot["seconds"] + drain)
+        state = asyncio.run(_check(settings))
+
+        mb = depot["bytes"] / 1e6
+        print(f"\nreports: {depot['requests']} PUTs ({mb:.0f} MB) in {depot['seconds']:.2f} s; failures {depot['failures']}")
+        print(f"reference runs: {before['rate']:.0f} and {after['rate']:.0f} reports/s (before and after Depot's)")
+        print(f"reference (read + json.loads): {reference['rate']:8.0f} reports/s   p50 {reference['p50_ms']:6.1f} ms"
+              f"   p99 {reference['p99_ms']:6.1f} ms")
+        print(f"depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
+              f"   p99 {depot['p99_ms']:6.1f} ms")
+        print(f"depot end to end (every diff applied, {drain:.2f} s after the last PUT): {end_to_end:8.0f} reports/s")
+        print(f"ratios: accepted {depot['rate'] / reference['rate']:.2f}x (target >= 0.7),"
+              f" end to end {end_to_end / reference['rate']:.2f}x (target >= 0.4), p99 {depot['p99_ms']:.1f} ms"
+              f" (target < 100)")
+        print(f"after the run: {state}")
+
+        print(f"\nloading {QUERY_HOSTS} hosts x {PACKAGES} packages with COPY ...", flush=True)
+        loaded = asyncio.run(_load_query_fleet(settings, QUERY_HOSTS, PACKAGES))
+        print(f"loaded {QUERY_HOSTS * PACKAGES:,} rows in {loaded:.0f} s")
+        for path, p50, worst, hosts in asyncio.run(_time_queries(settings.base_url, viewer_key)):
+            print(f"GET {path:<55} {hosts:6d} hosts   median {p50:7.1f} ms   max {worst:7.1f} ms (target < 50)")
+    finally:
+        _stop(server)
+        _stop(worker)
+        _stop(ref)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        load_main(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "reference":
+        reference_main(int(sys.argv[2]))
+    else:
+        main()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the system tools Depot and its tests use, only where missing (Debian/Ubuntu, as root).
+#   gpg            signing (server)          rpmsign/rpmbuild  rpm signing, test packages (package rpm)
+#   dpkg-deb       test packages              apt-get           real-client tests
+#   dnf            real-client tests          apt-ftparchive    benchmark reference (apt-utils)
+#   createrepo_c   benchmark reference        chromium          dashboard browser tests
+set -euo pipefail
+want=()
+need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
+need gpg gpg
+need dpkg-deb dpkg
+need apt-get apt
+need rpmbuild rpm
+need rpmsign rpm
+need dnf dnf
+need apt-ftparchive apt-utils
+need createrepo_c createrepo-c
+need chromium chromium
+need xz xz-utils
+[ ${#want[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing system packages: ${want[*]} (run as root, or install them yourself)" >&2
+    exit 1
+fi
+mapfile -t uniq < <(printf '%s\n' "${want[@]}" | sort -u)
+echo "installing system packages: ${uniq[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${uniq[@]}" >/dev/null

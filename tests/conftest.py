@@ -1,0 +1,183 @@
+"""Real PostgreSQL, real Redis, real arq workers.
+
+With DEPOT_DATABASE_URL / DEPOT_REDIS_URL unset, the embedded servers under var/ are used (as
+`make run` does); either way the suite runs in its own database (`depot_test`) and Redis db 1.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+from arq import create_pool
+from arq.worker import Worker
+
+from app import db, embedded, users
+from app.main import create_app
+from app.resources import redis_settings
+from app.settings import Settings
+from workers.settings import worker_settings
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test")
+TEST_REDIS_DB = 1
+
+
+def _test_settings(tmp: Path) -> Settings:
+    base = Settings.from_env()
+    if base.database_url:
+        database_url = embedded.create_database(base.database_url, TEST_DB)
+    else:
+        database_url = embedded.postgres_url(base.var_dir, TEST_DB)
+    redis_url = base.redis_url or embedded.redis_url(base.var_dir)
+    redis_url = redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}" if redis_url.count("/") >= 3 else f"{redis_url}/{TEST_REDIS_DB}"
+    return replace(
+        base,
+        database_url=database_url,
+        redis_url=redis_url,
+        storage_dir=tmp / "storage",
+        base_url="http://depot.test:8080",
+        server_name="depot.test",
+        queue_name="depot:test-queue",
+        task_heartbeat_seconds=1,
+        task_stale_seconds=3,
+        reconcile_seconds=1,
+        gpg_key_length=2048,
+        # Tests send many wrong credentials on purpose; tests/hostile/ checks the throttle with its own limit.
+        auth_fail_limit=100_000,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory) -> Settings:
+    s = _test_settings(tmp_path_factory.mktemp("depot"))
+    s.storage_dir.mkdir(parents=True, exist_ok=True)
+
+    async def reset():
+        conn = await asyncpg.connect(s.database_url)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await conn.close()
+        await db.migrate(s.database_url)
+
+    asyncio.run(reset())
+    return s
+
+
+@pytest.fixture(scope="session")
+async def pool(settings):
+    p = await db.create_pool(settings, min_size=1, max_size=5)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(settings):
+    r = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(request, settings):
+    """Every test starts with empty tables (migrations kept) and an empty Redis db."""
+    if "no_clean" in request.keywords:
+        yield
+        return
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        if tables:
+            await conn.execute("TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    r = await create_pool(redis_settings(settings))
+    await r.flushdb()
+    await r.aclose()
+    yield
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings):
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def make_key(pool):
+    """make_key(role) -> an API key for a new user with that role."""
+    counter = {"n": 0}
+
+    async def make(role: str = "admin", name: str | None = None) -> str:
+        counter["n"] += 1
+        name = name or f"{role}{counter['n']}"
+        await users.create_user(pool, name, role)
+        return await users.create_api_key(pool, name)
+
+    return make
+
+
+@pytest.fixture
+async def admin_key(make_key) -> str:
+    return await make_key("admin", "admin")
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def host_auth(auth_id: str, token: str) -> dict:
+    return {"Authorization": f"Host {auth_id}:{token}"}
+
+
+@pytest.fixture
+def run_worker(settings):
+    """await run_worker() runs a real arq worker until the queue is empty (burst mode)."""
+
+    async def run(**overrides) -> Worker:
+        kwargs = worker_settings(settings)
+        # No cron in burst mode: the next cron run would keep the queue from ever being empty.
+        kwargs.update(burst=True, handle_signals=False, poll_delay=0.05, cron_jobs=None, **overrides)
+        worker = Worker(**kwargs)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return worker
+
+    return run
+
+
+@pytest.fixture
+async def live_worker(settings):
+    """A real arq worker running in the background for the whole test."""
+    kwargs = worker_settings(settings)
+    kwargs.update(handle_signals=False, poll_delay=0.05)
+    worker = Worker(**kwargs)
+    task = asyncio.create_task(worker.main())
+    yield worker
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+    await worker.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll an async predicate until it returns a truthy value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,104 @@
+"""Tasks: rows in PostgreSQL first, coalescing per (kind, target), one running per target, reconciler."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app import queue
+from workers import jobs, reconciler
+from tests.conftest import wait_for
+
+RUNS: list[tuple[int, dict]] = []
+
+
+@pytest.fixture(autouse=True)
+def test_handlers():
+    RUNS.clear()
+
+    async def record(ctx):
+        await ctx.progress(50, "half way")
+        RUNS.append((ctx.id, dict(ctx.params)))
+        return {"seen": ctx.params.get("n")}
+
+    async def slow(ctx):
+        RUNS.append((ctx.id, dict(ctx.params)))
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            await ctx.check_stop()
+
+    async def boom(ctx):
+        raise ValueError("broken input")
+
+    jobs.HANDLERS.update(test_record=record, test_slow=slow, test_boom=boom)
+    yield
+    for kind in ("test_record", "test_slow", "test_boom"):
+        jobs.HANDLERS.pop(kind, None)
+
+
+async def test_requests_while_queued_coalesce_into_one_task(pool, redis, run_worker):
+    first = await queue.enqueue(pool, redis, "test_record", "thing:1", {"n": 1})
+    second = await queue.enqueue(pool, redis, "test_record", "thing:1", {"n": 2})
+    other = await queue.enqueue(pool, redis, "test_record", "thing:2", {"n": 3})
+    assert first.id == second.id and first.created and not second.created
+    assert other.id != first.id
+    await run_worker()
+    assert sorted(RUNS) == [(first.id, {"n": 2}), (other.id, {"n": 3})]
+    rows = await pool.fetch("SELECT id, status, progress, result FROM tasks ORDER BY id")
+    assert [(r["status"], r["progress"]) for r in rows] == [("done", 100), ("done", 100)]
+    assert rows[0]["result"] == {"seen": 2}
+
+
+async def test_a_request_while_running_causes_exactly_one_more_run(pool, redis, live_worker):
+    running = await queue.enqueue(pool, redis, "test_slow", "snap:1", {"n": 1})
+    await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", running.id))
+    later = [await queue.enqueue(pool, redis, "test_slow", "snap:1", {"n": n}) for n in (2, 3, 4)]
+    assert len({t.id for t in later}) == 1 and later[0].id != running.id
+    await wait_for(lambda: pool.fetchval("SELECT bool_and(status = 'done') FROM tasks"), timeout=15)
+    assert [r[0] for r in RUNS] == [running.id, later[0].id]
+    assert RUNS[1][1] == {"n": 4}
+    first_end, second_start = await pool.fetchval(
+        "SELECT array[(SELECT finished_at FROM tasks WHERE id = $1), (SELECT started_at FROM tasks WHERE id = $2)]",
+        running.id,
+        later[0].id,
+    )
+    assert second_start >= first_end  # never both running on one target
+
+
+async def test_errors_are_recorded_not_raised(pool, redis, run_worker):
+    ref = await queue.enqueue(pool, redis, "test_boom", "x:1")
+    await run_worker()
+    row = await pool.fetchrow("SELECT status, error, finished_at FROM tasks WHERE id = $1", ref.id)
+    assert row["status"] == "error" and "broken input" in row["error"] and row["finished_at"]
+
+
+async def test_stop_requested_task_stops_between_steps(pool, redis, live_worker):
+    ref = await queue.enqueue(pool, redis, "test_slow", "x:1")
+    await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
+    await pool.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", ref.id)
+    await wait_for(lambda: pool.fetchval("SELECT status = 'stopped' FROM tasks WHERE id = $1", ref.id))
+
+
+async def test_reconciler_resends_jobs_that_redis_lost(pool, redis, settings, run_worker):
+    ref = await queue.enqueue(pool, redis, "test_record", "thing:9", {"n": 9})
+    await redis.flushdb()  # Redis restarted empty
+    await run_worker()
+    assert RUNS == []
+    await pool.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
+    assert (await reconciler.reconcile(pool, redis, settings))["resent"] == 1
+    await run_worker()
+    assert RUNS == [(ref.id, {"n": 9})]
+
+
+async def test_reconciler_requeues_tasks_of_a_lost_worker(pool, redis, settings, run_worker):
+    ref = await queue.enqueue(pool, redis, "test_record", "thing:5", {"n": 5})
+    # A worker claimed it, then died without a word (SIGKILL): heartbeat goes stale.
+    await pool.execute(
+        "UPDATE tasks SET status = 'running', worker_id = 'dead:1', heartbeat_at = now() - interval '1 hour' WHERE id = $1",
+        ref.id,
+    )
+    await redis.flushdb()
+    assert (await reconciler.reconcile(pool, redis, settings))["requeued"] == 1
+    await run_worker()
+    assert RUNS == [(ref.id, {"n": 5})]
+    assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "done"

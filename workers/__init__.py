@@ -1,0 +1,1 @@
+"""arq workers: WorkerSettings, the task runner and the reconciler."""

@@ -1,0 +1,170 @@
+"""The one arq job, `run_task`: claim the task row, run its handler, record the outcome.
+
+Handlers are domain functions `async def handler(ctx: TaskContext) -> dict | None`, registered by
+task kind in HANDLERS. They call ctx.progress() and ctx.check_stop() between steps.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+
+from app import metrics, queue
+from app.hosts import inventory
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TaskStopped(Exception):
+    """Raised by check_stop() when an operator asked the task to stop."""
+
+
+@dataclass
+class TaskContext:
+    task: asyncpg.Record
+    pool: asyncpg.Pool
+    redis: Any
+    settings: Settings
+    worker_id: str
+    stop_requested: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return self.task["id"]
+
+    @property
+    def params(self) -> dict:
+        return self.task["params"]
+
+    async def progress(self, percent: int, text: str | None = None) -> None:
+        await self.pool.execute(
+            "UPDATE tasks SET progress = $2, progress_text = coalesce($3, progress_text), heartbeat_at = now()"
+            " WHERE id = $1",
+            self.id,
+            max(0, min(100, int(percent))),
+            text,
+        )
+
+    async def check_stop(self) -> None:
+        if self.stop_requested or await self.pool.fetchval("SELECT stop_requested FROM tasks WHERE id = $1", self.id):
+            self.stop_requested = True
+            raise TaskStopped()
+
+
+Handler = Callable[[TaskContext], Awaitable[dict | None]]
+HANDLERS: dict[str, Handler] = {}
+HANDLERS["host_diff"] = inventory.host_diff  # apply a host's pending inventory reports
+
+
+def handler(kind: str):
+    """Register a domain function as the handler of a task kind."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+async def run_task(ctx: dict, task_id: int) -> str:
+    pool: asyncpg.Pool = ctx["pool"]
+    worker_id: str = ctx["worker_id"]
+    try:
+        task = await pool.fetchrow(
+            "UPDATE tasks SET status = 'running', started_at = now(), heartbeat_at = now(), worker_id = $2,"
+            " attempts = attempts + 1, progress = 0, error = NULL"
+            " WHERE id = $1 AND status = 'queued' AND NOT stop_requested RETURNING *",
+            task_id,
+            worker_id,
+        )
+    except asyncpg.UniqueViolationError:
+        # Another task of the same (kind, target) runs: that one re-dispatches us when it ends.
+        return "busy"
+    if task is None:
+        return "skipped"  # already run, stopped, or a duplicate delivery
+    fn = HANDLERS.get(task["kind"])
+    tctx = TaskContext(task, pool, ctx["redis"], ctx["settings"], worker_id)
+    beat = asyncio.create_task(_heartbeat(tctx))
+    started = time.perf_counter()
+    status, error, result = queue.TaskStatus.done, None, None
+    try:
+        if fn is None:
+            raise RuntimeError(f"no handler for task kind {task['kind']!r}")
+        result = await fn(tctx)
+    except TaskStopped:
+        status = queue.TaskStatus.stopped
+    except asyncio.CancelledError:
+        # Worker shutting down (SIGTERM): hand the task back so another worker runs it.
+        beat.cancel()
+        await _requeue(pool, ctx["redis"], task_id)
+        raise
+    except Exception as exc:
+        log.exception("task %s (%s) failed", task_id, task["kind"])
+        status, error = queue.TaskStatus.error, f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        beat.cancel()
+    await pool.execute(
+        "UPDATE tasks SET status = $2, error = $3, result = $4, finished_at = now(),"
+        " progress = CASE WHEN $2 = 'done' THEN 100 ELSE progress END WHERE id = $1",
+        task_id,
+        status.value,
+        error,
+        result,
+    )
+    elapsed = time.perf_counter() - started
+    metrics.WORKER_TASK_SECONDS.labels(task["kind"], status.value).observe(elapsed)
+    log.info("task %s %s %s %.0fms", task_id, task["kind"], status.value, elapsed * 1000,
+             extra={"task_id": task_id, "kind": task["kind"], "status": status.value,
+                    "duration_ms": round(elapsed * 1000, 1)})
+    await _dispatch_next(pool, ctx["redis"], task["kind"], task["target"])
+    return status.value
+
+
+async def _heartbeat(tctx: TaskContext) -> None:
+    every = tctx.settings.task_heartbeat_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            stop = await tctx.pool.fetchval(
+                "UPDATE tasks SET heartbeat_at = now() WHERE id = $1 RETURNING stop_requested", tctx.id
+            )
+            tctx.stop_requested = bool(stop)
+        except Exception as exc:  # a missed beat is not fatal; the reconciler waits task_stale_seconds
+            log.warning("heartbeat of task %s failed: %s", tctx.id, type(exc).__name__)
+
+
+async def _requeue(pool, redis, task_id: int) -> None:
+    try:
+        async with pool.acquire() as conn:
+            moved = await conn.fetchval(
+                "UPDATE tasks SET status = 'queued', worker_id = NULL WHERE id = $1 AND status = 'running'"
+                " AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.kind = tasks.kind AND q.target = tasks.target"
+                "                 AND q.status = 'queued') RETURNING id",
+                task_id,
+            )
+            if moved:
+                await queue.redispatch(conn, redis, task_id)
+            else:
+                await conn.execute(
+                    "UPDATE tasks SET status = 'error', finished_at = now(),"
+                    " error = 'worker stopped; a queued task of the same target carries on its work'"
+                    " WHERE id = $1 AND status = 'running'",
+                    task_id,
+                )
+    except Exception:
+        log.exception("could not re-queue task %s on shutdown; the reconciler will", task_id)
+
+
+async def _dispatch_next(pool, redis, kind: str, target: str) -> None:
+    async with pool.acquire() as conn:
+        next_id = await conn.fetchval(
+            "SELECT id FROM tasks WHERE kind = $1 AND target = $2 AND status = 'queued'", kind, target
+        )
+        if next_id is not None:
+            await queue.redispatch(conn, redis, next_id)

@@ -1,0 +1,79 @@
+"""Re-enqueue what Redis lost, and hand back the tasks of workers that stopped beating.
+
+PostgreSQL holds every task (design decision 1). This runs at worker start-up and then on the
+workers' cron, so a flushed or restarted Redis, or a worker killed with SIGKILL, loses no work.
+"""
+from __future__ import annotations
+
+import logging
+
+from app import queue
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+async def reconcile(pool, redis, settings) -> dict:
+    requeued = await requeue_stale_running(pool, redis, settings.task_stale_seconds)
+    resent = await resend_lost_queued(pool, redis, settings.reconcile_seconds)
+    await pool.execute(
+        "UPDATE workers SET stopped_at = now() WHERE stopped_at IS NULL AND heartbeat_at < now() - make_interval(secs => $1)",
+        float(settings.task_stale_seconds),
+    )
+    if requeued or resent:
+        log.info("reconciler: %d stale running task(s) re-queued, %d lost job(s) re-sent", requeued, resent)
+    return {"requeued": requeued, "resent": resent}
+
+
+async def requeue_stale_running(pool, redis, stale_seconds: int) -> int:
+    count = 0
+    async with pool.acquire() as conn:
+        stale = await conn.fetch(
+            "SELECT id, kind, target FROM tasks WHERE status = 'running'"
+            " AND heartbeat_at < now() - make_interval(secs => $1) LIMIT $2",
+            float(stale_seconds),
+            BATCH,
+        )
+        for row in stale:
+            async with conn.transaction():
+                waiting = await conn.fetchval(
+                    "SELECT id FROM tasks WHERE kind = $1 AND target = $2 AND status = 'queued'", row["kind"], row["target"]
+                )
+                if waiting is None:
+                    await conn.execute(
+                        "UPDATE tasks SET status = 'queued', worker_id = NULL, progress = 0 WHERE id = $1 AND status = 'running'",
+                        row["id"],
+                    )
+                else:
+                    # The queued task redoes the same resource from the database's state, so it carries on this work.
+                    await conn.execute(
+                        "UPDATE tasks SET status = 'error', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'",
+                        row["id"],
+                        f"worker lost; task #{waiting} carries on its work",
+                    )
+            if waiting is None:
+                await queue.redispatch(conn, redis, row["id"])
+                count += 1
+    return count
+
+
+async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
+    """Queued tasks whose arq job is gone from Redis get a new job."""
+    rows = await pool.fetch(
+        "SELECT id, enqueue_count FROM tasks WHERE status = 'queued' AND NOT stop_requested"
+        " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
+        float(older_than_seconds),
+        BATCH,
+    )
+    if not rows:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.exists(f"arq:job:{queue.job_id(row['id'], row['enqueue_count'])}")
+        present = await pipe.execute()
+    lost = [row for row, there in zip(rows, present) if not there]
+    async with pool.acquire() as conn:
+        for row in lost:
+            await queue.redispatch(conn, redis, row["id"])
+    return len(lost)

@@ -1,0 +1,100 @@
+"""arq WorkerSettings: the job function, the reconciler cron, start-up and shutdown."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import socket
+
+from arq import cron
+
+from app import db, schedules, tasks
+from app.resources import redis_settings
+from app.settings import Settings
+from workers import jobs, reconciler
+# Importing a module registers its task kinds in jobs.HANDLERS.
+from workers import operator_jobs, repo_jobs  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+async def startup(ctx: dict) -> None:
+    settings: Settings = ctx.get("settings") or Settings.from_env()
+    ctx["settings"] = settings
+    ctx["pool"] = await db.create_pool(settings)
+    ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    await ctx["pool"].execute(
+        "INSERT INTO workers (worker_id, hostname, pid) VALUES ($1, $2, $3)",
+        ctx["worker_id"],
+        socket.gethostname(),
+        os.getpid(),
+    )
+    ctx["beat"] = asyncio.create_task(_worker_heartbeat(ctx))
+    await reconciler.reconcile(ctx["pool"], ctx["redis"], settings)
+    log.info("worker %s started", ctx["worker_id"])
+
+
+async def shutdown(ctx: dict) -> None:
+    ctx["beat"].cancel()
+    try:
+        await ctx["pool"].execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1", ctx["worker_id"])
+    finally:
+        await ctx["pool"].close()
+
+
+async def _worker_heartbeat(ctx: dict) -> None:
+    while True:
+        await asyncio.sleep(ctx["settings"].task_heartbeat_seconds)
+        try:
+            await ctx["pool"].execute("UPDATE workers SET heartbeat_at = now() WHERE worker_id = $1", ctx["worker_id"])
+        except Exception as exc:
+            log.warning("worker heartbeat failed: %s", type(exc).__name__)
+
+
+async def reconcile(ctx: dict) -> dict:
+    return await reconciler.reconcile(ctx["pool"], ctx["redis"], ctx["settings"])
+
+
+async def run_schedules(ctx: dict) -> list[int]:
+    """Start the due scheduled tasks (exactly once each, whichever worker gets there first), then drop a
+    batch of finished tasks older than task_history_days."""
+    started = await schedules.run_due(ctx["pool"], ctx["redis"])
+    await tasks.prune_history(ctx["pool"], ctx["settings"].task_history_days)
+    return started
+
+
+def load_test_handlers() -> None:
+    """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
+
+    Only the fault tests set it (tests/faults/handlers.py), to run slow tasks inside a real worker process.
+    """
+    for name in filter(None, os.environ.get("DEPOT_TEST_HANDLERS", "").split(",")):
+        importlib.import_module(name.strip())
+
+
+def worker_settings(settings: Settings) -> dict:
+    """Keyword arguments for arq.Worker, built from Depot's settings."""
+    load_test_handlers()
+    return dict(
+        functions=[jobs.run_task],
+        cron_jobs=[
+            cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
+            # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.
+            cron(run_schedules, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=True),
+        ],
+        on_startup=startup,
+        on_shutdown=shutdown,
+        redis_settings=redis_settings(settings),
+        queue_name=settings.queue_name,
+        max_jobs=settings.worker_max_jobs,
+        # arq sleeps poll_delay between reads of the queue (0.5 s by default), which caps a worker at
+        # max_jobs jobs per poll: short jobs like host diffs need a short poll.
+        poll_delay=0.05,
+        job_timeout=3600,
+        keep_result=0,
+        max_tries=3,
+        ctx={"settings": settings},
+        handle_signals=True,
+    )
