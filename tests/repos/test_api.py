@@ -101,7 +101,7 @@ async def test_deb_upload_rebuild_point_with_apt(client, make_key, pool, run_wor
     assert {f["filename"] for f in body["files"]} == {"app-core_1.0-1_amd64.deb", "app-core_1.0-1_arm64.deb",
                                                      "app-data_0.5_all.deb"}
     task_id = await _rebuild(client, uploader, s1)
-    await run_worker(cron_jobs=[])
+    await run_worker()
     task = await _task(pool, task_id)
     assert task["status"] == "done", task["error"]
     assert task["result"]["packages"] == 3
@@ -109,7 +109,7 @@ async def test_deb_upload_rebuild_point_with_apt(client, make_key, pool, run_wor
     # Point prod (honours the URL env), then a real apt-get reads the signed repository.
     r = await client.patch("/api/v2/environment/prod/point", json={"snapshot": s1}, headers=bearer(admin))
     assert r.status == 202
-    await run_worker(cron_jobs=[])
+    await run_worker()
     key_resp = await client.get("/repo/gpgkeys/depot.test.pub")
     assert key_resp.status == 200
     key = tmp_path / "depot.asc"
@@ -130,9 +130,9 @@ async def test_deb_upload_rebuild_point_with_apt(client, make_key, pool, run_wor
     status, body = await _upload(client, uploader, s2, [(newer.name, newer.read_bytes())])
     assert status == 200
     await _rebuild(client, uploader, s2)
-    await run_worker(cron_jobs=[])
+    await run_worker()
     await client.patch("/api/v2/environment/prod/point", json={"snapshot": s2}, headers=bearer(admin))
-    await run_worker(cron_jobs=[])
+    await run_worker()
     up = await asyncio.to_thread(apt.update)
     assert up.returncode == 0, up.stderr
     assert "Candidate: 2.0-1" in await asyncio.to_thread(apt.policy, "app-core")
@@ -248,7 +248,7 @@ async def test_rebuild_requests_coalesce(client, make_key, pool, run_worker):
     assert len(ids) == 1                                # queued requests join one task
     (task_id,) = ids
     assert (await pool.fetchrow("SELECT params FROM tasks WHERE id = $1", task_id))["params"]["gpg_sign"] is False
-    await run_worker(cron_jobs=[])
+    await run_worker()
     assert (await _task(pool, task_id))["status"] == "done"
     assert await _rebuild(client, admin, snap) != task_id   # after it ran, a new one
 
@@ -265,11 +265,11 @@ async def test_rpm_through_api_with_dnf(client, make_key, pool, run_worker, tmp_
         "Following files are not considered valid packages and have not been uploaded": ["app.deb"]}
     assert len(body["results"]["Following packages have been uploaded successfully"]) == 3
     task_id = await _rebuild(client, admin, snap)
-    await run_worker(cron_jobs=[])
+    await run_worker()
     assert (await _task(pool, task_id))["status"] == "done"
     r = await client.patch("/api/v2/environment/preprod/point", json={"snapshot": snap}, headers=bearer(admin))
     assert r.status == 202
-    await run_worker(cron_jobs=[])
+    await run_worker()
     url = str(client.make_url("/repo/rpm/tools/9/preprod"))
     out = await asyncio.to_thread(dnf_install, tmp_path / "root", url, str(client.make_url("/repo/gpgkeys/depot.test.pub")),
                                   "depot-tool")
