@@ -74,3 +74,18 @@ async def create_snapshot(request: web.Request) -> web.Response:
             with domain_errors():
                 snap = await model.create_snapshot(conn, repo_id, int(source) if source is not None else None)
     return ok({"Id": snap.id}, rc=201)
+
+
+async def set_profile_repos(request: web.Request) -> web.Response:
+    """PUT /api/v2/profile/<p>/repos {"repos": [<repo id>, ...]}: replace the profile's repositories."""
+    require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
+    body = await read_json(request)
+    ids = body.get("repos")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**62
+                                            for i in ids):
+        raise bad_request("repos must be a list of repository ids")
+    async with request.app[POOL].acquire() as conn:
+        async with conn.transaction():
+            with domain_errors():
+                repos = await model.set_profile_repos(conn, request.match_info["name"], ids)
+    return ok([r.wire() for r in repos])
