@@ -231,11 +231,12 @@ async def main_async(args):
     return results, uploads
 
 
-def main():
+def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=5000)
     ap.add_argument("--upload-sizes", default="64,256,1024", help="MiB, comma separated ('' to skip)")
-    args = ap.parse_args()
+    # Run by `python -m bench` (argv holds bench names then): defaults.
+    args = ap.parse_args(argv if argv is not None else (sys.argv[1:] if __name__ == "__main__" else []))
     results, uploads = asyncio.run(main_async(args))
     print(f"\n{'case':<24}{'packages':>9}{'depot s':>10}{'reference s':>13}{'ratio':>8}{'target':>9}")
     ok = True
@@ -249,8 +250,8 @@ def main():
         for mib, t_up, t_sha, rss, code in uploads:
             print(f"{mib:>10}{t_up:>10.2f}{mib / t_up:>8.0f}{t_sha:>13.2f}{t_up / t_sha:>8.2f}{rss:>21.0f}"
                   f"{'' if code == '200' else '  HTTP ' + code}")
-    sys.exit(0 if ok else 1)
+    return ok
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)

@@ -2,7 +2,7 @@
 same generated files, measured in one run and printed as ratios. (bench/repos.py runs the
 same comparison through the HTTP API and the worker.)
 
-    .venv/bin/python bench/repos_domain.py [--count 5000]
+    .venv/bin/python bench/_repos_domain.py [--count 5000]
 """
 from __future__ import annotations
 
