@@ -10,6 +10,7 @@ from app.api._repos_common import domain_errors, parse_bool, path_id, storage_of
 from app.auth import Role, require_role
 from app.errors import ApiError, bad_request, ok, read_json
 from app.repos import model
+from app.repos.signing import signer_from_settings
 from app.repos.storage import TooLarge
 from app.repos.upload import FAILED, HEADINGS, FileResult, Outcome, add_file
 from app.resources import POOL, REDIS, SETTINGS
@@ -154,13 +155,15 @@ async def upload(request: web.Request) -> web.Response:
         raise
 
     results: list[FileResult] = []
+    # rpm packages are signed at upload, once, so rebuilds never wait for rpmsign.
+    signer = signer_from_settings(settings) if repo.type == "rpm" else None
     for name, item in received:
         if isinstance(item, FileResult):
             results.append(item)
             continue
         try:
             results.append(await add_file(pool, storage, snap.id, repo.type, item, name,
-                                          overwrite=overwrite, ignore_if_exists=ignore))
+                                          overwrite=overwrite, ignore_if_exists=ignore, signer=signer))
         except ApiError:
             raise
         except Exception:
