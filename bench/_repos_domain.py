@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.repos.packages import parse_package  # noqa: E402
-from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry  # noqa: E402
-from app.repos.signing import Signer  # noqa: E402
-from app.repos.storage import Storage  # noqa: E402
-from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms  # noqa: E402
+from app.repos.packages import parse_package
+from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry
+from app.repos.signing import Signer
+from app.repos.storage import Storage
+from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms
 
 
 def timed(fn, *a, **kw):

@@ -27,14 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db, embedded  # noqa: E402
-from app.repos import model  # noqa: E402
-from app.repos.rebuild import rebuild_snapshot  # noqa: E402
-from app.repos.signing import Signer  # noqa: E402
-from app.repos.storage import Storage  # noqa: E402
-from app.repos.upload import Outcome, add_file  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms  # noqa: E402
+from app import db, embedded
+from app.repos import model
+from app.repos.rebuild import rebuild_snapshot
+from app.repos.signing import Signer
+from app.repos.storage import Storage
+from app.repos.upload import Outcome, add_file
+from app.settings import Settings
+from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms
 
 OUT = ROOT / "bench" / "out"
 
@@ -151,7 +151,7 @@ def bench_upload(settings, sizes_mib, work):
     """Large debs POSTed by curl to a `depot serve` process; its peak RSS sampled with psutil."""
     import psutil
 
-    from tests.pkgfactory import ar_archive, control_text, _tar_gz
+    from tests.pkgfactory import _tar_gz, ar_archive, control_text
 
     rows = []
     port = 18000 + os.getpid() % 1000

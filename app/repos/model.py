@@ -23,7 +23,7 @@ class Repo:
     releasever: str | None
 
     @classmethod
-    def from_row(cls, r) -> "Repo":
+    def from_row(cls, r) -> Repo:
         return cls(r["id"], r["name"], r["type"], r["dist"], r["section"], r["releasever"])
 
     @property
@@ -49,7 +49,7 @@ class Snapshot:
     built_at: datetime | None
 
     @classmethod
-    def from_row(cls, r) -> "Snapshot":
+    def from_row(cls, r) -> Snapshot:
         return cls(r["id"], r["repo_id"], r["status"], r["signed"], r["reconstruct"], r["created_at"],
                    r["built_at"])
 

@@ -12,9 +12,9 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from .metadata.deb import render_stanza
 from .model import snapshot_with_repo
 from .packages import PackageError, ParsedPackage, parse_package
-from .metadata.deb import render_stanza
 from .publish import sign_rpm_file
 from .storage import Incoming, Storage
 
