@@ -122,7 +122,7 @@ async def test_stop_a_running_task_cooperatively(client, pool, redis, admin_key,
     assert resp.status == 409
     resp = await client.post(f"/api/v2/task/{ref.id}/stop", headers=h)
     assert resp.status == 202
-    await wait_for(lambda: pool.fetchval("SELECT status = 'stopped' FROM tasks WHERE id = $1", ref.id), timeout=3)
+    await wait_for(lambda: pool.fetchval("SELECT status = 'stopped' FROM tasks WHERE id = $1", ref.id), timeout=10)
     assert await pool.fetchval("SELECT progress < 100 FROM tasks WHERE id = $1", ref.id)
 
 
@@ -180,7 +180,7 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
 async def test_workers_cron_runs_due_schedules(pool, redis, live_worker, snapshot_id):
     sid = await schedules.create_schedule(pool, "rebuild", "* * * * *", {"snapshot": snapshot_id}, None, requested_by="t")
     await pool.execute("UPDATE tasks SET next_run_at = now() WHERE id = $1", sid)
-    await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE schedule_id = $1", sid), timeout=8)
+    await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE schedule_id = $1", sid), timeout=15)
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE schedule_id = $1", sid) == 1
 
 
