@@ -179,6 +179,55 @@ def _run_user_command(fn):
         _fail(str(exc))
 
 
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def cmd_profile_set(args) -> None:
+    """Create the profile, or change only the options given."""
+    from marshmallow import ValidationError
+
+    from app import profiles
+    from app.schemas.profiles import ProfileCreate
+
+    raw = {"name": args.name}
+    for option, key in (("exclude", "Package_exclude"), ("exclude_major", "Package_exclude_major"),
+                        ("service_reload", "Service_reload"), ("service_restart", "Service_restart"),
+                        ("notes", "Notes")):
+        value = getattr(args, option)
+        if value is not None:
+            raw[key] = value if option == "notes" else [v for item in value for v in item.split(",")]
+    try:
+        values = ProfileCreate().load(raw)
+    except ValidationError as exc:
+        _fail(f"invalid profile: {exc.messages}")
+    name = values.pop("name")
+    settings = _settings()
+    asyncio.run(db.migrate(settings.database_url))
+    try:
+        profile, created = asyncio.run(_with_pool(settings, lambda pool: profiles.set_profile(pool, name, values)))
+    except profiles.ProfileError as exc:
+        _fail(exc.message)
+    print(f"profile {name} {'created' if created else 'updated'}")
+    for key in profiles.FIELDS:
+        print(f"  {key}: {profile[key]}")
+
+
+def cmd_profile_list(args) -> None:
+    from app import profiles
+
+    settings = _settings()
+    asyncio.run(db.migrate(settings.database_url))
+
+    async def go(pool):
+        return [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)]
+
+    rows = asyncio.run(_with_pool(settings, go))
+    print(f"{'NAME':<24} {'EXCLUDE':<28} {'EXCLUDE MAJOR':<20} {'RELOAD':<16} RESTART")
+    for p in rows:
+        print(f"{p['Name']:<24} {p['Package_exclude']:<28} {p['Package_exclude_major']:<20} {p['Service_reload']:<16}"
+              f" {p['Service_restart']}")
+
+
 # --- HTTP client commands: hosts, tasks, queues (issue 4) -----------------------------------------
 # These talk to the HTTP API (app/client.py), so they work from any machine with a key.
 # Other capabilities add theirs the same way: Client.from_args(args).request(...), table(), print_json().
@@ -499,6 +548,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
 
+    profile = sub.add_parser("profile", help="manage host profiles").add_subparsers(dest="profile_command", required=True)
+    p = profile.add_parser("set", help="create a profile or change the options given (comma-separated or repeated)")
+    p.add_argument("name")
+    p.add_argument("--exclude", action="append", help="packages never updated (regexes, e.g. 'linux-image.*')")
+    p.add_argument("--exclude-major", action="append", help="packages not updated across a major version")
+    p.add_argument("--service-reload", action="append", help="services reloaded after an update")
+    p.add_argument("--service-restart", action="append", help="services restarted after an update ('svc:pkg' allowed)")
+    p.add_argument("--notes")
+    p.set_defaults(fn=cmd_profile_set)
+    profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
     return parser
 

@@ -1,12 +1,14 @@
 """The Repomanager-compatible envelope, and every error turned into JSON (never a 500 page)."""
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 import asyncpg
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from app.resources import SETTINGS
 
@@ -98,6 +100,12 @@ DB_DOWN = (
     asyncpg.exceptions.InsufficientResourcesError,
 )
 
+def _disk_full(exc: BaseException) -> bool:
+    """Our storage (ENOSPC, EDQUOT) or PostgreSQL's (53100) is full: a 507, not a retry-soon 503."""
+    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or isinstance(
+        exc, asyncpg.exceptions.DiskFullError)
+
+
 def _caused_by_db_down(exc: BaseException) -> bool:
     """A follow-up error of a lost connection, e.g. asyncpg's InternalClientError ("cannot switch to
     state …") raised while the pool resets a connection that PostgreSQL just dropped."""
@@ -123,6 +131,10 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except (RequestPayloadError, http_exceptions.HttpProcessingError) as exc:
+        # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
+        log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return bad_request("Invalid request body: it could not be read or decoded").response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -133,6 +145,10 @@ async def error_middleware(request: web.Request, handler):
         message = HTTP_MESSAGES.get(exc.status, exc.reason)
         return ApiError(exc.status, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}).response()
     except DB_DOWN as exc:
+        if _disk_full(exc):
+            log.error("disk full on %s %s: %s", request.method, request.path, type(exc).__name__)
+            return ApiError(507, "Insufficient storage: the server has no space left; nothing was stored",
+                            headers={"Retry-After": "60"}).response()
         log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
         return unavailable().response()
     except TimeoutError:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, resources, security
-from app.api import hosts, profiles, system
+from app.api import environments, hosts, profiles, published, snapshots, system
+from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
 from app.settings import Settings
@@ -78,6 +79,26 @@ def create_app(settings: Settings) -> web.Application:
     both("GET", "/api/v2/profile/{name}/repos", profiles.get_repos, "profile_repos")
 
     # --- repositories, snapshots, environments (issue 3) -----------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/repo", repos_api.list_repos, "repos"),
+        ("POST", "/api/v2/repo", repos_api.create_repo, "repo_create"),
+        ("GET", "/api/v2/repo/{repo_id}", repos_api.get_repo, "repo"),
+        ("DELETE", "/api/v2/repo/{repo_id}", repos_api.delete_repo, "repo_delete"),
+        ("POST", "/api/v2/repo/{repo_id}/snapshot", repos_api.create_snapshot, "snapshot_create"),
+        ("GET", "/api/v2/snapshot/{snap_id}", snapshots.get_snapshot, "snapshot"),
+        ("DELETE", "/api/v2/snapshot/{snap_id}", snapshots.delete_snapshot, "snapshot_delete"),
+        ("GET", "/api/v2/snapshot/{snap_id}/packages", snapshots.list_packages, "snapshot_packages"),
+        ("DELETE", "/api/v2/snapshot/{snap_id}/packages", snapshots.delete_packages, "snapshot_packages_delete"),
+        ("GET", "/api/v2/snapshot/{snap_id}/diff/{other_id}", snapshots.diff, "snapshot_diff"),
+        ("POST", "/api/v2/snapshot/{snap_id}/upload", snapshots.upload, "snapshot_upload"),
+        ("PUT", "/api/v2/snapshot/{snap_id}/rebuild", snapshots.rebuild, "snapshot_rebuild"),
+        ("GET", "/api/v2/environment", environments.list_environments, "environments"),
+        ("POST", "/api/v2/environment", environments.create_environment, "environment_create"),
+        ("PATCH", "/api/v2/environment/{env}/point", environments.point, "environment_point"),
+    ):
+        both(method, path, handler, name)
+    # The published trees and the public key (nginx serves /repo in production; this is the fallback).
+    r.add_get("/repo/{path:.*}", published.serve, name="published")
 
     # --- tasks, queues, operators (issue 4) ------------------------------------------------------
     for method, path, handler, name in (
@@ -117,5 +138,6 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
+    r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")
 
     return app

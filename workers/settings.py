@@ -89,6 +89,9 @@ def worker_settings(settings: Settings) -> dict:
         redis_settings=redis_settings(settings),
         queue_name=settings.queue_name,
         max_jobs=settings.worker_max_jobs,
+        # arq sleeps poll_delay between reads of the queue (0.5 s by default), which caps a worker at
+        # max_jobs jobs per poll: short jobs like host diffs need a short poll.
+        poll_delay=0.05,
         job_timeout=3600,
         keep_result=0,
         max_tries=3,

@@ -248,6 +248,10 @@ class Storage:
         mix. The old tree is removed after the swap."""
         link = safe_join(self.public, *public_rel.split("/"))
         link.parent.mkdir(parents=True, exist_ok=True)
+        # A build folder of this key left by a worker killed mid-rebuild: the per-snapshot lock of
+        # rebuild_snapshot makes this build the only one of the key, so any other is garbage.
+        for stale_build in self.trees.glob(f".build-{key}-*"):
+            shutil.rmtree(stale_build, ignore_errors=True)
         build_dir = Path(tempfile.mkdtemp(dir=self.trees, prefix=f".build-{key}-"))
         stale: list[str] = []
         try:

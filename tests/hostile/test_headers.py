@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import aiohttp
+
 from app.main import create_app
 from tests.conftest import bearer
 
@@ -58,3 +60,20 @@ async def test_configured_origins_only(aiohttp_client, settings, admin_key):
     assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
     pre = await client.options("/api/v2/status", headers={"Origin": EVIL, "Access-Control-Request-Method": "PUT"})
     assert "Access-Control-Allow-Origin" not in pre.headers
+
+
+async def test_an_undecodable_body_is_a_json_400_not_a_500(client, admin_key):
+    resp = await client.post("/api/v2/profile", json={"name": "web"}, headers=bearer(admin_key))
+    assert resp.status == 201, await resp.text()
+    answers = []
+    for encoding in ("gzip", "deflate"):
+        for size in (10, 95, 3000, 70_000):
+            try:
+                resp = await client.put("/api/v2/profile/web", data=b"x" * size, headers={
+                    **bearer(admin_key), "Content-Encoding": encoding, "Content-Type": "text/plain"})
+                answers.append((resp.status, resp.content_type, await resp.read()))
+            except aiohttp.ServerDisconnectedError:
+                answers.append((0, "", b""))  # aiohttp's parser may drop it before the application sees it
+    assert all(a[0] in (0, 400) for a in answers), answers
+    json_400 = [a for a in answers if a[1] == "application/json"]
+    assert json_400 and all(b"could not be read" in a[2] for a in json_400), answers
