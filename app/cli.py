@@ -559,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_profile_set)
     profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
+    from app.repos import cli as repos_cli
+
+    repos_cli.register(sub)  # repo, snapshot, env, upload (issue 3)
     return parser
 
 
