@@ -101,8 +101,10 @@ async def test_failed_logins_are_throttled_like_the_api(aiohttp_client, settings
 async def test_login_form_needs_its_token_and_next_stays_local(client, operator_key):
     resp = await client.post("/login", data={"api_key": operator_key}, allow_redirects=False)
     assert resp.status == 403
-    resp = await login(client, api_key=operator_key, next="//evil.example/x")
-    assert resp.status == 303 and resp.headers["Location"] == "/"
+    for hostile in ("//evil.example/x", "/\\evil.example", "/\t/evil.example", "https://evil.example/"):
+        client.session.cookie_jar.clear()
+        resp = await login(client, api_key=operator_key, next=hostile)
+        assert resp.status == 303 and resp.headers["Location"] == "/", hostile
 
 
 async def test_secure_cookie_when_base_url_is_https(aiohttp_client, settings, operator_key):
@@ -331,6 +333,8 @@ async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_wo
         "INSERT INTO hosts (hostname, ip, auth_id, token_digest, os, os_version, last_seen_at)"
         " VALUES ('old.example.net', '10.9.9.9', 'id_old', '\\x00', 'Ubuntu', '22.04', now() - interval '3 days')"
     )
+    # Registered a minute ago, no report yet: not "unseen for a day".
+    await pool.execute("INSERT INTO hosts (hostname, ip, auth_id, token_digest) VALUES ('new.example.net', '10.9.9.8', 'id_new', '\\x00')")
 
     async def put(path, body):
         r = await client.put(f"/api/v2/host/{path}", json=body, headers=agent)
@@ -353,7 +357,7 @@ async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_wo
 
     await login(client, api_key=operator_key)
     text = await (await client.get("/hosts")).text()
-    assert 'id="f-total">2<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
+    assert 'id="f-total">3<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
     assert 'id="f-stale">1<' in text and "<td>Debian GNU/Linux</td><td>12</td><td>1</td><td>1</td>" in text
     assert HOSTILE not in text and "&lt;script&gt;" in text
     for flt, shown, hidden in (("outdated", f"/hosts/{host_id}", "old.example.net"), ("stale", "old.example.net", f"/hosts/{host_id}")):

@@ -95,7 +95,7 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     pg = page
     await log_in(pg)
     # Enqueued after the page loaded: the live table must pick it up, running, then done.
-    ref = await queue.enqueue(pool, redis, "browser_steps", "repo:42", {"steps": 8, "pause": 0.35})
+    ref = await queue.enqueue(pool, redis, "browser_steps", "repo:42", {"steps": 12, "pause": 0.35})
     row = f'tr[data-task="{ref.id}"]'
     await pg.wait_for_selector(f"{row} .st-running", timeout=10_000)
     assert "repo:42" in await pg.inner_text(row)
@@ -131,7 +131,7 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     await pg.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     await pg.click(f'a[href="/tasks/{ref.id}"]') if await pg.locator(f'a[href="/tasks/{ref.id}"]').count() else await pg.goto(f"/tasks/{ref.id}")
     await pg.wait_for_selector("h1 .st-done")
-    assert "step 8 of 8" in await pg.inner_text(".facts")
+    assert "step 12 of 12" in await pg.inner_text(".facts")
     await pg.screenshot(path=str(ARTIFACTS / "task.png"), full_page=True)
     assert pg.errors == [], pg.errors
 

@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 
 from app import auth, queue
 from app.auth import Role
+from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
 from app.resources import POOL, REDIS, SETTINGS
@@ -186,6 +187,8 @@ def _paged(items, total: int, page: queries.Page) -> web.Response:
 async def _readable_host(request: web.Request) -> int:
     who = request[auth.PRINCIPAL]
     host_id = int(request.match_info["host_id"])
+    if host_id > MAX_ID:
+        raise not_found(f"Host #{host_id} does not exist.")
     if who.is_host:
         if who.host_id != host_id:
             raise forbidden("Host credentials can only read their own host")

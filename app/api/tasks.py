@@ -6,12 +6,12 @@ from marshmallow import ValidationError
 
 from app import queues, schedules, tasks
 from app.auth import Role, require_role, require_user
+from app.db import MAX_ID
 from app.errors import bad_request, conflict, not_found, ok, read_json, validation_error
 from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema
 
-MAX_ID = 2**63 - 1
 _ERRORS = {400: "Invalid task ID", 401: "No or bad credentials", 403: "Role too low", 404: "Unknown task"}
 
 

@@ -6,8 +6,9 @@ POST checks the session's CSRF token. Viewers see everything; stopping a task ne
 from __future__ import annotations
 
 import functools
+import re
 import secrets
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -38,12 +39,15 @@ def _secure(request: web.Request) -> bool:
     return request.app[SETTINGS].base_url.startswith("https://")
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+
 def _safe_next(value: str | None) -> str:
-    """Only a local path may follow a login or a stop (no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only a local path may follow a login or a stop (no open redirect): no `//host`, no `/\\host`,
+    and no whitespace or control characters (browsers drop those, turning `/\t/host` into `//host`)."""
+    if not value or not _LOCAL_PATH.fullmatch(value):
         return "/"
-    parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else "/"
+    return value
 
 
 def _int(value: str | None, default: int = 1, low: int = 1, high: int = 1_000_000) -> int:
@@ -191,6 +195,7 @@ async def _overview_context(request: web.Request) -> dict:
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.query.get("span", "hour")),
+        "fleet": await fleet.summary(pool),
     }
 
 

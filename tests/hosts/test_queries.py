@@ -151,6 +151,7 @@ async def test_who_may_read_what(client, fleet, make_key):
     await _get(client, f"/api/v2/host/{web02[2]}/installed", viewer)
     assert (await _get(client, "/api/v2/host/999/installed", viewer, 404))["message_error"] == ["Host #999 does not exist."]
     await _get(client, "/api/v2/host/abc/installed", viewer, 404)
+    await _get(client, "/api/v2/host/99999999999999999999999", viewer, 404)  # past bigint: unknown, not a 500
 
 
 async def test_installed_rows_and_pagination(client, fleet, viewer):

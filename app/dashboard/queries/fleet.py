@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 FILTERS = {
     "outdated": "h.available_count > 0",
     "reboot": "h.reboot_required IS TRUE",
-    "stale": "(h.last_seen_at IS NULL OR h.last_seen_at < now() - interval '1 day')",
+    # A host registered today that has not reported yet is not "unseen for a day".
+    "stale": "coalesce(h.last_seen_at, h.registered_at) < now() - interval '1 day'",
 }
 # Credentials are never rendered, not even hashed; digests are noise.
 _HIDDEN = "ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest']::text[]"
