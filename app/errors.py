@@ -135,6 +135,10 @@ async def error_middleware(request: web.Request, handler):
         # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
         log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
         return bad_request("Invalid request body: it could not be read or decoded").response()
+    except asyncpg.exceptions.DataError as exc:
+        # A value the database cannot take (an id past 64 bits, a malformed date): the input is bad.
+        log.info("invalid value on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return bad_request("Invalid request: a value is out of range or malformed").response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -29,11 +29,15 @@ def handlers():
         RUNS.append(ctx.id)
         return {"ok": True}
 
+    real_rebuild = jobs.HANDLERS.get("rebuild")  # the repository handler: put back afterwards
     jobs.HANDLERS.update(op_slow=slow, op_quick=quick, rebuild=quick)
     yield
     for k in ("op_slow", "op_quick"):
         jobs.HANDLERS.pop(k, None)
-    jobs.HANDLERS.pop("rebuild", None) if jobs.HANDLERS.get("rebuild") is quick else None
+    if real_rebuild is not None:
+        jobs.HANDLERS["rebuild"] = real_rebuild
+    else:
+        jobs.HANDLERS.pop("rebuild", None)
 
 
 async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_worker):
