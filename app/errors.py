@@ -98,6 +98,9 @@ DB_DOWN = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # asyncpg's "cannot switch to state …": a connection PostgreSQL dropped, found broken while the pool
+    # resets it after a query that did succeed (seen when PostgreSQL stops under load).
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 def _disk_full(exc: BaseException) -> bool:
