@@ -179,6 +179,55 @@ def _run_user_command(fn):
         _fail(str(exc))
 
 
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def cmd_profile_set(args) -> None:
+    """Create the profile, or change only the options given."""
+    from marshmallow import ValidationError
+
+    from app import profiles
+    from app.schemas.profiles import ProfileCreate
+
+    raw = {"name": args.name}
+    for option, key in (("exclude", "Package_exclude"), ("exclude_major", "Package_exclude_major"),
+                        ("service_reload", "Service_reload"), ("service_restart", "Service_restart"),
+                        ("notes", "Notes")):
+        value = getattr(args, option)
+        if value is not None:
+            raw[key] = value if option == "notes" else [v for item in value for v in item.split(",")]
+    try:
+        values = ProfileCreate().load(raw)
+    except ValidationError as exc:
+        _fail(f"invalid profile: {exc.messages}")
+    name = values.pop("name")
+    settings = _settings()
+    asyncio.run(db.migrate(settings.database_url))
+    try:
+        profile, created = asyncio.run(_with_pool(settings, lambda pool: profiles.set_profile(pool, name, values)))
+    except profiles.ProfileError as exc:
+        _fail(exc.message)
+    print(f"profile {name} {'created' if created else 'updated'}")
+    for key in profiles.FIELDS:
+        print(f"  {key}: {profile[key]}")
+
+
+def cmd_profile_list(args) -> None:
+    from app import profiles
+
+    settings = _settings()
+    asyncio.run(db.migrate(settings.database_url))
+
+    async def go(pool):
+        return [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)]
+
+    rows = asyncio.run(_with_pool(settings, go))
+    print(f"{'NAME':<24} {'EXCLUDE':<28} {'EXCLUDE MAJOR':<20} {'RELOAD':<16} RESTART")
+    for p in rows:
+        print(f"{p['Name']:<24} {p['Package_exclude']:<28} {p['Package_exclude_major']:<20} {p['Service_reload']:<16}"
+              f" {p['Service_restart']}")
+
+
 # --- HTTP client commands: hosts, tasks, queues (issue 4) -----------------------------------------
 # These talk to the HTTP API (app/client.py), so they work from any machine with a key.
 # Other capabilities add theirs the same way: Client.from_args(args).request(...), table(), print_json().
@@ -201,6 +250,7 @@ def _client_command(fn):
     def run(args):
         from app.client import Client, ClientError
 
+        args.json = getattr(args, "json", False)
         try:
             return fn(Client.from_args(args), args)
         except ClientError as exc:
@@ -229,7 +279,8 @@ def cmd_tasks_list(client, args) -> None:
 
     def show(d):
         table(d["results"], SCHEDULE_COLUMNS if args.status == "scheduled" else TASK_COLUMNS)
-        print(f"page {d.get('page', 1)}, {len(d['results'])} of {d.get('total', len(d['results']))} task(s)")
+        paging = d.get("pagination") or {}
+        print(f"page {paging.get('page', 1)}, {len(d['results'])} of {paging.get('total', len(d['results']))} task(s)")
 
     _emit(args, data, show)
 
@@ -281,7 +332,6 @@ def cmd_tasks_stop(client, args) -> None:
     data = client.request("POST", f"task/{args.id}/stop")
     _emit(args, data, lambda d: print(d["results"]))
     if args.watch:
-        args.json = getattr(args, "json", False)
         _watch(client, args)
 
 
@@ -353,7 +403,7 @@ def cmd_hosts_list(client, args) -> None:
         for flag in ("kernel", "arch", "profile", "env"):
             if getattr(args, flag):
                 path = f"hosts/{'environment' if flag == 'env' else flag}/{q(getattr(args, flag))}"
-    data = client.get(path)
+    data = client.get(path, page=args.page, per_page=args.per_page)
 
     def show(d):
         rows = d.get("results") or []
@@ -367,26 +417,20 @@ def cmd_hosts_list(client, args) -> None:
                     r["Updates"] = r["Available_updates"].get("Total")
             cols = HOST_COLUMNS + ([("Updates", "UPDATES")] if args.outdated or args.uptodate else [])
             table(rows, cols)
-        print(f"{len(rows)} host(s)")
+        paging = d.get("pagination")
+        if paging and paging.get("total", 0) > len(rows):
+            print(f"page {paging['page']}, {len(rows)} of {paging['total']} host(s)")
+        else:
+            print(f"{len(rows)} host(s)")
 
     _emit(args, data, show)
 
 
 @_client_command
 def cmd_hosts_show(client, args) -> None:
-    from app.client import ClientError, table
+    from app.client import table
 
-    host = None
-    try:
-        host = client.get(f"host/{args.id}")["results"]
-        host = host[0] if isinstance(host, list) and host else host
-    except ClientError as exc:
-        if exc.status not in (400, 404, 405):
-            raise
-    if not host:  # no single-host route: find it in the listing
-        host = next((h for h in client.get("hosts/").get("results") or [] if str(h.get("Id")) == str(args.id)), None)
-        if host is None:
-            _fail(f"host {args.id} does not exist")
+    host = client.get(f"host/{args.id}")["results"]
     updates = client.get(f"host/{args.id}/available").get("results") or []
 
     def show(d):
@@ -401,9 +445,11 @@ def cmd_hosts_show(client, args) -> None:
 
 def add_client_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="server URL (DEPOT_URL; default http://127.0.0.1:8080)")
-    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    # default=SUPPRESS: a flag given before the subcommand (`depot tasks --key K show 5`) is not reset by it.
+    common.add_argument("--url", default=argparse.SUPPRESS, help="server URL (DEPOT_URL; default http://127.0.0.1:8080)")
+    common.add_argument("--key", default=argparse.SUPPRESS, help="API key (DEPOT_API_KEY)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the API's JSON (for scripts)")
 
     tasks = sub.add_parser("tasks", aliases=["task"], help="list, show, follow, stop and schedule tasks (HTTP)")
     tsub = tasks.add_subparsers(dest="tasks_command")
@@ -415,9 +461,9 @@ def add_client_commands(sub) -> None:
         parser.add_argument("--per-page", type=int, default=50)
         parser.set_defaults(fn=cmd_tasks_list)
     # `depot tasks` / `depot hosts` alone list too, so the group parsers take the common flags as well.
-    tasks.add_argument("--url", help=argparse.SUPPRESS)
-    tasks.add_argument("--key", help=argparse.SUPPRESS)
-    tasks.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    tasks.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    tasks.add_argument("--key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    tasks.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = tsub.add_parser("show", parents=[common], help="one task (--watch follows its progress)")
     p.add_argument("id")
     p.add_argument("--watch", "-w", action="store_true", help="follow progress until the task ends")
@@ -458,10 +504,12 @@ def add_client_commands(sub) -> None:
         parser.add_argument("--version", help="with --package: version prefix")
         parser.add_argument("--outdated", action="store_true")
         parser.add_argument("--uptodate", action="store_true")
+        parser.add_argument("--page", type=int, default=1)
+        parser.add_argument("--per-page", type=int, default=100, help="hosts per page (default 100)")
         parser.set_defaults(fn=cmd_hosts_list)
-    hosts.add_argument("--url", help=argparse.SUPPRESS)
-    hosts.add_argument("--key", help=argparse.SUPPRESS)
-    hosts.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    hosts.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    hosts.add_argument("--key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    hosts.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = hsub.add_parser("show", parents=[common], help="one host and its available updates")
     p.add_argument("id")
     p.set_defaults(fn=cmd_hosts_show)
@@ -500,6 +548,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
 
+    profile = sub.add_parser("profile", help="manage host profiles").add_subparsers(dest="profile_command", required=True)
+    p = profile.add_parser("set", help="create a profile or change the options given (comma-separated or repeated)")
+    p.add_argument("name")
+    p.add_argument("--exclude", action="append", help="packages never updated (regexes, e.g. 'linux-image.*')")
+    p.add_argument("--exclude-major", action="append", help="packages not updated across a major version")
+    p.add_argument("--service-reload", action="append", help="services reloaded after an update")
+    p.add_argument("--service-restart", action="append", help="services restarted after an update ('svc:pkg' allowed)")
+    p.add_argument("--notes")
+    p.set_defaults(fn=cmd_profile_set)
+    profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
     return parser
 

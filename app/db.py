@@ -10,6 +10,8 @@ import orjson
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Largest value of a bigint id: a larger id in a URL is simply unknown (asyncpg cannot even send it).
+MAX_ID = 2**63 - 1
 # Any constant: serialises migrations when several app replicas start at once.
 MIGRATION_LOCK = 7_405_001
 

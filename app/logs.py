@@ -1,6 +1,7 @@
 """Logging set-up: text by default, one JSON object per line with DEPOT_LOG_FORMAT=json."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import secrets
@@ -27,8 +28,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+# The id of the request being handled, so every log line written while handling it carries it.
+CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = CURRENT_REQUEST_ID.get()
+            if request_id:
+                record.request_id = request_id
+        return True
+
+
 def setup_logging(settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -69,6 +84,7 @@ async def request_middleware(request: web.Request, handler):
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(12)
     request[REQUEST_ID] = request_id
+    token = CURRENT_REQUEST_ID.set(request_id)
     started = time.perf_counter()
     status = 500
     try:
@@ -92,6 +108,7 @@ async def request_middleware(request: web.Request, handler):
             extra={"request_id": request_id, "method": request.method, "route": route, "status": status,
                    "duration_ms": round(elapsed * 1000, 2)},
         )
+        CURRENT_REQUEST_ID.reset(token)
     return response
 
 

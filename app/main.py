@@ -138,5 +138,6 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
+    r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")
 
     return app

@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client).
 
-In-process: HTTP requests by route name and status with latency histograms, reports received
-(`REPORTS_RECEIVED.labels(kind).inc()` from the hosts code). Read from PostgreSQL/Redis at scrape
+In-process: HTTP requests by route name and status with latency histograms, host reports accepted
+(counted from the hosts routes' names in observe_request). Read from PostgreSQL/Redis at scrape
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
 hosts by state — the workers run in other processes, so the tasks table is what the server reports.
 """
@@ -13,7 +13,8 @@ import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from app import queues
 from app.openapi import docs
@@ -32,7 +33,7 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
 )
 REPORTS_RECEIVED = Counter(
-    "depot_host_reports_received", "Host reports received, by kind (status, installed, available, event)", ["kind"],
+    "depot_host_reports_received", "Host reports accepted, by kind (status, installed, available, event)", ["kind"],
     registry=REGISTRY,
 )
 # Observed by workers/jobs.py in the worker process (for a worker-side exporter); the server's
@@ -45,32 +46,72 @@ WORKER_TASK_SECONDS = Histogram(
 TASK_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600)
 CACHE_SECONDS = 5.0
 
+# Current state only (the status index serves it): finished tasks are counted incrementally below.
 TASKS_SQL = """
-SELECT kind, status, count(*) AS n FROM tasks WHERE type = 'immediate' GROUP BY kind, status
+SELECT kind, status, count(*) AS n FROM tasks
+WHERE status IN ('queued', 'running') AND type = 'immediate' GROUP BY kind, status
 """
-# One pass over finished tasks: count, sum and cumulative buckets of run time, per kind and outcome.
-DURATIONS_SQL = """
+# Tasks finished since the last scrape (tasks_finished index): count, sum and buckets per kind and outcome,
+# added to in-memory totals, so a scrape never scans the whole history of a busy tasks table.
+# The window ends 2 s in the past so rows stamped just now but not yet committed are read next time.
+FINISHED_SQL = """
 WITH d AS (
     SELECT kind, status, extract(epoch FROM finished_at - started_at)::float8 AS s
-    FROM tasks WHERE type = 'immediate' AND finished_at IS NOT NULL AND started_at IS NOT NULL
+    FROM tasks WHERE type = 'immediate' AND finished_at > $1 AND finished_at <= $2 AND started_at IS NOT NULL
 )
 SELECT kind, status, count(*) AS n, coalesce(sum(s), 0) AS total,
        array[""" + ", ".join(f"count(*) FILTER (WHERE s <= {b})" for b in TASK_BUCKETS) + """] AS buckets
 FROM d GROUP BY kind, status
 """
+# First scrape of a process: start from the last hour, so a fresh server shows recent work.
+FIRST_WINDOW_SQL = "SELECT now() - interval '1 hour', now() - interval '2 seconds'"
+NEXT_WINDOW_SQL = "SELECT now() - interval '2 seconds'"
+
+
+# Host reports are counted here from the route names the hosts code registers (app/main.py), so the
+# report handlers need no metrics code; only accepted (2xx) reports count.
+REPORT_ROUTES = {
+    "host_status": "status",
+    "host_installed_put": "installed",
+    "host_available_put": "available",
+    "host_events_put": "event",
+}
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_LATENCY.labels(route, method).observe(seconds)
+    kind = REPORT_ROUTES.get(route)
+    if kind and 200 <= status < 300:
+        REPORTS_RECEIVED.labels(kind).inc()
 
 
 class DatabaseCollector:
     """Serves the values last read by refresh() (the scrape handler awaits it; collect() cannot)."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.values: dict = {}
         self.read_at = 0.0
+        self.watermark = None
+        # (kind, outcome) -> [count, sum, [cumulative bucket counts]]
+        self.finished: dict[tuple[str, str], list] = {}
+
+    async def _add_finished(self, pool) -> None:
+        if self.watermark is None:
+            start, end = await pool.fetchrow(FIRST_WINDOW_SQL)
+        else:
+            start, end = self.watermark, await pool.fetchval(NEXT_WINDOW_SQL)
+        if end <= start:
+            return
+        for r in await pool.fetch(FINISHED_SQL, start, end):
+            entry = self.finished.setdefault((r["kind"], r["status"]), [0, 0.0, [0] * len(TASK_BUCKETS)])
+            entry[0] += r["n"]
+            entry[1] += r["total"]
+            entry[2] = [a + b for a, b in zip(entry[2], r["buckets"])]
+        self.watermark = end
 
     async def refresh(self, pool, redis, settings) -> None:
         if time.monotonic() - self.read_at < CACHE_SECONDS and self.values:
@@ -81,7 +122,7 @@ class DatabaseCollector:
         except Exception as exc:
             log.warning("metrics: Redis unavailable (%s)", type(exc).__name__)
         values["tasks"] = await pool.fetch(TASKS_SQL)
-        values["durations"] = await pool.fetch(DURATIONS_SQL)
+        await self._add_finished(pool)
         values["hosts"] = await _hosts_by_state(pool, settings)
         workers = await pool.fetch(queues.WORKERS, float(settings.task_stale_seconds))
         values["workers"] = workers
@@ -101,15 +142,18 @@ class DatabaseCollector:
             g = GaugeMetricFamily("depot_queue_oldest_job_age_seconds", "Age of the oldest waiting job", labels=["queue"])
             g.add_metric([v["queue"]], v["oldest"] or 0.0)
             yield g
-        g = GaugeMetricFamily("depot_tasks", "Immediate tasks by kind and status", labels=["kind", "status"])
+        g = GaugeMetricFamily("depot_tasks", "Queued and running tasks by kind and status", labels=["kind", "status"])
         for r in v["tasks"]:
             g.add_metric([r["kind"], r["status"]], r["n"])
         yield g
+        c = CounterMetricFamily("depot_tasks_finished", "Tasks finished, by kind and outcome (done, error, stopped)",
+                                labels=["kind", "outcome"])
         h = HistogramMetricFamily("depot_task_duration_seconds", "Run time of finished tasks by kind and outcome",
                                   labels=["kind", "outcome"])
-        for r in v["durations"]:
-            buckets = [(str(b), c) for b, c in zip(TASK_BUCKETS, r["buckets"])] + [("+Inf", r["n"])]
-            h.add_metric([r["kind"], r["status"]], buckets, r["total"])
+        for (kind, outcome), (n, total, buckets) in sorted(self.finished.items()):
+            c.add_metric([kind, outcome], n)
+            h.add_metric([kind, outcome], [(floatToGoString(b), x) for b, x in zip(TASK_BUCKETS, buckets)] + [("+Inf", n)], total)
+        yield c
         yield h
         g = GaugeMetricFamily("depot_hosts", "Hosts by state", labels=["state"])
         for state, n in v["hosts"].items():

@@ -8,11 +8,14 @@ Describe a handler cheaply with the decorator (the spec walks app.router, so not
 - `request`: marshmallow schema of the JSON body; `query`: schema of the query string;
 - `response`: schema of `results` in the success envelope (`many=True` for a list); `status`: its code;
 - `path`: types of path parameters (default string); `responses`: other codes → description;
-- `envelope=False`: the response is `response` itself, not wrapped in {results, rc, return, note}.
+- `envelope=False`: the response is `response` itself, not wrapped in {results, rc, return, note};
+- `auth`: "user" (API key, the default), "host" (host credentials), "any" (either), or `public=True`.
 Handlers without the decorator are described from their docstring with a generic JSON answer.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from typing import Any
@@ -40,14 +43,22 @@ _ERROR_RESPONSE = {"description": "Error (JSON envelope)", "content": {"applicat
 def docs(summary: str | None = None, *, description: str | None = None, request: type[Schema] | Schema | None = None,
          query: type[Schema] | None = None, response: type[Schema] | Schema | None = None, many: bool = False,
          status: int = 200, path: dict[str, type] | None = None, responses: dict[int, str] | None = None,
-         envelope: bool = True, tags: list[str] | None = None, public: bool = False, content_type: str | None = None):
+         envelope: bool = True, tags: list[str] | None = None, public: bool = False, content_type: str | None = None,
+         auth: str = "user"):
+    if auth not in AUTH:
+        raise ValueError(f"auth must be one of {', '.join(AUTH)}")
+
     def mark(fn):
         fn.__openapi__ = dict(summary=summary, description=description, request=request, query=query,
                               response=response, many=many, status=status, path=path or {}, responses=responses or {},
-                              envelope=envelope, tags=tags, public=public, content_type=content_type)
+                              envelope=envelope, tags=tags, public=public, content_type=content_type, auth=auth)
         return fn
 
     return mark
+
+
+# Security requirements by `auth` (the host scheme is `Authorization: Host <auth id>:<token>`).
+AUTH = {"user": [{"bearer": []}], "host": [{"host": []}], "any": [{"bearer": []}, {"host": []}]}
 
 
 def _schema_name(schema) -> str:
@@ -63,7 +74,7 @@ def _ref(spec: APISpec, schema) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _operation(spec: APISpec, handler, method: str, path: str) -> dict:
+def _operation(spec: APISpec, handler, method: str, path: str, pattern: str = "") -> dict:
     meta = getattr(handler, "__openapi__", None) or {}
     doc = (handler.__doc__ or "").strip()
     first, _, rest = doc.partition("\n")
@@ -77,7 +88,8 @@ def _operation(spec: APISpec, handler, method: str, path: str) -> dict:
     op["tags"] = meta.get("tags") or [_tag(path)]
     params = []
     for name in _PARAM.findall(path):
-        typ = (meta.get("path") or {}).get(name, str)
+        # Declared type first, else the route's own regex: {host_id:\d+} is an integer.
+        typ = (meta.get("path") or {}).get(name) or (int if f"(?P<{name}>\\d+)" in pattern else str)
         params.append({"name": name, "in": "path", "required": True,
                        "schema": {"type": "integer", "minimum": 1} if typ is int else {"type": "string", "minLength": 1}})
     if meta.get("query") is not None:
@@ -106,6 +118,8 @@ def _operation(spec: APISpec, handler, method: str, path: str) -> dict:
     op["responses"] = responses
     if meta.get("public") or not path.startswith("/api/") or path == "/api/v2/openapi.json":
         op["security"] = []
+    elif meta.get("auth", "user") != "user":
+        op["security"] = AUTH[meta["auth"]]
     return op
 
 
@@ -138,6 +152,8 @@ def build_spec(app: web.Application) -> dict:
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "description": "API key (ak_...) of a Depot user"})
+    spec.components.security_scheme("host", {"type": "apiKey", "in": "header", "name": "Authorization",
+                                             "description": "Host credentials: `Host <auth id>:<token>`"})
     spec.components.schema("Error", _ERROR)
     spec.components.schema("Envelope", {
         "type": "object",
@@ -155,12 +171,26 @@ def build_spec(app: web.Application) -> dict:
             continue  # the trailing-slash twin of a documented path
         methods = ["get", "post"] if route.method == "*" else [route.method.lower()]
         for method in methods:
-            paths.setdefault(path, {})[method] = _operation(spec, route.handler, method, path)
+            pattern = getattr(route.resource.get_info().get("pattern"), "pattern", "")
+            paths.setdefault(path, {})[method] = _operation(spec, route.handler, method, path, pattern)
     for path in sorted(paths):
         spec.path(path=path, operations=paths[path])
     out = spec.to_dict()
     out["security"] = [{"bearer": []}]
     return out
+
+
+STYLE = (
+    "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
+    ".m{font-weight:bold}code{font-size:13px}"
+)
+# The page's only resource is its inline style, allowed by hash (no script, nothing loaded from elsewhere).
+DOCS_CSP = (
+    "default-src 'none'; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    + "'; frame-ancestors 'none'"
+)
 
 
 def render_html(spec: dict) -> str:
@@ -176,7 +206,9 @@ def render_html(spec: dict) -> str:
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
             ref = body.get("$ref", "").rsplit("/", 1)[-1]
             codes = ", ".join(k for k in op.get("responses", {}))
-            auth = "public" if op.get("security") == [] else "API key"
+            auth = {0: "public", 1: "API key"}.get(len(op.get("security", [1])), "API key or host")
+            if op.get("security") == AUTH["host"]:
+                auth = "host"
             rows.append(
                 f"<tr><td class=m>{esc(method.upper())}</td><td><code>{esc(path)}</code></td>"
                 f"<td>{esc(op.get('summary', ''))}</td><td>{esc(params)}</td>"
@@ -192,9 +224,7 @@ def render_html(spec: dict) -> str:
         schema_blocks.append(f"<h3 id=schema-{esc(name)}>{esc(name)}</h3><table>{items}</table>")
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Depot API reference</title><style>"
-        "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
-        ".m{font-weight:bold}code{font-size:13px}</style></head><body>"
+        + STYLE + "</style></head><body>"
         f"<h1>{esc(spec['info']['title'])} v{esc(spec['info']['version'])}</h1>"
         f"<p>{esc(spec['info'].get('description', ''))} Machine-readable: "
         "<a href=/api/v2/openapi.json>/api/v2/openapi.json</a> (OpenAPI 3.1).</p>"
@@ -222,7 +252,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def docs_page(request: web.Request) -> web.Response:
     """Human-readable API reference, rendered on the server from the OpenAPI description."""
-    return web.Response(text=render_html(build_spec(request.app)), content_type="text/html")
+    return web.Response(text=render_html(build_spec(request.app)), content_type="text/html",
+                        headers={"Content-Security-Policy": DOCS_CSP})
 
 
 docs(summary="OpenAPI 3.1 description of the API", public=True, envelope=False)(openapi_json)

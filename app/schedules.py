@@ -61,9 +61,8 @@ async def derive_target(conn, kind: str, params: dict, target: str | None) -> st
         env, snap = params.get("env"), params.get("snapshot")
         if not isinstance(env, str) or not isinstance(snap, int) or isinstance(snap, bool):
             raise ScheduleError("params: env_point needs {\"env\": name, \"snapshot\": id}")
-        repo_id = await conn.fetchval("SELECT repo_id FROM snapshots WHERE id = $1", snap) if await _has(
-            conn, "snapshots"
-        ) else None
+        repo_id = await conn.fetchval("SELECT repo_id FROM snapshots WHERE id = $1 AND status = 'active'", snap) \
+            if await _has(conn, "snapshots") else None
         if repo_id is None:
             raise ScheduleError(f"params: snapshot {snap} does not exist")
         return f"env:{env}:repo:{repo_id}"
@@ -71,6 +70,13 @@ async def derive_target(conn, kind: str, params: dict, target: str | None) -> st
     value = params.get(key) if key else None
     if not isinstance(value, int) or isinstance(value, bool):
         raise ScheduleError(f"params: {kind} needs {{\"{key}\": id}} (or give a target)")
+    # A schedule of something that does not exist would fail at every run: refuse it now.
+    if key == "snapshot" and await _has(conn, "snapshots") and not await conn.fetchval(
+            "SELECT 1 FROM snapshots WHERE id = $1 AND status = 'active'", value):
+        raise ScheduleError(f"params: snapshot {value} does not exist")
+    if key == "repo" and await _has(conn, "repos") and not await conn.fetchval(
+            "SELECT 1 FROM repos WHERE id = $1", value):
+        raise ScheduleError(f"params: repository {value} does not exist")
     return f"{key}:{value}"
 
 
@@ -86,6 +92,10 @@ async def create_schedule(pool, kind: str, cron: str, params: dict, target: str 
         raise ScheduleError("params: expected a JSON object")
     if "\\u0000" in orjson.dumps(params).decode():
         raise ScheduleError("params: NUL characters are not allowed")
+    if kind == "retention":
+        keep = params.get("keep")
+        if not isinstance(keep, int) or isinstance(keep, bool) or not 1 <= keep <= 10_000:
+            raise ScheduleError("params: retention needs {\"repo\": id, \"keep\": n} with n >= 1")
     cron = parse_cron(cron)
     async with pool.acquire() as conn:
         async with conn.transaction():

@@ -117,7 +117,8 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     h.setdefault("Referrer-Policy", "no-referrer")
     if request.path.startswith("/api/"):
         # JSON only: nothing to load, nothing to frame, nothing for a shared cache to keep.
-        h["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        # (A handler may set a stricter-than-nothing policy of its own: the /api/docs page hashes its style.)
+        h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         h["Cache-Control"] = "no-store"
     else:
         h.setdefault("Content-Security-Policy", "frame-ancestors 'none'")

@@ -48,21 +48,28 @@ async def create_api_key(pool, username: str) -> str:
     if user_id is None:
         raise UserError(f"User {username} does not exist")
     key_id, key = new_api_key()
-    await pool.execute(
-        "INSERT INTO api_keys (key_id, user_id, digest) VALUES ($1, $2, $3)"
-        " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, digest = EXCLUDED.digest,"
-        " created_at = now(), last_used_at = NULL",
-        key_id,
-        user_id,
-        digest(key),
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO api_keys (key_id, user_id, digest) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, digest = EXCLUDED.digest,"
+            " created_at = now(), last_used_at = NULL",
+            key_id,
+            user_id,
+            digest(key),
+        )
+        # New credentials end the user's dashboard sessions (a leaked key must not live on in a cookie).
+        await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
     return key
 
 
 async def set_password(pool, username: str, password: str) -> None:
-    done = await pool.execute("UPDATE users SET password = $2 WHERE username = $1", username, hash_password(password))
-    if done == "UPDATE 0":
-        raise UserError(f"User {username} does not exist")
+    hashed = hash_password(password)
+    async with pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval("UPDATE users SET password = $2 WHERE username = $1 RETURNING id", username, hashed)
+        if user_id is None:
+            raise UserError(f"User {username} does not exist")
+        # A new password ends the user's dashboard sessions everywhere.
+        await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
 
 
 async def check_password(pool, username: str, password: str):

@@ -89,7 +89,7 @@ def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]
 PATHS = ["/api/v2/host/packages/event", "/api/v2/host/packages/available", "/api/v2/host/packages/installed"]
 
 
-async def _load(base_url: str, creds: list, rounds: list, concurrency: int) -> dict:
+async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phase: str) -> dict:
     import aiohttp
 
     latencies: list[float] = []
@@ -120,35 +120,35 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int) -> d
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
         t0 = time.perf_counter()
-        await run_round(rounds[0], False)  # warm-up: every host's first (baseline) reports
-        warm = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for bodies_by_host in rounds[1:]:
+        # warm-up: every host's first (baseline) reports; timed: the later rounds
+        for bodies_by_host in rounds[:1] if phase == "warmup" else rounds[1:]:
             await run_round(bodies_by_host, True)
         elapsed = time.perf_counter() - t0
     latencies.sort()
     return {
-        "requests": len(latencies), "failures": failures, "seconds": elapsed, "warmup_seconds": warm,
+        "requests": len(latencies), "failures": failures, "seconds": elapsed,
         "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "bytes": sum(len(b) for r in rounds[1:] for host in r for b in host),
     }
 
 
-def load_main(base_url: str, creds_file: str) -> None:
+def load_main(base_url: str, creds_file: str, phase: str) -> None:
     creds = json.loads(Path(creds_file).read_text())
     rounds = make_rounds(len(creds), ROUNDS)
-    print(json.dumps(asyncio.run(_load(base_url, creds, rounds, CONCURRENCY))), flush=True)
+    print(json.dumps(asyncio.run(_load(base_url, creds, rounds, CONCURRENCY, phase))), flush=True)
 
 
-def run_load(base_url: str, creds: list) -> dict:
+def run_load(base_url: str, creds: list, phase: str = "timed") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(creds, f)
     out = subprocess.run(
-        [sys.executable, "-m", "bench.fleet", "load", base_url, f.name],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "bench.fleet", "load", base_url, f.name, phase],
+        cwd=ROOT, capture_output=True, text=True,
     )
     os.unlink(f.name)
+    if out.returncode:
+        raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -178,6 +178,23 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "postgres: .*depot_bench"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -364,32 +381,39 @@ def main() -> None:
     print(f"fleet: {HOSTS} hosts x {PACKAGES} packages, {CONCURRENCY} concurrent, {ROUNDS} timed rounds"
           f" (+1 warm-up round of baseline reports), 3 reports per host per round", flush=True)
 
-    # Reference first, while nothing else runs.
+    # The reference is measured just before and just after Depot (the mean is used), so that other
+    # load on the machine affects both sides alike.
     ref_port = _free_port()
     ref = subprocess.Popen([sys.executable, "-m", "bench.fleet", "reference", str(ref_port)], cwd=ROOT)
-    try:
-        _wait_port(ref_port, ref)
-        fake = [(f"id_{i}", "t") for i in range(HOSTS)]
-        reference = run_load(f"http://127.0.0.1:{ref_port}", fake)
-    finally:
-        _stop(ref)
-
+    fake = [(f"id_{i}", "t") for i in range(HOSTS)]
+    _wait_port(ref_port, ref)
+    run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
     server = subprocess.Popen(_depot_cmd("serve"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
     worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
     try:
         _wait_port(settings.port, server)
         creds = asyncio.run(_register(settings.base_url, admin_key, HOSTS))
-        t0 = time.perf_counter()
+        warm = run_load(settings.base_url, creds, "warmup")
+        warm_drain = asyncio.run(_wait_diffs(settings))
+        print(f"warm-up (baseline inventories): {warm['requests']} PUTs in {warm['seconds']:.2f} s,"
+              f" every diff applied {warm_drain:.2f} s later", flush=True)
+        pg_pids = _postgres_pids()
+        cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        before = run_load(f"http://127.0.0.1:{ref_port}", fake)
         depot = run_load(settings.base_url, creds)
-        load_end = time.perf_counter()
         drain = asyncio.run(_wait_diffs(settings))
+        cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        after = run_load(f"http://127.0.0.1:{ref_port}", fake)
+        reference = {k: (before[k] + after[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
+        per = [(b - a) * 1000 / depot["requests"] for a, b in zip(cpu0, cpu1)]
+        print(f"CPU per report: server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
+              f" PostgreSQL backends {per[2]:.2f} ms", flush=True)
         end_to_end = depot["requests"] / (depot["seconds"] + drain)
-        # the load process's own time includes the warm-up; what matters is the timed part + drain
-        del t0, load_end
         state = asyncio.run(_check(settings))
 
         mb = depot["bytes"] / 1e6
         print(f"\nreports: {depot['requests']} PUTs ({mb:.0f} MB) in {depot['seconds']:.2f} s; failures {depot['failures']}")
+        print(f"reference runs: {before['rate']:.0f} and {after['rate']:.0f} reports/s (before and after Depot's)")
         print(f"reference (read + json.loads): {reference['rate']:8.0f} reports/s   p50 {reference['p50_ms']:6.1f} ms"
               f"   p99 {reference['p99_ms']:6.1f} ms")
         print(f"depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
@@ -408,11 +432,12 @@ def main() -> None:
     finally:
         _stop(server)
         _stop(worker)
+        _stop(ref)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "load":
-        load_main(sys.argv[2], sys.argv[3])
+        load_main(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "reference":
         reference_main(int(sys.argv[2]))
     else:

@@ -14,3 +14,8 @@ CREATE INDEX sessions_expires ON sessions (expires_at);
 
 -- The dashboard's jobs-over-time chart reads tasks by creation time across all states.
 CREATE INDEX tasks_created ON tasks (created_at);
+
+-- Host search on the fleet page is a prefix search on hostname (case-insensitive) or IP, served by
+-- these indexes; neither column changes on a report, so report updates stay HOT.
+CREATE INDEX hosts_hostname_prefix ON hosts (lower(hostname) text_pattern_ops);
+CREATE INDEX hosts_ip_prefix ON hosts (ip text_pattern_ops);

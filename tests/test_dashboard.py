@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from app import queue, users
+from app.dashboard import queries, sessions
 from app.main import create_app
-from app.dashboard import sessions
-from app.dashboard.queries import fleet
+from tests.conftest import bearer
 from workers import jobs
 
 HOSTILE = '<script>alert("pwned")</script>'
@@ -35,7 +35,7 @@ async def csrf_of(client, path: str = "/") -> str:
 
 @pytest.fixture(autouse=True)
 def fresh_fleet_cache():
-    fleet.clear_cache()  # every test starts from empty tables
+    queries.clear_cache()  # every test starts from empty tables
 
 @pytest.fixture
 async def operator_key(make_key):
@@ -61,6 +61,17 @@ async def test_login_with_api_key_sets_a_strict_httponly_cookie_stored_hashed(cl
     page = await client.get("/")
     text = await page.text()
     assert page.status == 200 and "alice" in text and "(operator)" in text
+    # Logging in again from this browser (say, from a second tab) replaces its session.
+    client.session.cookie_jar.clear()
+    token = await login_token(client)
+    client.session.cookie_jar.clear()
+    resp = await client.post(
+        "/login", data={"api_key": operator_key, "login_token": token}, allow_redirects=False,
+        headers={"Cookie": f"{sessions.COOKIE}={sid}; {sessions.LOGIN_COOKIE}={token}"},
+    )
+    assert resp.status == 303 and resp.cookies[sessions.COOKIE].value != sid
+    assert [r["digest"] for r in await pool.fetch("SELECT digest FROM sessions")] != [stored[0]["digest"]]
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 1
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
 
 
@@ -76,11 +87,24 @@ async def test_login_with_password_and_bad_logins(client, pool):
     assert "bob" in await (await client.get("/")).text()
 
 
+async def test_failed_logins_are_throttled_like_the_api(aiohttp_client, settings, pool):
+    await users.create_user(pool, "carol", "viewer", password="right")
+    client = await aiohttp_client(create_app(replace(settings, auth_fail_limit=3, auth_fail_window=600)))
+    for _ in range(3):
+        assert (await login(client, username="carol", password="wrong")).status == 401
+    resp = await login(client, username="carol", password="right")  # even the right one waits
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    assert "Too many failed logins" in await resp.text()
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
+
+
 async def test_login_form_needs_its_token_and_next_stays_local(client, operator_key):
     resp = await client.post("/login", data={"api_key": operator_key}, allow_redirects=False)
     assert resp.status == 403
-    resp = await login(client, api_key=operator_key, next="//evil.example/x")
-    assert resp.status == 303 and resp.headers["Location"] == "/"
+    for hostile in ("//evil.example/x", "/\\evil.example", "/\t/evil.example", "https://evil.example/"):
+        client.session.cookie_jar.clear()
+        resp = await login(client, api_key=operator_key, next=hostile)
+        assert resp.status == 303 and resp.headers["Location"] == "/", hostile
 
 
 async def test_secure_cookie_when_base_url_is_https(aiohttp_client, settings, operator_key):
@@ -103,6 +127,20 @@ async def test_expired_session_goes_back_to_login(client, pool, operator_key):
     resp = await client.get("/", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"].startswith("/login")
     assert (await client.get("/ui/tasks")).status == 401
+
+
+@pytest.mark.parametrize("rotate", ["password", "apikey"])
+async def test_new_credentials_end_the_users_sessions(client, pool, rotate):
+    await users.create_user(pool, "dave", "viewer", password="first")
+    key = await users.create_api_key(pool, "dave")
+    await login(client, api_key=key)
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    if rotate == "password":
+        await users.set_password(pool, "dave", "second")
+    else:
+        await users.create_api_key(pool, "dave")
+    assert (await client.get("/", allow_redirects=False)).status == 303
+    assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
 
 
 async def test_logout_needs_csrf_and_deletes_the_session(client, pool, operator_key):
@@ -183,8 +221,34 @@ async def test_overview_and_tasks_pages_show_queues_workers_and_tasks(client, po
     body = await (await client.get("/ui/overview")).json()
     assert body["counts"]["queued"] == 1 and 'id="workers"' in body["html"]
     detail = await (await client.get(f"/tasks/{failed.id}")).text()
-    assert "ValueError: disk on fire" in detail
+    assert "ValueError: disk on fire" in detail and "data-live" not in detail  # finished: no polling
+    assert f'data-live="/ui/tasks/{waiting.id}"' in await (await client.get(f"/tasks/{waiting.id}")).text()
+    body = await (await client.get(f"/ui/tasks/{waiting.id}")).json()
+    assert body["status"] == "queued" and not body["final"] and "Stop this task" in body["html"]
+    body = await (await client.get(f"/ui/tasks/{done.id}")).json()
+    assert body["final"] and "copying" in body["html"]
+    assert (await client.get("/ui/tasks/987654")).status == 404
     assert (await client.get("/tasks/424242")).status == 404
+
+
+async def test_lost_workers_and_schedules_are_shown(client, pool, operator_key):
+    await pool.execute(
+        "INSERT INTO workers (worker_id, hostname, pid, heartbeat_at) VALUES"
+        " ('gone:1', 'gone', 1, now() - interval '5 minutes'), ('here:2', 'here', 2, now())"
+    )
+    sched = await pool.fetchval(
+        "INSERT INTO tasks (kind, target, type, status, cron, next_run_at)"
+        " VALUES ('rebuild', 'snapshot:1', 'scheduled', 'scheduled', '0 3 * * *', '2031-01-02 03:00+00') RETURNING id"
+    )
+    await pool.execute("INSERT INTO tasks (kind, target, schedule_id) VALUES ('rebuild', 'snapshot:1', $1)", sched)
+    await login(client, api_key=operator_key)
+    text = await (await client.get("/")).text()
+    assert re.search(r'<tr class="w-lost"><td class="mono">gone:1</td>', text)
+    assert re.search(r'<tr class="w-alive"><td class="mono">here:2</td>', text)
+    text = await (await client.get("/tasks?tab=scheduled")).text()
+    assert "0 3 * * *" in text and "next run 2031-01-02 03:00:00 UTC" in text
+    text = await (await client.get("/tasks?tab=queued")).text()
+    assert f'run of schedule <a href="/tasks/{sched}">' in text
 
 
 async def test_pagination_is_done_by_the_server(client, pool, operator_key):
@@ -230,6 +294,8 @@ async def test_repository_pages(client, pool, operator_key):
         resp = await client.get("/repos")
         assert resp.status == 503 and "not set up" in await resp.text()
         pytest.skip("sql/003_repos.sql has not landed on this branch yet")
+    # The suite empties every table between tests, the seeded environments too.
+    await pool.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
     repo = await pool.fetchval(
         "INSERT INTO repos (name, type, dist, section) VALUES ('debian-main', 'deb', 'bookworm', 'main') RETURNING id"
     )
@@ -251,3 +317,65 @@ async def test_repository_pages(client, pool, operator_key):
     text = await (await client.get(f"/repos/{repo}?snapshot={snap}&q=nothing-like-it")).text()
     assert "hello_2.10-3_amd64.deb" not in text
     assert (await client.get("/repos/777777")).status == 404
+
+
+async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_worker, make_key, operator_key):
+    if not await pool.fetchval("SELECT to_regclass('host_packages') IS NOT NULL"):
+        pytest.skip("the fleet schema (sql/002_hosts.sql reporting tables) has not landed on this branch yet")
+    admin = await make_key("admin", "root")
+    resp = await client.post("/api/v2/host/registering", json={"hostname": "web1.example.net", "ip": "10.1.2.3"}, headers=bearer(admin))
+    assert resp.status == 201, await resp.text()
+    creds = (await resp.json())["results"]
+    agent = {"Authorization": f"Host {creds['id']}:{creds['token']}"}
+    # Registration validates hostnames; a hostile one can still come from older data, stored raw.
+    host_id = await pool.fetchval("UPDATE hosts SET hostname = $2 WHERE auth_id = $1 RETURNING id", creds["id"], HOSTILE)
+    await pool.execute(
+        "INSERT INTO hosts (hostname, ip, auth_id, token_digest, os, os_version, last_seen_at)"
+        " VALUES ('old.example.net', '10.9.9.9', 'id_old', '\\x00', 'Ubuntu', '22.04', now() - interval '3 days')"
+    )
+    # Registered a minute ago, no report yet: not "unseen for a day".
+    await pool.execute("INSERT INTO hosts (hostname, ip, auth_id, token_digest) VALUES ('new.example.net', '10.9.9.8', 'id_new', '\\x00')")
+
+    async def put(path, body):
+        r = await client.put(f"/api/v2/host/{path}", json=body, headers=agent)
+        assert r.status == 200, await r.text()
+
+    await put("status", {"os": "Debian GNU/Linux", "os_version": "12", "kernel": "6.1.0-<b>", "reboot_required": "true",
+                         "agent_status": "running", "network": {"eth0": {"ipv4": "10.1.2.3", "ipv6": "", "mac": "52:54:00:aa"}}})
+    await put("packages/installed", {"installed_packages": [{"name": "openssl", "version": "3.0.11-1"},
+                                                            {"name": "bash", "version": "5.2.15-2"}]})
+    await run_worker()
+    await put("packages/installed", {"installed_packages": [{"name": "openssl", "version": "3.0.15-1"},
+                                                            {"name": "bash", "version": "5.2.15-2"},
+                                                            {"name": "curl", "version": "7.88.1-10"}]})
+    await put("packages/available", {"available_packages": [{"name": "curl", "version": "7.88.1-10+deb12u8",
+                                                              "repository": "bookworm-security", "security": True}]})
+    await put("packages/event", {"events": [{"date_start": "2026-11-20", "time_start": "10:00:00", "date_end": "2026-11-20",
+                                             "time_end": "10:00:30", "command": "/usr/bin/apt install curl",
+                                             "installed": [{"name": "curl", "version": "7.88.1-10"}]}]})
+    await run_worker()
+
+    await login(client, api_key=operator_key)
+    text = await (await client.get("/hosts")).text()
+    assert 'id="f-total">3<' in text and 'id="f-outdated">1<' in text and 'id="f-reboot">1<' in text
+    assert 'id="f-stale">1<' in text and "<td>Debian GNU/Linux</td><td>12</td><td>1</td><td>1</td>" in text
+    assert HOSTILE not in text and "&lt;script&gt;" in text
+    for flt, shown, hidden in (("outdated", f"/hosts/{host_id}", "old.example.net"), ("stale", "old.example.net", f"/hosts/{host_id}")):
+        text = await (await client.get(f"/hosts?filter={flt}")).text()
+        assert shown in text and hidden not in text, flt
+
+    resp = await client.get(f"/hosts/{host_id}")
+    text = await resp.text()
+    assert resp.status == 200 and HOSTILE not in text and "6.1.0-&lt;b&gt;" in text
+    assert creds["token"] not in text and creds["id"] not in text
+    updates = text.split('id="updates"')[1].split("</table>")[0]
+    assert "curl" in updates and "7.88.1-10+deb12u8" in updates and "security" in updates
+    inventory = text.split('id="inventory"')[1].split("</table>")[0]
+    assert inventory.count("<tr>") == 4 and "3.0.15-1" in inventory  # header + 3 packages
+    history = text.split('id="history"')[1].split("</table>")[0]
+    assert "upgraded" in history and "3.0.11-1" in history and "added" in history
+    events = text.split('id="events"')[1].split("</table>")[0]
+    assert "/usr/bin/apt install curl" in events and "curl 7.88.1-10" in events
+    text = await (await client.get(f"/hosts/{host_id}?q=bas")).text()
+    inventory = text.split('id="inventory"')[1].split("</table>")[0]
+    assert "bash" in inventory and "openssl" not in inventory

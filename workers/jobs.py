@@ -117,7 +117,11 @@ async def run_task(ctx: dict, task_id: int) -> str:
         error,
         result,
     )
-    metrics.WORKER_TASK_SECONDS.labels(task["kind"], status.value).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.WORKER_TASK_SECONDS.labels(task["kind"], status.value).observe(elapsed)
+    log.info("task %s %s %s %.0fms", task_id, task["kind"], status.value, elapsed * 1000,
+             extra={"task_id": task_id, "kind": task["kind"], "status": status.value,
+                    "duration_ms": round(elapsed * 1000, 1)})
     await _dispatch_next(pool, ctx["redis"], task["kind"], task["target"])
     return status.value
 

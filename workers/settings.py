@@ -10,10 +10,12 @@ import socket
 
 from arq import cron
 
-from app import db, schedules
+from app import db, schedules, tasks
 from app.resources import redis_settings
 from app.settings import Settings
-from workers import jobs, reconciler, repo_jobs  # noqa: F401  (repo_jobs registers rebuild and env_point)
+from workers import jobs, reconciler
+# Importing a module registers its task kinds in jobs.HANDLERS.
+from workers import operator_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,11 @@ async def reconcile(ctx: dict) -> dict:
 
 
 async def run_schedules(ctx: dict) -> list[int]:
-    """Start the due scheduled tasks (exactly once each, whichever worker gets there first)."""
-    return await schedules.run_due(ctx["pool"], ctx["redis"])
+    """Start the due scheduled tasks (exactly once each, whichever worker gets there first), then drop a
+    batch of finished tasks older than task_history_days."""
+    started = await schedules.run_due(ctx["pool"], ctx["redis"])
+    await tasks.prune_history(ctx["pool"], ctx["settings"].task_history_days)
+    return started
 
 
 def load_test_handlers() -> None:
@@ -84,6 +89,9 @@ def worker_settings(settings: Settings) -> dict:
         redis_settings=redis_settings(settings),
         queue_name=settings.queue_name,
         max_jobs=settings.worker_max_jobs,
+        # arq sleeps poll_delay between reads of the queue (0.5 s by default), which caps a worker at
+        # max_jobs jobs per poll: short jobs like host diffs need a short poll.
+        poll_delay=0.05,
         job_timeout=3600,
         keep_result=0,
         max_tries=3,

@@ -6,12 +6,12 @@ from marshmallow import ValidationError
 
 from app import queues, schedules, tasks
 from app.auth import Role, require_role, require_user
+from app.db import MAX_ID
 from app.errors import bad_request, conflict, not_found, ok, read_json, validation_error
 from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema
 
-MAX_ID = 2**63 - 1
 _ERRORS = {400: "Invalid task ID", 401: "No or bad credentials", 403: "Role too low", 404: "Unknown task"}
 
 
@@ -44,7 +44,11 @@ async def _listing(request: web.Request, which: str) -> web.Response:
     require_user(request)
     args = _page_args(request)
     page = await tasks.list_tasks(request.app[POOL], which, **args)
-    return ok(page.rows, page=page.page, per_page=page.per_page, total=page.total)
+    # Same shape as the hosts listings' pagination.
+    pagination = {"page": page.page, "per_page": page.per_page, "total": page.total}
+    if page.total_capped:
+        pagination["total_capped"] = True  # at least `total` tasks match
+    return ok(page.rows, pagination=pagination)
 
 
 _LIST_DOCS = dict(query=PageQuerySchema, response=TaskSchema, many=True, responses={400: "Bad paging", 401: "No or bad credentials", 403: "Host credentials"})

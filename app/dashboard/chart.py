@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.dashboard.queries import fleet, tasks
+from app.dashboard.queries import cached, fleet, tasks
 
 RANGES = {"hour": ("minute", 60), "day": ("hour", 24)}
 WIDTH, HEIGHT, PAD = 1200, 150, 18
@@ -17,7 +17,12 @@ class Series:
 
 
 async def build(pool, span: str = "hour") -> dict:
-    bucket, n = RANGES.get(span, RANGES["hour"])
+    span = span if span in RANGES else "hour"
+    return await cached(("chart", id(pool), span), lambda: _build(pool, span))
+
+
+async def _build(pool, span: str) -> dict:
+    bucket, n = RANGES[span]
     jobs = await tasks.jobs_per_bucket(pool, bucket, n)
     reports = await fleet.reports_per_bucket(pool, bucket, n)
     times = list(jobs)

@@ -59,14 +59,17 @@ async def load(pool, sid: str | None) -> Session | None:
     """The live session for a cookie value, or None (unknown, malformed or expired)."""
     if not sid or len(sid) > 100:
         return None
+    digest = _digest(sid)
+    # The role is read on every request, so a changed role applies at once.
     row = await pool.fetchrow(
-        "UPDATE sessions s SET last_seen_at = now() FROM users u"
-        " WHERE s.digest = $1 AND s.expires_at > now() AND u.id = s.user_id"
-        " RETURNING u.id, u.username, u.role",
-        _digest(sid),
+        "SELECT u.id, u.username, u.role, s.last_seen_at < now() - interval '1 minute' AS touch"
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.digest = $1 AND s.expires_at > now()",
+        digest,
     )
     if row is None:
         return None
+    if row["touch"]:  # at most one write a minute per session, however often the pages poll
+        await pool.execute("UPDATE sessions SET last_seen_at = now() WHERE digest = $1", digest)
     return Session(sid, Principal("user", user_id=row["id"], username=row["username"], role=Role(row["role"])))
 
 

@@ -1,7 +1,7 @@
 """Templates (jinja2, autoescape always on) and the display filters the pages share."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -38,7 +38,7 @@ def when(value) -> str:
             return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
@@ -52,8 +52,26 @@ def ago(value) -> str:
         except ValueError:
             return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return duration((datetime.now(timezone.utc) - value).total_seconds()) + " ago"
+        value = value.replace(tzinfo=UTC)
+    return duration((datetime.now(UTC) - value).total_seconds()) + " ago"
+
+
+def size(value) -> str:
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def epoch(value):
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return value
 
 
 def setup_templates(app: web.Application) -> None:
@@ -64,5 +82,5 @@ def setup_templates(app: web.Application) -> None:
         # Host-supplied strings are stored raw: everything is escaped when rendered, never before.
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
-        filters={"duration": duration, "when": when, "ago": ago},
+        filters={"duration": duration, "when": when, "ago": ago, "epoch": epoch, "size": size},
     )

@@ -6,17 +6,19 @@ POST checks the session's CSRF token. Viewers see everything; stopping a task ne
 from __future__ import annotations
 
 import functools
+import re
 import secrets
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from app import task_control, users
+from app import security, users
+from app import tasks as task_ops
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
-from app.dashboard.setup import JINJA
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
+from app.dashboard.setup import JINJA
 from app.errors import json_response, unauthorized
 from app.resources import POOL, REDIS, SETTINGS
 
@@ -37,12 +39,15 @@ def _secure(request: web.Request) -> bool:
     return request.app[SETTINGS].base_url.startswith("https://")
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+
 def _safe_next(value: str | None) -> str:
-    """Only a local path may follow a login or a stop (no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only a local path may follow a login or a stop (no open redirect): no `//host`, no `/\\host`,
+    and no whitespace or control characters (browsers drop those, turning `/\t/host` into `//host`)."""
+    if not value or not _LOCAL_PATH.fullmatch(value):
         return "/"
-    parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else "/"
+    return value
 
 
 def _int(value: str | None, default: int = 1, low: int = 1, high: int = 1_000_000) -> int:
@@ -134,6 +139,14 @@ async def login_submit(request: web.Request) -> web.Response:
     token = form.get("login_token")
     if not isinstance(token, str) or not sessions.same_token(request.cookies.get(sessions.LOGIN_COOKIE), token):
         return await login_form(request, "Your login form expired. Please try again.", 403, next_url)
+    # The same failed-auth brake as the API: a login form is a key and password guessing surface too.
+    throttle = request.app.get(security.THROTTLE)
+    address = request.remote or "unknown"
+    wait = throttle.retry_after(address) if throttle else 0
+    if wait:
+        resp = await login_form(request, f"Too many failed logins. Try again in {wait} s.", 429, next_url)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     api_key = str(form.get("api_key") or "").strip()
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
@@ -145,7 +158,10 @@ async def login_submit(request: web.Request) -> web.Response:
         row = await users.check_password(pool, username[:64], password[:1024])
         user_id = row["id"] if row else None
     if user_id is None:
+        if throttle:
+            throttle.failed(address)
         return await login_form(request, "Invalid credentials.", 401, next_url)
+    await sessions.delete(pool, request.cookies.get(sessions.COOKIE))  # a new login replaces this browser's old session
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
     resp = redirect(next_url)
     resp.set_cookie(
@@ -179,6 +195,7 @@ async def _overview_context(request: web.Request) -> dict:
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.query.get("span", "hour")),
+        "fleet": await fleet.summary(pool),
     }
 
 
@@ -227,15 +244,25 @@ async def task_page(request: web.Request) -> web.Response:
     return render("task.html", request, {"task": task})
 
 
+@page(ui=True)
+async def ui_task(request: web.Request) -> web.Response:
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    if task is None:
+        return json_response({"html": "<p class=\"alert\">This task no longer exists.</p>"}, status=404)
+    # final: the page stops polling once the task has ended.
+    return _fragment(request, "task_detail.html", {"task": task}, status=task["status"],
+                     final=task["status"] not in ("queued", "running"))
+
+
 @page(role=Role.operator)
 async def task_stop(request: web.Request) -> web.Response:
     task_id = _int(request.match_info["id"], 0, 0, 2**62)
     try:
-        await task_control.stop_task(request.app[POOL], task_id)
-    except task_control.TaskNotFound:
-        return error_page(request, 404, f"Task #{task_id} does not exist.")
-    except task_control.TaskNotStoppable as exc:
-        return error_page(request, 409, f"Task #{task_id} is {exc.status}: only queued or running tasks can be stopped.")
+        # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
+        # removed; running: stop_requested, honoured at the task's next check).
+        await task_ops.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    except task_ops.TaskError as exc:
+        return error_page(request, exc.status, exc.message)
     form = await request.post()
     return redirect(_safe_next(str(form.get("next") or "/tasks")))
 
@@ -257,6 +284,24 @@ async def hosts_page(request: web.Request) -> web.Response:
     )
 
 
+# A host's status, in reading order; any other column of `hosts` follows under its own name.
+HOST_FIELDS = [
+    ("os", "OS"), ("os_version", "OS version"), ("os_family", "OS family"), ("kernel", "Kernel"), ("arch", "Arch"),
+    ("type", "Virtualization"), ("cpu", "CPU"), ("ram", "RAM"), ("network", "Network"), ("profile", "Profile"),
+    ("env", "Environment"), ("agent_status", "Agent"), ("agent_version", "Agent version"),
+    ("reboot_required", "Reboot required"), ("boot_time", "Booted"), ("available_count", "Pending updates"),
+    ("last_seen_at", "Last seen"), ("inventory_at", "Inventory applied"), ("available_at", "Updates applied"),
+    ("agent_status_at", "Agent status since"), ("registered_at", "Registered"),
+]
+
+
+def host_fields(doc: dict) -> list[tuple[str, str, object]]:
+    known = dict(HOST_FIELDS)
+    out = [(k, label, doc[k]) for k, label in HOST_FIELDS if k in doc]
+    out += [(k, k.replace("_", " "), v) for k, v in doc.items() if k not in known and k not in ("id", "hostname", "ip")]
+    return out
+
+
 @page
 async def host_page(request: web.Request) -> web.Response:
     pool = request.app[POOL]
@@ -271,7 +316,7 @@ async def host_page(request: web.Request) -> web.Response:
         request,
         {
             "host": host,
-            "doc": doc,
+            "fields": host_fields(doc),
             "q": q,
             "inventory": await fleet.inventory(pool, host_id, q, _int(request.query.get("page")), PER_PAGE),
             "updates": await fleet.updates(pool, host_id),

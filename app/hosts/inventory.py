@@ -17,32 +17,41 @@ INSTALLED = "installed"
 AVAILABLE = "available"
 BODY_KEYS = {INSTALLED: "installed_packages", AVAILABLE: "available_packages"}
 MAX_FIELD = 255
-ARCH_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
+DIFF_DELAY_SECONDS = 0.25
 
 
 class ReportError(ValueError):
     """Bad report content; the message is shown to the client (400)."""
 
 
-@dataclass(slots=True)  # not frozen: frozen dataclasses are slower to build
-class Package:
-    name: str
-    arch: str
-    version: str
-    repository: str | None = None
-    security: bool = False
+# The exact bytes linupdate's json.dumps() produces for a valid report, checked by one regex in C
+# (no JSON parse, no Python loop over the items): ASCII strings without escapes, 1-255 characters
+# (anything else, e.g. UTF-8 or another layout, takes the full path, which validates it).
+_STR = rb'"[^"\\\x00-\x1f\x80-\xff]{1,255}+"'
+_ITEMS = {
+    INSTALLED: rb'\{"name": ' + _STR + rb', "version": ' + _STR + rb'\}',
+    AVAILABLE: rb'\{"name": ' + _STR + rb', "version": ' + _STR
+    + rb', "repository": "[^"\\\x00-\x1f\x80-\xff]{0,1024}+", "security": (?:true|false)\}',
+}
+_FAST = {
+    kind: re.compile(rb'\{"' + BODY_KEYS[kind].encode() + rb'": \[(?:' + item + rb'(?:, ' + item + rb')*+)?\]\}')
+    for kind, item in _ITEMS.items()
+}
+
+
+def fast_count(kind: str, raw: bytes, max_items: int) -> int | None:
+    """Item count of a report in the agent's exact form, all items valid; None: use the full check."""
+    if not _FAST[kind].fullmatch(raw):
+        return None
+    count = raw.count(b'{"name": ')  # `"` cannot occur inside the strings, so this counts items
+    if count > max_items:
+        raise ReportError(f"Too many packages: {count} (at most {max_items})")
+    if kind == INSTALLED and count == 0:
+        raise ReportError("Installed packages update has failed: the package list is empty")
+    return count
 
 
 # --- parsing -------------------------------------------------------------------------------------
-
-
-def _split_arch(name: str) -> tuple[str, str]:
-    """python-apt names foreign-arch packages `libc6:i386`: keep the arch as its own field."""
-    if ":" in name:
-        base, _, arch = name.rpartition(":")
-        if base and ARCH_RE.match(arch):
-            return base, arch
-    return name, ""
 
 
 def check_items(kind: str, value, max_items: int) -> int:
@@ -108,18 +117,11 @@ def _parse_string_form(kind: str, value: str) -> list[tuple[str, str]]:
     return items
 
 
-def parse_report(kind: str, body: bytes) -> list[Package]:
-    """Full parse of a stored (already validated) report into packages, deduplicated on (name, arch)."""
-    value = orjson.loads(body)[BODY_KEYS[kind]]
-    if isinstance(value, str):
-        value = [{"name": n, "version": v} for n, v in _parse_string_form(kind, value)]
-    out: dict[tuple[str, str], Package] = {}
-    for item in value:
-        name = item["name"]
-        base, arch = _split_arch(name) if ":" in name else (name, "")
-        sec = item.get("security")
-        out[(base, arch)] = Package(base, arch, item["version"], item.get("repository"), sec is True or sec == "true")
-    return list(out.values())
+def stored_body(kind: str, value, body: bytes) -> bytes:
+    """What the worker reads: the raw body for the list form; the string form turned into the list form."""
+    if not isinstance(value, str):
+        return body
+    return orjson.dumps({BODY_KEYS[kind]: [{"name": n, "version": v} for n, v in _parse_string_form(kind, value)]})
 
 
 def body_digest(body: bytes) -> bytes:
@@ -172,39 +174,82 @@ async def accept_report(pool, host_id: int, kind: str, digest: bytes, body: byte
 
 # --- the diff (worker side) ----------------------------------------------------------------------
 
-# Which (name, arch) differ between the new list and the current inventory: a FULL JOIN as a set op.
-_DIFF_SQL = """
-WITH new AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS n(name, arch, version)),
-cur AS (SELECT name, arch, version FROM host_packages WHERE host_id = $1)
+# The stored report, parsed by PostgreSQL itself (no transfer, no Python loop over 2,000 items):
+# `name:arch` split into name and arch, duplicates of (name, arch) collapsed (the last one wins).
+_NEW_SET = """
+items AS (
+    SELECT x.* FROM host_reports r,
+         ROWS FROM (jsonb_to_recordset(convert_from(r.body, 'UTF8')::jsonb -> $3::text)
+                    AS (name text, version text, repository text, security text))
+             WITH ORDINALITY AS x(name, version, repository, security, ord)
+    WHERE r.id = $2
+), split AS (
+    SELECT CASE WHEN strpos(name, ':') > 0 THEN regexp_match(name, '^(.+):([A-Za-z0-9_.+-]{1,32})$') END AS m,
+           name AS full_name, version, repository, coalesce(security, 'false') = 'true' AS security, ord
+    FROM items
+), new AS (
+    SELECT DISTINCT ON (1, 2) coalesce(m[1], full_name) COLLATE "C" AS name, coalesce(m[2], '') COLLATE "C" AS arch,
+           version, repository, security
+    FROM split ORDER BY 1, 2, ord DESC
+)"""
+
+# Which (name, arch) differ between the new list and the current inventory: a FULL JOIN.
+_DIFF_SQL = f"""
+WITH {_NEW_SET}, cur AS (SELECT name, arch, version FROM host_packages WHERE host_id = $1)
 SELECT coalesce(new.name, cur.name) AS name, coalesce(new.arch, cur.arch) AS arch,
        cur.version AS old_version, new.version AS new_version
-FROM new FULL JOIN cur ON cur.name = new.name COLLATE "C" AND cur.arch = new.arch COLLATE "C"
+FROM new FULL JOIN cur ON cur.name = new.name AND cur.arch = new.arch
 WHERE new.version IS DISTINCT FROM cur.version
 """
 
-_REMOVE_SQL = """
-DELETE FROM host_packages p USING unnest($2::text[], $3::text[]) AS r(name, arch)
-WHERE p.host_id = $1 AND p.name = r.name COLLATE "C" AND p.arch = r.arch COLLATE "C"
+# All the writes of one installed report in one statement (so one transaction): removed rows,
+# added/changed rows, history, the report itself. Each part gets small arrays (only what changed).
+# No WAL flush wait: if a crash loses this commit, the report row comes back with it and is applied
+# again (the task is marked done by a later, flushed commit).
+_WRITE_INSTALLED_SQL = """
+WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+rm AS (
+    DELETE FROM host_packages p USING unnest($3::text[], $4::text[]) AS r(name, arch)
+    WHERE p.host_id = $1 AND p.name = r.name COLLATE "C" AND p.arch = r.arch COLLATE "C"
+), up AS (
+    INSERT INTO host_packages (host_id, name, arch, version, state)
+    SELECT $1, * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[])
+    ON CONFLICT (host_id, name, arch) DO UPDATE
+    SET version = EXCLUDED.version, state = EXCLUDED.state, since = now()
+), hist AS (
+    INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
+    SELECT $1, $9, * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+), done AS (
+    DELETE FROM host_reports WHERE id = $2
+)
+UPDATE hosts SET inventory_at = $9 FROM async WHERE id = $1
 """
 
-_UPSERT_SQL = """
-INSERT INTO host_packages (host_id, name, arch, version, state)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
-ON CONFLICT (host_id, name, arch) DO UPDATE
-SET version = EXCLUDED.version, state = EXCLUDED.state, since = now()
+# The available set replaces the old one: delete what left, upsert what changed, keep the count.
+_AVAILABLE_SQL = f"""
+WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+{_NEW_SET},
+gone AS (
+    DELETE FROM host_available a WHERE a.host_id = $1
+    AND NOT EXISTS (SELECT 1 FROM new WHERE new.name = a.name AND new.arch = a.arch)
+), up AS (
+    INSERT INTO host_available (host_id, name, arch, version, repository, security)
+    SELECT $1, name, arch, version, repository, security FROM new
+    ON CONFLICT (host_id, name, arch) DO UPDATE
+    SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
+    WHERE (host_available.version, host_available.repository, host_available.security)
+          IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
+), done AS (
+    DELETE FROM host_reports WHERE id = $2
+)
+UPDATE hosts SET available_count = (SELECT count(*) FROM new), available_at = $4 FROM async WHERE id = $1
+RETURNING available_count
 """
 
-_HISTORY_SQL = """
-INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
-SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-"""
 
-
-async def apply_installed(conn, host_id: int, os_family: str | None, baseline: bool, packages: list[Package], at) -> dict:
+async def apply_installed(conn, report, host_id: int, os_family: str | None, baseline: bool) -> dict:
     """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline)."""
-    rows = await conn.fetch(
-        _DIFF_SQL, host_id, [p.name for p in packages], [p.arch for p in packages], [p.version for p in packages]
-    )
+    rows = await conn.fetch(_DIFF_SQL, host_id, report["id"], BODY_KEYS[INSTALLED])
     cmp = versions.comparator(os_family)
     removed, upserts, history = [], [], []
     counts = {"added": 0, "removed": 0, "upgraded": 0, "downgraded": 0}
@@ -212,7 +257,7 @@ async def apply_installed(conn, host_id: int, os_family: str | None, baseline: b
         old, new = r["old_version"], r["new_version"]
         if new is None:
             change, state = "removed", None
-            removed.append(r)
+            removed.append((r["name"], r["arch"]))
         elif old is None:
             change, state = "added", "inventored" if baseline else "installed"
         else:
@@ -223,70 +268,44 @@ async def apply_installed(conn, host_id: int, os_family: str | None, baseline: b
         counts[change] += 1
         if not baseline:
             history.append((change, r["name"], r["arch"], old, new))
-    if removed:
-        await conn.execute(_REMOVE_SQL, host_id, [r["name"] for r in removed], [r["arch"] for r in removed])
-    if upserts:
-        await conn.execute(_UPSERT_SQL, host_id, *map(list, zip(*upserts)))
-    if history:
-        await conn.execute(_HISTORY_SQL, host_id, at, *map(list, zip(*history)))
-    await conn.execute("UPDATE hosts SET inventory_at = $2 WHERE id = $1", host_id, at)
+    await conn.execute(
+        _WRITE_INSTALLED_SQL, host_id, report["id"],
+        *_columns(removed, 2), *_columns(upserts, 4), report["received_at"], *_columns(history, 5),
+    )
     return counts
 
 
-async def apply_available(conn, host_id: int, packages: list[Package], at) -> int:
-    """Replace the host's available updates with the new set (delete what left, upsert the rest)."""
-    names, arches = [p.name for p in packages], [p.arch for p in packages]
-    await conn.execute(
-        """
-        DELETE FROM host_available a WHERE a.host_id = $1 AND NOT EXISTS (
-            SELECT 1 FROM unnest($2::text[], $3::text[]) AS n(name, arch)
-            WHERE n.name = a.name COLLATE "C" AND n.arch = a.arch COLLATE "C")
-        """,
-        host_id, names, arches,
-    )
-    if packages:
-        await conn.execute(
-            """
-            INSERT INTO host_available (host_id, name, arch, version, repository, security)
-            SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
-            ON CONFLICT (host_id, name, arch) DO UPDATE
-            SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
-            WHERE (host_available.version, host_available.repository, host_available.security)
-                  IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
-            """,
-            host_id, names, arches, [p.version for p in packages], [p.repository for p in packages],
-            [p.security for p in packages],
-        )
-    await conn.execute(
-        "UPDATE hosts SET available_count = $2, available_at = $3 WHERE id = $1", host_id, len(packages), at
-    )
-    return len(packages)
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows -> one list per column (for unnest), empty lists when there are no rows."""
+    return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 async def apply_pending(pool, host_id: int) -> dict:
-    """Apply every pending report of a host, oldest first; each in its own transaction."""
+    """Apply the host's pending reports, oldest first, each in one transaction.
+
+    Only one host_diff task of a host runs at a time (the per-target lock), and a report accepted
+    while this one runs queues another task, so the list read here is all this run has to do.
+    """
     summary = {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            report = await conn.fetchrow(
-                "SELECT r.id, r.kind, r.body, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
-                " FROM host_reports r JOIN hosts h ON h.id = r.host_id"
-                " WHERE r.host_id = $1 ORDER BY r.id LIMIT 1 FOR UPDATE OF r",
-                host_id,
-            )
-            if report is None:
-                return summary
-            packages = parse_report(report["kind"], report["body"])
+    async with pool.acquire() as conn:
+        reports = await conn.fetch(
+            "SELECT r.id, r.kind, r.received_at, h.os_family, h.inventory_at IS NULL AS baseline"
+            " FROM host_reports r JOIN hosts h ON h.id = r.host_id WHERE r.host_id = $1 ORDER BY r.id",
+            host_id,
+        )
+        baseline = bool(reports) and reports[0]["baseline"]
+        for report in reports:
             if report["kind"] == INSTALLED:
-                counts = await apply_installed(
-                    conn, host_id, report["os_family"], report["baseline"], packages, report["received_at"]
-                )
+                counts = await apply_installed(conn, report, host_id, report["os_family"], baseline)
+                baseline = False
                 for k, v in counts.items():
                     summary[k] += v
             else:
-                summary["available"] = await apply_available(conn, host_id, packages, report["received_at"])
-            await conn.execute("DELETE FROM host_reports WHERE id = $1", report["id"])
+                summary["available"] = await conn.fetchval(
+                    _AVAILABLE_SQL, host_id, report["id"], BODY_KEYS[AVAILABLE], report["received_at"]
+                )
             summary["reports"] += 1
+    return summary
 
 
 async def host_diff(ctx) -> dict:

@@ -68,9 +68,9 @@ class RebootRequired(fields.Field):
     """The agent sends the strings "true"/"false"; JSON booleans are accepted too."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if value in (True, "true"):
+        if value is True or value == "true":  # `is`: 1 == True, and 1 is not a valid value
             return True
-        if value in (False, "false"):
+        if value is False or value == "false":
             return False
         raise ValidationError('reboot_required must be "true" or "false"')
 

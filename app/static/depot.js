@@ -16,7 +16,7 @@
           el.innerHTML = data.html;
           el.setAttribute("data-updated", String(Date.now()));
           if (dot) { dot.classList.remove("off"); }
-          setTimeout(tick, every);
+          if (!data.final) { setTimeout(tick, every); }
         })
         .catch(function () { if (dot) { dot.classList.add("off"); } setTimeout(tick, every * 2); });
     }

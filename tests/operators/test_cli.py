@@ -60,7 +60,7 @@ async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, ru
     assert out.splitlines()[0].split()[:4] == ["ID", "KIND", "TARGET", "STATUS"]
     assert out.splitlines()[1].split()[:4] == [str(ref.id), "cli_quick", "thing:1", "done"]
     assert "done" in out and "1 of 1 task(s)" in out
-    code, out, _ = await depot("tasks", "show", str(ref.id), "--json", "--key", admin_key)
+    code, out, _ = await depot("tasks", "--key", admin_key, "show", str(ref.id), "--json")
     assert code == 0 and json.loads(out)["results"]["Status"] == "done"
 
     code, out, err = await depot("tasks", "show", "999", "--key", admin_key)
@@ -96,19 +96,60 @@ async def test_watch_follows_progress_and_stop(depot, pool, redis, make_key, liv
     assert code == 1 and f"409: Task #{ref.id} is not running" in err
 
 
-async def test_schedule_and_queues(depot, pool, make_key):
+async def test_schedule_and_queues(depot, pool, make_key, snapshot_id):
     key = await make_key("operator")
-    code, out, err = await depot("task", "schedule", "rebuild", "--cron", "0 3 * * *", "-p", "snapshot=12", "--key", key)
+    code, out, err = await depot("task", "schedule", "rebuild", "--cron", "0 3 * * *", "-p", f"snapshot={snapshot_id}",
+                                 "--key", key)
     assert code == 0, err
     assert out.startswith("task ") and "scheduled (0 3 * * *), next run " in out and "T03:00:00Z" in out
     row = await pool.fetchrow("SELECT target, params, status FROM tasks WHERE type = 'scheduled'")
-    assert (row["target"], row["params"], row["status"]) == ("snapshot:12", {"snapshot": 12}, "scheduled")
+    assert (row["target"], row["params"], row["status"]) == (
+        f"snapshot:{snapshot_id}", {"snapshot": snapshot_id}, "scheduled")
     code, out, _ = await depot("tasks", "--status", "scheduled", "--key", key)
     assert code == 0 and "0 3 * * *" in out and "NEXT RUN" in out
-    code, _, err = await depot("task", "schedule", "rebuild", "--cron", "nope", "-p", "snapshot=1", "--key", key)
+    code, _, err = await depot("task", "schedule", "rebuild", "--cron", "nope", "-p", f"snapshot={snapshot_id}",
+                                 "--key", key)
     assert code == 1 and "400:" in err and "cron" in err
 
     code, out, err = await depot("queues", "--key", key)
     assert code == 0 and out.splitlines()[0].split()[:3] == ["QUEUE", "DEPTH", "RUNNING"] and "depot:test-queue" in out
     code, out, _ = await depot("queues", "--json", "--key", key)
     assert json.loads(out)["results"]["queues"][0]["depth"] == 0
+
+
+async def test_hosts_list_filter_and_show_with_updates(depot, client, pool, make_key, run_worker):
+    from tests.hosts import captured
+    from tests.hosts.helpers import put, register
+
+    admin = await make_key("admin")
+    resp = await client.post("/api/v2/profile/", json=captured.PROFILE, headers={"Authorization": f"Bearer {admin}"})
+    assert resp.status == 201
+    creds = await register(client, admin, hostname="web01")
+    host_id = creds[2]
+    await put(client, creds, "status", captured.STATUS)
+    await put(client, creds, "packages/installed", captured.INSTALLED)
+    await put(client, creds, "packages/available", captured.AVAILABLE)
+    await run_worker()
+    other = await register(client, admin, hostname="db01", ip="10.0.0.2")
+
+    code, out, err = await depot("hosts", "--key", admin)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "HOSTNAME", "IP"] and lines[-1] == "2 host(s)"
+    assert {line.split()[1] for line in lines[1:-1]} == {"localhost", "db01"}  # STATUS renamed web01
+
+    code, out, err = await depot("hosts", "--per-page", "1", "--page", "2", "--key", admin)
+    assert code == 0 and out.splitlines()[-1] == "page 2, 1 of 2 host(s)", out + err
+    code, out, err = await depot("hosts", "list", "--os", "Debian GNU/Linux", "--key", admin)
+    assert code == 0 and out.splitlines()[-1] == "1 host(s)" and str(other[2]) not in out.split()[0:12], err
+    code, out, _ = await depot("hosts", "--outdated", "--key", admin)
+    assert code == 0 and "UPDATES" in out and out.splitlines()[-1] == "1 host(s)"
+
+    code, out, err = await depot("hosts", "show", str(host_id), "--key", admin)
+    assert code == 0, err
+    assert "3 available update(s)" in out and "ca-certificates" in out and "20250419~deb12u2" in out
+    code, out, _ = await depot("hosts", "show", str(host_id), "--json", "--key", admin)
+    data = json.loads(out)
+    assert len(data["updates"]) == 3 and data["host"]
+    code, _, err = await depot("hosts", "show", "99999", "--key", admin)
+    assert code == 1 and "404: Host #99999 does not exist." in err

@@ -7,6 +7,7 @@ import socket
 from dataclasses import replace
 
 import aiohttp
+import orjson
 import pytest
 
 from app import metrics, queue
@@ -86,10 +87,13 @@ async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_
     await queue.enqueue(pool, redis, "qm_quick", "t:1")
     await queue.enqueue(pool, redis, "qm_boom", "t:2")
     await run_worker()
+    # Finished tasks are read up to 2 s back (rows stamped but not committed yet are read next time).
+    await pool.execute("UPDATE tasks SET finished_at = finished_at - interval '5 seconds',"
+                       " started_at = started_at - interval '5 seconds'")
     await queue.enqueue(pool, redis, "qm_quick", "t:3")
     await client.get("/api/v2/task/12345", headers=bearer(admin_key))
     await client.get("/api/v2/task/67890/", headers=bearer(admin_key))
-    metrics.DB_COLLECTOR.read_at = 0  # values are cached a few seconds; another test may have read them
+    metrics.DB_COLLECTOR.reset()  # cached a few seconds, totals since the process's first scrape: start afresh
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = await resp.text()
@@ -98,9 +102,23 @@ async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_
     assert "12345" not in text and "67890" not in text
     assert 'depot_http_request_duration_seconds_bucket{le="0.005",method="GET",route="task"}' in text
     assert 'depot_queue_depth{queue="depot:test-queue"} 1.0' in text
-    assert 'depot_tasks{kind="qm_quick",status="done"} 1.0' in text
+    assert 'depot_tasks{kind="qm_quick",status="queued"} 1.0' in text
+    assert 'depot_tasks_finished_total{kind="qm_quick",outcome="done"} 1.0' in text
     assert 'depot_task_duration_seconds_count{kind="qm_boom",outcome="error"} 1.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_boom",le="0.1",outcome="error"} 1.0' in text
     assert "depot_hosts{state=\"total\"} 0.0" in text
+
+    # A later scrape adds only what finished since the last one.
+    await run_worker()
+    await pool.execute("UPDATE tasks SET finished_at = $1::timestamptz + interval '1 millisecond',"
+                       " started_at = $1::timestamptz - interval '2 seconds' WHERE target = 't:3'",
+                       metrics.DB_COLLECTOR.watermark)
+    metrics.DB_COLLECTOR.read_at = 0
+    text = await (await client.get("/metrics")).text()
+    assert 'depot_tasks_finished_total{kind="qm_quick",outcome="done"} 2.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_quick",le="1.0",outcome="done"} 1.0' in text
+    assert 'depot_task_duration_seconds_bucket{kind="qm_quick",le="5.0",outcome="done"} 2.0' in text
+    assert 'depot_task_duration_seconds_count{kind="qm_boom",outcome="error"} 1.0' in text
 
 
 async def test_metrics_key_and_private_port(aiohttp_client, settings):
@@ -134,8 +152,6 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     records = [r for r in caplog.records if r.name == "depot.access"]
     assert len(records) == 4
     lines = [JsonFormatter().format(r) for r in records]
-    import orjson
-
     first = orjson.loads(lines[0])
     assert first["request_id"] == generated and first["route"] == "tasks" and first["status"] == 200
     assert first["method"] == "GET" and isinstance(first["duration_ms"], float)
@@ -143,3 +159,56 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     everything = "\n".join(lines) + "\n".join(caplog.messages)
     assert admin_key not in everything and "ak_wrong" not in everything and "per_page" not in everything
     await asyncio.sleep(0)
+
+
+def test_host_reports_are_counted_from_their_routes():
+    def value(kind):
+        return metrics.REGISTRY.get_sample_value("depot_host_reports_received_total", {"kind": kind}) or 0.0
+
+    before = value("installed"), value("status")
+    metrics.observe_request("host_installed_put", "PUT", 202, 0.01)
+    metrics.observe_request("host_installed_put", "PUT", 401, 0.01)  # refused: not a report received
+    metrics.observe_request("host_status", "PUT", 200, 0.01)
+    assert (value("installed"), value("status")) == (before[0] + 1, before[1] + 1)
+
+
+async def test_agent_reports_show_in_metrics(client, make_key):
+    from tests.hosts import captured
+    from tests.hosts.helpers import put, register
+
+    def value(kind):
+        return metrics.REGISTRY.get_sample_value("depot_host_reports_received_total", {"kind": kind}) or 0.0
+
+    admin = await make_key("admin")
+    creds = await register(client, admin, hostname="m01")
+    before = value("installed"), value("available")
+    await put(client, creds, "packages/installed", captured.INSTALLED)
+    await put(client, creds, "packages/available", captured.AVAILABLE)
+    await put(client, ("id_" + "0" * 32, "f" * 64), "packages/installed", captured.INSTALLED, status=401)
+    assert (value("installed"), value("available")) == (before[0] + 1, before[1] + 1)
+    text = await (await client.get("/metrics")).text()
+    assert 'depot_host_reports_received_total{kind="installed"}' in text
+    assert 'route="host_installed_put",status="401"' in text
+
+
+async def test_every_log_line_of_a_request_carries_its_id(aiohttp_client, settings, admin_key, caplog):
+    from aiohttp import web
+
+    from app.logs import RequestIdFilter
+
+    async def noisy(request):
+        logging.getLogger("depot.test").warning("inside the handler")
+        return web.json_response({})
+
+    app = create_app(settings)
+    app.router.add_get("/api/v2/noisy", noisy, name="noisy")
+    client = await aiohttp_client(app)
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.INFO)
+    resp = await client.get("/api/v2/noisy", headers={**bearer(admin_key), "X-Request-Id": "trace-0001-abcd"})
+    assert resp.status == 200
+    inside = next(r for r in caplog.records if r.getMessage() == "inside the handler")
+    assert inside.request_id == "trace-0001-abcd"
+    assert orjson.loads(JsonFormatter().format(inside))["request_id"] == "trace-0001-abcd"
+    logging.getLogger("depot.test").warning("outside")
+    assert not hasattr(caplog.records[-1], "request_id")

@@ -29,12 +29,12 @@ def handlers():
         RUNS.append(ctx.id)
         return {"ok": True}
 
-    real_rebuild = jobs.HANDLERS.get("rebuild")  # the repository handler: put back afterwards
+    real_rebuild = jobs.HANDLERS.get("rebuild")  # schedules here start rebuilds of snapshots that do not exist
     jobs.HANDLERS.update(op_slow=slow, op_quick=quick, rebuild=quick)
     yield
     for k in ("op_slow", "op_quick"):
         jobs.HANDLERS.pop(k, None)
-    if real_rebuild is not None:
+    if real_rebuild:
         jobs.HANDLERS["rebuild"] = real_rebuild
     else:
         jobs.HANDLERS.pop("rebuild", None)
@@ -48,7 +48,7 @@ async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_
 
     resp = await client.get("/api/v2/tasks/", headers=h)
     body = await resp.json()
-    assert resp.status == 200 and body["total"] == 6 and body["rc"] == 200
+    assert resp.status == 200 and body["pagination"] == {"page": 1, "per_page": 100, "total": 6} and body["rc"] == 200
     row = body["results"][-1]
     assert row["Id"] == ids[0] and row["Type"] == "immediate" and row["Status"] == "done"
     assert row["Pid"] is None and row["Logfile"] is None and row["Duration"].endswith("s")
@@ -59,7 +59,8 @@ async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_
     seen = []
     for page in (1, 2, 3):
         body = await (await client.get(f"/api/v2/tasks/done?page={page}&per_page=2", headers=h)).json()
-        assert body["total"] == 5 and body["page"] == page and len(body["results"]) == (2 if page < 3 else 1)
+        assert body["pagination"] == {"page": page, "per_page": 2, "total": 5}
+        assert len(body["results"]) == (2 if page < 3 else 1)
         seen += [r["Id"] for r in body["results"]]
     assert sorted(seen) == ids  # pages neither overlap nor skip
     resp = await client.get("/api/v2/tasks/queued", headers=h)
@@ -125,21 +126,24 @@ async def test_stop_a_running_task_cooperatively(client, pool, redis, admin_key,
     assert await pool.fetchval("SELECT progress < 100 FROM tasks WHERE id = $1", ref.id)
 
 
-async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool, redis, settings, make_key, run_worker):
+async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool, redis, settings, make_key, run_worker,
+                                                                  snapshot_id):
+    snap = snapshot_id
     h = bearer(await make_key("operator"))
     resp = await client.post("/api/v2/task/schedule", headers=h,
-                             json={"kind": "rebuild", "params": {"snapshot": 7}, "cron": "*/5 * * * *"})
+                             json={"kind": "rebuild", "params": {"snapshot": snap}, "cron": "*/5 * * * *"})
     body = await resp.json()
     assert resp.status == 201, body
     sched = body["results"]
-    assert sched["Type"] == "scheduled" and sched["Status"] == "scheduled" and sched["Target"] == "snapshot:7"
+    assert sched["Type"] == "scheduled" and sched["Status"] == "scheduled" and sched["Target"] == f"snapshot:{snap}"
     assert sched["Cron"] == "*/5 * * * *" and sched["Next_run"]
     assert json.loads(sched["Raw_params"])["schedule"]["scheduled"] == "true"
 
-    for bad in ({"kind": "rebuild", "params": {"snapshot": 7}, "cron": "61 * * * *"},
+    for bad in ({"kind": "rebuild", "params": {"snapshot": snap}, "cron": "61 * * * *"},
+                {"kind": "rebuild", "params": {"snapshot": snap + 1000}, "cron": "* * * * *"},
                 {"kind": "rm -rf", "params": {}, "cron": "* * * * *"},
                 {"kind": "rebuild", "params": {}, "cron": "* * * * *"},
-                {"kind": "rebuild", "params": {"snapshot": 7}}):
+                {"kind": "rebuild", "params": {"snapshot": snap}}):
         resp = await client.post("/api/v2/tasks/scheduled", headers=h, json=bad)
         assert resp.status == 400, bad
     assert (await client.post("/api/v2/tasks/scheduled", headers=h, data=b"{")).status == 400
@@ -154,7 +158,7 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
     task_id = next(s for s in started if s)[0]
     row = await pool.fetchrow("SELECT kind, target, params, schedule_id, type FROM tasks WHERE id = $1", task_id)
     assert (row["kind"], row["target"], row["params"], row["schedule_id"], row["type"]) == (
-        "rebuild", "snapshot:7", {"snapshot": 7}, sid, "immediate")
+        "rebuild", f"snapshot:{snap}", {"snapshot": snap}, sid, "immediate")
     assert await pool.fetchval("SELECT next_run_at > now() FROM tasks WHERE id = $1", sid)
     await run_worker()
     assert RUNS == [task_id]
@@ -173,8 +177,35 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
     assert await pool.fetchval("SELECT schedule_id FROM tasks WHERE id = $1", task_id) is None
 
 
-async def test_workers_cron_runs_due_schedules(pool, redis, live_worker):
-    sid = await schedules.create_schedule(pool, "rebuild", "* * * * *", {"snapshot": 3}, None, requested_by="t")
+async def test_workers_cron_runs_due_schedules(pool, redis, live_worker, snapshot_id):
+    sid = await schedules.create_schedule(pool, "rebuild", "* * * * *", {"snapshot": snapshot_id}, None, requested_by="t")
     await pool.execute("UPDATE tasks SET next_run_at = now() WHERE id = $1", sid)
     await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE schedule_id = $1", sid), timeout=8)
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE schedule_id = $1", sid) == 1
+
+
+async def test_long_histories_report_a_capped_total(client, pool, redis, admin_key, monkeypatch):
+    from app import tasks
+
+    for n in range(5):
+        await queue.enqueue(pool, redis, "op_quick", f"cap:{n}")
+    monkeypatch.setattr(tasks, "COUNT_CAP", 3)
+    body = await (await client.get("/api/v2/tasks/queued?per_page=2", headers=bearer(admin_key))).json()
+    assert body["pagination"] == {"page": 1, "per_page": 2, "total": 3, "total_capped": True}
+    assert len(body["results"]) == 2
+
+
+async def test_old_finished_tasks_are_pruned_schedules_and_live_tasks_kept(pool, redis, snapshot_id):
+    from app import tasks
+
+    done = await queue.enqueue(pool, redis, "op_quick", "old:1")
+    recent = await queue.enqueue(pool, redis, "op_quick", "old:2")
+    waiting = await queue.enqueue(pool, redis, "op_quick", "old:3")
+    sid = await schedules.create_schedule(pool, "rebuild", "0 3 * * *", {"snapshot": snapshot_id}, None, requested_by="t")
+    await pool.execute("UPDATE tasks SET status = 'done', finished_at = now() - interval '40 days',"
+                       " created_at = now() - interval '40 days' WHERE id = $1", done.id)
+    await pool.execute("UPDATE tasks SET status = 'done', finished_at = now() - interval '2 days' WHERE id = $1", recent.id)
+    await pool.execute("UPDATE tasks SET created_at = now() - interval '90 days' WHERE id IN ($1, $2)", waiting.id, sid)
+    assert await tasks.prune_history(pool, days=30) == 1
+    left = {r["id"] for r in await pool.fetch("SELECT id FROM tasks")}
+    assert left == {recent.id, waiting.id, sid}

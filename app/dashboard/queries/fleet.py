@@ -10,9 +10,8 @@ the report hot path its HOT updates).
 from __future__ import annotations
 
 import logging
-import time
 
-from app.dashboard.queries import MISSING_SCHEMA, Page, fetch_page, like_pattern
+from app.dashboard.queries import MISSING_SCHEMA, Page, cached, fetch_page, prefix_pattern
 
 log = logging.getLogger(__name__)
 
@@ -20,68 +19,65 @@ log = logging.getLogger(__name__)
 FILTERS = {
     "outdated": "h.available_count > 0",
     "reboot": "h.reboot_required IS TRUE",
-    "stale": "(h.last_seen_at IS NULL OR h.last_seen_at < now() - interval '1 day')",
+    # A host registered today that has not reported yet is not "unseen for a day".
+    "stale": "coalesce(h.last_seen_at, h.registered_at) < now() - interval '1 day'",
 }
 # Credentials are never rendered, not even hashed; digests are noise.
 _HIDDEN = "ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest']::text[]"
-CACHE_SECONDS = 10.0
-_cache: dict = {}
-
-
-async def _cached(key, compute):
-    hit = _cache.get(key)
-    if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    value = await compute()
-    _cache[key] = (time.monotonic(), value)
-    return value
-
-
-def clear_cache() -> None:
-    _cache.clear()
-
-
 async def summary(pool) -> dict:
     """Fleet figures: total, by OS and version, outdated, reboot required, not seen for a day."""
 
     async def compute():
         try:
-            row = await pool.fetchrow(
+            # One scan: the grand total is the () grouping set, the rest are per (os, version).
+            rows = await pool.fetch(
                 f"""
-                SELECT count(*) AS total,
+                SELECT GROUPING(h.os, h.os_version) = 3 AS grand,
+                       coalesce(h.os, '?') AS os, coalesce(h.os_version, '?') AS version, count(*) AS hosts,
                        count(*) FILTER (WHERE {FILTERS['outdated']}) AS outdated,
                        count(*) FILTER (WHERE {FILTERS['reboot']}) AS reboot,
                        count(*) FILTER (WHERE {FILTERS['stale']}) AS stale
-                FROM hosts h
+                FROM hosts h GROUP BY GROUPING SETS ((h.os, h.os_version), ())
                 """
-            )
-            by_os = await pool.fetch(
-                "SELECT coalesce(os, '?') AS os, coalesce(os_version, '?') AS version, count(*) AS hosts,"
-                " count(*) FILTER (WHERE available_count > 0) AS outdated"
-                " FROM hosts GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 50"
             )
         except MISSING_SCHEMA as exc:
             log.info("fleet figures not available yet: %s", exc)
             return {"total": await pool.fetchval("SELECT count(*) FROM hosts"), "available": False}
-        return {**dict(row), "by_os": [dict(r) for r in by_os], "available": True}
+        grand = next(r for r in rows if r["grand"])
+        by_os = sorted((r for r in rows if not r["grand"]), key=lambda r: (-r["hosts"], r["os"], r["version"]))
+        return {
+            "total": grand["hosts"], "outdated": grand["outdated"], "reboot": grand["reboot"], "stale": grand["stale"],
+            "by_os": [{k: r[k] for k in ("os", "version", "hosts", "outdated")} for r in by_os[:50]],
+            "available": True,
+        }
 
-    return await _cached(("summary", id(pool)), compute)
+    return await cached(("summary", id(pool)), compute)
 
 
 async def list_hosts(pool, q: str = "", flt: str = "", page: int = 1, per_page: int = 50) -> tuple[Page, str | None]:
     """(page of hosts, error) — error names a filter the schema cannot answer yet."""
     where, args = [], []
     if q:
-        args.append(like_pattern(q))
-        where.append(f"(h.hostname ILIKE ${len(args)} OR h.ip ILIKE ${len(args)})")
+        # Prefix search, served by the hosts_hostname_prefix / hosts_ip_prefix indexes (sql/006).
+        args.append(prefix_pattern(q.lower()))
+        where.append(f"(lower(h.hostname) LIKE ${len(args)} OR h.ip LIKE ${len(args)})")
     if flt in FILTERS:
         where.append(FILTERS[flt])
-    sql = f"SELECT h.id, h.hostname, h.ip, to_jsonb(h) - {_HIDDEN} AS doc FROM hosts h"
+    # The page's ids first (the index on hostname gives the order; OFFSET skips index entries
+    # only), then the rows: to_jsonb is computed for the 50 shown, not for every skipped row.
+    ids = "SELECT h.id, h.hostname FROM hosts h"
     if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY h.hostname"  # the unique index on hostname gives the order
+        ids += " WHERE " + " AND ".join(where)
+    ids += " ORDER BY h.hostname"
+    n = len(args)
+    sql = (
+        f"SELECT h.id, h.hostname, h.ip, to_jsonb(h) - {_HIDDEN} AS doc"
+        f" FROM ({ids} LIMIT ${n + 1} OFFSET ${n + 2}) p JOIN hosts h ON h.id = p.id ORDER BY p.hostname"
+    )
+    page = max(1, page)
     try:
-        return await fetch_page(pool, sql, *args, page=page, per_page=per_page), None
+        rows = await pool.fetch(sql, *args, per_page + 1, (page - 1) * per_page)
+        return Page(list(rows[:per_page]), page, per_page, len(rows) > per_page), None
     except MISSING_SCHEMA as exc:
         return Page([], page, per_page, False), f"This filter is not available yet ({exc})"
 
@@ -104,8 +100,8 @@ async def inventory(pool, host_id: int, q: str = "", page: int = 1, per_page: in
     sql = "SELECT name, arch, version, state, since FROM host_packages WHERE host_id = $1"
     args: list = [host_id]
     if q:
-        sql += " AND name ILIKE $2"
-        args.append(like_pattern(q))
+        sql += " AND name LIKE $2"  # the primary key (host_id, name, ...) serves the prefix
+        args.append(prefix_pattern(q))
     return await _rows(pool, sql + " ORDER BY name, arch", *args, page=page, per_page=per_page)
 
 
@@ -168,4 +164,4 @@ async def reports_per_bucket(pool, bucket: str, buckets: int) -> dict | None:
             return None
         return {r["t"]: r["n"] for r in rows}
 
-    return await _cached(("reports", id(pool), bucket, buckets), compute)
+    return await cached(("reports", id(pool), bucket, buckets), compute)

@@ -1,7 +1,7 @@
 """Tasks page and overview: task lists by state, queue figures, workers, jobs per minute."""
 from __future__ import annotations
 
-from app.dashboard.queries import Page, fetch_page, like_pattern
+from app.dashboard.queries import Page, cached, like_pattern
 
 # Tabs of the tasks page: name -> statuses shown.
 TABS = {
@@ -17,21 +17,28 @@ TABS = {
 
 _COLUMNS = (
     "id, kind, target, type, status, progress, progress_text, error, requested_by, created_at, started_at,"
-    " finished_at, worker_id, heartbeat_at, stop_requested, attempts,"
+    " finished_at, worker_id, heartbeat_at, stop_requested, attempts, cron, next_run_at, last_run_at, schedule_id,"
     " extract(epoch FROM coalesce(finished_at, now()) - coalesce(started_at, created_at))::float AS seconds"
 )
 
 
 async def list_tasks(pool, tab: str, q: str = "", page: int = 1, per_page: int = 50) -> Page:
     statuses = list(TABS.get(tab, TABS["active"]))
-    # status = ANY(...) ORDER BY created_at uses tasks_status_created; the search narrows inside it.
-    sql = f"SELECT {_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
+    # Newest first by id (creation order), which tasks_status_id (status, id DESC) serves directly.
+    # The page's ids come first, so the columns are computed for the rows shown, not the skipped ones.
+    ids = "SELECT id FROM tasks WHERE status = ANY($1::text[])"
     args: list = [statuses]
     if q:
-        sql += " AND (kind ILIKE $2 OR target ILIKE $2 OR id::text = $3)"
-        args += [like_pattern(q), q.strip()]
-    sql += " ORDER BY created_at DESC, id DESC"
-    return await fetch_page(pool, sql, *args, page=page, per_page=per_page)
+        ids += " AND (kind ILIKE $2 OR target ILIKE $2 OR id::text = $3)"
+        args += [like_pattern(q), q.strip().lstrip("#")]
+    n = len(args)
+    sql = (
+        f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({ids} ORDER BY id DESC"
+        f" LIMIT ${n + 1} OFFSET ${n + 2}) ORDER BY id DESC"
+    )
+    page = max(1, page)
+    rows = await pool.fetch(sql, *args, per_page + 1, (page - 1) * per_page)
+    return Page(list(rows[:per_page]), page, per_page, len(rows) > per_page)
 
 
 async def get_task(pool, task_id: int):
@@ -39,34 +46,50 @@ async def get_task(pool, task_id: int):
 
 
 async def queue_summary(pool, redis, settings) -> dict:
-    """Per task kind: queued, running, oldest waiting age, done and failed in the last hour."""
-    rows = await pool.fetch(
+    """Per task kind: queued, running, oldest waiting age (live, from the status index), and done and
+    failed in the last hour (a range scan of the hour's tasks, cached a few seconds)."""
+    live = await pool.fetch(
         """
         SELECT kind,
                count(*) FILTER (WHERE status = 'queued') AS queued,
                count(*) FILTER (WHERE status = 'running') AS running,
-               extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float AS oldest_wait,
-               count(*) FILTER (WHERE status = 'done' AND finished_at > now() - interval '1 hour') AS done_1h,
-               count(*) FILTER (WHERE status = 'error' AND finished_at > now() - interval '1 hour') AS failed_1h
-        FROM tasks
-        WHERE status IN ('queued', 'running') OR finished_at > now() - interval '1 hour'
-        GROUP BY kind ORDER BY kind
+               extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float AS oldest_wait
+        FROM tasks WHERE status IN ('queued', 'running') GROUP BY kind
         """
     )
-    kinds = [dict(r) for r in rows]
+
+    async def last_hour():
+        rows = await pool.fetch(
+            """
+            SELECT kind, count(*) FILTER (WHERE status = 'done') AS done_1h,
+                   count(*) FILTER (WHERE status = 'error') AS failed_1h
+            FROM tasks WHERE finished_at > now() - interval '1 hour' GROUP BY kind
+            """
+        )
+        return {r["kind"]: dict(r) for r in rows}
+
+    hour = await cached(("tasks_last_hour", id(pool)), last_hour)
+    kinds: dict[str, dict] = {}
+    for r in live:
+        kinds[r["kind"]] = {**dict(r), "done_1h": 0, "failed_1h": 0}
+    for kind, r in hour.items():
+        kinds.setdefault(kind, {"kind": kind, "queued": 0, "running": 0, "oldest_wait": None}).update(
+            done_1h=r["done_1h"], failed_1h=r["failed_1h"]
+        )
+    ordered = [kinds[k] for k in sorted(kinds)]
     try:
         redis_depth = await redis.zcard(settings.queue_name)
-    except Exception:  # Redis away: the page still shows PostgreSQL's view
+    except Exception:  # noqa: BLE001 — Redis away: the page still shows PostgreSQL's view
         redis_depth = None
     total = {
-        "queued": sum(k["queued"] for k in kinds),
-        "running": sum(k["running"] for k in kinds),
-        "oldest_wait": max((k["oldest_wait"] or 0 for k in kinds), default=0) or None,
-        "done_1h": sum(k["done_1h"] for k in kinds),
-        "failed_1h": sum(k["failed_1h"] for k in kinds),
+        "queued": sum(k["queued"] for k in ordered),
+        "running": sum(k["running"] for k in ordered),
+        "oldest_wait": max((k["oldest_wait"] or 0 for k in ordered), default=0) or None,
+        "done_1h": sum(k["done_1h"] for k in ordered),
+        "failed_1h": sum(k["failed_1h"] for k in ordered),
         "redis_depth": redis_depth,
     }
-    return {"name": settings.queue_name, "kinds": kinds, "total": total}
+    return {"name": settings.queue_name, "kinds": ordered, "total": total}
 
 
 async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
@@ -75,6 +98,9 @@ async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
         """
         SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
                extract(epoch FROM now() - w.heartbeat_at)::float AS beat_age,
+               -- Lost: stopped beating without a clean shutdown (the reconciler stamps stopped_at on
+               -- lost workers too, long after their last beat).
+               w.heartbeat_at < coalesce(w.stopped_at, now()) - make_interval(secs => $2) AS lost,
                (SELECT count(*) FROM tasks t WHERE t.status = 'running' AND t.worker_id = w.worker_id) AS running
         FROM workers w
         WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
@@ -82,11 +108,12 @@ async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
         LIMIT $1
         """,
         limit,
+        float(stale_seconds),
     )
     out = []
     for r in rows:
         d = dict(r)
-        d["state"] = "stopped" if r["stopped_at"] else ("lost" if r["beat_age"] > stale_seconds else "alive")
+        d["state"] = "lost" if r["lost"] else ("stopped" if r["stopped_at"] else "alive")
         out.append(d)
     return out
 

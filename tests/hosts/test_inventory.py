@@ -1,0 +1,206 @@
+"""Installed/available reports: both wire forms, the diff on a real worker, history, version order."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.main import create_app
+from tests.conftest import bearer, host_auth
+from tests.hosts.helpers import installed, put, register
+
+
+async def _host(client, make_key, name="web01", os_family="Debian"):
+    creds = await register(client, await make_key("operator"), name)
+    await put(client, creds, "status", {"os_family": os_family})
+    return creds
+
+
+async def _inventory(pool, host_id):
+    return {
+        (r["name"], r["arch"]): (r["version"], r["state"])
+        for r in await pool.fetch("SELECT * FROM host_packages WHERE host_id = $1", host_id)
+    }
+
+
+async def _history(pool, host_id):
+    return sorted(
+        tuple(r) for r in await pool.fetch(
+            "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1", host_id
+        )
+    )
+
+
+async def test_the_full_list_is_the_truth(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "vim": "9.0-1"}))
+    await run_worker()
+    assert await _history(pool, creds[2]) == []  # the first inventory is the baseline
+    assert (await _inventory(pool, creds[2]))[("bash", "")] == ("5.1-1", "inventored")
+
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "curl": "7.88-1~old", "git": "2.39-1"}))
+    await run_worker()
+    assert await _history(pool, creds[2]) == [
+        ("added", "git", "", None, "2.39-1"),
+        ("downgraded", "curl", "", "7.88-1", "7.88-1~old"),
+        ("removed", "vim", "", "9.0-1", None),
+        ("upgraded", "bash", "", "5.1-1", "5.2-1"),
+    ]
+    assert await _inventory(pool, creds[2]) == {
+        ("bash", ""): ("5.2-1", "upgraded"), ("curl", ""): ("7.88-1~old", "downgraded"), ("git", ""): ("2.39-1", "installed"),
+    }
+
+
+@pytest.mark.parametrize(
+    "family, old, new, change",
+    [
+        ("Debian", "1.0-1", "1.0-1~bpo1", "downgraded"),  # ~ sorts before anything in dpkg
+        ("Debian", "1:1.0-1", "2.0-1", "downgraded"),  # the epoch wins
+        ("Debian", "1.9-1", "1.10-1", "upgraded"),
+        ("Debian", "2.36-9+deb12u9", "2.36-9+deb12u10", "upgraded"),
+        ("Redhat", "1.0-1.el9", "1.0-1.el9_2", "upgraded"),
+        ("Redhat", "1.0~rc1-1", "1.0-1", "upgraded"),
+        ("Redhat", "2:1.0-1", "1:9.9-1", "downgraded"),
+        ("Redhat", "1.10-1", "1.9-1", "downgraded"),
+    ],
+)
+async def test_version_order_follows_the_host_family(client, pool, make_key, run_worker, family, old, new, change):
+    creds = await _host(client, make_key, os_family=family)
+    await put(client, creds, "packages/installed", installed({"pkg": old}))
+    await run_worker()
+    await put(client, creds, "packages/installed", installed({"pkg": new}))
+    await run_worker()
+    assert await _history(pool, creds[2]) == [(change, "pkg", "", old, new)]
+
+
+async def test_string_form_and_arch_suffix(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed",
+              {"installed_packages": "bash|5.1-1,libc6:i386|2.36-9|C library,libc6|2.36-9,,php8.2-fpm|8.2.28-1"})
+    await put(client, creds, "packages/available", {"available_packages": "bash|5.2-1"})
+    await run_worker()
+    assert await _inventory(pool, creds[2]) == {
+        ("bash", ""): ("5.1-1", "inventored"), ("libc6", "i386"): ("2.36-9", "inventored"),
+        ("libc6", ""): ("2.36-9", "inventored"), ("php8.2-fpm", ""): ("8.2.28-1", "inventored"),
+    }
+    resp = await client.get(f"/api/v2/host/{creds[2]}/updates", headers=host_auth(*creds[:2]))
+    assert [(r["Name"], r["Current_version"], r["Version"]) for r in (await resp.json())["results"]] == [
+        ("bash", "5.1-1", "5.2-1")
+    ]
+    await put(client, creds, "packages/available", {"available_packages": "none"})
+    await run_worker()
+    assert await pool.fetchval("SELECT available_count FROM hosts") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_available") == 0
+
+
+async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    report = installed({"bash": "5.1-1"})
+    first = await put(client, creds, "packages/installed", report)
+    await run_worker()
+    again = await put(client, creds, "packages/installed", report)
+    assert first["changed"] and not again["changed"] and again["task-id"] is None
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+
+
+async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "1.0-1"}))
+    await run_worker()
+    ids = {(await put(client, creds, "packages/installed", installed({"bash": v})))["task-id"] for v in ("2.0-1", "3.0-1", "2.5-1")}
+    assert len(ids) == 1  # coalesced into one queued task
+    await run_worker()
+    rows = await pool.fetch("SELECT change, old_version, new_version FROM host_history ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("upgraded", "1.0-1", "2.0-1"), ("upgraded", "2.0-1", "3.0-1"), ("downgraded", "3.0-1", "2.5-1")
+    ]
+    resp = await client.get(f"/api/v2/host/{creds[2]}/history", headers=bearer(await make_key("viewer")))
+    assert [r["Version"] for r in (await resp.json())["results"]] == ["2.5-1", "3.0-1", "2.0-1"]
+
+
+async def test_available_updates_are_replaced(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    pkgs = [{"name": "a", "version": "2", "repository": "r1", "security": True}, {"name": "b", "version": "3"}]
+    await put(client, creds, "packages/available", {"available_packages": pkgs})
+    await run_worker()
+    await put(client, creds, "packages/available", {"available_packages": [{"name": "b", "version": "4", "security": "true"}]})
+    await run_worker()
+    rows = await pool.fetch("SELECT name, version, repository, security FROM host_available")
+    assert [tuple(r) for r in rows] == [("b", "4", None, True)]
+    assert await pool.fetchval("SELECT available_count FROM hosts") == 1
+
+
+BAD_REPORTS = [
+    ({}, "Invalid request"),
+    ({"installed_packages": 5}, None),
+    ({"installed_packages": {"name": "a"}}, None),
+    ({"installed_packages": []}, "Installed packages update has failed: the package list is empty"),
+    ({"installed_packages": "none"}, "Installed packages update has failed: the package list is empty"),
+    ({"installed_packages": [{"name": "a"}]}, "Package version is empty or invalid for package: a"),
+    ({"installed_packages": [{"name": "a", "version": ""}]}, "Package version is empty or invalid for package: a"),
+    ({"installed_packages": [{"name": "a", "version": 1}]}, None),
+    ({"installed_packages": [{"name": "", "version": "1"}]}, None),
+    ({"installed_packages": [{"name": None, "version": "1"}]}, None),
+    ({"installed_packages": [{"name": "a", "version": "1"}, "b|2"]}, "Package #1 must be an object with name and version"),
+    ({"installed_packages": [["a", "1"]]}, None),
+    ({"installed_packages": "a|"}, "Package version is empty or invalid for package: a"),
+    ({"installed_packages": [{"name": "a" * 300, "version": "1"}]}, None),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_REPORTS)
+async def test_bad_installed_reports_change_nothing(client, pool, make_key, body, message):
+    creds = await _host(client, make_key)
+    resp = await put(client, creds, "packages/installed", body, status=400)
+    if message:
+        assert resp["message_error"] == [message]
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
+    assert await pool.fetchval("SELECT installed_digest FROM hosts") is None
+
+
+@pytest.mark.parametrize(
+    "item",
+    [{"name": "a", "version": "1", "security": "yes"}, {"name": "a", "version": "1", "security": 1},
+     {"name": "a", "version": "1", "repository": 7}, {"name": "a"}],
+)
+async def test_bad_available_reports_change_nothing(client, pool, make_key, item):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/available", {"available_packages": [item]}, status=400)
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+
+
+async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
+    client = await aiohttp_client(create_app(replace(settings, max_list_items=5)))
+    creds = await _host(client, make_key)
+    body = await put(client, creds, "packages/installed", installed({f"p{i}": "1" for i in range(6)}), status=400)
+    assert body["message_error"] == ["Too many packages: 6 (at most 5)"]
+    await put(client, creds, "packages/installed", installed({f"p{i}": "1" for i in range(5)}))
+
+
+async def test_several_megabyte_reports_are_fine(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    big = installed({f"package-with-a-rather-long-name-{i}": f"{i}.0.0-1+really.long.version.string" for i in range(40_000)})
+    await put(client, creds, "packages/installed", big)
+    await run_worker()
+    assert await pool.fetchval("SELECT count(*) FROM host_packages") == 40_000
+
+
+async def test_reports_need_host_credentials(client, make_key):
+    resp = await client.put("/api/v2/host/packages/installed", json=installed({"a": "1"}), headers=bearer(await make_key("admin")))
+    assert resp.status == 403
+
+
+async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    headers = host_auth(*creds[:2])
+    bad = b'{"installed_packages": [{"name": "pkg-\xff", "version": "1"}]}'
+    resp = await client.put("/api/v2/host/packages/installed", data=bad, headers=headers)
+    assert resp.status == 400
+    good = '{"installed_packages": [{"name": "pkg-é", "version": "1"}, {"name": "b", "version": "2"}]}'.encode()
+    resp = await client.put("/api/v2/host/packages/installed", data=good, headers=headers)
+    assert resp.status == 200 and (await resp.json())["packages"] == 2
+    await run_worker()
+    assert await pool.fetchval("SELECT string_agg(name, ',' ORDER BY name) FROM host_packages") == "b,pkg-é"
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'done'") == 1

@@ -1,0 +1,167 @@
+"""Fleet reads: /hosts/ family, /host/<id>/..., pagination, package search, who may read what."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import bearer, host_auth
+from tests.hosts.helpers import register
+
+PACKAGES = {
+    "web01": {"openssl": "3.0.2-0ubuntu1.15", "php8.1-fpm": "8.1.2-1ubuntu2", "libstdc++6": "12.3.0-1", "lib_x": "1"},
+    "web02": {"openssl": "3.0.2-0ubuntu1.14", "openssl-dev": "3.0.2-0ubuntu1.14", "libaxb": "1"},
+    "db01": {"openssl": "1.1.1f-1ubuntu2", "postgresql": "16.1-1", "lib%x": "2"},
+}
+STATUS = {
+    "web01": ("Ubuntu", "22.04", "5.15.0-89-generic", "x86_64", "web", "prod", 0),
+    "web02": ("Ubuntu", "22.04", "5.15.0-91-generic", "x86_64", "web", "preprod", 1),
+    "db01": ("linux mint", "21", "5.15.0-89-generic", "aarch64", None, "prod", 3),
+}
+
+
+@pytest.fixture
+async def fleet(client, pool, make_key):
+    """Three hosts with status, inventories and available counts (written directly, as a worker would)."""
+    operator = await make_key("operator")
+    hosts = {}
+    for name in PACKAGES:
+        creds = await register(client, operator, name)
+        hosts[name] = creds
+        os_, ver, kernel, arch, profile, env, available = STATUS[name]
+        await pool.execute(
+            "UPDATE hosts SET os = $2, os_version = $3, kernel = $4, arch = $5, profile = $6, env = $7,"
+            " available_count = $8 WHERE id = $1",
+            creds[2], os_, ver, kernel, arch, profile, env, available,
+        )
+        await pool.executemany(
+            "INSERT INTO host_packages (host_id, name, version) VALUES ($1, $2, $3)",
+            [(creds[2], n, v) for n, v in PACKAGES[name].items()],
+        )
+        for i in range(available):
+            await pool.execute(
+                "INSERT INTO host_available (host_id, name, version) VALUES ($1, $2, '9')", creds[2], f"upd{i}"
+            )
+    return hosts
+
+
+@pytest.fixture
+async def viewer(make_key):
+    return bearer(await make_key("viewer"))
+
+
+async def _get(client, path, headers, status=200):
+    resp = await client.get(path, headers=headers)
+    body = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
+async def test_hosts_list_never_returns_credentials(client, fleet, viewer):
+    body = await _get(client, "/api/v2/hosts", viewer)
+    assert [h["Hostname"] for h in body["results"]] == ["web01", "web02", "db01"] and "pagination" not in body
+    text = str(body)
+    for auth_id, token, _ in fleet.values():
+        assert auth_id not in text and token not in text
+
+
+async def test_pagination(client, fleet, viewer, settings):
+    body = await _get(client, "/api/v2/hosts/?page=2&per_page=2", viewer)
+    assert [h["Hostname"] for h in body["results"]] == ["db01"]
+    assert body["pagination"] == {"page": 2, "per_page": 2, "total": 3}
+    body = await _get(client, "/api/v2/hosts/?page=5&per_page=2", viewer)
+    assert body["results"] == [] and body["pagination"]["total"] == 3
+    for bad in ("page=0", "per_page=0", "page=x", f"per_page={settings.max_per_page + 1}", "per_page=-1"):
+        await _get(client, f"/api/v2/hosts/?{bad}", viewer, 400)
+
+
+@pytest.mark.parametrize(
+    "path, hostnames",
+    [
+        ("/api/v2/hosts/os/Ubuntu", ["web01", "web02"]),
+        ("/api/v2/hosts/os/linux%20mint/21", ["db01"]),
+        ("/api/v2/hosts/os/Ubuntu/20.04/", []),
+        ("/api/v2/hosts/kernel/5.15.0-89-generic", ["db01", "web01"]),
+        ("/api/v2/hosts/arch/aarch64", ["db01"]),
+        ("/api/v2/hosts/profile/web", ["web01", "web02"]),
+        ("/api/v2/hosts/environment/prod/", ["db01", "web01"]),
+    ],
+)
+async def test_filters(client, fleet, viewer, path, hostnames):
+    assert [h["Hostname"] for h in (await _get(client, path, viewer))["results"]] == hostnames
+
+
+@pytest.mark.parametrize("what, message", [("os", "You must specify an OS"), ("kernel", "You must specify a kernel"),
+                                           ("package/", "You must specify a package")])
+async def test_filters_need_a_value(client, fleet, viewer, what, message):
+    assert (await _get(client, f"/api/v2/hosts/{what}", viewer, 400))["message_error"] == [message]
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("openssl", {"web01": ["openssl"], "web02": ["openssl", "openssl-dev"], "db01": ["openssl"]}),
+        ("openssl?strict-name", {"web01": ["openssl"], "web02": ["openssl"], "db01": ["openssl"]}),
+        ("openssl/3.0.2", {"web01": ["openssl"], "web02": ["openssl", "openssl-dev"]}),
+        ("openssl/3.0.2-0ubuntu1.14?strict", {"web02": ["openssl"]}),
+        ("openssl/3.0.2-0ubuntu1.14?strict-version", {"web02": ["openssl", "openssl-dev"]}),
+        ("php8.1-fpm", {"web01": ["php8.1-fpm"]}),
+        ("libstdc%2B%2B6", {"web01": ["libstdc++6"]}),
+        ("libstdc++6?strict", {"web01": ["libstdc++6"]}),
+        ("lib_", {"web01": ["lib_x"]}),  # `_` is not a wildcard
+        ("lib*b", {"web02": ["libaxb"]}),  # `*` is
+        ("*ssl-dev", {"web02": ["openssl-dev"]}),
+        ("nothing", {}),
+    ],
+)
+async def test_package_search(client, fleet, viewer, path, expected):
+    body = await _get(client, f"/api/v2/hosts/package/{path}", viewer)
+    assert {r["hostname"]: sorted(r["packages"]) for r in body["results"]} == expected
+    for r in body["results"]:
+        for name, version in r["packages"].items():
+            assert PACKAGES[r["hostname"]][name] == version
+
+
+@pytest.mark.parametrize("bad", ["open ssl", "open'ssl", "a;b", "%3Cscript%3E", "lib%25"])
+async def test_package_search_rejects_invalid_names(client, fleet, viewer, bad):
+    body = await _get(client, f"/api/v2/hosts/package/{bad}", viewer, 400)
+    assert body["message_error"] == ["Package name contains invalid characters"]
+
+
+async def test_uptodate_and_outdated_do_not_overlap(client, fleet, viewer):
+    up = (await _get(client, "/api/v2/hosts/uptodate", viewer))["results"]
+    out = (await _get(client, "/api/v2/hosts/outdated", viewer))["results"]
+    assert [h["Hostname"] for h in up] == ["web01"]
+    assert [h["Hostname"] for h in out] == ["db01", "web02"]
+    assert out[0]["Available_updates"]["Total"] == 3 and len(out[0]["Available_updates"]["Packages"]) == 3
+    assert up[0]["Available_updates"] == {"Total": 0, "Packages": []}
+
+
+async def test_who_may_read_what(client, fleet, make_key):
+    web01, web02 = fleet["web01"], fleet["web02"]
+    own = host_auth(*web01[:2])
+    # A host reads its own endpoints and profiles, nothing else.
+    assert len((await _get(client, f"/api/v2/host/{web01[2]}/installed", own))["results"]) == 4
+    await _get(client, f"/api/v2/host/{web01[2]}/available", own)
+    await _get(client, f"/api/v2/host/{web01[2]}/history/", own)
+    for path in (f"/api/v2/host/{web02[2]}/installed", f"/api/v2/host/{web02[2]}/history", "/api/v2/hosts/",
+                 "/api/v2/hosts/package/openssl", "/api/v2/hosts/outdated", f"/api/v2/host/{web02[2]}"):
+        await _get(client, path, own, 403)
+    await _get(client, "/api/v2/profile/", own)
+    # A viewer reads everything; unknown hosts are 404.
+    viewer = bearer(await make_key("viewer"))
+    await _get(client, f"/api/v2/host/{web02[2]}/installed", viewer)
+    assert (await _get(client, "/api/v2/host/999/installed", viewer, 404))["message_error"] == ["Host #999 does not exist."]
+    await _get(client, "/api/v2/host/abc/installed", viewer, 404)
+    await _get(client, "/api/v2/host/99999999999999999999999", viewer, 404)  # past bigint: unknown, not a 500
+
+
+async def test_installed_rows_and_pagination(client, fleet, viewer):
+    web01 = fleet["web01"]
+    body = await _get(client, f"/api/v2/host/{web01[2]}/installed?per_page=3", viewer)
+    assert [r["Name"] for r in body["results"]] == ["lib_x", "libstdc++6", "openssl"]
+    assert body["pagination"]["total"] == 4
+    assert set(body["results"][0]) == {"Name", "Arch", "Version", "State", "Type", "Date", "Time"}
+
+
+async def test_wrong_method_is_json_405(client, fleet, viewer):
+    resp = await client.post("/api/v2/hosts/", headers=viewer)
+    assert resp.status == 405 and (await resp.json())["message_error"] == ["Method not allowed"]
