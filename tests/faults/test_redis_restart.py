@@ -22,7 +22,8 @@ async def test_redis_restarted_empty_loses_no_task(processes, fpool, fredis, pri
     assert before.get("queued", 0) >= 1 and before.get("running", 0) >= 1
     await fredis.aclose()
     t0 = time.monotonic()
-    await asyncio.to_thread(private_valkey.restart_empty)
+    # Down long enough that every worker polls into the gap (arq's poll loop must ride it out).
+    await asyncio.to_thread(private_valkey.restart_empty, 1.5)
     restart_seconds = time.monotonic() - t0
     ids = [r.id for r in refs] + [again.id]
     await procs_wait(
