@@ -162,17 +162,6 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     await asyncio.sleep(0)
 
 
-def test_host_reports_are_counted_from_their_routes():
-    def value(kind):
-        return metrics.REGISTRY.get_sample_value("depot_host_reports_received_total", {"kind": kind}) or 0.0
-
-    before = value("installed"), value("status")
-    metrics.observe_request("host_installed_put", "PUT", 202, 0.01)
-    metrics.observe_request("host_installed_put", "PUT", 401, 0.01)  # refused: not a report received
-    metrics.observe_request("host_status", "PUT", 200, 0.01)
-    assert (value("installed"), value("status")) == (before[0] + 1, before[1] + 1)
-
-
 async def test_agent_reports_show_in_metrics(client, make_key):
     from tests.hosts import captured
     from tests.hosts.helpers import put, register
