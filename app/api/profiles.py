@@ -58,7 +58,7 @@ async def get_excludes(request: web.Request) -> web.Response:
 async def get_repos(request: web.Request) -> web.Response:
     profile = await _get(request)
     settings = request.app[SETTINGS]
-    repos = await profiles.profile_repos(request.app[POOL], profile)
+    repos = await profiles.profile_repos(request.app[POOL], profile, settings.base_url)
     if "new-format" in request.query:
         return ok(profiles.new_format(repos, settings))
     return ok(profiles.legacy_format(repos, settings))
