@@ -17,6 +17,7 @@ from app.auth import Role
 from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
+from app.metrics import REPORTS_RECEIVED
 from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.hosts import (
@@ -115,6 +116,7 @@ async def put_status(request: web.Request) -> web.Response:
         values = StatusRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
+    REPORTS_RECEIVED.labels("status").inc()
     try:
         messages = await registry.update_status(request.app[POOL], who.host_id, values)
     except registry.RegistryError as exc:
@@ -155,6 +157,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
+    REPORTS_RECEIVED.labels(kind).inc()
     accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
@@ -178,6 +181,7 @@ async def put_events(request: web.Request) -> web.Response:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
+    REPORTS_RECEIVED.labels("event").inc()
     added = await inventory.store_events(
         request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
     )
