@@ -20,6 +20,10 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# How often check_stop() reads the task row at most (the heartbeat also refreshes the flag).
+STOP_POLL_SECONDS = 0.25
+
+
 class TaskStopped(Exception):
     """Raised by check_stop() when an operator asked the task to stop."""
 
@@ -52,8 +56,18 @@ class TaskContext:
         )
 
     async def check_stop(self) -> None:
-        if self.stop_requested or await self.pool.fetchval("SELECT stop_requested FROM tasks WHERE id = $1", self.id):
-            self.stop_requested = True
+        """Raise TaskStopped if an operator asked this task to stop.
+
+        The heartbeat refreshes stop_requested every task_heartbeat_seconds; between beats the row is read
+        at most every STOP_POLL_SECONDS, so a handler may call this in a tight loop and still stop promptly.
+        """
+        if not self.stop_requested:
+            now = time.monotonic()
+            if now - self.extra.get("stop_checked_at", 0.0) >= STOP_POLL_SECONDS:
+                self.extra["stop_checked_at"] = now
+                self.stop_requested = bool(
+                    await self.pool.fetchval("SELECT stop_requested FROM tasks WHERE id = $1", self.id))
+        if self.stop_requested:
             raise TaskStopped()
 
 

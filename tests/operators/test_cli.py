@@ -153,3 +153,12 @@ async def test_hosts_list_filter_and_show_with_updates(depot, client, pool, make
     assert len(data["updates"]) == 3 and data["host"]
     code, _, err = await depot("hosts", "show", "99999", "--key", admin)
     assert code == 1 and "404: Host #99999 does not exist." in err
+
+
+async def test_repository_commands_are_wired_into_depot(depot, make_key):
+    key = await make_key("admin")
+    code, out, err = await depot("repo", "create", "tools", "--type", "deb", "--dist", "bookworm", "--section", "main",
+                                 "--key", key)
+    assert code == 0 and "created" in out, err
+    code, out, err = await depot("repo", "list", "--key", key)
+    assert code == 0 and "tools" in out and "bookworm/main" in out, err

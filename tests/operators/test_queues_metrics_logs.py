@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from dataclasses import replace
 
@@ -99,7 +100,7 @@ async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_
     text = await resp.text()
     # Route names, not raw paths: both ids land on one series.
     assert 'depot_http_requests_total{method="GET",route="task",status="404"}' in text
-    assert "12345" not in text and "67890" not in text
+    assert not re.search(r'route="[^"]*\d', text)  # no label holds an id
     assert 'depot_http_request_duration_seconds_bucket{le="0.005",method="GET",route="task"}' in text
     assert 'depot_queue_depth{queue="depot:test-queue"} 1.0' in text
     assert 'depot_tasks{kind="qm_quick",status="queued"} 1.0' in text
@@ -159,17 +160,6 @@ async def test_request_ids_and_json_logs_never_hold_a_key(client, admin_key, cap
     everything = "\n".join(lines) + "\n".join(caplog.messages)
     assert admin_key not in everything and "ak_wrong" not in everything and "per_page" not in everything
     await asyncio.sleep(0)
-
-
-def test_host_reports_are_counted_from_their_routes():
-    def value(kind):
-        return metrics.REGISTRY.get_sample_value("depot_host_reports_received_total", {"kind": kind}) or 0.0
-
-    before = value("installed"), value("status")
-    metrics.observe_request("host_installed_put", "PUT", 202, 0.01)
-    metrics.observe_request("host_installed_put", "PUT", 401, 0.01)  # refused: not a report received
-    metrics.observe_request("host_status", "PUT", 200, 0.01)
-    assert (value("installed"), value("status")) == (before[0] + 1, before[1] + 1)
 
 
 async def test_agent_reports_show_in_metrics(client, make_key):
