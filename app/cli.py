@@ -559,9 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_profile_set)
     profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
-    from app.repos import cli as repos_cli
+    # repo, snapshot, env, upload, profile repos (issue 3): HTTP clients too.
+    from app.repos.cli import register as add_repo_commands, register_profile_repos
 
-    repos_cli.register(sub)  # repo, snapshot, env, upload (issue 3)
+    add_repo_commands(sub)
+    register_profile_repos(profile)
     return parser
 
 

@@ -98,6 +98,9 @@ DB_DOWN = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # asyncpg's "cannot switch to state …": a connection PostgreSQL dropped, found broken while the pool
+    # resets it after a query that did succeed (seen when PostgreSQL stops under load).
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 def _disk_full(exc: BaseException) -> bool:
@@ -135,6 +138,10 @@ async def error_middleware(request: web.Request, handler):
         # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
         log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
         return bad_request("Invalid request body: it could not be read or decoded").response()
+    except asyncpg.exceptions.DataError as exc:
+        # A value the database cannot take (an id past 64 bits, a malformed date): the input is bad.
+        log.info("invalid value on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return bad_request("Invalid request: a value is out of range or malformed").response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

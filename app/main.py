@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     both("DELETE", "/api/v2/profile/{name}", profiles.delete_profile, "profile_delete")
     both("GET", "/api/v2/profile/{name}/excludes", profiles.get_excludes, "profile_excludes")
     both("GET", "/api/v2/profile/{name}/repos", profiles.get_repos, "profile_repos")
+    both("PUT", "/api/v2/profile/{name}/repos", repos_api.set_profile_repos, "profile_repos_update")
 
     # --- repositories, snapshots, environments (issue 3) -----------------------------------------
     for method, path, handler, name in (
@@ -99,6 +100,7 @@ def create_app(settings: Settings) -> web.Application:
         both(method, path, handler, name)
     # The published trees and the public key (nginx serves /repo in production; this is the fallback).
     r.add_get("/repo/{path:.*}", published.serve, name="published")
+    app.on_startup.append(published.publish_key_on_startup)
 
     # --- tasks, queues, operators (issue 4) ------------------------------------------------------
     for method, path, handler, name in (

@@ -95,15 +95,15 @@ async def delete_profile(pool, name: str) -> None:
         raise _missing(name)
 
 
-async def profile_repos(pool, profile: dict) -> list[dict]:
+async def profile_repos(pool, profile: dict, base_url: str) -> list[dict]:
     """Repositories a profile gives its hosts, as dicts with the keys
     {name, package_type ('deb'|'rpm'), url (with the literal __ENV__), distribution, component,
-     releasever, description, filename_prefix}.
+     releasever, description, filename_prefix}. The membership lives with the repositories
+    (sql/004_profile_repos.sql, app/repos/model.py)."""
+    from app.repos.model import profile_repositories
 
-    Extension point for the repositories side (sql/003_repos.sql holds the membership); until it
-    lands a profile has no repositories.
-    """
-    return []
+    async with pool.acquire() as conn:
+        return await profile_repositories(conn, profile["Id"], base_url)
 
 
 def new_format(repos: list[dict], settings) -> dict:

@@ -5,6 +5,9 @@ import asyncpg
 from aiohttp import web
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis import exceptions as redis_exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from app import db
 from app.settings import Settings
@@ -14,11 +17,18 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
+def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> RedisSettings:
     rs = RedisSettings.from_dsn(settings.redis_url)
     # Fail fast instead of hanging a request when Redis is away; the task row is kept anyway.
     rs.conn_timeout = 2
     rs.conn_retries = 1
+    if ride_out_outages:
+        # Workers: without this, arq's poll loop dies on the first ConnectionError of a Redis restart.
+        # Reconnect with backoff for about a minute; the reconciler then re-sends what Redis lost.
+        # OSError too: a refused connect reaches Retry as ConnectionRefusedError, not as a redis error.
+        rs.retry = Retry(ExponentialBackoff(cap=2, base=0.1), retries=30, supported_errors=(
+            redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError))
+        rs.retry_on_error = [redis_exceptions.ConnectionError, redis_exceptions.TimeoutError]
     return rs
 
 

@@ -63,7 +63,7 @@ def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]
                 # A few packages change between rounds: 3 upgrades, 1 new, 1 removed.
                 for name in rng.sample(sorted(inv), 3):
                     inv[name] = _bump(inv[name])
-                inv[f"extra-{h}-{r}"] = "1.0-1"
+                inv[f"extra-{h}-{r}"] = "1.0-1+deb12u1"
                 inv.pop(rng.choice(sorted(inv)))
             avail = [
                 {"name": n, "version": _bump(inv[n]), "repository": "http://deb.debian.org/debian",
@@ -399,15 +399,17 @@ def main() -> None:
               f" every diff applied {warm_drain:.2f} s later", flush=True)
         pg_pids = _postgres_pids()
         cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+        ref_cpu0 = _cpu_seconds([ref.pid])
         before = run_load(f"http://127.0.0.1:{ref_port}", fake)
+        ref_cpu = (_cpu_seconds([ref.pid]) - ref_cpu0) * 1000 / before["requests"]
         depot = run_load(settings.base_url, creds)
         drain = asyncio.run(_wait_diffs(settings))
         cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
         after = run_load(f"http://127.0.0.1:{ref_port}", fake)
         reference = {k: (before[k] + after[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
         per = [(b - a) * 1000 / depot["requests"] for a, b in zip(cpu0, cpu1)]
-        print(f"CPU per report: server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
-              f" PostgreSQL backends {per[2]:.2f} ms", flush=True)
+        print(f"CPU per report: reference server {ref_cpu:.2f} ms; Depot server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
+              f" PostgreSQL backends {per[2]:.2f} ms (total {sum(per):.2f} ms)", flush=True)
         end_to_end = depot["requests"] / (depot["seconds"] + drain)
         state = asyncio.run(_check(settings))
 

@@ -58,7 +58,8 @@ CREATE INDEX hosts_kernel ON hosts (kernel);
 CREATE INDEX hosts_arch ON hosts (arch);
 CREATE INDEX hosts_profile ON hosts (profile);
 CREATE INDEX hosts_env ON hosts (env);
-CREATE INDEX hosts_available_count ON hosts (available_count);
+-- (no index on available_count or last_seen_at: updates of those stay HOT, and uptodate/outdated
+-- read every host anyway)
 
 -- Current inventory: one row per installed package; identity is (name, arch) ('' = no arch given).
 -- COLLATE "C" lets the plain btree serve prefix searches (/hosts/package/<prefix>).
@@ -74,6 +75,9 @@ CREATE TABLE host_packages (
 );
 -- Fleet-wide package questions: index-only scans by name.
 CREATE INDEX host_packages_by_name ON host_packages (name, host_id) INCLUDE (arch, version);
+-- Package names shared by the fleet (openssl, libc6, ...) are each on many hosts: a large most-common-
+-- values list lets the planner see that (hash join with hosts instead of thousands of index lookups).
+ALTER TABLE host_packages ALTER COLUMN name SET STATISTICS 2500;
 
 -- Updates the host says it could install (replaced by every available report).
 CREATE TABLE host_available (

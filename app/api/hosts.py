@@ -17,13 +17,26 @@ from app.auth import Role
 from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
+from app.metrics import REPORTS_RECEIVED
+from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
-from app.schemas.hosts import PackageSearchQuery, PageQuery, RegisterRequest, StatusRequest, UnregisterRequest
+from app.schemas.hosts import (
+    AvailableReport,
+    EventsReport,
+    HostRow,
+    InstalledReport,
+    PackageSearchQuery,
+    PageQuery,
+    RegisterRequest,
+    RegisterResult,
+    StatusRequest,
+    UnregisterRequest,
+)
 
 
-async def _json(request: web.Request) -> dict:
+async def read_json_text(request: web.Request, **kwargs) -> dict:
     """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
-    data = await read_json(request)
+    data = await read_json(request, **kwargs)
     if b"\\u0000" in await request.read():
         raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
     return data
@@ -33,23 +46,24 @@ def _registry_error(exc: registry.RegistryError) -> ApiError:
     return ApiError(exc.status, exc.message)
 
 
+_ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed"}
+_HOST_PATH = {"host_id": int}
+
 # --- registration --------------------------------------------------------------------------------
 
 
+@docs(summary="Register a host (operator or admin key; an existing hostname: admin only)", request=RegisterRequest,
+      response=RegisterResult, status=201, responses={**_ERRORS, 409: "Hostname already registered"})
 async def register(request: web.Request) -> web.Response:
     who = auth.require_role(
         request, Role.operator, "You are not allowed to register hosts (needs an operator or admin API key)"
     )
-    data = await _json(request)
-    if data.get("hostname") == "" or data.get("ip") == "":
-        raise bad_request("You must provide IP address and hostname")
+    data = await read_json_text(request)
+    if data.get("hostname") in (None, "") or data.get("ip") in (None, ""):
+        raise bad_request("You must provide IP address and hostname")  # the reference's message
     try:
         body = RegisterRequest().load(data)
     except ValidationError as exc:
-        if "hostname" in exc.messages and "Missing data for required field." in exc.messages["hostname"] or (
-            "ip" in exc.messages and "Missing data for required field." in exc.messages["ip"]
-        ):
-            raise bad_request("You must provide IP address and hostname", errors=exc.messages)
         raise validation_error(exc.messages)
     try:
         result = await registry.register(
@@ -63,6 +77,8 @@ async def register(request: web.Request) -> web.Response:
     return ok({"id": result.auth_id, "token": result.token}, message=message, rc=201, host_id=result.host_id)
 
 
+@docs(summary="Unregister a host (itself with Host credentials, or an operator key with a hostname)",
+      request=UnregisterRequest, responses={**_ERRORS, 404: "Unknown hostname"})
 async def unregister(request: web.Request) -> web.Response:
     who = request[auth.PRINCIPAL]
     pool = request.app[POOL]
@@ -70,7 +86,7 @@ async def unregister(request: web.Request) -> web.Response:
         host_id = who.host_id
     else:
         auth.require_role(request, Role.operator, "You are not allowed to unregister hosts (needs an operator or admin API key)")
-        data = await read_json(request, allow_empty=True)
+        data = await read_json_text(request, allow_empty=True)
         if not data.get("hostname"):
             raise bad_request(
                 "To unregister a host, you must use either host authId+token authentication or Api key "
@@ -91,13 +107,16 @@ async def unregister(request: web.Request) -> web.Response:
 # --- agent reports -------------------------------------------------------------------------------
 
 
+@docs(summary="The agent's general information (host credentials)", request=StatusRequest,
+      responses={**_ERRORS, 409: "Hostname taken by another host"})
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    data = await _json(request)
+    data = await read_json_text(request)
     try:
         values = StatusRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
+    REPORTS_RECEIVED.labels("status").inc()
     try:
         messages = await registry.update_status(request.app[POOL], who.host_id, values)
     except registry.RegistryError as exc:
@@ -105,10 +124,14 @@ async def put_status(request: web.Request) -> web.Response:
     return ok(message=messages)
 
 
+@docs(summary="Full installed-package inventory (list of objects, or the \"name|version,...\" string)",
+      request=InstalledReport, responses={**_ERRORS, 413: "Body too large"})
 async def put_installed(request: web.Request) -> web.Response:
     return await _put_report(request, inventory.INSTALLED, "Installed packages updated successfully.")
 
 
+@docs(summary="Available updates (list of objects, or the string form; \"none\" = none)", request=AvailableReport,
+      responses={**_ERRORS, 413: "Body too large"})
 async def put_available(request: web.Request) -> web.Response:
     return await _put_report(request, inventory.AVAILABLE, "Available packages updated successfully.")
 
@@ -126,7 +149,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         count = inventory.fast_count(kind, raw, settings.max_list_items)
         body = raw
         if count is None:
-            data = await _json(request)
+            data = await read_json_text(request)
             key = inventory.BODY_KEYS[kind]
             if key not in data:
                 raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
@@ -134,6 +157,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
+    REPORTS_RECEIVED.labels(kind).inc()
     accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
@@ -145,16 +169,19 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
 
+@docs(summary="apt/dnf history events (the whole history; each event stored once)", request=EventsReport,
+      responses=_ERRORS)
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
-    data = await _json(request)
+    data = await read_json_text(request)
     if "events" not in data:
         raise bad_request("Invalid request", detail="the body needs the key 'events'")
     try:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
+    REPORTS_RECEIVED.labels("event").inc()
     added = await inventory.store_events(
         request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
     )
@@ -199,24 +226,30 @@ async def _readable_host(request: web.Request) -> int:
     return host_id
 
 
+@docs(summary="Installed packages of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_installed(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.installed(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="Available updates of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_available(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.available(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="Inventory changes and package events of a host, newest first", path=_HOST_PATH, query=PageQuery,
+      responses={**_ERRORS, 404: "Unknown host"})
 async def host_history(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     page, _ = _page(request)
     return _paged(*await queries.history(request.app[POOL], host_id, page), page)
 
 
+@docs(summary="One host (never its credentials)", path=_HOST_PATH, response=HostRow,
+      responses={**_ERRORS, 404: "Unknown host"})
 async def host_details(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
     host = await queries.get_host(request.app[POOL], host_id)
@@ -225,6 +258,8 @@ async def host_details(request: web.Request) -> web.Response:
     return ok(host)
 
 
+@docs(summary="Every host (paginated with page/per_page; never credentials)", query=PageQuery, response=HostRow,
+      many=True, responses=_ERRORS)
 async def hosts_list(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)
@@ -243,11 +278,14 @@ FILTERS = {
 
 
 def hosts_filter(name: str):
+    @docs(summary=f"Hosts by {name} (paginated)", query=PageQuery, response=HostRow, many=True, responses=_ERRORS)
     async def handler(request: web.Request) -> web.Response:
         auth.require_user(request)
         value = request.match_info.get("value", "").strip()
         if not value:
             raise bad_request(FILTERS[name])
+        if "\x00" in value or "\x00" in request.match_info.get("version", ""):
+            raise bad_request("Invalid value: NUL characters are not accepted")
         page, _ = _page(request)
         args: tuple = (value,)
         filter_name = name
@@ -259,11 +297,14 @@ def hosts_filter(name: str):
     return handler
 
 
+@docs(summary="A filter without its value (always 400)", responses=_ERRORS)
 async def hosts_missing_value(request: web.Request) -> web.Response:
     auth.require_user(request)
     raise bad_request(FILTERS[request.match_info["filter"]])
 
 
+@docs(summary="Hosts with a package (prefix match; strict, strict-name, strict-version flags; * wildcard)",
+      query=PackageSearchQuery, responses=_ERRORS)
 async def hosts_package(request: web.Request) -> web.Response:
     auth.require_user(request)
     name = request.match_info["value"]
@@ -281,12 +322,14 @@ async def hosts_package(request: web.Request) -> web.Response:
     return _paged(items, total, page)
 
 
+@docs(summary="Hosts with fewer available updates than the threshold", query=PageQuery, responses=_ERRORS)
 async def hosts_uptodate(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)
     return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page), page)
 
 
+@docs(summary="Hosts with at least the threshold of available updates", query=PageQuery, responses=_ERRORS)
 async def hosts_outdated(request: web.Request) -> web.Response:
     auth.require_user(request)
     page, _ = _page(request)

@@ -6,50 +6,70 @@ from marshmallow import ValidationError
 
 from app import auth, profiles
 from app.auth import Role
-from app.errors import ApiError, ok, read_json, validation_error
+from app.api.hosts import read_json_text
+from app.errors import ApiError, not_found, ok, validation_error
+from app.openapi import docs
 from app.resources import POOL, SETTINGS
-from app.schemas.profiles import ProfileCreate, ProfileUpdate
+from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
+
+_ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed", 404: "Unknown profile"}
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if "\x00" in name:  # cannot exist (and PostgreSQL text cannot hold it)
+        raise not_found("Profile does not exist")
+    return name
 
 
 async def _get(request: web.Request) -> dict:
     try:
-        return await profiles.get_profile(request.app[POOL], request.match_info["name"])
+        return await profiles.get_profile(request.app[POOL], _name(request))
     except profiles.ProfileError as exc:
         raise ApiError(exc.status, exc.message)
 
 
+@docs(summary="Profile names", responses=_ERRORS)
 async def list_profiles(request: web.Request) -> web.Response:
     return ok(await profiles.list_profiles(request.app[POOL]))
 
 
+@docs(summary="Server settings for agents (URL from DEPOT_BASE_URL)", responses=_ERRORS)
 async def server_settings(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     # The URL comes from DEPOT_BASE_URL, never from the request's Host header.
     return ok([{"Ip": settings.host, "Url": settings.base_url, "Package_type": "deb,rpm"}])
 
 
+@docs(summary="One profile (a list whose item 0 holds the configuration)", response=ProfileResult, many=True,
+      responses=_ERRORS)
 async def get_profile(request: web.Request) -> web.Response:
     return ok([await _get(request)])
 
 
+@docs(summary="Package exclusions of a profile", responses=_ERRORS)
 async def get_excludes(request: web.Request) -> web.Response:
     profile = await _get(request)
     return ok({"Package_exclude": profile["Package_exclude"], "Package_exclude_major": profile["Package_exclude_major"]})
 
 
+@docs(summary="Repositories of a profile (flat legacy list, or {repos, reposerver} with ?new-format)",
+      responses=_ERRORS)
 async def get_repos(request: web.Request) -> web.Response:
     profile = await _get(request)
     settings = request.app[SETTINGS]
-    repos = await profiles.profile_repos(request.app[POOL], profile)
+    repos = await profiles.profile_repos(request.app[POOL], profile, settings.base_url)
     if "new-format" in request.query:
         return ok(profiles.new_format(repos, settings))
     return ok(profiles.legacy_format(repos, settings))
 
 
+@docs(summary="Create a profile (operator or admin)", request=ProfileCreate, response=ProfileResult, many=True,
+      status=201, responses={**_ERRORS, 409: "Profile exists"})
 async def create_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to create profiles (needs an operator or admin API key)")
     try:
-        body = ProfileCreate().load(await read_json(request))
+        body = ProfileCreate().load(await read_json_text(request))
     except ValidationError as exc:
         raise validation_error(exc.messages)
     name = body.pop("name")
@@ -60,13 +80,15 @@ async def create_profile(request: web.Request) -> web.Response:
     return ok([profile], message=[f"Profile {name} created."], rc=201)
 
 
+@docs(summary="Edit a profile (operator or admin)", request=ProfileUpdate, response=ProfileResult, many=True,
+      responses={**_ERRORS, 409: "New name taken"})
 async def update_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
     try:
-        body = ProfileUpdate().load(await read_json(request))
+        body = ProfileUpdate().load(await read_json_text(request))
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    name = request.match_info["name"]
+    name = _name(request)
     new_name = body.pop("name", None)
     try:
         profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
@@ -75,9 +97,10 @@ async def update_profile(request: web.Request) -> web.Response:
     return ok([profile], message=[f"Profile {profile['Name']} updated."])
 
 
+@docs(summary="Delete a profile (admin)", responses=_ERRORS)
 async def delete_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.admin, "You are not allowed to delete profiles (needs an admin API key)")
-    name = request.match_info["name"]
+    name = _name(request)
     try:
         await profiles.delete_profile(request.app[POOL], name)
     except profiles.ProfileError as exc:

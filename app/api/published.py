@@ -38,3 +38,29 @@ async def serve(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         resp.content_length = st.st_size
     return resp
+
+
+async def publish_key_on_startup(app: web.Application) -> None:
+    """Create the signing key on first start (or import it) and publish its public part at
+    /repo/gpgkeys/<server_name>.pub, so hosts can fetch it before any rebuild."""
+    import asyncio
+    import logging
+
+    from app.repos.rebuild import publish_public_key
+    from app.repos.signing import signer_from_settings
+    from app.resources import SETTINGS
+
+    settings = app[SETTINGS]
+    try:
+        storage = _storage_for(settings)
+        signer = signer_from_settings(settings)
+        await asyncio.get_running_loop().run_in_executor(None, publish_public_key, storage, signer,
+                                                         settings.server_name)
+    except Exception as exc:  # the API still works; rebuilds will report the signing problem
+        logging.getLogger(__name__).warning("could not publish the signing key: %s", exc)
+
+
+def _storage_for(settings):
+    from app.api._repos_common import _storage
+
+    return _storage(str(settings.storage_dir))

@@ -51,10 +51,9 @@ async def get_repo(request: web.Request) -> web.Response:
 async def delete_repo(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to delete repositories")
     repo_id = path_id(request, "repo_id", INVALID_REPO)
-    async with request.app[POOL].acquire() as conn:
-        async with conn.transaction():
-            with domain_errors():
-                repo, snaps = await model.delete_repo(conn, repo_id)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        with domain_errors():
+            repo, snaps = await model.delete_repo(conn, repo_id)
     # Rows are gone (committed); now the published trees and environment links.
     storage = storage_of(request)
     await unpublish_snapshots(storage, repo, snaps)
@@ -69,8 +68,21 @@ async def create_snapshot(request: web.Request) -> web.Response:
     source = body.get("from")
     if source is not None and (isinstance(source, bool) or not str(source).isdigit()):
         raise bad_request("from must be a snapshot id")
-    async with request.app[POOL].acquire() as conn:
-        async with conn.transaction():
-            with domain_errors():
-                snap = await model.create_snapshot(conn, repo_id, int(source) if source is not None else None)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        with domain_errors():
+            snap = await model.create_snapshot(conn, repo_id, int(source) if source is not None else None)
     return ok({"Id": snap.id}, rc=201)
+
+
+async def set_profile_repos(request: web.Request) -> web.Response:
+    """PUT /api/v2/profile/<p>/repos {"repos": [<repo id>, ...]}: replace the profile's repositories."""
+    require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
+    body = await read_json(request)
+    ids = body.get("repos")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**62
+                                            for i in ids):
+        raise bad_request("repos must be a list of repository ids")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        with domain_errors():
+            repos = await model.set_profile_repos(conn, request.match_info["name"], ids)
+    return ok([r.wire() for r in repos])

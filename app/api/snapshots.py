@@ -10,6 +10,7 @@ from app.api._repos_common import domain_errors, parse_bool, path_id, storage_of
 from app.auth import Role, require_role
 from app.errors import ApiError, bad_request, ok, read_json
 from app.repos import model
+from app.repos.signing import signer_from_settings
 from app.repos.storage import TooLarge
 from app.repos.upload import FAILED, HEADINGS, FileResult, Outcome, add_file
 from app.resources import POOL, REDIS, SETTINGS
@@ -66,10 +67,9 @@ async def delete_packages(request: web.Request) -> web.Response:
     names = body.get("packages")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise bad_request("Invalid request")
-    async with request.app[POOL].acquire() as conn:
-        async with conn.transaction():
-            with domain_errors():
-                deleted = await model.delete_packages(conn, snap_id, names)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        with domain_errors():
+            deleted = await model.delete_packages(conn, snap_id, names)
     if not deleted:
         raise ApiError(404, "Nothing to delete")
     # Reference key (sic, with the colon); names only, never server paths.
@@ -79,10 +79,9 @@ async def delete_packages(request: web.Request) -> web.Response:
 async def delete_snapshot(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to delete snapshots")
     snap_id = _snap_id(request)
-    async with request.app[POOL].acquire() as conn:
-        async with conn.transaction():
-            with domain_errors():
-                snap, repo = await model.delete_snapshot(conn, snap_id)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        with domain_errors():
+            snap, repo = await model.delete_snapshot(conn, snap_id)
     storage_of(request).unpublish(snap.public_rel(repo))
     return ok(f"Snapshot #{snap_id} deleted")
 
@@ -95,14 +94,13 @@ async def rebuild(request: web.Request) -> web.Response:
     who = require_role(request, Role.uploader, "You are not allowed to rebuild a repository snapshot")
     sign = parse_bool(body["gpgSign"], "Invalid GPG sign value")
     pool = request.app[POOL]
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            with domain_errors():
-                await model.get_snapshot(conn, snap_id, for_update=True)
-            await conn.execute(
-                "UPDATE snapshots SET reconstruct = coalesce(reconstruct, 'needed') WHERE id = $1", snap_id)
-            ref = await queue.create_task(conn, "rebuild", f"snapshot:{snap_id}",
-                                          {"snapshot": snap_id, "gpg_sign": sign}, requested_by=who.username)
+    async with pool.acquire() as conn, conn.transaction():
+        with domain_errors():
+            await model.get_snapshot(conn, snap_id, for_update=True)
+        await conn.execute(
+            "UPDATE snapshots SET reconstruct = coalesce(reconstruct, 'needed') WHERE id = $1", snap_id)
+        ref = await queue.create_task(conn, "rebuild", f"snapshot:{snap_id}",
+                                      {"snapshot": snap_id, "gpg_sign": sign}, requested_by=who.username)
     await queue.dispatch(request.app[REDIS], ref)
     return ok("Snapshot metadata rebuild started", rc=202, **{"task-id": ref.id})
 
@@ -154,13 +152,15 @@ async def upload(request: web.Request) -> web.Response:
         raise
 
     results: list[FileResult] = []
+    # rpm packages are signed at upload, once, so rebuilds never wait for rpmsign.
+    signer = signer_from_settings(settings) if repo.type == "rpm" else None
     for name, item in received:
         if isinstance(item, FileResult):
             results.append(item)
             continue
         try:
             results.append(await add_file(pool, storage, snap.id, repo.type, item, name,
-                                          overwrite=overwrite, ignore_if_exists=ignore))
+                                          overwrite=overwrite, ignore_if_exists=ignore, signer=signer))
         except ApiError:
             raise
         except Exception:

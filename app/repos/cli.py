@@ -7,39 +7,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
 
-def _conn(args) -> tuple[str, dict]:
-    url = (args.url or os.environ.get("DEPOT_URL") or os.environ.get("DEPOT_BASE_URL") or "http://127.0.0.1:8080")
-    key = args.key or os.environ.get("DEPOT_API_KEY")
-    if not key:
-        print("depot: an API key is needed (--key or DEPOT_API_KEY)", file=sys.stderr)
-        sys.exit(2)
-    return url.rstrip("/"), {"Authorization": f"Bearer {key}"}
+def _client(args):
+    from app.client import Client
 
-
-async def _call(args, method: str, path: str, body=None):
-    import aiohttp
-
-    url, headers = _conn(args)
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.request(method, f"{url}/api/v2/{path}", json=body) as resp:
-            try:
-                data = await resp.json(content_type=None)
-            except Exception:
-                data = {"message_error": [await resp.text()]}
-            return resp.status, data
+    return Client.from_args(args)
 
 
 def _run(args, method, path, body=None, show=None):
-    status, data = asyncio.run(_call(args, method, path, body))
-    if status >= 400:
-        print(f"depot: {status} {json.dumps(data.get('message_error', data))}", file=sys.stderr)
+    from app.client import ClientError
+
+    try:
+        data = _client(args).request(method, path, body)
+    except ClientError as exc:
+        print(f"depot: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(show(data) if show else json.dumps(data.get("results"), indent=2))
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2))
+    else:
+        print(show(data) if show else json.dumps(data.get("results"), indent=2))
     return data
 
 
@@ -80,6 +69,11 @@ def cmd_snapshot_rebuild(args):
          lambda d: f"rebuild queued as task {d['task-id']}")
 
 
+def cmd_profile_repos(args):
+    _run(args, "PUT", f"profile/{args.name}/repos", {"repos": args.repos},
+         lambda d: f"profile {args.name}: repositories " + (", ".join(str(r["Id"]) for r in d["results"]) or "(none)"))
+
+
 def cmd_env_create(args):
     _run(args, "POST", "environment/", {"name": args.name, "description": args.description or ""},
          lambda d: f"environment {args.name} created")
@@ -99,7 +93,11 @@ async def _upload(args) -> int:
     import aiohttp
     from tqdm import tqdm
 
-    url, headers = _conn(args)
+    client = _client(args)
+    if not client.key:
+        print("depot: an API key is needed (--key or DEPOT_API_KEY)", file=sys.stderr)
+        return 2
+    url, headers = client.url, {"Authorization": f"Bearer {client.key}"}
     files = [Path(f) for f in args.files]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -134,11 +132,24 @@ async def _upload(args) -> int:
     return 1 if failures else 0
 
 
+def register_profile_repos(profile_sub) -> None:
+    """`depot profile repos NAME ID...` (set in the profile group, next to `profile set`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="Depot base URL (DEPOT_URL)")
+    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
+    common.add_argument("--json", action="store_true")
+    p = profile_sub.add_parser("repos", parents=[common], help="set the repositories a profile gives its hosts (HTTP)")
+    p.add_argument("name")
+    p.add_argument("repos", nargs="*", type=int, help="repository ids, in order (none: clear)")
+    p.set_defaults(fn=cmd_profile_repos)
+
+
 def register(sub) -> None:
     """Add the repository commands to the `depot` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="Depot base URL (DEPOT_URL)")
     common.add_argument("--key", help="API key (DEPOT_API_KEY)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
 
     repo = sub.add_parser("repo", help="manage repositories").add_subparsers(dest="repo_command", required=True)
     p = repo.add_parser("create", parents=[common], help="create a repository")

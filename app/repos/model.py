@@ -23,7 +23,7 @@ class Repo:
     releasever: str | None
 
     @classmethod
-    def from_row(cls, r) -> "Repo":
+    def from_row(cls, r) -> Repo:
         return cls(r["id"], r["name"], r["type"], r["dist"], r["section"], r["releasever"])
 
     @property
@@ -49,7 +49,7 @@ class Snapshot:
     built_at: datetime | None
 
     @classmethod
-    def from_row(cls, r) -> "Snapshot":
+    def from_row(cls, r) -> Snapshot:
         return cls(r["id"], r["repo_id"], r["status"], r["signed"], r["reconstruct"], r["created_at"],
                    r["built_at"])
 
@@ -273,3 +273,37 @@ async def point_environment(conn, env_name: str, snap_id: int) -> tuple[Snapshot
         " ON CONFLICT (environment_id, repo_id) DO UPDATE SET snapshot_id = $3, pointed_at = now()",
         env["id"], repo.id, snap.id)
     return snap, repo, old
+
+
+# ---- profiles ----------------------------------------------------------------------------------
+async def set_profile_repos(conn, profile_name: str, repo_ids: list[int]) -> list[Repo]:
+    """Replace a profile's repositories (in the given order). Unknown ids refuse the whole change."""
+    profile_id = await conn.fetchval("SELECT id FROM profiles WHERE name = $1 FOR UPDATE", profile_name)
+    if profile_id is None:
+        raise NotFound(f"{profile_name} profile does not exist")
+    ids = list(dict.fromkeys(repo_ids))
+    found = {r["id"]: r for r in await conn.fetch("SELECT * FROM repos WHERE id = ANY($1::bigint[])", ids)}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(f"Repository does not exist: {', '.join(map(str, missing))}")
+    await conn.execute("DELETE FROM profile_repos WHERE profile_id = $1", profile_id)
+    await conn.executemany("INSERT INTO profile_repos (profile_id, repo_id, position) VALUES ($1, $2, $3)",
+                           [(profile_id, rid, pos) for pos, rid in enumerate(ids)])
+    return [Repo.from_row(found[i]) for i in ids]
+
+
+async def profile_repositories(conn, profile_id: int, base_url: str) -> list[dict]:
+    """The profile's repositories that have at least one active snapshot (as the reference), with
+    URLs built from the configured base URL and the literal __ENV__ the agent replaces."""
+    rows = await conn.fetch(
+        "SELECT r.* FROM profile_repos pr JOIN repos r ON r.id = pr.repo_id WHERE pr.profile_id = $1"
+        " AND EXISTS (SELECT 1 FROM snapshots s WHERE s.repo_id = r.id AND s.status = 'active')"
+        " ORDER BY pr.position, r.id", profile_id)
+    out = []
+    for row in rows:
+        repo = Repo.from_row(row)
+        out.append({"name": repo.name, "package_type": repo.type,
+                    "url": f"{base_url}/repo/{repo.public_base}/__ENV__",
+                    "distribution": repo.dist, "component": repo.section, "releasever": repo.releasever,
+                    "filename_prefix": "repomanager-"})
+    return out

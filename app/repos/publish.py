@@ -44,6 +44,16 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
                            entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"])
 
 
+def sign_rpm_file(storage: Storage, signer: Signer, path) -> ParsedPackage:
+    """Sign a verified rpm file (an upload still in tmp/); the signed copy goes into the pool."""
+    with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
+        (signed,) = signer.sign_rpms([(path, Path(tmp) / "pkg.rpm")])
+        incoming = storage.receive_file(signed)
+        parsed = parse_rpm(incoming.path, incoming.digests, verify_payload=False)
+        storage.adopt(incoming)
+    return parsed
+
+
 def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:
     return sign_rpms_into_pool(storage, signer, [sha256])[0]
 
@@ -56,7 +66,7 @@ def sign_rpms_into_pool(storage: Storage, signer: Signer, digests: list[str]) ->
         pairs = [(storage.pool_path(sha), Path(tmp) / f"{i}.rpm") for i, sha in enumerate(digests)]
         for signed in signer.sign_rpms(pairs):
             incoming = storage.receive_file(signed)
-            parsed = parse_rpm(incoming.path, incoming.digests)
+            parsed = parse_rpm(incoming.path, incoming.digests, verify_payload=False)
             storage.adopt(incoming)
             out.append(parsed)
     return out

@@ -63,11 +63,28 @@ async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_i
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_NAMESPACE, snap_id)
     return {"snapshot": snap_id, "packages": count, "signed": sign,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "seconds": round(time.perf_counter() - t0, 3), "timings": _TIMINGS.pop(snap_id, {})}
+
+
+_TIMINGS: dict[int, dict] = {}
+
+
+class _phase:
+    """Record how long a rebuild phase took (reported in the task result; the bench prints it)."""
+
+    def __init__(self, snap_id: int, name: str):
+        self.key, self.name = snap_id, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        _TIMINGS.setdefault(self.key, {})[self.name] = round(time.perf_counter() - self.t, 4)
 
 
 async def _rebuild_deb(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
-    rows = await conn.fetch(
+    with _phase(snap.id, "fetch"):
+        rows = await conn.fetch(
         "SELECT sp.filename, p.name, p.version, p.arch, p.size, p.md5, p.sha1, p.sha256, p.stanza"
         " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = $1",
         snap.id)
@@ -75,9 +92,10 @@ async def _rebuild_deb(conn, storage, signer, snap: Snapshot, repo: Repo, progre
                         r["sha256"], r["stanza"]) for r in rows]
     await _progress(progress, 30, f"rendering {len(entries)} packages")
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: publish_deb(
-        storage, snap.public_rel(repo), snap.key, dist=repo.dist, component=repo.section, entries=entries,
-        signer=signer, origin=f"{repo.name} {repo.dist} {repo.section} repository"))
+    with _phase(snap.id, "publish"):
+        await loop.run_in_executor(None, lambda: publish_deb(
+            storage, snap.public_rel(repo), snap.key, dist=repo.dist, component=repo.section, entries=entries,
+            signer=signer, origin=f"{repo.name} {repo.dist} {repo.section} repository"))
     return len(entries)
 
 
@@ -88,7 +106,7 @@ async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress)
         " WHERE sp.snapshot_id = $1 AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
         snap.id, signer.fingerprint)
     loop = asyncio.get_running_loop()
-    batch = 100
+    batch = 200   # per round trip to the database; signing inside runs on every core
     for start in range(0, len(todo), batch):
         rows = todo[start:start + batch]
         signed = await loop.run_in_executor(None, sign_rpms_into_pool, storage, signer, [r["sha256"] for r in rows])
@@ -109,10 +127,12 @@ async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress)
 
 async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
     if signer is not None:
-        await _sign_missing(conn, storage, signer, snap, progress)
+        with _phase(snap.id, "sign_packages"):
+            await _sign_missing(conn, storage, signer, snap, progress)
     # Only identities here; chunks are fetched for the blocks the render cache misses.
     pub = "coalesce(s.id, p.id)" if signer is not None else "p.id"
-    rows = await conn.fetch(
+    with _phase(snap.id, "fetch"):
+        rows = await conn.fetch(
         f"SELECT sp.filename, q.sha256, q.name, q.arch, q.id FROM snapshot_packages sp"
         f" JOIN package_files p ON p.id = sp.package_id"
         f" LEFT JOIN package_files s ON s.id = p.signed_id"
@@ -130,8 +150,9 @@ async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progre
         # Called from the render thread: run the query on the event loop and wait for it.
         return asyncio.run_coroutine_threadsafe(fetch_chunks(keys), pool_loop).result()
 
-    await pool_loop.run_in_executor(None, lambda: publish_rpm(
-        storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks))
+    with _phase(snap.id, "publish"):
+        await pool_loop.run_in_executor(None, lambda: publish_rpm(
+            storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks))
     return len(entries)
 
 

@@ -18,9 +18,9 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable
 
 from .packages import Digests
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from dataclasses import dataclass
 
+from .metadata.deb import render_stanza
 from .model import snapshot_with_repo
 from .packages import PackageError, ParsedPackage, parse_package
-from .metadata.deb import render_stanza
+from .publish import sign_rpm_file
 from .storage import Incoming, Storage
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(str, enum.Enum):
@@ -62,8 +66,24 @@ async def parse_incoming(incoming: Incoming, pkg_type: str) -> ParsedPackage:
     return await loop.run_in_executor(None, parse_package, incoming.path, pkg_type, incoming.digests)
 
 
+async def _sign_upfront(pool, storage: Storage, signer, pkg: ParsedPackage, incoming: Incoming):
+    """rpm: sign the package once, now, so a rebuild never waits for rpmsign (add-one stays cheap).
+    Returns the signed copy's ParsedPackage (already in the pool), or None if it exists or failed;
+    a failure is not fatal: the rebuild signs whatever is still unsigned."""
+    done = await pool.fetchval("SELECT signed_id FROM package_files WHERE sha256 = $1 AND signed_by = $2",
+                               pkg.sha256, signer.fingerprint)
+    if done is not None:
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, sign_rpm_file, storage, signer, incoming.path)
+    except Exception as exc:
+        log.warning("signing %s at upload failed (the rebuild will retry): %s", pkg.filename, exc)
+        return None
+
+
 async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming: Incoming, client_name: str, *,
-                   overwrite: bool = False, ignore_if_exists: bool = False) -> FileResult:
+                   overwrite: bool = False, ignore_if_exists: bool = False, signer=None) -> FileResult:
     adopted = False
     try:
         if incoming.digests.size == 0:
@@ -72,6 +92,10 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
             pkg = await parse_incoming(incoming, pkg_type)
         except PackageError as exc:
             return FileResult(client_name, Outcome.invalid, reason=exc.reason)
+        signed = None
+        if pkg.type == "rpm" and signer is not None and (overwrite or not await pool.fetchval(
+                "SELECT 1 FROM snapshot_packages WHERE snapshot_id = $1 AND filename = $2", snap_id, pkg.filename)):
+            signed = await _sign_upfront(pool, storage, signer, pkg, incoming)
         async with pool.acquire() as conn, conn.transaction():
             # The row lock serialises uploads into one snapshot (same-name races).
             snap, repo = await snapshot_with_repo(conn, snap_id, for_update=True)
@@ -85,6 +109,10 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
                     return FileResult(client_name, Outcome.exists, pkg.filename, "a package with this file "
                                       "name is already in the snapshot")
             package_id = await _store_row(conn, pkg)
+            if signed is not None:
+                signed_id = await _store_row(conn, signed, signed_by=signer.fingerprint)
+                await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
+                                   package_id, signed_id, signer.fingerprint)
             storage.adopt(incoming)          # into the pool before commit: a row never lacks its file
             adopted = True
             await conn.execute(
@@ -98,15 +126,15 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
             incoming.discard()
 
 
-async def _store_row(conn, p: ParsedPackage) -> int:
+async def _store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int:
     stanza = render_stanza(p.control) if p.type == "deb" else None
     return await conn.fetchval(
         "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
-        " stanza, primary_xml, filelists_xml, other_xml)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " stanza, primary_xml, filelists_xml, other_xml, signed_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
         p.sha256, p.sha1, p.md5, p.size, p.type, p.name, p.version, p.release, p.epoch, p.arch, p.filename,
-        stanza, p.chunks.get("primary"), p.chunks.get("filelists"), p.chunks.get("other"))
+        stanza, p.chunks.get("primary"), p.chunks.get("filelists"), p.chunks.get("other"), signed_by)
 
 
 def summarize(results: list[FileResult]) -> tuple[bool, dict[str, list[str]]]:

@@ -147,3 +147,46 @@ class PackageSearchQuery(PageQuery):
     strict = fields.Raw()
     strict_name = fields.Raw(data_key="strict-name")
     strict_version = fields.Raw(data_key="strict-version")
+
+
+# Report bodies (documentation of the wire shape; the handlers check them with faster code).
+class PackageItem(Schema):
+    name = fields.String(required=True, metadata={"description": "may end in :<arch> (kept as its own field)"})
+    version = fields.String(required=True)
+
+
+class AvailableItem(PackageItem):
+    repository = fields.String()
+    security = fields.Boolean()
+
+
+class InstalledReport(Schema):
+    installed_packages = fields.Raw(
+        required=True, metadata={"description": 'list of {name, version}, or the string "name|version,..."'}
+    )
+
+
+class AvailableReport(Schema):
+    available_packages = fields.Raw(
+        required=True,
+        metadata={"description": 'list of {name, version, repository?, security?}, or "name|version,...", or "none"'},
+    )
+
+
+class Event(Schema):
+    date_start = fields.String(required=True, metadata={"description": "YYYY-MM-DD"})
+    time_start = fields.String(required=True, metadata={"description": "HH:MM:SS"})
+    date_end = fields.String()
+    time_end = fields.String()
+    command = fields.String(required=True)
+    installed = fields.List(fields.Nested(PackageItem))
+    upgraded = fields.List(fields.Nested(PackageItem))
+    removed = fields.List(fields.Nested(PackageItem))
+    purged = fields.List(fields.Nested(PackageItem))
+    downgraded = fields.List(fields.Nested(PackageItem))
+    reinstalled = fields.List(fields.Nested(PackageItem))
+    dep_installed = fields.List(fields.Nested(PackageItem))
+
+
+class EventsReport(Schema):
+    events = fields.List(fields.Nested(Event), required=True)

@@ -150,14 +150,14 @@ class Processes:
         for proc in self.started:
             proc.close(10)
             if dump:
-                # Warnings repeat by the hundred during an outage: show each message once.
-                seen, lines = set(), []
-                for line in proc.output().splitlines():
-                    key = line.split(": ", 1)[-1]
-                    if key not in seen:
-                        seen.add(key)
-                        lines.append(line)
-                text = "\n".join(lines)[-8000:]
+                # Access and warning lines repeat by the hundred during an outage: show every ERROR with
+                # the traceback after it, then the last lines.
+                lines = proc.output().splitlines()
+                keep: list[str] = []
+                for i, line in enumerate(lines):
+                    if " ERROR " in line and len(keep) < 400:
+                        keep += lines[i : i + 40] + ["..."]
+                text = "\n".join(keep[:400] + ["----- last lines -----"] + lines[-30:])
                 print(f"----- {' '.join(proc.args)} (pid {proc.pid}) -----\n{text}", file=sys.stderr)
 
 

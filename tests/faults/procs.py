@@ -132,9 +132,10 @@ class PrivateValkey:
             self.server.stop()
             self.server = None
 
-    def restart_empty(self) -> None:
+    def restart_empty(self, down_seconds: float = 0.0) -> None:
         self.stop()
         wait_until(lambda: not port_open(self.port), 10, what="valkey port closed")
+        time.sleep(down_seconds)
         self.start()
 
     def destroy(self) -> None:

@@ -16,7 +16,7 @@ from tests.conftest import bearer, host_auth
 from tests.faults.test_shutdown import procs_wait
 
 HOSTS = 20
-REPORTS = 12
+REPORTS = 8
 MAX_LATENCY = 6.0
 
 

@@ -77,3 +77,11 @@ async def test_an_undecodable_body_is_a_json_400_not_a_500(client, admin_key):
     assert all(a[0] in (0, 400) for a in answers), answers
     json_400 = [a for a in answers if a[1] == "application/json"]
     assert json_400 and all(b"could not be read" in a[2] for a in json_400), answers
+
+
+async def test_an_id_past_64_bits_is_a_400_not_a_500(client, admin_key):
+    for path in ("/api/v2/host/99999999999999999999999", "/api/v2/host/99999999999999999999999/installed",
+                 "/api/v2/task/99999999999999999999999", "/api/v2/snapshot/99999999999999999999999"):
+        resp = await client.get(path, headers=bearer(admin_key))
+        assert resp.status in (400, 404), (path, resp.status)
+        assert resp.content_type == "application/json"

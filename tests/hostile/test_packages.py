@@ -207,3 +207,34 @@ async def test_hostile_rpms_are_refused_and_nothing_is_stored(client, pool, sett
     assert tmp == [] and pool_after == pool_before
     assert took < 10
     print(f"\n{len(hostile)} hostile rpms refused in {took:.2f}s")
+
+
+async def test_a_symlink_planted_in_the_storage_folders_is_never_followed(client, pool, settings, admin_key):
+    """Someone with write access to an upload or publish folder plants links to /etc: the server never
+    serves through them and never writes through them."""
+    public = settings.storage_dir / "public"
+    tmp = settings.storage_dir / "tmp"
+    public.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    links = [public / "planted", public / "deb" / "planted-file"]
+    links[1].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink("/etc", links[0])
+        os.symlink("/etc/passwd", links[1])
+        for path in ("/repo/planted/passwd", "/repo/deb/planted-file", "/repo/planted/hostname"):
+            resp = await client.get(path)
+            assert resp.status == 404, path
+            assert b"root:" not in await resp.read()
+        # Uploads go through fresh O_EXCL temp files: links already in tmp/ are never written through.
+        victim = settings.storage_dir.parent / "victim.txt"
+        victim.write_text("untouched")
+        for n in range(20):
+            os.symlink(victim, tmp / f"up-planted{n}")
+        snap = await _snapshot(client, admin_key)
+        status, body = await _upload(client, admin_key, snap, {"ok.deb": deb_bytes("linked-ok")})
+        assert status == 200, body
+        assert victim.read_text() == "untouched"
+    finally:
+        for p in links + list(tmp.glob("up-planted*")):
+            if p.is_symlink():
+                p.unlink()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tests.conftest import bearer, host_auth
 from tests.hosts import captured
-from tests.hosts.helpers import put, register
+from tests.hosts.helpers import put
 
 
 async def test_the_agent_flow_end_to_end(client, pool, make_key, run_worker):

@@ -151,6 +151,7 @@ async def test_who_may_read_what(client, fleet, make_key):
     await _get(client, f"/api/v2/host/{web02[2]}/installed", viewer)
     assert (await _get(client, "/api/v2/host/999/installed", viewer, 404))["message_error"] == ["Host #999 does not exist."]
     await _get(client, "/api/v2/host/abc/installed", viewer, 404)
+    await _get(client, "/api/v2/host/99999999999999999999999999/installed", viewer, 404)  # beyond bigint
     await _get(client, "/api/v2/host/99999999999999999999999", viewer, 404)  # past bigint: unknown, not a 500
 
 
@@ -165,3 +166,12 @@ async def test_installed_rows_and_pagination(client, fleet, viewer):
 async def test_wrong_method_is_json_405(client, fleet, viewer):
     resp = await client.post("/api/v2/hosts/", headers=viewer)
     assert resp.status == 405 and (await resp.json())["message_error"] == ["Method not allowed"]
+
+
+async def test_one_host_details(client, fleet, viewer):
+    web01 = fleet["web01"]
+    host = (await _get(client, f"/api/v2/host/{web01[2]}/", viewer))["results"]
+    assert host["Hostname"] == "web01" and host["Kernel"] == "5.15.0-89-generic" and host["Available_updates"] == 0
+    assert web01[0] not in str(host) and web01[1] not in str(host)
+    own = (await _get(client, f"/api/v2/host/{web01[2]}", host_auth(*web01[:2])))["results"]
+    assert own["Id"] == web01[2]

@@ -96,3 +96,11 @@ async def test_oversized_body_is_413_json(client, pool, make_key, settings):
         "/api/v2/host/registering", data=b" " * (settings.max_body_bytes + 10), headers=bearer(await make_key("operator"))
     )
     assert resp.status == 413 and (await resp.json())["return"] == 413
+
+
+async def test_unregister_with_a_nul_in_the_hostname_is_400(client, pool, make_key):
+    operator = await make_key("operator")
+    await register(client, operator, "web01")
+    resp = await client.delete("/api/v2/host/registering", data=b'{"hostname": "web\\u0000"}', headers=bearer(operator))
+    assert resp.status == 400
+    assert await pool.fetchval("SELECT count(*) FROM hosts") == 1

@@ -166,17 +166,18 @@ async def test_upload_refusals_store_nothing(client, make_key, pool, tmp_path, s
     bomb = pkgfactory.deb_bytes("hello", control_files={"./postinst": b"\0" * (4 << 20)})
     files = [("notes.txt", b"just text"), ("trunc.deb", good.read_bytes()[:500]),
              ("hello.rpm", (rpm_dir / "depot-hello-1.0-1.noarch.rpm").read_bytes()), ("empty.deb", b""),
-             ("dup.deb", dup), ("bomb.deb", bomb), ("../../x.deb", pkgfactory.deb_bytes("x", control_files={"../../evil": b"1"}))]
+             ("dup.deb", dup), ("bomb.deb", bomb), ("evil.deb", pkgfactory.deb_bytes("x", control_files={"../../evil": b"1"}))]
+    pool_dir = settings.storage_dir / "pool"
+    before = sorted(p for p in pool_dir.rglob("*") if p.is_file())     # storage is shared by the session
     status, body = await _upload(client, admin, snap, files)
     assert status == 400
     assert body["message_error"][0]["Following files are not considered valid packages and have not been uploaded"] \
-        == ["notes.txt", "trunc.deb", "hello.rpm", "dup.deb", "bomb.deb", "../../x.deb"]
+        == ["notes.txt", "trunc.deb", "hello.rpm", "dup.deb", "bomb.deb", "evil.deb"]
     assert body["message_error"][0]["Following packages are empty and have not been uploaded"] == ["empty.deb"]
     reasons = {f["file"]: f["reason"] for f in body["files"]}
-    assert "duplicate" in reasons["dup.deb"] and "too large" in reasons["bomb.deb"] and "unsafe" in reasons["../../x.deb"]
+    assert "duplicate" in reasons["dup.deb"] and "too large" in reasons["bomb.deb"] and "unsafe" in reasons["evil.deb"]
     assert await pool.fetchval("SELECT count(*) FROM package_files") == 0
-    pool_dir = settings.storage_dir / "pool"
-    assert not any(p.is_file() for p in pool_dir.rglob("*"))
+    assert sorted(p for p in pool_dir.rglob("*") if p.is_file()) == before
     assert not any((settings.storage_dir / "tmp").iterdir())
 
     # One good file among bad ones is stored and reported; the failure is reported too (not hidden).
@@ -274,3 +275,37 @@ async def test_rpm_through_api_with_dnf(client, make_key, pool, run_worker, tmp_
                                   "depot-tool")
     assert out.returncode == 0, out.stdout + out.stderr
     assert rpm_installed(tmp_path / "root") == ["depot-tool-2.1-3"]
+
+
+async def test_profile_repos_serve_real_urls_and_key(client, make_key, settings):
+    admin, viewer = await make_key("admin"), await make_key("viewer")
+    deb = await _create_repo(client, admin, name="nginx", type="deb", dist="bookworm", section="nginx")
+    rpm = await _create_repo(client, admin, name="nginx", type="rpm", releasever="9")
+    empty = await _create_repo(client, admin, name="nosnap", type="rpm", releasever="9")
+    await _create_snapshot(client, admin, deb)
+    await _create_snapshot(client, admin, rpm)
+    r = await client.post("/api/v2/profile", json={"name": "web"}, headers=bearer(admin))
+    assert r.status == 201, await r.text()
+    r = await client.put("/api/v2/profile/web/repos", json={"repos": [deb, rpm, empty]}, headers=bearer(viewer))
+    assert r.status == 403
+    r = await client.put("/api/v2/profile/web/repos", json={"repos": [deb, 999]}, headers=bearer(admin))
+    assert r.status == 404
+    r = await client.put("/api/v2/profile/web/repos", json={"repos": "1,2"}, headers=bearer(admin))
+    assert r.status == 400
+    r = await client.put("/api/v2/profile/nope/repos", json={"repos": [deb]}, headers=bearer(admin))
+    assert r.status == 404
+    r = await client.put("/api/v2/profile/web/repos", json={"repos": [deb, rpm, empty]}, headers=bearer(admin))
+    assert r.status == 200 and [x["Id"] for x in (await _json(r))["results"]] == [deb, rpm, empty]
+
+    legacy = (await _json(await client.get("/api/v2/profile/web/repos", headers=bearer(viewer))))["results"]
+    assert [x["filename"] for x in legacy] == ["repomanager-nginx.list", "repomanager-nginx.repo"]   # no snapshot: left out
+    assert legacy[0]["content"] == ("deb http://depot.test:8080/repo/deb/nginx/bookworm/nginx/__ENV__ "
+                                    "bookworm nginx")
+    assert "baseurl=http://depot.test:8080/repo/rpm/nginx/9/__ENV__" in legacy[1]["content"]
+    new = (await _json(await client.get("/api/v2/profile/web/repos?new-format", headers=bearer(viewer))))["results"]
+    assert [x["url"] for x in new["repos"]] == ["http://depot.test:8080/repo/deb/nginx/bookworm/nginx/__ENV__",
+                                                "http://depot.test:8080/repo/rpm/nginx/9/__ENV__"]
+    key_url = new["reposerver"]["gpgkey_url"]
+    assert key_url == "http://depot.test:8080/repo/gpgkeys/depot.test.pub"
+    r = await client.get(key_url.removeprefix(settings.base_url))        # Depot really serves it
+    assert r.status == 200 and (await r.text()).startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")

@@ -6,7 +6,7 @@ import pytest
 from app.repos.packages import PackageError, parse_package
 from app.repos.packages.deb import parse_deb
 from tests import pkgfactory
-from tests.pkgfactory import ar_archive, control_text, deb_bytes, _tar_gz
+from tests.pkgfactory import _tar_gz, ar_archive, control_text, deb_bytes
 
 
 def test_generated_deb_is_accepted_by_dpkg_and_parsed(tmp_path):

@@ -170,3 +170,23 @@ async def test_rpm_rebuild_signs_once_and_dnf_installs(repo_db, storage, signer,
     tree = storage.public / f"rpm/tools/9/{snap.id}"
     assert (tree / "repodata/repomd.xml.asc").exists()
     assert os.path.exists(tree / "packages/x86_64/depot-tool-2.1-3.x86_64.rpm")
+
+
+async def test_rpm_signed_once_at_upload(repo_db, storage, signer, rpm_dir):
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="s", type="rpm", releasever="9")
+        snap = await model.create_snapshot(conn, repo.id)
+    f = rpm_dir / "depot-hello-1.0-1.noarch.rpm"
+    assert (await _upload(repo_db, storage, snap.id, "rpm", f, signer=signer)).outcome == Outcome.uploaded
+    row = await repo_db.fetchrow("SELECT signed_id, signed_by FROM package_files WHERE name = 'depot-hello'"
+                                 " AND signed_id IS NOT NULL")
+    assert row["signed_by"] == signer.fingerprint
+    pool_files = _pool_files(storage)
+    assert len(pool_files) == 2                                  # the upload and its signed copy
+    # An identical upload elsewhere reuses the signed copy; the rebuild signs nothing more.
+    async with repo_db.acquire() as conn:
+        snap2 = await model.create_snapshot(conn, repo.id)
+    assert (await _upload(repo_db, storage, snap2.id, "rpm", f, signer=signer)).outcome == Outcome.uploaded
+    result = await rebuild_snapshot(repo_db, storage, signer, snap2.id, sign=True)
+    assert _pool_files(storage) == pool_files
+    assert result["timings"]["sign_packages"] < 1.0

@@ -36,8 +36,8 @@ def test_deb_index_per_arch_with_all_packages_in_each(tmp_path):
     dist = tmp_path / "out/dists/bookworm"
     amd = (dist / "main/binary-amd64/Packages").read_text()
     arm = (dist / "main/binary-arm64/Packages").read_text()
-    assert re.findall(r"^Package: (\S+)", amd, re.M) == ["alpha", "gamma"]
-    assert re.findall(r"^Package: (\S+)", arm, re.M) == ["beta", "gamma"]
+    assert re.findall(r"^Package: (\S+)", amd, re.MULTILINE) == ["alpha", "gamma"]
+    assert re.findall(r"^Package: (\S+)", arm, re.MULTILINE) == ["beta", "gamma"]
     assert "Filename: pool/main/beta_3.0_arm64.deb\n" in arm
     assert gzip.decompress((dist / "main/binary-amd64/Packages.gz").read_bytes()).decode() == amd
     text = release.read_text()

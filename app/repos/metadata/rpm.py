@@ -17,10 +17,10 @@ import hashlib
 import os
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 GZIP_LEVEL = 6
 KINDS = ("primary", "filelists", "other")

@@ -49,7 +49,7 @@ def _ar_members(f, file_size: int):
         if len(header) != 60 or header[58:60] != b"`\n":
             raise PackageError("truncated or corrupt ar archive")
         raw_name = header[0:16].decode("ascii", "replace").rstrip(" ")
-        name = raw_name[:-1] if raw_name.endswith("/") else raw_name
+        name = raw_name.removesuffix("/")
         try:
             size = int(header[48:58].decode("ascii").strip())
         except ValueError:

@@ -2,7 +2,7 @@
 same generated files, measured in one run and printed as ratios. (bench/repos.py runs the
 same comparison through the HTTP API and the worker.)
 
-    .venv/bin/python bench/repos_domain.py [--count 5000]
+    .venv/bin/python bench/_repos_domain.py [--count 5000]
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.repos.packages import parse_package  # noqa: E402
-from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry  # noqa: E402
-from app.repos.signing import Signer  # noqa: E402
-from app.repos.storage import Storage  # noqa: E402
-from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms  # noqa: E402
+from app.repos.packages import parse_package
+from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry
+from app.repos.signing import Signer
+from app.repos.storage import Storage
+from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms
 
 
 def timed(fn, *a, **kw):

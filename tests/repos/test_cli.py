@@ -1,0 +1,63 @@
+"""The `depot` repository commands against a real server: create, upload with progress, rebuild, point."""
+import asyncio
+
+import pytest
+
+from app import cli
+from tests import pkgfactory
+
+pytestmark = pytest.mark.usefixtures("repo_db")
+
+
+async def _depot(capsys, url, key, *argv):
+    """Run `depot ...` in a thread (it blocks) while the test server keeps serving."""
+    code = 0
+    try:
+        await asyncio.to_thread(cli.main, [*argv[:2], "--url", url, "--key", key, *argv[2:]]
+                                if argv[0] in ("repo", "snapshot", "env", "profile") else
+                                [argv[0], "--url", url, "--key", key, *argv[1:]])
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+async def test_cli_repository_workflow(client, make_key, pool, run_worker, tmp_path, capsys):
+    key = await make_key("admin")
+    url = str(client.make_url("")).rstrip("/")
+    code, out, err = await _depot(capsys, url, key, "repo", "create", "cli-app", "--type", "deb",
+                                  "--dist", "bookworm", "--section", "main")
+    assert code == 0 and out.startswith("repository "), err
+    repo_id = int(out.split()[1])
+    code, out, _ = await _depot(capsys, url, key, "repo", "list")
+    assert "cli-app" in out and "bookworm/main" in out
+    code, out, _ = await _depot(capsys, url, key, "snapshot", "create", "--repo", str(repo_id))
+    snap = int(out.split()[1])
+    files = [pkgfactory.make_deb(tmp_path, f"cli-pkg{i}", "1.0", "amd64") for i in range(3)]
+    (tmp_path / "junk.deb").write_text("junk")
+    code, out, err = await _depot(capsys, url, key, "upload", "--snapshot", str(snap), *map(str, files))
+    assert code == 0, out + err
+    assert out.count(": uploaded") == 3
+    assert "B/s" in err or "%" in err                           # the tqdm progress bar (on stderr)
+    code, out, err = await _depot(capsys, url, key, "upload", "--snapshot", str(snap), "--quiet",
+                                  str(files[0]), str(tmp_path / "junk.deb"))
+    assert code == 1                                             # any refused file: non-zero exit
+    assert "junk.deb: invalid" in out and "cli-pkg0_1.0_amd64.deb: exists" in out
+    code, out, _ = await _depot(capsys, url, key, "snapshot", "rebuild", str(snap))
+    assert code == 0 and "task" in out
+    await run_worker()
+    code, out, _ = await _depot(capsys, url, key, "env", "create", "qa")
+    assert code == 0
+    code, out, _ = await _depot(capsys, url, key, "env", "point", "qa", "--snapshot", str(snap))
+    assert code == 0
+    await run_worker()
+    r = await client.get("/repo/deb/cli-app/bookworm/main/qa/dists/bookworm/InRelease")
+    assert r.status == 200 and "BEGIN PGP SIGNED MESSAGE" in await r.text()
+    await pool.execute("INSERT INTO profiles (name) VALUES ('web')")
+    code, out, err = await _depot(capsys, url, key, "profile", "repos", "web", str(repo_id))
+    assert code == 0, err
+    code, out, err = await _depot(capsys, url, key, "repo", "delete", "999")
+    assert code == 1 and ("404" in err or "does not exist" in err)
+    code, out, _ = await _depot(capsys, url, key, "repo", "delete", str(repo_id))
+    assert code == 0
+    assert (await client.get("/repo/deb/cli-app/bookworm/main/qa/dists/bookworm/InRelease")).status == 404
