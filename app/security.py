@@ -3,11 +3,13 @@ and a per-address token bucket on failed authentications.
 
 The throttle is in-process (one bucket table per app process): with N replicas an attacker gets at
 most N × DEPOT_AUTH_FAIL_LIMIT tries per window, which still turns a brute force into a crawl.
-Addresses are `request.remote`: behind a reverse proxy that is the proxy, so the limit then applies
-to all clients together (configure the proxy to pass the peer address, or raise the limit).
+Addresses are `request.remote`, or, when that is a proxy listed in DEPOT_TRUSTED_PROXIES, the last
+address its X-Forwarded-For adds (the one the proxy saw); otherwise every client behind a proxy would
+share one bucket, and one attacker could lock out a whole fleet.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 
@@ -61,13 +63,36 @@ class AuthThrottle:
 THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 
 
+def _in_networks(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+    except ValueError:
+        return False
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer, or what a trusted proxy says the peer was."""
+    remote = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if trusted and _in_networks(remote, trusted):
+        # The last hop is the one our proxy appended; anything before it is client-supplied.
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            try:
+                return str(ipaddress.ip_address(forwarded))
+            except ValueError:
+                pass
+    return remote
+
+
 @web.middleware
 async def auth_throttle_middleware(request: web.Request, handler):
     """Over the limit → 429 with Retry-After before credentials are even looked at."""
     if not request.path.startswith("/api/"):
         return await handler(request)
     throttle = request.app[THROTTLE]
-    address = request.remote or "unknown"
+    address = client_address(request)
     wait = throttle.retry_after(address)
     if wait:
         raise ApiError(429, THROTTLE_MESSAGE, headers={"Retry-After": str(wait)}, retry_after=wait)

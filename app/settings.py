@@ -66,6 +66,8 @@ class Settings:
     auth_fail_window: int = 60
     # Origins allowed to call the API from a browser; empty: no CORS headers at all.
     cors_origins: tuple = ()
+    # Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the real client.
+    trusted_proxies: tuple = ()
     # Logs and metrics.
     log_format: str = "text"
     log_level: str = "INFO"
@@ -111,6 +113,7 @@ class Settings:
             db_acquire_timeout=_float("DEPOT_DB_ACQUIRE_TIMEOUT", 10.0),
             auth_fail_limit=_int("DEPOT_AUTH_FAIL_LIMIT", 20),
             auth_fail_window=_int("DEPOT_AUTH_FAIL_WINDOW", 60),
+            trusted_proxies=tuple(p.strip() for p in (_str("DEPOT_TRUSTED_PROXIES", "") or "").split(",") if p.strip()),
             cors_origins=tuple(o.strip().rstrip("/") for o in (_str("DEPOT_CORS_ORIGINS", "") or "").split(",") if o.strip()),
             log_format=_str("DEPOT_LOG_FORMAT", "text"),
             log_level=_str("DEPOT_LOG_LEVEL", "INFO"),

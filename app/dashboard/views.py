@@ -141,7 +141,7 @@ async def login_submit(request: web.Request) -> web.Response:
         return await login_form(request, "Your login form expired. Please try again.", 403, next_url)
     # The same failed-auth brake as the API: a login form is a key and password guessing surface too.
     throttle = request.app.get(security.THROTTLE)
-    address = request.remote or "unknown"
+    address = security.client_address(request)
     wait = throttle.retry_after(address) if throttle else 0
     if wait:
         resp = await login_form(request, f"Too many failed logins. Try again in {wait} s.", 429, next_url)

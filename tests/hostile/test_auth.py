@@ -104,6 +104,30 @@ async def test_failed_authentication_bursts_are_slowed_down(aiohttp_client, sett
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(aiohttp_client, settings, make_key):
+    key = await make_key("viewer", "dora")
+    app = create_app(replace(settings, auth_fail_limit=3, auth_fail_window=60, trusted_proxies=("127.0.0.0/8",)))
+    client = await aiohttp_client(app)
+    wrong = bearer("ak_" + "x" * 52)
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(3):
+        assert (await client.get(STATUS, headers={**wrong, **attacker})).status == 401
+    assert (await client.get(STATUS, headers={**wrong, **attacker})).status == 429
+    # Another client behind the same proxy is not locked out by the attacker.
+    assert (await client.get(STATUS, headers={**bearer(key), "X-Forwarded-For": "198.51.100.20"})).status == 200
+    # Only the hop the proxy appended counts: a client-supplied first entry cannot dodge the bucket.
+    spoofed = {"X-Forwarded-For": "192.0.2.1, 203.0.113.9"}
+    assert (await client.get(STATUS, headers={**wrong, **spoofed})).status == 429
+
+
+async def test_an_untrusted_peer_cannot_pick_its_bucket(aiohttp_client, settings):
+    client = await aiohttp_client(create_app(replace(settings, auth_fail_limit=2, auth_fail_window=60)))
+    wrong = bearer("ak_" + "x" * 52)
+    for n in range(2):
+        assert (await client.get(STATUS, headers={**wrong, "X-Forwarded-For": f"198.51.100.{n}"})).status == 401
+    assert (await client.get(STATUS, headers={**wrong, "X-Forwarded-For": "198.51.100.99"})).status == 429
+
+
 def test_throttle_refills_over_the_window_and_is_per_address():
     now = [1000.0]
     t = AuthThrottle(limit=3, window=30, clock=lambda: now[0])
