@@ -189,7 +189,7 @@ async def test_rpm_signed_once_at_upload(repo_db, storage, signer, rpm_dir):
     assert (await _upload(repo_db, storage, snap2.id, "rpm", f, signer=signer)).outcome == Outcome.uploaded
     result = await rebuild_snapshot(repo_db, storage, signer, snap2.id, sign=True)
     assert _pool_files(storage) == pool_files
-    assert result["timings"]["sign_packages"] < 1.0
+    assert "sign_packages" not in result["timings"]               # nothing left to sign
 
 
 async def test_failed_rebuild_marks_snapshot_and_keeps_the_published_tree(repo_db, storage, signer, tmp_path):
