@@ -68,22 +68,9 @@ FIRST_WINDOW_SQL = "SELECT now() - interval '1 hour', now() - interval '2 second
 NEXT_WINDOW_SQL = "SELECT now() - interval '2 seconds'"
 
 
-# Host reports are counted here from the route names the hosts code registers (app/main.py), so the
-# report handlers need no metrics code; only accepted (2xx) reports count.
-REPORT_ROUTES = {
-    "host_status": "status",
-    "host_installed_put": "installed",
-    "host_available_put": "available",
-    "host_events_put": "event",
-}
-
-
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_LATENCY.labels(route, method).observe(seconds)
-    kind = REPORT_ROUTES.get(route)
-    if kind and 200 <= status < 300:
-        REPORTS_RECEIVED.labels(kind).inc()
 
 
 class DatabaseCollector:

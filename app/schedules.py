@@ -15,6 +15,7 @@ import orjson
 from croniter import CroniterBadCronError, croniter
 
 from app import queue
+from app.db import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ async def derive_target(conn, kind: str, params: dict, target: str | None) -> st
         return target
     if kind == "env_point":
         env, snap = params.get("env"), params.get("snapshot")
-        if not isinstance(env, str) or not isinstance(snap, int) or isinstance(snap, bool):
+        if not isinstance(env, str) or not _is_id(snap):
             raise ScheduleError("params: env_point needs {\"env\": name, \"snapshot\": id}")
         repo_id = await conn.fetchval("SELECT repo_id FROM snapshots WHERE id = $1 AND status = 'active'", snap) \
             if await _has(conn, "snapshots") else None
@@ -68,7 +69,7 @@ async def derive_target(conn, kind: str, params: dict, target: str | None) -> st
         return f"env:{env}:repo:{repo_id}"
     key = SCHEDULABLE.get(kind)
     value = params.get(key) if key else None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not _is_id(value):
         raise ScheduleError(f"params: {kind} needs {{\"{key}\": id}} (or give a target)")
     # A schedule of something that does not exist would fail at every run: refuse it now.
     if key == "snapshot" and await _has(conn, "snapshots") and not await conn.fetchval(
@@ -78,6 +79,11 @@ async def derive_target(conn, kind: str, params: dict, target: str | None) -> st
             "SELECT 1 FROM repos WHERE id = $1", value):
         raise ScheduleError(f"params: repository {value} does not exist")
     return f"{key}:{value}"
+
+
+def _is_id(value) -> bool:
+    """A database id: a JSON integer in bigint's positive range (beyond it PostgreSQL would refuse the query)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 
 async def _has(conn, table: str) -> bool:

@@ -86,7 +86,7 @@ def worker_settings(settings: Settings) -> dict:
         ],
         on_startup=startup,
         on_shutdown=shutdown,
-        redis_settings=redis_settings(settings),
+        redis_settings=redis_settings(settings, ride_out_outages=True),
         queue_name=settings.queue_name,
         max_jobs=settings.worker_max_jobs,
         # arq sleeps poll_delay between reads of the queue (0.5 s by default), which caps a worker at

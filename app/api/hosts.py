@@ -116,11 +116,11 @@ async def put_status(request: web.Request) -> web.Response:
         values = StatusRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    REPORTS_RECEIVED.labels("status").inc()
     try:
         messages = await registry.update_status(request.app[POOL], who.host_id, values)
     except registry.RegistryError as exc:
         raise _registry_error(exc)
+    REPORTS_RECEIVED.labels("status").inc()
     return ok(message=messages)
 
 
@@ -157,8 +157,8 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
-    REPORTS_RECEIVED.labels(kind).inc()
     accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
+    REPORTS_RECEIVED.labels(kind).inc()
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
         # report join the same task (one job per host per run instead of two).
@@ -181,10 +181,10 @@ async def put_events(request: web.Request) -> web.Response:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
-    REPORTS_RECEIVED.labels("event").inc()
     added = await inventory.store_events(
         request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
     )
+    REPORTS_RECEIVED.labels("event").inc()
     return ok(message=["Package events history updated successfully."], added=added)
 
 

@@ -139,8 +139,7 @@ async def _median_rejection(client, key: str, n: int) -> float:
     return statistics.median(times)
 
 
-@pytest.mark.parametrize("attempt", [0])
-async def test_rejection_time_does_not_depend_on_how_much_of_the_key_was_right(client, make_key, attempt):
+async def test_rejection_time_does_not_depend_on_how_much_of_the_key_was_right(client, make_key):
     """Medians of many interleaved tries; generous tolerance (a loaded 2-core box), re-measured up to 3 times."""
     key = await make_key("admin", "carol")
     candidates = {
@@ -153,8 +152,9 @@ async def test_rejection_time_does_not_depend_on_how_much_of_the_key_was_right(c
             await _median_rejection(client, wrong, 1)
     for round_ in range(3):
         medians = {name: [] for name in candidates}
-        for _ in range(6):  # interleave blocks so drift in machine load hits every candidate alike
-            for name, wrong in candidates.items():
+        items = list(candidates.items())
+        for block in range(6):  # interleaved, rotating blocks: drift in machine load hits every candidate alike
+            for name, wrong in items[block % 3:] + items[: block % 3]:
                 medians[name].append(await _median_rejection(client, wrong, 25))
         result = {name: statistics.median(m) for name, m in medians.items()}
         low, high = min(result.values()), max(result.values())

@@ -25,7 +25,7 @@ from app.main import create_app
 from tests.conftest import bearer
 from tests.hostile.dbdigest import database_digest
 
-EXAMPLES = int(os.environ.get("DEPOT_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("DEPOT_FUZZ_EXAMPLES", "6"))
 FUZZ_BUDGET = float(os.environ.get("DEPOT_FUZZ_SECONDS", "60"))
 _PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 

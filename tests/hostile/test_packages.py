@@ -141,7 +141,7 @@ async def test_hostile_debs_are_refused_one_by_one_and_nothing_reaches_storage_o
     assert all(f["status"] != "uploaded" for f in outcomes.values()), [f for f in outcomes.values()
                                                                         if f["status"] == "uploaded"]
     assert all(f.get("reason") for f in outcomes.values())
-    assert "/etc/passwd" not in str(body) or "Filename" in outcomes["injected-filename.deb"]["reason"]
+    assert "reserved" in outcomes["injected-filename.deb"]["reason"]  # Filename: is the server's to write
     assert took < 10, f"hostile upload took {took:.1f}s"
     assert peak_mib < 24, f"the upload allocated {peak_mib:.0f} MiB (a bomb was decompressed?)"
     assert await pool.fetchval("SELECT count(*) FROM package_files") == 0

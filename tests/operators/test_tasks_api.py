@@ -141,6 +141,9 @@ async def test_schedule_create_enable_disable_and_run_exactly_once(client, pool,
 
     for bad in ({"kind": "rebuild", "params": {"snapshot": snap}, "cron": "61 * * * *"},
                 {"kind": "rebuild", "params": {"snapshot": snap + 1000}, "cron": "* * * * *"},
+                {"kind": "rebuild", "params": {"snapshot": 2**63}, "cron": "* * * * *"},
+                {"kind": "env_point", "params": {"env": "prod", "snapshot": 10**30}, "cron": "* * * * *"},
+                {"kind": "retention", "params": {"repo": -1, "keep": 2}, "cron": "* * * * *"},
                 {"kind": "rm -rf", "params": {}, "cron": "* * * * *"},
                 {"kind": "rebuild", "params": {}, "cron": "* * * * *"},
                 {"kind": "rebuild", "params": {"snapshot": snap}}):
