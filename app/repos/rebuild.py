@@ -125,19 +125,25 @@ async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress)
                         f"signed {start + len(rows)}/{len(todo)} packages")
 
 
+_RPM_ROWS = (
+    "SELECT sp.filename, p.name, p.arch, p.sha256 AS original,"
+    " CASE WHEN p.signed_by = $2 THEN s.sha256 END AS signed"
+    " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+    " LEFT JOIN package_files s ON s.id = p.signed_id WHERE sp.snapshot_id = $1")
+
+
 async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
-    if signer is not None:
+    # One query for identities (chunks come later, only for the blocks the render cache misses).
+    # Packages are normally signed at upload; anything still unsigned is signed here, once.
+    fpr = signer.fingerprint if signer is not None else ""
+    with _phase(snap.id, "fetch"):
+        rows = await conn.fetch(_RPM_ROWS, snap.id, fpr)
+    if signer is not None and any(r["signed"] is None for r in rows):
         with _phase(snap.id, "sign_packages"):
             await _sign_missing(conn, storage, signer, snap, progress)
-    # Only identities here; chunks are fetched for the blocks the render cache misses.
-    pub = "coalesce(s.id, p.id)" if signer is not None else "p.id"
-    with _phase(snap.id, "fetch"):
-        rows = await conn.fetch(
-        f"SELECT sp.filename, q.sha256, q.name, q.arch, q.id FROM snapshot_packages sp"
-        f" JOIN package_files p ON p.id = sp.package_id"
-        f" LEFT JOIN package_files s ON s.id = p.signed_id"
-        f" JOIN package_files q ON q.id = {pub} WHERE sp.snapshot_id = $1", snap.id)
-    entries = [(RpmEntry(r["sha256"], r["name"], r["arch"]), r["filename"]) for r in rows]
+            rows = await conn.fetch(_RPM_ROWS, snap.id, fpr)
+    key = "signed" if signer is not None else "original"
+    entries = [(RpmEntry(r[key], r["name"], r["arch"]), r["filename"]) for r in rows]
     pool_loop = asyncio.get_running_loop()
     await _progress(progress, 40, f"rendering {len(entries)} packages")
 

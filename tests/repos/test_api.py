@@ -250,6 +250,10 @@ async def test_rebuild_requests_coalesce(client, make_key, pool, run_worker):
     assert (await pool.fetchrow("SELECT params FROM tasks WHERE id = $1", task_id))["params"]["gpg_sign"] is False
     await run_worker()
     assert (await _task(pool, task_id))["status"] == "done"
+    r = await client.get(f"/api/v2/task/{task_id}", headers=bearer(admin))    # state, progress, result
+    task = (await _json(r))["results"]
+    assert (task["Status"], task["Kind"], task["Progress"]) == ("done", "rebuild", 100)
+    assert task["Result"]["packages"] == 0 and task["Result"]["signed"] is False
     assert await _rebuild(client, admin, snap) != task_id   # after it ran, a new one
 
 
