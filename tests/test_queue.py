@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from arq.worker import Worker
 
 from app import queue
-from workers import jobs, reconciler
 from tests.conftest import wait_for
+from workers import jobs, reconciler
+from workers.settings import worker_settings
 
 RUNS: list[tuple[int, dict]] = []
 
@@ -102,3 +104,24 @@ async def test_reconciler_requeues_tasks_of_a_lost_worker(pool, redis, settings,
     await run_worker()
     assert RUNS == [(ref.id, {"n": 5})]
     assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "done"
+
+
+async def test_reconciler_resends_a_job_a_worker_took_and_lost(pool, redis, settings):
+    ref = await queue.enqueue(pool, redis, "test_record", "thing:7", {"n": 7})
+    # A worker marked the job in progress, then vanished before claiming the row: arq skips the job
+    # until its in-progress key expires (an hour), so only the reconciler can rescue it.
+    await redis.psetex(f"arq:in-progress:{queue.job_id(ref.id, ref.enqueue_count)}", 3_600_000, b"1")
+    await pool.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
+    assert (await reconciler.reconcile(pool, redis, settings))["resent"] == 1
+    # A live worker: the stuck job stays in arq's queue, so a burst worker would never see it empty.
+    kwargs = worker_settings(settings)
+    kwargs.update(handle_signals=False, poll_delay=0.05, cron_jobs=None)
+    worker = Worker(**kwargs)
+    running = asyncio.create_task(worker.main())
+    try:
+        await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE id = $1", ref.id))
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.close()
+    assert RUNS == [(ref.id, {"n": 7})]

@@ -59,7 +59,12 @@ async def requeue_stale_running(pool, redis, stale_seconds: int) -> int:
 
 
 async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
-    """Queued tasks whose arq job is gone from Redis get a new job."""
+    """Queued tasks whose arq job is gone from Redis, or stuck, get a new job.
+
+    Stuck: arq holds the job "in progress" while the task row is still queued. A delivery claims its
+    row within milliseconds, so this only lasts if the worker that took the job lost it (died, or a
+    reply lost in a Redis hiccup); arq would leave it alone until the in-progress key expires (an hour).
+    """
     rows = await pool.fetch(
         "SELECT id, enqueue_count FROM tasks WHERE status = 'queued' AND NOT stop_requested"
         " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
@@ -70,9 +75,11 @@ async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
         for row in rows:
-            pipe.exists(f"arq:job:{queue.job_id(row['id'], row['enqueue_count'])}")
-        present = await pipe.execute()
-    lost = [row for row, there in zip(rows, present) if not there]
+            job = queue.job_id(row["id"], row["enqueue_count"])
+            pipe.exists(f"arq:job:{job}")
+            pipe.exists(f"arq:in-progress:{job}")
+        found = await pipe.execute()
+    lost = [row for row, there, taken in zip(rows, found[0::2], found[1::2]) if not there or taken]
     async with pool.acquire() as conn:
         for row in lost:
             await queue.redispatch(conn, redis, row["id"])
