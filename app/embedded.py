@@ -96,6 +96,21 @@ class _Valkey:
         return None
 
 
+def own_database(settings, database: str) -> str:
+    """URL of a database of its own (made if missing) on the configured or embedded PostgreSQL.
+
+    Tests and benchmarks use one so they never touch the `depot` database of `make run`.
+    """
+    if settings.database_url:
+        return create_database(settings.database_url, database)
+    return postgres_url(settings.var_dir, database)
+
+
+def own_redis_db(settings, index: int) -> str:
+    """URL of Redis database `index` on the configured or embedded server (Redis calls the index a database)."""
+    return replace_database(settings.redis_url or redis_url(settings.var_dir), str(index))
+
+
 _valkeys: dict[Path, _Valkey] = {}
 
 

@@ -214,11 +214,8 @@ def _bench_settings():
     from app.settings import Settings
 
     base = Settings.from_env()
-    if base.database_url:
-        db_url = embedded.create_database(base.database_url, BENCH_DB)
-    else:
-        db_url = embedded.postgres_url(base.var_dir, BENCH_DB)
-    redis_url = (base.redis_url or embedded.redis_url(base.var_dir)).rsplit("/", 1)[0] + "/2"
+    db_url = embedded.own_database(base, BENCH_DB)
+    redis_url = embedded.own_redis_db(base, 2)
     port = _free_port()
     return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",
                    queue_name="depot:bench-queue")

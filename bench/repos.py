@@ -211,8 +211,7 @@ def bench_upload(settings, sizes_mib, work):
 
 async def main_async(args):
     base = Settings.from_env()
-    database_url = base.database_url and embedded.create_database(base.database_url, "depot_bench") \
-        or embedded.postgres_url(base.var_dir, "depot_bench")
+    database_url = embedded.own_database(base, "depot_bench")
     import asyncpg
     conn = await asyncpg.connect(database_url)
     await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")

@@ -46,11 +46,8 @@ def _settings():
     from bench.fleet import _free_port
 
     base = Settings.from_env()
-    if base.database_url:
-        db_url = embedded.create_database(base.database_url, SOAK_DB)
-    else:
-        db_url = embedded.postgres_url(base.var_dir, SOAK_DB)
-    redis_url = (base.redis_url or embedded.redis_url(base.var_dir)).rsplit("/", 1)[0] + "/3"
+    db_url = embedded.own_database(base, SOAK_DB)
+    redis_url = embedded.own_redis_db(base, 3)
     port = _free_port()
     storage = Path(os.environ.get("SOAK_STORAGE", base.var_dir / "soak-storage"))
     return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",

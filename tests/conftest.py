@@ -30,16 +30,10 @@ TEST_REDIS_DB = 1
 
 def _test_settings(tmp: Path) -> Settings:
     base = Settings.from_env()
-    if base.database_url:
-        database_url = embedded.create_database(base.database_url, TEST_DB)
-    else:
-        database_url = embedded.postgres_url(base.var_dir, TEST_DB)
-    redis_url = base.redis_url or embedded.redis_url(base.var_dir)
-    redis_url = redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}" if redis_url.count("/") >= 3 else f"{redis_url}/{TEST_REDIS_DB}"
     return replace(
         base,
-        database_url=database_url,
-        redis_url=redis_url,
+        database_url=embedded.own_database(base, TEST_DB),
+        redis_url=embedded.own_redis_db(base, TEST_REDIS_DB),
         storage_dir=tmp / "storage",
         base_url="http://depot.test:8080",
         server_name="depot.test",
