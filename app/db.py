@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -21,6 +22,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
         )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing beyond asyncpg's rollback of an open transaction.
+
+    asyncpg's default reset (RESET ALL, pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *) is one more
+    round trip at every release, i.e. on every query made through the pool. Depot keeps no session
+    state on pooled connections: settings are transaction-local (set_config(..., true)) and the one
+    session advisory lock is taken with session_lock() below.
+    """
+
+
+@asynccontextmanager
+async def session_lock(conn, *key: int):
+    """A session advisory lock held for the block. If the unlock cannot run (the task was cancelled
+    mid-query, the connection broke), the connection is closed: with the pool's light reset a lock
+    must never go back to the pool."""
+    await conn.execute("SELECT pg_advisory_lock(" + ", ".join(f"${i + 1}" for i in range(len(key))) + ")", *key)
+    try:
+        yield
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(" + ", ".join(f"${i + 1}" for i in range(len(key))) + ")", *key)
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 class Pool(asyncpg.Pool):
@@ -50,6 +77,7 @@ async def create_pool(settings, **kwargs) -> asyncpg.Pool:
         # Connect timeout: a PostgreSQL that accepts TCP but never answers must not hold a request.
         timeout=settings.db_connect_timeout,
         init=_init_connection,
+        reset=_keep_session,
         **kwargs,
     )
     pool.acquire_timeout = settings.db_acquire_timeout

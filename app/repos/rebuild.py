@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 
+from app.db import session_lock
+
 from .metadata.deb import DebEntry
 from .metadata.rpm import RpmEntry
 from .model import Repo, Snapshot, point_environment, snapshot_with_repo
@@ -44,8 +46,7 @@ async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_i
         raise ValueError("signing asked but no signer configured")
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_NAMESPACE, snap_id)
-        try:
+        async with session_lock(conn, LOCK_NAMESPACE, snap_id):
             snap, repo = await snapshot_with_repo(conn, snap_id)
             await conn.execute("UPDATE snapshots SET reconstruct = 'running' WHERE id = $1", snap.id)
             try:
@@ -60,8 +61,6 @@ async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_i
             await conn.execute(
                 "UPDATE snapshots SET reconstruct = CASE WHEN reconstruct = 'running' THEN NULL ELSE reconstruct END,"
                 " signed = $2, built_at = now() WHERE id = $1", snap.id, sign)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_NAMESPACE, snap_id)
     return {"snapshot": snap_id, "packages": count, "signed": sign,
             "seconds": round(time.perf_counter() - t0, 3), "timings": _TIMINGS.pop(snap_id, {})}
 
