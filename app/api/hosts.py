@@ -148,6 +148,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
         count = inventory.fast_count(kind, raw, settings.max_list_items)
         body = raw
+        splittable = inventory.is_splittable(kind, raw, count)
         if count is None:
             data = await read_json_text(request)
             key = inventory.BODY_KEYS[kind]
@@ -157,7 +158,9 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
-    accepted = await inventory.accept_report(request.app[POOL], who.host_id, kind, inventory.body_digest(raw), body)
+    accepted = await inventory.accept_report(
+        request.app[POOL], who.host_id, kind, inventory.body_digest(raw), inventory.encode_body(body, splittable)
+    )
     REPORTS_RECEIVED.labels(kind).inc()
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second

@@ -1,0 +1,131 @@
+"""The diff gives the same changes whichever way a report was stored and compared.
+
+Reports in the agent's exact form are compared item by item without a JSON parse (split_diff);
+anything else goes through dicts. These tests mix the two and check the edge cases of the fast one.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+
+import orjson
+
+from app.hosts import inventory
+from tests.conftest import host_auth
+from tests.hosts.helpers import installed, put, register
+
+
+async def _host(client, make_key, name="forms01"):
+    creds = await register(client, await make_key("operator"), name)
+    await put(client, creds, "status", {"os_family": "Debian"})
+    return creds
+
+
+async def _put_raw(client, creds, raw: bytes):
+    resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(*creds[:2]))
+    assert resp.status == 200, await resp.text()
+
+
+async def _state(pool, host_id):
+    packages = {(r["name"], r["arch"]): r["version"] for r in await pool.fetch(
+        "SELECT name, arch, version FROM host_packages WHERE host_id = $1", host_id)}
+    history = [tuple(r) for r in await pool.fetch(
+        "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1 ORDER BY change, name",
+        host_id)]
+    await pool.execute("DELETE FROM host_history WHERE host_id = $1", host_id)
+    return packages, history
+
+
+async def _kept_form(pool, host_id) -> bytes:
+    return (await pool.fetchval("SELECT body FROM host_inventories WHERE host_id = $1", host_id))[:1]
+
+
+async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    host = creds[2]
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9"}))
+    await run_worker()
+    assert await _kept_form(pool, host) == inventory.SPLITTABLE
+
+    # Compact JSON (no spaces): stored and compared as dicts, against the splittable kept inventory.
+    await _put_raw(client, creds, orjson.dumps(installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1"})))
+    await run_worker()
+    assert await _kept_form(pool, host) != inventory.SPLITTABLE
+    assert (await _state(pool, host))[1] == [("added", "vim", "", None, "9.0-1"), ("upgraded", "bash", "", "5.1-1", "5.2-1")]
+
+    # Back to the agent's form: compared against the dict kept by the previous report.
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "libc6:amd64": "2.36-10", "vim": "9.0-1"}))
+    await run_worker()
+    packages, history = await _state(pool, host)
+    assert history == [("removed", "curl", "", "7.88-1", None), ("upgraded", "libc6", "amd64", "2.36-9", "2.36-10")]
+    assert packages == {("bash", ""): "5.2-1", ("libc6", "amd64"): "2.36-10", ("vim", ""): "9.0-1"}
+
+    # Agent form twice in a row: the item-by-item comparison.
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-9", "libc6:amd64": "2.36-10", "zsh": "5.9-4"}))
+    await run_worker()
+    packages, history = await _state(pool, host)
+    assert history == [("added", "zsh", "", None, "5.9-4"), ("downgraded", "bash", "", "5.2-1", "5.1-9"),
+                       ("removed", "vim", "", "9.0-1", None)]
+    assert packages == {("bash", ""): "5.1-9", ("libc6", "amd64"): "2.36-10", ("zsh", ""): "5.9-4"}
+
+
+async def test_a_name_given_twice_keeps_the_last_version(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"a": "1", "b": "1"}))
+    await run_worker()
+    # [a=2, a=1]: as a set of items "a=2" is new, but the last one wins, so nothing changed.
+    twice = json.dumps({"installed_packages": [{"name": "a", "version": "2"}, {"name": "a", "version": "1"},
+                                               {"name": "b", "version": "1"}]}).encode()
+    await _put_raw(client, creds, twice)
+    await run_worker()
+    packages, history = await _state(pool, creds[2])
+    assert history == [] and packages == {("a", ""): "1", ("b", ""): "1"}
+
+
+async def test_a_string_holding_an_item_separator_is_not_split(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"a": "1", "odd}, {name": "1"}))
+    await run_worker()
+    assert await _kept_form(pool, creds[2]) != inventory.SPLITTABLE
+    await put(client, creds, "packages/installed", installed({"a": "2", "odd}, {name": "1"}))
+    await run_worker()
+    packages, history = await _state(pool, creds[2])
+    assert history == [("upgraded", "a", "", "1", "2")]
+    assert packages == {("a", ""): "2", ("odd}, {name", ""): "1"}
+
+
+async def test_without_a_kept_inventory_host_packages_is_the_reference(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"a": "1", "b:i386": "1"}))
+    await run_worker()
+    await pool.execute("DELETE FROM host_inventories")  # as for an inventory applied by an older version
+    await put(client, creds, "packages/installed", installed({"a": "1", "b:i386": "2"}))
+    await run_worker()
+    assert (await _state(pool, creds[2]))[1] == [("upgraded", "b", "i386", "1", "2")]
+    assert await _kept_form(pool, creds[2]) == inventory.SPLITTABLE
+
+
+async def test_reports_stored_by_an_older_version_are_applied(client, pool, make_key, run_worker, redis):
+    """A pending report stored as plain JSON before bodies were compressed."""
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"a": "1"}))
+    await run_worker()
+    plain = json.dumps(installed({"a": "1", "new": "3"})).encode()
+    await pool.execute(
+        "INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)", creds[2], plain)
+    assert not plain.startswith(inventory.SPLITTABLE) and zlib.decompress(inventory.encode_body(plain, False)) == plain
+    summary = await inventory.apply_pending(pool, creds[2])
+    assert summary["added"] == 1
+    assert (await _state(pool, creds[2]))[1] == [("added", "new", "", None, "3")]
+
+
+def test_split_diff_returns_only_what_differs_or_none():
+    def stored(pairs):
+        return inventory.encode_body(json.dumps(installed(pairs)).encode(), True)
+
+    old = stored({"a": "1", "b": "1", "c:i386": "1"})
+    assert inventory.split_diff(old, stored({"a": "1", "b": "2", "d": "1"})) == ({"b": "1", "c:i386": "1"}, {"b": "2", "d": "1"})
+    assert inventory.split_diff(old, old) == ({}, {})
+    twice = inventory.encode_body(json.dumps({"installed_packages": [
+        {"name": "b", "version": "2"}, {"name": "b", "version": "1"}]}).encode(), True)
+    assert inventory.split_diff(old, twice) is None
