@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import secrets
 import string
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -49,6 +50,11 @@ class Principal:
     username: str | None = None
     role: Role | None = None
     host_id: int | None = None
+    # Host credentials: the public auth id and the stored digest they were checked against. The
+    # report endpoints write only `WHERE token_digest = <this>`, so cached credentials that have
+    # since changed can never write (see HostCredentialCache).
+    auth_id: str | None = None
+    token_digest: bytes | None = field(default=None, repr=False)
 
     @property
     def is_host(self) -> bool:
@@ -94,14 +100,69 @@ async def authenticate_api_key(pool, key: str) -> Principal | None:
     return Principal("user", user_id=row["id"], username=row["username"], role=Role(row["role"]))
 
 
-async def authenticate_host(pool, auth_id: str, token: str) -> Principal | None:
+class HostCredentialCache:
+    """Host credentials verified in the last `seconds`: auth id -> (host id, stored token digest).
+
+    An agent sends status, events, available and installed within seconds: with this, only the
+    first costs a database lookup. Used only for the report endpoints (REPORT_PATHS), whose SQL
+    writes `WHERE id = <host> AND token_digest = <cached digest>`: after a re-registration or an
+    unregistration (in any replica) the stale entry writes nothing and the caller gets a 401.
+    The presented token is still compared with the digest in constant time at every request.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = 100_000):
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[int, bytes, float]] = {}
+
+    def get(self, auth_id: str) -> tuple[int, bytes] | None:
+        entry = self._entries.get(auth_id)
+        if entry is None:
+            return None
+        if entry[2] < time.monotonic():
+            self._entries.pop(auth_id, None)
+            return None
+        return entry[0], entry[1]
+
+    def put(self, auth_id: str, host_id: int, token_digest: bytes) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))  # the oldest entry (dicts keep insertion order)
+        self._entries[auth_id] = (host_id, token_digest, time.monotonic() + self.seconds)
+
+    def drop(self, auth_id: str | None) -> None:
+        self._entries.pop(auth_id, None)
+
+
+HOST_CACHE = web.AppKey("host_credential_cache", HostCredentialCache)
+# The endpoints whose writes re-check the token digest (and so may use HostCredentialCache).
+REPORT_PATHS = frozenset(
+    f"/api/v2/host/{p}{slash}" for p in ("packages/installed", "packages/available", "packages/event") for slash in ("", "/")
+)
+
+
+async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentialCache | None = None) -> Principal | None:
+    presented = digest(token)
+    if cache is not None:
+        hit = cache.get(auth_id)
+        if hit is not None and same_digest(hit[1], presented):
+            return Principal("host", host_id=hit[0], auth_id=auth_id, token_digest=hit[1])
     row = None
     if auth_id and token and len(auth_id) <= 64 and len(token) <= 128:
         row = await pool.fetchrow("SELECT id, token_digest FROM hosts WHERE auth_id = $1", auth_id)
-    matches = same_digest(row["token_digest"] if row else None, digest(token))
+    matches = same_digest(row["token_digest"] if row else None, presented)
     if not (row and matches):
         return None
-    return Principal("host", host_id=row["id"])
+    if cache is not None:
+        cache.put(auth_id, row["id"], row["token_digest"])
+    return Principal("host", host_id=row["id"], auth_id=auth_id, token_digest=row["token_digest"])
+
+
+def stale_host_credentials(request: web.Request) -> web.HTTPException:
+    """A report's guarded write found other credentials: forget the cached ones, answer 401."""
+    request.app[HOST_CACHE].drop(request[PRINCIPAL].auth_id)
+    return unauthorized("invalid host Id and token")
 
 
 async def authenticate(request: web.Request) -> Principal:
@@ -119,7 +180,8 @@ async def authenticate(request: web.Request) -> Principal:
         parts = header[5:].split(":")
         if len(parts) != 2:
             raise unauthorized("invalid host Id and token format")
-        principal = await authenticate_host(pool, parts[0], parts[1])
+        cache = request.app[HOST_CACHE] if request.path in REPORT_PATHS else None
+        principal = await authenticate_host(pool, parts[0], parts[1], cache)
         if principal is None:
             raise unauthorized("invalid host Id and token")
         return principal

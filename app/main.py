@@ -23,6 +23,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[resources.SETTINGS] = settings
+    app[auth.HOST_CACHE] = auth.HostCredentialCache(settings.host_auth_cache_seconds)
     security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
     app.on_response_prepare.append(logs.add_request_id_header)

@@ -64,6 +64,8 @@ class Settings:
     # Failed authentications per client address before 429 (token bucket refilled over the window).
     auth_fail_limit: int = 20
     auth_fail_window: int = 60
+    # Host credentials verified this recently skip the database lookup on report endpoints (0: never).
+    host_auth_cache_seconds: float = 60.0
     # Origins allowed to call the API from a browser; empty: no CORS headers at all.
     cors_origins: tuple = ()
     # Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the real client.
@@ -113,6 +115,7 @@ class Settings:
             db_acquire_timeout=_float("DEPOT_DB_ACQUIRE_TIMEOUT", 10.0),
             auth_fail_limit=_int("DEPOT_AUTH_FAIL_LIMIT", 20),
             auth_fail_window=_int("DEPOT_AUTH_FAIL_WINDOW", 60),
+            host_auth_cache_seconds=_float("DEPOT_HOST_AUTH_CACHE_SECONDS", 60.0),
             trusted_proxies=tuple(p.strip() for p in (_str("DEPOT_TRUSTED_PROXIES", "") or "").split(",") if p.strip()),
             cors_origins=tuple(o.strip().rstrip("/") for o in (_str("DEPOT_CORS_ORIGINS", "") or "").split(",") if o.strip()),
             log_format=_str("DEPOT_LOG_FORMAT", "text"),

@@ -159,8 +159,11 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
     accepted = await inventory.accept_report(
-        request.app[POOL], who.host_id, kind, inventory.body_digest(raw), inventory.encode_body(body, splittable)
+        request.app[POOL], who.host_id, who.token_digest, kind, inventory.body_digest(raw),
+        inventory.encode_body(body, splittable),
     )
+    if not accepted.authorized:
+        raise auth.stale_host_credentials(request)
     REPORTS_RECEIVED.labels(kind).inc()
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
@@ -185,8 +188,10 @@ async def put_events(request: web.Request) -> web.Response:
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
     added = await inventory.store_events(
-        request.app[POOL], who.host_id, events, inventory.body_digest(await request.read())
+        request.app[POOL], who.host_id, who.token_digest, events, inventory.body_digest(await request.read())
     )
+    if added is None:
+        raise auth.stale_host_credentials(request)
     REPORTS_RECEIVED.labels("event").inc()
     return ok(message=["Package events history updated successfully."], added=added)
 

@@ -135,17 +135,19 @@ def body_digest(body: bytes) -> bytes:
 # One round trip: compare the digest, touch last_seen, and if the report changed store it and
 # create (or join) the host's queued host_diff task. The commit waits for the WAL flush: a 200 means
 # the report survives a PostgreSQL crash (tests/faults/test_host_reports.py crashes it mid-burst;
-# with synchronous_commit off, acknowledged reports were lost). FOR NO KEY UPDATE, not FOR UPDATE:
+# with synchronous_commit off, acknowledged reports were lost). Nothing is written unless the host
+# still has the token digest the request was authenticated with ($5; see auth.HostCredentialCache):
+# `host` is then NULL. FOR NO KEY UPDATE, not FOR UPDATE:
 # it still orders two reports of one host, but does not block the worker's foreign-key checks.
 _ACCEPT_SQL = """
 WITH old AS (
     SELECT CASE WHEN $2 = 'installed' THEN installed_digest ELSE available_digest END AS digest
-    FROM hosts WHERE id = $1 FOR NO KEY UPDATE
+    FROM hosts WHERE id = $1 AND token_digest = $5 FOR NO KEY UPDATE
 ), upd AS (
     UPDATE hosts SET last_seen_at = now(),
         installed_digest = CASE WHEN $2 = 'installed' THEN $3 ELSE installed_digest END,
         available_digest = CASE WHEN $2 = 'available' THEN $3 ELSE available_digest END
-    WHERE id = $1 RETURNING id
+    WHERE id = $1 AND token_digest = $5 RETURNING id
 ), rep AS (
     INSERT INTO host_reports (host_id, kind, digest, body)
     SELECT $1, $2, $3, $4 FROM old WHERE old.digest IS DISTINCT FROM $3
@@ -163,16 +165,18 @@ FROM (SELECT 1) one LEFT JOIN task ON true
 
 @dataclass(frozen=True)
 class Accepted:
+    authorized: bool  # False: the host's credentials changed since the request was authenticated
     changed: bool
     task_id: int | None
     enqueue_count: int | None
     created: bool
 
 
-async def accept_report(pool, host_id: int, kind: str, digest: bytes, stored: bytes) -> Accepted:
+async def accept_report(pool, host_id: int, token_digest: bytes, kind: str, digest: bytes, stored: bytes) -> Accepted:
     """Store a report (`stored` from encode_body) unless its digest equals the last one's."""
-    row = await pool.fetchrow(_ACCEPT_SQL, host_id, kind, digest, stored)
-    return Accepted(row["report"] is not None, row["id"], row["enqueue_count"], bool(row["created"]))
+    row = await pool.fetchrow(_ACCEPT_SQL, host_id, kind, digest, stored, token_digest)
+    return Accepted(row["host"] is not None, row["report"] is not None, row["id"], row["enqueue_count"],
+                    bool(row["created"]))
 
 
 # --- the diff (worker side) ----------------------------------------------------------------------
@@ -483,8 +487,8 @@ def check_events(events, max_items: int) -> list[dict]:
 
 
 _EVENTS_SQL = """
-WITH old AS (SELECT events_digest FROM hosts WHERE id = $1 FOR NO KEY UPDATE),
-upd AS (UPDATE hosts SET last_seen_at = now(), events_digest = $2 WHERE id = $1 RETURNING id),
+WITH old AS (SELECT events_digest FROM hosts WHERE id = $1 AND token_digest = $4 FOR NO KEY UPDATE),
+upd AS (UPDATE hosts SET last_seen_at = now(), events_digest = $2 WHERE id = $1 AND token_digest = $4 RETURNING id),
 ins AS (
     INSERT INTO host_events (host_id, date_start, time_start, date_end, time_end, command, packages)
     SELECT $1, (e->>'date_start')::date, (e->>'time_start')::time, (e->>'date_end')::date,
@@ -498,6 +502,8 @@ SELECT (SELECT count(*) FROM ins) AS added, (SELECT id FROM upd) AS host
 """
 
 
-async def store_events(pool, host_id: int, events: list[dict], digest: bytes) -> int:
-    """Store each event once (one statement, so one transaction). Returns how many were new."""
-    return await pool.fetchval(_EVENTS_SQL, host_id, digest, events)
+async def store_events(pool, host_id: int, token_digest: bytes, events: list[dict], digest: bytes) -> int | None:
+    """Store each event once (one statement, so one transaction). Returns how many were new;
+    None if the host's credentials changed since the request was authenticated (nothing stored)."""
+    row = await pool.fetchrow(_EVENTS_SQL, host_id, digest, events, token_digest)
+    return row["added"] if row["host"] is not None else None

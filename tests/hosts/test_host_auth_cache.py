@@ -1,0 +1,65 @@
+"""Report endpoints skip the credential lookup for recently verified hosts, but never write with
+credentials that have changed since (re-registration or unregistration, in any app replica)."""
+from __future__ import annotations
+
+import json
+
+from app import auth
+from tests.conftest import bearer, host_auth
+from tests.hosts.helpers import installed, put, register
+
+EVENTS = {"events": [{"date_start": "2026-01-01", "time_start": "10:00:00", "command": "apt-get -y upgrade"}]}
+
+
+async def _reports(pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM host_reports")
+
+
+async def test_old_credentials_cannot_report_after_reregistration(client, pool, make_key):
+    old = await register(client, await make_key("operator"), "cached01")
+    await put(client, old, "packages/installed", installed({"a": "1"}))  # verified once: now cached
+    assert client.app[auth.HOST_CACHE].get(old[0]) is not None
+    stored = await _reports(pool)
+
+    new = await register(client, await make_key("admin"), "cached01")  # new credentials, same host
+    assert new[2] == old[2]
+    for path, body in (("packages/installed", installed({"a": "2"})), ("packages/available", {"available_packages": []}),
+                       ("packages/event", EVENTS)):
+        resp = await put(client, old, path, body, status=401)
+        assert resp["message_error"] == ["Authentication error: invalid host Id and token"]  # as for any bad token
+    assert await _reports(pool) == stored
+    assert await pool.fetchval("SELECT count(*) FROM host_events") == 0
+    assert client.app[auth.HOST_CACHE].get(old[0]) is None  # the stale entry is gone
+
+    await put(client, new, "packages/installed", installed({"a": "2"}))
+    assert await _reports(pool) == stored + 1
+
+
+async def test_a_wrong_token_is_refused_even_with_a_cached_entry(client, pool, make_key):
+    creds = await register(client, await make_key("operator"), "cached02")
+    await put(client, creds, "packages/installed", installed({"a": "1"}))
+    resp = await client.put("/api/v2/host/packages/installed", data=json.dumps(installed({"a": "2"})),
+                            headers=host_auth(creds[0], "0" * 64))
+    assert resp.status == 401
+
+
+async def test_unregistered_host_with_cached_credentials_gets_401(client, pool, make_key):
+    creds = await register(client, await make_key("operator"), "cached03")
+    await put(client, creds, "packages/event", EVENTS)
+    resp = await client.delete("/api/v2/host/registering", json={"hostname": "cached03"},
+                               headers=bearer(await make_key("operator")))
+    assert resp.status == 200
+    await put(client, creds, "packages/event", EVENTS, status=401)
+    await put(client, creds, "packages/installed", installed({"a": "1"}), status=401)
+    assert await _reports(pool) == 0
+
+
+def test_the_cache_expires_and_stays_bounded():
+    cache = auth.HostCredentialCache(seconds=60, max_entries=2)
+    cache.put("a", 1, b"x")
+    cache.put("b", 2, b"y")
+    cache.put("c", 3, b"z")
+    assert cache.get("a") is None and cache.get("c") == (3, b"z")
+    expired = auth.HostCredentialCache(seconds=-1)
+    expired.put("a", 1, b"x")
+    assert expired.get("a") is None
