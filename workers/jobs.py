@@ -123,9 +123,13 @@ async def run_task(ctx: dict, task_id: int) -> str:
         status, error = queue.TaskStatus.error, f"{type(exc).__name__}: {exc}"[:2000]
     finally:
         beat.cancel()
-    await pool.execute(
-        "UPDATE tasks SET status = $2, error = $3, result = $4, finished_at = now(),"
-        " progress = CASE WHEN $2 = 'done' THEN 100 ELSE progress END WHERE id = $1",
+    # Finish, and find in the same round trip a task of the same target queued meanwhile: its job
+    # found this one running ("busy") and waits to be sent again.
+    next_id = await pool.fetchval(
+        "WITH fin AS ("
+        "  UPDATE tasks SET status = $2, error = $3, result = $4, finished_at = now(),"
+        "  progress = CASE WHEN $2 = 'done' THEN 100 ELSE progress END WHERE id = $1 RETURNING kind, target)"
+        " SELECT q.id FROM tasks q JOIN fin ON q.kind = fin.kind AND q.target = fin.target WHERE q.status = 'queued'",
         task_id,
         status.value,
         error,
@@ -136,7 +140,9 @@ async def run_task(ctx: dict, task_id: int) -> str:
     log.info("task %s %s %s %.0fms", task_id, task["kind"], status.value, elapsed * 1000,
              extra={"task_id": task_id, "kind": task["kind"], "status": status.value,
                     "duration_ms": round(elapsed * 1000, 1)})
-    await _dispatch_next(pool, ctx["redis"], task["kind"], task["target"])
+    if next_id is not None:
+        async with pool.acquire() as conn:
+            await queue.redispatch(conn, ctx["redis"], next_id)
     return status.value
 
 
@@ -173,12 +179,3 @@ async def _requeue(pool, redis, task_id: int) -> None:
                 )
     except Exception:
         log.exception("could not re-queue task %s on shutdown; the reconciler will", task_id)
-
-
-async def _dispatch_next(pool, redis, kind: str, target: str) -> None:
-    async with pool.acquire() as conn:
-        next_id = await conn.fetchval(
-            "SELECT id FROM tasks WHERE kind = $1 AND target = $2 AND status = 'queued'", kind, target
-        )
-        if next_id is not None:
-            await queue.redispatch(conn, redis, next_id)
