@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import auth, errors, logs, metrics, openapi, resources, security
+from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
 from app.api import environments, hosts, profiles, published, snapshots, system
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> web.Application:
     app[resources.SETTINGS] = settings
     security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
+    reports_counter.setup(app, settings.queue_name)  # host reports per minute, fleet-wide, in Redis (after redis_ctx)
     app.on_response_prepare.append(logs.add_request_id_header)
     if settings.metrics_port:
         app.cleanup_ctx.append(metrics.private_metrics_ctx(app))
