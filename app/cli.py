@@ -1,7 +1,8 @@
 """The `depot` command.
 
-Server-side commands (migrate, serve, worker, run, user, apikey) talk to the database directly,
-the same one `make run` uses (the embedded server under var/ unless DEPOT_DATABASE_URL is set).
+Server-side commands (migrate, serve, worker, run) talk to the database directly, the same one `make run`
+uses (the embedded server under var/ unless DEPOT_DATABASE_URL is set). `user` and `apikey` use the HTTP
+API when an API key is configured, else that database directly (bootstrap); --local forces the latter.
 """
 from __future__ import annotations
 
@@ -127,56 +128,190 @@ def cmd_run(args) -> None:
 
 
 # --- users and keys ------------------------------------------------------------------------------
+# Two paths, chosen per command (see `depot user --help`):
+# - HTTP (admin endpoints /api/v2/users) when an API key is configured: --key, DEPOT_API_KEY or key in
+#   ~/.config/depot/cli.toml|ini (URL from --url, DEPOT_URL, the file, or http://127.0.0.1:8080), as the
+#   other client commands do; the key must be an admin's.
+# - DB-direct on the database `make run` uses (var/ under the checkout, or DEPOT_DATABASE_URL) when no key
+#   is configured, or with --local: this is how the first users and keys are made (bootstrap, recovery).
+
+USER_COLUMNS = [("Name", "USERNAME"), ("Role", "ROLE"), ("Key_created", "KEY CREATED"), ("Key_last_used", "LAST USED"),
+                ("Has_password", "PASSWORD")]
 
 
-def cmd_user_create(args) -> None:
+def _user_client(args):
+    """The HTTP client when the command should go over HTTP, else None (DB-direct)."""
+    from app.client import Client, ClientError, read_config
+
+    if getattr(args, "local", False):
+        return None
+    key = getattr(args, "key", None) or os.environ.get("DEPOT_API_KEY")
+    if not key:
+        try:
+            key = read_config().get("key")
+        except ClientError as exc:
+            _fail(str(exc))
+    return Client.from_args(args) if key else None
+
+
+def _user_command(http, local):
+    """Run `http(client, args)` over the API when a key is configured, else `local(pool, args)` DB-direct."""
+
+    def run(args):
+        import asyncpg
+
+        from app import users
+        from app.client import ClientError
+
+        args.json = getattr(args, "json", False)
+        client = _user_client(args)
+        if client is not None:
+            try:
+                return http(client, args)
+            except ClientError as exc:
+                _fail(str(exc))
+        settings = _settings()
+        try:
+            asyncio.run(db.migrate(settings.database_url))
+            return asyncio.run(_with_pool(settings, lambda pool: local(pool, args)))
+        except users.UserError as exc:
+            _fail(exc.message)
+        except (OSError, TimeoutError) as exc:  # the database is not there (wrong URL, down)
+            _fail(f"cannot reach the database: {exc}")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # wrong credentials and the like
+            _fail(f"database error: {type(exc).__name__}: {exc}")
+
+    return run
+
+
+def _print_user_result(args, data, text: str) -> None:
+    from app.client import print_json
+
+    if args.json:
+        print_json(data)
+    else:
+        print(text)
+
+
+def _user_create_http(client, args):
+    body = {"name": args.name, "role": args.role, "api_key": False}
+    if args.password:
+        body["password"] = args.password
+    data = client.request("POST", "users", body)
+    _print_user_result(args, data, f"user {args.name} created with role {args.role}")
+
+
+async def _user_create_local(pool, args):
     from app import users
+    from app.api.users import user_row
 
-    async def go(pool):
-        await users.create_user(pool, args.name, args.role, args.password)
-
-    _run_user_command(go)
-    print(f"user {args.name} created with role {args.role}")
+    await users.create_user(pool, args.name, args.role, args.password)
+    row = await users.get_user(pool, args.name)
+    _print_user_result(args, {"results": user_row(row)}, f"user {args.name} created with role {args.role}")
 
 
-def cmd_user_list(args) -> None:
-    from app import users
+def _show_users(args, rows: list[dict]) -> None:
+    from app.client import print_json, table
 
-    rows = _run_user_command(lambda pool: users.list_users(pool))
-    print(f"{'USERNAME':<24} {'ROLE':<9} {'KEY CREATED':<20} LAST USED")
+    if args.json:
+        print_json({"results": rows})
+        return
     for r in rows:
-        created = r["key_created_at"].strftime("%Y-%m-%d %H:%M") if r["key_created_at"] else "-"
-        used = r["last_used_at"].strftime("%Y-%m-%d %H:%M") if r["last_used_at"] else "-"
-        print(f"{r['username']:<24} {r['role']:<9} {created:<20} {used}")
+        for k in ("Key_created", "Key_last_used"):
+            r[k] = r[k][:16].replace("T", " ") if r.get(k) else None
+    table(rows, USER_COLUMNS, empty="(no users)")
 
 
-def cmd_user_password(args) -> None:
+def _user_list_http(client, args):
+    _show_users(args, client.get("users")["results"])
+
+
+async def _user_list_local(pool, args):
+    from app import users
+    from app.api.users import user_row
+
+    _show_users(args, [user_row(r) for r in await users.list_users(pool)])
+
+
+def _password(args) -> str:
     import getpass
 
+    return args.password or getpass.getpass(f"New password for {args.name}: ")
+
+
+def _user_password_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("PATCH", f"users/{quote(args.name, safe='')}", {"password": _password(args)})
+    _print_user_result(args, data, f"password of {args.name} set")
+
+
+async def _user_password_local(pool, args):
     from app import users
 
-    password = args.password or getpass.getpass(f"New password for {args.name}: ")
-    _run_user_command(lambda pool: users.set_password(pool, args.name, password))
-    print(f"password of {args.name} set")
+    await users.update_user(pool, args.name, password=_password(args))
+    _print_user_result(args, {"results": {"Name": args.name}}, f"password of {args.name} set")
 
 
-def cmd_apikey_create(args) -> None:
+def _user_role_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("PATCH", f"users/{quote(args.name, safe='')}", {"role": args.role})
+    _print_user_result(args, data, f"user {args.name} now has role {args.role}")
+
+
+async def _user_role_local(pool, args):
     from app import users
 
-    key = _run_user_command(lambda pool: users.create_api_key(pool, args.name))
-    print(f"New API key for {args.name} (the previous one no longer works):", file=sys.stderr)
-    print(key)
+    await users.update_user(pool, args.name, role=args.role)
+    _print_user_result(args, {"results": {"Name": args.name, "Role": args.role}},
+                       f"user {args.name} now has role {args.role}")
 
 
-def _run_user_command(fn):
+def _user_delete_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("DELETE", f"users/{quote(args.name, safe='')}")
+    _print_user_result(args, data, f"user {args.name} deleted")
+
+
+async def _user_delete_local(pool, args):
     from app import users
 
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
-    try:
-        return asyncio.run(_with_pool(settings, fn))
-    except users.UserError as exc:
-        _fail(str(exc))
+    await users.delete_user(pool, args.name)
+    _print_user_result(args, {"results": {"Name": args.name}}, f"user {args.name} deleted")
+
+
+def _show_new_key(args, name: str, key: str) -> None:
+    """The key alone on the last line of stdout (scripts take `| tail -1`); --json prints {"results": ...}."""
+    from app.client import print_json
+
+    if args.json:
+        print_json({"results": {"Name": name, "Api_key": key}})
+        return
+    print(f"New API key for {name} (the previous one no longer works):", file=sys.stderr)
+    print(key, flush=True)
+
+
+def _apikey_create_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("POST", f"users/{quote(args.name, safe='')}/apikey")
+    _show_new_key(args, args.name, data["results"]["Api_key"])
+
+
+async def _apikey_create_local(pool, args):
+    from app import users
+
+    _show_new_key(args, args.name, await users.create_api_key(pool, args.name))
+
+
+cmd_user_create = _user_command(_user_create_http, _user_create_local)
+cmd_user_list = _user_command(_user_list_http, _user_list_local)
+cmd_user_password = _user_command(_user_password_http, _user_password_local)
+cmd_user_role = _user_command(_user_role_http, _user_role_local)
+cmd_user_delete = _user_command(_user_delete_http, _user_delete_local)
+cmd_apikey_create = _user_command(_apikey_create_http, _apikey_create_local)
 
 
 # --- profiles ------------------------------------------------------------------------------------
@@ -531,20 +666,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(fn=cmd_run)
 
-    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
-    p = user.add_parser("create", help="create a user")
+    way = ("Over the HTTP API when an API key is configured (--key, DEPOT_API_KEY or key in ~/.config/depot/cli.toml;"
+           " URL from --url, DEPOT_URL, the file or http://127.0.0.1:8080; an admin's key), else DB-direct on the"
+           " database `make run` uses (bootstrap). --local forces DB-direct.")
+    ucommon = argparse.ArgumentParser(add_help=False)
+    ucommon.add_argument("--url", default=argparse.SUPPRESS, help="server URL (DEPOT_URL)")
+    ucommon.add_argument("--key", default=argparse.SUPPRESS, help="admin API key (DEPOT_API_KEY): use the HTTP API")
+    ucommon.add_argument("--local", action="store_true", help="DB-direct, even with a key configured")
+    ucommon.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    user = sub.add_parser("user", help="manage users", description=way).add_subparsers(dest="user_command", required=True)
+    p = user.add_parser("create", parents=[ucommon], help="create a user", description=way)
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "operator", "uploader", "viewer"])
     p.add_argument("--password", help="password for the web dashboard (optional)")
     p.set_defaults(fn=cmd_user_create)
-    user.add_parser("list", help="list users").set_defaults(fn=cmd_user_list)
-    p = user.add_parser("password", help="set a user's dashboard password")
+    p = user.add_parser("list", parents=[ucommon], help="list users", description=way)
+    p.set_defaults(fn=cmd_user_list)
+    p = user.add_parser("password", parents=[ucommon], help="set a user's dashboard password", description=way)
     p.add_argument("name")
     p.add_argument("--password")
     p.set_defaults(fn=cmd_user_password)
+    p = user.add_parser("role", aliases=["set-role"], parents=[ucommon], help="change a user's role", description=way)
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["admin", "operator", "uploader", "viewer"])
+    p.set_defaults(fn=cmd_user_role)
+    p = user.add_parser("delete", parents=[ucommon], help="delete a user (not the last admin)", description=way)
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_user_delete)
 
-    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="apikey_command", required=True)
-    p = apikey.add_parser("create", help="make a new API key for a user (replaces the old one)")
+    apikey = sub.add_parser("apikey", help="manage API keys", description=way).add_subparsers(
+        dest="apikey_command", required=True)
+    p = apikey.add_parser("create", parents=[ucommon], description=way,
+                          help="make a new API key for a user (replaces the old one; the key alone on the last line)")
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
-from app.api import environments, hosts, profiles, published, snapshots, system
+from app.api import environments, hosts, profiles, published, snapshots, system, users as users_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
@@ -118,6 +118,17 @@ def create_app(settings: Settings) -> web.Application:
         ("POST", "/api/v2/task/{id}/disable", tasks_api.disable_task, "task_disable"),
         ("DELETE", "/api/v2/task/{id}/delete", tasks_api.delete_task, "task_delete"),
         ("GET", "/api/v2/queues", tasks_api.get_queues, "queues"),
+    ):
+        both(method, path, handler, name)
+    # --- users and API keys (admin) ------------------------------------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/users", users_api.list_users, "users"),
+        ("POST", "/api/v2/users", users_api.create_user, "user_create"),
+        ("GET", "/api/v2/users/{name}", users_api.get_user, "user"),
+        ("PATCH", "/api/v2/users/{name}", users_api.update_user, "user_update"),
+        ("PUT", "/api/v2/users/{name}", users_api.update_user, "user_update_put"),
+        ("DELETE", "/api/v2/users/{name}", users_api.delete_user, "user_delete"),
+        ("POST", "/api/v2/users/{name}/apikey", users_api.create_api_key, "user_apikey"),
     ):
         both(method, path, handler, name)
     r.add_get("/api/v2/openapi.json", openapi.openapi_json, name="openapi")
