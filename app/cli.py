@@ -103,7 +103,10 @@ def cmd_run(args) -> None:
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)
     depot = [sys.executable, "-m", "app.cli"]
     children = [subprocess.Popen(depot + ["serve"], env=env)]
-    children += [subprocess.Popen(depot + ["worker"], env=env) for _ in range(args.workers)]
+    for i in range(args.workers):
+        # One private metrics port per worker process: DEPOT_WORKER_METRICS_PORT, +1, +2, …
+        port = {"DEPOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
+        children.append(subprocess.Popen(depot + ["worker"], env=dict(env, **port)))
 
     def stop(signum, frame):
         for child in children:
