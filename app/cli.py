@@ -130,8 +130,8 @@ def cmd_run(args) -> None:
     sys.exit(code)
 
 
-# --- users and keys ------------------------------------------------------------------------------
-# Two paths, chosen per command (see `depot user --help`):
+# --- users, keys, profiles -------------------------------------------------------------------------
+# Two paths, chosen per command (see `depot user --help`); `profile set|list` work the same way:
 # - HTTP (admin endpoints /api/v2/users) when an API key is configured: --key, DEPOT_API_KEY or key in
 #   ~/.config/depot/cli.toml|ini (URL from --url, DEPOT_URL, the file, or http://127.0.0.1:8080), as the
 #   other client commands do; the key must be an admin's.
@@ -157,7 +157,7 @@ def _user_client(args):
     return Client.from_args(args) if key else None
 
 
-def _user_command(http, local):
+def _dual_command(http, local):
     """Run `http(client, args)` over the API when a key is configured, else `local(pool, args)` DB-direct."""
 
     def run(args):
@@ -309,22 +309,21 @@ async def _apikey_create_local(pool, args):
     _show_new_key(args, args.name, await users.create_api_key(pool, args.name))
 
 
-cmd_user_create = _user_command(_user_create_http, _user_create_local)
-cmd_user_list = _user_command(_user_list_http, _user_list_local)
-cmd_user_password = _user_command(_user_password_http, _user_password_local)
-cmd_user_role = _user_command(_user_role_http, _user_role_local)
-cmd_user_delete = _user_command(_user_delete_http, _user_delete_local)
-cmd_apikey_create = _user_command(_apikey_create_http, _apikey_create_local)
+cmd_user_create = _dual_command(_user_create_http, _user_create_local)
+cmd_user_list = _dual_command(_user_list_http, _user_list_local)
+cmd_user_password = _dual_command(_user_password_http, _user_password_local)
+cmd_user_role = _dual_command(_user_role_http, _user_role_local)
+cmd_user_delete = _dual_command(_user_delete_http, _user_delete_local)
+cmd_apikey_create = _dual_command(_apikey_create_http, _apikey_create_local)
 
 
 # --- profiles ------------------------------------------------------------------------------------
 
 
-def cmd_profile_set(args) -> None:
-    """Create the profile, or change only the options given."""
+def _profile_values(args) -> tuple[str, dict]:
+    """The options given, validated as the API does: (name, {Package_exclude: "a,b", ...})."""
     from marshmallow import ValidationError
 
-    from app import profiles
     from app.schemas.profiles import ProfileCreate
 
     raw = {"name": args.name}
@@ -338,32 +337,76 @@ def cmd_profile_set(args) -> None:
         values = ProfileCreate().load(raw)
     except ValidationError as exc:
         _fail(f"invalid profile: {exc.messages}")
-    name = values.pop("name")
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
-    try:
-        profile, created = asyncio.run(_with_pool(settings, lambda pool: profiles.set_profile(pool, name, values)))
-    except profiles.ProfileError as exc:
-        _fail(exc.message)
-    print(f"profile {name} {'created' if created else 'updated'}")
+    return values.pop("name"), values
+
+
+def _show_profile(args, profile: dict, created: bool) -> None:
+    from app import profiles
+    from app.client import print_json
+
+    if args.json:
+        print_json({"results": [profile]})
+        return
+    print(f"profile {profile['Name']} {'created' if created else 'updated'}")
     for key in profiles.FIELDS:
         print(f"  {key}: {profile[key]}")
 
 
-def cmd_profile_list(args) -> None:
+def _profile_set_http(client, args):
+    """Create the profile, or change only the options given (PUT, then POST when it does not exist)."""
+    from urllib.parse import quote
+
+    from app.client import ClientError
+
+    name, values = _profile_values(args)
+    try:
+        data, created = client.request("PUT", f"profile/{quote(name, safe='')}", values), False
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        data, created = client.request("POST", "profile", {"name": name, **values}), True
+    _show_profile(args, data["results"][0], created)
+
+
+async def _profile_set_local(pool, args):
     from app import profiles
 
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
+    name, values = _profile_values(args)
+    try:
+        profile, created = await profiles.set_profile(pool, name, values)
+    except profiles.ProfileError as exc:
+        _fail(exc.message)
+    _show_profile(args, profile, created)
 
-    async def go(pool):
-        return [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)]
 
-    rows = asyncio.run(_with_pool(settings, go))
-    print(f"{'NAME':<24} {'EXCLUDE':<28} {'EXCLUDE MAJOR':<20} {'RELOAD':<16} RESTART")
-    for p in rows:
-        print(f"{p['Name']:<24} {p['Package_exclude']:<28} {p['Package_exclude_major']:<20} {p['Service_reload']:<16}"
-              f" {p['Service_restart']}")
+PROFILE_COLUMNS = [("Name", "NAME"), ("Package_exclude", "EXCLUDE"), ("Package_exclude_major", "EXCLUDE MAJOR"),
+                   ("Service_reload", "RELOAD"), ("Service_restart", "RESTART")]
+
+
+def _show_profiles(args, rows: list[dict]) -> None:
+    from app.client import print_json, table
+
+    if args.json:
+        print_json({"results": rows})
+    else:
+        table(rows, PROFILE_COLUMNS, empty="(no profiles)")
+
+
+def _profile_list_http(client, args):
+    from urllib.parse import quote
+
+    names = [p["Name"] for p in client.get("profile")["results"]]
+    _show_profiles(args, [client.get(f"profile/{quote(n, safe='')}")["results"][0] for n in names])
+
+
+async def _profile_list_local(pool, args):
+    from app import profiles
+
+    _show_profiles(args, [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)])
+
+
+cmd_profile_set = _dual_command(_profile_set_http, _profile_set_local)
+cmd_profile_list = _dual_command(_profile_list_http, _profile_list_local)
 
 
 # --- HTTP client commands: hosts, tasks, queues (issue 4) -----------------------------------------
@@ -674,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
            " database `make run` uses (bootstrap). --local forces DB-direct.")
     ucommon = argparse.ArgumentParser(add_help=False)
     ucommon.add_argument("--url", default=argparse.SUPPRESS, help="server URL (DEPOT_URL)")
-    ucommon.add_argument("--key", default=argparse.SUPPRESS, help="admin API key (DEPOT_API_KEY): use the HTTP API")
+    ucommon.add_argument("--key", default=argparse.SUPPRESS, help="API key (DEPOT_API_KEY): use the HTTP API")
     ucommon.add_argument("--local", action="store_true", help="DB-direct, even with a key configured")
     ucommon.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     user = sub.add_parser("user", help="manage users", description=way).add_subparsers(dest="user_command", required=True)
@@ -704,8 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
 
-    profile = sub.add_parser("profile", help="manage host profiles").add_subparsers(dest="profile_command", required=True)
-    p = profile.add_parser("set", help="create a profile or change the options given (comma-separated or repeated)")
+    profile = sub.add_parser("profile", help="manage host profiles", description=way).add_subparsers(dest="profile_command", required=True)
+    p = profile.add_parser("set", parents=[ucommon], description=way.replace("an admin's key", "an operator's key"),
+                           help="create a profile or change the options given (comma-separated or repeated)")
     p.add_argument("name")
     p.add_argument("--exclude", action="append", help="packages never updated (regexes, e.g. 'linux-image.*')")
     p.add_argument("--exclude-major", action="append", help="packages not updated across a major version")
@@ -713,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-restart", action="append", help="services restarted after an update ('svc:pkg' allowed)")
     p.add_argument("--notes")
     p.set_defaults(fn=cmd_profile_set)
-    profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
+    profile.add_parser("list", parents=[ucommon], help="list profiles",
+                       description=way.replace("an admin's key", "any user's key")).set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
     # repo, snapshot, env, upload, profile repos (issue 3): HTTP clients too.
     from app.repos.cli import register as add_repo_commands, register_profile_repos
