@@ -74,3 +74,14 @@ async def test_only_admins_and_never_the_last_admin(client, admin_key, make_key)
                                             headers=admin), 201))["results"]["Api_key"]
     await _json(await client.delete("/api/v2/users/admin", headers=bearer(second)), 200)
     await _json(await client.delete("/api/v2/users/root2", headers=bearer(second)), 409)
+
+
+async def test_key_last_use_is_recorded_to_the_minute(client, pool, admin_key):
+    await pool.execute("UPDATE api_keys SET last_used_at = NULL")
+    assert (await client.get("/api/v2/users", headers=bearer(admin_key))).status == 200
+    first = await pool.fetchval("SELECT last_used_at FROM api_keys")
+    assert first is not None
+    assert (await client.get("/api/v2/users", headers=bearer(admin_key))).status == 200
+    assert await pool.fetchval("SELECT last_used_at FROM api_keys") == first  # not rewritten within the minute
+    users = (await (await client.get("/api/v2/users", headers=bearer(admin_key))).json())["results"]
+    assert users[0]["Key_last_used"] == first.isoformat()
