@@ -196,12 +196,20 @@ def _print_user_result(args, data, text: str) -> None:
         print(text)
 
 
+def _user_created(args, data: dict) -> None:
+    key = data["results"].get("Api_key")
+    if key and not args.json:
+        print(f"user {args.name} created with role {args.role}; its API key, shown only this once:", file=sys.stderr)
+        print(key, flush=True)  # alone on the last line, as `apikey create` prints it
+        return
+    _print_user_result(args, data, f"user {args.name} created with role {args.role}")
+
+
 def _user_create_http(client, args):
-    body = {"name": args.name, "role": args.role, "api_key": False}
+    body = {"name": args.name, "role": args.role, "api_key": args.with_key}
     if args.password:
         body["password"] = args.password
-    data = client.request("POST", "users", body)
-    _print_user_result(args, data, f"user {args.name} created with role {args.role}")
+    _user_created(args, client.request("POST", "users", body))
 
 
 async def _user_create_local(pool, args):
@@ -209,8 +217,11 @@ async def _user_create_local(pool, args):
     from app.api.users import user_row
 
     await users.create_user(pool, args.name, args.role, args.password)
-    row = await users.get_user(pool, args.name)
-    _print_user_result(args, {"results": user_row(row)}, f"user {args.name} created with role {args.role}")
+    key = await users.create_api_key(pool, args.name) if args.with_key else None
+    data = {"results": user_row(await users.get_user(pool, args.name))}
+    if key:
+        data["results"]["Api_key"] = key
+    _user_created(args, data)
 
 
 def _show_users(args, rows: list[dict]) -> None:
@@ -725,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "operator", "uploader", "viewer"])
     p.add_argument("--password", help="password for the web dashboard (optional)")
+    p.add_argument("--with-key", action="store_true", help="also make its first API key (alone on the last line)")
     p.set_defaults(fn=cmd_user_create)
     p = user.add_parser("list", parents=[ucommon], help="list users", description=way)
     p.set_defaults(fn=cmd_user_list)
@@ -770,7 +782,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except BrokenPipeError:
+        # `depot tasks | head`: the reader went away; no traceback, and none again when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

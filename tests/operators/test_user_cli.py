@@ -34,6 +34,9 @@ async def test_db_direct_without_configuration(depot, client, settings, monkeypa
 
     code, out, _ = await depot("user", "create", "eve", "--role", "viewer", "--json")
     assert code == 0 and json.loads(out)["results"]["Role"] == "viewer"
+    code, out, err = await depot("user", "create", "fay", "--role", "viewer", "--with-key")
+    assert code == 0 and "shown only this once" in err and await _works(client, out.splitlines()[-1]) == 200
+    code, out, err = await depot("user", "delete", "fay")
     code, out, _ = await depot("user", "list")
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["USERNAME", "ROLE"] and [x.split()[:2] for x in lines[1:]] == [
@@ -69,6 +72,8 @@ async def test_over_http_with_a_key(depot, client, settings, admin_key, make_key
 
     code, out, _ = await depot("user", "list", "--json")
     assert [u["Name"] for u in json.loads(out)["results"]] == ["admin", "carol"]
+    code, out, err = await depot("user", "create", "gus", "--role", "uploader", "--with-key")
+    assert code == 0 and "shown only this once" in err and await _works(client, out.splitlines()[-1]) == 200
     code, out, _ = await depot("user", "set-role", "carol", "--role", "viewer")
     assert code == 0 and "carol now has role viewer" in out
     code, out, _ = await depot("user", "password", "carol", "--password", "a long password")
