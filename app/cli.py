@@ -179,6 +179,8 @@ def _dual_command(http, local):
             return asyncio.run(_with_pool(settings, lambda pool: local(pool, args)))
         except users.UserError as exc:
             _fail(exc.message)
+        except BrokenPipeError:  # our stdout, not the database: main() ends quietly
+            raise
         except (OSError, TimeoutError) as exc:  # the database is not there (wrong URL, down)
             _fail(f"cannot reach the database: {exc}")
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # wrong credentials and the like

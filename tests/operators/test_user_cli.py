@@ -117,3 +117,18 @@ async def test_profile_set_and_list_both_ways(depot, client, settings, make_key,
     assert code == 1 and "invalid profile" in err
     code, _, err = await depot("profile", "set", "x", "--key", await make_key("viewer", "v"))
     assert code == 1 and err.startswith("depot: 403: ")
+
+
+def test_a_closed_stdout_ends_quietly(settings, tmp_path):
+    """`depot user list | head -0`: exit 141 like other tools, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, XDG_CONFIG_HOME=str(tmp_path))
+    env.pop("DEPOT_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "user", "list", "--local"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
