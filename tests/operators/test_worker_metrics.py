@@ -95,3 +95,40 @@ async def test_each_worker_process_exports_its_jobs(client, settings, pool, redi
 
 async def _task_status_is(pool, task_id: int, status: str) -> bool:
     return await _task_status(pool, task_id) == status
+
+
+def _free_pair() -> int:
+    """A port p with p and p+1 both free (for `depot run --workers 2`)."""
+    import socket
+
+    for _ in range(50):
+        p = procs.free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+        return p
+    raise AssertionError("no two consecutive free ports")
+
+
+async def test_depot_run_gives_each_worker_its_own_port(settings, tmp_path):
+    base = _free_pair()
+    env = procs.depot_env(database_url=settings.database_url, redis_url=settings.redis_url, var_dir=settings.var_dir,
+                          storage_dir=settings.storage_dir, queue_name=settings.queue_name,
+                          port=procs.free_port(), extra={"DEPOT_WORKER_METRICS_PORT": str(base)})
+    run = procs.DepotProcess(["run", "--workers", "2"], env, tmp_path / "run.log")
+    try:
+        async def both_up():
+            try:
+                return [(await _scrape(p, key=None))[1] for p in (base, base + 1)]
+            except aiohttp.ClientError:
+                assert run.alive(), run.output()[-3000:]
+                return None
+
+        scrapes = await wait_for(both_up, timeout=60, interval=0.2)
+        ids = [{dict(lab)["worker_id"] for (n, lab) in s if n == "depot_worker_info"} for s in scrapes]
+        assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1]
+    finally:
+        await asyncio.to_thread(run.close)
+    assert run.proc.returncode == 0 and "depot: stopped" in run.output()
