@@ -210,7 +210,7 @@ def _user_created(args, data: dict) -> None:
 def _user_create_http(client, args):
     body = {"name": args.name, "role": args.role, "api_key": args.with_key}
     if args.password:
-        body["password"] = args.password
+        body["password"] = _password(args)
     _user_created(args, client.request("POST", "users", body))
 
 
@@ -218,7 +218,7 @@ async def _user_create_local(pool, args):
     from app import users
     from app.api.users import user_row
 
-    await users.create_user(pool, args.name, args.role, args.password)
+    await users.create_user(pool, args.name, args.role, _password(args) if args.password else None)
     key = await users.create_api_key(pool, args.name) if args.with_key else None
     data = {"results": user_row(await users.get_user(pool, args.name))}
     if key:
@@ -249,10 +249,16 @@ async def _user_list_local(pool, args):
     _show_users(args, [user_row(r) for r in await users.list_users(pool)])
 
 
+MIN_PASSWORD = 8  # as the API's schema (app/schemas/users.py)
+
+
 def _password(args) -> str:
     import getpass
 
-    return args.password or getpass.getpass(f"New password for {args.name}: ")
+    password = args.password or getpass.getpass(f"New password for {args.name}: ")
+    if len(password) < MIN_PASSWORD:
+        _fail(f"a password needs at least {MIN_PASSWORD} characters")
+    return password
 
 
 def _user_password_http(client, args):

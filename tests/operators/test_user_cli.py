@@ -41,6 +41,10 @@ async def test_db_direct_without_configuration(depot, client, settings, monkeypa
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["USERNAME", "ROLE"] and [x.split()[:2] for x in lines[1:]] == [
         ["bob", "admin"], ["eve", "viewer"]]
+    code, _, err = await depot("user", "password", "eve", "--password", "short")
+    assert code == 1 and "at least 8 characters" in err
+    code, out, _ = await depot("user", "password", "eve", "--password", "long enough")
+    assert code == 0 and "password of eve set" in out
     code, out, _ = await depot("user", "role", "eve", "--role", "operator")
     assert code == 0 and "eve now has role operator" in out
     code, _, err = await depot("user", "delete", "bob")
