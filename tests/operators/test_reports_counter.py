@@ -55,7 +55,7 @@ async def test_two_replicas_count_into_one_series_and_the_chart_draws_it(aiohttp
         summed = {k: sum(t.get(k, 0) for t in totals) for k in reports_counter.KINDS}
         return summed if sum(summed.values()) == 8 else None
 
-    summed = await wait_for(flushed, timeout=5)  # the background flushers of both replicas, every second
+    summed = await wait_for(flushed, timeout=15)  # the background flushers of both replicas, every second
     assert summed == {"status": 2, "installed": 2, "available": 2, "event": 2}
     ttl = await redis.ttl(counter_a.minute_key(minute))
     assert 24 * 3600 < ttl <= reports_counter.MINUTE_TTL
