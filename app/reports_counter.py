@@ -1,4 +1,4 @@
-"""Host reports received per minute and per hour, fleet-wide (every server replica adds to the same Redis keys).
+"""Host reports received per minute and per hour, fleet-wide (every server replica adds to the same keys).
 
 The hot path pays one dict increment: record(app, kind) counts in memory (and in the process's
 Prometheus counter); a background flusher (flush_ctx, every FLUSH_SECONDS) sends the counts gathered
@@ -62,7 +62,7 @@ class ReportsCounter:
         return sum(batch.values())
 
     async def series(self, redis, bucket: str, times: list[datetime]) -> dict[datetime, int]:
-        """Reports received in each bucket ("minute" or "hour") starting at the given times, all kinds summed."""
+        """Reports received in each bucket ("minute" or "hour") starting at the given times, kinds summed."""
         key = self.minute_key if bucket == "minute" else self.hour_key
         pipe = redis.pipeline(transaction=False)
         for t in times:

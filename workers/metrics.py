@@ -28,14 +28,16 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # CPU, RSS, open files of this worker process
 
 JOBS_STARTED = Counter(
-    "depot_worker_jobs_started", "Tasks this worker claimed and started, by kind", ["kind"], registry=REGISTRY)
+    "depot_worker_jobs_started", "Tasks this worker claimed and started, by kind", ["kind"],
+    registry=REGISTRY)
 JOBS_FINISHED = Counter(
     "depot_worker_jobs_finished",
     "Tasks this worker finished, by kind and outcome: done, error (failed), stopped (by an operator),"
     " cancelled (handed back when the worker was stopped)",
     ["kind", "outcome"], registry=REGISTRY)
 JOB_SECONDS = Histogram(
-    "depot_worker_job_duration_seconds", "Run time of this worker's tasks, by kind and outcome", ["kind", "outcome"],
+    "depot_worker_job_duration_seconds", "Run time of this worker's tasks, by kind and outcome",
+    ["kind", "outcome"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600), registry=REGISTRY)
 IN_PROGRESS = Gauge(
     "depot_worker_jobs_in_progress", "Tasks running in this worker now, by kind", ["kind"], registry=REGISTRY)
@@ -57,8 +59,8 @@ def _authorised(request: web.Request, key: str | None) -> bool:
 def metrics_app(settings) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         if not _authorised(request, settings.metrics_key):
-            return web.json_response({"rc": 401, "message_error": ["Authentication error: a valid metrics key is required"]},
-                                     status=401, headers={"WWW-Authenticate": "Bearer"})
+            body = {"rc": 401, "message_error": ["Authentication error: a valid metrics key is required"]}
+            return web.json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -83,7 +85,8 @@ async def start(ctx: dict) -> None:
         await runner.cleanup()
         return
     ctx["metrics_runner"] = runner
-    log.info("worker metrics served on http://%s:%s/metrics", settings.metrics_host, settings.worker_metrics_port)
+    log.info("worker metrics served on http://%s:%s/metrics", settings.metrics_host,
+             settings.worker_metrics_port)
 
 
 async def stop(ctx: dict) -> None:

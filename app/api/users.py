@@ -50,7 +50,8 @@ async def _one(request: web.Request, name: str) -> dict:
     return user_row(row)
 
 
-@docs(summary="Users with their role and key dates (admin)", response=UserSchema, many=True, responses=_ERRORS)
+@docs(summary="Users with their role and key dates (admin)", response=UserSchema, many=True,
+      responses=_ERRORS)
 async def list_users(request: web.Request) -> web.Response:
     _admin(request)
     return ok([user_row(r) for r in await users.list_users(request.app[POOL])])
@@ -82,8 +83,8 @@ async def create_user(request: web.Request) -> web.Response:
     return ok(result, rc=201, message=[f"User {body['name']} created with role {body['role']}."])
 
 
-@docs(summary="Change a user's role and/or dashboard password (admin; the last admin cannot be demoted)", request=UserUpdateSchema,
-      response=UserSchema, responses={**_ERRORS, 409: "Last admin"})
+@docs(summary="Change a user's role and/or dashboard password (admin; the last admin cannot be demoted)",
+      request=UserUpdateSchema, response=UserSchema, responses={**_ERRORS, 409: "Last admin"})
 async def update_user(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)

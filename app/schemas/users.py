@@ -46,4 +46,5 @@ class UserSchema(Schema):
 
 class ApiKeySchema(Schema):
     Name = fields.String(required=True)
-    Api_key = fields.String(required=True, metadata={"description": "shown once; the user's older key stops working"})
+    Api_key = fields.String(required=True,
+                            metadata={"description": "shown once; the user's older key stops working"})
