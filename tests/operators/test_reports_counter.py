@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from app import reports_counter
 from app.dashboard import queries
 from app.main import create_app
 from tests.conftest import bearer, wait_for
+from tests.faults import procs
 from tests.test_dashboard import login
 
 
@@ -77,14 +82,13 @@ async def test_counts_survive_a_redis_failure_until_the_next_flush(settings, red
     for _ in range(3):
         counter.record("installed", now)
 
-    class Broken:
-        def pipeline(self, transaction=True):
-            raise ConnectionError("Redis away")
-
+    # A real client of a Redis that is not there (nothing listens on the port).
+    away = Redis(host="127.0.0.1", port=procs.free_port(), socket_connect_timeout=1)
     try:
-        await counter.flush(Broken())
-    except ConnectionError:
-        pass
+        with pytest.raises(RedisConnectionError):
+            await counter.flush(away)
+    finally:
+        await away.aclose()
     assert sum(counter.pending.values()) == 3  # kept
     counter.record("status", now)
     assert await counter.flush(redis) == 4 and not counter.pending
