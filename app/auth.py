@@ -90,13 +90,16 @@ async def authenticate_api_key(pool, key: str) -> Principal | None:
     row = None
     if well_formed:
         row = await pool.fetchrow(
-            "SELECT k.digest, u.id, u.username, u.role FROM api_keys k JOIN users u ON u.id = k.user_id"
-            " WHERE k.key_id = $1",
+            "SELECT k.digest, u.id, u.username, u.role,"
+            " k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' AS stale"
+            " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_id = $1",
             key_id,
         )
     matches = same_digest(row["digest"] if row else None, digest(key))
     if not (row and matches):
         return None
+    if row["stale"]:  # last use, to the minute (shown by `depot user list`): one write per key per minute at most
+        await pool.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = $1", key_id)
     return Principal("user", user_id=row["id"], username=row["username"], role=Role(row["role"]))
 
 

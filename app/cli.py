@@ -1,7 +1,8 @@
 """The `depot` command.
 
-Server-side commands (migrate, serve, worker, run, user, apikey) talk to the database directly,
-the same one `make run` uses (the embedded server under var/ unless DEPOT_DATABASE_URL is set).
+Server-side commands (migrate, serve, worker, run) talk to the database directly, the same one `make run`
+uses (the embedded server under var/ unless DEPOT_DATABASE_URL is set). `user` and `apikey` use the HTTP
+API when an API key is configured, else that database directly (bootstrap); --local forces the latter.
 """
 from __future__ import annotations
 
@@ -102,7 +103,10 @@ def cmd_run(args) -> None:
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)
     depot = [sys.executable, "-m", "app.cli"]
     children = [subprocess.Popen(depot + ["serve"], env=env)]
-    children += [subprocess.Popen(depot + ["worker"], env=env) for _ in range(args.workers)]
+    for i in range(args.workers):
+        # One private metrics port per worker process: DEPOT_WORKER_METRICS_PORT, +1, +2, …
+        port = {"DEPOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
+        children.append(subprocess.Popen(depot + ["worker"], env=dict(env, **port)))
 
     def stop(signum, frame):
         for child in children:
@@ -126,67 +130,219 @@ def cmd_run(args) -> None:
     sys.exit(code)
 
 
-# --- users and keys ------------------------------------------------------------------------------
+# --- users, keys, profiles -------------------------------------------------------------------------
+# Two paths, chosen per command (see `depot user --help`); `profile set|list` work the same way:
+# - HTTP (admin endpoints /api/v2/users) when an API key is configured: --key, DEPOT_API_KEY or key in
+#   ~/.config/depot/cli.toml|ini (URL from --url, DEPOT_URL, the file, or http://127.0.0.1:8080), as the
+#   other client commands do; the key must be an admin's.
+# - DB-direct on the database `make run` uses (var/ under the checkout, or DEPOT_DATABASE_URL) when no key
+#   is configured, or with --local: this is how the first users and keys are made (bootstrap, recovery).
+
+USER_COLUMNS = [("Name", "USERNAME"), ("Role", "ROLE"), ("Key_created", "KEY CREATED"), ("Key_last_used", "LAST USED"),
+                ("Has_password", "PASSWORD")]
 
 
-def cmd_user_create(args) -> None:
+def _user_client(args):
+    """The HTTP client when the command should go over HTTP, else None (DB-direct)."""
+    from app.client import Client, ClientError, read_config
+
+    if getattr(args, "local", False):
+        return None
+    key = getattr(args, "key", None) or os.environ.get("DEPOT_API_KEY")
+    if not key:
+        try:
+            key = read_config().get("key")
+        except ClientError as exc:
+            _fail(str(exc))
+    return Client.from_args(args) if key else None
+
+
+def _dual_command(http, local):
+    """Run `http(client, args)` over the API when a key is configured, else `local(pool, args)` DB-direct."""
+
+    def run(args):
+        import asyncpg
+
+        from app import users
+        from app.client import ClientError
+
+        args.json = getattr(args, "json", False)
+        client = _user_client(args)
+        if client is not None:
+            try:
+                return http(client, args)
+            except ClientError as exc:
+                _fail(str(exc))
+        settings = _settings()
+        try:
+            asyncio.run(db.migrate(settings.database_url))
+            return asyncio.run(_with_pool(settings, lambda pool: local(pool, args)))
+        except users.UserError as exc:
+            _fail(exc.message)
+        except BrokenPipeError:  # our stdout, not the database: main() ends quietly
+            raise
+        except (OSError, TimeoutError) as exc:  # the database is not there (wrong URL, down)
+            _fail(f"cannot reach the database: {exc}")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # wrong credentials and the like
+            _fail(f"database error: {type(exc).__name__}: {exc}")
+
+    return run
+
+
+def _print_user_result(args, data, text: str) -> None:
+    from app.client import print_json
+
+    if args.json:
+        print_json(data)
+    else:
+        print(text)
+
+
+def _user_created(args, data: dict) -> None:
+    key = data["results"].get("Api_key")
+    if key and not args.json:
+        print(f"user {args.name} created with role {args.role}; its API key, shown only this once:", file=sys.stderr)
+        print(key, flush=True)  # alone on the last line, as `apikey create` prints it
+        return
+    _print_user_result(args, data, f"user {args.name} created with role {args.role}")
+
+
+def _user_create_http(client, args):
+    body = {"name": args.name, "role": args.role, "api_key": args.with_key}
+    if args.password:
+        body["password"] = _password(args)
+    _user_created(args, client.request("POST", "users", body))
+
+
+async def _user_create_local(pool, args):
     from app import users
+    from app.api.users import user_row
 
-    async def go(pool):
-        await users.create_user(pool, args.name, args.role, args.password)
+    await users.create_user(pool, args.name, args.role, _password(args) if args.password else None)
+    key = await users.create_api_key(pool, args.name) if args.with_key else None
+    data = {"results": user_row(await users.get_user(pool, args.name))}
+    if key:
+        data["results"]["Api_key"] = key
+    _user_created(args, data)
 
-    _run_user_command(go)
-    print(f"user {args.name} created with role {args.role}")
 
+def _show_users(args, rows: list[dict]) -> None:
+    from app.client import print_json, table
 
-def cmd_user_list(args) -> None:
-    from app import users
-
-    rows = _run_user_command(lambda pool: users.list_users(pool))
-    print(f"{'USERNAME':<24} {'ROLE':<9} {'KEY CREATED':<20} LAST USED")
+    if args.json:
+        print_json({"results": rows})
+        return
     for r in rows:
-        created = r["key_created_at"].strftime("%Y-%m-%d %H:%M") if r["key_created_at"] else "-"
-        used = r["last_used_at"].strftime("%Y-%m-%d %H:%M") if r["last_used_at"] else "-"
-        print(f"{r['username']:<24} {r['role']:<9} {created:<20} {used}")
+        for k in ("Key_created", "Key_last_used"):
+            r[k] = r[k][:16].replace("T", " ") if r.get(k) else None
+    table(rows, USER_COLUMNS, empty="(no users)")
 
 
-def cmd_user_password(args) -> None:
+def _user_list_http(client, args):
+    _show_users(args, client.get("users")["results"])
+
+
+async def _user_list_local(pool, args):
+    from app import users
+    from app.api.users import user_row
+
+    _show_users(args, [user_row(r) for r in await users.list_users(pool)])
+
+
+MIN_PASSWORD = 8  # as the API's schema (app/schemas/users.py)
+
+
+def _password(args) -> str:
     import getpass
 
-    from app import users
-
     password = args.password or getpass.getpass(f"New password for {args.name}: ")
-    _run_user_command(lambda pool: users.set_password(pool, args.name, password))
-    print(f"password of {args.name} set")
+    if len(password) < MIN_PASSWORD:
+        _fail(f"a password needs at least {MIN_PASSWORD} characters")
+    return password
 
 
-def cmd_apikey_create(args) -> None:
+def _user_password_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("PATCH", f"users/{quote(args.name, safe='')}", {"password": _password(args)})
+    _print_user_result(args, data, f"password of {args.name} set")
+
+
+async def _user_password_local(pool, args):
     from app import users
 
-    key = _run_user_command(lambda pool: users.create_api_key(pool, args.name))
-    print(f"New API key for {args.name} (the previous one no longer works):", file=sys.stderr)
-    print(key)
+    await users.update_user(pool, args.name, password=_password(args))
+    _print_user_result(args, {"results": {"Name": args.name}}, f"password of {args.name} set")
 
 
-def _run_user_command(fn):
+def _user_role_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("PATCH", f"users/{quote(args.name, safe='')}", {"role": args.role})
+    _print_user_result(args, data, f"user {args.name} now has role {args.role}")
+
+
+async def _user_role_local(pool, args):
     from app import users
 
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
-    try:
-        return asyncio.run(_with_pool(settings, fn))
-    except users.UserError as exc:
-        _fail(str(exc))
+    await users.update_user(pool, args.name, role=args.role)
+    _print_user_result(args, {"results": {"Name": args.name, "Role": args.role}},
+                       f"user {args.name} now has role {args.role}")
+
+
+def _user_delete_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("DELETE", f"users/{quote(args.name, safe='')}")
+    _print_user_result(args, data, f"user {args.name} deleted")
+
+
+async def _user_delete_local(pool, args):
+    from app import users
+
+    await users.delete_user(pool, args.name)
+    _print_user_result(args, {"results": {"Name": args.name}}, f"user {args.name} deleted")
+
+
+def _show_new_key(args, name: str, key: str) -> None:
+    """The key alone on the last line of stdout (scripts take `| tail -1`); --json prints {"results": ...}."""
+    from app.client import print_json
+
+    if args.json:
+        print_json({"results": {"Name": name, "Api_key": key}})
+        return
+    print(f"New API key for {name} (the previous one no longer works):", file=sys.stderr)
+    print(key, flush=True)
+
+
+def _apikey_create_http(client, args):
+    from urllib.parse import quote
+
+    data = client.request("POST", f"users/{quote(args.name, safe='')}/apikey")
+    _show_new_key(args, args.name, data["results"]["Api_key"])
+
+
+async def _apikey_create_local(pool, args):
+    from app import users
+
+    _show_new_key(args, args.name, await users.create_api_key(pool, args.name))
+
+
+cmd_user_create = _dual_command(_user_create_http, _user_create_local)
+cmd_user_list = _dual_command(_user_list_http, _user_list_local)
+cmd_user_password = _dual_command(_user_password_http, _user_password_local)
+cmd_user_role = _dual_command(_user_role_http, _user_role_local)
+cmd_user_delete = _dual_command(_user_delete_http, _user_delete_local)
+cmd_apikey_create = _dual_command(_apikey_create_http, _apikey_create_local)
 
 
 # --- profiles ------------------------------------------------------------------------------------
 
 
-def cmd_profile_set(args) -> None:
-    """Create the profile, or change only the options given."""
+def _profile_values(args) -> tuple[str, dict]:
+    """The options given, validated as the API does: (name, {Package_exclude: "a,b", ...})."""
     from marshmallow import ValidationError
 
-    from app import profiles
     from app.schemas.profiles import ProfileCreate
 
     raw = {"name": args.name}
@@ -200,32 +356,76 @@ def cmd_profile_set(args) -> None:
         values = ProfileCreate().load(raw)
     except ValidationError as exc:
         _fail(f"invalid profile: {exc.messages}")
-    name = values.pop("name")
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
-    try:
-        profile, created = asyncio.run(_with_pool(settings, lambda pool: profiles.set_profile(pool, name, values)))
-    except profiles.ProfileError as exc:
-        _fail(exc.message)
-    print(f"profile {name} {'created' if created else 'updated'}")
+    return values.pop("name"), values
+
+
+def _show_profile(args, profile: dict, created: bool) -> None:
+    from app import profiles
+    from app.client import print_json
+
+    if args.json:
+        print_json({"results": [profile]})
+        return
+    print(f"profile {profile['Name']} {'created' if created else 'updated'}")
     for key in profiles.FIELDS:
         print(f"  {key}: {profile[key]}")
 
 
-def cmd_profile_list(args) -> None:
+def _profile_set_http(client, args):
+    """Create the profile, or change only the options given (PUT, then POST when it does not exist)."""
+    from urllib.parse import quote
+
+    from app.client import ClientError
+
+    name, values = _profile_values(args)
+    try:
+        data, created = client.request("PUT", f"profile/{quote(name, safe='')}", values), False
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        data, created = client.request("POST", "profile", {"name": name, **values}), True
+    _show_profile(args, data["results"][0], created)
+
+
+async def _profile_set_local(pool, args):
     from app import profiles
 
-    settings = _settings()
-    asyncio.run(db.migrate(settings.database_url))
+    name, values = _profile_values(args)
+    try:
+        profile, created = await profiles.set_profile(pool, name, values)
+    except profiles.ProfileError as exc:
+        _fail(exc.message)
+    _show_profile(args, profile, created)
 
-    async def go(pool):
-        return [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)]
 
-    rows = asyncio.run(_with_pool(settings, go))
-    print(f"{'NAME':<24} {'EXCLUDE':<28} {'EXCLUDE MAJOR':<20} {'RELOAD':<16} RESTART")
-    for p in rows:
-        print(f"{p['Name']:<24} {p['Package_exclude']:<28} {p['Package_exclude_major']:<20} {p['Service_reload']:<16}"
-              f" {p['Service_restart']}")
+PROFILE_COLUMNS = [("Name", "NAME"), ("Package_exclude", "EXCLUDE"), ("Package_exclude_major", "EXCLUDE MAJOR"),
+                   ("Service_reload", "RELOAD"), ("Service_restart", "RESTART")]
+
+
+def _show_profiles(args, rows: list[dict]) -> None:
+    from app.client import print_json, table
+
+    if args.json:
+        print_json({"results": rows})
+    else:
+        table(rows, PROFILE_COLUMNS, empty="(no profiles)")
+
+
+def _profile_list_http(client, args):
+    from urllib.parse import quote
+
+    names = [p["Name"] for p in client.get("profile")["results"]]
+    _show_profiles(args, [client.get(f"profile/{quote(n, safe='')}")["results"][0] for n in names])
+
+
+async def _profile_list_local(pool, args):
+    from app import profiles
+
+    _show_profiles(args, [await profiles.get_profile(pool, p["Name"]) for p in await profiles.list_profiles(pool)])
+
+
+cmd_profile_set = _dual_command(_profile_set_http, _profile_set_local)
+cmd_profile_list = _dual_command(_profile_list_http, _profile_list_local)
 
 
 # --- HTTP client commands: hosts, tasks, queues (issue 4) -----------------------------------------
@@ -531,25 +731,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(fn=cmd_run)
 
-    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
-    p = user.add_parser("create", help="create a user")
+    way = ("Over the HTTP API when an API key is configured (--key, DEPOT_API_KEY or key in ~/.config/depot/cli.toml;"
+           " URL from --url, DEPOT_URL, the file or http://127.0.0.1:8080; an admin's key), else DB-direct on the"
+           " database `make run` uses (bootstrap). --local forces DB-direct.")
+    ucommon = argparse.ArgumentParser(add_help=False)
+    ucommon.add_argument("--url", default=argparse.SUPPRESS, help="server URL (DEPOT_URL)")
+    ucommon.add_argument("--key", default=argparse.SUPPRESS, help="API key (DEPOT_API_KEY): use the HTTP API")
+    ucommon.add_argument("--local", action="store_true", help="DB-direct, even with a key configured")
+    ucommon.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    user = sub.add_parser("user", help="manage users", description=way).add_subparsers(dest="user_command", required=True)
+    p = user.add_parser("create", parents=[ucommon], help="create a user", description=way)
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "operator", "uploader", "viewer"])
     p.add_argument("--password", help="password for the web dashboard (optional)")
+    p.add_argument("--with-key", action="store_true", help="also make its first API key (alone on the last line)")
     p.set_defaults(fn=cmd_user_create)
-    user.add_parser("list", help="list users").set_defaults(fn=cmd_user_list)
-    p = user.add_parser("password", help="set a user's dashboard password")
+    p = user.add_parser("list", parents=[ucommon], help="list users", description=way)
+    p.set_defaults(fn=cmd_user_list)
+    p = user.add_parser("password", parents=[ucommon], help="set a user's dashboard password", description=way)
     p.add_argument("name")
     p.add_argument("--password")
     p.set_defaults(fn=cmd_user_password)
+    p = user.add_parser("role", aliases=["set-role"], parents=[ucommon], help="change a user's role", description=way)
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["admin", "operator", "uploader", "viewer"])
+    p.set_defaults(fn=cmd_user_role)
+    p = user.add_parser("delete", parents=[ucommon], help="delete a user (not the last admin)", description=way)
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_user_delete)
 
-    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="apikey_command", required=True)
-    p = apikey.add_parser("create", help="make a new API key for a user (replaces the old one)")
+    apikey = sub.add_parser("apikey", help="manage API keys", description=way).add_subparsers(
+        dest="apikey_command", required=True)
+    p = apikey.add_parser("create", parents=[ucommon], description=way,
+                          help="make a new API key for a user (replaces the old one; the key alone on the last line)")
     p.add_argument("name")
     p.set_defaults(fn=cmd_apikey_create)
 
-    profile = sub.add_parser("profile", help="manage host profiles").add_subparsers(dest="profile_command", required=True)
-    p = profile.add_parser("set", help="create a profile or change the options given (comma-separated or repeated)")
+    profile = sub.add_parser("profile", help="manage host profiles", description=way).add_subparsers(dest="profile_command", required=True)
+    p = profile.add_parser("set", parents=[ucommon], description=way.replace("an admin's key", "an operator's key"),
+                           help="create a profile or change the options given (comma-separated or repeated)")
     p.add_argument("name")
     p.add_argument("--exclude", action="append", help="packages never updated (regexes, e.g. 'linux-image.*')")
     p.add_argument("--exclude-major", action="append", help="packages not updated across a major version")
@@ -557,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-restart", action="append", help="services restarted after an update ('svc:pkg' allowed)")
     p.add_argument("--notes")
     p.set_defaults(fn=cmd_profile_set)
-    profile.add_parser("list", help="list profiles").set_defaults(fn=cmd_profile_list)
+    profile.add_parser("list", parents=[ucommon], help="list profiles",
+                       description=way.replace("an admin's key", "any user's key")).set_defaults(fn=cmd_profile_list)
     add_client_commands(sub)  # hosts, tasks, queues (issue 4)
     # repo, snapshot, env, upload, profile repos (issue 3): HTTP clients too.
     from app.repos.cli import register as add_repo_commands, register_profile_repos
@@ -569,7 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except BrokenPipeError:
+        # `depot tasks | head`: the reader went away; no traceback, and none again when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

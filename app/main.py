@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import auth, errors, logs, metrics, openapi, resources, security
-from app.api import environments, hosts, profiles, published, snapshots, system
+from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
+from app.api import environments, hosts, profiles, published, snapshots, system, users as users_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     app[auth.HOST_CACHE] = auth.HostCredentialCache(settings.host_auth_cache_seconds)
     security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
+    reports_counter.setup(app, settings.queue_name)  # host reports per minute, fleet-wide, in Redis (after redis_ctx)
     app.on_response_prepare.append(logs.add_request_id_header)
     if settings.metrics_port:
         app.cleanup_ctx.append(metrics.private_metrics_ctx(app))
@@ -118,6 +119,17 @@ def create_app(settings: Settings) -> web.Application:
         ("POST", "/api/v2/task/{id}/disable", tasks_api.disable_task, "task_disable"),
         ("DELETE", "/api/v2/task/{id}/delete", tasks_api.delete_task, "task_delete"),
         ("GET", "/api/v2/queues", tasks_api.get_queues, "queues"),
+    ):
+        both(method, path, handler, name)
+    # --- users and API keys (admin) ------------------------------------------------------------------
+    for method, path, handler, name in (
+        ("GET", "/api/v2/users", users_api.list_users, "users"),
+        ("POST", "/api/v2/users", users_api.create_user, "user_create"),
+        ("GET", "/api/v2/users/{name}", users_api.get_user, "user"),
+        ("PATCH", "/api/v2/users/{name}", users_api.update_user, "user_update"),
+        ("PUT", "/api/v2/users/{name}", users_api.update_user, "user_update_put"),
+        ("DELETE", "/api/v2/users/{name}", users_api.delete_user, "user_delete"),
+        ("POST", "/api/v2/users/{name}/apikey", users_api.create_api_key, "user_apikey"),
     ):
         both(method, path, handler, name)
     r.add_get("/api/v2/openapi.json", openapi.openapi_json, name="openapi")

@@ -3,7 +3,7 @@
 In-process: HTTP requests by route name and status with latency histograms, host reports accepted
 (counted from the hosts routes' names in observe_request). Read from PostgreSQL/Redis at scrape
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
-hosts by state — the workers run in other processes, so the tasks table is what the server reports.
+hosts by state — fleet-wide, from the tasks table. Each worker process exports its own (workers/metrics.py).
 """
 from __future__ import annotations
 
@@ -36,13 +36,6 @@ REPORTS_RECEIVED = Counter(
     "depot_host_reports_received", "Host reports accepted, by kind (status, installed, available, event)", ["kind"],
     registry=REGISTRY,
 )
-# Observed by workers/jobs.py in the worker process (for a worker-side exporter); the server's
-# /metrics reports depot_task_duration_seconds from the tasks table instead.
-WORKER_TASK_SECONDS = Histogram(
-    "depot_worker_task_duration_seconds", "Task run time in this worker process, by kind and outcome",
-    ["kind", "outcome"], buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600), registry=REGISTRY,
-)
-
 TASK_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600)
 CACHE_SECONDS = 5.0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from arq.constants import in_progress_key_prefix
+
 # Two index scans (status, then finished_at) rather than one OR that would read the whole history.
 KIND_COUNTS = """
 WITH recent AS (
@@ -40,16 +42,31 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
+# How many of the longest-waiting due jobs are checked for an arq in-progress key: arq leaves a job in the
+# queue zset while it runs, and workers take jobs oldest first, so the running ones are at the front.
+IN_PROGRESS_SCAN = 200
+
+
 async def redis_depth(redis, queue_name: str) -> tuple[int, float | None]:
-    """(jobs waiting, age in seconds of the oldest one) from arq's queue (a zset scored by run time in ms)."""
+    """(jobs waiting, age in seconds of the oldest one) from arq's queue, a zset scored by run time in ms.
+
+    Waiting means due now and not running: jobs deferred to later (the workers' next cron runs, a host diff
+    held back a moment to coalesce) and jobs a worker is running (arq keeps them in the zset) are not counted.
+    """
+    now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(queue_name)
-        pipe.zrange(queue_name, 0, 0, withscores=True)
-        depth, oldest = await pipe.execute()
-    age = None
-    if oldest:
-        age = max(0.0, time.time() - oldest[0][1] / 1000)
-    return int(depth), age
+        pipe.zcount(queue_name, "-inf", now_ms)
+        pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=IN_PROGRESS_SCAN, withscores=True)
+        due, front = await pipe.execute()
+    if not front:
+        return int(due), None
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, _ in front:
+            pipe.exists(in_progress_key_prefix + (job_id.decode() if isinstance(job_id, bytes) else job_id))
+        running = await pipe.execute()
+    waiting = [score for (_, score), busy in zip(front, running) if not busy]
+    age = max(0.0, now_ms / 1000 - waiting[0] / 1000) if waiting else None
+    return max(0, int(due) - sum(1 for busy in running if busy)), age
 
 
 async def snapshot(pool, redis, settings) -> dict:

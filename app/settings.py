@@ -77,6 +77,8 @@ class Settings:
     # Set: /metrics is served on this port only (a private listener), not on the API port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # Set: each worker process serves its own /metrics on metrics_host at this port (off by default).
+    worker_metrics_port: int | None = None
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -123,6 +125,7 @@ class Settings:
             metrics_key=_str("DEPOT_METRICS_KEY", None),
             metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
             metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
+            worker_metrics_port=_int("DEPOT_WORKER_METRICS_PORT", 0) or None,
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

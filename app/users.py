@@ -13,7 +13,10 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
 class UserError(Exception):
-    pass
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 async def create_user(pool, username: str, role: Role | str, password: str | None = None) -> int:
@@ -26,29 +29,72 @@ async def create_user(pool, username: str, role: Role | str, password: str | Non
             hash_password(password) if password else None,
         )
     except asyncpg.UniqueViolationError:
-        raise UserError(f"User {username} already exists")
+        raise UserError(f"User {username} already exists", 409)
     except asyncpg.CheckViolationError:
         raise UserError(f"Invalid user name {username!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
 
 
+_USER_ROW = (
+    "SELECT u.id, u.username, u.role, u.created_at, u.password IS NOT NULL AS has_password,"
+    " k.created_at AS key_created_at, k.last_used_at"
+    " FROM users u LEFT JOIN api_keys k ON k.user_id = u.id"
+)
+
+
 async def get_user(pool, username: str):
-    return await pool.fetchrow("SELECT id, username, role, created_at FROM users WHERE username = $1", username)
+    """The user with their key's dates (never a digest or password hash), or None."""
+    return await pool.fetchrow(_USER_ROW + " WHERE u.username = $1", username)
 
 
 async def list_users(pool):
-    return await pool.fetch(
-        "SELECT u.id, u.username, u.role, u.created_at, k.created_at AS key_created_at, k.last_used_at"
-        " FROM users u LEFT JOIN api_keys k ON k.user_id = u.id ORDER BY u.username"
-    )
+    return await pool.fetch(_USER_ROW + " ORDER BY u.username")
+
+
+async def _lock_and_check_admins(conn, username: str):
+    """In a transaction: serialise user changes, return the user's row (UserError 404 if unknown)."""
+    await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+    row = await conn.fetchrow("SELECT id, role FROM users WHERE username = $1", username)
+    if row is None:
+        raise UserError(f"User {username} does not exist", 404)
+    return row
+
+
+async def update_user(pool, username: str, role: Role | str | None = None, password: str | None = None) -> None:
+    """Change a user's role (effective at once: keys and sessions read the role on every request) and/or
+    dashboard password (ends their sessions). The last admin cannot be demoted."""
+    role = Role(role) if role else None
+    hashed = hash_password(password) if password else None
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _lock_and_check_admins(conn, username)
+        if role and row["role"] == Role.admin.value and role != Role.admin and await _admins(conn) <= 1:
+            raise UserError(f"User {username} is the last admin: make another admin first", 409)
+        if role:
+            await conn.execute("UPDATE users SET role = $2 WHERE id = $1", row["id"], role.value)
+        if hashed:
+            await conn.execute("UPDATE users SET password = $2 WHERE id = $1", row["id"], hashed)
+            await conn.execute("DELETE FROM sessions WHERE user_id = $1", row["id"])
+
+
+async def delete_user(pool, username: str) -> None:
+    """Delete a user, their API key and dashboard sessions (cascade). The last admin cannot be deleted."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _lock_and_check_admins(conn, username)
+        if row["role"] == Role.admin.value and await _admins(conn) <= 1:
+            raise UserError(f"User {username} is the last admin: make another admin first", 409)
+        await conn.execute("DELETE FROM users WHERE id = $1", row["id"])
+
+
+async def _admins(conn) -> int:
+    return await conn.fetchval("SELECT count(*) FROM users WHERE role = 'admin'")
 
 
 async def create_api_key(pool, username: str) -> str:
     """Make a new key for the user; the older key stops working at once. Returns the key (shown once)."""
-    user_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", username)
-    if user_id is None:
-        raise UserError(f"User {username} does not exist")
     key_id, key = new_api_key()
     async with pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1 FOR KEY SHARE", username)
+        if user_id is None:
+            raise UserError(f"User {username} does not exist", 404)
         await conn.execute(
             "INSERT INTO api_keys (key_id, user_id, digest) VALUES ($1, $2, $3)"
             " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, digest = EXCLUDED.digest,"
@@ -67,7 +113,7 @@ async def set_password(pool, username: str, password: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         user_id = await conn.fetchval("UPDATE users SET password = $2 WHERE username = $1 RETURNING id", username, hashed)
         if user_id is None:
-            raise UserError(f"User {username} does not exist")
+            raise UserError(f"User {username} does not exist", 404)
         # A new password ends the user's dashboard sessions everywhere.
         await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
 

@@ -13,9 +13,10 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from app import metrics, queue
+from app import queue
 from app.hosts import inventory
 from app.settings import Settings
+from workers import metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,25 @@ async def run_task(ctx: dict, task_id: int) -> str:
         )
     except asyncpg.UniqueViolationError:
         # Another task of the same (kind, target) runs: that one re-dispatches us when it ends.
+        metrics.DELIVERIES_SKIPPED.labels("busy").inc()
         return "busy"
     if task is None:
+        metrics.DELIVERIES_SKIPPED.labels("skipped").inc()
         return "skipped"  # already run, stopped, or a duplicate delivery
+    kind = task["kind"]
+    metrics.JOBS_STARTED.labels(kind).inc()
+    metrics.IN_PROGRESS.labels(kind).inc()
+    try:
+        return await _run_claimed(ctx, task)
+    finally:
+        metrics.IN_PROGRESS.labels(kind).dec()
+
+
+async def _run_claimed(ctx: dict, task: asyncpg.Record) -> str:
+    pool: asyncpg.Pool = ctx["pool"]
+    task_id = task["id"]
     fn = HANDLERS.get(task["kind"])
-    tctx = TaskContext(task, pool, ctx["redis"], ctx["settings"], worker_id)
+    tctx = TaskContext(task, pool, ctx["redis"], ctx["settings"], ctx["worker_id"])
     beat = asyncio.create_task(_heartbeat(tctx))
     started = time.perf_counter()
     status, error, result = queue.TaskStatus.done, None, None
@@ -116,6 +131,7 @@ async def run_task(ctx: dict, task_id: int) -> str:
     except asyncio.CancelledError:
         # Worker shutting down (SIGTERM): hand the task back so another worker runs it.
         beat.cancel()
+        _observe(task["kind"], "cancelled", time.perf_counter() - started)
         await _requeue(pool, ctx["redis"], task_id)
         raise
     except Exception as exc:
@@ -136,7 +152,7 @@ async def run_task(ctx: dict, task_id: int) -> str:
         result,
     )
     elapsed = time.perf_counter() - started
-    metrics.WORKER_TASK_SECONDS.labels(task["kind"], status.value).observe(elapsed)
+    _observe(task["kind"], status.value, elapsed)
     log.info("task %s %s %s %.0fms", task_id, task["kind"], status.value, elapsed * 1000,
              extra={"task_id": task_id, "kind": task["kind"], "status": status.value,
                     "duration_ms": round(elapsed * 1000, 1)})
@@ -144,6 +160,11 @@ async def run_task(ctx: dict, task_id: int) -> str:
         async with pool.acquire() as conn:
             await queue.redispatch(conn, ctx["redis"], next_id)
     return status.value
+
+
+def _observe(kind: str, outcome: str, seconds: float) -> None:
+    metrics.JOBS_FINISHED.labels(kind, outcome).inc()
+    metrics.JOB_SECONDS.labels(kind, outcome).observe(seconds)
 
 
 async def _heartbeat(tctx: TaskContext) -> None:

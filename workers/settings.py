@@ -13,7 +13,7 @@ from arq import cron
 from app import db, schedules, tasks
 from app.resources import redis_settings
 from app.settings import Settings
-from workers import jobs, reconciler
+from workers import jobs, metrics, reconciler
 # Importing a module registers its task kinds in jobs.HANDLERS.
 from workers import operator_jobs, repo_jobs  # noqa: F401
 
@@ -32,12 +32,14 @@ async def startup(ctx: dict) -> None:
         os.getpid(),
     )
     ctx["beat"] = asyncio.create_task(_worker_heartbeat(ctx))
+    await metrics.start(ctx)
     await reconciler.reconcile(ctx["pool"], ctx["redis"], settings)
     log.info("worker %s started", ctx["worker_id"])
 
 
 async def shutdown(ctx: dict) -> None:
     ctx["beat"].cancel()
+    await metrics.stop(ctx)
     try:
         await ctx["pool"].execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1", ctx["worker_id"])
     finally:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app import auth, queue
+from app import auth, queue, reports_counter
 from app.auth import Role
 from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
-from app.metrics import REPORTS_RECEIVED
 from app.openapi import docs
 from app.resources import POOL, REDIS, SETTINGS
 from app.schemas.hosts import (
@@ -120,7 +119,7 @@ async def put_status(request: web.Request) -> web.Response:
         messages = await registry.update_status(request.app[POOL], who.host_id, values)
     except registry.RegistryError as exc:
         raise _registry_error(exc)
-    REPORTS_RECEIVED.labels("status").inc()
+    reports_counter.record(request.app, "status")
     return ok(message=messages)
 
 
@@ -164,7 +163,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     )
     if not accepted.authorized:
         raise auth.stale_host_credentials(request)
-    REPORTS_RECEIVED.labels(kind).inc()
+    reports_counter.record(request.app, kind)
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
         # report join the same task (one job per host per run instead of two).
@@ -192,7 +191,7 @@ async def put_events(request: web.Request) -> web.Response:
     )
     if added is None:
         raise auth.stale_host_credentials(request)
-    REPORTS_RECEIVED.labels("event").inc()
+    reports_counter.record(request.app, "event")
     return ok(message=["Package events history updated successfully."], added=added)
 
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
-from app import security, users
+from app import reports_counter, security, users
 from app import tasks as task_ops
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
@@ -194,7 +194,8 @@ async def _overview_context(request: web.Request) -> dict:
         "workers": await tasks.workers(pool, settings.task_stale_seconds),
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
-        "chart": await chart.build(pool, request.query.get("span", "hour")),
+        "chart": await chart.build(pool, request.app[REDIS], request.app.get(reports_counter.COUNTER),
+                                   request.query.get("span", "hour")),
         "fleet": await fleet.summary(pool),
     }
 

@@ -51,6 +51,27 @@ async def test_queues_depth_outcomes_and_workers(client, pool, redis, admin_key,
     assert len(workers) == 1 and workers[0]["state"] == "stopped"  # the burst worker shut down cleanly
 
 
+async def test_depth_counts_only_jobs_waiting_now(client, pool, redis, settings, admin_key):
+    """arq keeps a running job in its queue zset, and the workers' next cron runs wait there deferred:
+    neither is a waiting job."""
+    from arq.constants import in_progress_key_prefix
+
+    from app import queues
+
+    waiting = await queue.enqueue(pool, redis, "qm_quick", "d:1")
+    running = await queue.enqueue(pool, redis, "qm_quick", "d:2")
+    await redis.enqueue_job("reconcile", _job_id="cron:reconcile:later", _defer_by=30,
+                            _queue_name=settings.queue_name)  # as arq's cron does
+    assert await redis.zcard(settings.queue_name) == 3
+    ids = [m.decode() for m in await redis.zrange(settings.queue_name, 0, -1)]
+    running_job = next(i for i in ids if i.startswith(f"task-{running.id}-"))
+    await redis.set(in_progress_key_prefix + running_job, b"1", px=60_000)
+    await redis.zadd(settings.queue_name, {running_job: 1000})  # picked long ago: the oldest score of all
+    depth, age = await queues.redis_depth(redis, settings.queue_name)
+    assert depth == 1 and age is not None and age < 60
+    assert any(i.startswith(f"task-{waiting.id}-") for i in ids)
+
+
 async def test_a_lost_worker_is_shown_lost_and_its_task_requeued(client, pool, redis, settings, admin_key, run_worker):
     ran = []
 

@@ -143,25 +143,3 @@ async def events(pool, host_id: int, page: int = 1, per_page: int = 20):
             for r in rows.rows
         ]
     return rows
-
-
-async def reports_per_bucket(pool, bucket: str, buckets: int) -> dict | None:
-    """Hosts per minute/hour of their last report (hosts.last_seen_at): the fleet keeps no log of
-    unchanged reports, so over the last hour of an hourly fleet this is the reports received."""
-
-    async def compute():
-        try:
-            rows = await pool.fetch(
-                """
-                SELECT date_trunc($1, last_seen_at) AS t, count(*) AS n FROM hosts
-                WHERE last_seen_at >= date_trunc($1, now()) - ($2 - 1) * ('1 ' || $1)::interval
-                GROUP BY 1
-                """,
-                bucket,
-                buckets,
-            )
-        except MISSING_SCHEMA:
-            return None
-        return {r["t"]: r["n"] for r in rows}
-
-    return await cached(("reports", id(pool), bucket, buckets), compute)

@@ -1,6 +1,7 @@
 """Tasks page and overview: task lists by state, queue figures, workers, jobs per minute."""
 from __future__ import annotations
 
+from app import queues
 from app.dashboard.queries import Page, cached, like_pattern
 
 # Tabs of the tasks page: name -> statuses shown.
@@ -78,7 +79,7 @@ async def queue_summary(pool, redis, settings) -> dict:
         )
     ordered = [kinds[k] for k in sorted(kinds)]
     try:
-        redis_depth = await redis.zcard(settings.queue_name)
+        redis_depth, _ = await queues.redis_depth(redis, settings.queue_name)  # due, not running, not cron
     except Exception:  # noqa: BLE001 — Redis away: the page still shows PostgreSQL's view
         redis_depth = None
     total = {
