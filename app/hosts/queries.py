@@ -178,6 +178,10 @@ async def hosts_with_package(
     if version:
         where.append(_version_match(version, strict_version, args))
     tail, extra = page.sql(len(args))
+    # Paginated: the window count gives the total before LIMIT. Not paginated: every row is returned,
+    # so count(*) is the total, and the rows are sorted once (by the aggregate), not twice.
+    total_col, order = ("count(*) OVER ()", f" ORDER BY h.hostname{tail}") if page.paginated else ("1", "")
+    total_agg = "max(total)" if page.paginated else "count(*)"
     sql = f"""
         WITH pk AS (
             -- per host first (the name index yields rows grouped by host for one name), then join hosts
@@ -188,13 +192,14 @@ async def hosts_with_package(
             WHERE {' AND '.join(where)}
             GROUP BY p.host_id
         ), found AS (
-            SELECT h.id, h.hostname, pk.packages, count(*) OVER () AS total
-            FROM pk JOIN hosts h ON h.id = pk.host_id
-            ORDER BY h.hostname{tail}
+            SELECT h.id, h.hostname, pk.packages, {total_col} AS total
+            FROM pk JOIN hosts h ON h.id = pk.host_id{order}
         )
-        SELECT coalesce(json_agg(json_build_object('id', id, 'hostname', hostname, 'packages', packages)
-                                 ORDER BY hostname), '[]')::text AS results,
-               max(total) AS total
+        -- JSON text put together here: measured faster than json_build_object + json_agg on 10,000 hosts
+        SELECT '[' || coalesce(string_agg('{{"id":' || id || ',"hostname":' || to_json(hostname)::text
+                                          || ',"packages":' || packages::text || '}}', ',' ORDER BY hostname), '')
+                   || ']' AS results,
+               {total_agg} AS total
         FROM found
     """
     row = await pool.fetchrow(sql, *args, *extra)
