@@ -325,14 +325,15 @@ RETURNING available_count
 """
 
 
-async def apply_installed(conn, report, host_id: int, os_family: str | None, baseline: bool) -> dict:
+async def apply_installed(conn, report, host_id: int, os_family: str | None, baseline: bool,
+                          kept: bytes | None) -> tuple[dict, bytes]:
     """Apply a full inventory; record added/removed/upgraded/downgraded (not for the baseline).
 
-    `old` and `new` hold either whole inventories or, from split_diff, just the items that differ:
-    the loops below give the same changes for both.
+    `kept` is the host_inventories body (the last applied inventory). Returns the counts and the
+    body now kept. `old` and `new` hold either whole inventories or, from split_diff, just the items
+    that differ: the loops below give the same changes for both.
     """
     stored = report["body"]
-    kept = await conn.fetchval("SELECT body FROM host_inventories WHERE host_id = $1", host_id)
     pair = None
     if kept is not None and kept[:1] == SPLITTABLE and stored[:1] == SPLITTABLE:
         pair = split_diff(kept, stored)
@@ -368,7 +369,7 @@ async def apply_installed(conn, report, host_id: int, os_family: str | None, bas
         _WRITE_INSTALLED_SQL, host_id, report["id"],
         *_columns(removed, 2), *_columns(upserts, 4), report["received_at"], *_columns(history, 5), new_kept,
     )
-    return counts
+    return counts, stored if new_kept is None else new_kept
 
 
 async def apply_available(conn, report, host_id: int) -> int:
@@ -396,14 +397,16 @@ async def apply_pending(pool, host_id: int) -> dict:
     summary = {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
     async with pool.acquire() as conn:
         reports = await conn.fetch(
-            "SELECT r.id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline"
+            "SELECT r.id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,"
+            "       (SELECT body FROM host_inventories WHERE host_id = $1) AS kept"
             " FROM host_reports r JOIN hosts h ON h.id = r.host_id WHERE r.host_id = $1 ORDER BY r.id",
             host_id,
         )
         baseline = bool(reports) and reports[0]["baseline"]
+        kept = reports[0]["kept"] if reports else None
         for report in reports:
             if report["kind"] == INSTALLED:
-                counts = await apply_installed(conn, report, host_id, report["os_family"], baseline)
+                counts, kept = await apply_installed(conn, report, host_id, report["os_family"], baseline, kept)
                 baseline = False
                 for k, v in counts.items():
                     summary[k] += v
