@@ -185,7 +185,8 @@ DB_COLLECTOR = DatabaseCollector()
 REGISTRY.register(DB_COLLECTOR)
 
 
-def _authorised(request: web.Request, key: str | None) -> bool:
+def authorised(request: web.Request, key: str | None) -> bool:
+    """A metrics scrape: open when no key is set, else `Authorization: Bearer <key>` (constant-time)."""
     if not key:
         return True
     header = request.headers.get("Authorization", "")
@@ -201,7 +202,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     from app.resources import POOL, REDIS, SETTINGS
 
     settings = request.app[SETTINGS]
-    if not _authorised(request, settings.metrics_key):
+    if not authorised(request, settings.metrics_key):
         return ApiError(401, "Authentication error: a valid metrics key is required",
                         headers={"WWW-Authenticate": "Bearer"}).response()
     pool = request.app.get(POOL) or request.app[METRICS_SOURCE][POOL]

@@ -8,7 +8,6 @@ The fleet-wide view from the tasks table stays on the server's /metrics (depot_t
 """
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
@@ -21,6 +20,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+from app.metrics import authorised
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,9 @@ DELIVERIES_SKIPPED = Counter(
 INFO = Gauge("depot_worker_info", "This worker process (value 1)", ["worker_id", "queue"], registry=REGISTRY)
 
 
-def _authorised(request: web.Request, key: str | None) -> bool:
-    if not key:
-        return True
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    return hmac.compare_digest(given.encode(), key.encode())
-
-
 def metrics_app(settings) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
-        if not _authorised(request, settings.metrics_key):
+        if not authorised(request, settings.metrics_key):
             body = {"rc": 401, "message_error": ["Authentication error: a valid metrics key is required"]}
             return web.json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
