@@ -5,6 +5,7 @@ one made while it runs creates exactly one more queued task, run after it (see w
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from dataclasses import dataclass
@@ -69,6 +70,18 @@ async def dispatch(redis, ref: TaskRef, *, defer_seconds: float | None = None) -
         await redis.enqueue_job(JOB_FUNCTION, ref.id, _job_id=job_id(ref.id, ref.enqueue_count), _defer_by=defer_seconds)
     except Exception as exc:  # the task row is the truth; the reconciler re-sends it
         log.warning("could not enqueue task %s (%s); the reconciler will retry", ref.id, type(exc).__name__)
+
+
+def dispatch_soon(pending: set, redis, ref: TaskRef, *, defer_seconds: float | None = None) -> None:
+    """dispatch() without making the caller wait: for the report endpoints, whose answer does not
+    depend on it. Under load each Redis round trip waits for a turn of a busy event loop, and
+    arq's enqueue takes three; the task row is committed already, and the reconciler re-sends a
+    job that never arrived. `pending` keeps the asyncio tasks alive until they finish."""
+    if not ref.created:
+        return
+    task = asyncio.create_task(dispatch(redis, ref, defer_seconds=defer_seconds))
+    pending.add(task)
+    task.add_done_callback(pending.discard)
 
 
 async def enqueue(pool, redis, kind: str, target: str, params: dict | None = None, *, requested_by: str | None = None) -> TaskRef:

@@ -1,6 +1,8 @@
 """Application state keys and the resources opened in `app.cleanup_ctx` (pool, Redis)."""
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 from arq import create_pool
@@ -15,6 +17,8 @@ from app.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
+# Job sends that requests did not wait for (queue.dispatch_soon); awaited before Redis closes.
+DISPATCHES = web.AppKey("dispatches", set)
 
 
 def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> RedisSettings:
@@ -40,5 +44,8 @@ async def database_ctx(app: web.Application):
 
 async def redis_ctx(app: web.Application):
     app[REDIS] = await create_pool(redis_settings(app[SETTINGS]), default_queue_name=app[SETTINGS].queue_name)
+    app[DISPATCHES] = set()
     yield
+    if app[DISPATCHES]:
+        await asyncio.wait(app[DISPATCHES], timeout=5)
     await app[REDIS].aclose()

@@ -16,7 +16,7 @@ import pytest
 from arq import create_pool
 from arq.worker import Worker
 
-from app import db, embedded, users
+from app import db, embedded, resources, users
 from app.main import create_app
 from app.resources import redis_settings
 from app.settings import Settings
@@ -132,10 +132,16 @@ def host_auth(auth_id: str, token: str) -> dict:
 
 
 @pytest.fixture
-def run_worker(settings):
+def run_worker(settings, request):
     """await run_worker() runs a real arq worker until the queue is empty (burst mode)."""
 
     async def run(**overrides) -> Worker:
+        if "client" in request.fixturenames:
+            # Report endpoints send their jobs in the background (queue.dispatch_soon): let those
+            # sends finish first, or a burst worker could find an empty queue and stop.
+            pending = request.getfixturevalue("client").app.get(resources.DISPATCHES) or ()
+            if pending:
+                await asyncio.wait(set(pending))
         kwargs = worker_settings(settings)
         # No cron in burst mode: the next cron run would keep the queue from ever being empty.
         kwargs.update(burst=True, handle_signals=False, poll_delay=0.05, cron_jobs=None, **overrides)

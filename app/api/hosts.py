@@ -18,7 +18,7 @@ from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import inventory, queries, registry
 from app.openapi import docs
-from app.resources import POOL, REDIS, SETTINGS
+from app.resources import DISPATCHES, POOL, REDIS, SETTINGS
 from app.schemas.hosts import (
     AvailableReport,
     EventsReport,
@@ -167,9 +167,9 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     if accepted.task_id is not None and accepted.created:
         # The agent sends available then installed within a moment: a short delay lets the second
         # report join the same task (one job per host per run instead of two).
-        await queue.dispatch(
-            request.app[REDIS], queue.TaskRef(accepted.task_id, accepted.enqueue_count, True),
-            defer_seconds=inventory.DIFF_DELAY_SECONDS,
+        queue.dispatch_soon(
+            request.app[DISPATCHES], request.app[REDIS],
+            queue.TaskRef(accepted.task_id, accepted.enqueue_count, True), defer_seconds=inventory.DIFF_DELAY_SECONDS,
         )
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
