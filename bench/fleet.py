@@ -306,7 +306,7 @@ def _env(settings) -> dict:
     return dict(
         os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url,
         DEPOT_PORT=str(settings.port), DEPOT_BASE_URL=settings.base_url, DEPOT_QUEUE_NAME=settings.queue_name,
-        DEPOT_LOG_LEVEL="WARNING", DEPOT_WORKER_MAX_JOBS="8",
+        DEPOT_LOG_LEVEL="WARNING",
     )
 
 

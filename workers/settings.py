@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 async def startup(ctx: dict) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
-    ctx["pool"] = await db.create_pool(settings)
+    # A connection for each running job, plus heartbeats and the reconciler.
+    ctx["pool"] = await db.create_pool(settings, max_size=max(settings.db_pool_max, settings.worker_max_jobs + 4))
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     await ctx["pool"].execute(
         "INSERT INTO workers (worker_id, hostname, pid) VALUES ($1, $2, $3)",
