@@ -239,7 +239,8 @@ class Storage:
                 os.utime(path, (stamp, stamp))
 
     def publish(self, public_rel: str, key: str, build: Callable[[Path], None],
-                files: dict[str, str] | None = None, entry_files: list[str] = ()) -> Path:
+                files: dict[str, str] | None = None, entry_files: list[str] = (),
+                timings: dict | None = None) -> Path:
         """Build a tree aside with `build(dir)`, then swap `public/<public_rel>` to it atomically.
 
         `files` maps paths inside the tree (e.g. pool/main/x.deb) to pool digests; their top
@@ -254,14 +255,24 @@ class Storage:
             shutil.rmtree(stale_build, ignore_errors=True)
         build_dir = Path(tempfile.mkdtemp(dir=self.trees, prefix=f".build-{key}-"))
         stale: list[str] = []
+        marks = timings if timings is not None else {}   # seconds spent linking files / building metadata
         try:
             if files is not None:
                 # Linking runs in a thread while build() renders metadata (syscalls drop the GIL).
                 from concurrent.futures import ThreadPoolExecutor
 
+                def sync() -> list[str]:
+                    t = time.perf_counter()
+                    try:
+                        return self._sync_files(key, files)
+                    finally:
+                        marks["link"] = round(time.perf_counter() - t, 4)
+
                 with ThreadPoolExecutor(max_workers=1) as ex:
-                    fut = ex.submit(self._sync_files, key, files)
+                    fut = ex.submit(sync)
+                    t = time.perf_counter()
                     build(build_dir)
+                    marks["build"] = round(time.perf_counter() - t, 4)
                     stale = fut.result()
                 for top in {rel.split("/", 1)[0] for rel in files}:
                     if not (build_dir / top).exists():

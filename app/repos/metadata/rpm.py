@@ -6,7 +6,7 @@ format createrepo_c writes (checksum-prefixed file names), which old yum and cur
 
 Adding one package to a big snapshot must cost far less than a full rebuild, so the package list
 is cut into blocks at content-defined boundaries (a block ends after a package whose key hash
-hits a fixed pattern), each block is gzipped as its own gzip member and cached on disk. gzip
+hits a fixed pattern), each block is gzipped as its own gzip member and cached on disk (one pack file per kind). gzip
 readers (zlib's gzread used by libsolv/librepo, Python's gzip used by yum) read concatenated
 members as one stream. Inserting a package changes one block; the other blocks are reused
 without loading their chunks from the database at all (`load_chunks` is called for misses only).
@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-GZIP_LEVEL = 6
+import orjson
+
+from .compress import gzip_bytes
+
 KINDS = ("primary", "filelists", "other")
 HEADERS = {
     "primary": ('<metadata xmlns="http://linux.duke.edu/metadata/common" '
@@ -46,9 +48,8 @@ class RpmEntry:
     other: str | None = None
 
 
-def _gzip(data: bytes, level: int = GZIP_LEVEL) -> bytes:
-    c = zlib.compressobj(level, zlib.DEFLATED, 31)
-    return c.compress(data) + c.flush()
+def _gzip(data: bytes, level: int | None = None) -> bytes:
+    return gzip_bytes(data, level)
 
 
 def _blocks(entries: list[RpmEntry]) -> list[list[RpmEntry]]:
@@ -64,41 +65,49 @@ def _blocks(entries: list[RpmEntry]) -> list[list[RpmEntry]]:
 
 
 class _BlockCache:
-    """Compressed + plain text of each block, by block id, in one folder per snapshot."""
+    """The previous build's blocks of one snapshot, compressed and plain: per kind one pack file
+    of gzip members (<kind>.gz), one of plain XML (<kind>.xml), and index.json giving each block's
+    id and sizes. A handful of files read and written per build, whatever the number of blocks."""
 
     def __init__(self, folder: Path | None):
         self.folder = folder
-        self.used: set[str] = set()
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, block_id: str, kind: str) -> tuple[bytes, bytes] | None:
-        if not self.folder:
-            return None
+        self.blocks: dict[str, dict[str, tuple[memoryview, memoryview]]] = {k: {} for k in KINDS}
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
         try:
-            gz = (self.folder / f"{block_id}.{kind}.gz").read_bytes()
-            plain = (self.folder / f"{block_id}.{kind}.xml").read_bytes()
-        except FileNotFoundError:
-            return None
-        self.used.add(block_id)
-        return gz, plain
+            index = orjson.loads((folder / "index.json").read_bytes())
+            for kind in KINDS:
+                gz = memoryview((folder / f"{kind}.gz").read_bytes())
+                plain = memoryview((folder / f"{kind}.xml").read_bytes())
+                go = po = 0
+                for bid, gl, pl in index[kind]:
+                    self.blocks[kind][bid] = (gz[go:go + gl], plain[po:po + pl])
+                    go, po = go + gl, po + pl
+                if go != len(gz) or po != len(plain):
+                    raise ValueError("pack sizes do not match the index")
+        except (FileNotFoundError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            self.blocks = {k: {} for k in KINDS}         # no (usable) cache: a full render
 
-    def put(self, block_id: str, kind: str, gz: bytes, plain: bytes) -> None:
-        if not self.folder:
-            return
-        self.used.add(block_id)
-        for suffix, data in (("gz", gz), ("xml", plain)):
-            path = self.folder / f"{block_id}.{kind}.{suffix}"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+    def get(self, block_id: str, kind: str):
+        return self.blocks[kind].get(block_id)
 
-    def prune(self) -> None:
-        if not self.folder:
+    def save(self, ids: list[str], parts: dict[str, list]) -> None:
+        """Replace the cache with this build's blocks (index last: a torn save reads as no cache)."""
+        if self.folder is None:
             return
-        for entry in os.scandir(self.folder):
-            if entry.name.split(".", 1)[0] not in self.used:
-                os.unlink(entry.path)
+        index = {}
+        (self.folder / "index.json").unlink(missing_ok=True)
+        for kind in KINDS:
+            index[kind] = [(bid, len(gz), len(plain)) for bid, (gz, plain) in zip(ids, parts[kind])]
+            for suffix, pos in (("gz", 0), ("xml", 1)):
+                tmp = self.folder / f"{kind}.{suffix}.tmp"
+                with open(tmp, "wb") as f:
+                    f.writelines(p[pos] for p in parts[kind])
+                os.replace(tmp, self.folder / f"{kind}.{suffix}")
+        tmp = self.folder / "index.json.tmp"
+        tmp.write_bytes(orjson.dumps(index))
+        os.replace(tmp, self.folder / "index.json")
 
 
 def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None, cache_dir=None,
@@ -112,7 +121,7 @@ def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None,
     ids = [hashlib.sha256("\n".join(e.key for e in b).encode()).hexdigest()[:32] for b in blocks]
     cache = _BlockCache(Path(cache_dir) if cache_dir else None)
 
-    parts: dict[str, list[tuple[bytes, bytes] | None]] = {k: [] for k in KINDS}
+    parts: dict[str, list] = {k: [] for k in KINDS}
     missing: list[int] = []
     for i, bid in enumerate(ids):
         hits = [cache.get(bid, k) for k in KINDS]
@@ -135,41 +144,45 @@ def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None,
                 texts[k].append(c)
         for k in KINDS:
             plain = "".join(texts[k]).encode("utf-8")
-            gz = _gzip(plain)
-            cache.put(ids[i], k, gz, plain)
-            parts[k][i] = (gz, plain)
-
-    # zlib releases the GIL: compress missing blocks on all cores.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        list(pool.map(build_block, missing))
+            parts[k][i] = (_gzip(plain), plain)
 
     def write_kind(kind: str) -> str:
         head, tail = HEADERS[kind]
         head_b = (XML_DECL + head.format(n=len(entries))).encode()
         tail_b = tail.encode()
         members = [_gzip(head_b)] + [p[0] for p in parts[kind]] + [_gzip(tail_b)]
-        packed = b"".join(members)
         open_sha = hashlib.sha256(head_b)
         open_size = len(head_b) + len(tail_b)
         for _, plain in parts[kind]:
             open_sha.update(plain)
             open_size += len(plain)
         open_sha.update(tail_b)
-        digest = hashlib.sha256(packed).hexdigest()
+        # Hashed while written: the members go to a temporary name, renamed to their digest.
+        sha, size = hashlib.sha256(), 0
+        tmp = repodata / f".{kind}.xml.gz.tmp"
+        with open(tmp, "wb") as f:
+            for m in members:
+                sha.update(m)
+                size += len(m)
+                f.write(m)
+        digest = sha.hexdigest()
         href = f"repodata/{digest}-{kind}.xml.gz"
-        (repodata / f"{digest}-{kind}.xml.gz").write_bytes(packed)
+        os.rename(tmp, repodata / f"{digest}-{kind}.xml.gz")
         return (f'  <data type="{kind}">\n'
                 f'    <checksum type="sha256">{digest}</checksum>\n'
                 f'    <open-checksum type="sha256">{open_sha.hexdigest()}</open-checksum>\n'
                 f'    <location href="{href}"/>\n'
                 f"    <timestamp>{now}</timestamp>\n"
-                f"    <size>{len(packed)}</size>\n"
+                f"    <size>{size}</size>\n"
                 f"    <open-size>{open_size}</open-size>\n"
                 f"  </data>\n")
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    # gzip and hashlib release the GIL: compress missing blocks and write the three files on all cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(build_block, missing))
         records = list(pool.map(write_kind, KINDS))
-    cache.prune()
+    if missing or set(ids) != set(cache.blocks["primary"]):
+        cache.save(ids, parts)
     repomd = (XML_DECL + '<repomd xmlns="http://linux.duke.edu/metadata/repo" '
               'xmlns:rpm="http://linux.duke.edu/metadata/rpm">\n'
               f"  <revision>{now}</revision>\n" + "".join(records) + "</repomd>\n")
