@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
+import orjson
+
+from .gc import POOL_LOCK
 from .metadata.deb import DEFAULT_ARCH
 from .metadata.rpm import RpmEntry
 from .model import Repo, Snapshot, point_environment, snapshot_with_repo
@@ -45,6 +49,9 @@ async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_i
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_NAMESPACE, snap_id)
+        # Shared with other rebuilds; the pool GC's batches take it exclusively (see gc.py): no
+        # pool file this rebuild has read a row for disappears before it is linked.
+        await conn.execute("SELECT pg_advisory_lock_shared($1, $2)", *POOL_LOCK)
         try:
             snap, repo = await snapshot_with_repo(conn, snap_id)
             await conn.execute("UPDATE snapshots SET reconstruct = 'running' WHERE id = $1", snap.id)
@@ -61,6 +68,7 @@ async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_i
                 "UPDATE snapshots SET reconstruct = CASE WHEN reconstruct = 'running' THEN NULL ELSE reconstruct END,"
                 " signed = $2, built_at = now() WHERE id = $1", snap.id, sign)
         finally:
+            await conn.execute("SELECT pg_advisory_unlock_shared($1, $2)", *POOL_LOCK)
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_NAMESPACE, snap_id)
     return {"snapshot": snap_id, "packages": count, "signed": sign,
             "seconds": round(time.perf_counter() - t0, 3), "timings": _TIMINGS.pop(snap_id, {})}
@@ -155,24 +163,57 @@ async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress)
 
 
 _RPM_ROWS = (
-    "SELECT sp.filename, p.name, p.arch, p.sha256 AS original,"
+    "SELECT sp.filename, p.id, p.name, p.arch, p.sha256 AS original,"
     " CASE WHEN p.signed_by = $2 THEN s.sha256 END AS signed"
     " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
     " LEFT JOIN package_files s ON s.id = p.signed_id WHERE sp.snapshot_id = $1")
+_RPM_IDENTITIES = (
+    "SELECT p.id, p.name, p.arch, p.sha256 AS original, CASE WHEN p.signed_by = $2 THEN s.sha256 END AS signed"
+    " FROM package_files p LEFT JOIN package_files s ON s.id = p.signed_id WHERE p.id = ANY($1::bigint[])")
+
+
+async def _rpm_rows(conn, storage: Storage, snap: Snapshot, fpr: str) -> list[tuple]:
+    """(filename, id, name, arch, original sha256, signed sha256 or None) of every package.
+
+    A package_files row never changes once its signed copy is known (a new key gives new copies),
+    so the previous build's identities, kept in the snapshot's cache folder, are reused: a rebuild
+    after an upload reads the snapshot's (filename, id) pairs and only the rows it has not seen.
+    """
+    try:
+        cached = orjson.loads((storage.cache_dir(snap.key) / "rows.json").read_bytes())
+        known = {r[0]: r for r in cached["rows"]} if cached.get("fpr") == fpr else {}
+    except (FileNotFoundError, ValueError, KeyError, TypeError, IndexError):
+        known = {}
+    if not known:
+        return [tuple(r) for r in await conn.fetch(_RPM_ROWS, snap.id, fpr)]
+    members = await conn.fetch("SELECT filename, package_id FROM snapshot_packages WHERE snapshot_id = $1", snap.id)
+    todo = [pid for _, pid in members if (row := known.get(pid)) is None or (fpr and row[4] is None)]
+    if todo:
+        for r in await conn.fetch(_RPM_IDENTITIES, todo, fpr):
+            known[r["id"]] = tuple(r)
+    return [(filename, *known[pid]) for filename, pid in members]
+
+
+def _save_rpm_rows(storage: Storage, snap: Snapshot, fpr: str, rows: list[tuple]) -> None:
+    folder = storage.cache_dir(snap.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "rows.json.tmp"
+    tmp.write_bytes(orjson.dumps({"fpr": fpr, "rows": [r[1:] for r in rows]}))
+    os.replace(tmp, folder / "rows.json")
 
 
 async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
-    # One query for identities (chunks come later, only for the blocks the render cache misses).
+    # Identities first (chunks come later, only for the blocks the render cache misses).
     # Packages are normally signed at upload; anything still unsigned is signed here, once.
     fpr = signer.fingerprint if signer is not None else ""
     with _phase(snap.id, "fetch"):
-        rows = await conn.fetch(_RPM_ROWS, snap.id, fpr)
-    if signer is not None and any(r["signed"] is None for r in rows):
+        rows = await _rpm_rows(conn, storage, snap, fpr)
+    if signer is not None and any(r[5] is None for r in rows):
         with _phase(snap.id, "sign_packages"):
             await _sign_missing(conn, storage, signer, snap, progress)
-            rows = await conn.fetch(_RPM_ROWS, snap.id, fpr)
-    key = "signed" if signer is not None else "original"
-    entries = [(RpmEntry(r[key], r["name"], r["arch"]), r["filename"]) for r in rows]
+            rows = [tuple(r) for r in await conn.fetch(_RPM_ROWS, snap.id, fpr)]
+    key = 5 if signer is not None else 4
+    entries = [(RpmEntry(r[key], r[2], r[3]), r[0]) for r in rows]
     pool_loop = asyncio.get_running_loop()
     await _progress(progress, 40, f"rendering {len(entries)} packages")
 
@@ -189,6 +230,7 @@ async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progre
         await pool_loop.run_in_executor(None, lambda: publish_rpm(
             storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks,
             timings=_TIMINGS.setdefault(snap.id, {})))
+    _save_rpm_rows(storage, snap, fpr, rows)
     return len(entries)
 
 

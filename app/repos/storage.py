@@ -142,14 +142,21 @@ class Storage:
         return Incoming(path, hasher.digests())
 
     def adopt(self, incoming: Incoming) -> Path:
-        """Move a verified upload into the pool (atomic rename); a second copy is dropped."""
+        """Move a verified upload into the pool (atomic rename); a second copy is dropped.
+
+        Either way the pool file's mtime becomes now: the pool GC (gc.py) leaves files with no row
+        alone for a grace period counted from it. The existing copy is kept only if touching it
+        succeeds, i.e. it is still there: a GC that moved it aside a moment ago makes us store ours."""
         target = self.pool_path(incoming.digests.sha256)
         target.parent.mkdir(exist_ok=True)
-        if target.exists():
-            incoming.discard()
-        else:
+        try:
+            os.utime(target)
+        except FileNotFoundError:
             os.chmod(incoming.path, 0o644)
+            os.utime(incoming.path)
             os.replace(incoming.path, target)
+        else:
+            incoming.discard()
         return target
 
     def has(self, sha256: str) -> bool:
@@ -180,13 +187,13 @@ class Storage:
     def _sync_files(self, key: str, files: dict[str, str]) -> list[str]:
         """Make files_dir(key) hold a link for every rel -> sha256 in `files`; return the stale
         names, removed only after the swap so the old metadata stays valid until then."""
-        import json
+        import orjson
 
         root = self.files_dir(key)
         root.mkdir(exist_ok=True)
         manifest = root / ".manifest.json"
         try:
-            have = json.loads(manifest.read_text())
+            have = orjson.loads(manifest.read_bytes())
         except (FileNotFoundError, ValueError):
             have = {}
         # Plain string paths: this loop runs once per package on a first build (5,000+).
@@ -214,7 +221,7 @@ class Storage:
                 os.replace(target, dst)       # overwrite of the same name: swap atomically
         stale = [rel for rel in have if rel not in files]
         tmp = manifest.with_name(".manifest.tmp")
-        tmp.write_text(json.dumps(files))
+        tmp.write_bytes(orjson.dumps(files))
         os.replace(tmp, manifest)
         return stale
 

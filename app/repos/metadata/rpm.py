@@ -38,7 +38,7 @@ BLOCK_MASK = 0x3F          # ~64 packages per block on average
 BLOCK_MAX = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class RpmEntry:
     key: str                        # immutable identity of the published file (its sha256)
     name: str
