@@ -44,7 +44,7 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
 
     def build(tree: Path) -> None:
         repomd = render_rpm(tree, [e for e, _ in entries], cache_dir=storage.cache_dir(key),
-                            load_chunks=load_chunks)
+                            load_chunks=load_chunks, timings=timings)
         if signer is not None:
             signer.sign_repomd(repomd)
 
