@@ -182,7 +182,7 @@ def load_native_key(home, fingerprint: str) -> NativeKey | None:
         return None
     proc = subprocess.run(["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback",
                            "--passphrase", "", "--export-secret-keys", fingerprint],
-                          capture_output=True, timeout=60)
+                          capture_output=True, timeout=60, check=False)
     if proc.returncode != 0 or not proc.stdout:
         return None
     try:

@@ -143,6 +143,13 @@ FROM a LEFT JOIN e ON e.arch = a.arch OR e.arch = 'all' GROUP BY a.arch
 
 
 async def _rebuild_deb(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
+    # Both reads (files, then the indexes) see one snapshot of the database: an upload committed
+    # between them must not give a Packages entry whose file was not linked.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _rebuild_deb_read(conn, storage, signer, snap, repo, progress)
+
+
+async def _rebuild_deb_read(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
     # Only file names and digests first: linking the package files (the longest part of a first
     # build) starts at once, while PostgreSQL renders the indexes.
     with _phase(snap.id, "fetch"):

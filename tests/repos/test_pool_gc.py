@@ -169,7 +169,7 @@ async def test_gc_is_whole_or_nothing_and_recovers_after_a_crash(repo_db, redis,
 
     # A worker that died after moving files aside, before its commit: the next run puts them back
     # (their rows exist), then collects as usual; an aside file whose row is gone is just removed.
-    one = sorted(shas)[0]
+    one = min(shas)
     os.replace(storage.pool_path(one), storage.pool / ".gc" / one)
     stray = hashlib.sha256(b"stray").hexdigest()
     (storage.pool / ".gc" / stray).write_bytes(b"s")

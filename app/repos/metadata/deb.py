@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .compress import gzip_bytes
 
+
 @dataclass
 class DebEntry:
     name: str
