@@ -222,18 +222,9 @@ class Storage:
                     os.unlink(dst)
                     os.link(src, dst)
 
-        if len(new) > 2000:
-            # A first build links thousands of files, each a journaled inode update (~14 us here): two
-            # threads overlap them (os.link drops the GIL) while build() renders in the caller's thread.
-            from concurrent.futures import ThreadPoolExecutor
-
-            half = len(new) // 2
-            with ThreadPoolExecutor(max_workers=1) as ex:
-                other = ex.submit(link_all, new[half:])
-                link_all(new[:half])
-                other.result()
-        else:
-            link_all(new)
+        # One thread: a link holds its directory's lock for nearly all its work, so a second thread
+        # linking into the same folder mostly waits, and takes a core from the metadata render.
+        link_all(new)
         for src, dst in replaced:
             tmp = f"{dst.rsplit('/', 1)[0]}/.new-{uuid.uuid4().hex[:8]}"
             os.link(src, tmp)

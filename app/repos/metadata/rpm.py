@@ -44,7 +44,7 @@ class RpmEntry:
     key: str                        # immutable identity of the published file (its sha256)
     name: str
     arch: str
-    primary: str | None = None      # None: loaded on demand through load_chunks
+    primary: str | None = None      # None: loaded on demand through load_chunks (str or UTF-8 bytes)
     filelists: str | None = None
     other: str | None = None
 
@@ -179,7 +179,11 @@ def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None,
             for k, c in zip(KINDS, chunk):
                 texts[k].append(c)
         for k in KINDS:
-            plain = "".join(texts[k]).encode("utf-8")
+            items = texts[k]     # str (entries given whole) or UTF-8 bytes (load_chunks)
+            if all(isinstance(c, bytes) for c in items):
+                plain = b"".join(items)
+            else:
+                plain = "".join(c if isinstance(c, str) else c.decode("utf-8") for c in items).encode("utf-8")
             parts[k][i] = (_gzip(plain), plain)
 
     def write_kind(kind: str) -> str:
