@@ -679,7 +679,7 @@ def add_client_commands(sub) -> None:
         p.add_argument("id")
         p.set_defaults(fn=_simple_task_action(method, action))
     p = tsub.add_parser("schedule", parents=[common], help="create a recurring task")
-    p.add_argument("kind", choices=["rebuild", "snapshot_create", "env_point", "retention"])
+    p.add_argument("kind", choices=["rebuild", "snapshot_create", "env_point", "retention", "pool_gc"])
     p.add_argument("--cron", required=True, help="5 fields, UTC: minute hour day month weekday, e.g. '0 3 * * *'")
     p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
                    help="task parameter (VALUE parsed as JSON when it can be), e.g. -p snapshot=12")

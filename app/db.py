@@ -22,6 +22,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
         )
+    # The first statement with an array parameter on a connection costs ~10-30 ms (asyncpg introspects
+    # the array types); pay it here, once per connection, not inside the first rebuild or report it serves.
+    await conn.prepare("SELECT $1::bigint[], $2::text[], $3::int[]")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -30,24 +33,35 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     asyncpg's default reset (RESET ALL, pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *) is one more
     round trip at every release, i.e. on every query made through the pool. Depot keeps no session
     state on pooled connections: settings are transaction-local (set_config(..., true)) and the one
-    session advisory lock is taken with session_lock() below.
+    session advisory locks are released with session_unlock() below.
     """
 
 
 @asynccontextmanager
-async def session_lock(conn, *key: int):
-    """A session advisory lock held for the block. If the unlock cannot run (the task was cancelled
-    mid-query, the connection broke), the connection is closed: with the pool's light reset a lock
-    must never go back to the pool."""
-    await conn.execute("SELECT pg_advisory_lock(" + ", ".join(f"${i + 1}" for i in range(len(key))) + ")", *key)
+async def session_lock(conn, *key: int, shared: bool = False):
+    """A session advisory lock (exclusive or shared) held for the block."""
+    kind = "_shared" if shared else ""
+    await conn.execute(f"SELECT pg_advisory_lock{kind}({_placeholders(key)})", *key)
     try:
         yield
     finally:
-        try:
-            await conn.execute("SELECT pg_advisory_unlock(" + ", ".join(f"${i + 1}" for i in range(len(key))) + ")", *key)
-        except BaseException:
-            conn.terminate()
-            raise
+        await session_unlock(conn, *key, shared=shared)
+
+
+async def session_unlock(conn, *key: int, shared: bool = False) -> None:
+    """Release a session advisory lock. If that cannot run (the task was cancelled mid-query, the
+    connection broke), close the connection: with the pool's light reset a lock must never go back
+    to the pool."""
+    kind = "_shared" if shared else ""
+    try:
+        await conn.execute(f"SELECT pg_advisory_unlock{kind}({_placeholders(key)})", *key)
+    except BaseException:
+        conn.terminate()
+        raise
+
+
+def _placeholders(key: tuple) -> str:
+    return ", ".join(f"${i + 1}" for i in range(len(key)))
 
 
 class Pool(asyncpg.Pool):

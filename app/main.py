@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
-from app.api import environments, hosts, profiles, published, snapshots, system, users as users_api
+from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> web.Application:
         ("GET", "/api/v2/environment", environments.list_environments, "environments"),
         ("POST", "/api/v2/environment", environments.create_environment, "environment_create"),
         ("PATCH", "/api/v2/environment/{env}/point", environments.point, "environment_point"),
+        ("POST", "/api/v2/pool/gc", pool_api.collect, "pool_gc"),
     ):
         both(method, path, handler, name)
     # The published trees and the public key (nginx serves /repo in production; this is the fallback).

@@ -26,7 +26,17 @@ SCHEDULABLE = {
     "snapshot_create": "repo",    # params {"repo": id}: copy of the repository's current snapshot
     "env_point": None,            # params {"env": name, "snapshot": id}: target env:<env>:repo:<repo id>
     "retention": "repo",          # params {"repo": id, "keep": n}
+    "pool_gc": None,              # params {} (or {"dry_run": true}): target "pool", one at a time
 }
+POOL_GC_TARGET = "pool"
+
+
+def pool_gc_target(dry_run: bool) -> str:
+    """One collection at a time; a dry run (read-only) has its own target, so it never joins, and
+    turns into a count only, a real collection queued before it."""
+    return f"{POOL_GC_TARGET}:dry-run" if dry_run else POOL_GC_TARGET
+
+
 TARGET_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
 
 
@@ -54,6 +64,8 @@ def next_run(expr: str, after: datetime | None = None) -> datetime:
 
 
 async def derive_target(conn, kind: str, params: dict, target: str | None) -> str:
+    if kind == "pool_gc":
+        return pool_gc_target(params.get("dry_run") is True)   # one pool: never a target of the caller's
     if target:
         if not isinstance(target, str) or not TARGET_RE.match(target):
             raise ScheduleError("target: expected something like 'snapshot:12'")

@@ -56,6 +56,8 @@ class Settings:
     reconcile_seconds: int = 10
     # Finished tasks older than this are deleted by the workers' scheduler step (0 keeps them all).
     task_history_days: int = 30
+    # Pool GC: a pool file no row names is removed only once this old (uploads in flight, see app/repos/gc.py).
+    pool_gc_grace_seconds: int = 3600
     # Database pool.
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -112,6 +114,7 @@ class Settings:
             task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),
             task_history_days=_int("DEPOT_TASK_HISTORY_DAYS", 30),
+            pool_gc_grace_seconds=_int("DEPOT_POOL_GC_GRACE_SECONDS", 3600),
             db_pool_min=_int("DEPOT_DB_POOL_MIN", 2),
             db_pool_max=_int("DEPOT_DB_POOL_MAX", 10),
             db_command_timeout=_float("DEPOT_DB_COMMAND_TIMEOUT", 60.0),

@@ -1,4 +1,4 @@
-"""`depot repo|snapshot|env|upload` commands: HTTP clients of the API, usable from any desktop or CI.
+"""`depot repo|snapshot|env|upload|pool` commands: HTTP clients of the API, usable from any desktop or CI.
 
 Server URL and key come from --url/--key or DEPOT_URL / DEPOT_API_KEY.
 """
@@ -82,6 +82,12 @@ def cmd_env_create(args):
 def cmd_env_point(args):
     _run(args, "PATCH", f"environment/{args.name}/point", {"snapshot": args.snapshot},
          lambda d: f"point queued as task {d['task-id']}")
+
+
+def cmd_pool_gc(args):
+    _run(args, "POST", "pool/gc", {"dry_run": args.dry_run},
+         lambda d: f"pool garbage collection{' (dry run)' if args.dry_run else ''} queued as task {d['task-id']}"
+                   f" (depot task show {d['task-id']})")
 
 
 def cmd_upload(args):
@@ -183,6 +189,11 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("--snapshot", type=int, required=True)
     p.set_defaults(fn=cmd_env_point)
+
+    pool = sub.add_parser("pool", help="the package pool").add_subparsers(dest="pool_command", required=True)
+    p = pool.add_parser("gc", parents=[common], help="queue removal of package files no snapshot uses (operator)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    p.set_defaults(fn=cmd_pool_gc)
 
     p = sub.add_parser("upload", parents=[common], help="upload package files into a snapshot")
     p.add_argument("--snapshot", type=int, required=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .metadata.deb import DebEntry, render_deb
+from .metadata.deb import DebEntry, render_deb, write_indexes
 from .metadata.rpm import RpmEntry, render_rpm
 from .packages import ParsedPackage
 from .packages.rpm import location_href, parse_rpm
@@ -17,31 +17,39 @@ from .storage import Storage
 
 
 def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, component: str,
-                entries: list[DebEntry], signer: Signer | None, origin: str | None = None) -> Path:
-    files = {f"pool/{component}/{e.filename}": e.sha256 for e in entries}
+                entries: list[DebEntry] | None = None, signer: Signer | None, origin: str | None = None,
+                files: dict[str, str] | None = None, load_indexes=None, timings: dict | None = None) -> Path:
+    """Either `entries` (rendered here), or `files` (published path -> sha256) and `load_indexes()`
+    returning the full Packages text of each architecture (the rebuild renders it in SQL)."""
+    if entries is not None:
+        files = {f"pool/{component}/{e.filename}": e.sha256 for e in entries}
+    origin = origin or f"{dist} {component} repository"
 
     def build(tree: Path) -> None:
-        release = render_deb(tree, dist, component, entries, origin=origin)
+        if entries is not None:
+            release = render_deb(tree, dist, component, entries, origin=origin)
+        else:
+            release = write_indexes(tree / "dists" / dist, component, load_indexes(), origin=origin, suite=dist)
         if signer is not None:
             signer.sign_release(release)
 
     entry = [f"dists/{dist}/{n}" for n in ("InRelease", "Release", "Release.gpg")]
-    return storage.publish(public_rel, key, build, files=files, entry_files=entry)
+    return storage.publish(public_rel, key, build, files=files, entry_files=entry, timings=timings)
 
 
 def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str]],
-                signer: Signer | None, load_chunks=None) -> Path:
+                signer: Signer | None, load_chunks=None, timings: dict | None = None) -> Path:
     """entries: (RpmEntry whose key is the sha256 of the file to publish, published file name)."""
     files = {location_href(filename, e.arch): e.key for e, filename in entries}
 
     def build(tree: Path) -> None:
         repomd = render_rpm(tree, [e for e, _ in entries], cache_dir=storage.cache_dir(key),
-                            load_chunks=load_chunks)
+                            load_chunks=load_chunks, timings=timings)
         if signer is not None:
             signer.sign_repomd(repomd)
 
     return storage.publish(public_rel, key, build, files=files,
-                           entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"])
+                           entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"], timings=timings)
 
 
 def sign_rpm_file(storage: Storage, signer: Signer, path) -> ParsedPackage:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import gnupg
 
+from .openpgp import load_native_key
+
 DIGEST = "SHA512"   # apt refuses SHA1 signatures; SHA512 is what Debian's archive uses
 
 
@@ -36,6 +38,7 @@ class Signer:
         self._name, self._email = name, email
         self._fpr: str | None = None
         self._lock = threading.Lock()
+        self._native = None         # openpgp.NativeKey, or False once known to be unusable
 
     # ---- key ---------------------------------------------------------------------------------
     @property
@@ -43,7 +46,10 @@ class Signer:
         if self._fpr is None:
             with self._lock:
                 if self._fpr is None:
-                    self._fpr = self._ensure_key()
+                    fpr = self._ensure_key()
+                    # Once per process, with the key: the secret part for in-process signatures.
+                    self._native = load_native_key(self.home, fpr) or False
+                    self._fpr = fpr
         return self._fpr
 
     def _ensure_key(self) -> str:
@@ -81,7 +87,18 @@ class Signer:
         return armored
 
     # ---- signatures --------------------------------------------------------------------------
+    def native_key(self):
+        """Depot's key for in-process signing (openpgp.py), or None: then gpg signs."""
+        self.fingerprint    # loads it
+        return self._native or None
+
     def _sign(self, data: bytes, *, clearsign: bool, detach: bool) -> bytes:
+        native = self.native_key()
+        if native is not None:
+            return native.clearsign(data) if clearsign else native.detached_armor(data)
+        return self._gpg_sign(data, clearsign=clearsign, detach=detach)
+
+    def _gpg_sign(self, data: bytes, *, clearsign: bool, detach: bool) -> bytes:
         sig = self.gpg.sign(data, keyid=self.fingerprint, clearsign=clearsign, detach=detach,
                             binary=False, extra_args=["--digest-algo", DIGEST])
         if not sig.data:
@@ -92,12 +109,15 @@ class Signer:
         """Release -> InRelease (clear-signed) and Release.gpg (detached, armored)."""
         release_path = Path(release_path)
         data = release_path.read_bytes()
-        self.fingerprint  # resolve (or create) the key once, before the threads start
-        # Two independent gpg runs; in parallel they cost one.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            clear = pool.submit(self._sign, data, clearsign=True, detach=False)
-            detach = pool.submit(self._sign, data, clearsign=False, detach=True)
-            clear_sig, detach_sig = clear.result(), detach.result()
+        if self.native_key() is not None:     # ~2 ms each, in process
+            clear_sig = self._sign(data, clearsign=True, detach=False)
+            detach_sig = self._sign(data, clearsign=False, detach=True)
+        else:
+            # Two independent gpg runs; in parallel they cost one.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                clear = pool.submit(self._sign, data, clearsign=True, detach=False)
+                detach = pool.submit(self._sign, data, clearsign=False, detach=True)
+                clear_sig, detach_sig = clear.result(), detach.result()
         inrelease = release_path.with_name("InRelease")
         inrelease.write_bytes(clear_sig)
         detached = release_path.with_name("Release.gpg")

@@ -142,14 +142,21 @@ class Storage:
         return Incoming(path, hasher.digests())
 
     def adopt(self, incoming: Incoming) -> Path:
-        """Move a verified upload into the pool (atomic rename); a second copy is dropped."""
+        """Move a verified upload into the pool (atomic rename); a second copy is dropped.
+
+        Either way the pool file's mtime becomes now: the pool GC (gc.py) leaves files with no row
+        alone for a grace period counted from it. The existing copy is kept only if touching it
+        succeeds, i.e. it is still there: a GC that moved it aside a moment ago makes us store ours."""
         target = self.pool_path(incoming.digests.sha256)
         target.parent.mkdir(exist_ok=True)
-        if target.exists():
-            incoming.discard()
-        else:
+        try:
+            os.utime(target)
+        except FileNotFoundError:
             os.chmod(incoming.path, 0o644)
+            os.utime(incoming.path)
             os.replace(incoming.path, target)
+        else:
+            incoming.discard()
         return target
 
     def has(self, sha256: str) -> bool:
@@ -180,18 +187,20 @@ class Storage:
     def _sync_files(self, key: str, files: dict[str, str]) -> list[str]:
         """Make files_dir(key) hold a link for every rel -> sha256 in `files`; return the stale
         names, removed only after the swap so the old metadata stays valid until then."""
-        import json
+        import orjson
 
         root = self.files_dir(key)
         root.mkdir(exist_ok=True)
         manifest = root / ".manifest.json"
         try:
-            have = json.loads(manifest.read_text())
+            have = orjson.loads(manifest.read_bytes())
         except (FileNotFoundError, ValueError):
             have = {}
         # Plain string paths: this loop runs once per package on a first build (5,000+).
         root_s, pool_s = str(root), str(self.pool)
         made: set[str] = set()
+        new: list[tuple[str, str]] = []           # (pool file, published name) not there yet
+        replaced: list[tuple[str, str]] = []      # same name, other content
         for rel, sha in files.items():
             old = have.get(rel)
             if old == sha:
@@ -203,18 +212,26 @@ class Storage:
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            src = f"{pool_s}/{sha[:2]}/{sha}"
-            target = dst if old is None else f"{parent}/.new-{uuid.uuid4().hex[:8]}"
-            try:
-                os.link(src, target)
-            except FileExistsError:
-                os.unlink(target)
-                os.link(src, target)
-            if target != dst:
-                os.replace(target, dst)       # overwrite of the same name: swap atomically
+            (new if old is None else replaced).append((f"{pool_s}/{sha[:2]}/{sha}", dst))
+
+        def link_all(pairs) -> None:
+            for src, dst in pairs:
+                try:
+                    os.link(src, dst)
+                except FileExistsError:           # left by an interrupted build
+                    os.unlink(dst)
+                    os.link(src, dst)
+
+        # One thread: a link holds its directory's lock for nearly all its work, so a second thread
+        # linking into the same folder mostly waits, and takes a core from the metadata render.
+        link_all(new)
+        for src, dst in replaced:
+            tmp = f"{dst.rsplit('/', 1)[0]}/.new-{uuid.uuid4().hex[:8]}"
+            os.link(src, tmp)
+            os.replace(tmp, dst)                  # overwrite of the same name: swap atomically
         stale = [rel for rel in have if rel not in files]
         tmp = manifest.with_name(".manifest.tmp")
-        tmp.write_text(json.dumps(files))
+        tmp.write_bytes(orjson.dumps(files))
         os.replace(tmp, manifest)
         return stale
 
@@ -239,7 +256,8 @@ class Storage:
                 os.utime(path, (stamp, stamp))
 
     def publish(self, public_rel: str, key: str, build: Callable[[Path], None],
-                files: dict[str, str] | None = None, entry_files: list[str] = ()) -> Path:
+                files: dict[str, str] | None = None, entry_files: list[str] = (),
+                timings: dict | None = None) -> Path:
         """Build a tree aside with `build(dir)`, then swap `public/<public_rel>` to it atomically.
 
         `files` maps paths inside the tree (e.g. pool/main/x.deb) to pool digests; their top
@@ -254,14 +272,24 @@ class Storage:
             shutil.rmtree(stale_build, ignore_errors=True)
         build_dir = Path(tempfile.mkdtemp(dir=self.trees, prefix=f".build-{key}-"))
         stale: list[str] = []
+        marks = timings if timings is not None else {}   # seconds spent linking files / building metadata
         try:
             if files is not None:
                 # Linking runs in a thread while build() renders metadata (syscalls drop the GIL).
                 from concurrent.futures import ThreadPoolExecutor
 
+                def sync() -> list[str]:
+                    t = time.perf_counter()
+                    try:
+                        return self._sync_files(key, files)
+                    finally:
+                        marks["link"] = round(time.perf_counter() - t, 4)
+
                 with ThreadPoolExecutor(max_workers=1) as ex:
-                    fut = ex.submit(self._sync_files, key, files)
+                    fut = ex.submit(sync)
+                    t = time.perf_counter()
                     build(build_dir)
+                    marks["build"] = round(time.perf_counter() - t, 4)
                     stale = fut.result()
                 for top in {rel.split("/", 1)[0] for rel in files}:
                     if not (build_dir / top).exists():

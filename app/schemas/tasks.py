@@ -48,7 +48,7 @@ class ScheduleRequestSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
-    kind = fields.String(required=True, validate=validate.OneOf(["rebuild", "snapshot_create", "env_point", "retention"]))
+    kind = fields.String(required=True, validate=validate.OneOf(["rebuild", "snapshot_create", "env_point", "retention", "pool_gc"]))
     cron = fields.String(required=True, validate=validate.Length(min=9, max=200),
                          metadata={"example": "0 3 * * *"})
     target = fields.String(load_default=None, validate=validate.Length(min=1, max=200))

@@ -14,7 +14,7 @@ async def _depot(capsys, url, key, *argv):
     code = 0
     try:
         await asyncio.to_thread(cli.main, [*argv[:2], "--url", url, "--key", key, *argv[2:]]
-                                if argv[0] in ("repo", "snapshot", "env", "profile") else
+                                if argv[0] in ("repo", "snapshot", "env", "profile", "pool") else
                                 [argv[0], "--url", url, "--key", key, *argv[1:]])
     except SystemExit as exc:
         code = exc.code or 0
@@ -61,3 +61,18 @@ async def test_cli_repository_workflow(client, make_key, pool, run_worker, tmp_p
     code, out, _ = await _depot(capsys, url, key, "repo", "delete", str(repo_id))
     assert code == 0
     assert (await client.get("/repo/deb/cli-app/bookworm/main/qa/dists/bookworm/InRelease")).status == 404
+
+
+async def test_cli_pool_gc(client, make_key, pool, run_worker, capsys):
+    key = await make_key("operator")
+    url = str(client.make_url("")).rstrip("/")
+    code, out, err = await _depot(capsys, url, key, "pool", "gc", "--dry-run")
+    assert code == 0 and "(dry run) queued as task" in out, err
+    code, out, err = await _depot(capsys, url, key, "pool", "gc")
+    assert code == 0 and "queued as task" in out, err
+    await run_worker()
+    rows = await pool.fetch("SELECT target, status, result FROM tasks WHERE kind = 'pool_gc' ORDER BY id")
+    assert [(r["target"], r["status"], r["result"]["dry_run"]) for r in rows] == [
+        ("pool:dry-run", "done", True), ("pool", "done", False)]
+    code, out, err = await _depot(capsys, url, await make_key("viewer"), "pool", "gc")
+    assert code == 1 and ("403" in err or "not allowed" in err)

@@ -209,3 +209,40 @@ async def test_failed_rebuild_marks_snapshot_and_keeps_the_published_tree(repo_d
     assert row["reconstruct"] == "failed"
     assert release.read_bytes() == before                                         # clients keep the old tree
     assert not [p for p in storage.trees.iterdir() if p.name.startswith(".build-")]
+
+
+async def test_deb_indexes_rendered_in_sql_equal_the_python_renderer(repo_db, storage, tmp_path):
+    """The rebuild renders Packages in PostgreSQL; metadata/deb.py's render_deb is the reference form."""
+    from app.repos.metadata.deb import DebEntry, render_deb
+
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="sql", type="deb", dist="bookworm", section="contrib")
+        snap = await model.create_snapshot(conn, repo.id)
+        only_all = await model.create_snapshot(conn, repo.id)
+    specs = [("zeta", "1.0-1", "amd64"), ("a-b", "2:1.0~rc1-1", "arm64"), ("alpha", "1.0+b1", "all"),
+             ("alpha", "1.0", "amd64"), ("mid", "0.9", "i386"), ("mid", "0.10", "i386"), ("a+b", "1", "all"),
+             ("a.b", "1", "amd64"), ("a0", "1", "amd64")]
+    for spec in specs:
+        extra = "Depends: libc6 (>= 2.36)\nHomepage: https://exämple.org/ü\n" if spec[0] == "zeta" else ""
+        ctl = pkgfactory.control_text(*spec, extra=extra)
+        path = tmp_path / f"{spec[0]}_{spec[1].split(':')[-1]}_{spec[2]}.deb"
+        path.write_bytes(pkgfactory.deb_bytes(*spec, control=ctl))
+        assert (await _upload(repo_db, storage, snap.id, "deb", path)).outcome == Outcome.uploaded
+    assert (await _upload(repo_db, storage, only_all.id, "deb", tmp_path / "alpha_1.0+b1_all.deb")).outcome \
+        == Outcome.uploaded
+    for s in (snap, only_all):
+        await rebuild_snapshot(repo_db, storage, None, s.id, sign=False)
+        rows = await repo_db.fetch(
+            "SELECT sp.filename, p.* FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+            " WHERE sp.snapshot_id = $1", s.id)
+        entries = [DebEntry(r["name"], r["version"], r["arch"], r["filename"], r["size"], r["md5"], r["sha1"],
+                            r["sha256"], r["stanza"]) for r in rows]
+        render_deb(tmp_path / f"py{s.id}", "bookworm", "contrib", entries)
+        published = storage.public / s.public_rel(repo) / "dists/bookworm/contrib"
+        expected = tmp_path / f"py{s.id}/dists/bookworm/contrib"
+        archs = sorted(p.name for p in expected.iterdir())
+        assert archs == sorted(p.name for p in published.iterdir() if p.is_dir())
+        assert archs == (["binary-amd64", "binary-arm64", "binary-i386"] if s is snap else ["binary-amd64"])
+        for a in archs:
+            for name in ("Packages", "Packages.gz"):
+                assert (published / a / name).read_bytes() == (expected / a / name).read_bytes(), (a, name)

@@ -142,3 +142,36 @@ def test_rpm_add_one_reuses_cached_blocks(tmp_path, rpm_dir):
         b = gzip.decompress(next((tmp_path / "b/repodata").glob(f"*-{kind}.xml.gz")).read_bytes())
         c = gzip.decompress(next((tmp_path / "c/repodata").glob(f"*-{kind}.xml.gz")).read_bytes())
         assert b == c
+
+
+def test_rpm_block_cache_appends_compacts_and_survives_a_torn_save(tmp_path, rpm_dir):
+    """Packs only grow on add-one; deletions leave dead blocks until most of a pack is dead, then it is
+    rewritten; bytes appended by a build that stopped before its index are ignored. The output is always
+    the one-shot render's."""
+    one = rpm_entry(parse_rpm(rpm_dir / "depot-hello-1.0-1.noarch.rpm"))
+
+    def make(i):
+        key = hashlib.sha256(b"%d" % i).hexdigest()
+        return RpmEntry(key, f"p{i:04d}", "noarch", *[c.replace("depot-hello", f"p{i:04d}").replace(one.key, key)
+                                                      for c in (one.primary, one.filelists, one.other)])
+
+    def xml(out, kind):
+        (path,) = (out / "repodata").glob(f"*-{kind}.xml.gz")
+        return gzip.decompress(path.read_bytes())
+
+    full = [make(i) for i in range(1200)]
+    cache = tmp_path / "cache"
+    render_rpm(tmp_path / "a", full[:1000], cache_dir=cache, revision=1)
+    size = (cache / "primary.xml").stat().st_size
+    render_rpm(tmp_path / "b", full[:1001], cache_dir=cache, revision=1)
+    grown = (cache / "primary.xml").stat().st_size
+    assert size < grown < size * 1.2                                      # appended, not rewritten
+    with open(cache / "primary.xml", "ab") as f:                          # a torn save's leftovers
+        f.write(b"<garbage/>")
+    render_rpm(tmp_path / "c", full[900:1200], cache_dir=cache, revision=1)    # most blocks dead
+    assert (cache / "primary.xml").stat().st_size < grown                     # compacted
+    render_rpm(tmp_path / "d", full[900:1200], revision=1)
+    for kind in ("primary", "filelists", "other"):
+        assert xml(tmp_path / "c", kind) == xml(tmp_path / "d", kind)
+    render_rpm(tmp_path / "e", full[:1001], revision=1)
+    assert xml(tmp_path / "b", "primary") == xml(tmp_path / "e", "primary")

@@ -62,3 +62,36 @@ def test_signed_rpm_verifies_against_the_public_key(tmp_path, signer, rpm_dir):
     orig = subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--checksig", "--define", "_pkgverify_level all",
                            str(rpm_dir / "depot-hello-1.0-1.noarch.rpm")], capture_output=True, text=True)
     assert orig.returncode != 0
+
+
+def test_in_process_signatures_verify_like_gpgs(tmp_path, signer):
+    """Depot's own key signs in process (openpgp.py); gpgv and gpg read the result as their own.
+    A key gpg cannot hand over unprotected falls back to gpg, with the same results."""
+    from app.repos.openpgp import load_native_key
+
+    assert signer.native_key() is not None
+    texts = ["Origin: t\nSuite: stable\nSHA256:\n 0f 12 main/binary-amd64/Packages\n",
+             "-leading dash\ntrailing \t\n\nblank line above, ünïcode\n"]
+    protected = tmp_path / "pgh"
+    protected.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--homedir", str(protected), "--pinentry-mode", "loopback", "--passphrase", "pw"]
+    subprocess.run(gpg + ["--quick-gen-key", "Protected <p@x>", "rsa2048", "sign", "never"], check=True,
+                   capture_output=True)
+    fpr = next(line.split(":")[9] for line in subprocess.run(
+        gpg + ["--list-secret-keys", "--with-colons"], capture_output=True, text=True).stdout.splitlines()
+        if line.startswith("fpr"))
+    assert load_native_key(protected, fpr) is None             # protected: gpg signs, not Depot
+    subprocess.run(["gpgconf", "--homedir", str(protected), "--kill", "gpg-agent"], capture_output=True)
+    for i, text in enumerate(texts):
+        release = tmp_path / f"Release{i}"
+        release.write_text(text)
+        inrelease, detached = signer.sign_release(release)
+        assert _gpgv(tmp_path, signer, str(inrelease)).returncode == 0
+        assert _gpgv(tmp_path, signer, str(detached), str(release)).returncode == 0
+        shown = subprocess.run(["gpg", "--batch", "--homedir", str(signer.home), "--decrypt", str(inrelease)],
+                               capture_output=True)
+        assert shown.returncode == 0
+        assert shown.stdout == text.replace(" \t\n", "\n").encode()   # gpg drops trailing blanks too
+        tampered = inrelease.read_text().replace("stable", "stab1e").replace("blank", "b1ank")
+        inrelease.write_text(tampered)
+        assert _gpgv(tmp_path, signer, str(inrelease)).returncode != 0

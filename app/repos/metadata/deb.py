@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
-GZIP_LEVEL = 3          # ~4.1x smaller than plain at twice the speed of level 6; xz would dominate
+from .compress import gzip_bytes
 
 
 @dataclass
@@ -49,24 +48,41 @@ def _entry_text(e: DebEntry, component: str) -> str:
             f"SHA1: {e.sha1}\nSHA256: {e.sha256}\n\n")
 
 
-def _gzip(data: bytes) -> bytes:
-    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)   # wbits 31 = gzip container, mtime 0
-    return c.compress(data) + c.flush()
-
-
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
 
 
-def index_archs(entries, default_arch: str = "amd64") -> list[str]:
+def _write_index(dist_dir: Path, rel: str, plain: bytes) -> list[tuple[str, int, str, str, str]]:
+    """Packages and Packages.gz of one architecture, each written once, hashed from memory and
+    hard-linked under by-hash/SHA256. Runs in a thread: gzip and hashlib release the GIL."""
+    out = []
+    for name, content in ((rel, plain), (rel + ".gz", gzip_bytes(plain))):
+        path = dist_dir / name
+        _write(path, content)
+        digests = (hashlib.md5(content).hexdigest(), hashlib.sha1(content).hexdigest(),
+                   hashlib.sha256(content).hexdigest())
+        # Acquire-By-Hash: apt fetches by-hash/SHA256/<digest>, so a client reading while
+        # a new tree is swapped in never mixes an old Release with a new Packages.
+        by_hash = path.parent / "by-hash" / "SHA256" / digests[2]
+        by_hash.parent.mkdir(parents=True, exist_ok=True)
+        if not by_hash.exists():
+            os.link(path, by_hash)
+        out.append((name, len(content), *digests))
+    return out
+
+
+DEFAULT_ARCH = "amd64"      # the index written when a repository holds only arch `all` packages
+
+
+def index_archs(entries, default_arch: str = DEFAULT_ARCH) -> list[str]:
     archs = sorted({e.arch for e in entries if e.arch != "all"})
     return archs or [default_arch]
 
 
 def render_deb(out_dir, dist: str, component: str, entries: list[DebEntry], *, origin: str | None = None,
-               label: str | None = None, description: str | None = None, default_arch: str = "amd64",
+               label: str | None = None, description: str | None = None, default_arch: str = DEFAULT_ARCH,
                date: float | None = None) -> Path:
     """Write dists/<dist>/... under out_dir and return the Release path (unsigned)."""
     out_dir = Path(out_dir)
@@ -79,33 +95,24 @@ def render_deb(out_dir, dist: str, component: str, entries: list[DebEntry], *, o
         for a in (archs if e.arch == "all" else (e.arch,)):
             texts[a].append(text)
 
-    files: list[tuple[str, bytes]] = []    # (path relative to dists/<dist>, content)
     plains = {a: "".join(texts[a]).encode("utf-8") for a in archs}
-    # zlib releases the GIL: one thread per architecture index.
+    return write_indexes(dist_dir, component, plains, origin=origin or f"{dist} {component} repository",
+                         suite=dist, label=label, description=description, date=date)
+
+
+def write_indexes(dist_dir: Path, component: str, plains: dict[str, bytes], *, origin: str, suite: str,
+                  label: str | None = None, description: str | None = None, date: float | None = None) -> Path:
+    """Packages(.gz) per architecture from their full text, then Release; returns its path."""
+    archs = sorted(plains)
     with ThreadPoolExecutor(max_workers=min(len(archs), os.cpu_count() or 2)) as pool:
-        packed = dict(zip(archs, pool.map(_gzip, plains.values())))
-    for a in archs:
-        rel = f"{component}/binary-{a}/Packages"
-        files.append((rel, plains[a]))
-        files.append((rel + ".gz", packed[a]))
-
+        written = [f for chunk in pool.map(lambda a: _write_index(dist_dir, f"{component}/binary-{a}/Packages",
+                                                                  plains[a]), archs) for f in chunk]
+    width = max(len(str(size)) for _, size, *_ in written)
     sums = {"MD5Sum": [], "SHA1": [], "SHA256": []}
-    width = max(len(str(len(c))) for _, c in files)
-    for rel, content in files:
-        path = dist_dir / rel
-        _write(path, content)
-        digests = (hashlib.md5(content).hexdigest(), hashlib.sha1(content).hexdigest(),
-                   hashlib.sha256(content).hexdigest())
+    for rel, size, *digests in written:
         for key, dg in zip(sums, digests):
-            sums[key].append(f" {dg} {len(content):>{width}} {rel}\n")
-        # Acquire-By-Hash: apt fetches by-hash/SHA256/<digest>, so a client reading while
-        # a new tree is swapped in never mixes an old Release with a new Packages.
-        by_hash = path.parent / "by-hash" / "SHA256" / digests[2]
-        by_hash.parent.mkdir(parents=True, exist_ok=True)
-        if not by_hash.exists():
-            os.link(path, by_hash)
-
-    origin = origin or f"{dist} {component} repository"
+            sums[key].append(f" {dg} {size:>{width}} {rel}\n")
+    dist = suite
     release = [
         f"Origin: {origin}\n", f"Label: {label or origin}\n", f"Suite: {dist}\n", f"Codename: {dist}\n",
         f"Date: {formatdate(date, usegmt=True)}\n", f"Architectures: {' '.join(archs)}\n",
