@@ -363,12 +363,15 @@ class Storage:
             path = safe_join(self.public, *rel.split("/")) if rel else self.public
         except UnsafePath:
             return None
-        real = path.resolve()
-        allowed = (self.public.resolve(), self.trees.resolve(), self.pool.resolve())
-        if not any(real == a or a in real.parents for a in allowed):
+        try:
+            real = path.resolve()
+            allowed = (self.public.resolve(), self.trees.resolve(), self.pool.resolve())
+            if not any(real == a or a in real.parents for a in allowed):
+                return None
+            # Trees still being built start with ".build-"; they are never reachable by a link.
+            return real if real.is_file() else None
+        except OSError:  # e.g. a name longer than the filesystem allows (ENAMETOOLONG): not found
             return None
-        # Trees still being built start with ".build-"; they are never reachable by a link.
-        return real if real.is_file() else None
 
 
 def _write_all(fd: int, data: bytes) -> None:

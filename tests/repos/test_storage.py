@@ -91,3 +91,9 @@ def test_resolve_public_refuses_links_leaving_storage(storage: Storage):
     assert storage.resolve_public("evil/passwd") is None
     with pytest.raises(UnsafePath):
         storage.pool_path("../../etc/passwd")
+
+
+def test_a_name_longer_than_the_filesystem_allows_is_not_found(storage: Storage):
+    # Path.is_file() raises ENAMETOOLONG instead of answering False (found by tests/hostile/test_fuzz.py: a 503).
+    assert storage.resolve_public("x" * 300) is None
+    assert storage.resolve_public("deb/" + "y" * 4000 + "/Release") is None
