@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import statistics
 import time
-from dataclasses import replace
+
+from bench._common import private_settings
 
 HOSTS = int(os.environ.get("BENCH_DASH_HOSTS", "100000"))
 TASKS = int(os.environ.get("BENCH_DASH_TASKS", "300000"))
@@ -21,22 +21,8 @@ REPEAT = int(os.environ.get("BENCH_DASH_REPEAT", "7"))
 BENCH_DB = "depot_bench_dash"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _settings():
-    from app import embedded
-    from app.settings import Settings
-
-    base = Settings.from_env()
-    db_url = embedded.own_database(base, BENCH_DB)
-    redis_url = embedded.own_redis_db(base, 3)
-    port = _free_port()
-    return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",
-                   queue_name="depot:bench-dash-queue")
+    return private_settings(BENCH_DB, 3, "depot:bench-dash-queue")
 
 
 async def _load(settings) -> None:

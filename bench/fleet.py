@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
+
+from bench._common import free_port, private_settings, server_env
 
 HOSTS = int(os.environ.get("BENCH_HOSTS", 256))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 64))
@@ -30,12 +31,6 @@ AVAILABLE = 40
 QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", 10_000))
 BENCH_DB = "depot_bench"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the fleet's reports (deterministic, the same for Depot and the reference) -------------------
@@ -210,15 +205,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _bench_settings():
-    from app import embedded
-    from app.settings import Settings
-
-    base = Settings.from_env()
-    db_url = embedded.own_database(base, BENCH_DB)
-    redis_url = embedded.own_redis_db(base, 2)
-    port = _free_port()
-    return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",
-                   queue_name="depot:bench-queue")
+    return private_settings(BENCH_DB, 2, "depot:bench-queue")
 
 
 async def _reset(settings) -> tuple[str, str]:
@@ -302,14 +289,6 @@ async def _check(settings) -> dict:
         await conn.close()
 
 
-def _env(settings) -> dict:
-    return dict(
-        os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url,
-        DEPOT_PORT=str(settings.port), DEPOT_BASE_URL=settings.base_url, DEPOT_QUEUE_NAME=settings.queue_name,
-        DEPOT_LOG_LEVEL="WARNING",
-    )
-
-
 def _depot_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
 
@@ -390,13 +369,13 @@ def main() -> None:
 
     # The reference is measured just before and just after Depot (the mean is used), so that other
     # load on the machine affects both sides alike.
-    ref_port = _free_port()
+    ref_port = free_port()
     ref = subprocess.Popen([sys.executable, "-m", "bench.fleet", "reference", str(ref_port)], cwd=ROOT)
     fake = [(f"id_{i}", "t") for i in range(HOSTS)]
     _wait_port(ref_port, ref)
     run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
-    server = subprocess.Popen(_depot_cmd("serve"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
-    worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=_env(settings), stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(_depot_cmd("serve"), cwd=ROOT, env=server_env(settings), stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=server_env(settings), stdout=subprocess.DEVNULL)
     try:
         _wait_port(settings.port, server)
         creds = asyncio.run(_register(settings.base_url, admin_key, HOSTS))

@@ -15,8 +15,9 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+
+from bench._common import private_settings, server_env
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", 180))
 HOSTS = int(os.environ.get("SOAK_HOSTS", 200))
@@ -40,26 +41,15 @@ def _rss_mib(pid: int) -> float:
 
 
 def _settings():
-    from app import embedded
     from app.settings import Settings
 
-    from bench.fleet import _free_port
-
-    base = Settings.from_env()
-    db_url = embedded.own_database(base, SOAK_DB)
-    redis_url = embedded.own_redis_db(base, 3)
-    port = _free_port()
-    storage = Path(os.environ.get("SOAK_STORAGE", base.var_dir / "soak-storage"))
-    return replace(base, database_url=db_url, redis_url=redis_url, port=port, base_url=f"http://127.0.0.1:{port}",
-                   queue_name="depot:soak-queue", storage_dir=storage)
+    base_var = Settings.from_env().var_dir
+    storage = Path(os.environ.get("SOAK_STORAGE", base_var / "soak-storage"))
+    return private_settings(SOAK_DB, 3, "depot:soak-queue", storage_dir=storage)
 
 
 def _env(settings) -> dict:
-    return dict(
-        os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url,
-        DEPOT_PORT=str(settings.port), DEPOT_BASE_URL=settings.base_url, DEPOT_QUEUE_NAME=settings.queue_name,
-        DEPOT_STORAGE_DIR=str(settings.storage_dir), DEPOT_LOG_LEVEL="WARNING", DEPOT_GPG_KEY_LENGTH="2048",
-    )
+    return server_env(settings, DEPOT_STORAGE_DIR=str(settings.storage_dir), DEPOT_GPG_KEY_LENGTH="2048")
 
 
 class Stats:
