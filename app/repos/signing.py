@@ -65,8 +65,8 @@ class Signer:
         if keys:
             return keys[0]["fingerprint"]
         if self._key_file:
-            result = self.gpg.import_keys(Path(self._key_file).read_text())
-            secret = [k for k in self.gpg.list_keys(secret=True)]
+            self.gpg.import_keys(Path(self._key_file).read_text())
+            secret = self.gpg.list_keys(secret=True)
             if not secret:
                 raise SigningError("the signing key file holds no usable secret key")
             return secret[0]["fingerprint"]

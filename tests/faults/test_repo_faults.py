@@ -191,7 +191,6 @@ async def test_storage_full_refuses_the_upload_with_json_and_leaves_nothing(proc
         big = [("huge_1.0-1_amd64.deb", _incompressible_deb("huge", free + (1 << 20)))]
         t0 = time.monotonic()
         status, body = await repos.upload(snap, big)
-        refused = status
         took = time.monotonic() - t0
         assert status == 507, (status, body)
         assert body["rc"] == status and body["message_error"]
