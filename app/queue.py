@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 JOB_FUNCTION = "run_task"
+BATCH_FUNCTION = "run_tasks"  # one job, several task ids (see JobBatcher)
 
 
 class TaskStatus(str, enum.Enum):
@@ -72,16 +74,88 @@ async def dispatch(redis, ref: TaskRef, *, defer_seconds: float | None = None) -
         log.warning("could not enqueue task %s (%s); the reconciler will retry", ref.id, type(exc).__name__)
 
 
-def dispatch_soon(pending: set, redis, ref: TaskRef, *, defer_seconds: float | None = None) -> None:
-    """dispatch() without making the caller wait: for the report endpoints, whose answer does not
-    depend on it. Under load each Redis round trip waits for a turn of a busy event loop, and
-    arq's enqueue takes three; the task row is committed already, and the reconciler re-sends a
-    job that never arrived. `pending` keeps the asyncio tasks alive until they finish."""
-    if not ref.created:
-        return
-    task = asyncio.create_task(dispatch(redis, ref, defer_seconds=defer_seconds))
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+@dataclass
+class Batch:
+    """The tasks created by requests in one window of a JobBatcher; sent as one job."""
+
+    job_id: str
+    task_ids: list[int] = field(default_factory=list)
+    users: int = 0  # requests between join() and leave(): the job waits for them
+    closed: bool = False
+    sent: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    def add(self, task_id: int) -> None:
+        self.task_ids.append(task_id)
+
+
+class JobBatcher:
+    """Sends the tasks that a server's requests create within `window` seconds as one arq job.
+
+    The report endpoints create a host_diff task per host; one job per window (its ids in one
+    list, claimed by the worker in one statement and applied in one transaction) instead of one
+    job per host is most of what makes a fleet's hourly reports cheap to apply. A request joins
+    the open batch *before* its transaction, so the task row can record the batch's job id
+    (tasks.job_id, read by the reconciler), and adds its task after the commit; a batch is sent
+    when its window has passed and no request is still inside. Sends are not awaited by requests
+    (a 200 does not depend on Redis: the task row is committed, and the reconciler re-sends a job
+    that never arrived). The window also lets a host's available and installed reports, sent a
+    moment apart, join one task.
+    """
+
+    def __init__(self, redis, window: float, max_tasks: int = 500):
+        self.redis = redis
+        self.window = window
+        self.max_tasks = max_tasks
+        self._prefix = f"batch-{secrets.token_hex(4)}"
+        self._seq = 0
+        self._open: Batch | None = None
+        self._sending: set[asyncio.Task] = set()
+
+    def join(self) -> Batch:
+        batch = self._open
+        if batch is None or len(batch.task_ids) + batch.users >= self.max_tasks:
+            self._seq += 1
+            batch = self._open = Batch(f"{self._prefix}-{self._seq}")
+            batch.timer = asyncio.get_running_loop().call_later(self.window, self._close, batch)
+        batch.users += 1
+        return batch
+
+    def leave(self, batch: Batch) -> None:
+        batch.users -= 1
+        if batch.closed and not batch.users:
+            self._send(batch)
+
+    def _close(self, batch: Batch) -> None:
+        batch.closed = True
+        if self._open is batch:
+            self._open = None
+        if not batch.users:
+            self._send(batch)
+
+    def _send(self, batch: Batch) -> None:
+        if batch.sent or not batch.task_ids:
+            return
+        batch.sent = True
+        task = asyncio.create_task(self._enqueue(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _enqueue(self, batch: Batch) -> None:
+        try:
+            await self.redis.enqueue_job(BATCH_FUNCTION, batch.task_ids, _job_id=batch.job_id)
+        except Exception as exc:  # the task rows are the truth; the reconciler re-sends them
+            log.warning("could not enqueue %d task(s) (%s); the reconciler will retry",
+                        len(batch.task_ids), type(exc).__name__)
+
+    async def flush(self) -> None:
+        """Send the open batch now and wait for every send (shutdown; tests before a burst worker)."""
+        batch = self._open
+        if batch is not None:
+            batch.timer.cancel()
+            self._close(batch)
+        while self._sending:
+            await asyncio.wait(set(self._sending))
 
 
 async def enqueue(pool, redis, kind: str, target: str, params: dict | None = None, *, requested_by: str | None = None) -> TaskRef:
@@ -94,8 +168,27 @@ async def enqueue(pool, redis, kind: str, target: str, params: dict | None = Non
 async def redispatch(conn, redis, task_id: int) -> None:
     """Give a queued task a fresh arq job (after its worker died or its target became free)."""
     count = await conn.fetchval(
-        "UPDATE tasks SET enqueue_count = enqueue_count + 1 WHERE id = $1 AND status = 'queued' RETURNING enqueue_count",
+        "UPDATE tasks SET enqueue_count = enqueue_count + 1, job_id = NULL WHERE id = $1 AND status = 'queued'"
+        " RETURNING enqueue_count",
         task_id,
     )
     if count is not None:
         await dispatch(redis, TaskRef(task_id, count, True))
+
+
+async def redispatch_many(conn, redis, task_ids: list[int]) -> None:
+    """redispatch() for several tasks at once: one batch job for those still queued."""
+    if len(task_ids) == 1:
+        return await redispatch(conn, redis, task_ids[0])
+    job = f"tasks-{min(task_ids)}-{secrets.token_hex(4)}"
+    queued = await conn.fetchval(
+        "WITH r AS (UPDATE tasks SET enqueue_count = enqueue_count + 1, job_id = $2"
+        "           WHERE id = ANY($1::bigint[]) AND status = 'queued' RETURNING id)"
+        " SELECT array_agg(id ORDER BY id) FROM r",
+        task_ids, job,
+    )
+    if queued:
+        try:
+            await redis.enqueue_job(BATCH_FUNCTION, queued, _job_id=job)
+        except Exception as exc:
+            log.warning("could not enqueue %d task(s) (%s); the reconciler will retry", len(queued), type(exc).__name__)

@@ -12,13 +12,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app import db
+from app.hosts.intake import Intake
+from app.queue import JobBatcher
 from app.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
-# Job sends that requests did not wait for (queue.dispatch_soon); awaited before Redis closes.
-DISPATCHES = web.AppKey("dispatches", set)
+# Host reports of concurrent requests, stored in one statement (group commit).
+INTAKE = web.AppKey("intake", Intake)
+# Tasks created by the report endpoints, sent to the workers in batches (flushed before Redis closes).
+BATCHER = web.AppKey("batcher", JobBatcher)
 
 
 def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> RedisSettings:
@@ -38,14 +42,17 @@ def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> Red
 
 async def database_ctx(app: web.Application):
     app[POOL] = await db.create_pool(app[SETTINGS])
+    app[INTAKE] = Intake(app[POOL])
     yield
     await app[POOL].close()
 
 
 async def redis_ctx(app: web.Application):
     app[REDIS] = await create_pool(redis_settings(app[SETTINGS]), default_queue_name=app[SETTINGS].queue_name)
-    app[DISPATCHES] = set()
+    app[BATCHER] = JobBatcher(app[REDIS], app[SETTINGS].diff_batch_seconds)
     yield
-    if app[DISPATCHES]:
-        await asyncio.wait(app[DISPATCHES], timeout=5)
+    try:
+        await asyncio.wait_for(app[BATCHER].flush(), timeout=5)
+    except asyncio.TimeoutError:
+        pass  # the task rows are committed: the reconciler sends their jobs
     await app[REDIS].aclose()

@@ -149,7 +149,7 @@ async def get_task(pool, task_id: int) -> dict:
 
 
 async def _locked(conn, task_id: int):
-    row = await conn.fetchrow("SELECT id, kind, type, status, enqueue_count FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+    row = await conn.fetchrow("SELECT id, kind, type, status, enqueue_count, job_id FROM tasks WHERE id = $1 FOR UPDATE", task_id)
     if row is None:
         raise TaskError(404, f"Task #{task_id} does not exist.")
     return row
@@ -175,7 +175,8 @@ async def stop_task(pool, redis, queue_name: str, task_id: int) -> str:
                 outcome = "stopping"
             else:
                 raise TaskError(409, f"Task #{task_id} is not running")
-    if outcome == "stopped":
+    if outcome == "stopped" and row["job_id"] is None:
+        # (A batch job carries other tasks too: it stays, and skips this one.)
         await _drop_job(redis, queue_name, queue.job_id(task_id, row["enqueue_count"]))
     return outcome
 

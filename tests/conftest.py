@@ -137,11 +137,11 @@ def run_worker(settings, request):
 
     async def run(**overrides) -> Worker:
         if "client" in request.fixturenames:
-            # Report endpoints send their jobs in the background (queue.dispatch_soon): let those
-            # sends finish first, or a burst worker could find an empty queue and stop.
-            pending = request.getfixturevalue("client").app.get(resources.DISPATCHES) or ()
-            if pending:
-                await asyncio.wait(set(pending))
+            # Report endpoints send their tasks in batches (queue.JobBatcher): send the open one
+            # now, or a burst worker could find an empty queue and stop.
+            batcher = request.getfixturevalue("client").app.get(resources.BATCHER)
+            if batcher is not None:
+                await batcher.flush()
         kwargs = worker_settings(settings)
         # No cron in burst mode: the next cron run would keep the queue from ever being empty.
         kwargs.update(burst=True, handle_signals=False, poll_delay=0.05, cron_jobs=None, **overrides)

@@ -66,7 +66,7 @@ async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
     reply lost in a Redis hiccup); arq would leave it alone until the in-progress key expires (an hour).
     """
     rows = await pool.fetch(
-        "SELECT id, enqueue_count FROM tasks WHERE status = 'queued' AND NOT stop_requested"
+        "SELECT id, enqueue_count, job_id FROM tasks WHERE status = 'queued' AND NOT stop_requested"
         " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
         float(older_than_seconds),
         BATCH,
@@ -75,7 +75,7 @@ async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
         for row in rows:
-            job = queue.job_id(row["id"], row["enqueue_count"])
+            job = row["job_id"] or queue.job_id(row["id"], row["enqueue_count"])
             pipe.exists(f"arq:job:{job}")
             pipe.exists(f"arq:in-progress:{job}")
         found = await pipe.execute()

@@ -81,7 +81,7 @@ def worker_settings(settings: Settings) -> dict:
     """Keyword arguments for arq.Worker, built from Depot's settings."""
     load_test_handlers()
     return dict(
-        functions=[jobs.run_task],
+        functions=[jobs.run_task, jobs.run_tasks],
         cron_jobs=[
             cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
             # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.

@@ -12,13 +12,13 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app import auth, queue, reports_counter
+from app import auth, reports_counter
 from app.auth import Role
 from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
-from app.hosts import inventory, queries, registry
+from app.hosts import intake, inventory, queries, registry
 from app.openapi import docs
-from app.resources import DISPATCHES, POOL, REDIS, SETTINGS
+from app.resources import BATCHER, INTAKE, POOL, SETTINGS
 from app.schemas.hosts import (
     AvailableReport,
     EventsReport,
@@ -136,7 +136,8 @@ async def put_available(request: web.Request) -> web.Response:
 
 
 async def _put_report(request: web.Request, kind: str, message: str) -> web.Response:
-    """The hot path: validate cheaply, compare the digest, store + enqueue in one round trip."""
+    """The hot path: validate cheaply; the intake compares the digest and stores the report with other
+    requests' in one statement; the host_diff task it creates goes to the workers in a batch job."""
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
     try:
@@ -157,20 +158,20 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
-    accepted = await inventory.accept_report(
-        request.app[POOL], who.host_id, who.token_digest, kind, inventory.body_digest(raw),
-        inventory.encode_body(body, splittable),
-    )
+    batcher = request.app[BATCHER]
+    batch = batcher.join()
+    try:
+        accepted = await request.app[INTAKE].reports.accept(intake.Report(
+            who.host_id, kind, inventory.body_digest(raw), inventory.encode_body(body, splittable),
+            who.token_digest, batch.job_id,
+        ))
+        if accepted.created:
+            batch.add(accepted.task_id)
+    finally:
+        batcher.leave(batch)
     if not accepted.authorized:
         raise auth.stale_host_credentials(request)
     reports_counter.record(request.app, kind)
-    if accepted.task_id is not None and accepted.created:
-        # The agent sends available then installed within a moment: a short delay lets the second
-        # report join the same task (one job per host per run instead of two).
-        queue.dispatch_soon(
-            request.app[DISPATCHES], request.app[REDIS],
-            queue.TaskRef(accepted.task_id, accepted.enqueue_count, True), defer_seconds=inventory.DIFF_DELAY_SECONDS,
-        )
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
 
@@ -186,13 +187,12 @@ async def put_events(request: web.Request) -> web.Response:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
-    added = await inventory.store_events(
-        request.app[POOL], who.host_id, who.token_digest, events, inventory.body_digest(await request.read())
-    )
-    if added is None:
+    stored = await request.app[INTAKE].events.accept(intake.Events(
+        who.host_id, inventory.body_digest(await request.read()), who.token_digest, events))
+    if not stored.authorized:
         raise auth.stale_host_credentials(request)
     reports_counter.record(request.app, "event")
-    return ok(message=["Package events history updated successfully."], added=added)
+    return ok(message=["Package events history updated successfully."], added=stored.added)
 
 
 # --- reads ---------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ async def test_reports_stored_by_an_older_version_are_applied(client, pool, make
     await pool.execute(
         "INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)", creds[2], plain)
     assert not plain.startswith(inventory.SPLITTABLE) and zlib.decompress(inventory.encode_body(plain, False)) == plain
-    summary = await inventory.apply_pending(pool, creds[2])
+    summary = (await inventory.apply_pending(pool, [creds[2]]))[creds[2]]
     assert summary["added"] == 1
     assert (await _state(pool, creds[2]))[1] == [("added", "new", "", None, "3")]
 

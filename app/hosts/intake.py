@@ -1,0 +1,212 @@
+"""Storing host reports: many requests' reports written in one statement (group commit).
+
+A report endpoint's work in PostgreSQL is small (compare a digest, store a compressed body, create
+or join the host's queued host_diff task; or insert the new events), so per-statement costs
+dominate it: a round trip, the executor's start-up, a commit that waits for the WAL flush.
+GroupCommit queues the writes of concurrent requests and does each group in one statement: under
+load, one round trip and one flush serve tens of requests; alone, a request is written at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+# Compare each report's digest with its host's last one, touch last_seen, and for each changed
+# report store it and create (or join) the host's queued host_diff task. The commit waits for the
+# WAL flush: a 200 means the report survives a PostgreSQL crash (tests/faults/test_host_reports.py
+# crashes it mid-burst; with synchronous_commit off, acknowledged reports were lost). Nothing is
+# written for a report whose host no longer has the token digest the request was authenticated
+# with (see auth.HostCredentialCache). FOR NO KEY UPDATE, not FOR UPDATE: it still orders two
+# reports of one host, but does not block the worker's foreign-key checks. A group holds at most
+# one report per host (results are matched by host), sorted by host id (one lock order for all).
+_ACCEPT_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])
+           AS i(host_id, kind, digest, body, token_digest, job_id)
+), old AS (
+    SELECT h.id, CASE WHEN i.kind = 'installed' THEN h.installed_digest ELSE h.available_digest END AS digest
+    FROM input i JOIN hosts h ON h.id = i.host_id AND h.token_digest = i.token_digest
+    ORDER BY h.id FOR NO KEY UPDATE OF h
+), upd AS (
+    UPDATE hosts h SET last_seen_at = now(),
+        installed_digest = CASE WHEN i.kind = 'installed' THEN i.digest ELSE h.installed_digest END,
+        available_digest = CASE WHEN i.kind = 'available' THEN i.digest ELSE h.available_digest END
+    FROM input i JOIN old ON old.id = i.host_id  -- (after old: a row this statement updated cannot be locked)
+    WHERE h.id = i.host_id
+    RETURNING h.id
+), rep AS (
+    INSERT INTO host_reports (host_id, kind, digest, body)
+    SELECT i.host_id, i.kind, i.digest, i.body FROM input i JOIN old ON old.id = i.host_id
+    WHERE old.digest IS DISTINCT FROM i.digest
+    RETURNING id, host_id
+), task AS (
+    INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
+    SELECT 'host_diff', 'host:' || rep.host_id, '{}'::jsonb, 'host:' || rep.host_id, 1, i.job_id
+    FROM rep JOIN input i ON i.host_id = rep.host_id
+    ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
+    RETURNING id, target, (xmax = 0) AS created
+)
+SELECT i.host_id, upd.id IS NOT NULL AS authorized, rep.id IS NOT NULL AS changed,
+       task.id AS task_id, coalesce(task.created, false) AS created
+FROM input i LEFT JOIN upd ON upd.id = i.host_id LEFT JOIN rep ON rep.host_id = i.host_id
+LEFT JOIN task ON task.target = 'host:' || i.host_id
+"""
+
+
+@dataclass(frozen=True)
+class Report:
+    host_id: int
+    kind: str  # installed | available
+    digest: bytes  # of the raw body: an unchanged report is not stored again
+    body: bytes  # inventory.encode_body()
+    token_digest: bytes  # the credentials the request was authenticated with
+    job_id: str  # the batch job that will carry a new task (queue.JobBatcher)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    authorized: bool  # False: the host's credentials changed since the request was authenticated
+    changed: bool
+    task_id: int | None
+    created: bool  # a new host_diff task (else none, or the host's queued one was joined)
+
+
+async def accept_reports(pool, reports: list[Report]) -> dict[int, Accepted]:
+    """Store each report unless its digest equals its host's last one, in one statement.
+    At most one report per host. Returns the outcome by host id."""
+    reports = sorted(reports, key=lambda r: r.host_id)
+    columns = [list(c) for c in zip(*((r.host_id, r.kind, r.digest, r.body, r.token_digest, r.job_id)
+                                       for r in reports))]
+    rows = await pool.fetch(_ACCEPT_SQL, *columns)
+    return {row["host_id"]: Accepted(row["authorized"], row["changed"], row["task_id"], row["created"])
+            for row in rows}
+
+
+# One statement for the events of several hosts: each event is stored once (host + start + command),
+# the whole history of a host is skipped when its digest is the last one's.
+_EVENTS_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[]) AS i(host_id, digest, token_digest, events)
+), old AS (
+    SELECT h.id, h.events_digest FROM input i JOIN hosts h ON h.id = i.host_id AND h.token_digest = i.token_digest
+    ORDER BY h.id FOR NO KEY UPDATE OF h
+), upd AS (
+    UPDATE hosts h SET last_seen_at = now(), events_digest = i.digest
+    FROM input i JOIN old ON old.id = i.host_id WHERE h.id = i.host_id
+    RETURNING h.id
+), ins AS (
+    INSERT INTO host_events (host_id, date_start, time_start, date_end, time_end, command, packages)
+    SELECT i.host_id, (e->>'date_start')::date, (e->>'time_start')::time, (e->>'date_end')::date,
+           (e->>'time_end')::time, e->>'command', e->'packages'
+    FROM input i JOIN old ON old.id = i.host_id, jsonb_array_elements(i.events::jsonb) AS e
+    WHERE old.events_digest IS DISTINCT FROM i.digest
+    ON CONFLICT (host_id, date_start, time_start, command) DO NOTHING
+    RETURNING host_id
+)
+SELECT i.host_id, upd.id IS NOT NULL AS authorized, (SELECT count(*) FROM ins WHERE ins.host_id = i.host_id) AS added
+FROM input i LEFT JOIN upd ON upd.id = i.host_id
+"""
+
+
+@dataclass(frozen=True)
+class Events:
+    host_id: int
+    digest: bytes  # of the raw body: the same history sent again costs a comparison
+    token_digest: bytes
+    events: list[dict]  # inventory.check_events()
+
+
+@dataclass(frozen=True)
+class EventsStored:
+    authorized: bool
+    added: int  # events not stored before
+
+
+async def store_events(pool, items: list[Events]) -> dict[int, EventsStored]:
+    items = sorted(items, key=lambda e: e.host_id)
+    rows = await pool.fetch(_EVENTS_SQL, [e.host_id for e in items], [e.digest for e in items],
+                            [e.token_digest for e in items], [orjson.dumps(e.events).decode() for e in items])
+    return {row["host_id"]: EventsStored(row["authorized"], row["added"]) for row in rows}
+
+
+class GroupCommit:
+    """Group commit of one kind of host write, for the report endpoints of one server process.
+
+    accept(item) queues an item (with a host_id) and waits for the statement that writes it:
+    `write(pool, items) -> {host_id: outcome}`. At most `max_inflight` statements run at once; the
+    items that arrive meanwhile wait and go together in the next one (at most `max_group`, one per
+    host). If a group's statement fails, its items are retried one by one, so one item cannot fail
+    the others; each request then sees its own outcome.
+    """
+
+    def __init__(self, pool, write: Callable[[Any, list], Awaitable[dict]], max_group: int = 64,
+                 max_inflight: int = 2):
+        self.pool = pool
+        self.write = write
+        self.max_group = max_group
+        self.max_inflight = max_inflight
+        self._waiting: list[tuple[Any, asyncio.Future]] = []
+        self._inflight = 0
+        self._drains: set[asyncio.Task] = set()
+
+    async def accept(self, item):
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._inflight < self.max_inflight:
+            self._inflight += 1
+            drain = asyncio.create_task(self._drain())
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group, rest, hosts = [], [], set()
+                for entry in self._waiting:
+                    if len(group) < self.max_group and entry[0].host_id not in hosts:
+                        group.append(entry)
+                        hosts.add(entry[0].host_id)
+                    else:
+                        rest.append(entry)
+                self._waiting = rest
+                await self._write(group)
+        finally:
+            self._inflight -= 1
+
+    async def _write(self, group: list[tuple[Any, asyncio.Future]]) -> None:
+        try:
+            outcome = await self.write(self.pool, [item for item, _ in group])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exc=exc)
+                return
+            log.warning("a group of %d writes failed (%s); doing them one by one", len(group), type(exc).__name__)
+            await asyncio.gather(*(self._write([entry]) for entry in group))
+            return
+        for item, future in group:
+            found = outcome.get(item.host_id)
+            _settle(future, found, None if found else RuntimeError(f"no outcome for host {item.host_id}"))
+
+
+class Intake:
+    """The server's group commits: installed/available reports, and events."""
+
+    def __init__(self, pool):
+        self.reports = GroupCommit(pool, accept_reports)
+        self.events = GroupCommit(pool, store_events)
+
+
+def _settle(future: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
+    if future.done():  # the request was cancelled (client gone): its report is stored anyway
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
