@@ -88,6 +88,7 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
     import aiohttp
 
     latencies: list[float] = []
+    by_path: dict[str, list[float]] = {p: [] for p in PATHS}
     failures = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -102,6 +103,7 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
                     ok = resp.status == 200
                 if record:
                     latencies.append(time.perf_counter() - t0)
+                    by_path[path].append(latencies[-1])
                     failures += not ok
 
         async def run_round(bodies_by_host, record: bool):
@@ -120,7 +122,10 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
             await run_round(bodies_by_host, True)
         elapsed = time.perf_counter() - t0
     latencies.sort()
+    for values in by_path.values():
+        values.sort()
     return {
+        "p99_by_path_ms": {p.rsplit("/", 1)[1]: round(v[int(len(v) * 0.99)] * 1000, 1) for p, v in by_path.items() if v},
         "requests": len(latencies), "failures": failures, "seconds": elapsed,
         "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
@@ -409,6 +414,7 @@ def main() -> None:
               f"   p99 {reference['p99_ms']:6.1f} ms")
         print(f"depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
               f"   p99 {depot['p99_ms']:6.1f} ms")
+        print(f"depot p99 by endpoint: {depot['p99_by_path_ms']} (reference: {before['p99_by_path_ms']})")
         print(f"depot end to end (every diff applied, {drain:.2f} s after the last PUT): {end_to_end:8.0f} reports/s")
         print(f"ratios: accepted {depot['rate'] / reference['rate']:.2f}x (target >= 0.7),"
               f" end to end {end_to_end / reference['rate']:.2f}x (target >= 0.4), p99 {depot['p99_ms']:.1f} ms"

@@ -317,9 +317,9 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
     return plan
 
 
-# Every write of a batch of hosts in one statement (so one transaction): removed, added and
-# changed package rows, history, kept inventories, available sets, the hosts' columns, and the
-# deletion of the applied reports. Each part gets arrays of only what changed. No WAL flush wait:
+# Every write of a batch of hosts in one statement: removed, added and changed package rows,
+# history, kept inventories, available sets, and the deletion of the applied reports; then the
+# hosts' columns (_HOSTS_SQL), in the same transaction. Each part gets arrays of only what changed. No WAL flush wait:
 # if a crash loses this commit, the report rows come back with it and are applied again (the
 # tasks are marked done by a later, flushed commit).
 _WRITE_SQL = """
@@ -356,13 +356,18 @@ rm AS (
     SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
     WHERE (host_available.version, host_available.repository, host_available.security)
           IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
-), done AS (
-    DELETE FROM host_reports WHERE id = ANY($26::bigint[])
 )
+DELETE FROM host_reports USING async WHERE id = ANY($26::bigint[])
+"""
+
+# The hosts' rows last, in a statement of their own just before the commit: the report endpoints
+# lock these rows too (FOR NO KEY UPDATE), and a group of their requests would otherwise wait for
+# the whole write above (PostgreSQL runs a statement's main query first, its other CTEs after).
+_HOSTS_SQL = """
 UPDATE hosts h SET inventory_at = coalesce(u.inventory_at, h.inventory_at),
     available_count = coalesce(u.available_count, h.available_count),
     available_at = coalesce(u.available_at, h.available_at)
-FROM async, unnest($27::bigint[], $28::timestamptz[], $29::int[], $30::timestamptz[])
+FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::timestamptz[])
      AS u(host_id, inventory_at, available_count, available_at)
 WHERE h.id = u.host_id
 """
@@ -382,10 +387,12 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
             replaced.append(h)
         reports += p.report_ids
         hosts.append((h, p.inventory_at, None if p.available is None else len(p.available), p.available_at))
-    await conn.execute(
-        _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 3),
-        *_columns(available, 6), replaced, reports, *_columns(hosts, 4),
-    )
+    async with conn.transaction():
+        await conn.execute(
+            _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 3),
+            *_columns(available, 6), replaced, reports,
+        )
+        await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
 
 def _columns(rows: list[tuple], width: int) -> list[list]:
