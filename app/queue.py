@@ -182,8 +182,11 @@ async def redispatch_many(conn, redis, task_ids: list[int]) -> None:
         return await redispatch(conn, redis, task_ids[0])
     job = f"tasks-{min(task_ids)}-{secrets.token_hex(4)}"
     queued = await conn.fetchval(
-        "WITH r AS (UPDATE tasks SET enqueue_count = enqueue_count + 1, job_id = $2"
-        "           WHERE id = ANY($1::bigint[]) AND status = 'queued' RETURNING id)"
+        # Locked in target order, as workers/jobs.py claims them (see there).
+        "WITH c AS (SELECT id FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'queued'"
+        "           ORDER BY kind, length(target), target FOR UPDATE),"
+        " r AS (UPDATE tasks t SET enqueue_count = t.enqueue_count + 1, job_id = $2 FROM c WHERE t.id = c.id"
+        "       RETURNING t.id)"
         " SELECT array_agg(id ORDER BY id) FROM r",
         task_ids, job,
     )

@@ -148,7 +148,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
         count = inventory.fast_count(kind, raw, settings.max_list_items)
         body = raw
-        splittable = inventory.is_splittable(kind, raw, count)
+        splittable = inventory.is_splittable(kind, count)
         if count is None:
             data = await read_json_text(request)
             key = inventory.BODY_KEYS[kind]

@@ -1,6 +1,7 @@
 """Version order: dpkg rules for Debian-family hosts, rpm rules for RHEL-family hosts."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import rpm_version
@@ -17,6 +18,8 @@ def _sign(n: int) -> int:
     return (n > 0) - (n < 0)
 
 
+# Cached: across a fleet, many hosts report the same upgrade (same package, same two versions).
+@functools.lru_cache(maxsize=65536)
 def dpkg_compare(a: str, b: str) -> int:
     try:
         return _sign(_dpkg_compare(a, b))
@@ -24,6 +27,7 @@ def dpkg_compare(a: str, b: str) -> int:
         return _sign((a > b) - (a < b))
 
 
+@functools.lru_cache(maxsize=65536)
 def rpm_compare(a: str, b: str) -> int:
     try:
         return _sign(rpm_version.evr_compare(a, b))
