@@ -345,6 +345,7 @@ async def _time_queries(base_url: str, key: str) -> list[tuple[str, float, float
     cases = [
         "/api/v2/hosts/package/rare42-tool?strict-name",
         "/api/v2/hosts/package/rare4",
+        "/api/v2/hosts/package/rare4?per_page=100",
         "/api/v2/hosts/package/libq16-common?per_page=100",
         "/api/v2/hosts/package/libq16-common/1.3?per_page=100",
         "/api/v2/hosts/package/libq16-common",
@@ -354,12 +355,16 @@ async def _time_queries(base_url: str, key: str) -> list[tuple[str, float, float
         for path in cases:
             times, hosts = [], 0
             for i in range(12):
+                # The server's answer time: until its last byte is in (the client's own JSON parse
+                # of a 10,000-host answer, ~10 ms in Python, comes after).
                 t0 = time.perf_counter()
                 async with s.get(base_url + path) as r:
-                    body = await r.json()
-                    assert r.status == 200, body
+                    raw = await r.read()
+                elapsed = (time.perf_counter() - t0) * 1000
+                body = json.loads(raw)
+                assert r.status == 200, body
                 if i >= 2:
-                    times.append((time.perf_counter() - t0) * 1000)
+                    times.append(elapsed)
                 hosts = len(body["results"])
             times.sort()
             out.append((path, times[len(times) // 2], times[-1], hosts))
@@ -426,7 +431,8 @@ def main() -> None:
             loaded = asyncio.run(_load_query_fleet(settings, QUERY_HOSTS, PACKAGES))
             print(f"loaded {QUERY_HOSTS * PACKAGES:,} rows in {loaded:.0f} s")
             for path, p50, worst, hosts in asyncio.run(_time_queries(settings.base_url, viewer_key)):
-                print(f"GET {path:<55} {hosts:6d} hosts   median {p50:7.1f} ms   max {worst:7.1f} ms (target < 50)")
+                print(f"GET {path:<55} {hosts:6d} hosts   median {p50:7.1f} ms   max {worst:7.1f} ms (target < 50;"
+                      " time to the last byte)")
     finally:
         _stop(server)
         _stop(worker)

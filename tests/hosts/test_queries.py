@@ -120,6 +120,21 @@ async def test_package_search(client, fleet, viewer, path, expected):
             assert PACKAGES[r["hostname"]][name] == version
 
 
+async def test_package_search_pages_follow_hostnames_with_the_same_packages(client, fleet, viewer):
+    whole = await _get(client, "/api/v2/hosts/package/openssl", viewer)
+    assert [r["hostname"] for r in whole["results"]] == ["db01", "web01", "web02"]
+    pages = []
+    for page in (1, 2, 3):
+        body = await _get(client, f"/api/v2/hosts/package/openssl?per_page=2&page={page}", viewer)
+        assert body["pagination"] == {"page": page, "per_page": 2, "total": 3}
+        pages.append(body["results"])
+    assert [len(p) for p in pages] == [2, 1, 0]
+    assert pages[0] + pages[1] == whole["results"]  # same hosts, order and packages (openssl-dev too)
+    body = await _get(client, "/api/v2/hosts/package/openssl/3.0.2?per_page=1&page=2", viewer)
+    assert [(r["hostname"], sorted(r["packages"])) for r in body["results"]] == [("web02", ["openssl", "openssl-dev"])]
+    assert body["pagination"]["total"] == 2
+
+
 @pytest.mark.parametrize("bad", ["open ssl", "open'ssl", "a;b", "%3Cscript%3E", "lib%25"])
 async def test_package_search_rejects_invalid_names(client, fleet, viewer, bad):
     body = await _get(client, f"/api/v2/hosts/package/{bad}", viewer, 400)
