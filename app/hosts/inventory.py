@@ -163,8 +163,8 @@ def join_arch(name: str, arch: str) -> str:
 #                      is a {"name[:arch]": "version"} object;
 #   b"{"               plain JSON, as stored before compression.
 SPLITTABLE = b"S"
-_LIST_START = len(b'{"installed_packages": [{')
-_LIST_END = len(b'}]}')
+_HEAD = b'{"installed_packages": [{'
+_TAIL = b'}]}'
 _VERSION_SEP = b'", "version": "'
 # A report changing more items than this goes the dict path (as fast then, and simpler).
 _SPLIT_MAX_CHANGES = 256
@@ -202,22 +202,34 @@ def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None
     matters: the last one wins), or a large change.
     """
     old_raw, new_raw = _decompress(stored_old), _decompress(stored_new)
-    old_items = set(old_raw[_LIST_START:-_LIST_END].split(b"}, {"))
-    new_items = set(new_raw[_LIST_START:-_LIST_END].split(b"}, {"))
+    # Split whole (no copy of the list's middle): the first item carries the body's head and the
+    # last its tail in both lists alike, so equal items still compare equal; changed ones are trimmed.
+    old_items, new_items = set(old_raw.split(b"}, {")), set(new_raw.split(b"}, {"))
     gone, came = old_items - new_items, new_items - old_items
     if len(gone) + len(came) > _SPLIT_MAX_CHANGES:
         return None
     out = []
-    for items, raw in ((gone, old_raw), (came, new_raw)):
+    for items in (gone, came):
         versions = {}
         for item in items:  # b'"name": "N", "version": "V"' (no '"' inside N or V)
+            if item.startswith(_HEAD):
+                item = item[len(_HEAD):]
+            if item.endswith(_TAIL):
+                item = item[:-len(_TAIL)]
             sep = item.index(_VERSION_SEP)
-            name = item[9:sep]
-            if raw.count(b'{"name": "' + name + b'", ') != 1:
+            name = item[9:sep].decode()
+            if name in versions:  # listed twice among the changed items
                 return None
-            versions[name.decode()] = item[sep + len(_VERSION_SEP):-1].decode()
+            versions[name] = item[sep + len(_VERSION_SEP):-1].decode()
         out.append(versions)
-    return out[0], out[1]
+    gone_versions, came_versions = out
+    # A changed name must be in the new list exactly once if it came, not at all if it only went:
+    # another item of that name would be unchanged (in both lists) and the dict path, where the
+    # last item wins, could give another answer. One scan of the new list per changed name.
+    for name in gone_versions.keys() | came_versions.keys():
+        if new_raw.count(b'{"name": "' + name.encode() + b'", ') != (name in came_versions):
+            return None
+    return gone_versions, came_versions
 
 
 async def current_inventory(conn, host_id: int, kept: bytes | None) -> dict[str, str]:
