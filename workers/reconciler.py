@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 from app import queue
+from workers.jobs import BATCH_HANDLERS
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+RESEND_BATCH = 200  # tasks per re-sent batch job
 
 
 async def reconcile(pool, redis, settings) -> dict:
@@ -66,7 +68,7 @@ async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
     reply lost in a Redis hiccup); arq would leave it alone until the in-progress key expires (an hour).
     """
     rows = await pool.fetch(
-        "SELECT id, enqueue_count, job_id FROM tasks WHERE status = 'queued' AND NOT stop_requested"
+        "SELECT id, kind, enqueue_count, job_id FROM tasks WHERE status = 'queued' AND NOT stop_requested"
         " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
         float(older_than_seconds),
         BATCH,
@@ -80,7 +82,13 @@ async def resend_lost_queued(pool, redis, older_than_seconds: int) -> int:
             pipe.exists(f"arq:in-progress:{job}")
         found = await pipe.execute()
     lost = [row for row, there, taken in zip(rows, found[0::2], found[1::2]) if not there or taken]
+    # Kinds that run in batches go back in batch jobs (after a Redis restart, a fleet's worth of
+    # host diffs would otherwise come back one job each).
+    batched = [row["id"] for row in lost if row["kind"] in BATCH_HANDLERS]
     async with pool.acquire() as conn:
         for row in lost:
-            await queue.redispatch(conn, redis, row["id"])
+            if row["kind"] not in BATCH_HANDLERS:
+                await queue.redispatch(conn, redis, row["id"])
+        for start in range(0, len(batched), RESEND_BATCH):
+            await queue.redispatch_many(conn, redis, batched[start:start + RESEND_BATCH])
     return len(lost)

@@ -97,6 +97,7 @@ async def test_a_batch_job_that_redis_lost_is_sent_again(client, pool, redis, se
     await redis.flushdb()  # Redis restarted empty
     await pool.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
     assert (await reconciler.reconcile(pool, redis, settings))["resent"] == 3
+    assert await redis.zcard(settings.queue_name) == 1  # sent again as one batch job
     await run_worker()
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'done'") == 3
     assert await pool.fetchval("SELECT count(*) FROM host_packages") == 3
