@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+import asyncpg
 import orjson
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,9 @@ class GroupCommit:
         try:
             outcome = await self.write(self.pool, [item for item, _ in group])
         except Exception as exc:
-            if len(group) == 1:
-                _settle(group[0][1], exc=exc)
+            if len(group) == 1 or not _item_may_be_at_fault(exc):
+                for _, future in group:
+                    _settle(future, exc=exc)
                 return
             log.warning("a group of %d writes failed (%s); doing them one by one", len(group), type(exc).__name__)
             await asyncio.gather(*(self._write([entry]) for entry in group))
@@ -202,6 +204,13 @@ class Intake:
     def __init__(self, pool):
         self.reports = GroupCommit(pool, accept_reports)
         self.events = GroupCommit(pool, store_events)
+
+
+def _item_may_be_at_fault(exc: Exception) -> bool:
+    """An error of the statement's data (a constraint, a deadlock), not of PostgreSQL being away,
+    overloaded or shutting down (SQLSTATE classes 08, 53, 57): only then can writing the items one
+    by one save the others. During an outage, each request gets the error at once (503)."""
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] not in ("08", "53", "57")
 
 
 def _settle(future: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
