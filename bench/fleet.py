@@ -288,7 +288,9 @@ async def _check(settings) -> dict:
     try:
         return dict(await conn.fetchrow(
             "SELECT (SELECT count(*) FROM host_packages) AS packages, (SELECT count(*) FROM host_history) AS history,"
-            " (SELECT count(*) FROM host_events) AS events, (SELECT count(*) FROM tasks WHERE status = 'error') AS errors"
+            " (SELECT count(*) FROM host_events) AS events, (SELECT count(*) FROM host_available) AS available,"
+            " (SELECT sum(available_count) FROM hosts) AS available_counted,"
+            " (SELECT count(*) FROM tasks WHERE status = 'error') AS errors"
         ))
     finally:
         await conn.close()

@@ -253,7 +253,9 @@ class HostPlan:
     history: list[tuple] = field(default_factory=list)    # (at, change, name, arch, old, new)
     kept: tuple | None = None                             # (report id or None, body or None)
     inventory_at: object = None
-    available: list[tuple] | None = None                  # (name, arch, version, repository, security)
+    available_gone: list[tuple] = field(default_factory=list)  # (name, arch)
+    available_up: list[tuple] = field(default_factory=list)    # (name, arch, version, repository, security)
+    available_count: int | None = None                         # None: no available report
     available_at: object = None
 
 
@@ -267,23 +269,23 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
     Installed: the new list against the last applied one (two splittable bodies: split_diff, only
     the items that differ; otherwise whole dicts). Every report's changes go to the history; the
     package rows get the net change of all of them (a package added then removed writes nothing).
-    The host's first inventory is its baseline (no history). Available: the last report replaces the set.
+    The host's first inventory is its baseline (no history). Available: the last report replaces the
+    set; only the rows that differ from the current ones are written.
     """
     plan = HostPlan(host_id, _empty_summary())
     first = reports[0]
     baseline, kept, cmp = first["baseline"], first["kept"], versions.comparator(first["os_family"])
+    new_av: dict[tuple[str, str], tuple] | None = None
     net: dict[str, list] = {}  # raw name -> [version before these reports, version now, state]
     for report in reports:
         plan.report_ids.append(report["id"])
         plan.summary["reports"] += 1
         if report["kind"] == AVAILABLE:
-            new_av: dict[tuple[str, str], tuple] = {}
+            new_av = {}
             for item in load_body(report["body"])[BODY_KEYS[AVAILABLE]]:
                 sec = item.get("security")
                 new_av[split_arch(item["name"])] = (item["version"], item.get("repository"), sec is True or sec == "true")
-            plan.available = [(name, arch, *rest) for (name, arch), rest in new_av.items()]
             plan.available_at = report["received_at"]
-            plan.summary["available"] = len(plan.available)
             continue
         stored = report["body"]
         pair = None
@@ -327,6 +329,11 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
             plan.upserts.append((name, arch, now, state))
         elif before is not None:
             plan.removed.append((name, arch))
+    if new_av is not None:
+        current = {(n, a): (v, r, s) for n, a, v, r, s in orjson.loads(first["available"] or "[]")}
+        plan.available_gone = list(current.keys() - new_av.keys())
+        plan.available_up = [(*key, *row) for key, row in new_av.items() if current.get(key) != row]
+        plan.available_count = plan.summary["available"] = len(new_av)
     return plan
 
 
@@ -355,22 +362,16 @@ rm AS (
     FROM unnest($16::bigint[], $17::bigint[], $18::bytea[]) AS k(host_id, report_id, body)
     LEFT JOIN host_reports r ON r.id = k.report_id
     ON CONFLICT (host_id) DO UPDATE SET body = EXCLUDED.body
-), av AS (
-    SELECT * FROM unnest($19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[], $24::bool[])
-           AS n(host_id, name, arch, version, repository, security)
 ), av_gone AS (
-    DELETE FROM host_available a WHERE a.host_id = ANY($25::bigint[])
-    AND NOT EXISTS (SELECT 1 FROM av WHERE av.host_id = a.host_id AND av.name = a.name COLLATE "C"
-                    AND av.arch = a.arch COLLATE "C")
+    DELETE FROM host_available a USING unnest($19::bigint[], $20::text[], $21::text[]) AS g(host_id, name, arch)
+    WHERE a.host_id = g.host_id AND a.name = g.name COLLATE "C" AND a.arch = g.arch COLLATE "C"
 ), av_up AS (
     INSERT INTO host_available (host_id, name, arch, version, repository, security)
-    SELECT * FROM av
+    SELECT * FROM unnest($22::bigint[], $23::text[], $24::text[], $25::text[], $26::text[], $27::bool[])
     ON CONFLICT (host_id, name, arch) DO UPDATE
     SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
-    WHERE (host_available.version, host_available.repository, host_available.security)
-          IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.repository, EXCLUDED.security)
 )
-DELETE FROM host_reports USING async WHERE id = ANY($26::bigint[])
+DELETE FROM host_reports USING async WHERE id = ANY($28::bigint[])
 """
 
 # The hosts' rows last, in a statement of their own just before the commit: the report endpoints
@@ -390,7 +391,7 @@ WHERE h.id = locked.id
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
-    removed, upserts, history, kept, available, replaced, reports, hosts = [], [], [], [], [], [], [], []
+    removed, upserts, history, kept, av_gone, av_up, reports, hosts = [], [], [], [], [], [], [], []
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         removed += [(h, *r) for r in p.removed]
@@ -398,15 +399,14 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         history += [(h, *r) for r in p.history]
         if p.kept is not None:
             kept.append((h, *p.kept))
-        if p.available is not None:
-            available += [(h, *r) for r in p.available]
-            replaced.append(h)
+        av_gone += [(h, *r) for r in p.available_gone]
+        av_up += [(h, *r) for r in p.available_up]
         reports += p.report_ids
-        hosts.append((h, p.inventory_at, None if p.available is None else len(p.available), p.available_at))
+        hosts.append((h, p.inventory_at, p.available_count, p.available_at))
     async with conn.transaction():
         await conn.execute(
             _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 3),
-            *_columns(available, 6), replaced, reports,
+            *_columns(av_gone, 3), *_columns(av_up, 6), reports,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
@@ -418,7 +418,11 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
 
 _PENDING_SQL = """
 SELECT r.id, r.host_id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,
-       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN k.body END AS kept
+       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN k.body END AS kept,
+       -- the host's current available rows (compared in Python: only the differences are written)
+       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN (
+           SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security))
+           FROM host_available a WHERE a.host_id = r.host_id)::text END AS available
 FROM host_reports r JOIN hosts h ON h.id = r.host_id LEFT JOIN host_inventories k ON k.host_id = r.host_id
 WHERE r.host_id = ANY($1::bigint[]) ORDER BY r.host_id, r.id
 """
