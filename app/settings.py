@@ -52,7 +52,7 @@ class Settings:
     # so it also caps a worker's rate of short jobs: 16 -> about 320 host diffs per second.
     worker_max_jobs: int = 16
     # Host diff tasks a server creates within this window go to the workers as one job (queue.JobBatcher).
-    diff_batch_seconds: float = 0.25
+    diff_batch_seconds: float = 0.1
     task_heartbeat_seconds: int = 5
     task_stale_seconds: int = 30
     reconcile_seconds: int = 10
@@ -112,7 +112,7 @@ class Settings:
             max_per_page=_int("DEPOT_MAX_PER_PAGE", 5000),
             queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
             worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 16),
-            diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.25),
+            diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
             task_heartbeat_seconds=_int("DEPOT_TASK_HEARTBEAT_SECONDS", 5),
             task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),
