@@ -42,7 +42,7 @@ def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> Red
 
 async def database_ctx(app: web.Application):
     app[POOL] = await db.create_pool(app[SETTINGS])
-    app[INTAKE] = Intake(app[POOL])
+    app[INTAKE] = Intake(app[POOL], app[SETTINGS].intake_max_group, app[SETTINGS].intake_max_inflight)
     yield
     await app[POOL].close()
 

@@ -53,6 +53,9 @@ class Settings:
     worker_max_jobs: int = 16
     # Host diff tasks a server creates within this window go to the workers as one job (queue.JobBatcher).
     diff_batch_seconds: float = 0.1
+    # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
+    intake_max_group: int = 64
+    intake_max_inflight: int = 2
     task_heartbeat_seconds: int = 5
     task_stale_seconds: int = 30
     reconcile_seconds: int = 10
@@ -113,6 +116,8 @@ class Settings:
             queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
             worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 16),
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
+            intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
+            intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
             task_heartbeat_seconds=_int("DEPOT_TASK_HEARTBEAT_SECONDS", 5),
             task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),

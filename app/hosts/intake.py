@@ -201,9 +201,9 @@ class GroupCommit:
 class Intake:
     """The server's group commits: installed/available reports, and events."""
 
-    def __init__(self, pool):
-        self.reports = GroupCommit(pool, accept_reports)
-        self.events = GroupCommit(pool, store_events)
+    def __init__(self, pool, max_group: int = 64, max_inflight: int = 2):
+        self.reports = GroupCommit(pool, accept_reports, max_group, max_inflight)
+        self.events = GroupCommit(pool, store_events, max_group, max_inflight)
 
 
 def _item_may_be_at_fault(exc: Exception) -> bool:
