@@ -2,6 +2,7 @@
 
 A request made while a task of the same (kind, target) is queued joins that task (coalescing);
 one made while it runs creates exactly one more queued task, run after it (see workers/jobs.py).
+A task's job carries its id alone (`run_task`), or with others in a batch (`run_tasks`, JobBatcher).
 """
 from __future__ import annotations
 
@@ -64,12 +65,12 @@ async def create_task(conn, kind: str, target: str, params: dict | None = None, 
     return TaskRef(row["id"], row["enqueue_count"], row["created"])
 
 
-async def dispatch(redis, ref: TaskRef, *, defer_seconds: float | None = None) -> None:
+async def dispatch(redis, ref: TaskRef) -> None:
     """Send the arq job for a new task. If Redis is away the row stays queued for the reconciler."""
     if not ref.created:
         return
     try:
-        await redis.enqueue_job(JOB_FUNCTION, ref.id, _job_id=job_id(ref.id, ref.enqueue_count), _defer_by=defer_seconds)
+        await redis.enqueue_job(JOB_FUNCTION, ref.id, _job_id=job_id(ref.id, ref.enqueue_count))
     except Exception as exc:  # the task row is the truth; the reconciler re-sends it
         log.warning("could not enqueue task %s (%s); the reconciler will retry", ref.id, type(exc).__name__)
 

@@ -479,8 +479,16 @@ def _host_id(target: str) -> int:
 
 
 async def host_diff_batch(pool, targets: list[str]) -> dict[str, dict | Exception]:
-    """Batch task handler for kind `host_diff` (targets `host:<id>`): see workers/jobs.py run_tasks."""
-    results = await apply_pending(pool, [_host_id(t) for t in targets])
+    """Batch task handler for kind `host_diff` (targets `host:<id>`): see workers/jobs.py run_tasks.
+
+    The digests of hosts whose reports were not applied are forgotten, so that their next report,
+    even unchanged, is stored and queues a task that applies everything pending."""
+    host_ids = [_host_id(t) for t in targets]
+    try:
+        results = await apply_pending(pool, host_ids)
+    except Exception:
+        await forget_digests(pool, host_ids)
+        raise
     failed = [h for h, r in results.items() if isinstance(r, Exception)]
     if failed:
         await forget_digests(pool, failed)
