@@ -75,6 +75,14 @@ async def dispatch(redis, ref: TaskRef) -> None:
         log.warning("could not enqueue task %s (%s); the reconciler will retry", ref.id, type(exc).__name__)
 
 
+async def send_batch(redis, task_ids: list[int], job: str) -> None:
+    """Send one `run_tasks` job for these tasks. If Redis is away the rows stay queued for the reconciler."""
+    try:
+        await redis.enqueue_job(BATCH_FUNCTION, task_ids, _job_id=job)
+    except Exception as exc:  # the task rows are the truth; the reconciler re-sends them
+        log.warning("could not enqueue %d task(s) (%s); the reconciler will retry", len(task_ids), type(exc).__name__)
+
+
 @dataclass
 class Batch:
     """The tasks created by requests in one window of a JobBatcher; sent as one job."""
@@ -138,16 +146,9 @@ class JobBatcher:
         if batch.sent or not batch.task_ids:
             return
         batch.sent = True
-        task = asyncio.create_task(self._enqueue(batch))
+        task = asyncio.create_task(send_batch(self.redis, batch.task_ids, batch.job_id))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
-
-    async def _enqueue(self, batch: Batch) -> None:
-        try:
-            await self.redis.enqueue_job(BATCH_FUNCTION, batch.task_ids, _job_id=batch.job_id)
-        except Exception as exc:  # the task rows are the truth; the reconciler re-sends them
-            log.warning("could not enqueue %d task(s) (%s); the reconciler will retry",
-                        len(batch.task_ids), type(exc).__name__)
 
     async def flush(self) -> None:
         """Send the open batch now and wait for every send (shutdown; tests before a burst worker)."""
@@ -192,7 +193,4 @@ async def redispatch_many(conn, redis, task_ids: list[int]) -> None:
         task_ids, job,
     )
     if queued:
-        try:
-            await redis.enqueue_job(BATCH_FUNCTION, queued, _job_id=job)
-        except Exception as exc:
-            log.warning("could not enqueue %d task(s) (%s); the reconciler will retry", len(queued), type(exc).__name__)
+        await send_batch(redis, queued, job)

@@ -49,7 +49,7 @@ class Settings:
     # Workers.
     queue_name: str = "depot:queue"
     # Jobs one worker runs at once. arq starts at most this many per poll of the queue (every 50 ms),
-    # so it also caps a worker's rate of short jobs: 16 -> about 320 host diffs per second.
+    # so it also caps a worker's rate of short jobs (a batch of host diffs is one job).
     worker_max_jobs: int = 16
     # Host diff tasks a server creates within this window go to the workers as one job (queue.JobBatcher).
     diff_batch_seconds: float = 0.1

@@ -338,10 +338,10 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
 
 
 # Every write of a batch of hosts in one statement: removed, added and changed package rows,
-# history, kept inventories, available sets, and the deletion of the applied reports; then the
-# hosts' columns (_HOSTS_SQL), in the same transaction. Each part gets arrays of only what changed. No WAL flush wait:
-# if a crash loses this commit, the report rows come back with it and are applied again (the
-# tasks are marked done by a later, flushed commit).
+# history, kept inventories, available rows, and the deletion of the applied reports; then the
+# hosts' columns (_HOSTS_SQL), in the same transaction. Each part gets arrays of only what changed.
+# No WAL flush wait: if a crash loses this commit, the report rows come back with it and are
+# applied again (the tasks are marked done by a later, flushed commit).
 _WRITE_SQL = """
 WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
 rm AS (
@@ -447,24 +447,24 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
                 plans.append(await plan_host(conn, host_id, reports))
             except Exception as exc:
                 out[host_id] = exc
-        try:
-            if plans:
-                await write_plans(conn, plans)
-        except Exception as exc:
-            if len(plans) == 1:
-                out[plans[0].host_id] = exc
-                plans = []
-            for plan in plans:
-                try:
-                    await write_plans(conn, [plan])
-                except Exception as exc:
-                    out[plan.host_id] = exc
-                    continue
-                out[plan.host_id] = plan.summary
-        else:
-            for plan in plans:
-                out[plan.host_id] = plan.summary
+        if plans:
+            await _write_isolated(conn, plans, out)
     return out
+
+
+async def _write_isolated(conn, plans: list[HostPlan], out: dict) -> None:
+    """Write the plans in one transaction; if that fails, each on its own, so a host fails alone."""
+    try:
+        await write_plans(conn, plans)
+    except Exception as exc:
+        if len(plans) == 1:
+            out[plans[0].host_id] = exc
+            return
+        for plan in plans:
+            await _write_isolated(conn, [plan], out)
+        return
+    for plan in plans:
+        out[plan.host_id] = plan.summary
 
 
 async def forget_digests(pool, host_ids: list[int]) -> None:
