@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client).
 
 In-process: HTTP requests by route name and status with latency histograms, host reports accepted
-(counted from the hosts routes' names in observe_request). Read from PostgreSQL/Redis at scrape
+(counted by reports_counter.record in the report handlers). Read from PostgreSQL/Redis at scrape
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
 hosts by state — fleet-wide, from the tasks table. Each worker process exports its own (workers/metrics.py).
 """

@@ -50,8 +50,8 @@ IN_PROGRESS_SCAN = 200
 async def redis_depth(redis, queue_name: str) -> tuple[int, float | None]:
     """(jobs waiting, age in seconds of the oldest one) from arq's queue, a zset scored by run time in ms.
 
-    Waiting means due now and not running: jobs deferred to later (the workers' next cron runs, a host diff
-    held back a moment to coalesce) and jobs a worker is running (arq keeps them in the zset) are not counted.
+    Waiting means due now and not running: jobs deferred to later (the workers' next cron runs) and
+    jobs a worker is running (arq keeps them in the zset) are not counted.
     """
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
