@@ -197,39 +197,71 @@ def installed_map(body: dict) -> dict[str, str]:
 
 def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None:
     """The items that differ between two splittable inventories, as ({name: old version},
-    {name: new version}), found by set operations on the raw items (no JSON parse, no dict of
-    2,000 entries). None when the dict path must be used: a changed name listed twice (order then
-    matters: the last one wins), or a large change.
+    {name: new version}), found by set operations on raw bytes (no JSON parse, no dict of 2,000
+    entries). The old list must name each package once (host_inventories.unique_names); when this
+    returns a pair, so does the new one. None when the dict path must be used: a name listed twice
+    in the new list (order then matters: the last one wins), or a large change.
+
+    Two levels: the lists are cut into chunks after every item whose version ends in "7" (content
+    defined, so an unchanged run of items gives the same chunk in both lists), chunks present in both
+    are skipped, and only the items of the others are compared one by one.
     """
     old_raw, new_raw = _decompress(stored_old), _decompress(stored_new)
-    # Split whole (no copy of the list's middle): the first item carries the body's head and the
-    # last its tail in both lists alike, so equal items still compare equal; changed ones are trimmed.
-    old_items, new_items = set(old_raw.split(b"}, {")), set(new_raw.split(b"}, {"))
-    gone, came = old_items - new_items, new_items - old_items
-    if len(gone) + len(came) > _SPLIT_MAX_CHANGES:
+    old_chunks, new_chunks = old_raw.split(_CHUNK_SEP), new_raw.split(_CHUNK_SEP)
+    old_set, new_set = set(old_chunks), set(new_chunks)
+    if len(new_set) != len(new_chunks):  # the same run of items twice
         return None
-    out = []
-    for items in (gone, came):
-        versions = {}
-        for item in items:  # b'"name": "N", "version": "V"' (no '"' inside N or V)
-            if item.startswith(_HEAD):
-                item = item[len(_HEAD):]
-            if item.endswith(_TAIL):
-                item = item[:-len(_TAIL)]
-            sep = item.index(_VERSION_SEP)
-            name = item[9:sep].decode()
-            if name in versions:  # listed twice among the changed items
-                return None
-            versions[name] = item[sep + len(_VERSION_SEP):-1].decode()
-        out.append(versions)
-    gone_versions, came_versions = out
-    # A changed name must be in the new list exactly once if it came, not at all if it only went:
-    # another item of that name would be unchanged (in both lists) and the dict path, where the
-    # last item wins, could give another answer. One scan of the new list per changed name.
-    for name in gone_versions.keys() | came_versions.keys():
-        if new_raw.count(b'{"name": "' + name.encode() + b'", ') != (name in came_versions):
+    old_items = _chunk_items(old_chunks, new_set)
+    new_items = _chunk_items(new_chunks, old_set)
+    gone_items, came_items = set(old_items), set(new_items)
+    if len(came_items) != len(new_items):  # an item twice
+        return None
+    gone_items, came_items = gone_items - came_items, came_items - gone_items
+    if len(gone_items) + len(came_items) > _SPLIT_MAX_CHANGES:
+        return None
+    gone, came = _item_versions(gone_items), _item_versions(came_items)
+    if came is None:  # a name twice among the new items
+        return None
+    # Names listed twice in the new list: one of them is among the came items, and the other is
+    # either among them too (caught above) or was in the old list already, unchanged; unless it was
+    # replaced (its name is in gone), the old list holds that name. The old list's names are unique,
+    # so a name that only went needs no check.
+    for name in came.keys() - gone.keys():
+        if b'{"name": "' + name.encode() + b'", ' in old_raw:
             return None
-    return gone_versions, came_versions
+    return gone, came
+
+
+# A chunk ends after each item whose version ends in "7": 1 item in ~10 for usual Debian and RPM
+# versions. Any other choice is as correct; with none or all items ending so, this is an item diff.
+# The separator is long on purpose: bytes.split() skips ahead faster (measured 76 vs 123 us/118 KB).
+_CHUNK_SEP = b'7"}, {"name": "'
+_CHUNK_END, _CHUNK_START = b'7"', b'"name": "'
+
+
+def _chunk_items(chunks: list[bytes], other: set[bytes]) -> list[bytes]:
+    """The raw items of the chunks that are not in `other`, each made whole again and without the
+    body's head or tail, so that an item compares equal wherever it is in the list."""
+    last = len(chunks) - 1
+    items: list[bytes] = []
+    for i, chunk in enumerate(chunks):
+        if chunk not in other:
+            chunk = chunk + _CHUNK_END if i < last else chunk[:-len(_TAIL)]
+            items += (chunk[len(_HEAD):] if i == 0 else _CHUNK_START + chunk).split(b"}, {")
+    return items
+
+
+def _item_versions(items) -> dict[str, str] | None:
+    """{name: version} of raw items b'"name": "N", "version": "V"' (no '"' inside N or V); None if
+    a name is given twice."""
+    versions = {}
+    for item in items:
+        sep = item.index(_VERSION_SEP)
+        name = item[9:sep].decode()
+        if name in versions:
+            return None
+        versions[name] = item[sep + len(_VERSION_SEP):-1].decode()
+    return versions
 
 
 async def current_inventory(conn, host_id: int, kept: bytes | None) -> dict[str, str]:
@@ -251,7 +283,7 @@ class HostPlan:
     removed: list[tuple] = field(default_factory=list)    # (name, arch)
     upserts: list[tuple] = field(default_factory=list)    # (name, arch, version, state)
     history: list[tuple] = field(default_factory=list)    # (at, change, name, arch, old, new)
-    kept: tuple | None = None                             # (report id or None, body or None)
+    kept: tuple | None = None                             # (report id or None, body or None, unique names)
     inventory_at: object = None
     available_gone: list[tuple] = field(default_factory=list)  # (name, arch)
     available_up: list[tuple] = field(default_factory=list)    # (name, arch, version, repository, security)
@@ -275,6 +307,7 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
     plan = HostPlan(host_id, _empty_summary())
     first = reports[0]
     baseline, kept, cmp = first["baseline"], first["kept"], versions.comparator(first["os_family"])
+    kept_unique = first["kept_unique"]
     new_av: dict[tuple[str, str], tuple] | None = None
     net: dict[str, list] = {}  # raw name -> [version before these reports, version now, state]
     for report in reports:
@@ -289,12 +322,14 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
             continue
         stored = report["body"]
         pair = None
-        if kept is not None and kept[:1] == SPLITTABLE and stored[:1] == SPLITTABLE:
+        if kept is not None and kept_unique and kept[:1] == SPLITTABLE and stored[:1] == SPLITTABLE:
             pair = split_diff(kept, stored)
         if pair is not None:
-            old, new = pair
+            (old, new), unique = pair, True
         else:
-            new = installed_map(load_body(stored))
+            body = load_body(stored)
+            new = installed_map(body)
+            unique = len(new) == len(body[BODY_KEYS[INSTALLED]])
             old = {} if baseline else await current_inventory(conn, host_id, kept)
         at = report["received_at"]
         changes = [(raw, old[raw], None, "removed") for raw in old.keys() - new.keys()]
@@ -317,10 +352,10 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
                 entry[1], entry[2] = now, state
         # What the next diff compares against: the report itself when splittable (copied in SQL).
         if stored[:1] == SPLITTABLE:
-            kept, plan.kept = stored, (report["id"], None)
+            kept, kept_unique, plan.kept = stored, unique, (report["id"], None, unique)
         else:
-            kept = zlib.compress(orjson.dumps(new), 1)
-            plan.kept = (None, kept)
+            kept, kept_unique = zlib.compress(orjson.dumps(new), 1), False
+            plan.kept = (None, kept, False)
         plan.inventory_at = at
         baseline = False
     for raw, (before, now, state) in net.items():
@@ -357,21 +392,21 @@ rm AS (
     SELECT * FROM unnest($9::bigint[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
                          $14::text[], $15::text[])
 ), kept AS (
-    INSERT INTO host_inventories (host_id, body)
-    SELECT k.host_id, coalesce(k.body, r.body)
-    FROM unnest($16::bigint[], $17::bigint[], $18::bytea[]) AS k(host_id, report_id, body)
+    INSERT INTO host_inventories (host_id, body, unique_names)
+    SELECT k.host_id, coalesce(k.body, r.body), k.unique_names
+    FROM unnest($16::bigint[], $17::bigint[], $18::bytea[], $19::bool[]) AS k(host_id, report_id, body, unique_names)
     LEFT JOIN host_reports r ON r.id = k.report_id
-    ON CONFLICT (host_id) DO UPDATE SET body = EXCLUDED.body
+    ON CONFLICT (host_id) DO UPDATE SET body = EXCLUDED.body, unique_names = EXCLUDED.unique_names
 ), av_gone AS (
-    DELETE FROM host_available a USING unnest($19::bigint[], $20::text[], $21::text[]) AS g(host_id, name, arch)
+    DELETE FROM host_available a USING unnest($20::bigint[], $21::text[], $22::text[]) AS g(host_id, name, arch)
     WHERE a.host_id = g.host_id AND a.name = g.name COLLATE "C" AND a.arch = g.arch COLLATE "C"
 ), av_up AS (
     INSERT INTO host_available (host_id, name, arch, version, repository, security)
-    SELECT * FROM unnest($22::bigint[], $23::text[], $24::text[], $25::text[], $26::text[], $27::bool[])
+    SELECT * FROM unnest($23::bigint[], $24::text[], $25::text[], $26::text[], $27::text[], $28::bool[])
     ON CONFLICT (host_id, name, arch) DO UPDATE
     SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
 )
-DELETE FROM host_reports USING async WHERE id = ANY($28::bigint[])
+DELETE FROM host_reports USING async WHERE id = ANY($29::bigint[])
 """
 
 # The hosts' rows last, in a statement of their own just before the commit: the report endpoints
@@ -405,7 +440,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
     async with conn.transaction():
         await conn.execute(
-            _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 3),
+            _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 4),
             *_columns(av_gone, 3), *_columns(av_up, 6), reports,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
@@ -419,6 +454,7 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
 _PENDING_SQL = """
 SELECT r.id, r.host_id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN k.body END AS kept,
+       coalesce(k.unique_names, false) AS kept_unique,
        -- the host's current available rows (compared in Python: only the differences are written)
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN (
            SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security))
