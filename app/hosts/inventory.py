@@ -29,14 +29,15 @@ class ReportError(ValueError):
 
 
 # The exact bytes linupdate's json.dumps() produces for a valid report, checked by one regex in C
-# (no JSON parse, no Python loop over the items): ASCII strings without escapes or braces, 1-255
-# characters (anything else, e.g. UTF-8 or another layout, takes the full path, which validates it).
-# Without braces in strings, every "}, {" of such a body is a boundary between two items.
+# (no JSON parse, no Python loop over the items): ASCII strings without escapes or braces, names
+# and versions of 1-255 characters (anything else, e.g. UTF-8 or another layout, takes the full
+# path, which validates it). Without braces in strings, each item has one "{" and every "}, {" of
+# such a body is a boundary between two items.
 _STR = rb'"[^"\\{}\x00-\x1f\x80-\xff]{1,255}+"'
 _ITEMS = {
     INSTALLED: rb'\{"name": ' + _STR + rb', "version": ' + _STR + rb'\}',
     AVAILABLE: rb'\{"name": ' + _STR + rb', "version": ' + _STR
-    + rb', "repository": "[^"\\\x00-\x1f\x80-\xff]{0,1024}+", "security": (?:true|false)\}',
+    + rb', "repository": "[^"\\{}\x00-\x1f\x80-\xff]{0,1024}+", "security": (?:true|false)\}',
 }
 _FAST = {
     kind: re.compile(rb'\{"' + BODY_KEYS[kind].encode() + rb'": \[(?:' + item + rb'(?:, ' + item + rb')*+)?\]\}')
@@ -48,7 +49,7 @@ def fast_count(kind: str, raw: bytes, max_items: int) -> int | None:
     """Item count of a report in the agent's exact form, all items valid; None: use the full check."""
     if not _FAST[kind].fullmatch(raw):
         return None
-    count = raw.count(b'{"name": ')  # `"` cannot occur inside the strings, so this counts items
+    count = raw.count(b"{") - 1  # braces cannot occur inside the strings: one per item and the body's own
     if count > max_items:
         raise ReportError(f"Too many packages: {count} (at most {max_items})")
     if kind == INSTALLED and count == 0:

@@ -1,10 +1,12 @@
 """Installed/available reports: both wire forms, the diff on a real worker, history, version order."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 
+from app.hosts import inventory
 from app.main import create_app
 from tests.conftest import bearer, host_auth
 from tests.hosts.helpers import installed, put, register
@@ -204,3 +206,18 @@ async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, 
     await run_worker()
     assert await pool.fetchval("SELECT string_agg(name, ',' ORDER BY name) FROM host_packages") == "b,pkg-é"
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'done'") == 1
+
+
+def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
+    def body(kind, items):
+        return json.dumps({inventory.BODY_KEYS[kind]: items}).encode()
+
+    pkgs = [{"name": f"p{i}", "version": "1"} for i in range(3)]
+    assert inventory.fast_count("installed", body("installed", pkgs), 10) == 3
+    avail = [{**p, "repository": "http://deb.debian.org/debian", "security": False} for p in pkgs]
+    assert inventory.fast_count("available", body("available", avail), 10) == 3
+    # A brace in any string would be counted as an item: such a body takes the full check.
+    avail[0]["repository"] = "http://mirror/{branch}"
+    assert inventory.fast_count("available", body("available", avail), 10) is None
+    assert inventory.check_items("available", avail, 10) == 3
+    assert inventory.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None
