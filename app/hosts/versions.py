@@ -5,7 +5,7 @@ import functools
 from typing import Callable
 
 import rpm_version
-from debian.debian_support import version_compare as _dpkg_compare
+from debian.debian_support import Version as DebianVersion
 
 # os_family values (as sent by linupdate, or os names) that mean "rpm rules".
 RPM_FAMILIES = {
@@ -22,7 +22,8 @@ def _sign(n: int) -> int:
 @functools.lru_cache(maxsize=65536)
 def dpkg_compare(a: str, b: str) -> int:
     try:
-        return _sign(_dpkg_compare(a, b))
+        # One comparison: debian_support.version_compare() makes two (< and then >).
+        return _sign(DebianVersion(a)._compare(DebianVersion(b)))
     except ValueError:  # not a valid Debian version: still give a stable order
         return _sign((a > b) - (a < b))
 
