@@ -221,7 +221,7 @@ def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None
     if len(gone_items) + len(came_items) > _SPLIT_MAX_CHANGES:
         return None
     gone, came = _item_versions(gone_items), _item_versions(came_items)
-    if came is None:  # a name twice among the new items
+    if gone is None or came is None:  # a name twice among the changed items (old: unique_names was wrong)
         return None
     # Names listed twice in the new list: one of them is among the came items, and the other is
     # either among them too (caught above) or was in the old list already, unchanged; unless it was

@@ -131,6 +131,8 @@ def test_split_diff_returns_only_what_differs_or_none():
         {"b": "1", "c:i386": "1"}, {"b": "2", "d": "1"})
     assert inventory.split_diff(old, old) == ({}, {})
     assert inventory.split_diff(old, _stored([("b", "2"), ("b", "1")])) is None
+    # An old list naming a package twice (its unique_names flag wrong): the dict path, not a crash.
+    assert inventory.split_diff(_stored([("a", "1"), ("a", "2")]), _stored([("a", "3")])) is None
 
 
 def test_split_diff_skips_unchanged_chunks_and_sees_names_twice():
