@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,10 @@ from bench._common import free_port, private_settings, server_env
 HOSTS = int(os.environ.get("BENCH_HOSTS", 256))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 64))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
+# Depot and the reference alternate REPEATS times on fresh rounds (the machine's speed drifts between
+# runs): each Depot run is compared with the reference runs just before and after it, and the median
+# of those ratios is the result.
+REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
 PACKAGES = int(os.environ.get("BENCH_PACKAGES", 2000))
 AVAILABLE = 40
 QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", 10_000))
@@ -45,8 +50,9 @@ def _bump(version: str) -> str:
     return f"{head}u{int(tail) + 1}"
 
 
-def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]]]:
-    """bodies[round][host] = [events, available, installed] as the agent sends them (json.dumps)."""
+def make_rounds(hosts: int, rounds: int, seed: int = 7, only: range | None = None) -> list[list[list[bytes]]]:
+    """bodies[round][host] = [events, available, installed] as the agent sends them (json.dumps);
+    rounds outside `only` are evolved but left empty (their JSON is not needed)."""
     rng = random.Random(seed)
     common = [f"lib{chr(97 + i % 26)}{i}-common" for i in range(PACKAGES)]
     out: list[list[list[bytes]]] = [[] for _ in range(rounds + 1)]
@@ -71,6 +77,8 @@ def make_rounds(hosts: int, rounds: int, seed: int = 7) -> list[list[list[bytes]
                 "command": f"apt-get -y upgrade # round {r}",
                 "upgraded": [{"name": n, "version": inv[n]} for n in sorted(inv)[:3]],
             })
+            if only is not None and r not in only:
+                continue
             out[r].append([
                 json.dumps({"events": events}).encode(),
                 json.dumps({"available_packages": avail}).encode(),
@@ -117,8 +125,7 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
         t0 = time.perf_counter()
-        # warm-up: every host's first (baseline) reports; timed: the later rounds
-        for bodies_by_host in rounds[:1] if phase == "warmup" else rounds[1:]:
+        for bodies_by_host in rounds[_phase_rounds(phase)]:
             await run_round(bodies_by_host, True)
         elapsed = time.perf_counter() - t0
     latencies.sort()
@@ -129,17 +136,26 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
         "requests": len(latencies), "failures": failures, "seconds": elapsed,
         "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "bytes": sum(len(b) for r in rounds[1:] for host in r for b in host),
+        "bytes": sum(len(b) for r in rounds[_phase_rounds(phase)] for host in r for b in host),
     }
+
+
+def _phase_rounds(phase: str) -> slice:
+    """warmup: every host's first (baseline) reports; timed:K: the K-th run's ROUNDS later rounds."""
+    if phase == "warmup":
+        return slice(0, 1)
+    k = int(phase.split(":")[1])
+    return slice(1 + k * ROUNDS, 1 + (k + 1) * ROUNDS)
 
 
 def load_main(base_url: str, creds_file: str, phase: str) -> None:
     creds = json.loads(Path(creds_file).read_text())
-    rounds = make_rounds(len(creds), ROUNDS)
+    needed = _phase_rounds(phase)
+    rounds = make_rounds(len(creds), ROUNDS * REPEATS, only=range(needed.start, needed.stop))
     print(json.dumps(asyncio.run(_load(base_url, creds, rounds, CONCURRENCY, phase))), flush=True)
 
 
-def run_load(base_url: str, creds: list, phase: str = "timed") -> dict:
+def run_load(base_url: str, creds: list, phase: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(creds, f)
     out = subprocess.run(
@@ -376,11 +392,11 @@ async def _time_queries(base_url: str, key: str) -> list[tuple[str, float, float
 def main() -> None:
     settings = _bench_settings()
     admin_key, viewer_key = asyncio.run(_reset(settings))
-    print(f"fleet: {HOSTS} hosts x {PACKAGES} packages, {CONCURRENCY} concurrent, {ROUNDS} timed rounds"
+    print(f"fleet: {HOSTS} hosts x {PACKAGES} packages, {CONCURRENCY} concurrent, {REPEATS} runs of {ROUNDS} rounds"
           f" (+1 warm-up round of baseline reports), 3 reports per host per round", flush=True)
 
-    # The reference is measured just before and just after Depot (the mean is used), so that other
-    # load on the machine affects both sides alike.
+    # The reference runs before, between and after Depot's runs; each Depot run is compared with the
+    # mean of its two neighbours, so that other load on the machine affects both sides alike.
     ref_port = free_port()
     ref = subprocess.Popen([sys.executable, "-m", "bench.fleet", "reference", str(ref_port)], cwd=ROOT)
     fake = [(f"id_{i}", "t") for i in range(HOSTS)]
@@ -399,34 +415,44 @@ def main() -> None:
         # host_packages (and its analyze) would land in the timed rounds, which measure steady state.
         asyncio.run(_vacuum(settings))
         pg_pids = _postgres_pids()
-        cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
-        ref_cpu0 = _cpu_seconds([ref.pid])
-        before = run_load(f"http://127.0.0.1:{ref_port}", fake)
-        ref_cpu = (_cpu_seconds([ref.pid]) - ref_cpu0) * 1000 / before["requests"]
-        depot = run_load(settings.base_url, creds)
-        drain = asyncio.run(_wait_diffs(settings))
-        cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
-        after = run_load(f"http://127.0.0.1:{ref_port}", fake)
-        reference = {k: (before[k] + after[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
-        per = [(b - a) * 1000 / depot["requests"] for a, b in zip(cpu0, cpu1)]
-        print(f"CPU per report: reference server {ref_cpu:.2f} ms; Depot server {per[0]:.2f} ms, worker {per[1]:.2f} ms,"
-              f" PostgreSQL backends {per[2]:.2f} ms (total {sum(per):.2f} ms)", flush=True)
-        end_to_end = depot["requests"] / (depot["seconds"] + drain)
+        ref_url = f"http://127.0.0.1:{ref_port}"
+        refs = [run_load(ref_url, fake, "timed:0")]
+        ref_cpu = 0.0
+        runs, cpu = [], [0.0, 0.0, 0.0]
+        for k in range(REPEATS):
+            cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+            depot = run_load(settings.base_url, creds, f"timed:{k}")
+            drain = asyncio.run(_wait_diffs(settings))
+            cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+            cpu = [c + (b - a) * 1000 / depot["requests"] / REPEATS for c, a, b in zip(cpu, cpu0, cpu1)]
+            # The reference after this run (and before the next one) on the same rounds' bodies.
+            ref_cpu0 = _cpu_seconds([ref.pid])
+            refs.append(run_load(ref_url, fake, f"timed:{min(k + 1, REPEATS - 1)}"))
+            ref_cpu += (_cpu_seconds([ref.pid]) - ref_cpu0) * 1000 / refs[-1]["requests"] / REPEATS
+            runs.append((depot, drain, (refs[k]["rate"] + refs[k + 1]["rate"]) / 2))
         state = asyncio.run(_check(settings))
 
-        mb = depot["bytes"] / 1e6
-        print(f"\nreports: {depot['requests']} PUTs ({mb:.0f} MB) in {depot['seconds']:.2f} s; failures {depot['failures']}")
-        print(f"reference runs: {before['rate']:.0f} and {after['rate']:.0f} reports/s (before and after Depot's)")
-        print(f"reference (read + json.loads): {reference['rate']:8.0f} reports/s   p50 {reference['p50_ms']:6.1f} ms"
-              f"   p99 {reference['p99_ms']:6.1f} ms")
-        print(f"depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
-              f"   p99 {depot['p99_ms']:6.1f} ms")
-        print(f"depot p99 by endpoint: {depot['p99_by_path_ms']} (reference: {before['p99_by_path_ms']})")
-        print(f"depot end to end (every diff applied, {drain:.2f} s after the last PUT): {end_to_end:8.0f} reports/s")
-        print(f"ratios: accepted {depot['rate'] / reference['rate']:.2f}x (target >= 0.7),"
-              f" end to end {end_to_end / reference['rate']:.2f}x (target >= 0.4), p99 {depot['p99_ms']:.1f} ms"
-              f" (target < 100)")
-        print(f"after the run: {state}")
+        print(f"CPU per report: reference server {ref_cpu:.2f} ms; Depot server {cpu[0]:.2f} ms,"
+              f" worker {cpu[1]:.2f} ms, PostgreSQL backends {cpu[2]:.2f} ms (total {sum(cpu):.2f} ms)")
+        accepted, end_to_end, p99s = [], [], []
+        for k, (depot, drain, ref_rate) in enumerate(runs):
+            e2e = depot["requests"] / (depot["seconds"] + drain)
+            accepted.append(depot["rate"] / ref_rate)
+            end_to_end.append(e2e / ref_rate)
+            p99s.append(depot["p99_ms"])
+            print(f"\nrun {k + 1}/{REPEATS}: {depot['requests']} PUTs ({depot['bytes'] / 1e6:.0f} MB) in"
+                  f" {depot['seconds']:.2f} s; failures {depot['failures']}")
+            print(f"  reference (read + json.loads): {ref_rate:8.0f} reports/s (mean of the runs before and after:"
+                  f" {refs[k]['rate']:.0f} and {refs[k + 1]['rate']:.0f}; p99 {refs[k]['p99_ms']:.1f} ms)")
+            print(f"  depot accepted:                {depot['rate']:8.0f} reports/s   p50 {depot['p50_ms']:6.1f} ms"
+                  f"   p99 {depot['p99_ms']:6.1f} ms")
+            print(f"  depot p99 by endpoint: {depot['p99_by_path_ms']} (reference: {refs[k]['p99_by_path_ms']})")
+            print(f"  depot end to end (every diff applied, {drain:.2f} s after the last PUT): {e2e:8.0f} reports/s")
+            print(f"  ratios: accepted {accepted[-1]:.2f}x, end to end {end_to_end[-1]:.2f}x")
+        print(f"\nmedian of {REPEATS} runs: accepted {statistics.median(accepted):.2f}x (target >= 0.7),"
+              f" end to end {statistics.median(end_to_end):.2f}x (target >= 0.4),"
+              f" p99 {statistics.median(p99s):.1f} ms (target < 100)")
+        print(f"after the runs: {state}")
 
         if QUERY_HOSTS > 0:  # BENCH_QUERY_HOSTS=0 skips the package-query part (its COPY load takes minutes)
             print(f"\nloading {QUERY_HOSTS} hosts x {PACKAGES} packages with COPY ...", flush=True)
