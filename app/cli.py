@@ -65,6 +65,14 @@ def _prepare(settings: Settings) -> None:
         print(key, flush=True)
 
 
+def _use_uvloop() -> None:
+    # uvloop's event loop (libuv) costs the server and the worker less CPU per request and per
+    # query than asyncio's own; both are otherwise unchanged.
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def cmd_serve(args) -> None:
     from aiohttp import web
 
@@ -74,6 +82,7 @@ def cmd_serve(args) -> None:
     settings = _settings(need_redis=True)
     setup_logging(settings)
     _prepare(settings)
+    _use_uvloop()
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -93,6 +102,7 @@ def cmd_worker(args) -> None:
     settings = _settings(need_redis=True)
     setup_logging(settings)
     asyncio.run(db.migrate(settings.database_url))
+    _use_uvloop()
     Worker(**worker_settings(settings), burst=args.burst).run()
 
 
