@@ -124,10 +124,10 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-        t0 = time.perf_counter()
+        t0, stat0 = time.perf_counter(), _cpu_times()
         for bodies_by_host in rounds[_phase_rounds(phase)]:
             await run_round(bodies_by_host, True)
-        elapsed = time.perf_counter() - t0
+        elapsed, stat1 = time.perf_counter() - t0, _cpu_times()
     latencies.sort()
     for values in by_path.values():
         values.sort()
@@ -137,7 +137,15 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
         "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "bytes": sum(len(b) for r in rounds[_phase_rounds(phase)] for host in r for b in host),
+        # Share of the machine's CPU time that was busy during the run (every process, this one too).
+        "busy": 1 - (stat1[1] - stat0[1]) / max(1, stat1[0] - stat0[0]),
     }
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
 
 
 def _phase_rounds(phase: str) -> slice:
@@ -448,7 +456,8 @@ def main() -> None:
                   f"   p99 {depot['p99_ms']:6.1f} ms")
             print(f"  depot p99 by endpoint: {depot['p99_by_path_ms']} (reference: {refs[k]['p99_by_path_ms']})")
             print(f"  depot end to end (every diff applied, {drain:.2f} s after the last PUT): {e2e:8.0f} reports/s")
-            print(f"  ratios: accepted {accepted[-1]:.2f}x, end to end {end_to_end[-1]:.2f}x")
+            print(f"  ratios: accepted {accepted[-1]:.2f}x, end to end {end_to_end[-1]:.2f}x; CPU busy during the"
+                  f" run: Depot's {depot['busy']:.0%}, the reference's {refs[k]['busy']:.0%} (load generator included)")
         print(f"\nmedian of {REPEATS} runs: accepted {statistics.median(accepted):.2f}x (target >= 0.7),"
               f" end to end {statistics.median(end_to_end):.2f}x (target >= 0.4),"
               f" p99 {statistics.median(p99s):.1f} ms (target < 100)")
