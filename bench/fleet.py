@@ -284,7 +284,7 @@ async def _wait_diffs(settings, timeout: float = 600) -> float:
     try:
         while time.perf_counter() - t0 < timeout:
             busy = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM host_reports)"
+                "SELECT (SELECT count(*) FROM host_pending_reports)"
                 " + (SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
             )
             if not busy:

@@ -156,8 +156,8 @@ def join_arch(name: str, arch: str) -> str:
     return f"{name}:{arch}" if arch else name
 
 
-# How report bodies are stored (host_reports.body, and host_inventories.body for the kept
-# inventory), told apart by the first byte:
+# How report bodies are stored (host_reports.body, which also holds a kept inventory in the first
+# form below, and host_inventories.body for a kept inventory in the second), told apart by the first byte:
 #   b"S" + zlib(JSON)  an installed report in the agent's exact json.dumps() form (checked by _FAST)
 #                      with no "}, {" inside its strings: it splits into items without a JSON parse;
 #   zlib(JSON)         anything else (zlib streams start with 0x78); a kept inventory in this form
@@ -280,11 +280,12 @@ class HostPlan:
 
     host_id: int
     summary: dict
-    report_ids: list[int] = field(default_factory=list)
+    report_ids: list[int] = field(default_factory=list)  # the applied reports, in order
+    kept_report_id: int | None = None                     # the report row that held the kept inventory
     removed: list[tuple] = field(default_factory=list)    # (name, arch)
     upserts: list[tuple] = field(default_factory=list)    # (name, arch, version, state)
     history: list[tuple] = field(default_factory=list)    # (at, change, name, arch, old, new)
-    kept: tuple | None = None                             # (report id or None, body or None, unique names)
+    kept: tuple | None = None                             # the new one: (report id, None, unique) or (None, body, False)
     inventory_at: object = None
     available_gone: list[tuple] = field(default_factory=list)  # (name, arch)
     available_up: list[tuple] = field(default_factory=list)    # (name, arch, version, repository, security)
@@ -305,8 +306,8 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
     The host's first inventory is its baseline (no history). Available: the last report replaces the
     set; only the rows that differ from the current ones are written.
     """
-    plan = HostPlan(host_id, _empty_summary())
     first = reports[0]
+    plan = HostPlan(host_id, _empty_summary(), kept_report_id=first["kept_report_id"])
     baseline, kept, cmp = first["baseline"], first["kept"], versions.comparator(first["os_family"])
     kept_unique = first["kept_unique"]
     new_av: dict[tuple[str, str], tuple] | None = None
@@ -351,7 +352,7 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
                 net[raw] = [was, now, state]
             else:
                 entry[1], entry[2] = now, state
-        # What the next diff compares against: the report itself when splittable (copied in SQL).
+        # What the next diff compares against: the report itself when splittable (its row is kept).
         if stored[:1] == SPLITTABLE:
             kept, kept_unique, plan.kept = stored, unique, (report["id"], None, unique)
         else:
@@ -374,7 +375,8 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
 
 
 # Every write of a batch of hosts in one statement: removed, added and changed package rows,
-# history, kept inventories, available rows, and the deletion of the applied reports; then the
+# history, kept inventories, available rows, and the deletion of the applied reports (except a
+# report that is now the kept inventory) and of the report rows no longer kept; then the
 # hosts' columns (_HOSTS_SQL), in the same transaction. Each part gets arrays of only what changed.
 # No WAL flush wait: if a crash loses this commit, the report rows come back with it and are
 # applied again (the tasks are marked done by a later, flushed commit).
@@ -393,11 +395,10 @@ rm AS (
     SELECT * FROM unnest($9::bigint[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
                          $14::text[], $15::text[])
 ), kept AS (
-    INSERT INTO host_inventories (host_id, body, unique_names)
-    SELECT k.host_id, coalesce(k.body, r.body), k.unique_names
-    FROM unnest($16::bigint[], $17::bigint[], $18::bytea[], $19::bool[]) AS k(host_id, report_id, body, unique_names)
-    LEFT JOIN host_reports r ON r.id = k.report_id
-    ON CONFLICT (host_id) DO UPDATE SET body = EXCLUDED.body, unique_names = EXCLUDED.unique_names
+    INSERT INTO host_inventories (host_id, report_id, body, unique_names)
+    SELECT * FROM unnest($16::bigint[], $17::bigint[], $18::bytea[], $19::bool[])
+    ON CONFLICT (host_id) DO UPDATE
+    SET report_id = EXCLUDED.report_id, body = EXCLUDED.body, unique_names = EXCLUDED.unique_names
 ), av_gone AS (
     DELETE FROM host_available a USING unnest($20::bigint[], $21::text[], $22::text[]) AS g(host_id, name, arch)
     WHERE a.host_id = g.host_id AND a.name = g.name COLLATE "C" AND a.arch = g.arch COLLATE "C"
@@ -427,7 +428,7 @@ WHERE h.id = locked.id
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
-    removed, upserts, history, kept, av_gone, av_up, reports, hosts = [], [], [], [], [], [], [], []
+    removed, upserts, history, kept, av_gone, av_up, deleted, hosts = [], [], [], [], [], [], [], []
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         removed += [(h, *r) for r in p.removed]
@@ -435,14 +436,16 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         history += [(h, *r) for r in p.history]
         if p.kept is not None:
             kept.append((h, *p.kept))
+            deleted += [i for i in (*p.report_ids, p.kept_report_id) if i is not None and i != p.kept[0]]
+        else:  # only available reports: the kept inventory stays
+            deleted += p.report_ids
         av_gone += [(h, *r) for r in p.available_gone]
         av_up += [(h, *r) for r in p.available_up]
-        reports += p.report_ids
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
     async with conn.transaction():
         await conn.execute(
             _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 4),
-            *_columns(av_gone, 3), *_columns(av_up, 6), reports,
+            *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
@@ -452,16 +455,18 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
     return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
+# A host's pending reports are those after its kept one (host_inventories.report_id).
 _PENDING_SQL = """
 SELECT r.id, r.host_id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,
-       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN k.body END AS kept,
-       coalesce(k.unique_names, false) AS kept_unique,
+       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN coalesce(k.body, kr.body) END AS kept,
+       k.report_id AS kept_report_id, coalesce(k.unique_names, false) AS kept_unique,
        -- the host's current available rows (compared in Python: only the differences are written)
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN (
            SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security))
            FROM host_available a WHERE a.host_id = r.host_id)::text END AS available
 FROM host_reports r JOIN hosts h ON h.id = r.host_id LEFT JOIN host_inventories k ON k.host_id = r.host_id
-WHERE r.host_id = ANY($1::bigint[]) ORDER BY r.host_id, r.id
+LEFT JOIN host_reports kr ON kr.id = k.report_id
+WHERE r.host_id = ANY($1::bigint[]) AND r.id > coalesce(k.report_id, 0) ORDER BY r.host_id, r.id
 """
 
 

@@ -68,7 +68,7 @@ class Agent:
 
 async def _settled(pool) -> bool:
     return await pool.fetchval(
-        "SELECT NOT EXISTS (SELECT 1 FROM host_reports)"
+        "SELECT NOT EXISTS (SELECT 1 FROM host_pending_reports)"
         " AND NOT EXISTS (SELECT 1 FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
     )
 

@@ -46,7 +46,7 @@ async def test_the_agent_flow_end_to_end(client, pool, make_key, run_worker):
     assert len(rows) == 9
     assert ("libc6", "i386", "2.36-9+deb12u10", "inventored") in [tuple(r) for r in rows]
     assert await pool.fetchval("SELECT available_count FROM hosts WHERE id = $1", host_id) == 3
-    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
 
     # The profile and repos as the agent reads them (trailing slash, ?new-format).
     resp = await client.get("/api/v2/profile/acceptance/", headers=host_auth(*creds))

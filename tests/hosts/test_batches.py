@@ -55,7 +55,7 @@ async def test_several_reports_of_a_host_in_one_run_keep_every_change_and_the_ne
     await put(client, creds, "packages/installed", installed({"a": "2.0", "b": "1.0", "x": "1.0"}))
     await put(client, creds, "packages/installed", installed({"a": "1.5", "x": "1.0"}))
     await put(client, creds, "packages/installed", installed({"a": "1.5"}))
-    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE host_id = $1", creds[2]) == 3
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports WHERE host_id = $1", creds[2]) == 3
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'queued'") == 1
     await run_worker()
     history = [tuple(r) for r in await pool.fetch(

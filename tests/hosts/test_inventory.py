@@ -103,7 +103,7 @@ async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker)
     again = await put(client, creds, "packages/installed", report)
     assert first["changed"] and not again["changed"] and again["task-id"] is None
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
-    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
 
 
 async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):
@@ -157,7 +157,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
     resp = await put(client, creds, "packages/installed", body, status=400)
     if message:
         assert resp["message_error"] == [message]
-    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
     assert await pool.fetchval("SELECT installed_digest FROM hosts") is None
 
@@ -170,7 +170,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
 async def test_bad_available_reports_change_nothing(client, pool, make_key, item):
     creds = await _host(client, make_key)
     await put(client, creds, "packages/available", {"available_packages": [item]}, status=400)
-    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
 
 
 async def test_list_length_limit(aiohttp_client, settings, pool, make_key):

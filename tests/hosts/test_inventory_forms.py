@@ -38,7 +38,17 @@ async def _state(pool, host_id):
 
 
 async def _kept_form(pool, host_id) -> bytes:
-    return (await pool.fetchval("SELECT body FROM host_inventories WHERE host_id = $1", host_id))[:1]
+    """The first byte of the kept inventory; also checks where it is kept: the agent's form in the
+    report's own row (the host's only remaining report), any other form in host_inventories."""
+    row = await pool.fetchrow(
+        "SELECT k.body, k.report_id, (SELECT array_agg(id) FROM host_reports WHERE host_id = $1) AS reports,"
+        " (SELECT body FROM host_reports WHERE id = k.report_id) AS report_body"
+        " FROM host_inventories k WHERE k.host_id = $1", host_id)
+    if row["report_id"] is None:
+        assert row["reports"] is None and row["body"] is not None
+        return row["body"][:1]
+    assert row["reports"] == [row["report_id"]] and row["body"] is None
+    return row["report_body"][:1]
 
 
 async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_worker):
