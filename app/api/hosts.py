@@ -158,12 +158,14 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
             body = inventory.stored_body(kind, data[key], raw)
     except inventory.ReportError as exc:
         raise bad_request(str(exc))
+    stored = inventory.encode_body(body, splittable)
     batcher = request.app[BATCHER]
     batch = batcher.join()
     try:
+        # The digest of the stored (compressed) form: a sixth of the bytes to hash, and equal for an
+        # unchanged report, since compression is deterministic.
         accepted = await request.app[INTAKE].reports.accept(intake.Report(
-            who.host_id, kind, inventory.body_digest(raw), inventory.encode_body(body, splittable),
-            who.token_digest, batch.job_id,
+            who.host_id, kind, inventory.body_digest(stored), stored, who.token_digest, batch.job_id,
         ))
         if accepted.created:
             batch.add(accepted.task_id)

@@ -65,7 +65,7 @@ LEFT JOIN task ON task.target = 'host:' || i.host_id
 class Report:
     host_id: int
     kind: str  # installed | available
-    digest: bytes  # of the raw body: an unchanged report is not stored again
+    digest: bytes  # of the stored body: an unchanged report is not stored again
     body: bytes  # inventory.encode_body()
     token_digest: bytes  # the credentials the request was authenticated with
     job_id: str  # the batch job that will carry a new task (queue.JobBatcher)

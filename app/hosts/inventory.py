@@ -131,7 +131,7 @@ def stored_body(kind: str, value, body: bytes) -> bytes:
 
 
 def body_digest(body: bytes) -> bytes:
-    # Digest of the raw body: cheap (C), and equal for an agent's unchanged report.
+    # Equal for an agent's unchanged report (of the stored form for reports, of the raw one for events).
     return hashlib.sha256(body).digest()  # sha256 is hardware-accelerated: the fastest here
 
 
