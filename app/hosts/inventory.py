@@ -204,16 +204,16 @@ def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None
     in the new list (order then matters: the last one wins), or a large change.
 
     Two levels: the lists are cut into chunks after every item whose version ends in "7" (content
-    defined, so an unchanged run of items gives the same chunk in both lists), chunks present in both
-    are skipped, and only the items of the others are compared one by one.
+    defined, so an unchanged run of items gives the same chunk in both lists), chunks matched with an
+    equal one of the other list are skipped, and only the items of the others are compared one by one.
     """
     old_raw, new_raw = _decompress(stored_old), _decompress(stored_new)
     old_chunks, new_chunks = old_raw.split(_CHUNK_SEP), new_raw.split(_CHUNK_SEP)
-    old_set, new_set = set(old_chunks), set(new_chunks)
-    if len(new_set) != len(new_chunks):  # the same run of items twice
+    unmatched = _unmatched_chunks(old_chunks, new_chunks)
+    if unmatched is None:  # the same run of items twice
         return None
-    old_items = _chunk_items(old_chunks, new_set)
-    new_items = _chunk_items(new_chunks, old_set)
+    old_items = _chunk_items(old_chunks, unmatched[0])
+    new_items = _chunk_items(new_chunks, unmatched[1])
     gone_items, came_items = set(old_items), set(new_items)
     if len(came_items) != len(new_items):  # an item twice
         return None
@@ -240,15 +240,62 @@ _CHUNK_SEP = b'7"}, {"name": "'
 _CHUNK_END, _CHUNK_START = b'7"', b'"name": "'
 
 
-def _chunk_items(chunks: list[bytes], other: set[bytes]) -> list[bytes]:
-    """The raw items of the chunks that are not in `other`, each made whole again and without the
-    body's head or tail, so that an item compares equal wherever it is in the list."""
+# How far apart (in chunks, both lists together) the walk looks for the next pair of equal chunks.
+_RESYNC = 8
+
+
+def _unmatched_chunks(old: list[bytes], new: list[bytes]) -> tuple[list[int], list[int]] | None:
+    """Indexes of the old and of the new chunks left unmatched when each chunk is matched with at
+    most one equal chunk of the other list. None if the new list holds a chunk twice (see below).
+
+    Both lists are walked in step (equal bytes compare at memcmp speed, no hashing): after a
+    mismatch, the walk goes on from the nearest pair of equal chunks. Past a larger change, the rest
+    is matched by set membership. Matching less than possible is harmless (the items of an unmatched
+    chunk cancel out in split_diff's item sets), so the walk may be greedy.
+    """
+    i = j = 0
+    old_only: list[int] = []
+    new_only: list[int] = []
+    while i < len(old) and j < len(new):
+        if old[i] == new[j]:
+            i += 1
+            j += 1
+            continue
+        step = _resync(old, new, i, j)
+        if step is None:
+            old_rest, new_rest = set(old[i:]), set(new[j:])
+            if len(new_rest) != len(new) - j:  # a chunk twice: the set match would hide it
+                return None
+            old_only += [k for k in range(i, len(old)) if old[k] not in new_rest]
+            new_only += [k for k in range(j, len(new)) if new[k] not in old_rest]
+            return old_only, new_only
+        a, b = step
+        old_only.extend(range(i, i + a))
+        new_only.extend(range(j, j + b))
+        i, j = i + a, j + b
+    old_only.extend(range(i, len(old)))
+    new_only.extend(range(j, len(new)))
+    return old_only, new_only
+
+
+def _resync(old: list[bytes], new: list[bytes], i: int, j: int) -> tuple[int, int] | None:
+    """The nearest (a, b) with old[i + a] == new[j + b], a + b <= _RESYNC; None if there is none."""
+    for d in range(1, _RESYNC + 1):
+        for a in range(d + 1):
+            b = d - a
+            if i + a < len(old) and j + b < len(new) and old[i + a] == new[j + b]:
+                return a, b
+    return None
+
+
+def _chunk_items(chunks: list[bytes], indexes: list[int]) -> list[bytes]:
+    """The raw items of the chunks at these indexes, each made whole again and without the body's
+    head or tail, so that an item compares equal wherever it is in the list."""
     last = len(chunks) - 1
     items: list[bytes] = []
-    for i, chunk in enumerate(chunks):
-        if chunk not in other:
-            chunk = chunk + _CHUNK_END if i < last else chunk[:-len(_TAIL)]
-            items += (chunk[len(_HEAD):] if i == 0 else _CHUNK_START + chunk).split(b"}, {")
+    for i in indexes:
+        chunk = chunks[i] + _CHUNK_END if i < last else chunks[i][:-len(_TAIL)]
+        items += (chunk[len(_HEAD):] if i == 0 else _CHUNK_START + chunk).split(b"}, {")
     return items
 
 
