@@ -18,9 +18,36 @@ def _sign(n: int) -> int:
     return (n > 0) - (n < 0)
 
 
+_DIGITS = "0123456789"
+
+
+def _last_number_order(a: str, b: str) -> int | None:
+    """The order of two valid versions that differ only in their last run of digits, after the same
+    text (2.36-9+deb12u4 -> 2.36-9+deb12u7, 1.2-0ubuntu1.4 -> 1.5: most updates): dpkg compares that
+    text alike in both, then the two numbers. None for any other pair."""
+    pa, pb = len(a.rstrip(_DIGITS)), len(b.rstrip(_DIGITS))
+    if pa == len(a) or pb == len(b) or a[:pa] != b[:pb]:
+        return None
+    if not (_valid(a) and _valid(b)):
+        return None
+    return _sign(int(a[pa:]) - int(b[pb:]))
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid(version: str) -> bool:
+    try:
+        DebianVersion(version)  # ~3 us: its parse, not its comparison, decides what is valid
+    except ValueError:
+        return False
+    return True
+
+
 # Cached: across a fleet, many hosts report the same upgrade (same package, same two versions).
 @functools.lru_cache(maxsize=65536)
 def dpkg_compare(a: str, b: str) -> int:
+    quick = _last_number_order(a, b)  # ~1 instead of ~30 us: python-debian compares in pure Python
+    if quick is not None:
+        return quick
     try:
         # One comparison: debian_support.version_compare() makes two (< and then >).
         return _sign(DebianVersion(a)._compare(DebianVersion(b)))
