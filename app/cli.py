@@ -112,11 +112,14 @@ def cmd_run(args) -> None:
     _prepare(settings)
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)
     depot = [sys.executable, "-m", "app.cli"]
-    children = [subprocess.Popen(depot + ["serve"], env=env)]
+    # The children get a process group of their own: a Ctrl-C reaches only this process, which then
+    # stops each child once with SIGTERM (SIGINT from the terminal and then SIGTERM from here made the
+    # server exit 1 mid-shutdown).
+    children = [subprocess.Popen(depot + ["serve"], env=env, process_group=0)]
     for i in range(args.workers):
         # One private metrics port per worker process: DEPOT_WORKER_METRICS_PORT, +1, +2, …
         port = {"DEPOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
-        children.append(subprocess.Popen(depot + ["worker"], env=dict(env, **port)))
+        children.append(subprocess.Popen(depot + ["worker"], env=dict(env, **port), process_group=0))
 
     def stop(signum, frame):
         for child in children:
