@@ -168,12 +168,11 @@ async def _run_claimed(ctx: dict, task: asyncpg.Record) -> str:
 
 # Claim every task of a batch that is still queued and whose target is free; the others are
 # skipped (a task of a busy target is sent again by the running one when it ends). The rows are
-# locked in target order ('host:9' before 'host:10'), the order in which hosts/intake.py locks the
-# queued tasks that its reports join: in any other order, the two could deadlock.
-_CLAIM_MANY_SQL = """
+# locked in queue.TASK_LOCK_ORDER, as hosts/intake.py locks the queued tasks its reports join.
+_CLAIM_MANY_SQL = f"""
 WITH c AS (
     SELECT id FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'queued' AND NOT stop_requested
-    ORDER BY kind, length(target), target FOR UPDATE
+    ORDER BY {queue.TASK_LOCK_ORDER} FOR UPDATE
 )
 UPDATE tasks t SET status = 'running', started_at = now(), heartbeat_at = now(), worker_id = $2,
     attempts = attempts + 1, progress = 0, error = NULL

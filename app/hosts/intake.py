@@ -50,7 +50,7 @@ WITH input AS (
     INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
     SELECT 'host_diff', 'host:' || rep.host_id, '{}'::jsonb, 'host:' || rep.host_id, 1, i.job_id
     FROM rep JOIN input i ON i.host_id = rep.host_id
-    ORDER BY rep.host_id  -- joined queued tasks are locked in this order (workers/jobs.py claims in it too)
+    ORDER BY rep.host_id  -- joined queued tasks are locked in this order: queue.TASK_LOCK_ORDER for host targets
     ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
     RETURNING id, target, (xmax = 0) AS created
 )
