@@ -427,11 +427,14 @@ def main() -> None:
         refs = [run_load(ref_url, fake, "timed:0")]
         ref_cpu = 0.0
         runs, cpu = [], [0.0, 0.0, 0.0]
+        def depot_cpu() -> list[float]:
+            return [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+
         for k in range(REPEATS):
-            cpu0 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+            cpu0 = depot_cpu()
             depot = run_load(settings.base_url, creds, f"timed:{k}")
             drain = asyncio.run(_wait_diffs(settings))
-            cpu1 = [_cpu_seconds([server.pid]), _cpu_seconds([worker.pid]), _cpu_seconds(pg_pids)]
+            cpu1 = depot_cpu()
             cpu = [c + (b - a) * 1000 / depot["requests"] / REPEATS for c, a, b in zip(cpu, cpu0, cpu1)]
             # The reference after this run (and before the next one) on the same rounds' bodies.
             ref_cpu0 = _cpu_seconds([ref.pid])
