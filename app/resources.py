@@ -42,7 +42,8 @@ def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> Red
 
 async def database_ctx(app: web.Application):
     app[POOL] = await db.create_pool(app[SETTINGS])
-    app[INTAKE] = Intake(app[POOL], app[SETTINGS].intake_max_group, app[SETTINGS].intake_max_inflight)
+    settings = app[SETTINGS]
+    app[INTAKE] = Intake(app[POOL], settings.intake_max_group, settings.intake_max_inflight, settings.intake_seen_digests)
     yield
     await app[POOL].close()
 

@@ -56,6 +56,7 @@ class Settings:
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
     intake_max_group: int = 64
     intake_max_inflight: int = 2
+    intake_seen_digests: int = 100_000
     task_heartbeat_seconds: int = 5
     task_stale_seconds: int = 30
     reconcile_seconds: int = 10
@@ -118,6 +119,7 @@ class Settings:
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
+            intake_seen_digests=_int("DEPOT_INTAKE_SEEN_DIGESTS", 100_000),
             task_heartbeat_seconds=_int("DEPOT_TASK_HEARTBEAT_SECONDS", 5),
             task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),

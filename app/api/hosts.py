@@ -137,13 +137,26 @@ async def put_available(request: web.Request) -> web.Response:
 
 async def _put_report(request: web.Request, kind: str, message: str) -> web.Response:
     """The hot path: validate cheaply; the intake compares the digest and stores the report with other
-    requests' in one statement; the host_diff task it creates goes to the workers in a batch job."""
+    requests' in one statement; the host_diff task it creates goes to the workers in a batch job.
+    A body this process accepted last time for this host (intake.SeenDigests) skips all of that."""
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
+    reports = request.app[INTAKE].reports
+    seen = request.app[INTAKE].seen
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large("Request body too large", limit=settings.max_body_bytes)
+    digest = inventory.body_digest(raw)
+    count = seen.count_if_seen(who.host_id, kind, digest)
+    if count is not None:
+        accepted = await reports.accept(intake.Report(who.host_id, kind, digest, None, who.token_digest, None))
+        if not accepted.authorized:
+            raise auth.stale_host_credentials(request)
+        if not accepted.stale:
+            reports_counter.record(request.app, kind)
+            return ok(message=[message], packages=count, changed=False, **{"task-id": None})
+        seen.forget(who.host_id, kind)
     try:
         # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
         count = inventory.fast_count(kind, raw, settings.max_list_items)
@@ -162,10 +175,8 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     batcher = request.app[BATCHER]
     batch = batcher.join()
     try:
-        # The digest of the stored (compressed) form: a sixth of the bytes to hash, and equal for an
-        # unchanged report, since compression is deterministic.
-        accepted = await request.app[INTAKE].reports.accept(intake.Report(
-            who.host_id, kind, inventory.body_digest(stored), stored, who.token_digest, batch.job_id,
+        accepted = await reports.accept(intake.Report(
+            who.host_id, kind, digest, stored, who.token_digest, batch.job_id,
         ))
         if accepted.created:
             batch.add(accepted.task_id)
@@ -173,6 +184,7 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         batcher.leave(batch)
     if not accepted.authorized:
         raise auth.stale_host_credentials(request)
+    seen.remember(who.host_id, kind, digest, count)
     reports_counter.record(request.app, kind)
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
@@ -182,6 +194,20 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     settings = request.app[SETTINGS]
+    events_intake = request.app[INTAKE].events
+    seen = request.app[INTAKE].seen
+    try:
+        digest = inventory.body_digest(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large("Request body too large", limit=settings.max_body_bytes)
+    if seen.count_if_seen(who.host_id, "events", digest) is not None:  # the history this process stored last
+        stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, None))
+        if not stored.authorized:
+            raise auth.stale_host_credentials(request)
+        if not stored.stale:
+            reports_counter.record(request.app, "event")
+            return ok(message=["Package events history updated successfully."], added=0)
+        seen.forget(who.host_id, "events")
     data = await read_json_text(request)
     if "events" not in data:
         raise bad_request("Invalid request", detail="the body needs the key 'events'")
@@ -189,10 +215,10 @@ async def put_events(request: web.Request) -> web.Response:
         events = inventory.check_events(data["events"], settings.max_list_items)
     except inventory.ReportError as exc:
         raise bad_request(f"Package events history update has failed: {exc}")
-    stored = await request.app[INTAKE].events.accept(intake.Events(
-        who.host_id, inventory.body_digest(await request.read()), who.token_digest, events))
+    stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, events))
     if not stored.authorized:
         raise auth.stale_host_credentials(request)
+    seen.remember(who.host_id, "events", digest, len(events))
     reports_counter.record(request.app, "event")
     return ok(message=["Package events history updated successfully."], added=stored.added)
 

@@ -19,7 +19,10 @@ import orjson
 log = logging.getLogger(__name__)
 
 # Compare each report's digest with its host's last one, touch last_seen, and for each changed
-# report store it and create (or join) the host's queued host_diff task. The commit waits for the
+# report store it and create (or join) the host's queued host_diff task. A report sent without its
+# body (the server's SeenDigests said it is the host's last one) stores nothing; if the host's
+# digest differs after all (another replica took a newer report, or a failed diff forgot it), the
+# row says `stale` and the server sends it again with its body. The commit waits for the
 # WAL flush: a 200 means the report survives a PostgreSQL crash (tests/faults/test_host_reports.py
 # crashes it mid-burst; with synchronous_commit off, acknowledged reports were lost). Nothing is
 # written for a report whose host no longer has the token digest the request was authenticated
@@ -36,15 +39,15 @@ WITH input AS (
     ORDER BY h.id FOR NO KEY UPDATE OF h
 ), upd AS (
     UPDATE hosts h SET last_seen_at = now(),
-        installed_digest = CASE WHEN i.kind = 'installed' THEN i.digest ELSE h.installed_digest END,
-        available_digest = CASE WHEN i.kind = 'available' THEN i.digest ELSE h.available_digest END
+        installed_digest = CASE WHEN i.kind = 'installed' AND i.body IS NOT NULL THEN i.digest ELSE h.installed_digest END,
+        available_digest = CASE WHEN i.kind = 'available' AND i.body IS NOT NULL THEN i.digest ELSE h.available_digest END
     FROM input i JOIN old ON old.id = i.host_id  -- (after old: a row this statement updated cannot be locked)
     WHERE h.id = i.host_id
     RETURNING h.id
 ), rep AS (
     INSERT INTO host_reports (host_id, kind, digest, body)
     SELECT i.host_id, i.kind, i.digest, i.body FROM input i JOIN old ON old.id = i.host_id
-    WHERE old.digest IS DISTINCT FROM i.digest
+    WHERE old.digest IS DISTINCT FROM i.digest AND i.body IS NOT NULL
     RETURNING id, host_id
 ), task AS (
     INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
@@ -55,9 +58,10 @@ WITH input AS (
     RETURNING id, target, (xmax = 0) AS created
 )
 SELECT i.host_id, upd.id IS NOT NULL AS authorized, rep.id IS NOT NULL AS changed,
-       task.id AS task_id, coalesce(task.created, false) AS created
-FROM input i LEFT JOIN upd ON upd.id = i.host_id LEFT JOIN rep ON rep.host_id = i.host_id
-LEFT JOIN task ON task.target = 'host:' || i.host_id
+       task.id AS task_id, coalesce(task.created, false) AS created,
+       i.body IS NULL AND old.id IS NOT NULL AND old.digest IS DISTINCT FROM i.digest AS stale
+FROM input i LEFT JOIN old ON old.id = i.host_id LEFT JOIN upd ON upd.id = i.host_id
+LEFT JOIN rep ON rep.host_id = i.host_id LEFT JOIN task ON task.target = 'host:' || i.host_id
 """
 
 
@@ -65,8 +69,8 @@ LEFT JOIN task ON task.target = 'host:' || i.host_id
 class Report:
     host_id: int
     kind: str  # installed | available
-    digest: bytes  # of the stored body: an unchanged report is not stored again
-    body: bytes  # inventory.encode_body()
+    digest: bytes  # of the body as received: an unchanged report is not stored again
+    body: bytes | None  # inventory.encode_body(); None: believed unchanged (SeenDigests), store nothing
     token_digest: bytes  # the credentials the request was authenticated with
     job_id: str  # the batch job that will carry a new task (queue.JobBatcher)
 
@@ -77,6 +81,7 @@ class Accepted:
     changed: bool
     task_id: int | None
     created: bool  # a new host_diff task (else none, or the host's queued one was joined)
+    stale: bool = False  # sent without its body, but the host's last digest is another one
 
 
 async def accept_reports(pool, reports: list[Report]) -> dict[int, Accepted]:
@@ -86,12 +91,13 @@ async def accept_reports(pool, reports: list[Report]) -> dict[int, Accepted]:
     columns = [list(c) for c in zip(*((r.host_id, r.kind, r.digest, r.body, r.token_digest, r.job_id)
                                        for r in reports))]
     rows = await pool.fetch(_ACCEPT_SQL, *columns)
-    return {row["host_id"]: Accepted(row["authorized"], row["changed"], row["task_id"], row["created"])
+    return {row["host_id"]: Accepted(row["authorized"], row["changed"], row["task_id"], row["created"], row["stale"])
             for row in rows}
 
 
 # One statement for the events of several hosts: each event is stored once (host + start + command),
-# the whole history of a host is skipped when its digest is the last one's.
+# the whole history of a host is skipped when its digest is the last one's. Sent without its events
+# (SeenDigests), a history stores nothing, and is `stale` if the host's last digest is another one.
 _EVENTS_SQL = """
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[]) AS i(host_id, digest, token_digest, events)
@@ -99,7 +105,8 @@ WITH input AS (
     SELECT h.id, h.events_digest FROM input i JOIN hosts h ON h.id = i.host_id AND h.token_digest = i.token_digest
     ORDER BY h.id FOR NO KEY UPDATE OF h
 ), upd AS (
-    UPDATE hosts h SET last_seen_at = now(), events_digest = i.digest
+    UPDATE hosts h SET last_seen_at = now(),
+        events_digest = CASE WHEN i.events IS NOT NULL THEN i.digest ELSE h.events_digest END
     FROM input i JOIN old ON old.id = i.host_id WHERE h.id = i.host_id
     RETURNING h.id
 ), ins AS (
@@ -107,12 +114,13 @@ WITH input AS (
     SELECT i.host_id, (e->>'date_start')::date, (e->>'time_start')::time, (e->>'date_end')::date,
            (e->>'time_end')::time, e->>'command', e->'packages'
     FROM input i JOIN old ON old.id = i.host_id, jsonb_array_elements(i.events::jsonb) AS e
-    WHERE old.events_digest IS DISTINCT FROM i.digest
+    WHERE old.events_digest IS DISTINCT FROM i.digest AND i.events IS NOT NULL
     ON CONFLICT (host_id, date_start, time_start, command) DO NOTHING
     RETURNING host_id
 )
-SELECT i.host_id, upd.id IS NOT NULL AS authorized, (SELECT count(*) FROM ins WHERE ins.host_id = i.host_id) AS added
-FROM input i LEFT JOIN upd ON upd.id = i.host_id
+SELECT i.host_id, upd.id IS NOT NULL AS authorized, (SELECT count(*) FROM ins WHERE ins.host_id = i.host_id) AS added,
+       i.events IS NULL AND old.id IS NOT NULL AND old.events_digest IS DISTINCT FROM i.digest AS stale
+FROM input i LEFT JOIN old ON old.id = i.host_id LEFT JOIN upd ON upd.id = i.host_id
 """
 
 
@@ -121,20 +129,22 @@ class Events:
     host_id: int
     digest: bytes  # of the raw body: the same history sent again costs a comparison
     token_digest: bytes
-    events: list[dict]  # inventory.check_events()
+    events: list[dict] | None  # inventory.check_events(); None: believed unchanged (SeenDigests)
 
 
 @dataclass(frozen=True)
 class EventsStored:
     authorized: bool
     added: int  # events not stored before
+    stale: bool = False  # sent without its events, but the host's last digest is another one
 
 
 async def store_events(pool, items: list[Events]) -> dict[int, EventsStored]:
     items = sorted(items, key=lambda e: e.host_id)
     rows = await pool.fetch(_EVENTS_SQL, [e.host_id for e in items], [e.digest for e in items],
-                            [e.token_digest for e in items], [orjson.dumps(e.events).decode() for e in items])
-    return {row["host_id"]: EventsStored(row["authorized"], row["added"]) for row in rows}
+                            [e.token_digest for e in items],
+                            [None if e.events is None else orjson.dumps(e.events).decode() for e in items])
+    return {row["host_id"]: EventsStored(row["authorized"], row["added"], row["stale"]) for row in rows}
 
 
 class GroupCommit:
@@ -198,12 +208,45 @@ class GroupCommit:
             _settle(future, found, None if found else RuntimeError(f"no outcome for host {item.host_id}"))
 
 
-class Intake:
-    """The server's group commits: installed/available reports, and events."""
+class SeenDigests:
+    """The digest (and item count) of each host's last accepted report of each kind, in this process.
 
-    def __init__(self, pool, max_group: int = 64, max_inflight: int = 2):
+    Most hourly reports of a real fleet are unchanged (design decision 4). A body whose digest is
+    the one remembered here is byte for byte a body this process validated and stored before, so it
+    goes to the intake without being checked, compressed or sent again: PostgreSQL still compares
+    the digest with the host's and, if another one was stored since, says `stale`; the request then
+    takes the full path. At most `max_entries` (the oldest go first); 0 turns it off.
+    """
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, str], tuple[bytes, int]] = {}
+
+    def count_if_seen(self, host_id: int, kind: str, digest: bytes) -> int | None:
+        """The item count of the remembered body if `digest` is its digest, else None."""
+        entry = self._entries.get((host_id, kind))
+        return entry[1] if entry is not None and entry[0] == digest else None
+
+    def remember(self, host_id: int, kind: str, digest: bytes, count: int) -> None:
+        if self.max_entries <= 0:
+            return
+        key = (host_id, kind)
+        self._entries.pop(key, None)  # re-inserted last: the oldest entries stay first
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (digest, count)
+
+    def forget(self, host_id: int, kind: str) -> None:
+        self._entries.pop((host_id, kind), None)
+
+
+class Intake:
+    """The server's group commits: installed/available reports, and events; and SeenDigests."""
+
+    def __init__(self, pool, max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000):
         self.reports = GroupCommit(pool, accept_reports, max_group, max_inflight)
         self.events = GroupCommit(pool, store_events, max_group, max_inflight)
+        self.seen = SeenDigests(seen_entries)
 
 
 def _item_may_be_at_fault(exc: Exception) -> bool:

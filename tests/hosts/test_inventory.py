@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from app import resources
 from app.hosts import inventory
 from app.main import create_app
 from tests.conftest import bearer, host_auth
@@ -104,6 +105,64 @@ async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker)
     assert first["changed"] and not again["changed"] and again["task-id"] is None
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
     assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+
+
+async def test_a_body_seen_last_time_skips_the_checks(client, pool, make_key, run_worker, monkeypatch):
+    creds = await _host(client, make_key)
+    report = installed({"bash": "5.1-1", "curl": "7.88-1"})
+    events = {"events": [{"date_start": "2026-01-02", "time_start": "10:00:00", "date_end": "2026-01-02",
+                          "time_end": "10:00:30", "command": "apt-get upgrade", "upgraded": []}]}
+    assert (await put(client, creds, "packages/installed", report))["changed"]
+    assert (await put(client, creds, "packages/event", events))["added"] == 1
+    await run_worker()
+    last_seen = await pool.fetchval("SELECT last_seen_at FROM hosts WHERE id = $1", creds[2])
+
+    def checked(*args):
+        raise AssertionError("an unchanged body was checked again")
+
+    for name in ("fast_count", "check_items", "check_events", "encode_body"):
+        monkeypatch.setattr(inventory, name, checked)
+    again = await put(client, creds, "packages/installed", report)
+    assert (again["changed"], again["packages"], again["task-id"]) == (False, 2, None)
+    assert (await put(client, creds, "packages/event", events))["added"] == 0
+    # It still counts as the host being seen, and stores nothing.
+    assert await pool.fetchval("SELECT last_seen_at FROM hosts WHERE id = $1", creds[2]) > last_seen
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
+
+
+async def test_a_body_seen_last_time_is_stored_again_when_the_host_has_another(
+    aiohttp_client, client, settings, pool, make_key, run_worker
+):
+    """Two server processes: the host's reports alternate between them, so each one's memory of the
+    last body goes stale; and a failed diff forgets the stored digests."""
+    other = await aiohttp_client(create_app(settings))
+    creds = await _host(client, make_key)
+    first, second = installed({"bash": "5.1-1"}), installed({"bash": "5.2-1"})
+    await put(client, creds, "packages/installed", first)
+    await run_worker()
+    await put(other, creds, "packages/installed", second)
+    await other.app[resources.BATCHER].flush()
+    await run_worker()
+    # `client` saw `first` last, but the host's last report is `second`: stored and applied again.
+    back = await put(client, creds, "packages/installed", first)
+    assert back["changed"] and back["task-id"] is not None
+    await run_worker()
+    assert await _inventory(pool, creds[2]) == {("bash", ""): ("5.1-1", "downgraded")}
+
+    history = [{"date_start": "2026-01-02", "time_start": "10:00:00", "date_end": "2026-01-02", "time_end": "10:00:30",
+                "command": "apt-get upgrade", "upgraded": []}]
+    older, newer = {"events": history}, {"events": history + [{**history[0], "time_start": "11:00:00"}]}
+    assert (await put(client, creds, "packages/event", older))["added"] == 1
+    assert (await put(other, creds, "packages/event", newer))["added"] == 1
+    await put(client, creds, "packages/event", older)  # stale in `client`: checked and compared again
+    assert bytes(await pool.fetchval("SELECT events_digest FROM hosts")) == inventory.body_digest(json.dumps(older).encode())
+
+    await pool.execute("UPDATE hosts SET installed_digest = NULL")  # as inventory.forget_digests does
+    assert (await put(client, creds, "packages/installed", first))["changed"]
+    await run_worker()
+    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'error'") == 0
 
 
 async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):

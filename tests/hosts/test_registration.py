@@ -104,3 +104,12 @@ async def test_unregister_with_a_nul_in_the_hostname_is_400(client, pool, make_k
     resp = await client.delete("/api/v2/host/registering", data=b'{"hostname": "web\\u0000"}', headers=bearer(operator))
     assert resp.status == 400
     assert await pool.fetchval("SELECT count(*) FROM hosts") == 1
+
+
+@pytest.mark.parametrize("path", ["packages/installed", "packages/available", "packages/event"])
+async def test_oversized_report_is_413_json(client, pool, make_key, settings, path):
+    creds = await register(client, await make_key("operator"), "web01")
+    resp = await client.put(f"/api/v2/host/{path}", data=b" " * (settings.max_body_bytes + 10),
+                            headers=host_auth(creds[0], creds[1]))
+    assert resp.status == 413 and (await resp.json())["return"] == 413
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
