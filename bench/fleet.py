@@ -125,7 +125,7 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
         t0, stat0 = time.perf_counter(), _cpu_times()
-        for bodies_by_host in rounds[_phase_rounds(phase)]:
+        for bodies_by_host in _selected(rounds, phase):
             await run_round(bodies_by_host, True)
         elapsed, stat1 = time.perf_counter() - t0, _cpu_times()
     latencies.sort()
@@ -136,7 +136,7 @@ async def _load(base_url: str, creds: list, rounds: list, concurrency: int, phas
         "requests": len(latencies), "failures": failures, "seconds": elapsed,
         "rate": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "bytes": sum(len(b) for r in rounds[_phase_rounds(phase)] for host in r for b in host),
+        "bytes": sum(len(b) for r in _selected(rounds, phase) for host in r for b in host),
         # Share of the machine's CPU time that was busy during the run (every process, this one too).
         "busy": 1 - (stat1[1] - stat0[1]) / max(1, stat1[0] - stat0[0]),
     }
@@ -149,11 +149,19 @@ def _cpu_times() -> tuple[int, int]:
 
 
 def _phase_rounds(phase: str) -> slice:
-    """warmup: every host's first (baseline) reports; timed:K: the K-th run's ROUNDS later rounds."""
+    """warmup: every host's first (baseline) reports; timed:K: the K-th run's ROUNDS later rounds;
+    unchanged: the last timed round again (what most hourly reports of a real fleet are)."""
     if phase == "warmup":
         return slice(0, 1)
+    if phase == "unchanged":
+        return slice(ROUNDS * REPEATS, ROUNDS * REPEATS + 1)
     k = int(phase.split(":")[1])
     return slice(1 + k * ROUNDS, 1 + (k + 1) * ROUNDS)
+
+
+def _selected(rounds: list, phase: str) -> list:
+    # The unchanged round is sent ROUNDS times, as long a run as a timed one.
+    return rounds[_phase_rounds(phase)] * (ROUNDS if phase == "unchanged" else 1)
 
 
 def load_main(base_url: str, creds_file: str, phase: str) -> None:
@@ -442,6 +450,9 @@ def main() -> None:
             ref_cpu += (_cpu_seconds([ref.pid]) - ref_cpu0) * 1000 / refs[-1]["requests"] / REPEATS
             runs.append((depot, drain, (refs[k]["rate"] + refs[k + 1]["rate"]) / 2))
         state = asyncio.run(_check(settings))
+        # Every host sends its last reports again, ROUNDS times, unchanged: Depot compares digests only.
+        same = run_load(settings.base_url, creds, "unchanged")
+        same_ref = run_load(ref_url, fake, "unchanged")
 
         print(f"CPU per report: reference server {ref_cpu:.2f} ms; Depot server {cpu[0]:.2f} ms,"
               f" worker {cpu[1]:.2f} ms, PostgreSQL backends {cpu[2]:.2f} ms (total {sum(cpu):.2f} ms)")
@@ -465,6 +476,9 @@ def main() -> None:
               f" end to end {statistics.median(end_to_end):.2f}x (target >= 0.4),"
               f" p99 {statistics.median(p99s):.1f} ms (target < 100)")
         print(f"after the runs: {state}")
+        print(f"unchanged reports (every host sends its last round again, {ROUNDS} times): Depot {same['rate']:.0f} reports/s"
+              f" (p99 {same['p99_ms']:.1f} ms, failures {same['failures']}), reference {same_ref['rate']:.0f} reports/s:"
+              f" {same['rate'] / same_ref['rate']:.2f}x")
 
         if QUERY_HOSTS > 0:  # BENCH_QUERY_HOSTS=0 skips the package-query part (its COPY load takes minutes)
             print(f"\nloading {QUERY_HOSTS} hosts x {PACKAGES} packages with COPY ...", flush=True)
