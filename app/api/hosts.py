@@ -149,14 +149,10 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
         raise too_large("Request body too large", limit=settings.max_body_bytes)
     digest = inventory.body_digest(raw)
     count = seen.count_if_seen(who.host_id, kind, digest)
-    if count is not None:
-        accepted = await reports.accept(intake.Report(who.host_id, kind, digest, None, who.token_digest, None))
-        if not accepted.authorized:
-            raise auth.stale_host_credentials(request)
-        if not accepted.stale:
-            reports_counter.record(request.app, kind)
-            return ok(message=[message], packages=count, changed=False, **{"task-id": None})
-        seen.forget(who.host_id, kind)
+    if count is not None and await _accepted_without_body(
+        request, reports, intake.Report(who.host_id, kind, digest, None, who.token_digest, None), kind
+    ):
+        return ok(message=[message], packages=count, changed=False, **{"task-id": None})
     try:
         # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
         count = inventory.fast_count(kind, raw, settings.max_list_items)
@@ -189,6 +185,19 @@ async def _put_report(request: web.Request, kind: str, message: str) -> web.Resp
     return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
 
 
+async def _accepted_without_body(request: web.Request, commit: intake.GroupCommit, item, kind: str) -> bool:
+    """Hand the intake a report without its body, this process having accepted the same body last
+    (intake.SeenDigests). False if the host's last digest is another one: the full path must run."""
+    outcome = await commit.accept(item)
+    if not outcome.authorized:
+        raise auth.stale_host_credentials(request)
+    if outcome.stale:
+        request.app[INTAKE].seen.forget(item.host_id, kind)
+        return False
+    reports_counter.record(request.app, kind)
+    return True
+
+
 @docs(summary="apt/dnf history events (the whole history; each event stored once)", request=EventsReport,
       responses=_ERRORS)
 async def put_events(request: web.Request) -> web.Response:
@@ -200,14 +209,10 @@ async def put_events(request: web.Request) -> web.Response:
         digest = inventory.body_digest(await request.read())
     except web.HTTPRequestEntityTooLarge:
         raise too_large("Request body too large", limit=settings.max_body_bytes)
-    if seen.count_if_seen(who.host_id, "events", digest) is not None:  # the history this process stored last
-        stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, None))
-        if not stored.authorized:
-            raise auth.stale_host_credentials(request)
-        if not stored.stale:
-            reports_counter.record(request.app, "event")
-            return ok(message=["Package events history updated successfully."], added=0)
-        seen.forget(who.host_id, "events")
+    if seen.count_if_seen(who.host_id, "event", digest) is not None and await _accepted_without_body(
+        request, events_intake, intake.Events(who.host_id, digest, who.token_digest, None), "event"
+    ):
+        return ok(message=["Package events history updated successfully."], added=0)
     data = await read_json_text(request)
     if "events" not in data:
         raise bad_request("Invalid request", detail="the body needs the key 'events'")
@@ -218,7 +223,7 @@ async def put_events(request: web.Request) -> web.Response:
     stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, events))
     if not stored.authorized:
         raise auth.stale_host_credentials(request)
-    seen.remember(who.host_id, "events", digest, len(events))
+    seen.remember(who.host_id, "event", digest, len(events))
     reports_counter.record(request.app, "event")
     return ok(message=["Package events history updated successfully."], added=stored.added)
 

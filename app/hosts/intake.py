@@ -72,7 +72,7 @@ class Report:
     digest: bytes  # of the body as received: an unchanged report is not stored again
     body: bytes | None  # inventory.encode_body(); None: believed unchanged (SeenDigests), store nothing
     token_digest: bytes  # the credentials the request was authenticated with
-    job_id: str  # the batch job that will carry a new task (queue.JobBatcher)
+    job_id: str | None  # the batch job that will carry a new task (queue.JobBatcher); None without a body
 
 
 @dataclass(frozen=True)
