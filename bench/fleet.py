@@ -30,7 +30,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
 # Depot and the reference alternate REPEATS times on fresh rounds (the machine's speed drifts between
 # runs): each Depot run is compared with the reference runs just before and after it, and the median
 # of those ratios is the result.
-REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
+REPEATS = int(os.environ.get("BENCH_REPEATS", 5))
 PACKAGES = int(os.environ.get("BENCH_PACKAGES", 2000))
 AVAILABLE = 40
 QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", 10_000))
@@ -472,7 +472,8 @@ def main() -> None:
             print(f"  depot end to end (every diff applied, {drain:.2f} s after the last PUT): {e2e:8.0f} reports/s")
             print(f"  ratios: accepted {accepted[-1]:.2f}x, end to end {end_to_end[-1]:.2f}x; CPU busy during the"
                   f" run: Depot's {depot['busy']:.0%}, the reference's {refs[k]['busy']:.0%} (load generator included)")
-        print(f"\nmedian of {REPEATS} runs: accepted {statistics.median(accepted):.2f}x (target >= 0.7),"
+        print(f"\nmedian of {REPEATS} runs: accepted {statistics.median(accepted):.2f}x (target >= 0.7;"
+              f" runs {min(accepted):.2f}-{max(accepted):.2f}),"
               f" end to end {statistics.median(end_to_end):.2f}x (target >= 0.4),"
               f" p99 {statistics.median(p99s):.1f} ms (target < 100)")
         print(f"after the runs: {state}")
