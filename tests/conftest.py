@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -168,6 +169,12 @@ async def live_worker(settings):
         await task
     except (asyncio.CancelledError, Exception):
         pass
+    # A job may still run (a cron run of the reconciler, say): cancel it and wait here. arq's close()
+    # would re-raise its CancelledError and skip on_shutdown, leaving the worker's pool and a cancelled
+    # job's transaction open, and every later test failed on leftover rows (or hung on their locks).
+    worker.handle_sig(signal.SIGUSR1)
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    worker.tasks.clear()
     await worker.close()
 
 

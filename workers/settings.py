@@ -39,10 +39,15 @@ async def startup(ctx: dict) -> None:
 
 
 async def shutdown(ctx: dict) -> None:
-    ctx["beat"].cancel()
+    # Also after a startup that stopped part way (cancelled, or PostgreSQL away): undo what was done.
+    if "beat" in ctx:
+        ctx["beat"].cancel()
     await metrics.stop(ctx)
+    if "pool" not in ctx:
+        return
     try:
-        await ctx["pool"].execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1", ctx["worker_id"])
+        if "worker_id" in ctx:
+            await ctx["pool"].execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1", ctx["worker_id"])
     finally:
         await ctx["pool"].close()
 
