@@ -94,10 +94,8 @@ def cmd_serve(args) -> None:
 
 
 def cmd_worker(args) -> None:
-    from arq.worker import Worker
-
     from app.logs import setup_logging
-    from workers.settings import worker_settings
+    from workers.settings import Worker, worker_settings
 
     settings = _settings(need_redis=True)
     setup_logging(settings)

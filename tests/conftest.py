@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -15,13 +14,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from arq import create_pool
-from arq.worker import Worker
 
 from app import db, embedded, resources, users
 from app.main import create_app
 from app.resources import redis_settings
 from app.settings import Settings
-from workers.settings import worker_settings
+from workers.settings import Worker, worker_settings
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -169,13 +167,7 @@ async def live_worker(settings):
         await task
     except (asyncio.CancelledError, Exception):
         pass
-    # A job may still run (a cron run of the reconciler, say): cancel it and wait here. arq's close()
-    # would re-raise its CancelledError and skip on_shutdown, leaving the worker's pool and a cancelled
-    # job's transaction open, and every later test failed on leftover rows (or hung on their locks).
-    worker.handle_sig(signal.SIGUSR1)
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-    worker.tasks.clear()
-    await worker.close()
+    await worker.close()  # also when a job still runs (workers.settings.Worker)
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):

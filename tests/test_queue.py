@@ -4,12 +4,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from arq.worker import Worker
+from arq import cron
 
 from app import queue
 from tests.conftest import wait_for
 from workers import jobs, reconciler
-from workers.settings import worker_settings
+from workers.settings import Worker, worker_settings
 
 RUNS: list[tuple[int, dict]] = []
 
@@ -125,3 +125,32 @@ async def test_reconciler_resends_a_job_a_worker_took_and_lost(pool, redis, sett
         await asyncio.gather(running, return_exceptions=True)
         await worker.close()
     assert RUNS == [(ref.id, {"n": 7})]
+
+
+async def test_worker_close_finishes_the_shutdown_when_it_cancels_a_job_being_finished(settings, pool):
+    # A cron run of the reconciler had returned and arq was recording that in Redis when close()
+    # cancelled its task: arq's close() raised that CancelledError and skipped on_shutdown.
+    finishing = asyncio.Event()
+
+    async def quick_cron(ctx):
+        return None
+
+    kwargs = worker_settings(settings)
+    kwargs.update(handle_signals=False, poll_delay=0.05,
+                  cron_jobs=[cron(quick_cron, second=set(range(60)), run_at_startup=True)])
+    worker = Worker(**kwargs)
+    finish_job = worker.finish_job
+
+    async def slow_finish_job(*args):
+        finishing.set()
+        await asyncio.sleep(0.5)
+        await finish_job(*args)
+
+    worker.finish_job = slow_finish_job
+    running = asyncio.create_task(worker.main())
+    await asyncio.wait_for(finishing.wait(), 10)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    await worker.close()
+    assert await pool.fetchval("SELECT stopped_at IS NOT NULL FROM workers WHERE worker_id = $1",
+                               worker.ctx["worker_id"])

@@ -1,4 +1,4 @@
-"""arq WorkerSettings: the job function, the reconciler cron, start-up and shutdown."""
+"""arq WorkerSettings: the job function, the reconciler cron, start-up and shutdown; the Worker class."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +9,7 @@ import secrets
 import socket
 
 from arq import cron
+from arq import worker as arq_worker
 
 from app import db, schedules, tasks
 from app.resources import redis_settings
@@ -18,6 +19,24 @@ from workers import jobs, metrics, reconciler
 from workers import operator_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
+
+
+class Worker(arq_worker.Worker):
+    """arq's Worker, whose close() finishes the shutdown whatever the jobs it cancels were doing.
+
+    arq's close() cancels the running jobs (after SIGTERM, or itself without signal handling) and then
+    awaits them without return_exceptions. A job cancelled while arq records its end in Redis (a cron
+    run of the reconciler, every few seconds) re-raised that CancelledError out of close(): on_shutdown
+    never ran and the workers row was left unstopped, shown as lost (and in tests, the worker's pool
+    stayed open and later tests failed on its leftovers).
+    """
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
 
 
 async def startup(ctx: dict) -> None:
