@@ -24,16 +24,16 @@ from pathlib import Path
 
 from bench._common import free_port, private_settings, server_env
 
-HOSTS = int(os.environ.get("BENCH_HOSTS", 256))
-CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 64))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
+HOSTS = int(os.environ.get("BENCH_HOSTS", "256"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 # Depot and the reference alternate REPEATS times on fresh rounds (the machine's speed drifts between
 # runs): each Depot run is compared with the reference runs just before and after it, and the median
 # of those ratios is the result.
-REPEATS = int(os.environ.get("BENCH_REPEATS", 5))
-PACKAGES = int(os.environ.get("BENCH_PACKAGES", 2000))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+PACKAGES = int(os.environ.get("BENCH_PACKAGES", "2000"))
 AVAILABLE = 40
-QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", 10_000))
+QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", "10_000"))
 BENCH_DB = "depot_bench"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,7 +218,7 @@ def run_load(base_url: str, creds: list, phase: str) -> dict:
         json.dump(creds, f)
     out = subprocess.run(
         [sys.executable, "-m", "bench.fleet", "load", base_url, f.name, phase],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT, capture_output=True, text=True, check=False,  # its stderr goes into the error below
     )
     os.unlink(f.name)
     if out.returncode:
@@ -267,7 +267,9 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def _postgres_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "postgres: .*depot_bench"], capture_output=True, text=True).stdout
+    # pgrep exits 1 when nothing matches: then there is no backend to count.
+    out = subprocess.run(["pgrep", "-f", "postgres: .*depot_bench"], capture_output=True, text=True,
+                         check=False).stdout
     return [int(p) for p in out.split()]
 
 
