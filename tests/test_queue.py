@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 from arq import cron
@@ -154,3 +155,28 @@ async def test_worker_close_finishes_the_shutdown_when_it_cancels_a_job_being_fi
     await worker.close()
     assert await pool.fetchval("SELECT stopped_at IS NOT NULL FROM workers WHERE worker_id = $1",
                                worker.ctx["worker_id"])
+
+
+async def test_worker_close_after_sigterm_lets_a_task_finish_handing_itself_back(settings, pool, redis, monkeypatch):
+    # After SIGTERM, arq has cancelled the task's job once; close() must not cancel it again while
+    # the job hands its task back, or the task stays "running" until the reconciler finds it.
+    handing_back = asyncio.Event()
+    requeue = jobs._requeue
+
+    async def slow_requeue(*args):
+        handing_back.set()
+        await asyncio.sleep(0.3)
+        await requeue(*args)
+
+    monkeypatch.setattr(jobs, "_requeue", slow_requeue)
+    kwargs = worker_settings(settings)
+    kwargs.update(handle_signals=False, poll_delay=0.05, cron_jobs=None)
+    worker = Worker(**kwargs)
+    running = asyncio.create_task(worker.main())
+    ref = await queue.enqueue(pool, redis, "test_slow", "thing:9")
+    await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
+    worker.handle_sig(signal.SIGTERM)  # what arq does on SIGTERM when it handles the signals
+    await asyncio.wait_for(handing_back.wait(), 10)
+    await worker.close()
+    await asyncio.gather(running, return_exceptions=True)
+    assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "queued"

@@ -33,7 +33,9 @@ class Worker(arq_worker.Worker):
 
     async def close(self) -> None:
         for task in self.tasks.values():
-            task.cancel()
+            # Not twice: after SIGTERM a task job is already cancelled and hands its task back (jobs.py).
+            if not task.done() and not task.cancelling():
+                task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
         await super().close()
