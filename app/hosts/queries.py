@@ -194,9 +194,9 @@ async def hosts_with_package(
             WITH page AS (
                 SELECT h.id, h.hostname FROM hosts h WHERE {exists} ORDER BY h.hostname{tail}
             ), pk AS (
-                SELECT p.host_id, {packages}
-                FROM page JOIN host_packages p ON p.host_id = page.id AND {cond}
-                GROUP BY p.host_id
+                -- Per page host (LATERAL): a join could be planned as a scan of every matching row.
+                SELECT page.id AS host_id, x.packages
+                FROM page, LATERAL (SELECT {packages} FROM host_packages p WHERE p.host_id = page.id AND {cond}) x
             )
             SELECT {results}, (SELECT count(*) FROM hosts h WHERE {exists}) AS total
             FROM page JOIN pk ON pk.host_id = page.id
@@ -213,7 +213,13 @@ async def hosts_with_package(
             )
             SELECT {results}, count(*) AS total FROM found
         """
-    row = await pool.fetchrow(sql, *args, *extra)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        # A plan for these values, not the prepared statement's generic one: a name or prefix matches
+        # anything from no row to most of the table (`lib`), and one plan cannot serve both. Measured
+        # on 10,000 hosts x 2,000 packages once the generic plan set in: `lib?per_page=100` 5.8 s
+        # instead of 0.35 s, an absent name 76 ms instead of 4.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        row = await conn.fetchrow(sql, *args, *extra)
     return orjson.Fragment(row["results"].encode()), row["total"]
 
 
