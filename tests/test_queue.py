@@ -115,10 +115,7 @@ async def test_reconciler_resends_a_job_a_worker_took_and_lost(pool, redis, sett
     await pool.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
     assert (await reconciler.reconcile(pool, redis, settings))["resent"] == 1
     # A live worker: the stuck job stays in arq's queue, so a burst worker would never see it empty.
-    kwargs = worker_settings(settings)
-    kwargs.update(handle_signals=False, poll_delay=0.05, cron_jobs=None)
-    worker = Worker(**kwargs)
-    running = asyncio.create_task(worker.main())
+    worker, running = _start_worker(settings)
     try:
         await wait_for(lambda: pool.fetchval("SELECT status = 'done' FROM tasks WHERE id = $1", ref.id))
     finally:
@@ -128,7 +125,15 @@ async def test_reconciler_resends_a_job_a_worker_took_and_lost(pool, redis, sett
     assert RUNS == [(ref.id, {"n": 7})]
 
 
-async def test_worker_close_finishes_the_shutdown_when_it_cancels_a_job_being_finished(settings, pool):
+def _start_worker(settings, cron_jobs=None) -> tuple[Worker, asyncio.Task]:
+    """A live worker (no cron jobs unless given) running in the background; the caller closes it."""
+    kwargs = worker_settings(settings)
+    kwargs.update(handle_signals=False, poll_delay=0.05, cron_jobs=cron_jobs)
+    worker = Worker(**kwargs)
+    return worker, asyncio.create_task(worker.main())
+
+
+async def test_worker_close_finishes_the_shutdown_when_it_cancels_a_job_being_finished(settings, pool, monkeypatch):
     # A cron run of the reconciler had returned and arq was recording that in Redis when close()
     # cancelled its task: arq's close() raised that CancelledError and skipped on_shutdown.
     finishing = asyncio.Event()
@@ -136,19 +141,15 @@ async def test_worker_close_finishes_the_shutdown_when_it_cancels_a_job_being_fi
     async def quick_cron(ctx):
         return None
 
-    kwargs = worker_settings(settings)
-    kwargs.update(handle_signals=False, poll_delay=0.05,
-                  cron_jobs=[cron(quick_cron, second=set(range(60)), run_at_startup=True)])
-    worker = Worker(**kwargs)
-    finish_job = worker.finish_job
+    finish_job = Worker.finish_job
 
-    async def slow_finish_job(*args):
+    async def slow_finish_job(self, *args):
         finishing.set()
         await asyncio.sleep(0.5)
-        await finish_job(*args)
+        await finish_job(self, *args)
 
-    worker.finish_job = slow_finish_job
-    running = asyncio.create_task(worker.main())
+    monkeypatch.setattr(Worker, "finish_job", slow_finish_job)
+    worker, running = _start_worker(settings, [cron(quick_cron, second=set(range(60)), run_at_startup=True)])
     await asyncio.wait_for(finishing.wait(), 10)
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
@@ -169,10 +170,7 @@ async def test_worker_close_after_sigterm_lets_a_task_finish_handing_itself_back
         await requeue(*args)
 
     monkeypatch.setattr(jobs, "_requeue", slow_requeue)
-    kwargs = worker_settings(settings)
-    kwargs.update(handle_signals=False, poll_delay=0.05, cron_jobs=None)
-    worker = Worker(**kwargs)
-    running = asyncio.create_task(worker.main())
+    worker, running = _start_worker(settings)
     ref = await queue.enqueue(pool, redis, "test_slow", "thing:9")
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
     worker.handle_sig(signal.SIGTERM)  # what arq does on SIGTERM when it handles the signals
