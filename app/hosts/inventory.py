@@ -5,13 +5,14 @@ The API side only validates cheaply and hands the raw body to hosts/intake.py; t
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 
+import lz4.block
 import orjson
+import xxhash
 
-try:  # ISA-L writes the same zlib stream ~3x faster than zlib (and reads it ~2x faster)
+try:  # ISA-L reads zlib streams ~2x faster than zlib (bodies stored by earlier versions)
     from isal import isal_zlib as zlib
 except ImportError:  # pragma: no cover - isal is a dependency
     import zlib
@@ -132,8 +133,9 @@ def stored_body(kind: str, value, body: bytes) -> bytes:
 
 def body_digest(body: bytes) -> bytes:
     # Of the body as received: equal for an agent's unchanged report, known before any check
-    # (intake.SeenDigests lets such a body skip them).
-    return hashlib.sha256(body).digest()  # sha256 is hardware-accelerated: the fastest here
+    # (intake.SeenDigests lets such a body skip them). It tells a host's reports apart, and only the host
+    # chooses its bodies: no adversary to resist, so XXH3-128 (1 us for 118 KB) rather than SHA-256 (59 us).
+    return xxhash.xxh3_128_digest(body)
 
 
 # --- the diff (worker side) ----------------------------------------------------------------------
@@ -159,12 +161,16 @@ def join_arch(name: str, arch: str) -> str:
 
 # How report bodies are stored (host_reports.body, which also holds a kept inventory in the first
 # form below, and host_inventories.body for a kept inventory in the second), told apart by the first byte:
-#   b"S" + zlib(JSON)  an installed report in the agent's exact json.dumps() form (checked by _FAST)
+#   b"L" + lz4(JSON)   an installed report in the agent's exact json.dumps() form (checked by _FAST)
 #                      with no "}, {" inside its strings: it splits into items without a JSON parse;
-#   zlib(JSON)         anything else (zlib streams start with 0x78); a kept inventory in this form
-#                      is a {"name[:arch]": "version"} object;
-#   b"{"               plain JSON, as stored before compression.
-SPLITTABLE = b"S"
+#   b"M" + lz4(JSON)   anything else; a kept inventory in this form is a {"name[:arch]": "version"} object.
+# Read only (stored by earlier versions, replaced as hosts report): b"S" + zlib(JSON) and zlib(JSON)
+# (0x78), the same two forms zlib-compressed; b"{", plain JSON.
+# lz4 rather than zlib: ~1.5x larger but compressed ~1.6x and read ~3.5x faster (118 KB: 53 against
+# 84 us, 15 against 54 us with ISA-L), and the worker reads two bodies for each one the server writes.
+SPLITTABLE = b"L"
+_SPLIT_FORMS = (SPLITTABLE, b"S")
+_PLAIN = b"M"
 _HEAD = b'{"installed_packages": [{'
 _TAIL = b'}]}'
 _VERSION_SEP = b'", "version": "'
@@ -173,8 +179,12 @@ _SPLIT_MAX_CHANGES = 256
 
 
 def encode_body(body: bytes, splittable: bool) -> bytes:
-    # Level 1: ~6x smaller for ~0.1 ms (ISA-L), far less WAL and TOAST work for PostgreSQL than raw JSON.
-    return (SPLITTABLE if splittable else b"") + zlib.compress(body, 1)
+    # ~4x smaller: far less WAL and TOAST work for PostgreSQL than raw JSON.
+    return (SPLITTABLE if splittable else _PLAIN) + lz4.block.compress(body)
+
+
+def is_split_form(stored: bytes) -> bool:
+    return stored[:1] in _SPLIT_FORMS
 
 
 def is_splittable(kind: str, fast_count: int | None) -> bool:
@@ -182,14 +192,18 @@ def is_splittable(kind: str, fast_count: int | None) -> bool:
     return kind == INSTALLED and fast_count is not None
 
 
-def _decompress(stored: bytes) -> bytes:
-    if stored[:1] == b"{":
+def decode_body(stored: bytes) -> bytes:
+    """The JSON of a stored body, whichever form (see above) it is in."""
+    form = stored[:1]
+    if form == SPLITTABLE or form == _PLAIN:
+        return lz4.block.decompress(memoryview(stored)[1:])
+    if form == b"{":
         return stored
-    return zlib.decompress(stored[1:] if stored[:1] == SPLITTABLE else stored)
+    return zlib.decompress(stored[1:] if form == b"S" else stored)
 
 
 def load_body(stored: bytes) -> dict:
-    return orjson.loads(_decompress(stored))
+    return orjson.loads(decode_body(stored))
 
 
 def installed_map(body: dict) -> dict[str, str]:
@@ -208,7 +222,7 @@ def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None
     defined, so an unchanged run of items gives the same chunk in both lists), chunks matched with an
     equal one of the other list are skipped, and only the items of the others are compared one by one.
     """
-    old_raw, new_raw = _decompress(stored_old), _decompress(stored_new)
+    old_raw, new_raw = decode_body(stored_old), decode_body(stored_new)
     old_chunks, new_chunks = old_raw.split(_CHUNK_SEP), new_raw.split(_CHUNK_SEP)
     unmatched = _unmatched_chunks(old_chunks, new_chunks)
     if unmatched is None:  # the same run of items twice
@@ -317,7 +331,7 @@ async def current_inventory(conn, host_id: int, kept: bytes | None) -> dict[str,
     """The host's applied inventory as {raw name: version}, from the kept body or host_packages."""
     if kept is not None:
         body = load_body(kept)
-        return installed_map(body) if kept[:1] == SPLITTABLE else body
+        return installed_map(body) if is_split_form(kept) else body
     rows = await conn.fetch("SELECT name, arch, version FROM host_packages WHERE host_id = $1", host_id)
     return {join_arch(r["name"], r["arch"]): r["version"] for r in rows}
 
@@ -372,7 +386,7 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
             continue
         stored = report["body"]
         pair = None
-        if kept is not None and kept_unique and kept[:1] == SPLITTABLE and stored[:1] == SPLITTABLE:
+        if kept is not None and kept_unique and is_split_form(kept) and is_split_form(stored):
             pair = split_diff(kept, stored)
         if pair is not None:
             (old, new), unique = pair, True
@@ -401,10 +415,10 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
             else:
                 entry[1], entry[2] = now, state
         # What the next diff compares against: the report itself when splittable (its row is kept).
-        if stored[:1] == SPLITTABLE:
+        if is_split_form(stored):
             kept, kept_unique, plan.kept = stored, unique, (report["id"], None, unique)
         else:
-            kept, kept_unique = zlib.compress(orjson.dumps(new), 1), False
+            kept, kept_unique = encode_body(orjson.dumps(new), False), False
             plan.kept = (None, kept, False)
         plan.inventory_at = at
         baseline = False
