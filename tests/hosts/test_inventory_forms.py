@@ -135,13 +135,14 @@ async def test_kept_inventories_stored_zlib_compressed_by_an_older_version(clien
     """Before lz4, kept inventories were zlib streams: b"S" + zlib (the agent's form, in its report's
     row) and a bare zlib stream (a {name: version} object in host_inventories). Both stay readable, and
     the agent's form is still compared without a JSON parse against a new lz4 report."""
+    old = b"S" + zlib.compress(json.dumps(installed({"a": "1", "b": "1"})).encode())
     agent, other = await _host(client, make_key, "forms-zlib1"), await _host(client, make_key, "forms-zlib2")
     await put(client, agent, "packages/installed", installed({"a": "1", "b": "1"}))
     await _put_raw(client, other, orjson.dumps(installed({"a": "1", "b": "1"})))  # not the agent's form
     await run_worker()
     await pool.execute(
         "UPDATE host_reports r SET body = $2 FROM host_inventories k WHERE k.host_id = $1 AND r.id = k.report_id",
-        agent[2], b"S" + zlib.compress(json.dumps(installed({"a": "1", "b": "1"})).encode()))
+        agent[2], old)
     await pool.execute("UPDATE host_inventories SET body = $2 WHERE host_id = $1",
                        other[2], zlib.compress(orjson.dumps({"a": "1", "b": "1"})))
     for creds in (agent, other):
@@ -152,7 +153,6 @@ async def test_kept_inventories_stored_zlib_compressed_by_an_older_version(clien
             {("a", ""): "2", ("c", ""): "1"},
             [("added", "c", "", None, "1"), ("removed", "b", "", "1", None), ("upgraded", "a", "", "1", "2")])
         assert await _kept_form(pool, creds[2]) == inventory.SPLITTABLE
-    old = b"S" + zlib.compress(json.dumps(installed({"a": "1", "b": "1"})).encode())
     assert inventory.is_split_form(old)
     assert inventory.split_diff(old, _stored([("a", "2"), ("b", "1")])) == ({"a": "1"}, {"a": "2"})
 
