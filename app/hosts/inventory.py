@@ -184,6 +184,7 @@ def encode_body(body: bytes, splittable: bool) -> bytes:
 
 
 def is_split_form(stored: bytes) -> bool:
+    """A stored body that split_diff can read (is_splittable decided it when the report came)."""
     return stored[:1] in _SPLIT_FORMS
 
 
