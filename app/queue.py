@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import secrets
 from dataclasses import dataclass, field
 
@@ -95,11 +96,30 @@ class Batch:
     task_ids: list[int] = field(default_factory=list)
     users: int = 0  # requests between join() and leave(): the job waits for them
     closed: bool = False
+    closed_at: float = 0.0
+    held: bool = False  # in JobBatcher._held, waiting for a report storm to pass
+    forced: bool = False  # flush(): sent without being held
     sent: bool = False
     timer: asyncio.TimerHandle | None = None
 
     def add(self, task_id: int) -> None:
         self.task_ids.append(task_id)
+
+
+class ArrivalRate:
+    """Events per second, averaged with an exponential decay over about `tau` seconds (no timers)."""
+
+    def __init__(self, tau: float = 0.25):
+        self.tau = tau
+        self._rate = 0.0
+        self._at = 0.0
+
+    def add(self, now: float) -> None:
+        self._rate = self.rate(now) + 1 / self.tau
+        self._at = now
+
+    def rate(self, now: float) -> float:
+        return self._rate * math.exp(-(now - self._at) / self.tau)
 
 
 class JobBatcher:
@@ -114,23 +134,37 @@ class JobBatcher:
     (a 200 does not depend on Redis: the task row is committed, and the reconciler re-sends a job
     that never arrived). The window also lets a host's available and installed reports, sent a
     moment apart, join one task.
+
+    A report storm (the fleet's agents at the top of the hour): while reports arrive at
+    `hold_rate` per second or more, closed batches are held, up to `hold_seconds` each, and sent
+    when the rate drops. The CPU and PostgreSQL then serve the agents' requests first and the diffs
+    right after (measured in bench/fleet.py); a host reporting again meanwhile joins its queued task.
+    Keep `hold_seconds` below the reconciler's age for re-sending a queued task (reconcile_seconds).
     """
 
-    def __init__(self, redis, window: float, max_tasks: int = 500):
+    def __init__(self, redis, window: float, max_tasks: int = 500, hold_seconds: float = 0.0,
+                 hold_rate: float = 200.0):
         self.redis = redis
         self.window = window
         self.max_tasks = max_tasks
+        self.hold_seconds = hold_seconds
+        self.hold_rate = hold_rate
+        self.arrivals = ArrivalRate()
         self._prefix = f"batch-{secrets.token_hex(4)}"
         self._seq = 0
         self._open: Batch | None = None
+        self._held: list[Batch] = []
+        self._recheck: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task] = set()
 
     def join(self) -> Batch:
+        loop = asyncio.get_running_loop()
+        self.arrivals.add(loop.time())
         batch = self._open
         if batch is None or len(batch.task_ids) + batch.users >= self.max_tasks:
             self._seq += 1
             batch = self._open = Batch(f"{self._prefix}-{self._seq}")
-            batch.timer = asyncio.get_running_loop().call_later(self.window, self._close, batch)
+            batch.timer = loop.call_later(self.window, self._close, batch)
         batch.users += 1
         return batch
 
@@ -141,25 +175,48 @@ class JobBatcher:
 
     def _close(self, batch: Batch) -> None:
         batch.closed = True
+        batch.closed_at = asyncio.get_running_loop().time()
         if self._open is batch:
             self._open = None
         if not batch.users:
             self._send(batch)
 
+    def _holds(self, batch: Batch, now: float) -> bool:
+        return (not batch.forced and now - batch.closed_at < self.hold_seconds
+                and self.arrivals.rate(now) >= self.hold_rate)
+
     def _send(self, batch: Batch) -> None:
         if batch.sent or not batch.task_ids:
+            return
+        loop = asyncio.get_running_loop()
+        if self.hold_seconds > 0 and self._holds(batch, loop.time()):
+            if not batch.held:
+                batch.held = True
+                self._held.append(batch)
+            if self._recheck is None:
+                self._recheck = loop.call_later(0.05, self._release)
             return
         batch.sent = True
         task = asyncio.create_task(send_batch(self.redis, batch.task_ids, batch.job_id))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
+    def _release(self) -> None:
+        """Send the held batches that the storm (or their time limit) no longer holds."""
+        self._recheck = None
+        held, self._held = self._held, []
+        for batch in held:
+            batch.held = False
+            self._send(batch)
+
     async def flush(self) -> None:
-        """Send the open batch now and wait for every send (shutdown; tests before a burst worker)."""
-        batch = self._open
-        if batch is not None:
-            batch.timer.cancel()
+        """Send the open and the held batches now, and wait for every send (shutdown; tests before a burst worker)."""
+        for batch in [b for b in (self._open, *self._held) if b is not None]:
+            batch.forced = True
+            if batch.timer is not None:
+                batch.timer.cancel()
             self._close(batch)
+        self._held = [b for b in self._held if not b.sent]
         while self._sending:
             await asyncio.wait(set(self._sending))
 

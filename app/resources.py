@@ -50,7 +50,9 @@ async def database_ctx(app: web.Application):
 
 async def redis_ctx(app: web.Application):
     app[REDIS] = await create_pool(redis_settings(app[SETTINGS]), default_queue_name=app[SETTINGS].queue_name)
-    app[BATCHER] = JobBatcher(app[REDIS], app[SETTINGS].diff_batch_seconds)
+    settings = app[SETTINGS]
+    app[BATCHER] = JobBatcher(app[REDIS], settings.diff_batch_seconds, hold_seconds=settings.diff_hold_seconds,
+                              hold_rate=settings.diff_hold_rate)
     yield
     try:
         await asyncio.wait_for(app[BATCHER].flush(), timeout=5)

@@ -53,6 +53,11 @@ class Settings:
     worker_max_jobs: int = 16
     # Host diff tasks a server creates within this window go to the workers as one job (queue.JobBatcher).
     diff_batch_seconds: float = 0.1
+    # During a report storm (this many installed/available reports per second or more, per server
+    # process), those jobs are held up to diff_hold_seconds, so the agents' requests are served first.
+    # 0 turns it off; keep it below reconcile_seconds (the reconciler would re-send the held tasks).
+    diff_hold_seconds: float = 5.0
+    diff_hold_rate: float = 200.0
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
     intake_max_group: int = 64
     intake_max_inflight: int = 2
@@ -117,6 +122,8 @@ class Settings:
             queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
             worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 16),
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
+            diff_hold_seconds=_float("DEPOT_DIFF_HOLD_SECONDS", 5.0),
+            diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
             intake_seen_digests=_int("DEPOT_INTAKE_SEEN_DIGESTS", 100_000),
