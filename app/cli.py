@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 from app import db, embedded
 from app.settings import Settings
@@ -89,6 +90,8 @@ def cmd_serve(args) -> None:
         port=settings.port,
         shutdown_timeout=30,
         access_log=None,
+        # `depot run --servers N`: N processes share the port; the kernel spreads the connections.
+        reuse_port=args.reuse_port or None,
         print=lambda msg: print(f"depot: serving on {settings.base_url} ({settings.host}:{settings.port})", flush=True),
     )
 
@@ -104,16 +107,37 @@ def cmd_worker(args) -> None:
     Worker(**worker_settings(settings), burst=args.burst).run()
 
 
+def default_servers() -> int:
+    # One server process per core (Python runs one core per process), at most 4 by default.
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def servers_env(metrics_dir: Path) -> dict:
+    """What several server processes need to answer /metrics as one (app/metrics.py): prometheus-client's
+    multiprocess files in metrics_dir (emptied: counters start at zero) and one start for the task counts."""
+    import shutil
+    import time
+
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "DEPOT_METRICS_SINCE": str(time.time() - 3600)}
+
+
 def cmd_run(args) -> None:
-    """Everything in the foreground: embedded services (unless configured), server and workers."""
+    """Everything in the foreground: embedded services (unless configured), servers and workers."""
     settings = _settings(need_redis=True)
     _prepare(settings)
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)
     depot = [sys.executable, "-m", "app.cli"]
+    serve = ["serve"]
+    server_env = env
+    if args.servers > 1:
+        serve.append("--reuse-port")
+        server_env = dict(env, **servers_env(settings.var_dir / "run" / "metrics"))
     # The children get a process group of their own: a Ctrl-C reaches only this process, which then
     # stops each child once with SIGTERM (SIGINT from the terminal and then SIGTERM from here made the
     # server exit 1 mid-shutdown).
-    children = [subprocess.Popen(depot + ["serve"], env=env, process_group=0)]
+    children = [subprocess.Popen(depot + serve, env=server_env, process_group=0) for _ in range(args.servers)]
     for i in range(args.workers):
         # One private metrics port per worker process: DEPOT_WORKER_METRICS_PORT, +1, +2, …
         port = {"DEPOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
@@ -734,11 +758,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
-    sub.add_parser("serve", help="run the HTTP server").set_defaults(fn=cmd_serve)
+    p = sub.add_parser("serve", help="run the HTTP server")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="share the port with other `depot serve` processes (SO_REUSEPORT; `depot run --servers`)")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("worker", help="run an arq worker")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(fn=cmd_worker)
-    p = sub.add_parser("run", help="run server and worker(s) in the foreground (what `make run` does)")
+    p = sub.add_parser("run", help="run servers and worker(s) in the foreground (what `make run` does)")
+    p.add_argument("--servers", type=int, default=default_servers(),
+                   help="server processes sharing the port (default: one per core, at most 4)")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(fn=cmd_run)
 

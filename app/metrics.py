@@ -4,15 +4,22 @@ In-process: HTTP requests by route name and status with latency histograms, host
 (counted by reports_counter.record in the report handlers). Read from PostgreSQL/Redis at scrape
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
 hosts by state — fleet-wide, from the tasks table. Each worker process exports its own (workers/metrics.py).
+
+Several server processes on one port (`depot run --servers N`, PROMETHEUS_MULTIPROC_DIR set): a scrape
+reaches any one of them, so each answers for all, with prometheus-client's multiprocess mode (every
+process writes its counters to files there; the scrape sums them) and the finished-task counts read
+from one start (DEPOT_METRICS_SINCE) by each, so every process gives the same totals.
 """
 from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -56,8 +63,10 @@ SELECT kind, status, count(*) AS n, coalesce(sum(s), 0) AS total,
        array[""" + ", ".join(f"count(*) FILTER (WHERE s <= {b})" for b in TASK_BUCKETS) + """] AS buckets
 FROM d GROUP BY kind, status
 """
-# First scrape of a process: start from the last hour, so a fresh server shows recent work.
-FIRST_WINDOW_SQL = "SELECT now() - interval '1 hour', now() - interval '2 seconds'"
+# First scrape of a process: start from the last hour, so a fresh server shows recent work; or from
+# the start that the processes sharing a port were given.
+FIRST_WINDOW_SQL = "SELECT coalesce(to_timestamp($1), now() - interval '1 hour'), now() - interval '2 seconds'"
+_SINCE = float(os.environ["DEPOT_METRICS_SINCE"]) if os.environ.get("DEPOT_METRICS_SINCE") else None
 NEXT_WINDOW_SQL = "SELECT now() - interval '2 seconds'"
 
 
@@ -81,7 +90,7 @@ class DatabaseCollector:
 
     async def _add_finished(self, pool) -> None:
         if self.watermark is None:
-            start, end = await pool.fetchrow(FIRST_WINDOW_SQL)
+            start, end = await pool.fetchrow(FIRST_WINDOW_SQL, _SINCE)
         else:
             start, end = self.watermark, await pool.fetchval(NEXT_WINDOW_SQL)
         if end <= start:
@@ -183,6 +192,12 @@ async def _hosts_by_state(pool, settings) -> dict[str, int]:
 
 DB_COLLECTOR = DatabaseCollector()
 REGISTRY.register(DB_COLLECTOR)
+# What a scrape reads: this process's registry, or with several processes on the port, everyone's files.
+SCRAPED = REGISTRY
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    SCRAPED = CollectorRegistry()
+    MultiProcessCollector(SCRAPED)
+    SCRAPED.register(DB_COLLECTOR)
 
 
 def authorised(request: web.Request, key: str | None) -> bool:
@@ -208,7 +223,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     pool = request.app.get(POOL) or request.app[METRICS_SOURCE][POOL]
     redis = request.app.get(REDIS) or request.app[METRICS_SOURCE][REDIS]
     await DB_COLLECTOR.refresh(pool, redis, settings)
-    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=generate_latest(SCRAPED), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 METRICS_SOURCE = web.AppKey("metrics_source", web.Application)
