@@ -241,7 +241,8 @@ def private_metrics_ctx(app: web.Application):
         private.router.add_get("/metrics", metrics_handler, name="metrics")
         runner = web.AppRunner(private, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+        # Several server processes (SCRAPED is then everyone's): they share this port as they share the API's.
+        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=SCRAPED is not REGISTRY or None)
         await site.start()
         log.info("metrics served on %s:%s", settings.metrics_host, settings.metrics_port)
         yield

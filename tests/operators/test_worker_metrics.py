@@ -137,18 +137,16 @@ async def test_depot_run_gives_each_worker_its_own_port(settings, tmp_path):
 async def test_depot_run_servers_share_the_port_and_answer_metrics_as_one(settings, tmp_path):
     import psutil
 
-    port = procs.free_port()
+    port, metrics_port = procs.free_port(), procs.free_port()
     env = procs.depot_env(database_url=settings.database_url, redis_url=settings.redis_url, var_dir=tmp_path / "var",
-                          storage_dir=settings.storage_dir, queue_name=settings.queue_name, port=port)
+                          storage_dir=settings.storage_dir, queue_name=settings.queue_name, port=port,
+                          extra={"DEPOT_METRICS_PORT": str(metrics_port)})
     run = procs.DepotProcess(["run", "--servers", "2", "--workers", "1"], env, tmp_path / "run.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        async def up():
-            try:
-                return (await _scrape(port, key=None))[0] == 200
-            except aiohttp.ClientError:
-                assert run.alive(), run.output()[-3000:]
-                return False
+        async def up():  # both servers print this once they listen
+            assert run.alive(), run.output()[-3000:]
+            return run.output().count("depot: serving on") == 2
 
         await wait_for(up, timeout=60, interval=0.2)
         servers = [p for p in psutil.Process(run.pid).children() if "serve" in p.cmdline()]
@@ -161,10 +159,11 @@ async def test_depot_run_servers_share_the_port_and_answer_metrics_as_one(settin
         # Both processes took requests: each wrote its own multiprocess metrics file.
         files = {f.name for f in (tmp_path / "var" / "run" / "metrics").iterdir()}
         assert {f"counter_{p.pid}.db" for p in servers} <= files
-        # Whichever process answers a scrape, it counts every process's requests.
+        # Whichever process answers a scrape (both listen on the private metrics port too), it counts
+        # every process's requests.
         counts = set()
         for _ in range(8):
-            _, samples = await _scrape(port, key=None)
+            _, samples = await _scrape(metrics_port, key=None)
             counts.add(_total([samples], "depot_http_requests_total", route="healthz"))
         assert counts == {40.0}
     finally:
