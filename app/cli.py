@@ -125,6 +125,8 @@ def servers_env(metrics_dir: Path) -> dict:
 
 def cmd_run(args) -> None:
     """Everything in the foreground: embedded services (unless configured), servers and workers."""
+    if args.servers < 1 or args.workers < 0:
+        _fail("--servers must be at least 1 and --workers at least 0")
     settings = _settings(need_redis=True)
     _prepare(settings)
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)

@@ -51,7 +51,9 @@ async def database_ctx(app: web.Application):
 async def redis_ctx(app: web.Application):
     app[REDIS] = await create_pool(redis_settings(app[SETTINGS]), default_queue_name=app[SETTINGS].queue_name)
     settings = app[SETTINGS]
-    app[BATCHER] = JobBatcher(app[REDIS], settings.diff_batch_seconds, hold_seconds=settings.diff_hold_seconds,
+    # A hold shorter than the reconciler's age for re-sending a queued task, or it would send them itself.
+    hold = min(settings.diff_hold_seconds, max(settings.reconcile_seconds - 1, 0))
+    app[BATCHER] = JobBatcher(app[REDIS], settings.diff_batch_seconds, hold_seconds=hold,
                               hold_rate=settings.diff_hold_rate)
     yield
     try:

@@ -55,7 +55,7 @@ class Settings:
     diff_batch_seconds: float = 0.1
     # During a report storm (this many installed/available reports per second or more, per server
     # process), those jobs are held up to diff_hold_seconds, so the agents' requests are served first.
-    # 0 turns it off; keep it below reconcile_seconds (the reconciler would re-send the held tasks).
+    # 0 turns it off; capped at reconcile_seconds - 1 (the reconciler would re-send the held tasks).
     diff_hold_seconds: float = 5.0
     diff_hold_rate: float = 200.0
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.

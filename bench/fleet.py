@@ -479,7 +479,8 @@ def main() -> None:
                for _ in range(SERVERS)]
     worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=server_env(settings), stdout=subprocess.DEVNULL)
     try:
-        _wait_port(settings.port, servers[0])
+        for server in servers:  # each alive, the port answering
+            _wait_port(settings.port, server)
         creds = asyncio.run(_register(settings.base_url, admin_key, HOSTS))
         warm = run_load(settings.base_url, creds, "warmup")
         warm_drain = asyncio.run(_wait_diffs(settings))
