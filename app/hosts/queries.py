@@ -165,6 +165,9 @@ def _version_match(value: str, strict: bool, args: list) -> str:
     return f"p.version LIKE ${len(args)} ESCAPE '\\'"
 
 
+SEARCH_WORK_MEM = "32MB"
+
+
 async def hosts_with_package(
     pool, name: str, version: str | None, *, strict_name: bool, strict_version: bool, page: Page
 ) -> tuple[orjson.Fragment, int]:
@@ -190,16 +193,15 @@ async def hosts_with_package(
         # prefix matching 200,000 rows then costs at most one probe per host, not a DISTINCT over
         # every matching row (PostgreSQL turns the EXISTS into a join when few rows match).
         exists = f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND {cond})"
+        # The packages per page host (LATERAL): a join could be planned as a scan of every matching
+        # row; and gathered in the same row as the host, not joined back to it (that join re-read
+        # the page's packages once per host: 190,000 rows x 100 for `lib?per_page=100`).
         sql = f"""
             WITH page AS (
                 SELECT h.id, h.hostname FROM hosts h WHERE {exists} ORDER BY h.hostname{tail}
-            ), pk AS (
-                -- Per page host (LATERAL): a join could be planned as a scan of every matching row.
-                SELECT page.id AS host_id, x.packages
-                FROM page, LATERAL (SELECT {packages} FROM host_packages p WHERE p.host_id = page.id AND {cond}) x
             )
             SELECT {results}, (SELECT count(*) FROM hosts h WHERE {exists}) AS total
-            FROM page JOIN pk ON pk.host_id = page.id
+            FROM page, LATERAL (SELECT {packages} FROM host_packages p WHERE p.host_id = page.id AND {cond}) pk
         """
     else:
         # Every matching row is returned, so count(*) is the total, and the rows are sorted once
@@ -219,6 +221,9 @@ async def hosts_with_package(
         # on 10,000 hosts x 2,000 packages once the generic plan set in: `lib?per_page=100` 5.8 s
         # instead of 0.35 s, an absent name 76 ms instead of 4.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        # A broad prefix (`rare4`: 222,000 rows for 10,000 hosts) aggregates and sorts megabytes: in
+        # memory, not in temporary files as with the default 4 MB (10,000 hosts: 163 -> 142 ms).
+        await conn.execute(f"SET LOCAL work_mem = '{SEARCH_WORK_MEM}'")
         row = await conn.fetchrow(sql, *args, *extra)
     return orjson.Fragment(row["results"].encode()), row["total"]
 
