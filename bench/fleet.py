@@ -473,9 +473,10 @@ def main() -> None:
     _wait_port(ref_port, ref)
     run_load(f"http://127.0.0.1:{ref_port}", fake, "warmup")
     # As `make run` starts them: one server process per core (at most 4) sharing the port, and a worker.
+    # One environment for all of them: servers_env() empties the metrics folder and sets their common start.
     metrics_dir = tempfile.mkdtemp(prefix="depot-bench-metrics-")
-    servers = [subprocess.Popen(_depot_cmd("serve", "--reuse-port"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                env=server_env(settings, **servers_env(Path(metrics_dir))))
+    serve_env = server_env(settings, **servers_env(Path(metrics_dir)))
+    servers = [subprocess.Popen(_depot_cmd("serve", "--reuse-port"), cwd=ROOT, stdout=subprocess.DEVNULL, env=serve_env)
                for _ in range(SERVERS)]
     worker = subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=server_env(settings), stdout=subprocess.DEVNULL)
     try:
