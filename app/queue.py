@@ -211,12 +211,14 @@ class JobBatcher:
 
     async def flush(self) -> None:
         """Send the open and the held batches now, and wait for every send (shutdown; tests before a burst worker)."""
-        for batch in [b for b in (self._open, *self._held) if b is not None]:
+        held, self._held = self._held, []
+        if self._open is not None:
+            self._open.forced = True
+            self._open.timer.cancel()
+            self._close(self._open)
+        for batch in held:  # closed, no request inside (that is when a batch is held)
             batch.forced = True
-            if batch.timer is not None:
-                batch.timer.cancel()
-            self._close(batch)
-        self._held = [b for b in self._held if not b.sent]
+            self._send(batch)
         while self._sending:
             await asyncio.wait(set(self._sending))
 

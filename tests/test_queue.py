@@ -186,11 +186,16 @@ async def _storm(batcher: queue.JobBatcher, seconds: float, first_id: int = 1) -
     loop = asyncio.get_running_loop()
     end, task_id = loop.time() + seconds, first_id
     while loop.time() < end:
-        batch = batcher.join()
-        batch.add(task_id)
-        batcher.leave(batch)
+        _report(batcher, task_id)
         task_id += 1
         await asyncio.sleep(0.002)
+
+
+def _report(batcher: queue.JobBatcher, task_id: int) -> None:
+    """What a report request does with the batcher: join, add its task, leave."""
+    batch = batcher.join()
+    batch.add(task_id)
+    batcher.leave(batch)
 
 
 async def test_batches_are_held_during_a_report_storm_and_sent_when_it_passes(redis, settings):
@@ -240,7 +245,5 @@ async def test_flush_sends_held_batches_at_once(redis, settings):
 async def test_no_hold_below_the_storm_rate(redis, settings):
     batcher = queue.JobBatcher(redis, window=0.02, hold_seconds=5, hold_rate=200)
     for task_id in range(3):  # a few hosts reporting, as between storms
-        batch = batcher.join()
-        batch.add(task_id)
-        batcher.leave(batch)
+        _report(batcher, task_id)
     assert await wait_for(lambda: redis.zcard(settings.queue_name), timeout=0.5)
