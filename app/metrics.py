@@ -193,8 +193,9 @@ async def _hosts_by_state(pool, settings) -> dict[str, int]:
 DB_COLLECTOR = DatabaseCollector()
 REGISTRY.register(DB_COLLECTOR)
 # What a scrape reads: this process's registry, or with several processes on the port, everyone's files.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 SCRAPED = REGISTRY
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+if MULTIPROCESS:
     SCRAPED = CollectorRegistry()
     MultiProcessCollector(SCRAPED)
     SCRAPED.register(DB_COLLECTOR)
@@ -241,8 +242,8 @@ def private_metrics_ctx(app: web.Application):
         private.router.add_get("/metrics", metrics_handler, name="metrics")
         runner = web.AppRunner(private, access_log=None)
         await runner.setup()
-        # Several server processes (SCRAPED is then everyone's): they share this port as they share the API's.
-        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=SCRAPED is not REGISTRY or None)
+        # Several server processes (each answers for all): they share this port as they share the API's.
+        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=MULTIPROCESS or None)
         await site.start()
         log.info("metrics served on %s:%s", settings.metrics_host, settings.metrics_port)
         yield
