@@ -220,10 +220,10 @@ async def hosts_with_package(
         # anything from no row to most of the table (`lib`), and one plan cannot serve both. Measured
         # on 10,000 hosts x 2,000 packages once the generic plan set in: `lib?per_page=100` 5.8 s
         # instead of 0.35 s, an absent name 76 ms instead of 4.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        # A broad prefix (`rare4`: 222,000 rows for 10,000 hosts) aggregates and sorts megabytes: in
-        # memory, not in temporary files as with the default 4 MB (10,000 hosts: 163 -> 142 ms).
-        await conn.execute(f"SET LOCAL work_mem = '{SEARCH_WORK_MEM}'")
+        # And work_mem: a broad prefix (`rare4`: 222,000 rows for 10,000 hosts) aggregates and sorts
+        # megabytes, in memory rather than in temporary files as with the default 4 MB (158 against 173 ms).
+        # Both settings in one round trip.
+        await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}'")
         row = await conn.fetchrow(sql, *args, *extra)
     return orjson.Fragment(row["results"].encode()), row["total"]
 
