@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from app.errors import forbidden, unauthorized
-from app.resources import POOL
+from app.keys import POOL
 
 ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIX = "ak_"

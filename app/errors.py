@@ -10,7 +10,8 @@ import orjson
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from app.resources import SETTINGS
+from app.domain_errors import DomainError
+from app.keys import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,22 @@ def ok(results: Any = None, *, message: list[str] | None = None, rc: int = 200, 
     return json_response(body, status=rc)
 
 
-class ApiError(Exception):
-    """An error with a status code; rendered as {"return": N, "message_error": [...]} plus extra keys."""
+class ApiError(DomainError):
+    """A DomainError raised by the HTTP layer itself, with its status given and optional headers."""
 
     def __init__(self, status: int, message: Any, *, headers: dict | None = None, **extra):
-        super().__init__(message if isinstance(message, str) else repr(message))
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status, **extra)
         self.headers = headers
-        self.extra = extra
 
     def response(self) -> web.Response:
-        body = {"return": self.status, "rc": self.status, "message_error": [self.message]}
-        body.update(self.extra)
-        return json_response(body, status=self.status, headers=self.headers)
+        return render(self)
+
+
+def render(exc: DomainError) -> web.Response:
+    """Any domain error as {"return": N, "rc": N, "message_error": [message]} plus its extra keys."""
+    body = {"return": exc.status, "rc": exc.status, "message_error": [exc.message]}
+    body.update(exc.extra)
+    return json_response(body, status=exc.status, headers=getattr(exc, "headers", None))
 
 
 def bad_request(message: Any, **extra) -> ApiError:
@@ -132,8 +135,8 @@ HTTP_MESSAGES = {
 async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
-    except ApiError as exc:
-        return exc.response()
+    except DomainError as exc:
+        return render(exc)
     except (RequestPayloadError, http_exceptions.HttpProcessingError) as exc:
         # The body could not be read as sent (undecodable Content-Encoding, truncated chunked body).
         log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)

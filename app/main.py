@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
+from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
@@ -22,7 +23,7 @@ def create_app(settings: Settings) -> web.Application:
             auth.auth_middleware,
         ],
     )
-    app[resources.SETTINGS] = settings
+    app[SETTINGS] = settings
     app[auth.HOST_CACHE] = auth.HostCredentialCache(settings.host_auth_cache_seconds)
     security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])

@@ -215,7 +215,7 @@ def authorised(request: web.Request, key: str | None) -> bool:
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus metrics (text format). With DEPOT_METRICS_KEY set, needs `Authorization: Bearer <key>`."""
     from app.errors import ApiError
-    from app.resources import POOL, REDIS, SETTINGS
+    from app.keys import POOL, REDIS, SETTINGS
 
     settings = request.app[SETTINGS]
     if not authorised(request, settings.metrics_key):
@@ -232,7 +232,7 @@ METRICS_SOURCE = web.AppKey("metrics_source", web.Application)
 
 def private_metrics_ctx(app: web.Application):
     """With DEPOT_METRICS_PORT set: serve /metrics on that port (bound to the configured host) only."""
-    from app.resources import SETTINGS
+    from app.keys import SETTINGS
 
     async def ctx(app: web.Application):
         settings = app[SETTINGS]

@@ -88,7 +88,7 @@ def setup(app: web.Application, prefix: str) -> None:
 
 
 async def flush_ctx(app: web.Application):
-    from app.resources import REDIS
+    from app.keys import REDIS
 
     counter = app[COUNTER]
 

@@ -1,12 +1,11 @@
-"""Application state keys and the resources opened in `app.cleanup_ctx` (pool, Redis)."""
+"""The domain's application keys (INTAKE, BATCHER) and the resources opened in `app.cleanup_ctx` (pool, Redis)."""
 from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import RedisSettings
 from redis import exceptions as redis_exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -14,11 +13,9 @@ from redis.backoff import ExponentialBackoff
 from app import db
 from app.hosts.intake import Intake
 from app.queue import JobBatcher
+from app.keys import POOL, REDIS, SETTINGS
 from app.settings import Settings
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", ArqRedis)
 # Host reports of concurrent requests, stored in one statement (group commit).
 INTAKE = web.AppKey("intake", Intake)
 # Tasks created by the report endpoints, sent to the workers in batches (flushed before Redis closes).

@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 
 from app.errors import ApiError
-from app.resources import SETTINGS
+from app.keys import SETTINGS
 
 THROTTLE_MESSAGE = "Too many failed authentication attempts, please retry later"
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"

@@ -11,7 +11,8 @@ import socket
 from arq import cron
 from arq import worker as arq_worker
 
-from app import db, schedules, tasks
+from app import db, schedules
+from app.tasks import listing
 from app.resources import redis_settings
 from app.settings import Settings
 from workers import jobs, metrics, reconciler
@@ -90,7 +91,7 @@ async def run_schedules(ctx: dict) -> list[int]:
     """Start the due scheduled tasks (exactly once each, whichever worker gets there first), then drop a
     batch of finished tasks older than task_history_days."""
     started = await schedules.run_due(ctx["pool"], ctx["redis"])
-    await tasks.prune_history(ctx["pool"], ctx["settings"].task_history_days)
+    await listing.prune_history(ctx["pool"], ctx["settings"].task_history_days)
     return started
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from app.errors import ApiError, bad_request
 from app.repos import RepoError
 from app.repos.storage import Storage
-from app.resources import SETTINGS
+from app.keys import SETTINGS
 
 
 @lru_cache(maxsize=8)

@@ -8,7 +8,7 @@ from app.api._repos_common import domain_errors
 from app.auth import Role, require_role, require_user
 from app.errors import ApiError, bad_request, ok, read_json
 from app.repos import model
-from app.resources import POOL, REDIS
+from app.keys import POOL, REDIS
 
 
 async def list_environments(request: web.Request) -> web.Response:

@@ -18,7 +18,8 @@ from app.db import MAX_ID
 from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import intake, inventory, queries, registry
 from app.openapi import docs
-from app.resources import BATCHER, INTAKE, POOL, SETTINGS
+from app.keys import POOL, SETTINGS
+from app.resources import BATCHER, INTAKE
 from app.schemas.hosts import (
     AvailableReport,
     EventsReport,

@@ -9,7 +9,7 @@ from app.api._repos_common import parse_bool
 from app.auth import Role, require_role
 from app.errors import ok, read_json
 from app.openapi import docs
-from app.resources import POOL, REDIS
+from app.keys import POOL, REDIS
 from app.schedules import pool_gc_target
 
 

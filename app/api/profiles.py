@@ -9,7 +9,7 @@ from app.auth import Role
 from app.api.hosts import read_json_text
 from app.errors import ApiError, not_found, ok, validation_error
 from app.openapi import docs
-from app.resources import POOL, SETTINGS
+from app.keys import POOL, SETTINGS
 from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed", 404: "Unknown profile"}

@@ -48,7 +48,7 @@ async def publish_key_on_startup(app: web.Application) -> None:
 
     from app.repos.rebuild import publish_public_key
     from app.repos.signing import signer_from_settings
-    from app.resources import SETTINGS
+    from app.keys import SETTINGS
 
     settings = app[SETTINGS]
     try:

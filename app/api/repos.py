@@ -8,7 +8,7 @@ from app.auth import Role, require_role, require_user
 from app.errors import bad_request, ok, read_json
 from app.repos import model
 from app.repos.rebuild import unpublish_snapshots
-from app.resources import POOL
+from app.keys import POOL
 
 INVALID_REPO = "Invalid repository ID"
 

@@ -13,7 +13,7 @@ from app.repos import model
 from app.repos.signing import signer_from_settings
 from app.repos.storage import TooLarge
 from app.repos.upload import FAILED, HEADINGS, FileResult, Outcome, add_file
-from app.resources import POOL, REDIS, SETTINGS
+from app.keys import POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 INVALID_SNAPSHOT = "Invalid snapshot ID"

@@ -6,7 +6,7 @@ import asyncio
 from aiohttp import web
 
 from app.errors import json_response, ok
-from app.resources import POOL, REDIS
+from app.keys import POOL, REDIS
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app import queues, schedules, tasks
+from app import queues, schedules
+from app.tasks import listing
 from app.auth import Role, require_role, require_user
 from app.db import MAX_ID
 from app.errors import bad_request, conflict, not_found, ok, read_json, validation_error
 from app.openapi import docs
-from app.resources import POOL, REDIS, SETTINGS
+from app.keys import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema
 
 _ERRORS = {400: "Invalid task ID", 401: "No or bad credentials", 403: "Role too low", 404: "Unknown task"}
@@ -25,7 +26,7 @@ def _task_id(request: web.Request) -> int:
     return value
 
 
-def _raise(exc: tasks.TaskError):
+def _raise(exc: listing.TaskError):
     raise {404: not_found, 409: conflict}.get(exc.status, bad_request)(exc.message)
 
 
@@ -43,7 +44,7 @@ def _page_args(request: web.Request) -> dict:
 async def _listing(request: web.Request, which: str) -> web.Response:
     require_user(request)
     args = _page_args(request)
-    page = await tasks.list_tasks(request.app[POOL], which, **args)
+    page = await listing.list_tasks(request.app[POOL], which, **args)
     # Same shape as the hosts listings' pagination.
     pagination = {"page": page.page, "per_page": page.per_page, "total": page.total}
     if page.total_capped:
@@ -84,8 +85,8 @@ async def get_task(request: web.Request) -> web.Response:
     require_user(request)
     task_id = _task_id(request)
     try:
-        return ok(await tasks.get_task(request.app[POOL], task_id))
-    except tasks.TaskError as exc:
+        return ok(await listing.get_task(request.app[POOL], task_id))
+    except listing.TaskError as exc:
         _raise(exc)
 
 
@@ -95,8 +96,8 @@ async def stop_task(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to stop a task")
     task_id = _task_id(request)
     try:
-        outcome = await tasks.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
-    except tasks.TaskError as exc:
+        outcome = await listing.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    except listing.TaskError as exc:
         _raise(exc)
     if outcome == "stopped":
         return ok("Task stopped successfully.", status="stopped")
@@ -108,8 +109,8 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     require_role(request, Role.operator, f"You are not allowed to {verb} a task")
     task_id = _task_id(request)
     try:
-        await tasks.set_enabled(request.app[POOL], task_id, enabled)
-    except tasks.TaskError as exc:
+        await listing.set_enabled(request.app[POOL], task_id, enabled)
+    except listing.TaskError as exc:
         _raise(exc)
     return ok(f"Task {verb}d successfully.")
 
@@ -131,8 +132,8 @@ async def delete_task(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to delete a task")
     task_id = _task_id(request)
     try:
-        await tasks.delete_task(request.app[POOL], task_id)
-    except tasks.TaskError as exc:
+        await listing.delete_task(request.app[POOL], task_id)
+    except listing.TaskError as exc:
         _raise(exc)
     return ok("Task deleted successfully.")
 
@@ -154,7 +155,7 @@ async def create_schedule(request: web.Request) -> web.Response:
                                                   requested_by=who.username, enabled=args["enabled"])
     except schedules.ScheduleError as exc:
         raise bad_request(str(exc))
-    return ok(await tasks.get_task(pool, task_id), rc=201, message=[f"Task #{task_id} scheduled."])
+    return ok(await listing.get_task(pool, task_id), rc=201, message=[f"Task #{task_id} scheduled."])
 
 
 @docs(summary="Queues and workers: depth, in progress, oldest waiting age, last hour's outcomes, heartbeats",

@@ -12,7 +12,7 @@ from app.api.hosts import read_json_text
 from app.auth import Role
 from app.errors import ApiError, not_found, ok, validation_error
 from app.openapi import docs
-from app.resources import POOL
+from app.keys import POOL
 from app.schemas.users import ApiKeySchema, UserCreateSchema, UserSchema, UserUpdateSchema
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not an admin", 404: "Unknown user"}

@@ -188,18 +188,18 @@ async def test_workers_cron_runs_due_schedules(pool, redis, live_worker, snapsho
 
 
 async def test_long_histories_report_a_capped_total(client, pool, redis, admin_key, monkeypatch):
-    from app import tasks
+    from app.tasks import listing
 
     for n in range(5):
         await queue.enqueue(pool, redis, "op_quick", f"cap:{n}")
-    monkeypatch.setattr(tasks, "COUNT_CAP", 3)
+    monkeypatch.setattr(listing, "COUNT_CAP", 3)
     body = await (await client.get("/api/v2/tasks/queued?per_page=2", headers=bearer(admin_key))).json()
     assert body["pagination"] == {"page": 1, "per_page": 2, "total": 3, "total_capped": True}
     assert len(body["results"]) == 2
 
 
 async def test_old_finished_tasks_are_pruned_schedules_and_live_tasks_kept(pool, redis, snapshot_id):
-    from app import tasks
+    from app.tasks import listing
 
     done = await queue.enqueue(pool, redis, "op_quick", "old:1")
     recent = await queue.enqueue(pool, redis, "op_quick", "old:2")
@@ -209,7 +209,7 @@ async def test_old_finished_tasks_are_pruned_schedules_and_live_tasks_kept(pool,
                        " created_at = now() - interval '40 days' WHERE id = $1", done.id)
     await pool.execute("UPDATE tasks SET status = 'done', finished_at = now() - interval '2 days' WHERE id = $1", recent.id)
     await pool.execute("UPDATE tasks SET created_at = now() - interval '90 days' WHERE id IN ($1, $2)", waiting.id, sid)
-    assert await tasks.prune_history(pool, days=30) == 1
+    assert await listing.prune_history(pool, days=30) == 1
     left = {r["id"] for r in await pool.fetch("SELECT id FROM tasks")}
     assert left == {recent.id, waiting.id, sid}
 

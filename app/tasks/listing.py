@@ -1,4 +1,4 @@
-"""Tasks as operators see them: listings, one task, stop / enable / disable / delete, the §7 wire rows.
+"""Tasks as operators see them: listings, one task, stop / enable / disable / delete, the wire rows.
 
 Free of HTTP: errors are TaskError(status, message) that the handlers turn into JSON.
 """
