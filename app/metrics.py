@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from app import queues
+from app.tasks import status as task_status
 from app.openapi import docs
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,13 @@ class DatabaseCollector:
             return
         values: dict = {"queue": settings.queue_name}
         try:
-            values["depth"], values["oldest"] = await queues.redis_depth(redis, settings.queue_name)
+            values["depth"], values["oldest"] = await task_status.redis_depth(redis, settings.queue_name)
         except Exception as exc:
             log.warning("metrics: Redis unavailable (%s)", type(exc).__name__)
         values["tasks"] = await pool.fetch(TASKS_SQL)
         await self._add_finished(pool)
         values["hosts"] = await _hosts_by_state(pool, settings)
-        workers = await pool.fetch(queues.WORKERS, float(settings.task_stale_seconds))
+        workers = await pool.fetch(task_status.WORKERS, float(settings.task_stale_seconds))
         values["workers"] = workers
         self.values, self.read_at = values, time.monotonic()
 

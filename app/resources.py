@@ -12,7 +12,7 @@ from redis.backoff import ExponentialBackoff
 
 from app import db
 from app.hosts.intake import Intake
-from app.queue import JobBatcher
+from app.tasks.batcher import JobBatcher
 from app.keys import POOL, REDIS, SETTINGS
 from app.settings import Settings
 

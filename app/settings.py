@@ -51,7 +51,7 @@ class Settings:
     # Jobs one worker runs at once. arq starts at most this many per poll of the queue (every 50 ms),
     # so it also caps a worker's rate of short jobs (a batch of host diffs is one job).
     worker_max_jobs: int = 16
-    # Host diff tasks a server creates within this window go to the workers as one job (queue.JobBatcher).
+    # Host diff tasks a server creates within this window go to the workers as one job (app/tasks/batcher.py).
     diff_batch_seconds: float = 0.1
     # During a report storm (this many installed/available reports per second or more, per server
     # process), those jobs are held up to diff_hold_seconds, so the agents' requests are served first.

@@ -16,6 +16,7 @@ import pytest
 from arq import create_pool
 
 from app import db, embedded, resources, users
+from app.repos import model
 from app.main import create_app
 from app.resources import redis_settings
 from app.settings import Settings
@@ -136,7 +137,7 @@ def run_worker(settings, request):
 
     async def run(**overrides) -> Worker:
         if "client" in request.fixturenames:
-            # Report endpoints send their tasks in batches (queue.JobBatcher): send the open one
+            # Report endpoints send their tasks in batches (app/tasks/batcher.py): send the open one
             # now, or a burst worker could find an empty queue and stop.
             batcher = request.getfixturevalue("client").app.get(resources.BATCHER)
             if batcher is not None:
@@ -180,3 +181,11 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def snapshot_id(pool) -> int:
+    """An active snapshot of a new repository (schedules refuse targets that do not exist)."""
+    async with pool.acquire() as conn:
+        repo = await model.create_repo(conn, name="ops", type="deb", dist="bookworm", section="main")
+        return (await model.create_snapshot(conn, repo.id)).id

@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from app import queue, users
+from app import users
+from app.tasks import dispatch
 from app.dashboard import queries, sessions
 from app.main import create_app
 from tests.conftest import bearer
-from workers import jobs
+from workers import runner
 
 HOSTILE = '<script>alert("pwned")</script>'
 
@@ -154,7 +155,7 @@ async def test_logout_needs_csrf_and_deletes_the_session(client, pool, operator_
 
 
 async def test_stop_needs_csrf_and_operator(client, pool, redis, make_key, operator_key):
-    queued = await queue.enqueue(pool, redis, "test_dash", "thing:1")
+    queued = await dispatch.enqueue(pool, redis, "test_dash", "thing:1")
     running = await pool.fetchval(
         "INSERT INTO tasks (kind, target, status, started_at) VALUES ('test_dash', 'thing:2', 'running', now()) RETURNING id"
     )
@@ -193,15 +194,15 @@ async def test_overview_and_tasks_pages_show_queues_workers_and_tasks(client, po
     async def boom(ctx):
         raise ValueError("disk on fire")
 
-    jobs.HANDLERS.update(test_dash_ok=ok, test_dash_boom=boom)
+    runner.HANDLERS.update(test_dash_ok=ok, test_dash_boom=boom)
     try:
-        done = await queue.enqueue(pool, redis, "test_dash_ok", "repo:1")
-        failed = await queue.enqueue(pool, redis, "test_dash_boom", "repo:2")
+        done = await dispatch.enqueue(pool, redis, "test_dash_ok", "repo:1")
+        failed = await dispatch.enqueue(pool, redis, "test_dash_boom", "repo:2")
         await run_worker()
     finally:
-        jobs.HANDLERS.pop("test_dash_ok")
-        jobs.HANDLERS.pop("test_dash_boom")
-    waiting = await queue.enqueue(pool, redis, "test_dash_ok", "repo:3")
+        runner.HANDLERS.pop("test_dash_ok")
+        runner.HANDLERS.pop("test_dash_boom")
+    waiting = await dispatch.enqueue(pool, redis, "test_dash_ok", "repo:3")
     await login(client, api_key=operator_key)
 
     text = await (await client.get("/")).text()

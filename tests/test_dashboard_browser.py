@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app import queue, users
+from app import users
+from app.tasks import dispatch
 from app.dashboard import queries
 from app.main import create_app
-from workers import jobs
+from workers import runner
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -50,9 +51,9 @@ def browser_handlers():
             await asyncio.sleep(float(ctx.params.get("pause", 0.3)))
         return {"steps": n}
 
-    jobs.HANDLERS["browser_steps"] = steps
+    runner.HANDLERS["browser_steps"] = steps
     yield
-    jobs.HANDLERS.pop("browser_steps", None)
+    runner.HANDLERS.pop("browser_steps", None)
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     pg = page
     await log_in(pg)
     # Enqueued after the page loaded: the live table must pick it up, running, then done.
-    ref = await queue.enqueue(pool, redis, "browser_steps", "repo:42", {"steps": 12, "pause": 0.35})
+    ref = await dispatch.enqueue(pool, redis, "browser_steps", "repo:42", {"steps": 12, "pause": 0.35})
     row = f'tr[data-task="{ref.id}"]'
     await pg.wait_for_selector(f"{row} .st-running", timeout=10_000)
     assert "repo:42" in await pg.inner_text(row)
@@ -104,7 +105,7 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     assert await pg.get_attribute(f"{row} progress", "value") == "100"
 
     # A long task, stopped with its button: the worker stops it between steps.
-    long = await queue.enqueue(pool, redis, "browser_steps", "repo:43", {"steps": 200, "pause": 0.1})
+    long = await dispatch.enqueue(pool, redis, "browser_steps", "repo:43", {"steps": 200, "pause": 0.1})
     row = f'tr[data-task="{long.id}"]'
     await pg.wait_for_selector(f"{row} .st-running", timeout=10_000)
     await pg.click(f"{row} button.stop")
@@ -114,7 +115,7 @@ async def test_watch_a_task_run_and_finish_then_stop_one(page, pool, redis, live
     await pg.screenshot(path=str(ARTIFACTS / "tasks.png"), full_page=True)
 
     # A task's own page follows its progress live, and stops it too.
-    third = await queue.enqueue(pool, redis, "browser_steps", "repo:44", {"steps": 200, "pause": 0.1})
+    third = await dispatch.enqueue(pool, redis, "browser_steps", "repo:44", {"steps": 200, "pause": 0.1})
     await pg.goto(f"/tasks/{third.id}")
     await pg.wait_for_selector("#task-live h1 .st-running", timeout=10_000)
     first_text = await pg.inner_text("#task-live .facts")

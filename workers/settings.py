@@ -1,4 +1,4 @@
-"""arq WorkerSettings: the job function, the reconciler cron, start-up and shutdown; the Worker class."""
+"""arq worker settings: the job functions, the reconciler and scheduler crons, start-up and shutdown; the Worker class."""
 from __future__ import annotations
 
 import asyncio
@@ -11,13 +11,14 @@ import socket
 from arq import cron
 from arq import worker as arq_worker
 
-from app import db, schedules
-from app.tasks import listing
+from app import db
 from app.resources import redis_settings
 from app.settings import Settings
-from workers import jobs, metrics, reconciler
-# Importing a module registers its task kinds in jobs.HANDLERS.
-from workers import operator_jobs, repo_jobs  # noqa: F401
+from app.tasks import rows, schedules
+from app.tasks.kinds import KINDS
+from workers import metrics, reconciler, runner
+# Importing a *_jobs module registers its task kinds in runner.HANDLERS.
+from workers import host_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,13 @@ class Worker(arq_worker.Worker):
     arq's close() cancels the running jobs (after SIGTERM, or itself without signal handling) and then
     awaits them without return_exceptions. A job cancelled while arq records its end in Redis (a cron
     run of the reconciler, every few seconds) re-raised that CancelledError out of close(): on_shutdown
-    never ran and the workers row was left unstopped, shown as lost (and in tests, the worker's pool
-    stayed open and later tests failed on its leftovers).
+    never ran and the workers row was left unstopped, shown as lost (and the worker's pool
+    stayed open).
     """
 
     async def close(self) -> None:
         for task in self.tasks.values():
-            # Not twice: after SIGTERM a task job is already cancelled and hands its task back (jobs.py).
+            # Not twice: after SIGTERM a task job is already cancelled and hands its task back (runner.py).
             if not task.done() and not task.cancelling():
                 task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -91,7 +92,7 @@ async def run_schedules(ctx: dict) -> list[int]:
     """Start the due scheduled tasks (exactly once each, whichever worker gets there first), then drop a
     batch of finished tasks older than task_history_days."""
     started = await schedules.run_due(ctx["pool"], ctx["redis"])
-    await listing.prune_history(ctx["pool"], ctx["settings"].task_history_days)
+    await rows.prune_history(ctx["pool"], ctx["settings"].task_history_days)
     return started
 
 
@@ -107,8 +108,10 @@ def load_test_handlers() -> None:
 def worker_settings(settings: Settings) -> dict:
     """Keyword arguments for arq.Worker, built from Depot's settings."""
     load_test_handlers()
+    missing = set(KINDS) - set(runner.HANDLERS)
+    assert not missing, f"task kinds without a handler: {sorted(missing)}"
     return dict(
-        functions=[jobs.run_task, jobs.run_tasks],
+        functions=[runner.run_task, runner.run_tasks],
         cron_jobs=[
             cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
             # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.

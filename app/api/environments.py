@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import queue
+from app.tasks import dispatch
 from app.api._repos_common import domain_errors
 from app.auth import Role, require_role, require_user
 from app.errors import ApiError, bad_request, ok, read_json
@@ -48,7 +48,7 @@ async def point(request: web.Request) -> web.Response:
             if row is None:
                 raise ApiError(404, f"Snapshot #{snap_id} does not exist")
             # The URL's environment is the one pointed (Repomanager always points prod).
-            ref = await queue.create_task(conn, "env_point", f"env:{env}:repo:{row['repo_id']}",
+            ref = await dispatch.create_task(conn, "env_point", f"env:{env}:repo:{row['repo_id']}",
                                           {"env": env, "snapshot": snap_id}, requested_by=who.username)
-    await queue.dispatch(request.app[REDIS], ref)
+    await dispatch.dispatch(request.app[REDIS], ref)
     return ok("Environment point started", rc=202, **{"task-id": ref.id})

@@ -4,13 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import Schema, fields
 
-from app import queue
 from app.api._repos_common import parse_bool
 from app.auth import Role, require_role
 from app.errors import ok, read_json
 from app.openapi import docs
 from app.keys import POOL, REDIS
-from app.schedules import pool_gc_target
+from app.repos.gc import pool_gc_target
+from app.tasks import dispatch
 
 
 class PoolGcRequestSchema(Schema):
@@ -25,6 +25,6 @@ async def collect(request: web.Request) -> web.Response:
     who = require_role(request, Role.operator, "You are not allowed to collect the package pool")
     body = await read_json(request, allow_empty=True)
     dry_run = parse_bool(body.get("dry_run", False), "Invalid dry_run value")
-    ref = await queue.enqueue(request.app[POOL], request.app[REDIS], "pool_gc", pool_gc_target(dry_run),
+    ref = await dispatch.enqueue(request.app[POOL], request.app[REDIS], "pool_gc", pool_gc_target(dry_run),
                               {"dry_run": dry_run}, requested_by=who.username)
     return ok("Pool garbage collection started", rc=202, **{"task-id": ref.id})

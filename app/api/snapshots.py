@@ -5,7 +5,7 @@ import logging
 
 from aiohttp import web
 
-from app import queue
+from app.tasks import dispatch
 from app.api._repos_common import domain_errors, parse_bool, path_id, storage_of
 from app.auth import Role, require_role
 from app.errors import ApiError, bad_request, ok, read_json
@@ -99,9 +99,9 @@ async def rebuild(request: web.Request) -> web.Response:
             await model.get_snapshot(conn, snap_id, for_update=True)
         await conn.execute(
             "UPDATE snapshots SET reconstruct = coalesce(reconstruct, 'needed') WHERE id = $1", snap_id)
-        ref = await queue.create_task(conn, "rebuild", f"snapshot:{snap_id}",
+        ref = await dispatch.create_task(conn, "rebuild", f"snapshot:{snap_id}",
                                       {"snapshot": snap_id, "gpg_sign": sign}, requested_by=who.username)
-    await queue.dispatch(request.app[REDIS], ref)
+    await dispatch.dispatch(request.app[REDIS], ref)
     return ok("Snapshot metadata rebuild started", rc=202, **{"task-id": ref.id})
 
 

@@ -1,17 +1,16 @@
-"""Tasks (§7) and queues: thin handlers over app.tasks, app.schedules and app.queues."""
+"""Tasks, schedules and queues: thin handlers over app/tasks/."""
 from __future__ import annotations
 
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app import queues, schedules
-from app.tasks import listing
 from app.auth import Role, require_role, require_user
 from app.db import MAX_ID
-from app.errors import bad_request, conflict, not_found, ok, read_json, validation_error
+from app.errors import bad_request, not_found, ok, read_json, validation_error
 from app.openapi import docs
 from app.keys import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema
+from app.tasks import dispatch, listing, rows, schedules, status
 
 _ERRORS = {400: "Invalid task ID", 401: "No or bad credentials", 403: "Role too low", 404: "Unknown task"}
 
@@ -24,10 +23,6 @@ def _task_id(request: web.Request) -> int:
     if value < 1 or value > MAX_ID:
         raise not_found(f"Task #{raw} does not exist.")
     return value
-
-
-def _raise(exc: listing.TaskError):
-    raise {404: not_found, 409: conflict}.get(exc.status, bad_request)(exc.message)
 
 
 def _page_args(request: web.Request) -> dict:
@@ -84,10 +79,7 @@ async def list_done(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     require_user(request)
     task_id = _task_id(request)
-    try:
-        return ok(await listing.get_task(request.app[POOL], task_id))
-    except listing.TaskError as exc:
-        _raise(exc)
+    return ok(await listing.get_task(request.app[POOL], task_id))
 
 
 @docs(summary="Stop a task: a queued one at once, a running one at its next step (202)", path={"id": int},
@@ -95,10 +87,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def stop_task(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to stop a task")
     task_id = _task_id(request)
-    try:
-        outcome = await listing.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
-    except listing.TaskError as exc:
-        _raise(exc)
+    outcome = await dispatch.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
     if outcome == "stopped":
         return ok("Task stopped successfully.", status="stopped")
     return ok("Task stop requested: it stops at its next step.", rc=202, status="stopping")
@@ -108,10 +97,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     verb = "enable" if enabled else "disable"
     require_role(request, Role.operator, f"You are not allowed to {verb} a task")
     task_id = _task_id(request)
-    try:
-        await listing.set_enabled(request.app[POOL], task_id, enabled)
-    except listing.TaskError as exc:
-        _raise(exc)
+    await schedules.set_enabled(request.app[POOL], task_id, enabled)
     return ok(f"Task {verb}d successfully.")
 
 
@@ -131,10 +117,7 @@ async def disable_task(request: web.Request) -> web.Response:
 async def delete_task(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to delete a task")
     task_id = _task_id(request)
-    try:
-        await listing.delete_task(request.app[POOL], task_id)
-    except listing.TaskError as exc:
-        _raise(exc)
+    await rows.delete(request.app[POOL], task_id)
     return ok("Task deleted successfully.")
 
 
@@ -150,11 +133,8 @@ async def create_schedule(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise validation_error(exc.messages)
     pool = request.app[POOL]
-    try:
-        task_id = await schedules.create_schedule(pool, args["kind"], args["cron"], args["params"], args["target"],
-                                                  requested_by=who.username, enabled=args["enabled"])
-    except schedules.ScheduleError as exc:
-        raise bad_request(str(exc))
+    task_id = await schedules.create_schedule(pool, args["kind"], args["cron"], args["params"], args["target"],
+                                              requested_by=who.username, enabled=args["enabled"])
     return ok(await listing.get_task(pool, task_id), rc=201, message=[f"Task #{task_id} scheduled."])
 
 
@@ -162,4 +142,4 @@ async def create_schedule(request: web.Request) -> web.Response:
       response=QueuesSchema, responses={401: "No or bad credentials", 403: "Host credentials"})
 async def get_queues(request: web.Request) -> web.Response:
     require_user(request)
-    return ok(await queues.snapshot(request.app[POOL], request.app[REDIS], request.app[SETTINGS]))
+    return ok(await status.queue_state(request.app[POOL], request.app[REDIS], request.app[SETTINGS]))

@@ -14,13 +14,14 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from app import reports_counter, security, users
-from app.tasks import listing
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
 from app.dashboard.setup import JINJA
+from app.domain_errors import DomainError
 from app.errors import json_response, unauthorized
 from app.keys import POOL, REDIS, SETTINGS
+from app.tasks.dispatch import stop_task
 
 SESSION = web.RequestKey("dashboard_session", sessions.Session)
 PER_PAGE = 50
@@ -192,8 +193,8 @@ async def _overview_context(request: web.Request) -> dict:
     return {
         "queue": await tasks.queue_summary(pool, request.app[REDIS], settings),
         "workers": await tasks.workers(pool, settings.task_stale_seconds),
-        "active": await listing.list_tasks(pool, "active", per_page=10),
-        "failed": await listing.list_tasks(pool, "failed", per_page=5),
+        "active": await tasks.list_tasks(pool, "active", per_page=10),
+        "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.app[REDIS], request.app.get(reports_counter.COUNTER),
                                    request.query.get("span", "hour")),
         "fleet": await fleet.summary(pool),
@@ -222,7 +223,7 @@ async def _tasks_context(request: web.Request) -> dict:
         "tab": tab,
         "tabs": list(tasks.TABS),
         "q": q,
-        "tasks": await listing.list_tasks(request.app[POOL], tab, q, page_no, PER_PAGE),
+        "tasks": await tasks.list_tasks(request.app[POOL], tab, q, page_no, PER_PAGE),
     }
 
 
@@ -239,7 +240,7 @@ async def ui_tasks(request: web.Request) -> web.Response:
 
 @page
 async def task_page(request: web.Request) -> web.Response:
-    task = await listing.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
     if task is None:
         return error_page(request, 404, f"Task #{request.match_info['id']} does not exist.")
     return render("task.html", request, {"task": task})
@@ -247,7 +248,7 @@ async def task_page(request: web.Request) -> web.Response:
 
 @page(ui=True)
 async def ui_task(request: web.Request) -> web.Response:
-    task = await listing.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
+    task = await tasks.get_task(request.app[POOL], _int(request.match_info["id"], 0, 0, 2**62))
     if task is None:
         return json_response({"html": "<p class=\"alert\">This task no longer exists.</p>"}, status=404)
     # final: the page stops polling once the task has ended.
@@ -261,8 +262,8 @@ async def task_stop(request: web.Request) -> web.Response:
     try:
         # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
         # removed; running: stop_requested, honoured at the task's next check).
-        await listing.stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
-    except listing.TaskError as exc:
+        await stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
+    except DomainError as exc:
         return error_page(request, exc.status, exc.message)
     form = await request.post()
     return redirect(_safe_next(str(form.get("next") or "/tasks")))

@@ -53,7 +53,7 @@ WITH input AS (
     INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
     SELECT 'host_diff', 'host:' || rep.host_id, '{}'::jsonb, 'host:' || rep.host_id, 1, i.job_id
     FROM rep JOIN input i ON i.host_id = rep.host_id
-    ORDER BY rep.host_id  -- joined queued tasks are locked in this order: queue.TASK_LOCK_ORDER for host targets
+    ORDER BY rep.host_id  -- joined queued tasks are locked in this order: TASK_LOCK_ORDER (app/tasks/rows.py) for host targets
     ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
     RETURNING id, target, (xmax = 0) AS created
 )
@@ -72,7 +72,7 @@ class Report:
     digest: bytes  # of the body as received: an unchanged report is not stored again
     body: bytes | None  # inventory.encode_body(); None: believed unchanged (SeenDigests), store nothing
     token_digest: bytes  # the credentials the request was authenticated with
-    job_id: str | None  # the batch job that will carry a new task (queue.JobBatcher); None without a body
+    job_id: str | None  # the batch job that will carry a new task (app/tasks/batcher.py); None without a body
 
 
 @dataclass(frozen=True)

@@ -584,7 +584,7 @@ def _host_id(target: str) -> int:
 
 
 async def host_diff_batch(pool, targets: list[str]) -> dict[str, dict | Exception]:
-    """Batch task handler for kind `host_diff` (targets `host:<id>`): see workers/jobs.py run_tasks.
+    """Batch task handler for kind `host_diff` (targets `host:<id>`): see workers/runner.py run_tasks.
 
     The digests of hosts whose reports were not applied are forgotten, so that their next report,
     even unchanged, is stored and queues a task that applies everything pending."""

@@ -41,6 +41,14 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 
+POOL_GC_TARGET = "pool"
+
+
+def pool_gc_target(dry_run: bool) -> str:
+    """One collection at a time; a dry run (read-only) has its own target, so it never joins, and
+    turns into a count only, a real collection queued before it."""
+    return f"{POOL_GC_TARGET}:dry-run" if dry_run else POOL_GC_TARGET
+
 POOL_LOCK = (7_405_004, 0)      # advisory lock: rebuilds shared, pool GC batches exclusive
 BATCH = 500
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
+from app.tasks.kinds import SCHEDULABLE
+from app.tasks.rows import TaskStatus
+
 
 class PageQuerySchema(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
@@ -11,7 +14,7 @@ class PageQuerySchema(Schema):
 
 
 class TaskSchema(Schema):
-    """One task, §7's row then Depot's extras."""
+    """One task: Repomanager's row, then Depot's extras."""
 
     Id = fields.Integer(required=True)
     Type = fields.String(required=True, validate=validate.OneOf(["immediate", "scheduled"]))
@@ -21,8 +24,7 @@ class TaskSchema(Schema):
     Pid = fields.Integer(allow_none=True)
     Logfile = fields.String(allow_none=True)
     Duration = fields.String(allow_none=True)
-    Status = fields.String(required=True, validate=validate.OneOf(
-        ["queued", "running", "done", "error", "stopped", "scheduled", "disabled"]))
+    Status = fields.String(required=True, validate=validate.OneOf([s.value for s in TaskStatus]))
     Kind = fields.String()
     Target = fields.String()
     Progress = fields.Integer()
@@ -48,7 +50,7 @@ class ScheduleRequestSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
-    kind = fields.String(required=True, validate=validate.OneOf(["rebuild", "snapshot_create", "env_point", "retention", "pool_gc"]))
+    kind = fields.String(required=True, validate=validate.OneOf(list(SCHEDULABLE)))
     cron = fields.String(required=True, validate=validate.Length(min=9, max=200),
                          metadata={"example": "0 3 * * *"})
     target = fields.String(load_default=None, validate=validate.Length(min=1, max=200))

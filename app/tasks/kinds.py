@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     host_diff = "host_diff"              # apply a host's pending inventory reports (hosts/)
     rebuild = "rebuild"                  # render, sign and publish a snapshot (repos/)
     env_point = "env_point"              # point an environment at a snapshot (repos/)

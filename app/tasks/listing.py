@@ -1,20 +1,14 @@
-"""Tasks as operators see them: listings, one task, stop / enable / disable / delete, the wire rows.
-
-Free of HTTP: errors are TaskError(status, message) that the handlers turn into JSON.
-"""
+"""Tasks as operators see them: the wire rows (Repomanager's task shape plus Depot's extras), listings, one task."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import orjson
 
-from app import queue, schedules
+from app.domain_errors import NotFound
 
-log = logging.getLogger(__name__)
-
-# The listings of §7, by URL name: (WHERE clause, ORDER BY).
+# The listings of /api/v2/tasks/<name>: (WHERE clause, ORDER BY).
 LISTINGS: dict[str, tuple[str, str]] = {
     "all": ("TRUE", "id DESC"),
     "running": ("status = 'running'", "started_at DESC NULLS LAST, id DESC"),
@@ -33,13 +27,6 @@ COLUMNS = (
 
 
 COUNT_CAP = 10_000
-
-
-class TaskError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -85,7 +72,7 @@ def raw_params(row) -> dict:
 
 
 def wire(row, now: datetime | None = None) -> dict:
-    """One task in §7's shape (Id, Type, Date, Time, Raw_params as a JSON string, Pid, Logfile, Duration,
+    """One task in Repomanager's shape (Id, Type, Date, Time, Raw_params as a JSON string, Pid, Logfile, Duration,
     Status), then Depot's extras."""
     now = now or datetime.now(timezone.utc)
     created = row["created_at"].astimezone(timezone.utc)
@@ -144,95 +131,5 @@ async def list_tasks(pool, which: str, *, page: int = 1, per_page: int = 100, ki
 async def get_task(pool, task_id: int) -> dict:
     row = await pool.fetchrow(f"SELECT {COLUMNS} FROM tasks WHERE id = $1", task_id)
     if row is None:
-        raise TaskError(404, f"Task #{task_id} does not exist.")
+        raise NotFound(f"Task #{task_id} does not exist.")
     return wire(row)
-
-
-async def _locked(conn, task_id: int):
-    row = await conn.fetchrow("SELECT id, kind, type, status, enqueue_count, job_id FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-    if row is None:
-        raise TaskError(404, f"Task #{task_id} does not exist.")
-    return row
-
-
-async def stop_task(pool, redis, queue_name: str, task_id: int) -> str:
-    """Queued: stopped at once and its arq job removed. Running: asked to stop at its next check.
-
-    Returns 'stopped' or 'stopping'.
-    """
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            row = await _locked(conn, task_id)
-            if row["status"] == "queued":
-                # The worker's claim is `WHERE status = 'queued'`, so a job delivered anyway is skipped.
-                await conn.execute(
-                    "UPDATE tasks SET status = 'stopped', stop_requested = true, finished_at = now() WHERE id = $1",
-                    task_id,
-                )
-                outcome = "stopped"
-            elif row["status"] == "running":
-                await conn.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", task_id)
-                outcome = "stopping"
-            else:
-                raise TaskError(409, f"Task #{task_id} is not running")
-    if outcome == "stopped" and row["job_id"] is None:
-        # (A batch job carries other tasks too: it stays, and skips this one.)
-        await _drop_job(redis, queue_name, queue.job_id(task_id, row["enqueue_count"]))
-    return outcome
-
-
-async def _drop_job(redis, queue_name: str, job_id: str) -> None:
-    """Take a queued job out of arq's queue (best effort: the row's status already makes it a no-op)."""
-    try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(queue_name, job_id)
-            pipe.delete(f"arq:job:{job_id}")
-            await pipe.execute()
-    except Exception as exc:
-        log.warning("could not remove job %s from the queue: %s", job_id, type(exc).__name__)
-
-
-async def set_enabled(pool, task_id: int, enabled: bool) -> None:
-    verb = "enabled" if enabled else "disabled"
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            row = await _locked(conn, task_id)
-            if row["type"] != "scheduled":
-                raise TaskError(409, f"Task #{task_id} is not a scheduled task and cannot be {verb[:-1]}")
-            if enabled:
-                # Re-enabling computes the next run from now: missed runs are not replayed.
-                cron = await conn.fetchval("SELECT cron FROM tasks WHERE id = $1", task_id)
-                await conn.execute(
-                    "UPDATE tasks SET status = 'scheduled', next_run_at = $2 WHERE id = $1",
-                    task_id,
-                    schedules.next_run(cron),
-                )
-            else:
-                await conn.execute("UPDATE tasks SET status = 'disabled' WHERE id = $1", task_id)
-
-
-async def delete_task(pool, task_id: int) -> None:
-    """Schedules (as in §7) and finished tasks may be deleted; a queued or running task must be stopped first."""
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            row = await _locked(conn, task_id)
-            if row["status"] in ("queued", "running"):
-                raise TaskError(409, f"Task #{task_id} is {row['status']}: stop it before deleting it")
-            await conn.execute("DELETE FROM tasks WHERE id = $1", task_id)
-
-
-async def prune_history(pool, days: int, batch: int = 5000) -> int:
-    """Delete immediate tasks finished more than `days` ago (a batch per call; the cron calls it often).
-
-    Schedules and queued/running tasks are never touched. Returns how many rows went.
-    """
-    if days <= 0:
-        return 0
-    return await pool.fetchval(
-        "WITH gone AS (DELETE FROM tasks WHERE id IN ("
-        "  SELECT id FROM tasks WHERE finished_at < now() - make_interval(days => $1) AND type = 'immediate'"
-        "  ORDER BY finished_at LIMIT $2) RETURNING 1)"
-        " SELECT count(*) FROM gone",
-        days,
-        batch,
-    )

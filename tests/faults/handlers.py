@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
-from workers import jobs
+from workers import runner
 
 
-@jobs.handler("fault_slow")
-async def fault_slow(ctx: jobs.TaskContext) -> dict:
+@runner.handler("fault_slow")
+async def fault_slow(ctx: runner.TaskContext) -> dict:
     steps = int(ctx.params.get("steps", 10))
     for step in range(steps):
         await asyncio.sleep(float(ctx.params.get("step_seconds", 0.1)))

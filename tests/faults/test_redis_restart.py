@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from app import queue
+from app.tasks import dispatch
 from tests.faults.test_shutdown import procs_wait
 
 SLOW = {"steps": 15, "step_seconds": 0.1}
@@ -13,10 +13,10 @@ SLOW = {"steps": 15, "step_seconds": 0.1}
 
 async def test_redis_restarted_empty_loses_no_task(processes, fpool, fredis, private_valkey):
     workers = [processes.worker(DEPOT_WORKER_MAX_JOBS="2") for _ in range(2)]
-    refs = [await queue.enqueue(fpool, fredis, "fault_slow", f"snap:{n}", SLOW) for n in range(6)]
+    refs = [await dispatch.enqueue(fpool, fredis, "fault_slow", f"snap:{n}", SLOW) for n in range(6)]
     await procs_wait(lambda: fpool.fetchval("SELECT count(*) >= 2 FROM tasks WHERE status = 'running'"))
     # A request while its target runs: exactly one more run after it (queued in PostgreSQL and Redis).
-    again = await queue.enqueue(fpool, fredis, "fault_slow", "snap:0", SLOW)
+    again = await dispatch.enqueue(fpool, fredis, "fault_slow", "snap:0", SLOW)
     assert again.created and again.id not in {r.id for r in refs}
     before = dict(await fpool.fetch("SELECT status, count(*) FROM tasks GROUP BY status"))
     assert before.get("queued", 0) >= 1 and before.get("running", 0) >= 1
@@ -47,7 +47,7 @@ async def test_redis_restarted_empty_loses_no_task(processes, fpool, fredis, pri
 async def test_requests_while_redis_is_down_keep_their_task(processes, fpool, fredis, private_valkey):
     private_valkey.stop()
     t0 = time.monotonic()
-    ref = await queue.enqueue(fpool, fredis, "fault_slow", "snap:down", {"steps": 1, "step_seconds": 0})
+    ref = await dispatch.enqueue(fpool, fredis, "fault_slow", "snap:down", {"steps": 1, "step_seconds": 0})
     took = time.monotonic() - t0
     assert took < 5, f"enqueue waited {took:.1f}s for a Redis that is down"
     assert await fpool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "queued"

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import asyncpg
 
-from app import queue
+from app.tasks import dispatch
 from tests.conftest import bearer
 from tests.faults import procs
 
@@ -51,7 +51,7 @@ async def procs_wait(predicate, timeout: float = 10.0):
 
 async def test_sigterm_to_a_worker_hands_its_task_back_and_it_runs_once(processes, fpool, fredis):
     worker = processes.worker()
-    ref = await queue.enqueue(fpool, fredis, "fault_slow", "thing:1", {"steps": 40, "step_seconds": 0.1})
+    ref = await dispatch.enqueue(fpool, fredis, "fault_slow", "thing:1", {"steps": 40, "step_seconds": 0.1})
     await procs_wait(lambda: fpool.fetchval("SELECT progress > 0 FROM tasks WHERE id = $1", ref.id))
     worker.signal(signal.SIGTERM)
     t0 = time.monotonic()

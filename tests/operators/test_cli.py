@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from app import cli, queue
+from app import cli
+from app.tasks import dispatch
 from tests.conftest import wait_for
-from workers import jobs
+from workers import runner
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +23,10 @@ def handlers():
     async def quick(ctx):
         return {"n": 1}
 
-    jobs.HANDLERS.update(cli_slow=slow, cli_quick=quick)
+    runner.HANDLERS.update(cli_slow=slow, cli_quick=quick)
     yield
-    jobs.HANDLERS.pop("cli_slow", None)
-    jobs.HANDLERS.pop("cli_quick", None)
+    runner.HANDLERS.pop("cli_slow", None)
+    runner.HANDLERS.pop("cli_quick", None)
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def depot(client, capsys, monkeypatch, tmp_path):
 
 
 async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, run_worker, monkeypatch, tmp_path):
-    ref = await queue.enqueue(pool, redis, "cli_quick", "thing:1")
+    ref = await dispatch.enqueue(pool, redis, "cli_quick", "thing:1")
     await run_worker()
     code, out, err = await depot("tasks", "--key", admin_key)
     assert code == 0, err
@@ -81,14 +82,14 @@ async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, ru
 
 async def test_watch_follows_progress_and_stop(depot, pool, redis, make_key, live_worker):
     key = await make_key("operator")
-    ref = await queue.enqueue(pool, redis, "cli_slow", "thing:1")
+    ref = await dispatch.enqueue(pool, redis, "cli_slow", "thing:1")
     code, out, err = await depot("tasks", "show", str(ref.id), "--watch", "--interval", "0.1", "--key", key)
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) >= 3 and "done" in lines[-1] and "100%" in lines[-1]
     assert any("running" in line and "step" in line for line in lines)
 
-    ref = await queue.enqueue(pool, redis, "cli_slow", "thing:2")
+    ref = await dispatch.enqueue(pool, redis, "cli_slow", "thing:2")
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
     code, out, err = await depot("tasks", "stop", str(ref.id), "--watch", "--key", key)
     assert code == 1 and "stops at its next step" in out and "stopped" in out.splitlines()[-1]

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app import queue
+from app.tasks import dispatch
 from app.openapi import is_api_route
 from tests.conftest import bearer
 
@@ -68,7 +68,7 @@ async def test_schemathesis_finds_no_5xx_and_no_broken_response(client, pool, re
     # Some data so that listings and ids have something to show.
     async with pool.acquire() as conn:
         for n in range(3):
-            await queue.create_task(conn, "op_fuzz", f"thing:{n}", {"n": n})
+            await dispatch.create_task(conn, "op_fuzz", f"thing:{n}", {"n": n})
     spec = await (await client.get("/api/v2/openapi.json")).json()
     base_url = str(client.make_url("")).rstrip("/")
     headers = bearer(admin_key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from app import schedules
+from app.tasks import schedules
 from tests import pkgfactory
 from tests.conftest import bearer
 

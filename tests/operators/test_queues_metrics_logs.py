@@ -11,11 +11,12 @@ import aiohttp
 import orjson
 import pytest
 
-from app import metrics, queue
+from app import metrics
+from app.tasks import dispatch
 from app.logs import JsonFormatter
 from app.main import create_app
 from tests.conftest import bearer
-from workers import jobs, reconciler
+from workers import runner, reconciler
 
 
 @pytest.fixture(autouse=True)
@@ -26,19 +27,19 @@ def handlers():
     async def boom(ctx):
         raise RuntimeError("nope")
 
-    jobs.HANDLERS.update(qm_quick=quick, qm_boom=boom)
+    runner.HANDLERS.update(qm_quick=quick, qm_boom=boom)
     yield
-    jobs.HANDLERS.pop("qm_quick", None)
-    jobs.HANDLERS.pop("qm_boom", None)
+    runner.HANDLERS.pop("qm_quick", None)
+    runner.HANDLERS.pop("qm_boom", None)
 
 
 async def test_queues_depth_outcomes_and_workers(client, pool, redis, admin_key, run_worker):
     for n in range(3):
-        await queue.enqueue(pool, redis, "qm_quick", f"t:{n}")
-    await queue.enqueue(pool, redis, "qm_boom", "t:9")
+        await dispatch.enqueue(pool, redis, "qm_quick", f"t:{n}")
+    await dispatch.enqueue(pool, redis, "qm_boom", "t:9")
     await run_worker()
     for n in range(2):
-        await queue.enqueue(pool, redis, "qm_quick", f"w:{n}")
+        await dispatch.enqueue(pool, redis, "qm_quick", f"w:{n}")
     await pool.execute("UPDATE tasks SET created_at = now() - interval '90 seconds' WHERE target = 'w:0'")
     body = await (await client.get("/api/v2/queues", headers=bearer(admin_key))).json()
     q = body["results"]["queues"][0]
@@ -56,10 +57,10 @@ async def test_depth_counts_only_jobs_waiting_now(client, pool, redis, settings,
     neither is a waiting job."""
     from arq.constants import in_progress_key_prefix
 
-    from app import queues
+    from app.tasks import status
 
-    waiting = await queue.enqueue(pool, redis, "qm_quick", "d:1")
-    running = await queue.enqueue(pool, redis, "qm_quick", "d:2")
+    waiting = await dispatch.enqueue(pool, redis, "qm_quick", "d:1")
+    running = await dispatch.enqueue(pool, redis, "qm_quick", "d:2")
     await redis.enqueue_job("reconcile", _job_id="cron:reconcile:later", _defer_by=30,
                             _queue_name=settings.queue_name)  # as arq's cron does
     assert await redis.zcard(settings.queue_name) == 3
@@ -67,7 +68,7 @@ async def test_depth_counts_only_jobs_waiting_now(client, pool, redis, settings,
     running_job = next(i for i in ids if i.startswith(f"task-{running.id}-"))
     await redis.set(in_progress_key_prefix + running_job, b"1", px=60_000)
     await redis.zadd(settings.queue_name, {running_job: 1000})  # picked long ago: the oldest score of all
-    depth, age = await queues.redis_depth(redis, settings.queue_name)
+    depth, age = await status.redis_depth(redis, settings.queue_name)
     assert depth == 1 and age is not None and age < 60
     assert any(i.startswith(f"task-{waiting.id}-") for i in ids)
 
@@ -78,12 +79,12 @@ async def test_a_lost_worker_is_shown_lost_and_its_task_requeued(client, pool, r
     async def once(ctx):
         ran.append(ctx.id)
 
-    jobs.HANDLERS["qm_once"] = once
+    runner.HANDLERS["qm_once"] = once
     try:
         # A worker that died mid-task (SIGKILL): its heartbeat and its task's heartbeat stopped long ago.
         await pool.execute("INSERT INTO workers (worker_id, hostname, pid, heartbeat_at) VALUES"
                            " ('dead:1', 'gone', 1, now() - interval '1 minute')")
-        ref = await queue.enqueue(pool, redis, "qm_once", "t:1")
+        ref = await dispatch.enqueue(pool, redis, "qm_once", "t:1")
         await redis.flushdb()  # its job went with it
         await pool.execute("UPDATE tasks SET status = 'running', worker_id = 'dead:1', started_at = now(),"
                            " heartbeat_at = now() - interval '1 minute' WHERE id = $1", ref.id)
@@ -102,17 +103,17 @@ async def test_a_lost_worker_is_shown_lost_and_its_task_requeued(client, pool, r
         dead = next(w for w in body["results"]["workers"] if w["worker_id"] == "dead:1")
         assert dead["state"] == "lost"  # still lost after the reconciler stamped it stopped
     finally:
-        jobs.HANDLERS.pop("qm_once", None)
+        runner.HANDLERS.pop("qm_once", None)
 
 
 async def test_metrics_http_tasks_and_queue(client, pool, redis, admin_key, run_worker):
-    await queue.enqueue(pool, redis, "qm_quick", "t:1")
-    await queue.enqueue(pool, redis, "qm_boom", "t:2")
+    await dispatch.enqueue(pool, redis, "qm_quick", "t:1")
+    await dispatch.enqueue(pool, redis, "qm_boom", "t:2")
     await run_worker()
     # Finished tasks are read up to 2 s back (rows stamped but not committed yet are read next time).
     await pool.execute("UPDATE tasks SET finished_at = finished_at - interval '5 seconds',"
                        " started_at = started_at - interval '5 seconds'")
-    await queue.enqueue(pool, redis, "qm_quick", "t:3")
+    await dispatch.enqueue(pool, redis, "qm_quick", "t:3")
     await client.get("/api/v2/task/12345", headers=bearer(admin_key))
     await client.get("/api/v2/task/67890/", headers=bearer(admin_key))
     metrics.DB_COLLECTOR.reset()  # cached a few seconds, totals since the process's first scrape: start afresh

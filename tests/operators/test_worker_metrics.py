@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import queue
+from app.tasks import dispatch
 from tests.conftest import bearer, wait_for
 from tests.faults import procs
 
@@ -61,8 +61,8 @@ async def test_each_worker_process_exports_its_jobs(client, settings, pool, redi
                                 json={"installed_packages": [{"name": "bash", "version": "5.2.15-2"}]},
                                 headers={"Authorization": f"Host {creds['id']}:{creds['token']}"})
         diff_id = (await resp.json())["task-id"]
-        failing = await queue.enqueue(pool, redis, "op_fail", "m:fail")
-        waiting = await queue.enqueue(pool, redis, "op_wait", "m:wait", {"seconds": 30})
+        failing = await dispatch.enqueue(pool, redis, "op_fail", "m:fail")
+        waiting = await dispatch.enqueue(pool, redis, "op_wait", "m:wait", {"seconds": 30})
         await wait_for(lambda: _task_status_is(pool, diff_id, "done"), timeout=30)
         await wait_for(lambda: _task_status_is(pool, failing.id, "error"), timeout=30)
         await wait_for(lambda: _task_status_is(pool, waiting.id, "running"), timeout=30)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from workers import jobs
+from workers import runner
 
 
-@jobs.handler("op_wait")
-async def op_wait(ctx: jobs.TaskContext) -> dict:
+@runner.handler("op_wait")
+async def op_wait(ctx: runner.TaskContext) -> dict:
     """Runs until stopped (or `seconds` pass), checking for a stop every 50 ms."""
     for _ in range(int(float(ctx.params.get("seconds", 30)) / 0.05)):
         await ctx.check_stop()
@@ -16,6 +16,6 @@ async def op_wait(ctx: jobs.TaskContext) -> dict:
     return {}
 
 
-@jobs.handler("op_fail")
-async def op_fail(ctx: jobs.TaskContext) -> dict:
+@runner.handler("op_fail")
+async def op_fail(ctx: runner.TaskContext) -> dict:
     raise ValueError("failed on purpose")

@@ -139,7 +139,7 @@ async def test_gc_removes_only_what_no_snapshot_references(client, repo_db, gc_s
 
 async def test_gc_is_whole_or_nothing_and_recovers_after_a_crash(repo_db, redis, gc_settings, gc_storage, tmp_path,
                                                                  run_worker):
-    from app import queue
+    from app.tasks import dispatch
 
     pool, storage = repo_db, gc_storage
     async with pool.acquire() as conn:
@@ -158,7 +158,7 @@ async def test_gc_is_whole_or_nothing_and_recovers_after_a_crash(repo_db, redis,
         CREATE CONSTRAINT TRIGGER test_gc_fail AFTER DELETE ON package_files
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_gc_fail();""")
     try:
-        ref = await queue.enqueue(pool, redis, "pool_gc", "pool", {})
+        ref = await dispatch.enqueue(pool, redis, "pool_gc", "pool", {})
         await run_worker(ctx={"settings": gc_settings})
         row = await pool.fetchrow("SELECT status, error FROM tasks WHERE id = $1", ref.id)
         assert row["status"] == "error" and "injected failure" in row["error"]
@@ -219,14 +219,14 @@ async def test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using(repo_db, gc
 
 async def test_retention_queues_a_collection_and_pool_gc_can_be_scheduled(client, repo_db, redis, gc_settings,
                                                                           make_key, run_worker):
-    from app import queue, schedules
+    from app.tasks import dispatch, schedules
 
     pool = repo_db
     async with pool.acquire() as conn:
         repo = await model.create_repo(conn, name="gcret", type="deb", dist="bookworm", section="main")
         for _ in range(3):
             await model.create_snapshot(conn, repo.id)
-    await queue.enqueue(pool, redis, "retention", f"repo:{repo.id}", {"repo": repo.id, "keep": 1})
+    await dispatch.enqueue(pool, redis, "retention", f"repo:{repo.id}", {"repo": repo.id, "keep": 1})
     await run_worker(ctx={"settings": gc_settings})
     ret = await pool.fetchval("SELECT result FROM tasks WHERE kind = 'retention'")
     assert len(ret["deleted"]) == 2

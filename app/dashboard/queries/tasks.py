@@ -1,7 +1,7 @@
 """Tasks page and overview: task lists by state, queue figures, workers, jobs per minute."""
 from __future__ import annotations
 
-from app import queues
+from app.tasks.status import redis_depth
 from app.dashboard.queries import Page, cached, like_pattern
 
 # Tabs of the tasks page: name -> statuses shown.
@@ -79,16 +79,16 @@ async def queue_summary(pool, redis, settings) -> dict:
         )
     ordered = [kinds[k] for k in sorted(kinds)]
     try:
-        redis_depth, _ = await queues.redis_depth(redis, settings.queue_name)  # due, not running, not cron
+        depth, _ = await redis_depth(redis, settings.queue_name)  # due, not running, not cron
     except Exception:  # noqa: BLE001 — Redis away: the page still shows PostgreSQL's view
-        redis_depth = None
+        depth = None
     total = {
         "queued": sum(k["queued"] for k in ordered),
         "running": sum(k["running"] for k in ordered),
         "oldest_wait": max((k["oldest_wait"] or 0 for k in ordered), default=0) or None,
         "done_1h": sum(k["done_1h"] for k in ordered),
         "failed_1h": sum(k["failed_1h"] for k in ordered),
-        "redis_depth": redis_depth,
+        "redis_depth": depth,
     }
     return {"name": settings.queue_name, "kinds": ordered, "total": total}
 

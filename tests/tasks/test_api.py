@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from app import queue, schedules
+from app.tasks import dispatch, rows, schedules
 from tests.conftest import bearer, wait_for
-from workers import jobs
+from workers import runner
 
 RUNS: list[int] = []
 
@@ -29,21 +29,21 @@ def handlers():
         RUNS.append(ctx.id)
         return {"ok": True}
 
-    real_rebuild = jobs.HANDLERS.get("rebuild")  # schedules here start rebuilds of snapshots that do not exist
-    jobs.HANDLERS.update(op_slow=slow, op_quick=quick, rebuild=quick)
+    real_rebuild = runner.HANDLERS.get("rebuild")  # schedules here start rebuilds of snapshots that do not exist
+    runner.HANDLERS.update(op_slow=slow, op_quick=quick, rebuild=quick)
     yield
     for k in ("op_slow", "op_quick"):
-        jobs.HANDLERS.pop(k, None)
+        runner.HANDLERS.pop(k, None)
     if real_rebuild:
-        jobs.HANDLERS["rebuild"] = real_rebuild
+        runner.HANDLERS["rebuild"] = real_rebuild
     else:
-        jobs.HANDLERS.pop("rebuild", None)
+        runner.HANDLERS.pop("rebuild", None)
 
 
 async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_worker):
-    ids = [(await queue.enqueue(pool, redis, "op_quick", f"thing:{n}", {"n": n}, requested_by="admin")).id for n in range(5)]
+    ids = [(await dispatch.enqueue(pool, redis, "op_quick", f"thing:{n}", {"n": n}, requested_by="admin")).id for n in range(5)]
     await run_worker()
-    await queue.enqueue(pool, redis, "op_quick", "thing:queued")
+    await dispatch.enqueue(pool, redis, "op_quick", "thing:queued")
     h = bearer(admin_key)
 
     resp = await client.get("/api/v2/tasks/", headers=h)
@@ -84,7 +84,7 @@ async def test_listings_rows_and_pagination(client, pool, redis, admin_key, run_
 
 async def test_roles(client, pool, redis, make_key):
     viewer = bearer(await make_key("viewer"))
-    ref = await queue.enqueue(pool, redis, "op_quick", "thing:1")
+    ref = await dispatch.enqueue(pool, redis, "op_quick", "thing:1")
     assert (await client.get("/api/v2/tasks", headers=viewer)).status == 200
     assert (await client.get("/api/v2/tasks")).status == 401
     resp = await client.post(f"/api/v2/task/{ref.id}/stop", headers=viewer)
@@ -96,12 +96,12 @@ async def test_roles(client, pool, redis, make_key):
 
 async def test_stop_a_queued_task_removes_its_job(client, pool, redis, settings, make_key, run_worker):
     h = bearer(await make_key("operator"))
-    ref = await queue.enqueue(pool, redis, "op_quick", "thing:1")
+    ref = await dispatch.enqueue(pool, redis, "op_quick", "thing:1")
     assert await redis.zcard(settings.queue_name) == 1
     resp = await client.post(f"/api/v2/task/{ref.id}/stop", headers=h)
     assert resp.status == 200 and (await resp.json())["results"] == "Task stopped successfully."
     assert await redis.zcard(settings.queue_name) == 0
-    await queue.redispatch(pool, redis, ref.id)  # a stray delivery is skipped by the atomic claim
+    await dispatch.redispatch(pool, redis, ref.id)  # a stray delivery is skipped by the atomic claim
     await run_worker()
     assert RUNS == []
     assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "stopped"
@@ -114,7 +114,7 @@ async def test_stop_a_queued_task_removes_its_job(client, pool, redis, settings,
 
 async def test_stop_a_running_task_cooperatively(client, pool, redis, admin_key, live_worker):
     h = bearer(admin_key)
-    ref = await queue.enqueue(pool, redis, "op_slow", "thing:1")
+    ref = await dispatch.enqueue(pool, redis, "op_slow", "thing:1")
     await wait_for(lambda: pool.fetchval("SELECT progress > 2 FROM tasks WHERE id = $1", ref.id))
     row = (await (await client.get("/api/v2/tasks/running", headers=h)).json())["results"][0]
     assert row["Id"] == ref.id and row["Status"] == "running" and row["Progress_text"].startswith("step")
@@ -191,7 +191,7 @@ async def test_long_histories_report_a_capped_total(client, pool, redis, admin_k
     from app.tasks import listing
 
     for n in range(5):
-        await queue.enqueue(pool, redis, "op_quick", f"cap:{n}")
+        await dispatch.enqueue(pool, redis, "op_quick", f"cap:{n}")
     monkeypatch.setattr(listing, "COUNT_CAP", 3)
     body = await (await client.get("/api/v2/tasks/queued?per_page=2", headers=bearer(admin_key))).json()
     assert body["pagination"] == {"page": 1, "per_page": 2, "total": 3, "total_capped": True}
@@ -199,23 +199,21 @@ async def test_long_histories_report_a_capped_total(client, pool, redis, admin_k
 
 
 async def test_old_finished_tasks_are_pruned_schedules_and_live_tasks_kept(pool, redis, snapshot_id):
-    from app.tasks import listing
-
-    done = await queue.enqueue(pool, redis, "op_quick", "old:1")
-    recent = await queue.enqueue(pool, redis, "op_quick", "old:2")
-    waiting = await queue.enqueue(pool, redis, "op_quick", "old:3")
+    done = await dispatch.enqueue(pool, redis, "op_quick", "old:1")
+    recent = await dispatch.enqueue(pool, redis, "op_quick", "old:2")
+    waiting = await dispatch.enqueue(pool, redis, "op_quick", "old:3")
     sid = await schedules.create_schedule(pool, "rebuild", "0 3 * * *", {"snapshot": snapshot_id}, None, requested_by="t")
     await pool.execute("UPDATE tasks SET status = 'done', finished_at = now() - interval '40 days',"
                        " created_at = now() - interval '40 days' WHERE id = $1", done.id)
     await pool.execute("UPDATE tasks SET status = 'done', finished_at = now() - interval '2 days' WHERE id = $1", recent.id)
     await pool.execute("UPDATE tasks SET created_at = now() - interval '90 days' WHERE id IN ($1, $2)", waiting.id, sid)
-    assert await listing.prune_history(pool, days=30) == 1
+    assert await rows.prune_history(pool, days=30) == 1
     left = {r["id"] for r in await pool.fetch("SELECT id FROM tasks")}
     assert left == {recent.id, waiting.id, sid}
 
 
 async def test_check_stop_is_cheap_in_a_tight_loop_and_still_prompt(pool, redis, settings):
-    ref = await queue.enqueue(pool, redis, "op_quick", "tight:1")
+    ref = await dispatch.enqueue(pool, redis, "op_quick", "tight:1")
     task = await pool.fetchrow("UPDATE tasks SET status = 'running' WHERE id = $1 RETURNING *", ref.id)
     reads = []
 
@@ -227,13 +225,13 @@ async def test_check_stop_is_cheap_in_a_tight_loop_and_still_prompt(pool, redis,
             reads.append(args[0])
             return await pool.fetchval(*args)
 
-    ctx = jobs.TaskContext(task, CountingPool(), redis, settings, "w")
+    ctx = runner.TaskContext(task, CountingPool(), redis, settings, "w")
     for _ in range(2000):
         await ctx.check_stop()
     assert len(reads) <= 3  # not one query per call
     await pool.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", ref.id)
     started = asyncio.get_running_loop().time()
-    with pytest.raises(jobs.TaskStopped):
+    with pytest.raises(runner.TaskStopped):
         while True:
             await ctx.check_stop()
             await asyncio.sleep(0.01)

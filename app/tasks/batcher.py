@@ -1,91 +1,12 @@
-"""Enqueue helpers: the task row first (PostgreSQL is the truth), then the arq job that carries its id.
-
-A request made while a task of the same (kind, target) is queued joins that task (coalescing);
-one made while it runs creates exactly one more queued task, run after it (see workers/jobs.py).
-A task's job carries its id alone (`run_task`), or with others in a batch (`run_tasks`, JobBatcher).
-"""
+"""Batches: the tasks a server's requests create within a short window, sent as one arq job."""
 from __future__ import annotations
 
 import asyncio
-import enum
-import logging
 import math
 import secrets
 from dataclasses import dataclass, field
 
-log = logging.getLogger(__name__)
-
-JOB_FUNCTION = "run_task"
-BATCH_FUNCTION = "run_tasks"  # one job, several task ids (see JobBatcher)
-# The order in which any statement locks several task rows: by target as hosts/intake.py sorts the
-# queued host_diff tasks its reports join ('host:9' before 'host:10'). In any other order, two such
-# statements could deadlock.
-TASK_LOCK_ORDER = "kind, length(target), target"
-
-
-class TaskStatus(str, enum.Enum):
-    queued = "queued"
-    running = "running"
-    done = "done"
-    error = "error"
-    stopped = "stopped"
-    scheduled = "scheduled"
-    disabled = "disabled"
-
-
-FINISHED = (TaskStatus.done.value, TaskStatus.error.value, TaskStatus.stopped.value)
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    id: int
-    enqueue_count: int
-    created: bool  # False when the request joined a task already queued
-
-
-def job_id(task_id: int, enqueue_count: int) -> str:
-    # A new id for each (re-)enqueue: arq refuses a job id it still holds, and a task re-queued
-    # after its worker died must not wait for the old job's in-progress key to expire.
-    return f"task-{task_id}-{enqueue_count}"
-
-
-async def create_task(conn, kind: str, target: str, params: dict | None = None, *, requested_by: str | None = None) -> TaskRef:
-    """Insert the queued task row, or join the one already queued for (kind, target).
-
-    Call inside the caller's transaction; call dispatch() after it commits.
-    """
-    row = await conn.fetchrow(
-        """
-        INSERT INTO tasks (kind, target, params, requested_by, enqueue_count)
-        VALUES ($1, $2, $3, $4, 1)
-        ON CONFLICT (kind, target) WHERE status = 'queued'
-        DO UPDATE SET params = tasks.params || EXCLUDED.params
-        RETURNING id, enqueue_count, (xmax = 0) AS created
-        """,
-        kind,
-        target,
-        params or {},
-        requested_by,
-    )
-    return TaskRef(row["id"], row["enqueue_count"], row["created"])
-
-
-async def dispatch(redis, ref: TaskRef) -> None:
-    """Send the arq job for a new task. If Redis is away the row stays queued for the reconciler."""
-    if not ref.created:
-        return
-    try:
-        await redis.enqueue_job(JOB_FUNCTION, ref.id, _job_id=job_id(ref.id, ref.enqueue_count))
-    except Exception as exc:  # the task row is the truth; the reconciler re-sends it
-        log.warning("could not enqueue task %s (%s); the reconciler will retry", ref.id, type(exc).__name__)
-
-
-async def send_batch(redis, task_ids: list[int], job: str) -> None:
-    """Send one `run_tasks` job for these tasks. If Redis is away the rows stay queued for the reconciler."""
-    try:
-        await redis.enqueue_job(BATCH_FUNCTION, task_ids, _job_id=job)
-    except Exception as exc:  # the task rows are the truth; the reconciler re-sends them
-        log.warning("could not enqueue %d task(s) (%s); the reconciler will retry", len(task_ids), type(exc).__name__)
+from app.tasks.dispatch import send_batch
 
 
 @dataclass
@@ -138,7 +59,7 @@ class JobBatcher:
     A report storm (the fleet's agents at the top of the hour): while reports arrive at
     `hold_rate` per second or more, closed batches are held, up to `hold_seconds` each, and sent
     when the rate drops. The CPU and PostgreSQL then serve the agents' requests first and the diffs
-    right after (measured in bench/fleet.py); a host reporting again meanwhile joins its queued task.
+    right after; a host reporting again meanwhile joins its queued task.
     Keep `hold_seconds` below the reconciler's age for re-sending a queued task (reconcile_seconds).
     """
 
@@ -221,38 +142,3 @@ class JobBatcher:
             self._send(batch)
         while self._sending:
             await asyncio.wait(set(self._sending))
-
-
-async def enqueue(pool, redis, kind: str, target: str, params: dict | None = None, *, requested_by: str | None = None) -> TaskRef:
-    async with pool.acquire() as conn:
-        ref = await create_task(conn, kind, target, params, requested_by=requested_by)
-    await dispatch(redis, ref)
-    return ref
-
-
-async def redispatch(conn, redis, task_id: int) -> None:
-    """Give a queued task a fresh arq job (after its worker died or its target became free)."""
-    count = await conn.fetchval(
-        "UPDATE tasks SET enqueue_count = enqueue_count + 1, job_id = NULL WHERE id = $1 AND status = 'queued'"
-        " RETURNING enqueue_count",
-        task_id,
-    )
-    if count is not None:
-        await dispatch(redis, TaskRef(task_id, count, True))
-
-
-async def redispatch_many(conn, redis, task_ids: list[int]) -> None:
-    """redispatch() for several tasks at once: one batch job for those still queued."""
-    if len(task_ids) == 1:
-        return await redispatch(conn, redis, task_ids[0])
-    job = f"tasks-{min(task_ids)}-{secrets.token_hex(4)}"
-    queued = await conn.fetchval(
-        "WITH c AS (SELECT id FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'queued'"
-        f"           ORDER BY {TASK_LOCK_ORDER} FOR UPDATE),"
-        " r AS (UPDATE tasks t SET enqueue_count = t.enqueue_count + 1, job_id = $2 FROM c WHERE t.id = c.id"
-        "       RETURNING t.id)"
-        " SELECT array_agg(id ORDER BY id) FROM r",
-        task_ids, job,
-    )
-    if queued:
-        await send_batch(redis, queued, job)

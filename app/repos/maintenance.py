@@ -3,15 +3,15 @@
 - copy_current_snapshot: a new snapshot holding the packages of the repository's newest active one,
   then a rebuild of it queued (`depot task schedule snapshot_create --cron '0 2 * * 1' -p repo=3`).
 - prune_snapshots: keep the newest N active snapshots of a repository, delete older unused ones; never
-  one an environment points at (checked again under the row lock by app.repos.model.delete_snapshot),
+  one an environment points at (checked again under the row lock by model.delete_snapshot),
   whatever its age (`depot task schedule retention --cron '0 4 * * *' -p repo=3 -p keep=5`).
 """
 from __future__ import annotations
 
 import logging
 
-from app import queue
 from app.repos import RepoError, model
+from app.tasks.dispatch import create_task, dispatch
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ async def copy_current_snapshot(pool, redis, repo_id: int, *, requested_by: str 
                 "SELECT id FROM snapshots WHERE repo_id = $1 AND status = 'active' ORDER BY created_at DESC, id DESC"
                 " LIMIT 1", repo_id)
             snap = await model.create_snapshot(conn, repo_id, current)
-            ref = await queue.create_task(conn, "rebuild", f"snapshot:{snap.id}", {"snapshot": snap.id},
+            ref = await create_task(conn, "rebuild", f"snapshot:{snap.id}", {"snapshot": snap.id},
                                           requested_by=requested_by)
-    await queue.dispatch(redis, ref)
+    await dispatch(redis, ref)
     log.info("repository %s: snapshot #%s copied from #%s", repo_id, snap.id, current)
     return {"repo": repo_id, "snapshot": snap.id, "copied_from": current, "rebuild_task": ref.id}
 

@@ -6,11 +6,10 @@ import signal
 
 import pytest
 from arq import cron
-from arq.jobs import Job
 
-from app import queue
+from app.tasks import dispatch
 from tests.conftest import wait_for
-from workers import jobs, reconciler
+from workers import runner, reconciler
 from workers.settings import Worker, worker_settings
 
 RUNS: list[tuple[int, dict]] = []
@@ -34,16 +33,16 @@ def test_handlers():
     async def boom(ctx):
         raise ValueError("broken input")
 
-    jobs.HANDLERS.update(test_record=record, test_slow=slow, test_boom=boom)
+    runner.HANDLERS.update(test_record=record, test_slow=slow, test_boom=boom)
     yield
     for kind in ("test_record", "test_slow", "test_boom"):
-        jobs.HANDLERS.pop(kind, None)
+        runner.HANDLERS.pop(kind, None)
 
 
 async def test_requests_while_queued_coalesce_into_one_task(pool, redis, run_worker):
-    first = await queue.enqueue(pool, redis, "test_record", "thing:1", {"n": 1})
-    second = await queue.enqueue(pool, redis, "test_record", "thing:1", {"n": 2})
-    other = await queue.enqueue(pool, redis, "test_record", "thing:2", {"n": 3})
+    first = await dispatch.enqueue(pool, redis, "test_record", "thing:1", {"n": 1})
+    second = await dispatch.enqueue(pool, redis, "test_record", "thing:1", {"n": 2})
+    other = await dispatch.enqueue(pool, redis, "test_record", "thing:2", {"n": 3})
     assert first.id == second.id and first.created and not second.created
     assert other.id != first.id
     await run_worker()
@@ -54,9 +53,9 @@ async def test_requests_while_queued_coalesce_into_one_task(pool, redis, run_wor
 
 
 async def test_a_request_while_running_causes_exactly_one_more_run(pool, redis, live_worker):
-    running = await queue.enqueue(pool, redis, "test_slow", "snap:1", {"n": 1})
+    running = await dispatch.enqueue(pool, redis, "test_slow", "snap:1", {"n": 1})
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", running.id))
-    later = [await queue.enqueue(pool, redis, "test_slow", "snap:1", {"n": n}) for n in (2, 3, 4)]
+    later = [await dispatch.enqueue(pool, redis, "test_slow", "snap:1", {"n": n}) for n in (2, 3, 4)]
     assert len({t.id for t in later}) == 1 and later[0].id != running.id
     await wait_for(lambda: pool.fetchval("SELECT bool_and(status = 'done') FROM tasks"), timeout=15)
     assert [r[0] for r in RUNS] == [running.id, later[0].id]
@@ -70,21 +69,21 @@ async def test_a_request_while_running_causes_exactly_one_more_run(pool, redis, 
 
 
 async def test_errors_are_recorded_not_raised(pool, redis, run_worker):
-    ref = await queue.enqueue(pool, redis, "test_boom", "x:1")
+    ref = await dispatch.enqueue(pool, redis, "test_boom", "x:1")
     await run_worker()
     row = await pool.fetchrow("SELECT status, error, finished_at FROM tasks WHERE id = $1", ref.id)
     assert row["status"] == "error" and "broken input" in row["error"] and row["finished_at"]
 
 
 async def test_stop_requested_task_stops_between_steps(pool, redis, live_worker):
-    ref = await queue.enqueue(pool, redis, "test_slow", "x:1")
+    ref = await dispatch.enqueue(pool, redis, "test_slow", "x:1")
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
     await pool.execute("UPDATE tasks SET stop_requested = true WHERE id = $1", ref.id)
     await wait_for(lambda: pool.fetchval("SELECT status = 'stopped' FROM tasks WHERE id = $1", ref.id))
 
 
 async def test_reconciler_resends_jobs_that_redis_lost(pool, redis, settings, run_worker):
-    ref = await queue.enqueue(pool, redis, "test_record", "thing:9", {"n": 9})
+    ref = await dispatch.enqueue(pool, redis, "test_record", "thing:9", {"n": 9})
     await redis.flushdb()  # Redis restarted empty
     await run_worker()
     assert RUNS == []
@@ -95,7 +94,7 @@ async def test_reconciler_resends_jobs_that_redis_lost(pool, redis, settings, ru
 
 
 async def test_reconciler_requeues_tasks_of_a_lost_worker(pool, redis, settings, run_worker):
-    ref = await queue.enqueue(pool, redis, "test_record", "thing:5", {"n": 5})
+    ref = await dispatch.enqueue(pool, redis, "test_record", "thing:5", {"n": 5})
     # A worker claimed it, then died without a word (SIGKILL): heartbeat goes stale.
     await pool.execute(
         "UPDATE tasks SET status = 'running', worker_id = 'dead:1', heartbeat_at = now() - interval '1 hour' WHERE id = $1",
@@ -109,10 +108,10 @@ async def test_reconciler_requeues_tasks_of_a_lost_worker(pool, redis, settings,
 
 
 async def test_reconciler_resends_a_job_a_worker_took_and_lost(pool, redis, settings):
-    ref = await queue.enqueue(pool, redis, "test_record", "thing:7", {"n": 7})
+    ref = await dispatch.enqueue(pool, redis, "test_record", "thing:7", {"n": 7})
     # A worker marked the job in progress, then vanished before claiming the row: arq skips the job
     # until its in-progress key expires (an hour), so only the reconciler can rescue it.
-    await redis.psetex(f"arq:in-progress:{queue.job_id(ref.id, ref.enqueue_count)}", 3_600_000, b"1")
+    await redis.psetex(f"arq:in-progress:{dispatch.job_id(ref.id, ref.enqueue_count)}", 3_600_000, b"1")
     await pool.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
     assert (await reconciler.reconcile(pool, redis, settings))["resent"] == 1
     # A live worker: the stuck job stays in arq's queue, so a burst worker would never see it empty.
@@ -163,87 +162,19 @@ async def test_worker_close_after_sigterm_lets_a_task_finish_handing_itself_back
     # After SIGTERM, arq has cancelled the task's job once; close() must not cancel it again while
     # the job hands its task back, or the task stays "running" until the reconciler finds it.
     handing_back = asyncio.Event()
-    requeue = jobs._requeue
+    requeue = runner._hand_back
 
     async def slow_requeue(*args):
         handing_back.set()
         await asyncio.sleep(0.3)
         await requeue(*args)
 
-    monkeypatch.setattr(jobs, "_requeue", slow_requeue)
+    monkeypatch.setattr(runner, "_hand_back", slow_requeue)
     worker, running = _start_worker(settings)
-    ref = await queue.enqueue(pool, redis, "test_slow", "thing:9")
+    ref = await dispatch.enqueue(pool, redis, "test_slow", "thing:9")
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
     worker.handle_sig(signal.SIGTERM)  # what arq does on SIGTERM when it handles the signals
     await asyncio.wait_for(handing_back.wait(), 10)
     await worker.close()
     await asyncio.gather(running, return_exceptions=True)
     assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", ref.id) == "queued"
-
-
-async def _storm(batcher: queue.JobBatcher, seconds: float, first_id: int = 1) -> None:
-    """Requests joining the batcher at ~500 per second, each adding a task, for `seconds`."""
-    loop = asyncio.get_running_loop()
-    end, task_id = loop.time() + seconds, first_id
-    while loop.time() < end:
-        _report(batcher, task_id)
-        task_id += 1
-        await asyncio.sleep(0.002)
-
-
-def _report(batcher: queue.JobBatcher, task_id: int) -> None:
-    """What a report request does with the batcher: join, add its task, leave."""
-    batch = batcher.join()
-    batch.add(task_id)
-    batcher.leave(batch)
-
-
-async def test_batches_are_held_during_a_report_storm_and_sent_when_it_passes(redis, settings):
-    batcher = queue.JobBatcher(redis, window=0.02, hold_seconds=5, hold_rate=200)
-    await _storm(batcher, 0.2)  # the rate builds up: the first windows may go out before it is seen
-    assert batcher.arrivals.rate(asyncio.get_running_loop().time()) > 200
-    sent_early = await redis.zcard(settings.queue_name)
-    await _storm(batcher, 0.3, first_id=10_000)  # ~15 more windows close, all held
-    assert await redis.zcard(settings.queue_name) == sent_early
-    # The storm is over: the rate decays below 200/s within ~0.3 s, and every held batch goes,
-    # one job per window, as without a storm.
-    assert await wait_for(lambda: _more_than(redis, settings.queue_name, sent_early + 10), timeout=2)
-
-
-async def _more_than(redis, queue_name: str, n: int) -> bool:
-    return await redis.zcard(queue_name) > n
-
-
-async def test_a_batch_is_held_no_longer_than_hold_seconds(redis, settings):
-    batcher = queue.JobBatcher(redis, window=0.02, hold_seconds=0.3, hold_rate=200)
-    await _storm(batcher, 0.2)
-    sent_early = await redis.zcard(settings.queue_name)
-    storm = asyncio.create_task(_storm(batcher, 1.5, first_id=10_000))
-    await asyncio.sleep(0.15)
-    assert await redis.zcard(settings.queue_name) == sent_early  # held
-    await asyncio.sleep(0.6)
-    assert await redis.zcard(settings.queue_name) > sent_early  # sent while the storm goes on
-    assert not storm.done()
-    await storm
-    await batcher.flush()
-
-
-async def test_flush_sends_held_batches_at_once(redis, settings):
-    batcher = queue.JobBatcher(redis, window=0.02, hold_seconds=30, hold_rate=200)
-    await _storm(batcher, 0.4)
-    sent_early = await redis.zcard(settings.queue_name)
-    await batcher.flush()
-    assert await redis.zcard(settings.queue_name) > sent_early
-    # Every task went in some job, exactly once.
-    ids = []
-    for job_id in await redis.zrange(settings.queue_name, 0, -1):
-        info = await Job(job_id.decode(), redis).info()
-        ids += info.args[0]
-    assert sorted(ids) == list(range(1, len(ids) + 1)) and len(ids) > 100
-
-
-async def test_no_hold_below_the_storm_rate(redis, settings):
-    batcher = queue.JobBatcher(redis, window=0.02, hold_seconds=5, hold_rate=200)
-    for task_id in range(3):  # a few hosts reporting, as between storms
-        _report(batcher, task_id)
-    assert await wait_for(lambda: redis.zcard(settings.queue_name), timeout=0.5)

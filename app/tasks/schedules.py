@@ -14,34 +14,20 @@ from datetime import datetime, timezone
 import orjson
 from croniter import CroniterBadCronError, croniter
 
-from app import queue
 from app.db import MAX_ID
+from app.domain_errors import Invalid
+from app.repos.gc import pool_gc_target
+from app.tasks import rows
+from app.tasks.dispatch import create_task, dispatch
+from app.tasks.kinds import SCHEDULABLE
 
 log = logging.getLogger(__name__)
-
-# Kinds a schedule may start, and how their lock target is derived from the params when not given.
-# (Their handlers live with the domain that owns them: workers/repo_jobs.py for the repository kinds.)
-SCHEDULABLE = {
-    "rebuild": "snapshot",        # params {"snapshot": id}
-    "snapshot_create": "repo",    # params {"repo": id}: copy of the repository's current snapshot
-    "env_point": None,            # params {"env": name, "snapshot": id}: target env:<env>:repo:<repo id>
-    "retention": "repo",          # params {"repo": id, "keep": n}
-    "pool_gc": None,              # params {} (or {"dry_run": true}): target "pool", one at a time
-}
-POOL_GC_TARGET = "pool"
-
-
-def pool_gc_target(dry_run: bool) -> str:
-    """One collection at a time; a dry run (read-only) has its own target, so it never joins, and
-    turns into a count only, a real collection queued before it."""
-    return f"{POOL_GC_TARGET}:dry-run" if dry_run else POOL_GC_TARGET
-
 
 TARGET_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
 
 
-class ScheduleError(ValueError):
-    pass
+class ScheduleError(Invalid):
+    """A schedule refused: its kind, target, params or cron (400)."""
 
 
 def parse_cron(expr: str) -> str:
@@ -118,47 +104,28 @@ async def create_schedule(pool, kind: str, cron: str, params: dict, target: str 
     async with pool.acquire() as conn:
         async with conn.transaction():
             target = await derive_target(conn, kind, params, target)
-            return await conn.fetchval(
-                "INSERT INTO tasks (kind, target, type, status, params, cron, next_run_at, requested_by)"
-                " VALUES ($1, $2, 'scheduled', $3, $4, $5, $6, $7) RETURNING id",
-                kind,
-                target,
-                "scheduled" if enabled else "disabled",
-                params,
-                cron,
-                next_run(cron),
-                requested_by,
-            )
+            return await rows.create_schedule(conn, kind, target, params, cron, next_run(cron), requested_by, enabled)
+
+
+async def set_enabled(pool, task_id: int, enabled: bool) -> None:
+    """Enable a schedule (its next run computed from now: missed runs are not replayed) or disable it."""
+    await rows.set_enabled(pool, task_id, enabled, next_run)
 
 
 async def run_due(pool, redis, *, limit: int = 100) -> list[int]:
     """Start every due schedule once; returns the ids of the immediate tasks created (or joined)."""
     started: list[int] = []
-    due = await pool.fetch(
-        "SELECT id, kind, target, params, cron, next_run_at FROM tasks"
-        " WHERE type = 'scheduled' AND status = 'scheduled' AND next_run_at <= now()"
-        " ORDER BY next_run_at LIMIT $1",
-        limit,
-    )
+    due = await rows.due_schedules(pool, limit)
     for row in due:
         following = next_run(row["cron"], datetime.now(timezone.utc))
         async with pool.acquire() as conn:
             async with conn.transaction():
-                # Exactly once across workers: only the step that still sees the old next_run_at wins.
-                claimed = await conn.fetchval(
-                    "UPDATE tasks SET next_run_at = $2, last_run_at = now() WHERE id = $1 AND next_run_at = $3"
-                    " AND status = 'scheduled' RETURNING id",
-                    row["id"],
-                    following,
-                    row["next_run_at"],
-                )
-                if claimed is None:
+                if not await rows.claim_run(conn, row["id"], row["next_run_at"], following):
                     continue
-                ref = await queue.create_task(conn, row["kind"], row["target"], dict(row["params"]),
-                                              requested_by=f"schedule:{row['id']}")
-                await conn.execute("UPDATE tasks SET schedule_id = $2 WHERE id = $1 AND schedule_id IS NULL",
-                                   ref.id, row["id"])
-        await queue.dispatch(redis, ref)
+                ref = await create_task(conn, row["kind"], row["target"], dict(row["params"]),
+                                        requested_by=f"schedule:{row['id']}")
+                await rows.mark_run_of(conn, ref.id, row["id"])
+        await dispatch(redis, ref)
         started.append(ref.id)
         log.info("schedule %s started task %s (%s %s)", row["id"], ref.id, row["kind"], row["target"])
     return started

@@ -2,11 +2,11 @@
 serves; snapshot_create copies the current snapshot and queues its rebuild."""
 from __future__ import annotations
 
-from app import queue, schedules
+from app.tasks import dispatch, schedules
 from app.repos import model
 from app.repos.storage import Storage
 from tests.conftest import bearer
-from workers import jobs
+from workers import runner
 
 
 async def test_retention_keeps_newest_and_env_snapshots(client, pool, redis, settings, make_key, run_worker):
@@ -55,7 +55,7 @@ async def test_retention_keeps_newest_and_env_snapshots(client, pool, redis, set
     assert not published.is_symlink() and not tree.exists()
 
     # Run again: nothing more to delete.
-    await queue.enqueue(pool, redis, "retention", f"repo:{repo.id}", {"repo": repo.id, "keep": 2})
+    await dispatch.enqueue(pool, redis, "retention", f"repo:{repo.id}", {"repo": repo.id, "keep": 2})
     await run_worker()
     again = await pool.fetchval("SELECT result FROM tasks WHERE kind = 'retention' ORDER BY id DESC LIMIT 1")
     assert again["deleted"] == []
@@ -68,8 +68,8 @@ async def test_scheduled_snapshot_create_copies_the_current_snapshot_and_queues_
     async def record_rebuild(ctx):  # the real rebuild is the repositories' own (tested there)
         rebuilt.append(ctx.params["snapshot"])
 
-    real = jobs.HANDLERS.get("rebuild")
-    jobs.HANDLERS["rebuild"] = record_rebuild
+    real = runner.HANDLERS.get("rebuild")
+    runner.HANDLERS["rebuild"] = record_rebuild
     try:
         async with pool.acquire() as conn:
             repo = await model.create_repo(conn, name="copy", type="deb", dist="bookworm", section="main")
@@ -100,7 +100,7 @@ async def test_scheduled_snapshot_create_copies_the_current_snapshot_and_queues_
         assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", result["rebuild_task"]) == "done"
     finally:
         if real:
-            jobs.HANDLERS["rebuild"] = real
+            runner.HANDLERS["rebuild"] = real
 
 
 async def test_env_point_schedules_lock_the_environment_of_the_repository(client, pool, make_key, snapshot_id):

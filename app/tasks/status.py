@@ -69,7 +69,8 @@ async def redis_depth(redis, queue_name: str) -> tuple[int, float | None]:
     return max(0, int(due) - sum(1 for busy in running if busy)), age
 
 
-async def snapshot(pool, redis, settings) -> dict:
+async def queue_state(pool, redis, settings) -> dict:
+    """The queue (depth, oldest wait, per-kind counts of the last hour) and the workers."""
     redis_state = "ok"
     try:
         depth, redis_age = await redis_depth(redis, settings.queue_name)
