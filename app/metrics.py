@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from app.tasks import status as task_status
+from app.tasks.kinds import KINDS
 from app.openapi import docs
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,10 @@ class DatabaseCollector:
             g.add_metric([v["queue"]], v["oldest"] or 0.0)
             yield g
         g = GaugeMetricFamily("depot_tasks", "Queued and running tasks by kind and status", labels=["kind", "status"])
-        for r in v["tasks"]:
-            g.add_metric([r["kind"], r["status"]], r["n"])
+        counts = {(kind, status): 0 for kind in KINDS for status in ("queued", "running")}  # every kind, 0 or more
+        counts.update({(r["kind"], r["status"]): r["n"] for r in v["tasks"]})
+        for (kind, status), n in counts.items():
+            g.add_metric([kind, status], n)
         yield g
         c = CounterMetricFamily("depot_tasks_finished", "Tasks finished, by kind and outcome (done, error, stopped)",
                                 labels=["kind", "outcome"])

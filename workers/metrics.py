@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 from app.metrics import authorised
+from app.tasks.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ DELIVERIES_SKIPPED = Counter(
     "depot_worker_deliveries_skipped",
     "Job deliveries that ran nothing: busy (another task of the same target runs; it re-sends this one),"
     " skipped (already run, stopped, or a duplicate)", ["reason"], registry=REGISTRY)
+# Every kind's series exist from the start at 0, so rates and alerts see a kind before its first task.
+for _kind in KINDS:
+    JOBS_STARTED.labels(_kind)
+    IN_PROGRESS.labels(_kind)
 INFO = Gauge("depot_worker_info", "This worker process (value 1)", ["worker_id", "queue"], registry=REGISTRY)
 
 

@@ -53,7 +53,8 @@ def _duration(row, now: datetime) -> str | None:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A timestamp on the wire: ISO 8601 in UTC with a Z."""
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -96,12 +97,12 @@ def wire(row, now: datetime | None = None) -> dict:
         "Worker": row["worker_id"],
         "Attempts": row["attempts"],
         "Stop_requested": row["stop_requested"],
-        "Created_at": _iso(row["created_at"]),
-        "Started_at": _iso(row["started_at"]),
-        "Finished_at": _iso(row["finished_at"]),
+        "Created_at": iso(row["created_at"]),
+        "Started_at": iso(row["started_at"]),
+        "Finished_at": iso(row["finished_at"]),
         "Cron": row["cron"],
-        "Next_run": _iso(row["next_run_at"]),
-        "Last_run": _iso(row["last_run_at"]),
+        "Next_run": iso(row["next_run_at"]),
+        "Last_run": iso(row["last_run_at"]),
         "Schedule_id": row["schedule_id"],
     }
 

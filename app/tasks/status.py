@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 from arq.constants import in_progress_key_prefix
 
+from app.tasks.listing import iso
+
 # Two index scans (status, then finished_at) rather than one OR that would read the whole history.
 KIND_COUNTS = """
 WITH recent AS (
@@ -36,10 +38,6 @@ WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
 ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at DESC
 LIMIT 200
 """
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
 # How many of the longest-waiting due jobs are checked for an arq in-progress key: arq leaves a job in the
@@ -107,8 +105,8 @@ async def queue_state(pool, redis, settings) -> dict:
                 "hostname": w["hostname"],
                 "pid": w["pid"],
                 "state": "lost" if w["lost"] else ("stopped" if w["stopped_at"] else ("busy" if w["running"] else "idle")),
-                "started_at": _iso(w["started_at"]),
-                "last_heartbeat": _iso(w["heartbeat_at"]),
+                "started_at": iso(w["started_at"]),
+                "last_heartbeat": iso(w["heartbeat_at"]),
                 "heartbeat_age_seconds": round(w["age"], 3),
                 "running_tasks": w["running"],
             }
