@@ -2,7 +2,7 @@
 
 API keys look like `ak_<12-char key id><40-char secret>`; host credentials are an auth id
 (`id_<32 hex>`, public) and a 256-bit token. Only SHA-256 digests are stored; lookups go by the
-public id in O(1) and digests are compared in constant time (design decision 6).
+public id in O(1) and digests are compared in constant time.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
         )
-    # The first statement with an array parameter on a connection costs ~10-30 ms (asyncpg introspects
+    # The first statement with an array parameter on a connection is slow (asyncpg introspects
     # the array types); pay it here, once per connection, not inside the first rebuild or report it serves.
     await conn.prepare("SELECT $1::bigint[], $2::text[], $3::int[]")
 

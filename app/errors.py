@@ -102,7 +102,7 @@ DB_DOWN = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     # asyncpg's "cannot switch to state …": a connection PostgreSQL dropped, found broken while the pool
-    # resets it after a query that did succeed (seen when PostgreSQL stops under load).
+    # resets it after a query that did succeed.
     asyncpg.exceptions._base.InternalClientError,
 )
 

@@ -55,7 +55,7 @@ def setup_logging(settings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-# --- request ids and the one log line per request (issue 4) ---------------------------------------
+# --- request ids and the one log line per request ---------------------------------------------
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # Accept a caller's id only if it is short and plain (it goes into logs and a response header).

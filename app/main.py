@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/healthz", system.healthz, name="healthz")
     r.add_route("*", "/api/v2/status", system.status, name="status")
 
-    # --- hosts and fleet (issue 2) ---------------------------------------------------------------
+    # --- hosts and fleet ---------------------------------------------------------------------------
     # Who may call what: see the docstring of app/api/hosts.py.
     both("POST", "/api/v2/host/registering", hosts.register, "host_register")
     both("DELETE", "/api/v2/host/registering", hosts.unregister, "host_unregister")
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     both("GET", "/api/v2/profile/{name}/repos", profiles.get_repos, "profile_repos")
     both("PUT", "/api/v2/profile/{name}/repos", repos_api.set_profile_repos, "profile_repos_update")
 
-    # --- repositories, snapshots, environments (issue 3) -----------------------------------------
+    # --- repositories, snapshots, environments ---------------------------------------------------
     for method, path, handler, name in (
         ("GET", "/api/v2/repo", repos_api.list_repos, "repos"),
         ("POST", "/api/v2/repo", repos_api.create_repo, "repo_create"),
@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/repo/{path:.*}", published.serve, name="published")
     app.on_startup.append(published.publish_key_on_startup)
 
-    # --- tasks, queues, operators (issue 4) ------------------------------------------------------
+    # --- tasks, queues, operators ----------------------------------------------------------------
     for method, path, handler, name in (
         ("GET", "/api/v2/tasks", tasks_api.list_all, "tasks"),
         ("GET", "/api/v2/tasks/running", tasks_api.list_running, "tasks_running"),
@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.metrics_port:  # else served on the private port only
         r.add_get("/metrics", metrics.metrics_handler, name="metrics")
 
-    # --- web dashboard (issue 4): pages need a session cookie, /ui/ are their live fragments ------
+    # --- web dashboard: pages need a session cookie, /ui/ are their live fragments ------
     dashboard_setup.setup_templates(app)
     r.add_static("/static/", dashboard_setup.STATIC, name="static")
     r.add_get("/login", dash.login_page, name="dash_login")

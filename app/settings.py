@@ -1,4 +1,4 @@
-"""One Settings object, read once from DEPOT_* environment variables (design decision 8)."""
+"""One Settings object, read once from DEPOT_* environment variables; every limit is a setting here."""
 from __future__ import annotations
 
 import os

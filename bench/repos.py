@@ -1,4 +1,4 @@
-"""`make bench` for issue 3: Depot's rebuilds and uploads beside the reference tools, one run.
+"""`make bench`, repositories: Depot's rebuilds and uploads beside the reference tools, one run.
 
 Cases (5,000 generated packages by default, cached under bench/out/):
   deb full rebuild of a fresh snapshot copy   vs apt-ftparchive packages + gzip + release + gpg  (target <= 1/4)

@@ -19,7 +19,7 @@ CREATE TABLE api_keys (
     last_used_at timestamptz
 );
 
--- Every queued job has a row here; Redis only carries "task-<id>-<n>" (design decision 1).
+-- Every queued job has a row here; Redis only carries "task-<id>-<n>": PostgreSQL is the truth, and the reconciler re-sends what Redis loses.
 CREATE TABLE tasks (
     id             bigserial PRIMARY KEY,
     kind           text NOT NULL,                 -- host_diff, rebuild, env_point, ...

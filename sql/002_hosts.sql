@@ -1,5 +1,5 @@
 -- Fleet reporting: profiles, hosts and their status, current inventories, available updates,
--- history, package events, and raw reports waiting for the diff worker (design decisions 4 and 5).
+-- history, package events, and raw reports waiting for the diff worker.
 
 -- Profiles (Repomanager's profile + profile_package + profile_service). Values are the
 -- comma-joined strings the agent reads; repos membership lives with the repositories (003).

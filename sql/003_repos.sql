@@ -1,5 +1,5 @@
--- Repositories, snapshots, environments and package files (issue 3).
--- Package files are parsed once at upload; rebuilds render metadata from these rows (design decision 3).
+-- Repositories, snapshots, environments and package files.
+-- Package files are parsed once at upload; rebuilds render metadata from these rows, never reopening a package file.
 
 CREATE TABLE repos (
     id          bigserial PRIMARY KEY,

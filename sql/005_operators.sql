@@ -1,4 +1,4 @@
--- Operators (issue 4): scheduled tasks live in `tasks` as rows of type 'scheduled'.
+-- Operators: scheduled tasks live in `tasks` as rows of type 'scheduled'.
 -- A schedule row keeps the kind, target and params of the work it starts; each due run creates an
 -- ordinary immediate task (coalesced like any other) that points back at it with schedule_id.
 

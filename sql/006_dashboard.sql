@@ -1,4 +1,4 @@
--- Web dashboard sessions (issue 4). The cookie carries a random session id; only its SHA-256 digest
+-- Web dashboard sessions. The cookie carries a random session id; only its SHA-256 digest
 -- is kept, so a database dump cannot be replayed as a login.
 
 CREATE TABLE sessions (

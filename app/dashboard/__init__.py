@@ -1,1 +1,1 @@
-"""The operators' web dashboard (issue 4): server-rendered pages, sessions, live fragments."""
+"""The operators' web dashboard: server-rendered pages, sessions, live fragments."""

@@ -28,7 +28,7 @@ class Repo:
 
     @property
     def public_base(self) -> str:
-        """Folder of this repository under /repo (§6.1 layout)."""
+        """Folder of this repository under /repo (Repomanager's layout)."""
         if self.type == "deb":
             return f"deb/{self.name}/{self.dist}/{self.section}"
         return f"rpm/{self.name}/{self.releasever}"

@@ -31,7 +31,7 @@ class Outcome(str, enum.Enum):
     error = "error"
 
 
-# Reply headings of the reference (§6.8), by outcome.
+# Reply headings of Repomanager's upload endpoint, by outcome.
 HEADINGS = {
     Outcome.uploaded: "Following packages have been uploaded successfully",
     Outcome.ignored: "Following packages already exist and have been ignored",

@@ -67,7 +67,7 @@ async def test_scheduled_copy_point_and_retention_with_real_handlers(client, poo
     active = [r["id"] for r in await pool.fetch("SELECT id FROM snapshots WHERE status = 'active' ORDER BY id")]
     assert active == [s2, s3]
 
-    # Every run is visible in the §7 listings, linked to its schedule.
+    # Every run is visible in the task listings, linked to its schedule.
     body = await (await client.get("/api/v2/tasks/done?per_page=50", headers=h)).json()
     kinds = sorted(row["Kind"] for row in body["results"] if row["Schedule_id"])
     assert kinds == ["env_point", "retention", "snapshot_create"]

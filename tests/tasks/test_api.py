@@ -1,4 +1,4 @@
-"""Tasks API (§7): listings with §7's row shape, one task, stop (queued and running), enable/disable/delete,
+"""Tasks API: listings with Repomanager's row shape, one task, stop (queued and running), enable/disable/delete,
 roles, and schedules run by the workers' cron exactly once."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The header is read by createrepo_c (the same library `createrepo_c` the tool uses), and the
 primary/filelists/other XML chunks are produced here and stored, so a rebuild only
-concatenates stored chunks and never opens a package file again (design decision 3).
+concatenates stored chunks and never opens a package file again.
 createrepo_c reads only the header, so the payload digests are checked with `rpmkeys`:
 a truncated or corrupted payload would otherwise be published.
 """
@@ -23,7 +23,7 @@ RPM_MAGIC = b"\xed\xab\xee\xdb"
 
 
 def arch_dir(arch: str) -> str:
-    """Folder of a package inside a published rpm tree (Repomanager's layout, §6.1)."""
+    """Folder of a package inside a published rpm tree (Repomanager's layout)."""
     return "SRPMS" if arch in ("src", "nosrc") else arch
 
 
