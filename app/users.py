@@ -50,6 +50,17 @@ async def list_users(pool):
     return await pool.fetch(_USER_ROW + " ORDER BY u.username")
 
 
+def user_row(r) -> dict:
+    """A row of get_user / list_users as the API and the CLI show it."""
+    return {"Name": r["username"], "Role": r["role"], "Created": _iso(r["created_at"]),
+            "Has_password": r["has_password"], "Key_created": _iso(r["key_created_at"]),
+            "Key_last_used": _iso(r["last_used_at"])}
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 async def _lock_and_check_admins(conn, username: str):
     """In a transaction: serialise user changes, return the user's row (UserError 404 if unknown)."""
     await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")

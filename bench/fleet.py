@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.cli import default_servers, servers_env
+from app.cli.server import default_servers, servers_env
 from bench._common import free_port, private_settings, server_env
 
 # 768 hosts: a run of 4 rounds lasts 3-6 s here (the reference takes 2,500-5,000 reports/s as the

@@ -189,3 +189,10 @@ async def snapshot_id(pool) -> int:
     async with pool.acquire() as conn:
         repo = await model.create_repo(conn, name="ops", type="deb", dist="bookworm", section="main")
         return (await model.create_snapshot(conn, repo.id)).id
+
+
+@pytest.fixture
+async def repo_db(pool):
+    """The repository tables with their default environments (test set-up truncates tables)."""
+    await pool.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
+    return pool

@@ -14,6 +14,7 @@ from app.errors import ApiError, not_found, ok, validation_error
 from app.openapi import docs
 from app.keys import POOL
 from app.schemas.users import ApiKeySchema, UserCreateSchema, UserSchema, UserUpdateSchema
+from app.users import user_row
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not an admin", 404: "Unknown user"}
 
@@ -31,16 +32,6 @@ def _name(request: web.Request) -> str:
 
 def _error(exc: users.UserError) -> ApiError:
     return ApiError(exc.status, exc.message)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def user_row(r) -> dict:
-    return {"Name": r["username"], "Role": r["role"], "Created": _iso(r["created_at"]),
-            "Has_password": r["has_password"], "Key_created": _iso(r["key_created_at"]),
-            "Key_last_used": _iso(r["last_used_at"])}
 
 
 async def _one(request: web.Request, name: str) -> dict:

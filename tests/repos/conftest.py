@@ -57,10 +57,3 @@ def http_root(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-async def repo_db(pool):
-    """The repository tables with their default environments (test set-up truncates tables)."""
-    await pool.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
-    return pool

@@ -1,93 +1,75 @@
-"""`depot repo|snapshot|env|upload|pool` commands: HTTP clients of the API, usable from any desktop or CI.
-
-Server URL and key come from --url/--key or DEPOT_URL / DEPOT_API_KEY.
-"""
+"""`depot repo|snapshot|env|pool|upload`: repositories, snapshots and environments over the HTTP API, usable
+from any desktop or CI."""
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
-
-def _client(args):
-    from app.client import Client
-
-    return Client.from_args(args)
+from app.cli.client import Client
+from app.cli.common import CLIENT_FLAGS, client_command, emit, fail
 
 
-def _run(args, method, path, body=None, show=None):
-    from app.client import ClientError
-
-    try:
-        data = _client(args).request(method, path, body)
-    except ClientError as exc:
-        print(f"depot: {exc}", file=sys.stderr)
-        sys.exit(1)
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2))
-    else:
-        print(show(data) if show else json.dumps(data.get("results"), indent=2))
-    return data
-
-
-def cmd_repo_create(args):
+@client_command
+def cmd_repo_create(client, args):
     body = {"name": args.name, "type": args.type}
     if args.type == "deb":
         if not (args.dist and args.section):
-            sys.exit("depot: deb repositories need --dist and --section")
+            fail("deb repositories need --dist and --section")
         body.update(dist=args.dist, section=args.section)
     else:
         if not args.releasever:
-            sys.exit("depot: rpm repositories need --releasever")
+            fail("rpm repositories need --releasever")
         body["releasever"] = args.releasever
-    _run(args, "POST", "repo/", body, lambda d: f"repository {d['results']['Id']} created")
+    emit(args, client.request("POST", "repo/", body), lambda d: print(f"repository {d['results']['Id']} created"))
 
 
-def cmd_repo_delete(args):
-    _run(args, "DELETE", f"repo/{args.id}/", show=lambda d: d["results"])
+@client_command
+def cmd_repo_delete(client, args):
+    emit(args, client.request("DELETE", f"repo/{args.id}/"), lambda d: print(d["results"]))
 
 
-def cmd_repo_list(args):
+@client_command
+def cmd_repo_list(client, args):
     def show(d):
-        lines = [f"{'ID':>5}  {'TYPE':<4}  {'NAME':<24} DIST/SECTION or RELEASEVER"]
+        print(f"{'ID':>5}  {'TYPE':<4}  {'NAME':<24} DIST/SECTION or RELEASEVER")
         for r in d["results"]:
             where = f"{r['Dist']}/{r['Section']}" if r["Package_type"] == "deb" else r["Releasever"]
-            lines.append(f"{r['Id']:>5}  {r['Package_type']:<4}  {r['Name']:<24} {where}")
-        return "\n".join(lines)
-    _run(args, "GET", "repo/", show=show)
+            print(f"{r['Id']:>5}  {r['Package_type']:<4}  {r['Name']:<24} {where}")
+
+    emit(args, client.request("GET", "repo/"), show)
 
 
-def cmd_snapshot_create(args):
+@client_command
+def cmd_snapshot_create(client, args):
     body = {"from": args.copy_from} if args.copy_from else {}
-    _run(args, "POST", f"repo/{args.repo}/snapshot", body, lambda d: f"snapshot {d['results']['Id']} created")
+    emit(args, client.request("POST", f"repo/{args.repo}/snapshot", body),
+         lambda d: print(f"snapshot {d['results']['Id']} created"))
 
 
-def cmd_snapshot_rebuild(args):
-    _run(args, "PUT", f"snapshot/{args.id}/rebuild", {"gpgSign": not args.no_sign},
-         lambda d: f"rebuild queued as task {d['task-id']}")
+@client_command
+def cmd_snapshot_rebuild(client, args):
+    emit(args, client.request("PUT", f"snapshot/{args.id}/rebuild", {"gpgSign": not args.no_sign}),
+         lambda d: print(f"rebuild queued as task {d['task-id']}"))
 
 
-def cmd_profile_repos(args):
-    _run(args, "PUT", f"profile/{args.name}/repos", {"repos": args.repos},
-         lambda d: f"profile {args.name}: repositories " + (", ".join(str(r["Id"]) for r in d["results"]) or "(none)"))
+@client_command
+def cmd_env_create(client, args):
+    emit(args, client.request("POST", "environment/", {"name": args.name, "description": args.description or ""}),
+         lambda d: print(f"environment {args.name} created"))
 
 
-def cmd_env_create(args):
-    _run(args, "POST", "environment/", {"name": args.name, "description": args.description or ""},
-         lambda d: f"environment {args.name} created")
+@client_command
+def cmd_env_point(client, args):
+    emit(args, client.request("PATCH", f"environment/{args.name}/point", {"snapshot": args.snapshot}),
+         lambda d: print(f"point queued as task {d['task-id']}"))
 
 
-def cmd_env_point(args):
-    _run(args, "PATCH", f"environment/{args.name}/point", {"snapshot": args.snapshot},
-         lambda d: f"point queued as task {d['task-id']}")
-
-
-def cmd_pool_gc(args):
-    _run(args, "POST", "pool/gc", {"dry_run": args.dry_run},
-         lambda d: f"pool garbage collection{' (dry run)' if args.dry_run else ''} queued as task {d['task-id']}"
-                   f" (depot task show {d['task-id']})")
+@client_command
+def cmd_pool_gc(client, args):
+    emit(args, client.request("POST", "pool/gc", {"dry_run": args.dry_run}),
+         lambda d: print(f"pool garbage collection{' (dry run)' if args.dry_run else ''} queued as task"
+                         f" {d['task-id']} (depot task show {d['task-id']})"))
 
 
 def cmd_upload(args):
@@ -99,7 +81,7 @@ async def _upload(args) -> int:
     import aiohttp
     from tqdm import tqdm
 
-    client = _client(args)
+    client = Client.from_args(args)
     if not client.key:
         print("depot: an API key is needed (--key or DEPOT_API_KEY)", file=sys.stderr)
         return 2
@@ -138,64 +120,47 @@ async def _upload(args) -> int:
     return 1 if failures else 0
 
 
-def register_profile_repos(profile_sub) -> None:
-    """`depot profile repos NAME ID...` (set in the profile group, next to `profile set`)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="Depot base URL (DEPOT_URL)")
-    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
-    common.add_argument("--json", action="store_true")
-    p = profile_sub.add_parser("repos", parents=[common], help="set the repositories a profile gives its hosts (HTTP)")
-    p.add_argument("name")
-    p.add_argument("repos", nargs="*", type=int, help="repository ids, in order (none: clear)")
-    p.set_defaults(fn=cmd_profile_repos)
-
-
 def register(sub) -> None:
-    """Add the repository commands to the `depot` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="Depot base URL (DEPOT_URL)")
-    common.add_argument("--key", help="API key (DEPOT_API_KEY)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
-
+    common = [CLIENT_FLAGS]
     repo = sub.add_parser("repo", help="manage repositories").add_subparsers(dest="repo_command", required=True)
-    p = repo.add_parser("create", parents=[common], help="create a repository")
+    p = repo.add_parser("create", parents=common, help="create a repository")
     p.add_argument("name")
     p.add_argument("--type", choices=["deb", "rpm"], required=True)
     p.add_argument("--dist")
     p.add_argument("--section", "--component", dest="section")
     p.add_argument("--releasever")
     p.set_defaults(fn=cmd_repo_create)
-    p = repo.add_parser("delete", parents=[common], help="delete a repository and its snapshots")
+    p = repo.add_parser("delete", parents=common, help="delete a repository and its snapshots")
     p.add_argument("id", type=int)
     p.set_defaults(fn=cmd_repo_delete)
-    repo.add_parser("list", parents=[common], help="list repositories").set_defaults(fn=cmd_repo_list)
+    repo.add_parser("list", parents=common, help="list repositories").set_defaults(fn=cmd_repo_list)
 
     snap = sub.add_parser("snapshot", help="manage snapshots").add_subparsers(dest="snapshot_command", required=True)
-    p = snap.add_parser("create", parents=[common], help="create a snapshot (empty or a copy)")
+    p = snap.add_parser("create", parents=common, help="create a snapshot (empty or a copy)")
     p.add_argument("--repo", type=int, required=True)
     p.add_argument("--from", dest="copy_from", type=int, help="copy the packages of this snapshot")
     p.set_defaults(fn=cmd_snapshot_create)
-    p = snap.add_parser("rebuild", parents=[common], help="queue a metadata rebuild")
+    p = snap.add_parser("rebuild", parents=common, help="queue a metadata rebuild")
     p.add_argument("id", type=int)
     p.add_argument("--no-sign", action="store_true")
     p.set_defaults(fn=cmd_snapshot_rebuild)
 
     env = sub.add_parser("env", help="manage environments").add_subparsers(dest="env_command", required=True)
-    p = env.add_parser("create", parents=[common], help="create an environment")
+    p = env.add_parser("create", parents=common, help="create an environment")
     p.add_argument("name")
     p.add_argument("--description")
     p.set_defaults(fn=cmd_env_create)
-    p = env.add_parser("point", parents=[common], help="point an environment at a snapshot")
+    p = env.add_parser("point", parents=common, help="point an environment at a snapshot")
     p.add_argument("name")
     p.add_argument("--snapshot", type=int, required=True)
     p.set_defaults(fn=cmd_env_point)
 
     pool = sub.add_parser("pool", help="the package pool").add_subparsers(dest="pool_command", required=True)
-    p = pool.add_parser("gc", parents=[common], help="queue removal of package files no snapshot uses (operator)")
+    p = pool.add_parser("gc", parents=common, help="queue removal of package files no snapshot uses (operator)")
     p.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     p.set_defaults(fn=cmd_pool_gc)
 
-    p = sub.add_parser("upload", parents=[common], help="upload package files into a snapshot")
+    p = sub.add_parser("upload", parents=common, help="upload package files into a snapshot")
     p.add_argument("--snapshot", type=int, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--ignore-if-exists", action="store_true")

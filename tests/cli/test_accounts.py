@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 
 from tests.conftest import bearer
-from tests.operators.test_cli import depot  # noqa: F401  (fixture)
 
 
 async def _works(client, key: str) -> int:
     return (await client.get("/api/v2/tasks", headers=bearer(key))).status
 
 
-async def test_db_direct_without_configuration(depot, client, settings, monkeypatch):  # noqa: F811
+async def test_db_direct_without_configuration(depot, client, settings, monkeypatch):
     # No key anywhere (the fixture empties the config dir and DEPOT_API_KEY); the database of `make run`
     # is DEPOT_DATABASE_URL here; a server URL that answers nothing shows HTTP is not used.
     monkeypatch.setenv("DEPOT_DATABASE_URL", settings.database_url)
@@ -57,7 +56,7 @@ async def test_db_direct_without_configuration(depot, client, settings, monkeypa
     assert code == 0 and "eve deleted" in out
 
 
-async def test_over_http_with_a_key(depot, client, settings, admin_key, make_key, monkeypatch, tmp_path):  # noqa: F811
+async def test_over_http_with_a_key(depot, client, settings, admin_key, make_key, monkeypatch, tmp_path):
     # A database URL that cannot work: only the HTTP path can succeed.
     monkeypatch.setenv("DEPOT_DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
     code, out, err = await depot("user", "create", "carol", "--role", "operator", "--key", admin_key)
@@ -96,31 +95,6 @@ async def test_over_http_with_a_key(depot, client, settings, admin_key, make_key
     # --local forces DB-direct (which cannot work here): a readable error, non-zero.
     code, _, err = await depot("user", "list", "--local")
     assert code == 1 and err.startswith("depot: cannot reach the database")
-
-
-async def test_profile_set_and_list_both_ways(depot, client, settings, make_key, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("DEPOT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("DEPOT_URL", "http://127.0.0.1:9")
-    code, out, err = await depot("profile", "set", "web", "--exclude", "linux-image.*,openssl")
-    assert code == 0 and out.startswith("profile web created\n") and "Package_exclude: linux-image.*,openssl" in out, err
-
-    # Over HTTP with an operator's key (a database URL that cannot work proves the path).
-    monkeypatch.setenv("DEPOT_URL", str(client.make_url("")).rstrip("/"))
-    monkeypatch.setenv("DEPOT_DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
-    monkeypatch.setenv("DEPOT_API_KEY", await make_key("operator", "op"))
-    code, out, err = await depot("profile", "set", "web", "--service-restart", "nginx")
-    assert code == 0 and out.startswith("profile web updated\n") and "Service_restart: nginx" in out, err
-    code, out, err = await depot("profile", "set", "db", "--notes", "databases", "--json")
-    assert code == 0 and json.loads(out)["results"][0]["Notes"] == "databases", err
-    code, out, _ = await depot("profile", "list")
-    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "db", "web"]
-    assert "linux-image.*,openssl" in out and "nginx" in out
-    code, out, _ = await depot("profile", "list", "--json")
-    assert [p["Name"] for p in json.loads(out)["results"]] == ["db", "web"]
-    code, _, err = await depot("profile", "set", "bad name!")
-    assert code == 1 and "invalid profile" in err
-    code, _, err = await depot("profile", "set", "x", "--key", await make_key("viewer", "v"))
-    assert code == 1 and err.startswith("depot: 403: ")
 
 
 def test_a_closed_stdout_ends_quietly(settings, tmp_path):

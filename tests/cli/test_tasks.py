@@ -1,4 +1,4 @@
-"""The `depot` HTTP commands against a live server: tables, --json, --watch, stop, schedule, config, errors."""
+"""`depot tasks|queues` against a live server: tables, --json, --watch, stop, schedule, config, errors."""
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from app import cli
+from app.cli import tasks
 from app.tasks import dispatch
+from app.tasks.listing import LISTINGS
 from tests.conftest import wait_for
 from workers import runner
 
@@ -27,30 +28,6 @@ def handlers():
     yield
     runner.HANDLERS.pop("cli_slow", None)
     runner.HANDLERS.pop("cli_quick", None)
-
-
-@pytest.fixture
-def depot(client, capsys, monkeypatch, tmp_path):
-    """await depot("tasks", "list") -> (exit code, stdout, stderr), run in a thread like a real terminal."""
-    monkeypatch.setenv("DEPOT_URL", str(client.make_url("")).rstrip("/"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("DEPOT_API_KEY", raising=False)
-
-    async def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-
-        def go() -> int:
-            try:
-                cli.main(list(argv))
-            except SystemExit as exc:
-                return exc.code if isinstance(exc.code, int) else 1
-            return 0
-
-        code = await asyncio.to_thread(go)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, run_worker, monkeypatch, tmp_path):
@@ -118,48 +95,5 @@ async def test_schedule_and_queues(depot, pool, make_key, snapshot_id):
     assert json.loads(out)["results"]["queues"][0]["depth"] == 0
 
 
-async def test_hosts_list_filter_and_show_with_updates(depot, client, pool, make_key, run_worker):
-    from tests.hosts import captured
-    from tests.hosts.helpers import put, register
-
-    admin = await make_key("admin")
-    resp = await client.post("/api/v2/profile/", json=captured.PROFILE, headers={"Authorization": f"Bearer {admin}"})
-    assert resp.status == 201
-    creds = await register(client, admin, hostname="web01")
-    host_id = creds[2]
-    await put(client, creds, "status", captured.STATUS)
-    await put(client, creds, "packages/installed", captured.INSTALLED)
-    await put(client, creds, "packages/available", captured.AVAILABLE)
-    await run_worker()
-    other = await register(client, admin, hostname="db01", ip="10.0.0.2")
-
-    code, out, err = await depot("hosts", "--key", admin)
-    assert code == 0, err
-    lines = out.splitlines()
-    assert lines[0].split()[:3] == ["ID", "HOSTNAME", "IP"] and lines[-1] == "2 host(s)"
-    assert {line.split()[1] for line in lines[1:-1]} == {"localhost", "db01"}  # STATUS renamed web01
-
-    code, out, err = await depot("hosts", "--per-page", "1", "--page", "2", "--key", admin)
-    assert code == 0 and out.splitlines()[-1] == "page 2, 1 of 2 host(s)", out + err
-    code, out, err = await depot("hosts", "list", "--os", "Debian GNU/Linux", "--key", admin)
-    assert code == 0 and out.splitlines()[-1] == "1 host(s)" and str(other[2]) not in out.split()[0:12], err
-    code, out, _ = await depot("hosts", "--outdated", "--key", admin)
-    assert code == 0 and "UPDATES" in out and out.splitlines()[-1] == "1 host(s)"
-
-    code, out, err = await depot("hosts", "show", str(host_id), "--key", admin)
-    assert code == 0, err
-    assert "3 available update(s)" in out and "ca-certificates" in out and "20250419~deb12u2" in out
-    code, out, _ = await depot("hosts", "show", str(host_id), "--json", "--key", admin)
-    data = json.loads(out)
-    assert len(data["updates"]) == 3 and data["host"]
-    code, _, err = await depot("hosts", "show", "99999", "--key", admin)
-    assert code == 1 and "404: Host #99999 does not exist." in err
-
-
-async def test_repository_commands_are_wired_into_depot(depot, make_key):
-    key = await make_key("admin")
-    code, out, err = await depot("repo", "create", "tools", "--type", "deb", "--dist", "bookworm", "--section", "main",
-                                 "--key", key)
-    assert code == 0 and "created" in out, err
-    code, out, err = await depot("repo", "list", "--key", key)
-    assert code == 0 and "tools" in out and "bookworm/main" in out, err
+def test_status_choices_are_the_listings():
+    assert tasks.STATUSES == list(LISTINGS)
