@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
+from app.agents import channel as agent_channel, hub as agent_hub
 from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import repos as repos_api
@@ -26,7 +27,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[auth.HOST_CACHE] = auth.HostCredentialCache(settings.host_auth_cache_seconds)
     security.setup(app)  # security headers on every response, the failed-auth throttle
-    app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx])
+    app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx, agent_hub.hub_ctx])
+    app.on_shutdown.append(agent_hub.close_sockets)  # the server waits for every socket's handler to end
     reports_counter.setup(app, settings.queue_name)  # host reports per minute, fleet-wide, in Redis (after redis_ctx)
     app.on_response_prepare.append(logs.add_request_id_header)
     if settings.metrics_port:
@@ -69,6 +71,9 @@ def create_app(settings: Settings) -> web.Application:
     both("GET", "/api/v2/hosts/package/{value}", hosts.hosts_package, "hosts_package")
     both("GET", "/api/v2/hosts/{filter:os|kernel|arch|profile|environment|package}", hosts.hosts_missing_value,
          "hosts_missing")
+
+    # --- the agent channel: linupdate's agents connect here and take operators' requests -----------
+    r.add_get("/ws", agent_channel.websocket, name="agent_ws")
 
     # --- profiles --------------------------------------------------------------------------------
     both("GET", "/api/v2/profile", profiles.list_profiles, "profiles")

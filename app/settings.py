@@ -94,6 +94,17 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     # Set: each worker process serves its own /metrics on metrics_host at this port (off by default).
     worker_metrics_port: int | None = None
+    # The agent channel (/ws, app/agents/). A socket that has not authenticated within agent_auth_seconds
+    # is closed; there are no pings (an agent running a request reads nothing, so it cannot answer them).
+    agent_auth_seconds: float = 30.0
+    # Largest agent message: a final update response carries the whole log, twice over for each package.
+    agent_max_message_bytes: int = 64 * MiB
+    # Each server process beats this often; one silent for agent_server_stale_seconds is gone, and so are
+    # the sockets it held (hosts no longer shown connected through it).
+    agent_heartbeat_seconds: float = 5.0
+    agent_server_stale_seconds: float = 30.0
+    # Every frame in and out written to the log (credentials masked): for following one agent by hand.
+    agent_frame_log: bool = False
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -148,6 +159,11 @@ class Settings:
             metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
             metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=_int("DEPOT_WORKER_METRICS_PORT", 0) or None,
+            agent_auth_seconds=_float("DEPOT_AGENT_AUTH_SECONDS", 30.0),
+            agent_max_message_bytes=_int("DEPOT_AGENT_MAX_MESSAGE_BYTES", 64 * MiB),
+            agent_heartbeat_seconds=_float("DEPOT_AGENT_HEARTBEAT_SECONDS", 5.0),
+            agent_server_stale_seconds=_float("DEPOT_AGENT_SERVER_STALE_SECONDS", 30.0),
+            agent_frame_log=_str("DEPOT_AGENT_FRAME_LOG", "0") not in ("0", "false", "no"),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import auth
+from app.agents import sessions
 
 
 class RegistryError(Exception):
@@ -39,6 +40,7 @@ async def register(pool, hostname: str, ip: str, *, may_reregister: bool) -> Reg
                 " agent_status = 'unknown', agent_status_at = now() WHERE id = $1",
                 existing, ip, auth_id, auth.digest(token),
             )
+            await sessions.host_removed(conn, existing)  # its socket was opened with the old credentials
             return Registered(existing, auth_id, token, True)
         try:
             host_id = await conn.fetchval(
@@ -54,6 +56,8 @@ async def unregister(pool, host_id: int) -> bool:
     """Delete the host and everything about it (inventory, history, events, pending reports)."""
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetchval("DELETE FROM hosts WHERE id = $1 RETURNING id", host_id)
+        if deleted is not None:
+            await sessions.host_removed(conn, host_id)  # its agent's socket is told and closed
         # Its queued diff has nothing left to do.
         await conn.execute(
             "UPDATE tasks SET status = 'stopped', finished_at = now(), error = 'host unregistered'"
