@@ -15,11 +15,11 @@ from marshmallow import ValidationError
 from app import auth, reports_counter
 from app.auth import Role
 from app.db import MAX_ID
-from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
-from app.hosts import intake, inventory, queries, registry
+from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, validation_error
+from app.hosts import queries, registry, reports
 from app.openapi import docs
 from app.keys import POOL, SETTINGS
-from app.resources import BATCHER, INTAKE
+from app.resources import INTAKE
 from app.schemas.hosts import (
     AvailableReport,
     EventsReport,
@@ -127,106 +127,32 @@ async def put_status(request: web.Request) -> web.Response:
 @docs(summary="Full installed-package inventory (list of objects, or the \"name|version,...\" string)",
       request=InstalledReport, responses={**_ERRORS, 413: "Body too large"})
 async def put_installed(request: web.Request) -> web.Response:
-    return await _put_report(request, inventory.INSTALLED, "Installed packages updated successfully.")
+    return await _put_report(request, reports.INSTALLED, "Installed packages updated successfully.")
 
 
 @docs(summary="Available updates (list of objects, or the string form; \"none\" = none)", request=AvailableReport,
       responses={**_ERRORS, 413: "Body too large"})
 async def put_available(request: web.Request) -> web.Response:
-    return await _put_report(request, inventory.AVAILABLE, "Available packages updated successfully.")
+    return await _put_report(request, reports.AVAILABLE, "Available packages updated successfully.")
 
 
 async def _put_report(request: web.Request, kind: str, message: str) -> web.Response:
-    """The hot path: validate cheaply; the intake compares the digest and stores the report with other
-    requests' in one statement; the host_diff task it creates goes to the workers in a batch job.
-    A body this process accepted last time for this host (intake.SeenDigests) skips all of that."""
+    """The hot path: the intake checks and stores the report (hosts/intake.py, Intake.take_report)."""
     who = auth.require_host(request)
-    settings = request.app[SETTINGS]
-    reports = request.app[INTAKE].reports
-    seen = request.app[INTAKE].seen
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large("Request body too large", limit=settings.max_body_bytes)
-    digest = inventory.body_digest(raw)
-    count = seen.count_if_seen(who.host_id, kind, digest)
-    if count is not None and await _accepted_without_body(
-        request, reports, intake.Report(who.host_id, kind, digest, None, who.token_digest, None), kind
-    ):
-        return ok(message=[message], packages=count, changed=False, **{"task-id": None})
-    try:
-        # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
-        count = inventory.fast_count(kind, raw, settings.max_list_items)
-        body = raw
-        splittable = inventory.is_splittable(kind, count)
-        if count is None:
-            data = await read_json_text(request)
-            key = inventory.BODY_KEYS[kind]
-            if key not in data:
-                raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
-            count = inventory.check_items(kind, data[key], settings.max_list_items)
-            body = inventory.stored_body(kind, data[key], raw)
-    except inventory.ReportError as exc:
-        raise bad_request(str(exc))
-    stored = inventory.encode_body(body, splittable)
-    batcher = request.app[BATCHER]
-    batch = batcher.join()
-    try:
-        accepted = await reports.accept(intake.Report(
-            who.host_id, kind, digest, stored, who.token_digest, batch.job_id,
-        ))
-        if accepted.created:
-            batch.add(accepted.task_id)
-    finally:
-        batcher.leave(batch)
-    if not accepted.authorized:
-        raise auth.stale_host_credentials(request)
-    seen.remember(who.host_id, kind, digest, count)
+    raw = await request.read()  # too large: error_middleware's 413, with the limit
+    taken = await request.app[INTAKE].take_report(who, kind, raw, lambda: read_json_text(request))
     reports_counter.record(request.app, kind)
-    return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
-
-
-async def _accepted_without_body(request: web.Request, commit: intake.GroupCommit, item, kind: str) -> bool:
-    """Hand the intake a report without its body, this process having accepted the same body last
-    (intake.SeenDigests). False if the host's last digest is another one: the full path must run."""
-    outcome = await commit.accept(item)
-    if not outcome.authorized:
-        raise auth.stale_host_credentials(request)
-    if outcome.stale:
-        request.app[INTAKE].seen.forget(item.host_id, kind)
-        return False
-    reports_counter.record(request.app, kind)
-    return True
+    return ok(message=[message], packages=taken.count, changed=taken.changed, **{"task-id": taken.task_id})
 
 
 @docs(summary="apt/dnf history events (the whole history; each event stored once)", request=EventsReport,
       responses=_ERRORS)
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    settings = request.app[SETTINGS]
-    events_intake = request.app[INTAKE].events
-    seen = request.app[INTAKE].seen
-    try:
-        digest = inventory.body_digest(await request.read())
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large("Request body too large", limit=settings.max_body_bytes)
-    if seen.count_if_seen(who.host_id, "event", digest) is not None and await _accepted_without_body(
-        request, events_intake, intake.Events(who.host_id, digest, who.token_digest, None), "event"
-    ):
-        return ok(message=["Package events history updated successfully."], added=0)
-    data = await read_json_text(request)
-    if "events" not in data:
-        raise bad_request("Invalid request", detail="the body needs the key 'events'")
-    try:
-        events = inventory.check_events(data["events"], settings.max_list_items)
-    except inventory.ReportError as exc:
-        raise bad_request(f"Package events history update has failed: {exc}")
-    stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, events))
-    if not stored.authorized:
-        raise auth.stale_host_credentials(request)
-    seen.remember(who.host_id, "event", digest, len(events))
+    raw = await request.read()
+    added = await request.app[INTAKE].take_events(who, raw, lambda: read_json_text(request))
     reports_counter.record(request.app, "event")
-    return ok(message=["Package events history updated successfully."], added=stored.added)
+    return ok(message=["Package events history updated successfully."], added=added)
 
 
 # --- reads ---------------------------------------------------------------------------------------
