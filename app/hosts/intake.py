@@ -2,7 +2,7 @@
 
 A report is checked cheaply (hosts/reports.py), compressed (hosts/bodies.py) and stored with
 other requests' reports in one statement (group commit); a changed one creates or joins the
-host's queued host_diff task, which goes to the workers in a batch job (queue.JobBatcher).
+host's queued host_diff task, which goes to the workers in a batch job (app/tasks/batcher.py).
 
 A report endpoint's work in PostgreSQL is small (compare a digest, store a compressed body, create
 or join the host's queued host_diff task; or insert the new events), so per-statement costs
@@ -22,7 +22,8 @@ import orjson
 
 from app.auth import HostCredentialCache, Principal
 from app.hosts import bodies, reports
-from app.queue import JobBatcher
+from app.tasks.batcher import JobBatcher
+from app.tasks.rows import create_host_diffs_cte
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ ReadJson = Callable[[], Awaitable[dict]]
 
 # In one statement, for each report of the group:
 # - compare its digest with its host's last one and touch last_seen; if it changed, store it and
-#   create (or join) the host's queued host_diff task. A report sent without its body (SeenDigests
-#   said it is the host's last one) stores nothing; if the host's digest differs after all (another
+#   create (or join) the host's queued host_diff task (that part is app/tasks/rows.py's). A report
+#   sent without its body (SeenDigests said it is the host's last one) stores nothing; if the host's digest differs after all (another
 #   replica took a newer report, or a failed diff forgot it), the row says `stale` and the report
 #   is sent again with its body.
 # - write nothing if its host no longer has the token digest the request was authenticated with
@@ -43,7 +44,7 @@ ReadJson = Callable[[], Awaitable[dict]]
 #   host; results are matched by host): it orders two reports of one host without blocking the
 #   worker's foreign-key checks.
 # The commit waits for the WAL flush: a 200 means the report survives a PostgreSQL crash.
-_ACCEPT_SQL = """
+_ACCEPT_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])
            AS i(host_id, kind, digest, body, token_digest, job_id)
@@ -63,13 +64,7 @@ WITH input AS (
     SELECT i.host_id, i.kind, i.digest, i.body FROM input i JOIN old ON old.id = i.host_id
     WHERE old.digest IS DISTINCT FROM i.digest AND i.body IS NOT NULL
     RETURNING id, host_id
-), task AS (
-    INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
-    SELECT 'host_diff', 'host:' || rep.host_id, '{}'::jsonb, 'host:' || rep.host_id, 1, i.job_id
-    FROM rep JOIN input i ON i.host_id = rep.host_id
-    ORDER BY rep.host_id  -- joined queued tasks are locked in this order: TASK_LOCK_ORDER (app/tasks/rows.py) for host targets
-    ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
-    RETURNING id, target, (xmax = 0) AS created
+), task AS ({create_host_diffs_cte("rep", "input")}
 )
 SELECT i.host_id, upd.id IS NOT NULL AS authorized, rep.id IS NOT NULL AS changed,
        task.id AS task_id, coalesce(task.created, false) AS created,
