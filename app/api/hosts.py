@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from app import auth, reports_counter
 from app.auth import Role
 from app.db import MAX_ID
-from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
+from app.errors import bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
 from app.hosts import intake, inventory, queries, registry
 from app.openapi import docs
 from app.keys import POOL, SETTINGS
@@ -42,10 +42,6 @@ async def read_json_text(request: web.Request, **kwargs) -> dict:
     return data
 
 
-def _registry_error(exc: registry.RegistryError) -> ApiError:
-    return ApiError(exc.status, exc.message)
-
-
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed"}
 _HOST_PATH = {"host_id": int}
 
@@ -65,12 +61,9 @@ async def register(request: web.Request) -> web.Response:
         body = RegisterRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    try:
-        result = await registry.register(
-            request.app[POOL], body["hostname"], body["ip"], may_reregister=who.has_role(Role.admin)
-        )
-    except registry.RegistryError as exc:
-        raise _registry_error(exc)
+    result = await registry.register(
+        request.app[POOL], body["hostname"], body["ip"], may_reregister=who.has_role(Role.admin)
+    )
     message = ["Host successfully registered."]
     if result.reregistered:
         message.append("The host was already registered: it has new credentials and keeps its history.")
@@ -116,10 +109,7 @@ async def put_status(request: web.Request) -> web.Response:
         values = StatusRequest().load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    try:
-        messages = await registry.update_status(request.app[POOL], who.host_id, values)
-    except registry.RegistryError as exc:
-        raise _registry_error(exc)
+    messages = await registry.update_status(request.app[POOL], who.host_id, values)
     reports_counter.record(request.app, "status")
     return ok(message=messages)
 

@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 from app import auth, profiles
 from app.auth import Role
 from app.api.hosts import read_json_text
-from app.errors import ApiError, not_found, ok, validation_error
+from app.errors import not_found, ok, validation_error
 from app.openapi import docs
 from app.keys import POOL, SETTINGS
 from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
@@ -23,10 +23,7 @@ def _name(request: web.Request) -> str:
 
 
 async def _get(request: web.Request) -> dict:
-    try:
-        return await profiles.get_profile(request.app[POOL], _name(request))
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    return await profiles.get_profile(request.app[POOL], _name(request))
 
 
 @docs(summary="Profile names", responses=_ERRORS)
@@ -73,10 +70,7 @@ async def create_profile(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise validation_error(exc.messages)
     name = body.pop("name")
-    try:
-        profile = await profiles.create_profile(request.app[POOL], name, body)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    profile = await profiles.create_profile(request.app[POOL], name, body)
     return ok([profile], message=[f"Profile {name} created."], rc=201)
 
 
@@ -90,10 +84,7 @@ async def update_profile(request: web.Request) -> web.Response:
         raise validation_error(exc.messages)
     name = _name(request)
     new_name = body.pop("name", None)
-    try:
-        profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
     return ok([profile], message=[f"Profile {profile['Name']} updated."])
 
 
@@ -101,8 +92,5 @@ async def update_profile(request: web.Request) -> web.Response:
 async def delete_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.admin, "You are not allowed to delete profiles (needs an admin API key)")
     name = _name(request)
-    try:
-        await profiles.delete_profile(request.app[POOL], name)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    await profiles.delete_profile(request.app[POOL], name)
     return ok(message=[f"Profile {name} deleted."])

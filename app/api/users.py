@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from app import auth, users
 from app.api.hosts import read_json_text
 from app.auth import Role
-from app.errors import ApiError, not_found, ok, validation_error
+from app.errors import not_found, ok, validation_error
 from app.openapi import docs
 from app.keys import POOL
 from app.schemas.users import ApiKeySchema, UserCreateSchema, UserSchema, UserUpdateSchema
@@ -27,10 +27,6 @@ def _name(request: web.Request) -> str:
     if "\x00" in name or len(name) > 64:  # cannot exist
         raise not_found(f"User {name[:64]} does not exist")
     return name
-
-
-def _error(exc: users.UserError) -> ApiError:
-    return ApiError(exc.status, exc.message)
 
 
 def _iso(value) -> str | None:
@@ -72,11 +68,8 @@ async def create_user(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise validation_error(exc.messages)
     pool = request.app[POOL]
-    try:
-        await users.create_user(pool, body["name"], body["role"], body["password"])
-        key = await users.create_api_key(pool, body["name"]) if body["api_key"] else None
-    except users.UserError as exc:
-        raise _error(exc)
+    await users.create_user(pool, body["name"], body["role"], body["password"])
+    key = await users.create_api_key(pool, body["name"]) if body["api_key"] else None
     result = await _one(request, body["name"])
     if key:
         result["Api_key"] = key
@@ -92,10 +85,7 @@ async def update_user(request: web.Request) -> web.Response:
         body = UserUpdateSchema().load(await read_json_text(request))
     except ValidationError as exc:
         raise validation_error(exc.messages)
-    try:
-        await users.update_user(request.app[POOL], name, body.get("role"), body.get("password"))
-    except users.UserError as exc:
-        raise _error(exc)
+    await users.update_user(request.app[POOL], name, body.get("role"), body.get("password"))
     changed = [f"role {body['role']}"] if "role" in body else []
     changed += ["a new password"] if "password" in body else []
     return ok(await _one(request, name), message=[f"User {name} now has {' and '.join(changed)}."])
@@ -106,10 +96,7 @@ async def update_user(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        await users.delete_user(request.app[POOL], name)
-    except users.UserError as exc:
-        raise _error(exc)
+    await users.delete_user(request.app[POOL], name)
     return ok(message=[f"User {name} deleted."])
 
 
@@ -118,9 +105,6 @@ async def delete_user(request: web.Request) -> web.Response:
 async def create_api_key(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        key = await users.create_api_key(request.app[POOL], name)
-    except users.UserError as exc:
-        raise _error(exc)
+    key = await users.create_api_key(request.app[POOL], name)
     return ok({"Name": name, "Api_key": key}, rc=201,
               message=[f"New API key for {name}, shown only this once (the previous one no longer works)."])

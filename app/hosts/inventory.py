@@ -17,6 +17,7 @@ try:  # ISA-L reads zlib streams ~2x faster than zlib (bodies stored by earlier 
 except ImportError:  # pragma: no cover - isal is a dependency
     import zlib
 
+from app.domain_errors import Invalid
 from app.hosts import versions
 
 INSTALLED = "installed"
@@ -25,7 +26,7 @@ BODY_KEYS = {INSTALLED: "installed_packages", AVAILABLE: "available_packages"}
 MAX_FIELD = 255
 
 
-class ReportError(ValueError):
+class ReportError(Invalid):
     """Bad report content; the message is shown to the client (400)."""
 
 

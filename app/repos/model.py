@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from . import Conflict, NotFound, RepoError
+from app.domain_errors import Conflict, Invalid, NotFound
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 ENV_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -74,12 +74,12 @@ class Snapshot:
 async def create_repo(conn, *, name: str, type: str, dist: str | None = None, section: str | None = None,
                       releasever: str | None = None) -> Repo:
     if type not in ("deb", "rpm"):
-        raise RepoError("type must be deb or rpm")
+        raise Invalid("type must be deb or rpm")
     values = {"name": name, "dist": dist, "section": section} if type == "deb" else \
         {"name": name, "releasever": releasever}
     for field, value in values.items():
         if not isinstance(value, str) or not NAME_RE.match(value):
-            raise RepoError(f"Invalid {field}: letters, digits, '.', '_', '+', '-' only (1-64 characters)")
+            raise Invalid(f"Invalid {field}: letters, digits, '.', '_', '+', '-' only (1-64 characters)")
     if type == "deb":
         releasever = None
     else:
@@ -119,7 +119,7 @@ async def create_snapshot(conn, repo_id: int, from_id: int | None = None) -> Sna
     if from_id is not None:
         src = await get_snapshot(conn, from_id)
         if src.repo_id != repo.id:
-            raise RepoError(f"Snapshot #{from_id} belongs to another repository")
+            raise Invalid(f"Snapshot #{from_id} belongs to another repository")
     row = await conn.fetchrow(
         "INSERT INTO snapshots (repo_id, copied_from, reconstruct) VALUES ($1, $2, 'needed') RETURNING *",
         repo.id, from_id)
@@ -209,7 +209,7 @@ async def diff_snapshots(conn, id1: int, id2: int, base_url: str) -> dict:
     s1, r1 = await snapshot_with_repo(conn, id1)
     s2, r2 = await snapshot_with_repo(conn, id2)
     if r1.type != r2.type:
-        raise RepoError("Cannot compare snapshots with different package types")
+        raise Invalid("Cannot compare snapshots with different package types")
     a = {r["sha256"]: r for r in await snapshot_package_rows(conn, s1.id)}
     b = {r["sha256"]: r for r in await snapshot_package_rows(conn, s2.id)}
     return {"added": [package_wire(b[k], r2, s2.id, base_url) for k in b if k not in a],
@@ -240,7 +240,7 @@ async def delete_snapshot(conn, snap_id: int) -> tuple[Snapshot, Repo]:
 # ---- environments ----------------------------------------------------------------------------
 async def create_environment(conn, name: str, description: str = "") -> dict:
     if not isinstance(name, str) or not ENV_RE.match(name):
-        raise RepoError("Invalid environment name: lower-case letters, digits, '_', '-' (1-32, letter first)")
+        raise Invalid("Invalid environment name: lower-case letters, digits, '_', '-' (1-32, letter first)")
     try:
         row = await conn.fetchrow("INSERT INTO environments (name, description) VALUES ($1, $2) RETURNING *",
                                   name, description or "")
