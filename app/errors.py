@@ -191,18 +191,27 @@ async def read_json(request: web.Request, *, expect: type | None = dict, allow_e
     return data
 
 
+async def read_json_text(request: web.Request, **kwargs) -> dict:
+    """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    data = await read_json(request, **kwargs)
+    if b"\\u0000" in await request.read():
+        raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
+    return data
+
+
 def validation_error(errors: dict) -> ApiError:
-    """Turn marshmallow errors into a 400 with a readable first message and the details in `errors`."""
-    first = _first_error(errors)
-    return bad_request(first, errors=errors)
+    """Turn marshmallow errors into a 400: the first message, after its field's name, with the details in
+    `errors`."""
+    path, message = _first_error(errors)
+    return bad_request(f"{path}: {message}" if path else message, errors=errors)
 
 
-def _first_error(errors: Any, path: str = "") -> str:
+def _first_error(errors: Any, path: str = "") -> tuple[str, str]:
     if isinstance(errors, dict):
         for key, value in errors.items():
             return _first_error(value, f"{path}.{key}" if path else str(key))
     if isinstance(errors, list) and errors:
         if all(isinstance(e, str) for e in errors):
-            return f"{path}: {errors[0]}" if path else errors[0]
+            return path, errors[0]
         return _first_error(errors[0], path)
-    return f"{path}: invalid" if path else "Invalid request"
+    return path, "invalid" if path else "Invalid request"

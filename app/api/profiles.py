@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app import auth, profiles
+from app.api.inputs import load_body
 from app.auth import Role
-from app.api.hosts import read_json_text
-from app.errors import not_found, ok, validation_error
-from app.openapi import docs
+from app.errors import not_found, ok
 from app.keys import POOL, SETTINGS
+from app.openapi import docs
 from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed", 404: "Unknown profile"}
@@ -65,10 +64,7 @@ async def get_repos(request: web.Request) -> web.Response:
       status=201, responses={**_ERRORS, 409: "Profile exists"})
 async def create_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to create profiles (needs an operator or admin API key)")
-    try:
-        body = ProfileCreate().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     name = body.pop("name")
     profile = await profiles.create_profile(request.app[POOL], name, body)
     return ok([profile], message=[f"Profile {name} created."], rc=201)
@@ -78,10 +74,7 @@ async def create_profile(request: web.Request) -> web.Response:
       responses={**_ERRORS, 409: "New name taken"})
 async def update_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
-    try:
-        body = ProfileUpdate().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     name = _name(request)
     new_name = body.pop("name", None)
     profile = await profiles.update_profile(request.app[POOL], name, body, new_name)

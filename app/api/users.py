@@ -5,14 +5,13 @@ An admin cannot demote or delete the last admin (409); a new key replaces the us
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app import auth, users
-from app.api.hosts import read_json_text
+from app.api.inputs import load_body
 from app.auth import Role
-from app.errors import not_found, ok, validation_error
-from app.openapi import docs
+from app.errors import not_found, ok
 from app.keys import POOL
+from app.openapi import docs
 from app.schemas.users import ApiKeySchema, UserCreateSchema, UserSchema, UserUpdateSchema
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not an admin", 404: "Unknown user"}
@@ -63,10 +62,7 @@ async def get_user(request: web.Request) -> web.Response:
       request=UserCreateSchema, response=UserSchema, status=201, responses={**_ERRORS, 409: "User exists"})
 async def create_user(request: web.Request) -> web.Response:
     _admin(request)
-    try:
-        body = UserCreateSchema().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     pool = request.app[POOL]
     await users.create_user(pool, body["name"], body["role"], body["password"])
     key = await users.create_api_key(pool, body["name"]) if body["api_key"] else None
@@ -81,10 +77,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        body = UserUpdateSchema().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     await users.update_user(request.app[POOL], name, body.get("role"), body.get("password"))
     changed = [f"role {body['role']}"] if "role" in body else []
     changed += ["a new password"] if "password" in body else []
