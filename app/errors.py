@@ -43,6 +43,11 @@ def ok(results: Any = None, *, message: list[str] | None = None, rc: int = 200, 
     return json_response(body, status=rc)
 
 
+def accepted(ref, message: str) -> web.Response:
+    """202 for work handed to a task: the message, and the task's id under `task-id`."""
+    return ok(message, rc=202, **{"task-id": ref.id})
+
+
 class ApiError(DomainError):
     """A DomainError raised by the HTTP layer itself, with its status given and optional headers."""
 
@@ -199,10 +204,12 @@ async def read_json_text(request: web.Request, **kwargs) -> dict:
     return data
 
 
-def validation_error(errors: dict) -> ApiError:
+def validation_error(errors: dict, *, bare: bool = False) -> ApiError:
     """Turn marshmallow errors into a 400: the first message, after its field's name, with the details in
-    `errors`."""
+    `errors`; or, `bare`, the first message alone (a schema whose messages are the reference's texts)."""
     path, message = _first_error(errors)
+    if bare:
+        return bad_request(message)
     return bad_request(f"{path}: {message}" if path else message, errors=errors)
 
 

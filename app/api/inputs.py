@@ -1,5 +1,5 @@
 """What a handler reads from its request: the body and the query through the schemas its @docs declares
-(so the OpenAPI description and the validation are one thing).
+(so the OpenAPI description and the validation are one thing), ids from the path, and PHP-style booleans.
 
 Handlers call these where their checks belong, so the order of refusals stays the handler's own (some
 endpoints check their input before the caller's role, as the reference does, others after).
@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from app.errors import bad_request, read_json, read_json_text, validation_error
 from app.keys import SETTINGS
 from app.openapi import loader
+from app.schemas.common import php_bool
 
 
 async def load_body(request: web.Request, *, allow_empty: bool = False, text_only: bool = False) -> dict:
@@ -38,7 +39,7 @@ def _load(request: web.Request, part: str, data: Any) -> dict:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise validation_error(exc.messages)
+        raise validation_error(exc.messages, bare=getattr(schema, "bare_errors", False))
 
 
 def load_page(request: web.Request, *, everything_by_default: bool = False) -> dict:
@@ -56,3 +57,18 @@ def load_page(request: web.Request, *, everything_by_default: bool = False) -> d
     query.update(page=page, per_page=per_page)
     return query
 
+
+def path_id(request: web.Request, key: str, invalid: str) -> int:
+    """A numeric id from the path; `invalid` is the message for anything else."""
+    raw = request.match_info.get(key, "")
+    if not raw.isdigit() or len(raw) > 18:
+        raise bad_request(invalid)
+    return int(raw)
+
+
+def parse_bool(value: Any, error: str) -> bool:
+    """A PHP-style boolean (see schemas.common.php_bool); `error` is the message for anything else."""
+    flag = php_bool(value)
+    if flag is None:
+        raise bad_request(error)
+    return flag
