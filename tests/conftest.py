@@ -20,13 +20,13 @@ from app.repos import model
 from app.main import create_app
 from app.resources import redis_settings
 from app.settings import Settings
+from tests.cleanup import Emptier
 from workers.settings import Worker, worker_settings
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test")
 TEST_REDIS_DB = 1
-
 
 def _test_settings(tmp: Path) -> Settings:
     base = Settings.from_env()
@@ -78,24 +78,22 @@ async def redis(settings):
     await r.aclose()
 
 
+@pytest.fixture(scope="session")
+async def _emptier_conn(settings):
+    conn = await asyncpg.connect(settings.database_url)
+    yield await Emptier.load(conn), conn
+    await conn.close()
+
+
 @pytest.fixture(autouse=True)
-async def clean_state(request, settings):
-    """Every test starts with empty tables (migrations kept) and an empty Redis db."""
+async def clean_state(request, _emptier_conn, redis):
+    """Every test starts with empty tables (migrations kept, ids from 1) and an empty Redis db."""
     if "no_clean" in request.keywords:
         yield
         return
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        if tables:
-            await conn.execute("TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
-    r = await create_pool(redis_settings(settings))
-    await r.flushdb()
-    await r.aclose()
+    emptier, conn = _emptier_conn
+    await emptier.empty(conn)
+    await redis.flushdb()
     yield
 
 

@@ -13,6 +13,7 @@ from arq import create_pool
 from app import db, users
 from app.resources import redis_settings
 from app.settings import Settings
+from tests.cleanup import Emptier
 from tests.faults import procs
 
 FAULT_DB = "depot_faults"
@@ -94,10 +95,7 @@ async def fpool(fault_settings, private_pg):
         private_pg.start()
     conn = await asyncpg.connect(fault_settings.database_url)
     try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        await conn.execute("TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        await (await Emptier.load(conn)).empty(conn)
     finally:
         await conn.close()
     pool = await db.create_pool(fault_settings, min_size=1, max_size=4)
