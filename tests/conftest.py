@@ -28,6 +28,40 @@ warnings.filterwarnings("ignore", module="platformdirs")
 TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test")
 TEST_REDIS_DB = 1
 
+# The tiers (markers in pyproject.toml; `make test-fast` leaves these out): whole modules by file name,
+# single tests by function name, so that they keep their tier when they move. tests/faults/ is marked by
+# its own conftest.
+TEST_TIERS = {
+    "test_dashboard_browser.py": "browser",
+    "test_real_clients.py": "clients",
+    "test_deb_upload_rebuild_point_with_apt": "clients",
+    "test_rpm_through_api_with_dnf": "clients",
+    "test_deb_rebuild_and_env_point_with_apt": "clients",
+    "test_rpm_rebuild_signs_once_and_dnf_installs": "clients",
+    "test_fuzz.py": "slow",
+    "test_schemathesis_writes.py": "slow",
+    "test_worker_metrics.py": "slow",
+    "test_schemathesis_finds_no_5xx_and_no_broken_response": "slow",
+    "test_hostile_debs_are_refused_one_by_one_and_nothing_reaches_storage_or_packages": "slow",
+    "test_a_request_while_running_causes_exactly_one_more_run": "slow",
+    "test_cli_profile_set_and_list": "slow",
+    "test_in_process_signatures_verify_like_gpgs": "slow",
+    "test_several_megabyte_reports_are_fine": "slow",
+    "test_watch_follows_progress_and_stop": "slow",
+    "test_a_batch_is_held_no_longer_than_hold_seconds": "slow",
+    "test_two_replicas_count_into_one_series_and_the_chart_draws_it": "slow",
+    "test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using": "slow",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = TEST_TIERS.get(item.path.name) or TEST_TIERS.get(getattr(item, "originalname", item.name))
+        if tier:
+            item.add_marker(tier)
+
+
 def _test_settings(tmp: Path) -> Settings:
     base = Settings.from_env()
     return replace(
