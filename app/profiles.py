@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.domain_errors import DomainError
+
 # wire key -> column
 FIELDS = {
     "Package_exclude": "package_exclude",
@@ -25,15 +27,12 @@ _SELECT = (
 )
 
 
-class ProfileError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ProfileError(DomainError):
+    """A refusal about profiles (404 unknown, 409 name taken)."""
 
 
 def _missing(name: str) -> ProfileError:
-    return ProfileError(404, f"{name} profile does not exist")
+    return ProfileError(f"{name} profile does not exist", status=404)
 
 
 async def list_profiles(pool) -> list[dict]:
@@ -55,7 +54,7 @@ async def create_profile(pool, name: str, values: dict) -> dict:
             f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({placeholders})", name, *values.values()
         )
     except asyncpg.UniqueViolationError:
-        raise ProfileError(409, f"Profile {name} already exists")
+        raise ProfileError(f"Profile {name} already exists", status=409)
     return await get_profile(pool, name)
 
 
@@ -76,7 +75,7 @@ async def update_profile(pool, name: str, values: dict, new_name: str | None = N
                 # Hosts name their profile; keep them attached to the renamed one.
                 await conn.execute("UPDATE hosts SET profile = $2 WHERE profile = $1", name, new_name)
     except asyncpg.UniqueViolationError:
-        raise ProfileError(409, f"Profile {new_name} already exists")
+        raise ProfileError(f"Profile {new_name} already exists", status=409)
     return await get_profile(pool, new_name or name)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
+from app.keys import REDIS
 from app.metrics import REPORTS_RECEIVED
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,6 @@ def setup(app: web.Application, prefix: str) -> None:
 
 
 async def flush_ctx(app: web.Application):
-    from app.keys import REDIS
-
     counter = app[COUNTER]
 
     async def loop():

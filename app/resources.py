@@ -11,12 +11,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app import db
+from app.auth import HOST_CACHE
 from app.hosts.intake import Intake
 from app.tasks.batcher import JobBatcher
 from app.keys import POOL, REDIS, SETTINGS
 from app.settings import Settings
 
-# Host reports of concurrent requests, stored in one statement (group commit).
+# The report endpoints' one domain object: checks reports and stores those of concurrent requests in one
+# statement (group commit). Built once both the pool and Redis (for its batcher) are open.
 INTAKE = web.AppKey("intake", Intake)
 # Tasks created by the report endpoints, sent to the workers in batches (flushed before Redis closes).
 BATCHER = web.AppKey("batcher", JobBatcher)
@@ -39,8 +41,6 @@ def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> Red
 
 async def database_ctx(app: web.Application):
     app[POOL] = await db.create_pool(app[SETTINGS])
-    settings = app[SETTINGS]
-    app[INTAKE] = Intake(app[POOL], settings.intake_max_group, settings.intake_max_inflight, settings.intake_seen_digests)
     yield
     await app[POOL].close()
 
@@ -52,6 +52,10 @@ async def redis_ctx(app: web.Application):
     hold = min(settings.diff_hold_seconds, max(settings.reconcile_seconds - 1, 0))
     app[BATCHER] = JobBatcher(app[REDIS], settings.diff_batch_seconds, hold_seconds=hold,
                               hold_rate=settings.diff_hold_rate)
+    # After database_ctx (the pool is open): the intake's tasks go out through the batcher.
+    app[INTAKE] = Intake(app[POOL], app[BATCHER], app[HOST_CACHE], max_items=settings.max_list_items,
+                         max_group=settings.intake_max_group, max_inflight=settings.intake_max_inflight,
+                         seen_entries=settings.intake_seen_digests)
     yield
     try:
         await asyncio.wait_for(app[BATCHER].flush(), timeout=5)

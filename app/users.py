@@ -8,15 +8,13 @@ import secrets
 import asyncpg
 
 from app.auth import Role, digest, new_api_key
+from app.domain_errors import DomainError
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
-class UserError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class UserError(DomainError):
+    """A refusal about users: 400 unless given (404 unknown, 409 taken or the last admin)."""
 
 
 async def create_user(pool, username: str, role: Role | str, password: str | None = None) -> int:
@@ -29,7 +27,7 @@ async def create_user(pool, username: str, role: Role | str, password: str | Non
             hash_password(password) if password else None,
         )
     except asyncpg.UniqueViolationError:
-        raise UserError(f"User {username} already exists", 409)
+        raise UserError(f"User {username} already exists", status=409)
     except asyncpg.CheckViolationError:
         raise UserError(f"Invalid user name {username!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
 
@@ -66,7 +64,7 @@ async def _lock_and_check_admins(conn, username: str):
     await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
     row = await conn.fetchrow("SELECT id, role FROM users WHERE username = $1", username)
     if row is None:
-        raise UserError(f"User {username} does not exist", 404)
+        raise UserError(f"User {username} does not exist", status=404)
     return row
 
 
@@ -78,7 +76,7 @@ async def update_user(pool, username: str, role: Role | str | None = None, passw
     async with pool.acquire() as conn, conn.transaction():
         row = await _lock_and_check_admins(conn, username)
         if role and row["role"] == Role.admin.value and role != Role.admin and await _admins(conn) <= 1:
-            raise UserError(f"User {username} is the last admin: make another admin first", 409)
+            raise UserError(f"User {username} is the last admin: make another admin first", status=409)
         if role:
             await conn.execute("UPDATE users SET role = $2 WHERE id = $1", row["id"], role.value)
         if hashed:
@@ -91,7 +89,7 @@ async def delete_user(pool, username: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         row = await _lock_and_check_admins(conn, username)
         if row["role"] == Role.admin.value and await _admins(conn) <= 1:
-            raise UserError(f"User {username} is the last admin: make another admin first", 409)
+            raise UserError(f"User {username} is the last admin: make another admin first", status=409)
         await conn.execute("DELETE FROM users WHERE id = $1", row["id"])
 
 
@@ -105,7 +103,7 @@ async def create_api_key(pool, username: str) -> str:
     async with pool.acquire() as conn, conn.transaction():
         user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1 FOR KEY SHARE", username)
         if user_id is None:
-            raise UserError(f"User {username} does not exist", 404)
+            raise UserError(f"User {username} does not exist", status=404)
         await conn.execute(
             "INSERT INTO api_keys (key_id, user_id, digest) VALUES ($1, $2, $3)"
             " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, digest = EXCLUDED.digest,"
@@ -124,7 +122,7 @@ async def set_password(pool, username: str, password: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         user_id = await conn.fetchval("UPDATE users SET password = $2 WHERE username = $1 RETURNING id", username, hashed)
         if user_id is None:
-            raise UserError(f"User {username} does not exist", 404)
+            raise UserError(f"User {username} does not exist", status=404)
         # A new password ends the user's dashboard sessions everywhere.
         await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
 

@@ -20,12 +20,46 @@ from app.repos import model
 from app.main import create_app
 from app.resources import redis_settings
 from app.settings import Settings
+from tests.cleanup import Emptier
 from workers.settings import Worker, worker_settings
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test")
 TEST_REDIS_DB = 1
+
+# The tiers (markers in pyproject.toml; `make test-fast` leaves these out): whole modules by file name,
+# single tests by function name, so that they keep their tier when they move. tests/faults/ is marked by
+# its own conftest.
+TEST_TIERS = {
+    "test_dashboard_browser.py": "browser",
+    "test_real_clients.py": "clients",
+    "test_deb_upload_rebuild_point_with_apt": "clients",
+    "test_rpm_through_api_with_dnf": "clients",
+    "test_deb_rebuild_and_env_point_with_apt": "clients",
+    "test_rpm_rebuild_signs_once_and_dnf_installs": "clients",
+    "test_fuzz.py": "slow",
+    "test_schemathesis_writes.py": "slow",
+    "test_worker_metrics.py": "slow",
+    "test_schemathesis_finds_no_5xx_and_no_broken_response": "slow",
+    "test_hostile_debs_are_refused_one_by_one_and_nothing_reaches_storage_or_packages": "slow",
+    "test_a_request_while_running_causes_exactly_one_more_run": "slow",
+    "test_cli_profile_set_and_list": "slow",
+    "test_in_process_signatures_verify_like_gpgs": "slow",
+    "test_several_megabyte_reports_are_fine": "slow",
+    "test_watch_follows_progress_and_stop": "slow",
+    "test_a_batch_is_held_no_longer_than_hold_seconds": "slow",
+    "test_two_replicas_count_into_one_series_and_the_chart_draws_it": "slow",
+    "test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using": "slow",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = TEST_TIERS.get(item.path.name) or TEST_TIERS.get(getattr(item, "originalname", item.name))
+        if tier:
+            item.add_marker(tier)
 
 
 def _test_settings(tmp: Path) -> Settings:
@@ -78,24 +112,22 @@ async def redis(settings):
     await r.aclose()
 
 
+@pytest.fixture(scope="session")
+async def _emptier_conn(settings):
+    conn = await asyncpg.connect(settings.database_url)
+    yield await Emptier.load(conn), conn
+    await conn.close()
+
+
 @pytest.fixture(autouse=True)
-async def clean_state(request, settings):
-    """Every test starts with empty tables (migrations kept) and an empty Redis db."""
+async def clean_state(request, _emptier_conn, redis):
+    """Every test starts with empty tables (migrations kept, ids from 1) and an empty Redis db."""
     if "no_clean" in request.keywords:
         yield
         return
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        if tables:
-            await conn.execute("TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
-    r = await create_pool(redis_settings(settings))
-    await r.flushdb()
-    await r.aclose()
+    emptier, conn = _emptier_conn
+    await emptier.empty(conn)
+    await redis.flushdb()
     yield
 
 

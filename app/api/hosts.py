@@ -10,16 +10,16 @@ Who may do what:
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app import auth, reports_counter
+from app.api.inputs import check_body, load_body, load_page
 from app.auth import Role
 from app.db import MAX_ID
-from app.errors import ApiError, bad_request, forbidden, not_found, ok, read_json, too_large, validation_error
-from app.hosts import intake, inventory, queries, registry
+from app.errors import bad_request, forbidden, not_found, ok, read_json_text
+from app.hosts import queries, registry, reports
+from app.keys import POOL
 from app.openapi import docs
-from app.keys import POOL, SETTINGS
-from app.resources import BATCHER, INTAKE
+from app.resources import INTAKE
 from app.schemas.hosts import (
     AvailableReport,
     EventsReport,
@@ -32,19 +32,6 @@ from app.schemas.hosts import (
     StatusRequest,
     UnregisterRequest,
 )
-
-
-async def read_json_text(request: web.Request, **kwargs) -> dict:
-    """read_json, and refuse NUL characters (PostgreSQL text and jsonb cannot hold them)."""
-    data = await read_json(request, **kwargs)
-    if b"\\u0000" in await request.read():
-        raise bad_request("Invalid JSON data: NUL characters (\\u0000) are not accepted")
-    return data
-
-
-def _registry_error(exc: registry.RegistryError) -> ApiError:
-    return ApiError(exc.status, exc.message)
-
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed"}
 _HOST_PATH = {"host_id": int}
@@ -61,16 +48,10 @@ async def register(request: web.Request) -> web.Response:
     data = await read_json_text(request)
     if data.get("hostname") in (None, "") or data.get("ip") in (None, ""):
         raise bad_request("You must provide IP address and hostname")  # the reference's message
-    try:
-        body = RegisterRequest().load(data)
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
-    try:
-        result = await registry.register(
-            request.app[POOL], body["hostname"], body["ip"], may_reregister=who.has_role(Role.admin)
-        )
-    except registry.RegistryError as exc:
-        raise _registry_error(exc)
+    body = check_body(request, data)
+    result = await registry.register(
+        request.app[POOL], body["hostname"], body["ip"], may_reregister=who.has_role(Role.admin)
+    )
     message = ["Host successfully registered."]
     if result.reregistered:
         message.append("The host was already registered: it has new credentials and keeps its history.")
@@ -92,10 +73,7 @@ async def unregister(request: web.Request) -> web.Response:
                 "To unregister a host, you must use either host authId+token authentication or Api key "
                 "authentication with hostname specified."
             )
-        try:
-            body = UnregisterRequest().load(data)
-        except ValidationError as exc:
-            raise validation_error(exc.messages)
+        body = check_body(request, data)
         host_id = await registry.host_id_by_name(pool, body["hostname"])
         if host_id is None:
             raise not_found("No Id has been found from this hostname")
@@ -111,15 +89,8 @@ async def unregister(request: web.Request) -> web.Response:
       responses={**_ERRORS, 409: "Hostname taken by another host"})
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    data = await read_json_text(request)
-    try:
-        values = StatusRequest().load(data)
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
-    try:
-        messages = await registry.update_status(request.app[POOL], who.host_id, values)
-    except registry.RegistryError as exc:
-        raise _registry_error(exc)
+    values = await load_body(request, text_only=True)
+    messages = await registry.update_status(request.app[POOL], who.host_id, values)
     reports_counter.record(request.app, "status")
     return ok(message=messages)
 
@@ -127,123 +98,40 @@ async def put_status(request: web.Request) -> web.Response:
 @docs(summary="Full installed-package inventory (list of objects, or the \"name|version,...\" string)",
       request=InstalledReport, responses={**_ERRORS, 413: "Body too large"})
 async def put_installed(request: web.Request) -> web.Response:
-    return await _put_report(request, inventory.INSTALLED, "Installed packages updated successfully.")
+    return await _put_report(request, reports.INSTALLED, "Installed packages updated successfully.")
 
 
 @docs(summary="Available updates (list of objects, or the string form; \"none\" = none)", request=AvailableReport,
       responses={**_ERRORS, 413: "Body too large"})
 async def put_available(request: web.Request) -> web.Response:
-    return await _put_report(request, inventory.AVAILABLE, "Available packages updated successfully.")
+    return await _put_report(request, reports.AVAILABLE, "Available packages updated successfully.")
 
 
 async def _put_report(request: web.Request, kind: str, message: str) -> web.Response:
-    """The hot path: validate cheaply; the intake compares the digest and stores the report with other
-    requests' in one statement; the host_diff task it creates goes to the workers in a batch job.
-    A body this process accepted last time for this host (intake.SeenDigests) skips all of that."""
+    """The hot path: the intake checks and stores the report (hosts/intake.py, Intake.take_report)."""
     who = auth.require_host(request)
-    settings = request.app[SETTINGS]
-    reports = request.app[INTAKE].reports
-    seen = request.app[INTAKE].seen
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large("Request body too large", limit=settings.max_body_bytes)
-    digest = inventory.body_digest(raw)
-    count = seen.count_if_seen(who.host_id, kind, digest)
-    if count is not None and await _accepted_without_body(
-        request, reports, intake.Report(who.host_id, kind, digest, None, who.token_digest, None), kind
-    ):
-        return ok(message=[message], packages=count, changed=False, **{"task-id": None})
-    try:
-        # Fast path: the agent's exact json.dumps() form, validated by one regex (no JSON parse).
-        count = inventory.fast_count(kind, raw, settings.max_list_items)
-        body = raw
-        splittable = inventory.is_splittable(kind, count)
-        if count is None:
-            data = await read_json_text(request)
-            key = inventory.BODY_KEYS[kind]
-            if key not in data:
-                raise bad_request("Invalid request", detail=f"the body needs the key {key!r}")
-            count = inventory.check_items(kind, data[key], settings.max_list_items)
-            body = inventory.stored_body(kind, data[key], raw)
-    except inventory.ReportError as exc:
-        raise bad_request(str(exc))
-    stored = inventory.encode_body(body, splittable)
-    batcher = request.app[BATCHER]
-    batch = batcher.join()
-    try:
-        accepted = await reports.accept(intake.Report(
-            who.host_id, kind, digest, stored, who.token_digest, batch.job_id,
-        ))
-        if accepted.created:
-            batch.add(accepted.task_id)
-    finally:
-        batcher.leave(batch)
-    if not accepted.authorized:
-        raise auth.stale_host_credentials(request)
-    seen.remember(who.host_id, kind, digest, count)
+    raw = await request.read()  # too large: error_middleware's 413, with the limit
+    taken = await request.app[INTAKE].take_report(who, kind, raw, lambda: read_json_text(request))
     reports_counter.record(request.app, kind)
-    return ok(message=[message], packages=count, changed=accepted.changed, **{"task-id": accepted.task_id})
-
-
-async def _accepted_without_body(request: web.Request, commit: intake.GroupCommit, item, kind: str) -> bool:
-    """Hand the intake a report without its body, this process having accepted the same body last
-    (intake.SeenDigests). False if the host's last digest is another one: the full path must run."""
-    outcome = await commit.accept(item)
-    if not outcome.authorized:
-        raise auth.stale_host_credentials(request)
-    if outcome.stale:
-        request.app[INTAKE].seen.forget(item.host_id, kind)
-        return False
-    reports_counter.record(request.app, kind)
-    return True
+    return ok(message=[message], packages=taken.count, changed=taken.changed, **{"task-id": taken.task_id})
 
 
 @docs(summary="apt/dnf history events (the whole history; each event stored once)", request=EventsReport,
       responses=_ERRORS)
 async def put_events(request: web.Request) -> web.Response:
     who = auth.require_host(request)
-    settings = request.app[SETTINGS]
-    events_intake = request.app[INTAKE].events
-    seen = request.app[INTAKE].seen
-    try:
-        digest = inventory.body_digest(await request.read())
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large("Request body too large", limit=settings.max_body_bytes)
-    if seen.count_if_seen(who.host_id, "event", digest) is not None and await _accepted_without_body(
-        request, events_intake, intake.Events(who.host_id, digest, who.token_digest, None), "event"
-    ):
-        return ok(message=["Package events history updated successfully."], added=0)
-    data = await read_json_text(request)
-    if "events" not in data:
-        raise bad_request("Invalid request", detail="the body needs the key 'events'")
-    try:
-        events = inventory.check_events(data["events"], settings.max_list_items)
-    except inventory.ReportError as exc:
-        raise bad_request(f"Package events history update has failed: {exc}")
-    stored = await events_intake.accept(intake.Events(who.host_id, digest, who.token_digest, events))
-    if not stored.authorized:
-        raise auth.stale_host_credentials(request)
-    seen.remember(who.host_id, "event", digest, len(events))
+    raw = await request.read()
+    added = await request.app[INTAKE].take_events(who, raw, lambda: read_json_text(request))
     reports_counter.record(request.app, "event")
-    return ok(message=["Package events history updated successfully."], added=stored.added)
+    return ok(message=["Package events history updated successfully."], added=added)
 
 
 # --- reads ---------------------------------------------------------------------------------------
 
 
-def _page(request: web.Request, schema=PageQuery) -> tuple[queries.Page, dict]:
-    try:
-        q = schema().load(dict(request.query))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
-    per_page, page = q.get("per_page"), q.get("page")
-    limit = request.app[SETTINGS].max_per_page
-    if per_page is not None and per_page > limit:
-        raise bad_request(f"per_page must be at most {limit}")
-    if per_page is None and page is None:
-        return queries.Page(), q
-    return queries.Page(page or 1, per_page or min(100, limit)), q
+def _page(request: web.Request) -> queries.Page:
+    query = load_page(request, everything_by_default=True)
+    return queries.Page(query["page"], query["per_page"])
 
 
 def _paged(items, total: int, page: queries.Page) -> web.Response:
@@ -270,14 +158,14 @@ async def _readable_host(request: web.Request) -> int:
 @docs(summary="Installed packages of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_installed(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.installed(request.app[POOL], host_id, page), page)
 
 
 @docs(summary="Available updates of a host", path=_HOST_PATH, query=PageQuery, responses={**_ERRORS, 404: "Unknown host"})
 async def host_available(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.available(request.app[POOL], host_id, page), page)
 
 
@@ -285,7 +173,7 @@ async def host_available(request: web.Request) -> web.Response:
       responses={**_ERRORS, 404: "Unknown host"})
 async def host_history(request: web.Request) -> web.Response:
     host_id = await _readable_host(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.history(request.app[POOL], host_id, page), page)
 
 
@@ -303,11 +191,11 @@ async def host_details(request: web.Request) -> web.Response:
       many=True, responses=_ERRORS)
 async def hosts_list(request: web.Request) -> web.Response:
     auth.require_user(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.list_hosts(request.app[POOL], page), page)
 
 
-# /hosts/<filter>/<value>: filter name -> (match_info keys, message when missing)
+# /hosts/<filter>/<value>: filter name -> message when the value is missing
 FILTERS = {
     "os": "You must specify an OS",
     "kernel": "You must specify a kernel",
@@ -327,7 +215,7 @@ def hosts_filter(name: str):
             raise bad_request(FILTERS[name])
         if "\x00" in value or "\x00" in request.match_info.get("version", ""):
             raise bad_request("Invalid value: NUL characters are not accepted")
-        page, _ = _page(request)
+        page = _page(request)
         args: tuple = (value,)
         filter_name = name
         if name == "os" and request.match_info.get("version"):
@@ -352,7 +240,7 @@ async def hosts_package(request: web.Request) -> web.Response:
     version = request.match_info.get("version") or None
     if not queries.NAME_RE.match(name) or (version is not None and not queries.NAME_RE.match(version)):
         raise bad_request("Package name contains invalid characters")
-    page, q = _page(request, PackageSearchQuery)
+    page = _page(request)
     strict = "strict" in request.query
     items, total = await queries.hosts_with_package(
         request.app[POOL], name, version,
@@ -366,12 +254,12 @@ async def hosts_package(request: web.Request) -> web.Response:
 @docs(summary="Hosts with fewer available updates than the threshold", query=PageQuery, responses=_ERRORS)
 async def hosts_uptodate(request: web.Request) -> web.Response:
     auth.require_user(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page), page)
 
 
 @docs(summary="Hosts with at least the threshold of available updates", query=PageQuery, responses=_ERRORS)
 async def hosts_outdated(request: web.Request) -> web.Response:
     auth.require_user(request)
-    page, _ = _page(request)
+    page = _page(request)
     return _paged(*await queries.hosts_by_updates(request.app[POOL], True, page), page)

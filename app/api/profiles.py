@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app import auth, profiles
+from app.api.inputs import load_body
 from app.auth import Role
-from app.api.hosts import read_json_text
-from app.errors import ApiError, not_found, ok, validation_error
-from app.openapi import docs
+from app.errors import not_found, ok
 from app.keys import POOL, SETTINGS
+from app.openapi import docs
 from app.schemas.profiles import ProfileCreate, ProfileResult, ProfileUpdate
 
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Not allowed", 404: "Unknown profile"}
@@ -23,10 +22,7 @@ def _name(request: web.Request) -> str:
 
 
 async def _get(request: web.Request) -> dict:
-    try:
-        return await profiles.get_profile(request.app[POOL], _name(request))
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    return await profiles.get_profile(request.app[POOL], _name(request))
 
 
 @docs(summary="Profile names", responses=_ERRORS)
@@ -68,15 +64,9 @@ async def get_repos(request: web.Request) -> web.Response:
       status=201, responses={**_ERRORS, 409: "Profile exists"})
 async def create_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to create profiles (needs an operator or admin API key)")
-    try:
-        body = ProfileCreate().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     name = body.pop("name")
-    try:
-        profile = await profiles.create_profile(request.app[POOL], name, body)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    profile = await profiles.create_profile(request.app[POOL], name, body)
     return ok([profile], message=[f"Profile {name} created."], rc=201)
 
 
@@ -84,16 +74,10 @@ async def create_profile(request: web.Request) -> web.Response:
       responses={**_ERRORS, 409: "New name taken"})
 async def update_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
-    try:
-        body = ProfileUpdate().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     name = _name(request)
     new_name = body.pop("name", None)
-    try:
-        profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    profile = await profiles.update_profile(request.app[POOL], name, body, new_name)
     return ok([profile], message=[f"Profile {profile['Name']} updated."])
 
 
@@ -101,8 +85,5 @@ async def update_profile(request: web.Request) -> web.Response:
 async def delete_profile(request: web.Request) -> web.Response:
     auth.require_role(request, Role.admin, "You are not allowed to delete profiles (needs an admin API key)")
     name = _name(request)
-    try:
-        await profiles.delete_profile(request.app[POOL], name)
-    except profiles.ProfileError as exc:
-        raise ApiError(exc.status, exc.message)
+    await profiles.delete_profile(request.app[POOL], name)
     return ok(message=[f"Profile {name} deleted."])

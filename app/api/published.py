@@ -5,11 +5,18 @@ served: no directory listings, no build folders, no pool browsing by digest.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 from email.utils import formatdate, parsedate_to_datetime
 
 from aiohttp import web
 
-from app.api._repos_common import storage_of
+from app.keys import SETTINGS
+from app.repos.rebuild import publish_public_key
+from app.repos.signing import signer_from_settings
+from app.repos.storage import storage_from_settings
+
+log = logging.getLogger(__name__)
 
 # Small index entry points: answered with exact-match If-Modified-Since (as nginx's default does),
 # so pointing an environment back to an older snapshot is seen by clients too.
@@ -18,7 +25,7 @@ ENTRY_NAMES = {"InRelease", "Release", "Release.gpg", "repomd.xml", "repomd.xml.
 
 async def serve(request: web.Request) -> web.StreamResponse:
     rel = request.match_info.get("path", "")
-    path = storage_of(request).resolve_public(rel)
+    path = storage_from_settings(request.app[SETTINGS]).resolve_public(rel)
     if path is None:
         raise web.HTTPNotFound(text="Not found\n")
     if path.name not in ENTRY_NAMES:
@@ -43,24 +50,11 @@ async def serve(request: web.Request) -> web.StreamResponse:
 async def publish_key_on_startup(app: web.Application) -> None:
     """Create the signing key on first start (or import it) and publish its public part at
     /repo/gpgkeys/<server_name>.pub, so hosts can fetch it before any rebuild."""
-    import asyncio
-    import logging
-
-    from app.repos.rebuild import publish_public_key
-    from app.repos.signing import signer_from_settings
-    from app.keys import SETTINGS
-
     settings = app[SETTINGS]
     try:
-        storage = _storage_for(settings)
+        storage = storage_from_settings(settings)
         signer = signer_from_settings(settings)
         await asyncio.get_running_loop().run_in_executor(None, publish_public_key, storage, signer,
                                                          settings.server_name)
     except Exception as exc:  # the API still works; rebuilds will report the signing problem
-        logging.getLogger(__name__).warning("could not publish the signing key: %s", exc)
-
-
-def _storage_for(settings):
-    from app.api._repos_common import _storage
-
-    return _storage(str(settings.storage_dir))
+        log.warning("could not publish the signing key: %s", exc)

@@ -5,20 +5,24 @@ import logging
 
 from aiohttp import web
 
-from app.tasks import dispatch
-from app.api._repos_common import domain_errors, parse_bool, path_id, storage_of
+from app.api.inputs import load_body, parse_bool, path_id
 from app.auth import Role, require_role
-from app.errors import ApiError, bad_request, ok, read_json
-from app.repos import model
-from app.repos.signing import signer_from_settings
-from app.repos.storage import TooLarge
-from app.repos.upload import FAILED, HEADINGS, FileResult, Outcome, add_file
+from app.errors import ApiError, accepted, bad_request, ok
 from app.keys import POOL, REDIS, SETTINGS
+from app.openapi import docs
+from app.repos import model
+from app.repos.rebuild import remove_snapshot, request_rebuild
+from app.repos.signing import signer_from_settings
+from app.repos.storage import TooLarge, storage_from_settings
+from app.repos.upload import FAILED, HEADINGS, FileResult, Outcome, add_file
+from app.schemas.snapshots import PackagesDelete, RebuildRequest
 
 log = logging.getLogger(__name__)
 INVALID_SNAPSHOT = "Invalid snapshot ID"
 MAX_FILES = 1000
 MAX_NAME = 255
+_ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Role too low", 404: "Unknown snapshot"}
+_SNAP = {"snap_id": int}
 
 
 def _snap_id(request) -> int:
@@ -29,93 +33,72 @@ def _browse(request):
     return require_role(request, Role.viewer, "You are not allowed to list packages (browse repository)")
 
 
+@docs(summary="One snapshot", path=_SNAP, responses=_ERRORS)
 async def get_snapshot(request: web.Request) -> web.Response:
     require_role(request, Role.viewer, "You are not allowed to read snapshots")
-    snap_id = _snap_id(request)
-    async with request.app[POOL].acquire() as conn:
-        with domain_errors():
-            snap = await model.get_snapshot(conn, snap_id)
-        archs = (await model.snapshot_archs(conn, [snap.id])).get(snap.id, [])
-    return ok(snap.wire(archs))
+    return ok(await model.snapshot_details(request.app[POOL], _snap_id(request)))
 
 
+@docs(summary="The packages of a snapshot, by name", path=_SNAP, responses=_ERRORS)
 async def list_packages(request: web.Request) -> web.Response:
     _browse(request)
     snap_id = _snap_id(request)
-    async with request.app[POOL].acquire() as conn:
-        with domain_errors():
-            rows = await model.list_packages(conn, snap_id, request.app[SETTINGS].base_url)
-    return ok(rows)
+    return ok(await model.list_packages(request.app[POOL], snap_id, request.app[SETTINGS].base_url))
 
 
+@docs(summary="Packages added and removed from this snapshot to the other (compared by content)",
+      path={**_SNAP, "other_id": int}, responses=_ERRORS)
 async def diff(request: web.Request) -> web.Response:
     _browse(request)
     snap_id = _snap_id(request)
     raw = request.match_info.get("other_id", "")
     if not raw.isdigit():
         raise bad_request(f"Invalid snapshot Id #{raw}")
-    async with request.app[POOL].acquire() as conn:
-        with domain_errors():
-            result = await model.diff_snapshots(conn, snap_id, int(raw), request.app[SETTINGS].base_url)
-    return ok(result)
+    return ok(await model.diff_snapshots(request.app[POOL], snap_id, int(raw), request.app[SETTINGS].base_url))
 
 
+@docs(summary="Remove package files from a snapshot (uploader and up; never metadata files)",
+      request=PackagesDelete, path=_SNAP, responses={**_ERRORS, 404: "Unknown snapshot, or nothing to delete"})
 async def delete_packages(request: web.Request) -> web.Response:
     require_role(request, Role.uploader, "You are not allowed to delete packages.")
     snap_id = _snap_id(request)
-    body = await read_json(request)
-    names = body.get("packages")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise bad_request("Invalid request")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        with domain_errors():
-            deleted = await model.delete_packages(conn, snap_id, names)
-    if not deleted:
-        raise ApiError(404, "Nothing to delete")
+    body = await load_body(request)
+    deleted = await model.delete_packages(request.app[POOL], snap_id, body["packages"])
     # Reference key (sic, with the colon); names only, never server paths.
     return ok({"Packages deleted successfully:": [{"name": n} for n in deleted]})
 
 
+@docs(summary="Delete a snapshot and its published tree (operator; not while an environment points at it)",
+      path=_SNAP, responses={**_ERRORS, 409: "An environment points at it"})
 async def delete_snapshot(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to delete snapshots")
     snap_id = _snap_id(request)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        with domain_errors():
-            snap, repo = await model.delete_snapshot(conn, snap_id)
-    storage_of(request).unpublish(snap.public_rel(repo))
+    await remove_snapshot(request.app[POOL], storage_from_settings(request.app[SETTINGS]), snap_id)
     return ok(f"Snapshot #{snap_id} deleted")
 
 
+@docs(summary="Rebuild a snapshot's metadata (uploader and up): a task, 202 with its id", request=RebuildRequest,
+      path=_SNAP, status=202, responses=_ERRORS)
 async def rebuild(request: web.Request) -> web.Response:
     snap_id = _snap_id(request)
-    body = await read_json(request, allow_empty=True)
-    if body.get("gpgSign") in (None, ""):
-        raise bad_request("Invalid request")
+    body = await load_body(request, allow_empty=True)
     who = require_role(request, Role.uploader, "You are not allowed to rebuild a repository snapshot")
     sign = parse_bool(body["gpgSign"], "Invalid GPG sign value")
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
-        with domain_errors():
-            await model.get_snapshot(conn, snap_id, for_update=True)
-        await conn.execute(
-            "UPDATE snapshots SET reconstruct = coalesce(reconstruct, 'needed') WHERE id = $1", snap_id)
-        ref = await dispatch.create_task(conn, "rebuild", f"snapshot:{snap_id}",
-                                      {"snapshot": snap_id, "gpg_sign": sign}, requested_by=who.username)
-    await dispatch.dispatch(request.app[REDIS], ref)
-    return ok("Snapshot metadata rebuild started", rc=202, **{"task-id": ref.id})
+    ref = await request_rebuild(request.app[POOL], request.app[REDIS], snap_id, sign, requested_by=who.username)
+    return accepted(ref, "Snapshot metadata rebuild started")
 
 
 # ---- upload ------------------------------------------------------------------------------------
+@docs(summary="Upload package files (multipart: one file per field; options overwrite, ignore-if-exists)",
+      path=_SNAP, responses={**_ERRORS, 413: "A file is larger than the upload limit"})
 async def upload(request: web.Request) -> web.Response:
     require_role(request, Role.uploader, "You are not allowed to upload packages")
     snap_id = _snap_id(request)
     pool, settings = request.app[POOL], request.app[SETTINGS]
-    async with pool.acquire() as conn:
-        with domain_errors():
-            snap, repo = await model.snapshot_with_repo(conn, snap_id)
+    snap, repo = await model.snapshot_with_repo(pool, snap_id)
     if not request.content_type.startswith("multipart/"):
         raise bad_request("Invalid request")
-    storage = storage_of(request)
+    storage = storage_from_settings(settings)
     limit = settings.max_upload_bytes
 
     received: list[tuple[str, object]] = []      # (client name, Incoming | FileResult)

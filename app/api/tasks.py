@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app.auth import Role, require_role, require_user
 from app.db import MAX_ID
-from app.errors import bad_request, not_found, ok, read_json, validation_error
+from app.api.inputs import load_body, load_query
+from app.errors import bad_request, not_found, ok
 from app.openapi import docs
 from app.keys import POOL, REDIS, SETTINGS
 from app.schemas.tasks import PageQuerySchema, QueuesSchema, ScheduleRequestSchema, TaskSchema
@@ -26,10 +26,7 @@ def _task_id(request: web.Request) -> int:
 
 
 def _page_args(request: web.Request) -> dict:
-    try:
-        args = PageQuerySchema().load(dict(request.query), unknown="exclude")
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    args = load_query(request)
     limit = request.app[SETTINGS].max_per_page
     if args["per_page"] > limit:
         raise bad_request(f"per_page: must be at most {limit}")
@@ -127,11 +124,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     """Body: {"kind": "rebuild", "params": {"snapshot": 5}, "cron": "0 3 * * *"}; the target is derived from
     the params when not given. Each run creates an immediate task of that kind (coalesced as usual)."""
     who = require_role(request, Role.operator, "You are not allowed to schedule a task")
-    body = await read_json(request)
-    try:
-        args = ScheduleRequestSchema().load(body)
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    args = await load_body(request)
     pool = request.app[POOL]
     task_id = await schedules.create_schedule(pool, args["kind"], args["cron"], args["params"], args["target"],
                                               requested_by=who.username, enabled=args["enabled"])

@@ -5,14 +5,13 @@ An admin cannot demote or delete the last admin (409); a new key replaces the us
 from __future__ import annotations
 
 from aiohttp import web
-from marshmallow import ValidationError
 
 from app import auth, users
-from app.api.hosts import read_json_text
+from app.api.inputs import load_body
 from app.auth import Role
-from app.errors import ApiError, not_found, ok, validation_error
-from app.openapi import docs
+from app.errors import not_found, ok
 from app.keys import POOL
+from app.openapi import docs
 from app.schemas.users import ApiKeySchema, UserCreateSchema, UserSchema, UserUpdateSchema
 from app.users import user_row
 
@@ -30,8 +29,6 @@ def _name(request: web.Request) -> str:
     return name
 
 
-def _error(exc: users.UserError) -> ApiError:
-    return ApiError(exc.status, exc.message)
 
 
 async def _one(request: web.Request, name: str) -> dict:
@@ -58,16 +55,10 @@ async def get_user(request: web.Request) -> web.Response:
       request=UserCreateSchema, response=UserSchema, status=201, responses={**_ERRORS, 409: "User exists"})
 async def create_user(request: web.Request) -> web.Response:
     _admin(request)
-    try:
-        body = UserCreateSchema().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
+    body = await load_body(request, text_only=True)
     pool = request.app[POOL]
-    try:
-        await users.create_user(pool, body["name"], body["role"], body["password"])
-        key = await users.create_api_key(pool, body["name"]) if body["api_key"] else None
-    except users.UserError as exc:
-        raise _error(exc)
+    await users.create_user(pool, body["name"], body["role"], body["password"])
+    key = await users.create_api_key(pool, body["name"]) if body["api_key"] else None
     result = await _one(request, body["name"])
     if key:
         result["Api_key"] = key
@@ -79,14 +70,8 @@ async def create_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        body = UserUpdateSchema().load(await read_json_text(request))
-    except ValidationError as exc:
-        raise validation_error(exc.messages)
-    try:
-        await users.update_user(request.app[POOL], name, body.get("role"), body.get("password"))
-    except users.UserError as exc:
-        raise _error(exc)
+    body = await load_body(request, text_only=True)
+    await users.update_user(request.app[POOL], name, body.get("role"), body.get("password"))
     changed = [f"role {body['role']}"] if "role" in body else []
     changed += ["a new password"] if "password" in body else []
     return ok(await _one(request, name), message=[f"User {name} now has {' and '.join(changed)}."])
@@ -97,10 +82,7 @@ async def update_user(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        await users.delete_user(request.app[POOL], name)
-    except users.UserError as exc:
-        raise _error(exc)
+    await users.delete_user(request.app[POOL], name)
     return ok(message=[f"User {name} deleted."])
 
 
@@ -109,9 +91,6 @@ async def delete_user(request: web.Request) -> web.Response:
 async def create_api_key(request: web.Request) -> web.Response:
     _admin(request)
     name = _name(request)
-    try:
-        key = await users.create_api_key(request.app[POOL], name)
-    except users.UserError as exc:
-        raise _error(exc)
+    key = await users.create_api_key(request.app[POOL], name)
     return ok({"Name": name, "Api_key": key}, rc=201,
               message=[f"New API key for {name}, shown only this once (the previous one no longer works)."])

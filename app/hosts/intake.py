@@ -1,4 +1,8 @@
-"""Storing host reports: many requests' reports written in one statement (group commit).
+"""Taking host reports: Intake.take_report and take_events, the whole protocol behind a report endpoint.
+
+A report is checked cheaply (hosts/reports.py), compressed (hosts/bodies.py) and stored with
+other requests' reports in one statement (group commit); a changed one creates or joins the
+host's queued host_diff task, which goes to the workers in a batch job (app/tasks/batcher.py).
 
 A report endpoint's work in PostgreSQL is small (compare a digest, store a compressed body, create
 or join the host's queued host_diff task; or insert the new events), so per-statement costs
@@ -16,20 +20,31 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import orjson
 
+from app.auth import HostCredentialCache, Principal
+from app.hosts import bodies, reports
+from app.tasks.batcher import JobBatcher
+from app.tasks.rows import create_host_diffs_cte
+
 log = logging.getLogger(__name__)
 
-# Compare each report's digest with its host's last one, touch last_seen, and for each changed
-# report store it and create (or join) the host's queued host_diff task. A report sent without its
-# body (the server's SeenDigests said it is the host's last one) stores nothing; if the host's
-# digest differs after all (another replica took a newer report, or a failed diff forgot it), the
-# row says `stale` and the server sends it again with its body. The commit waits for the
-# WAL flush: a 200 means the report survives a PostgreSQL crash (tests/faults/test_host_reports.py
-# crashes it mid-burst; with synchronous_commit off, acknowledged reports were lost). Nothing is
-# written for a report whose host no longer has the token digest the request was authenticated
-# with (see auth.HostCredentialCache). FOR NO KEY UPDATE, not FOR UPDATE: it still orders two
-# reports of one host, but does not block the worker's foreign-key checks. A group holds at most
-# one report per host (results are matched by host), sorted by host id (one lock order for all).
-_ACCEPT_SQL = """
+EVENT = "event"  # the SeenDigests kind of an events history
+# The API's reading of a request body as a JSON object (its errors are the wire's): called only when
+# a report is not in the agent's exact form.
+ReadJson = Callable[[], Awaitable[dict]]
+
+# In one statement, for each report of the group:
+# - compare its digest with its host's last one and touch last_seen; if it changed, store it and
+#   create (or join) the host's queued host_diff task (that part is app/tasks/rows.py's). A report
+#   sent without its body (SeenDigests said it is the host's last one) stores nothing; if the host's digest differs after all (another
+#   replica took a newer report, or a failed diff forgot it), the row says `stale` and the report
+#   is sent again with its body.
+# - write nothing if its host no longer has the token digest the request was authenticated with
+#   (see auth.HostCredentialCache).
+# - lock the host rows FOR NO KEY UPDATE, in host id order (a group holds at most one report per
+#   host; results are matched by host): it orders two reports of one host without blocking the
+#   worker's foreign-key checks.
+# The commit waits for the WAL flush: a 200 means the report survives a PostgreSQL crash.
+_ACCEPT_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])
            AS i(host_id, kind, digest, body, token_digest, job_id)
@@ -49,13 +64,7 @@ WITH input AS (
     SELECT i.host_id, i.kind, i.digest, i.body FROM input i JOIN old ON old.id = i.host_id
     WHERE old.digest IS DISTINCT FROM i.digest AND i.body IS NOT NULL
     RETURNING id, host_id
-), task AS (
-    INSERT INTO tasks (kind, target, params, requested_by, enqueue_count, job_id)
-    SELECT 'host_diff', 'host:' || rep.host_id, '{}'::jsonb, 'host:' || rep.host_id, 1, i.job_id
-    FROM rep JOIN input i ON i.host_id = rep.host_id
-    ORDER BY rep.host_id  -- joined queued tasks are locked in this order: TASK_LOCK_ORDER (app/tasks/rows.py) for host targets
-    ON CONFLICT (kind, target) WHERE status = 'queued' DO UPDATE SET params = tasks.params
-    RETURNING id, target, (xmax = 0) AS created
+), task AS ({create_host_diffs_cte("rep", "input")}
 )
 SELECT i.host_id, upd.id IS NOT NULL AS authorized, rep.id IS NOT NULL AS changed,
        task.id AS task_id, coalesce(task.created, false) AS created,
@@ -70,7 +79,7 @@ class Report:
     host_id: int
     kind: str  # installed | available
     digest: bytes  # of the body as received: an unchanged report is not stored again
-    body: bytes | None  # inventory.encode_body(); None: believed unchanged (SeenDigests), store nothing
+    body: bytes | None  # bodies.encode_body(); None: believed unchanged (SeenDigests), store nothing
     token_digest: bytes  # the credentials the request was authenticated with
     job_id: str | None  # the batch job that will carry a new task (app/tasks/batcher.py); None without a body
 
@@ -129,7 +138,7 @@ class Events:
     host_id: int
     digest: bytes  # of the raw body: the same history sent again costs a comparison
     token_digest: bytes
-    events: list[dict] | None  # inventory.check_events(); None: believed unchanged (SeenDigests)
+    events: list[dict] | None  # reports.check_events(); None: believed unchanged (SeenDigests)
 
 
 @dataclass(frozen=True)
@@ -211,11 +220,11 @@ class GroupCommit:
 class SeenDigests:
     """The digest (and item count) of each host's last accepted report of each kind, in this process.
 
-    Most hourly reports of a real fleet are unchanged (design decision 4). A body whose digest is
-    the one remembered here is byte for byte a body this process validated and stored before, so it
-    goes to the intake without being checked, compressed or sent again: PostgreSQL still compares
-    the digest with the host's and, if another one was stored since, says `stale`; the request then
-    takes the full path. At most `max_entries` (the oldest go first); 0 turns it off.
+    Most hourly reports of a real fleet are unchanged. A body whose digest is the one remembered
+    here is byte for byte a body this process validated and stored before, so it goes to the intake
+    without being checked, compressed or sent again: PostgreSQL still compares the digest with the
+    host's and, if another one was stored since, says `stale`; the request then takes the full path.
+    At most `max_entries` (the oldest go first); 0 turns it off.
     """
 
     def __init__(self, max_entries: int):
@@ -240,13 +249,94 @@ class SeenDigests:
         self._entries.pop((host_id, kind), None)
 
 
-class Intake:
-    """The server's group commits: installed/available reports, and events; and SeenDigests."""
+@dataclass(frozen=True)
+class Taken:
+    """An installed or available report taken: its item count, and the host_diff task if it changed."""
 
-    def __init__(self, pool, max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000):
+    count: int
+    changed: bool
+    task_id: int | None
+
+
+class Intake:
+    """A server process's intake of host reports: its group commits (installed/available reports,
+    and events), its SeenDigests, and the batcher that sends the tasks they create.
+
+    take_report and take_events raise a domain error with the text the agent is shown: a bad report
+    (reports.ReportError, 400), or credentials changed since the request was authenticated (401).
+    """
+
+    def __init__(self, pool, batcher: JobBatcher, credentials: HostCredentialCache, *, max_items: int,
+                 max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000):
+        self.batcher = batcher
+        self.credentials = credentials
+        self.max_items = max_items
         self.reports = GroupCommit(pool, accept_reports, max_group, max_inflight)
         self.events = GroupCommit(pool, store_events, max_group, max_inflight)
         self.seen = SeenDigests(seen_entries)
+
+    async def take_report(self, who: Principal, kind: str, raw: bytes, read_json: ReadJson) -> Taken:
+        """Take the host's installed or available report, `raw` being its body as received.
+
+        The hot path: a body this process accepted last time for this host (SeenDigests) is handed
+        to the intake without being checked again. Otherwise the agent's exact form is checked by one
+        regex, and anything else is parsed (`read_json`, the API's reading of the body as a JSON
+        object) and checked item by item. The intake compares the digest and stores the report with
+        other requests' in one statement; the host_diff task it creates goes out in a batch job.
+        """
+        digest = reports.body_digest(raw)
+        count = self.seen.count_if_seen(who.host_id, kind, digest)
+        if count is not None and await self._accepted_without_body(
+            self.reports, Report(who.host_id, kind, digest, None, who.token_digest, None), who, kind
+        ):
+            return Taken(count, False, None)
+        count = reports.fast_count(kind, raw, self.max_items)
+        body = raw
+        splittable = bodies.is_splittable(kind, count)
+        if count is None:
+            value = reports.body_value(await read_json(), reports.BODY_KEYS[kind])
+            count = reports.check_items(kind, value, self.max_items)
+            body = reports.stored_body(kind, value, raw)
+        stored = bodies.encode_body(body, splittable)
+        batch = self.batcher.join()
+        try:
+            accepted = await self.reports.accept(Report(
+                who.host_id, kind, digest, stored, who.token_digest, batch.job_id,
+            ))
+            if accepted.created:
+                batch.add(accepted.task_id)
+        finally:
+            self.batcher.leave(batch)
+        if not accepted.authorized:
+            raise self.credentials.stale(who.auth_id)
+        self.seen.remember(who.host_id, kind, digest, count)
+        return Taken(count, accepted.changed, accepted.task_id)
+
+    async def take_events(self, who: Principal, raw: bytes, read_json: ReadJson) -> int:
+        """Take the host's apt/dnf history (the whole of it, `raw` as received); returns how many
+        events were new. A body accepted last time (SeenDigests) is not checked again."""
+        digest = reports.body_digest(raw)
+        if self.seen.count_if_seen(who.host_id, EVENT, digest) is not None and await self._accepted_without_body(
+            self.events, Events(who.host_id, digest, who.token_digest, None), who, EVENT
+        ):
+            return 0
+        events = reports.check_events(reports.body_value(await read_json(), "events"), self.max_items)
+        stored = await self.events.accept(Events(who.host_id, digest, who.token_digest, events))
+        if not stored.authorized:
+            raise self.credentials.stale(who.auth_id)
+        self.seen.remember(who.host_id, EVENT, digest, len(events))
+        return stored.added
+
+    async def _accepted_without_body(self, commit: GroupCommit, item, who: Principal, kind: str) -> bool:
+        """Hand the group commit a report without its body, this process having accepted the same
+        body last. False if the host's last digest is another one: the full path must run."""
+        outcome = await commit.accept(item)
+        if not outcome.authorized:
+            raise self.credentials.stale(who.auth_id)
+        if outcome.stale:
+            self.seen.forget(who.host_id, kind)
+            return False
+        return True
 
 
 def _item_may_be_at_fault(exc: Exception) -> bool:

@@ -1,147 +1,21 @@
-"""Installed/available reports: checks (both wire forms), stored forms, the set diff, history; events checks.
+"""The host_diff task: a host's pending reports applied to its inventory, history and available updates.
 
-The API side only validates cheaply and hands the raw body to hosts/intake.py; the worker side
-(host_diff_batch) applies every pending report of a batch of hosts, in order, as set operations.
+Each installed report is compared with the inventory before it, in Python (orjson, set operations
+in C: far cheaper than letting PostgreSQL parse the JSON and join it with the host's rows), by
+split_diff when both bodies are in the splittable form, else as dicts; a batch of hosts is then
+written in one statement (host_diff_batch).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-import lz4.block
 import orjson
-import xxhash
-
-try:  # ISA-L reads zlib streams ~2x faster than zlib (bodies stored by earlier versions)
-    from isal import isal_zlib as zlib
-except ImportError:  # pragma: no cover - isal is a dependency
-    import zlib
 
 from app.hosts import versions
+from app.hosts.bodies import decode_body, encode_body, is_split_form, load_body
+from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 
-INSTALLED = "installed"
-AVAILABLE = "available"
-BODY_KEYS = {INSTALLED: "installed_packages", AVAILABLE: "available_packages"}
-MAX_FIELD = 255
-
-
-class ReportError(ValueError):
-    """Bad report content; the message is shown to the client (400)."""
-
-
-# The exact bytes linupdate's json.dumps() produces for a valid report, checked by one regex in C
-# (no JSON parse, no Python loop over the items): ASCII strings without escapes or braces, names
-# and versions of 1-255 characters (anything else, e.g. UTF-8 or another layout, takes the full
-# path, which validates it). Without braces in strings, each item has one "{" and every "}, {" of
-# such a body is a boundary between two items.
-_STR = rb'"[^"\\{}\x00-\x1f\x80-\xff]{1,255}+"'
-_ITEMS = {
-    INSTALLED: rb'\{"name": ' + _STR + rb', "version": ' + _STR + rb'\}',
-    AVAILABLE: rb'\{"name": ' + _STR + rb', "version": ' + _STR
-    + rb', "repository": "[^"\\{}\x00-\x1f\x80-\xff]{0,1024}+", "security": (?:true|false)\}',
-}
-_FAST = {
-    kind: re.compile(rb'\{"' + BODY_KEYS[kind].encode() + rb'": \[(?:' + item + rb'(?:, ' + item + rb')*+)?\]\}')
-    for kind, item in _ITEMS.items()
-}
-
-
-def fast_count(kind: str, raw: bytes, max_items: int) -> int | None:
-    """Item count of a report in the agent's exact form, all items valid; None: use the full check."""
-    if not _FAST[kind].fullmatch(raw):
-        return None
-    count = raw.count(b"{") - 1  # braces cannot occur inside the strings: one per item and the body's own
-    if count > max_items:
-        raise ReportError(f"Too many packages: {count} (at most {max_items})")
-    if kind == INSTALLED and count == 0:
-        raise ReportError("Installed packages update has failed: the package list is empty")
-    return count
-
-
-# --- parsing -------------------------------------------------------------------------------------
-
-
-def check_items(kind: str, value, max_items: int) -> int:
-    """Validation of a report's list on the API side (the hot path). Returns the item count.
-
-    One plain loop with type() checks (measured faster than map/itemgetter variants on 2,000 items).
-    """
-    if isinstance(value, str):
-        count = len(_parse_string_form(kind, value))
-    elif isinstance(value, list):
-        count = len(value)
-        if count > max_items:
-            raise ReportError(f"Too many packages: {count} (at most {max_items})")
-        _check_list(kind, value)
-    else:
-        raise ReportError(f"{BODY_KEYS[kind]} must be a list of packages or a \"name|version,...\" string")
-    if count > max_items:
-        raise ReportError(f"Too many packages: {count} (at most {max_items})")
-    if kind == INSTALLED and count == 0:
-        # The full list is the truth: an empty one would mark every package removed.
-        raise ReportError("Installed packages update has failed: the package list is empty")
-    return count
-
-
-def _check_list(kind: str, value: list) -> None:
-    """Raise a ReportError naming the first bad item."""
-    for i, item in enumerate(value):
-        if type(item) is not dict:
-            raise ReportError(f"Package #{i} must be an object with name and version")
-        name = item.get("name")
-        version = item.get("version")
-        if type(name) is not str or not name or len(name) > MAX_FIELD:
-            raise ReportError(f"Package #{i}: name must be a non-empty string of at most {MAX_FIELD} characters")
-        if type(version) is not str or not version or len(version) > MAX_FIELD:
-            raise ReportError(f"Package version is empty or invalid for package: {name}")
-        if kind == AVAILABLE:
-            repo = item.get("repository")
-            if repo is not None and (type(repo) is not str or len(repo) > 1024):
-                raise ReportError(f"Package #{i}: repository must be a string of at most 1024 characters")
-            sec = item.get("security")
-            if sec is not None and type(sec) is not bool and sec not in ("true", "false"):
-                raise ReportError(f"Package #{i}: security must be a boolean")
-
-
-def _parse_string_form(kind: str, value: str) -> list[tuple[str, str]]:
-    """The late-2023 form: "name|version,name|version" (fields after the 2nd ignored); "none" = empty."""
-    if value.strip() in ("", "none"):
-        return []
-    items = []
-    for raw in value.split(","):
-        if not raw.strip():
-            continue
-        parts = raw.split("|")
-        name = parts[0].strip()
-        version = parts[1].strip() if len(parts) > 1 else ""
-        if not name:
-            continue
-        if len(name) > MAX_FIELD:
-            raise ReportError(f"Package name too long: {name[:40]}...")
-        if not version or len(version) > MAX_FIELD:
-            raise ReportError(f"Package version is empty or invalid for package: {name}")
-        items.append((name, version))
-    return items
-
-
-def stored_body(kind: str, value, body: bytes) -> bytes:
-    """What the worker reads: the raw body for the list form; the string form turned into the list form."""
-    if not isinstance(value, str):
-        return body
-    return orjson.dumps({BODY_KEYS[kind]: [{"name": n, "version": v} for n, v in _parse_string_form(kind, value)]})
-
-
-def body_digest(body: bytes) -> bytes:
-    # Of the body as received: equal for an agent's unchanged report, known before any check
-    # (intake.SeenDigests lets such a body skip them). It tells a host's reports apart, and only the host
-    # chooses its bodies: no adversary to resist, so XXH3-128 (1 us for 118 KB) rather than SHA-256 (59 us).
-    return xxhash.xxh3_128_digest(body)
-
-
-# --- the diff (worker side) ----------------------------------------------------------------------
-
-# Reports are parsed and compared in Python (orjson, dict set operations in C): measured several
-# times cheaper than letting PostgreSQL parse 118 KB of JSON and FULL JOIN it with 2,000 rows.
 _ARCH_RE = re.compile(r"^(.+):([A-Za-z0-9_.+-]{1,32})$")
 
 
@@ -159,18 +33,13 @@ def join_arch(name: str, arch: str) -> str:
     return f"{name}:{arch}" if arch else name
 
 
-# How report bodies are stored (host_reports.body, which also holds a kept inventory in the first
-# form below, and host_inventories.body for a kept inventory in the second), told apart by the first byte:
-#   b"L" + lz4(JSON)   an installed report in the agent's exact json.dumps() form (checked by _FAST)
-#                      with no "}, {" inside its strings: it splits into items without a JSON parse;
-#   b"M" + lz4(JSON)   anything else; a kept inventory in this form is a {"name[:arch]": "version"} object.
-# Read only (stored by earlier versions, replaced as hosts report): b"S" + zlib(JSON) and zlib(JSON)
-# (0x78), the same two forms zlib-compressed; b"{", plain JSON.
-# lz4 rather than zlib: ~1.5x larger but compressed ~1.6x and read ~3.5x faster (118 KB: 53 against
-# 84 us, 15 against 54 us with ISA-L), and the worker reads two bodies for each one the server writes.
-SPLITTABLE = b"L"
-_SPLIT_FORMS = (SPLITTABLE, b"S")
-_PLAIN = b"M"
+def installed_map(body: dict) -> dict[str, str]:
+    """{raw name: version}; a (name, arch) given twice: the last one wins."""
+    return {item["name"]: item["version"] for item in body[BODY_KEYS[INSTALLED]]}
+
+
+# --- the diff of two splittable bodies -----------------------------------------------------------
+
 _HEAD = b'{"installed_packages": [{'
 _TAIL = b'}]}'
 _VERSION_SEP = b'", "version": "'
@@ -178,44 +47,10 @@ _VERSION_SEP = b'", "version": "'
 _SPLIT_MAX_CHANGES = 256
 
 
-def encode_body(body: bytes, splittable: bool) -> bytes:
-    # ~4x smaller: far less WAL and TOAST work for PostgreSQL than raw JSON.
-    return (SPLITTABLE if splittable else _PLAIN) + lz4.block.compress(body)
-
-
-def is_split_form(stored: bytes) -> bool:
-    """A stored body that split_diff can read (is_splittable decided it when the report came)."""
-    return stored[:1] in _SPLIT_FORMS
-
-
-def is_splittable(kind: str, fast_count: int | None) -> bool:
-    # fast_count proved the layout, and its strings hold no "}, {" (see _STR).
-    return kind == INSTALLED and fast_count is not None
-
-
-def decode_body(stored: bytes) -> bytes:
-    """The JSON of a stored body, whichever form (see above) it is in."""
-    form = stored[:1]
-    if form == SPLITTABLE or form == _PLAIN:
-        return lz4.block.decompress(memoryview(stored)[1:])
-    if form == b"{":
-        return stored
-    return zlib.decompress(stored[1:] if form == b"S" else stored)
-
-
-def load_body(stored: bytes) -> dict:
-    return orjson.loads(decode_body(stored))
-
-
-def installed_map(body: dict) -> dict[str, str]:
-    """{raw name: version}; a (name, arch) given twice: the last one wins."""
-    return {item["name"]: item["version"] for item in body[BODY_KEYS[INSTALLED]]}
-
-
 def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None:
     """The items that differ between two splittable inventories, as ({name: old version},
-    {name: new version}), found by set operations on raw bytes (no JSON parse, no dict of 2,000
-    entries). The old list must name each package once (host_inventories.unique_names); when this
+    {name: new version}), found by set operations on raw bytes (no JSON parse, no dict of the whole
+    list). The old list must name each package once (host_inventories.unique_names); when this
     returns a pair, so does the new one. None when the dict path must be used: a name listed twice
     in the new list (order then matters: the last one wins), or a large change.
 
@@ -251,7 +86,7 @@ def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None
 
 # A chunk ends after each item whose version ends in "7": 1 item in ~10 for usual Debian and RPM
 # versions. Any other choice is as correct; with none or all items ending so, this is an item diff.
-# The separator is long on purpose: bytes.split() skips ahead faster (measured 76 vs 123 us/118 KB).
+# The separator is long on purpose: bytes.split() skips ahead faster.
 _CHUNK_SEP = b'7"}, {"name": "'
 _CHUNK_END, _CHUNK_START = b'7"', b'"name": "'
 
@@ -326,6 +161,9 @@ def _item_versions(items) -> dict[str, str] | None:
             return None
         versions[name] = item[sep + len(_VERSION_SEP):-1].decode()
     return versions
+
+
+# --- applying a host's pending reports -----------------------------------------------------------
 
 
 async def current_inventory(conn, host_id: int, kept: bytes | None) -> dict[str, str]:
@@ -606,63 +444,3 @@ async def host_diff(ctx) -> dict:
     if isinstance(result, Exception):
         raise result
     return result
-
-
-# --- events --------------------------------------------------------------------------------------
-
-EVENT_LISTS = ("installed", "dep_installed", "upgraded", "removed", "downgraded", "reinstalled", "purged")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TIME_RE = re.compile(r"^\d{2}:\d{2}:\d{2}$")
-
-
-def check_events(events, max_items: int) -> list[dict]:
-    """Validate the events list; returns the normalised events (one JSON object each)."""
-    import datetime as dt
-
-    if not isinstance(events, list):
-        raise ReportError("events must be a list")
-    if len(events) > max_items:
-        raise ReportError(f"Too many events: {len(events)} (at most {max_items})")
-    out = []
-    for i, ev in enumerate(events):
-        if type(ev) is not dict:
-            raise ReportError(f"Event #{i} must be an object")
-        norm = {}
-        for key, pattern, required in (
-            ("date_start", DATE_RE, True), ("time_start", TIME_RE, True),
-            ("date_end", DATE_RE, False), ("time_end", TIME_RE, False),
-        ):
-            value = ev.get(key)
-            if value is None or value == "":
-                if required:
-                    raise ReportError(f"Event #{i}: {key} is required")
-                norm[key] = None
-                continue
-            if type(value) is not str or not pattern.match(value):
-                raise ReportError(f"Event #{i}: invalid {key} {str(value)[:40]!r}")
-            try:
-                (dt.date if key.startswith("date") else dt.time).fromisoformat(value)
-            except ValueError:
-                raise ReportError(f"Event #{i}: invalid {key} {value!r}")
-            norm[key] = value
-        command = ev.get("command")
-        if type(command) is not str or not command or len(command) > 8192:
-            raise ReportError(f"Event #{i}: command must be a non-empty string")
-        norm["command"] = command
-        lists = {}
-        for key in EVENT_LISTS:
-            items = ev.get(key)
-            if items is None:
-                continue
-            if type(items) is not list or len(items) > max_items:
-                raise ReportError(f"Event #{i}: {key} must be a list of packages")
-            for item in items:
-                if (
-                    type(item) is not dict or type(item.get("name")) is not str or not item["name"]
-                    or type(item.get("version", "")) is not str
-                ):
-                    raise ReportError(f"Event #{i}: {key} items need a name and a version")
-            lists[key] = [{"name": it["name"], "version": it.get("version", "")} for it in items]
-        norm["packages"] = lists
-        out.append(norm)
-    return out

@@ -7,15 +7,9 @@ import asyncpg
 
 from app import auth
 from app.agents import sessions
-
-
-class RegistryError(Exception):
-    """A refusal the client can act on; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from app.domain_errors import Conflict, Invalid, NotFound
+from app.tasks import rows
+from app.tasks.kinds import Kind
 
 
 @dataclass(frozen=True)
@@ -34,7 +28,7 @@ async def register(pool, hostname: str, ip: str, *, may_reregister: bool) -> Reg
         existing = await conn.fetchval("SELECT id FROM hosts WHERE hostname = $1 FOR UPDATE", hostname)
         if existing is not None:
             if not may_reregister:
-                raise RegistryError(409, f"Host {hostname} is already registered")
+                raise Conflict(f"Host {hostname} is already registered")
             await conn.execute(
                 "UPDATE hosts SET ip = $2, auth_id = $3, token_digest = $4, registered_at = now(),"
                 " agent_status = 'unknown', agent_status_at = now() WHERE id = $1",
@@ -48,7 +42,7 @@ async def register(pool, hostname: str, ip: str, *, may_reregister: bool) -> Reg
                 hostname, ip, auth_id, auth.digest(token),
             )
         except asyncpg.UniqueViolationError:  # registered concurrently
-            raise RegistryError(409, f"Host {hostname} is already registered")
+            raise Conflict(f"Host {hostname} is already registered")
     return Registered(host_id, auth_id, token, False)
 
 
@@ -59,11 +53,7 @@ async def unregister(pool, host_id: int) -> bool:
         if deleted is not None:
             await sessions.host_removed(conn, host_id)  # its agent's socket is told and closed
         # Its queued diff has nothing left to do.
-        await conn.execute(
-            "UPDATE tasks SET status = 'stopped', finished_at = now(), error = 'host unregistered'"
-            " WHERE kind = 'host_diff' AND target = $1 AND status = 'queued'",
-            f"host:{host_id}",
-        )
+        await rows.stop_queued(conn, Kind.host_diff.value, f"host:{host_id}", "host unregistered")
     return deleted is not None
 
 
@@ -119,9 +109,9 @@ async def update_status(pool, host_id: int, values: dict) -> list[str]:
     try:
         updated = await pool.fetchval(sql, *args)
     except asyncpg.UniqueViolationError:
-        raise RegistryError(409, f"Hostname update has failed: {values.get('hostname')} is already registered")
+        raise Conflict(f"Hostname update has failed: {values.get('hostname')} is already registered")
     if updated is None:
         if "profile" in values and await pool.fetchval("SELECT id FROM hosts WHERE id = $1", host_id):
-            raise RegistryError(400, f"Profile update has failed: profile {values['profile']} does not exist")
-        raise RegistryError(404, f"Host #{host_id} does not exist.")
+            raise Invalid(f"Profile update has failed: profile {values['profile']} does not exist")
+        raise NotFound(f"Host #{host_id} does not exist.")
     return messages

@@ -1,26 +1,10 @@
 """The repository domain: repositories, snapshots, environments, package files, publishing.
 
-HTTP-free: handlers in app/api/ call these functions and map RepoError.status to the envelope.
+HTTP-free. Its refusals are the app's domain errors (app/domain_errors.py: Invalid, NotFound, Conflict,
+Denied), which the API's error middleware renders; RepoError names the whole family, for callers that
+treat any refusal of this domain alike.
 """
+from app.domain_errors import Conflict, Denied, Invalid, NotFound
+from app.domain_errors import DomainError as RepoError
 
-
-class RepoError(Exception):
-    """A refusal with a client-facing message; `status` is the HTTP status it maps to."""
-
-    status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(RepoError):
-    status = 404
-
-
-class Conflict(RepoError):
-    status = 409
-
-
-class Denied(RepoError):
-    status = 403
+__all__ = ["Conflict", "Denied", "Invalid", "NotFound", "RepoError"]

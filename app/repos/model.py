@@ -1,4 +1,8 @@
-"""Repositories, snapshots and environments in PostgreSQL, and their published paths."""
+"""Repositories, snapshots and environments in PostgreSQL, and their published paths.
+
+Functions take `db`: the pool, or a connection when the caller runs several of them in one transaction
+of its own. Those that need a transaction are @transactional: given the pool, they open their own.
+"""
 from __future__ import annotations
 
 import re
@@ -7,7 +11,8 @@ from datetime import datetime
 
 import asyncpg
 
-from . import Conflict, NotFound, RepoError
+from app.db import transactional
+from app.domain_errors import Conflict, Invalid, NotFound
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 ENV_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -71,21 +76,21 @@ class Snapshot:
 
 
 # ---- repositories ----------------------------------------------------------------------------
-async def create_repo(conn, *, name: str, type: str, dist: str | None = None, section: str | None = None,
+async def create_repo(db, *, name: str, type: str, dist: str | None = None, section: str | None = None,
                       releasever: str | None = None) -> Repo:
     if type not in ("deb", "rpm"):
-        raise RepoError("type must be deb or rpm")
+        raise Invalid("type must be deb or rpm")
     values = {"name": name, "dist": dist, "section": section} if type == "deb" else \
         {"name": name, "releasever": releasever}
     for field, value in values.items():
         if not isinstance(value, str) or not NAME_RE.match(value):
-            raise RepoError(f"Invalid {field}: letters, digits, '.', '_', '+', '-' only (1-64 characters)")
+            raise Invalid(f"Invalid {field}: letters, digits, '.', '_', '+', '-' only (1-64 characters)")
     if type == "deb":
         releasever = None
     else:
         dist = section = None
     try:
-        row = await conn.fetchrow(
+        row = await db.fetchrow(
             "INSERT INTO repos (name, type, dist, section, releasever) VALUES ($1, $2, $3, $4, $5) RETURNING *",
             name, type, dist, section, releasever)
     except asyncpg.UniqueViolationError:
@@ -93,18 +98,19 @@ async def create_repo(conn, *, name: str, type: str, dist: str | None = None, se
     return Repo.from_row(row)
 
 
-async def get_repo(conn, repo_id: int) -> Repo:
-    row = await conn.fetchrow("SELECT * FROM repos WHERE id = $1", repo_id)
+async def get_repo(db, repo_id: int) -> Repo:
+    row = await db.fetchrow("SELECT * FROM repos WHERE id = $1", repo_id)
     if row is None:
         raise NotFound("Repository does not exist")
     return Repo.from_row(row)
 
 
-async def list_repos(conn) -> list[Repo]:
-    rows = await conn.fetch("SELECT * FROM repos ORDER BY name, dist NULLS FIRST, section NULLS FIRST, releasever")
+async def list_repos(db) -> list[Repo]:
+    rows = await db.fetch("SELECT * FROM repos ORDER BY name, dist NULLS FIRST, section NULLS FIRST, releasever")
     return [Repo.from_row(r) for r in rows]
 
 
+@transactional
 async def delete_repo(conn, repo_id: int) -> tuple[Repo, list[Snapshot]]:
     """Delete the rows; the caller unpublishes the returned snapshots' trees after commit."""
     repo = await get_repo(conn, repo_id)
@@ -114,12 +120,13 @@ async def delete_repo(conn, repo_id: int) -> tuple[Repo, list[Snapshot]]:
 
 
 # ---- snapshots -------------------------------------------------------------------------------
+@transactional
 async def create_snapshot(conn, repo_id: int, from_id: int | None = None) -> Snapshot:
     repo = await get_repo(conn, repo_id)
     if from_id is not None:
         src = await get_snapshot(conn, from_id)
         if src.repo_id != repo.id:
-            raise RepoError(f"Snapshot #{from_id} belongs to another repository")
+            raise Invalid(f"Snapshot #{from_id} belongs to another repository")
     row = await conn.fetchrow(
         "INSERT INTO snapshots (repo_id, copied_from, reconstruct) VALUES ($1, $2, 'needed') RETURNING *",
         repo.id, from_id)
@@ -130,8 +137,8 @@ async def create_snapshot(conn, repo_id: int, from_id: int | None = None) -> Sna
     return Snapshot.from_row(row)
 
 
-async def get_snapshot(conn, snap_id: int, *, for_update: bool = False) -> Snapshot:
-    row = await conn.fetchrow(
+async def get_snapshot(db, snap_id: int, *, for_update: bool = False) -> Snapshot:
+    row = await db.fetchrow(
         "SELECT * FROM snapshots WHERE id = $1 AND status = 'active'" + (" FOR UPDATE" if for_update else ""),
         snap_id)
     if row is None:
@@ -139,27 +146,33 @@ async def get_snapshot(conn, snap_id: int, *, for_update: bool = False) -> Snaps
     return Snapshot.from_row(row)
 
 
-async def snapshot_with_repo(conn, snap_id: int, *, for_update: bool = False) -> tuple[Snapshot, Repo]:
-    snap = await get_snapshot(conn, snap_id, for_update=for_update)
-    return snap, await get_repo(conn, snap.repo_id)
+async def snapshot_details(db, snap_id: int) -> dict:
+    """A snapshot's wire form, with the architectures of its packages."""
+    snap = await get_snapshot(db, snap_id)
+    return snap.wire((await snapshot_archs(db, [snap.id])).get(snap.id, []))
 
 
-async def snapshot_archs(conn, snap_ids: list[int]) -> dict[int, list[str]]:
-    rows = await conn.fetch(
+async def snapshot_with_repo(db, snap_id: int, *, for_update: bool = False) -> tuple[Snapshot, Repo]:
+    snap = await get_snapshot(db, snap_id, for_update=for_update)
+    return snap, await get_repo(db, snap.repo_id)
+
+
+async def snapshot_archs(db, snap_ids: list[int]) -> dict[int, list[str]]:
+    rows = await db.fetch(
         "SELECT sp.snapshot_id, array_agg(DISTINCT p.arch ORDER BY p.arch) AS archs FROM snapshot_packages sp"
         " JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = ANY($1::bigint[])"
         " GROUP BY sp.snapshot_id", snap_ids)
     return {r["snapshot_id"]: list(r["archs"]) for r in rows}
 
 
-async def list_snapshots(conn, repo_id: int) -> list[dict]:
-    await get_repo(conn, repo_id)
-    rows = await conn.fetch(
+async def list_snapshots(db, repo_id: int) -> list[dict]:
+    await get_repo(db, repo_id)
+    rows = await db.fetch(
         "SELECT s.*, coalesce((SELECT string_agg(e.name, ',' ORDER BY e.name) FROM environment_snapshots es"
         "  JOIN environments e ON e.id = es.environment_id WHERE es.snapshot_id = s.id), '') AS envs"
         " FROM snapshots s WHERE s.repo_id = $1 AND s.status = 'active' ORDER BY s.created_at DESC, s.id DESC",
         repo_id)
-    archs = await snapshot_archs(conn, [r["id"] for r in rows])
+    archs = await snapshot_archs(db, [r["id"] for r in rows])
     out = []
     for r in rows:
         snap = Snapshot.from_row(r)
@@ -192,30 +205,31 @@ def _human(n: int) -> str:
     return f"{n}"
 
 
-async def snapshot_package_rows(conn, snap_id: int):
-    return await conn.fetch(
+async def snapshot_package_rows(db, snap_id: int):
+    return await db.fetch(
         "SELECT sp.filename, p.name, p.version, p.release, p.arch, p.size, p.sha256 FROM snapshot_packages sp"
         " JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = $1 ORDER BY p.name, sp.filename",
         snap_id)
 
 
-async def list_packages(conn, snap_id: int, base_url: str) -> list[dict]:
-    snap, repo = await snapshot_with_repo(conn, snap_id)
-    return [package_wire(r, repo, snap.id, base_url) for r in await snapshot_package_rows(conn, snap.id)]
+async def list_packages(db, snap_id: int, base_url: str) -> list[dict]:
+    snap, repo = await snapshot_with_repo(db, snap_id)
+    return [package_wire(r, repo, snap.id, base_url) for r in await snapshot_package_rows(db, snap.id)]
 
 
-async def diff_snapshots(conn, id1: int, id2: int, base_url: str) -> dict:
+async def diff_snapshots(db, id1: int, id2: int, base_url: str) -> dict:
     """Packages added/removed from id1 to id2, compared by content (sha256), not by path."""
-    s1, r1 = await snapshot_with_repo(conn, id1)
-    s2, r2 = await snapshot_with_repo(conn, id2)
+    s1, r1 = await snapshot_with_repo(db, id1)
+    s2, r2 = await snapshot_with_repo(db, id2)
     if r1.type != r2.type:
-        raise RepoError("Cannot compare snapshots with different package types")
-    a = {r["sha256"]: r for r in await snapshot_package_rows(conn, s1.id)}
-    b = {r["sha256"]: r for r in await snapshot_package_rows(conn, s2.id)}
+        raise Invalid("Cannot compare snapshots with different package types")
+    a = {r["sha256"]: r for r in await snapshot_package_rows(db, s1.id)}
+    b = {r["sha256"]: r for r in await snapshot_package_rows(db, s2.id)}
     return {"added": [package_wire(b[k], r2, s2.id, base_url) for k in b if k not in a],
             "removed": [package_wire(a[k], r1, s1.id, base_url) for k in a if k not in b]}
 
 
+@transactional
 async def delete_packages(conn, snap_id: int, filenames: list[str]) -> list[str]:
     """Remove package files (by canonical file name) from a snapshot. Only package rows can match:
     metadata files are not rows, so they can never be deleted this way."""
@@ -223,11 +237,13 @@ async def delete_packages(conn, snap_id: int, filenames: list[str]) -> list[str]
     rows = await conn.fetch(
         "DELETE FROM snapshot_packages WHERE snapshot_id = $1 AND filename = ANY($2::text[]) RETURNING filename",
         snap.id, filenames)
-    if rows:
-        await conn.execute("UPDATE snapshots SET reconstruct = 'needed' WHERE id = $1", snap.id)
+    if not rows:
+        raise NotFound("Nothing to delete")
+    await conn.execute("UPDATE snapshots SET reconstruct = 'needed' WHERE id = $1", snap.id)
     return sorted(r["filename"] for r in rows)
 
 
+@transactional
 async def delete_snapshot(conn, snap_id: int) -> tuple[Snapshot, Repo]:
     snap, repo = await snapshot_with_repo(conn, snap_id, for_update=True)
     if await conn.fetchval("SELECT 1 FROM environment_snapshots WHERE snapshot_id = $1", snap.id):
@@ -238,24 +254,24 @@ async def delete_snapshot(conn, snap_id: int) -> tuple[Snapshot, Repo]:
 
 
 # ---- environments ----------------------------------------------------------------------------
-async def create_environment(conn, name: str, description: str = "") -> dict:
+async def create_environment(db, name: str, description: str = "") -> dict:
     if not isinstance(name, str) or not ENV_RE.match(name):
-        raise RepoError("Invalid environment name: lower-case letters, digits, '_', '-' (1-32, letter first)")
+        raise Invalid("Invalid environment name: lower-case letters, digits, '_', '-' (1-32, letter first)")
     try:
-        row = await conn.fetchrow("INSERT INTO environments (name, description) VALUES ($1, $2) RETURNING *",
-                                  name, description or "")
+        row = await db.fetchrow("INSERT INTO environments (name, description) VALUES ($1, $2) RETURNING *",
+                                name, description or "")
     except asyncpg.UniqueViolationError:
         raise Conflict(f"Environment {name} already exists") from None
     return {"Id": row["id"], "Name": row["name"], "Description": row["description"]}
 
 
-async def list_environments(conn) -> list[dict]:
-    rows = await conn.fetch("SELECT * FROM environments ORDER BY id")
+async def list_environments(db) -> list[dict]:
+    rows = await db.fetch("SELECT * FROM environments ORDER BY id")
     return [{"Id": r["id"], "Name": r["name"], "Description": r["description"]} for r in rows]
 
 
-async def get_environment(conn, name: str):
-    row = await conn.fetchrow("SELECT * FROM environments WHERE name = $1", name)
+async def get_environment(db, name: str):
+    row = await db.fetchrow("SELECT * FROM environments WHERE name = $1", name)
     if row is None:
         raise NotFound(f"Environment {name} does not exist")
     return row
@@ -276,6 +292,7 @@ async def point_environment(conn, env_name: str, snap_id: int) -> tuple[Snapshot
 
 
 # ---- profiles ----------------------------------------------------------------------------------
+@transactional
 async def set_profile_repos(conn, profile_name: str, repo_ids: list[int]) -> list[Repo]:
     """Replace a profile's repositories (in the given order). Unknown ids refuse the whole change."""
     profile_id = await conn.fetchval("SELECT id FROM profiles WHERE name = $1 FOR UPDATE", profile_name)
@@ -292,10 +309,10 @@ async def set_profile_repos(conn, profile_name: str, repo_ids: list[int]) -> lis
     return [Repo.from_row(found[i]) for i in ids]
 
 
-async def profile_repositories(conn, profile_id: int, base_url: str) -> list[dict]:
+async def profile_repositories(db, profile_id: int, base_url: str) -> list[dict]:
     """The profile's repositories that have at least one active snapshot (as the reference), with
     URLs built from the configured base URL and the literal __ENV__ the agent replaces."""
-    rows = await conn.fetch(
+    rows = await db.fetch(
         "SELECT r.* FROM profile_repos pr JOIN repos r ON r.id = pr.repo_id WHERE pr.profile_id = $1"
         " AND EXISTS (SELECT 1 FROM snapshots s WHERE s.repo_id = r.id AND s.status = 'active')"
         " ORDER BY pr.position, r.id", profile_id)

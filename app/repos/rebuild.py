@@ -1,8 +1,9 @@
-"""Rebuild a snapshot's published tree from database rows, and point environments.
+"""Rebuild a snapshot's published tree from database rows, point environments, unpublish on deletion.
 
-Runs in a worker (task kinds `rebuild` and `env_point`). One rebuild per snapshot at a time:
-the task table allows one running task per (kind, target), and a PostgreSQL advisory lock on
-the snapshot id also covers callers outside the queue (CLI, bench).
+Rebuilds and points run in a worker (task kinds `rebuild` and `env_point`); request_rebuild and
+request_point queue them. One rebuild per snapshot at a time: the task table allows one running task
+per (kind, target), and a PostgreSQL advisory lock on the snapshot id also covers callers outside
+the queue (CLI, bench).
 """
 from __future__ import annotations
 
@@ -16,11 +17,24 @@ import time
 import orjson
 
 from app.db import session_lock
+from app.domain_errors import NotFound
+from app.tasks.dispatch import create_task, dispatch
+from app.tasks.kinds import Kind
+from app.tasks.rows import TaskRef
 
 from .gc import POOL_LOCK
 from .metadata.deb import DEFAULT_ARCH
 from .metadata.rpm import RpmEntry
-from .model import Repo, Snapshot, point_environment, snapshot_with_repo
+from .model import (
+    Repo,
+    Snapshot,
+    delete_repo,
+    delete_snapshot,
+    get_environment,
+    get_snapshot,
+    point_environment,
+    snapshot_with_repo,
+)
 from .publish import publish_deb, publish_rpm, sign_rpms_into_pool
 from .signing import Signer
 from .storage import Storage
@@ -275,6 +289,36 @@ async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progre
     return len(entries)
 
 
+async def request_rebuild(pool, redis, snap_id: int, sign: bool, *,
+                          requested_by: str | None = None) -> TaskRef:
+    """Queue a rebuild of the snapshot, marked as needing one meanwhile; a rebuild already queued is
+    joined. Returns the task's reference."""
+    async with pool.acquire() as conn, conn.transaction():
+        await get_snapshot(conn, snap_id, for_update=True)
+        await conn.execute(
+            "UPDATE snapshots SET reconstruct = coalesce(reconstruct, 'needed') WHERE id = $1", snap_id)
+        ref = await create_task(conn, Kind.rebuild.value, f"snapshot:{snap_id}",
+                                {"snapshot": snap_id, "gpg_sign": sign}, requested_by=requested_by)
+    await dispatch(redis, ref)
+    return ref
+
+
+async def request_point(pool, redis, env: str, snap_id: int, *,
+                        requested_by: str | None = None) -> TaskRef:
+    """Queue pointing the environment at the snapshot (for the snapshot's repository). Returns the
+    task's reference."""
+    async with pool.acquire() as conn, conn.transaction():
+        await get_environment(conn, env)
+        repo_id = await conn.fetchval("SELECT repo_id FROM snapshots WHERE id = $1 AND status = 'active'", snap_id)
+        if repo_id is None:
+            raise NotFound(f"Snapshot #{snap_id} does not exist")
+        # The environment asked for is the one pointed (Repomanager always points prod).
+        ref = await create_task(conn, Kind.env_point.value, f"env:{env}:repo:{repo_id}",
+                                {"env": env, "snapshot": snap_id}, requested_by=requested_by)
+    await dispatch(redis, ref)
+    return ref
+
+
 async def point_env(pool, storage: Storage, signer: Signer | None, env: str, snap_id: int, *,
                     progress=None) -> dict:
     """Make /repo/<repo>/<env> serve snapshot `snap_id` (built first if it never was)."""
@@ -289,6 +333,15 @@ async def point_env(pool, storage: Storage, signer: Signer | None, env: str, sna
     return {"environment": env, "snapshot": snap_id, "previous": old}
 
 
-async def unpublish_snapshots(storage: Storage, repo: Repo, snaps: list[Snapshot]) -> None:
-    for s in snaps:
-        storage.unpublish(s.public_rel(repo))
+async def remove_repo(pool, storage: Storage, repo_id: int) -> None:
+    """Delete the repository's rows, then (committed) its published trees and environment links."""
+    repo, snaps = await delete_repo(pool, repo_id)
+    for snap in snaps:
+        storage.unpublish(snap.public_rel(repo))
+    storage.remove_tree(repo.public_base)
+
+
+async def remove_snapshot(pool, storage: Storage, snap_id: int) -> None:
+    """Delete the snapshot's rows (refused while an environment points at it), then its published tree."""
+    snap, repo = await delete_snapshot(pool, snap_id)
+    storage.unpublish(snap.public_rel(repo))

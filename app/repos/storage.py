@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .packages import Digests
@@ -372,6 +373,16 @@ class Storage:
             return real if real.is_file() else None
         except OSError:  # e.g. a name longer than the filesystem allows (ENAMETOOLONG): not found
             return None
+
+
+def storage_from_settings(settings) -> Storage:
+    """The Storage of the settings' storage folder, made once per folder and process."""
+    return _storage_at(str(settings.storage_dir))
+
+
+@lru_cache(maxsize=8)
+def _storage_at(path: str) -> Storage:
+    return Storage(path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,13 +1,16 @@
 """Marshmallow schemas of the tasks and queues resources (validation and the OpenAPI description)."""
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 from app.tasks.kinds import SCHEDULABLE
 from app.tasks.rows import TaskStatus
 
 
 class PageQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=100, validate=validate.Range(min=1, max=5000))
     kind = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$"))

@@ -13,10 +13,19 @@ from arq import create_pool
 from app import db, users
 from app.resources import redis_settings
 from app.settings import Settings
+from tests.cleanup import Emptier
 from tests.faults import procs
 
 FAULT_DB = "depot_faults"
 HANDLERS = "tests.faults.handlers"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.faults)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -94,10 +103,7 @@ async def fpool(fault_settings, private_pg):
         private_pg.start()
     conn = await asyncpg.connect(fault_settings.database_url)
     try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        await conn.execute("TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        await (await Emptier.load(conn)).empty(conn)
     finally:
         await conn.close()
     pool = await db.create_pool(fault_settings, min_size=1, max_size=4)

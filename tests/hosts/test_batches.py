@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.hosts import intake, inventory
+from app.hosts import bodies, intake
 from app.resources import BATCHER
 from tests.hosts.helpers import installed, put, register
 from workers import reconciler
@@ -115,7 +115,7 @@ async def test_intake_groups_concurrent_reports_and_isolates_a_bad_one(client, p
     writer = intake.GroupCommit(pool, counting, max_inflight=1)
 
     def report(creds, kind="installed", token=None):
-        body = inventory.encode_body(b'{"installed_packages": [{"name": "a", "version": "1"}]}', True)
+        body = bodies.encode_body(b'{"installed_packages": [{"name": "a", "version": "1"}]}', True)
         return intake.Report(creds[2], kind, b"digest", body, token or digests[creds[2]], "job-x")
 
     # Five requests at once: fewer statements than reports.

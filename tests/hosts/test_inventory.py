@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from app import resources
-from app.hosts import inventory
+from app.hosts import bodies, reports
 from app.main import create_app
 from tests.conftest import bearer, host_auth
 from tests.hosts.helpers import installed, put, register
@@ -120,8 +120,9 @@ async def test_a_body_seen_last_time_skips_the_checks(client, pool, make_key, ru
     def checked(*args):
         raise AssertionError("an unchanged body was checked again")
 
-    for name in ("fast_count", "check_items", "check_events", "encode_body"):
-        monkeypatch.setattr(inventory, name, checked)
+    for module, name in ((reports, "fast_count"), (reports, "check_items"), (reports, "check_events"),
+                         (bodies, "encode_body")):
+        monkeypatch.setattr(module, name, checked)
     again = await put(client, creds, "packages/installed", report)
     assert (again["changed"], again["packages"], again["task-id"]) == (False, 2, None)
     assert (await put(client, creds, "packages/event", events))["added"] == 0
@@ -156,7 +157,7 @@ async def test_a_body_seen_last_time_is_stored_again_when_the_host_has_another(
     assert (await put(client, creds, "packages/event", older))["added"] == 1
     assert (await put(other, creds, "packages/event", newer))["added"] == 1
     await put(client, creds, "packages/event", older)  # stale in `client`: checked and compared again
-    assert bytes(await pool.fetchval("SELECT events_digest FROM hosts")) == inventory.body_digest(json.dumps(older).encode())
+    assert bytes(await pool.fetchval("SELECT events_digest FROM hosts")) == reports.body_digest(json.dumps(older).encode())
 
     await pool.execute("UPDATE hosts SET installed_digest = NULL")  # as inventory.forget_digests does
     assert (await put(client, creds, "packages/installed", first))["changed"]
@@ -269,14 +270,14 @@ async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, 
 
 def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
     def body(kind, items):
-        return json.dumps({inventory.BODY_KEYS[kind]: items}).encode()
+        return json.dumps({reports.BODY_KEYS[kind]: items}).encode()
 
     pkgs = [{"name": f"p{i}", "version": "1"} for i in range(3)]
-    assert inventory.fast_count("installed", body("installed", pkgs), 10) == 3
+    assert reports.fast_count("installed", body("installed", pkgs), 10) == 3
     avail = [{**p, "repository": "http://deb.debian.org/debian", "security": False} for p in pkgs]
-    assert inventory.fast_count("available", body("available", avail), 10) == 3
+    assert reports.fast_count("available", body("available", avail), 10) == 3
     # A brace in any string would be counted as an item: such a body takes the full check.
     avail[0]["repository"] = "http://mirror/{branch}"
-    assert inventory.fast_count("available", body("available", avail), 10) is None
-    assert inventory.check_items("available", avail, 10) == 3
-    assert inventory.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None
+    assert reports.fast_count("available", body("available", avail), 10) is None
+    assert reports.check_items("available", avail, 10) == 3
+    assert reports.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None

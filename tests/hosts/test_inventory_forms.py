@@ -12,7 +12,7 @@ import zlib
 import orjson
 import pytest
 
-from app.hosts import inventory
+from app.hosts import bodies, inventory
 from tests.conftest import host_auth
 from tests.hosts.helpers import installed, put, register
 
@@ -57,12 +57,12 @@ async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_
     host = creds[2]
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9"}))
     await run_worker()
-    assert await _kept_form(pool, host) == inventory.SPLITTABLE
+    assert await _kept_form(pool, host) == bodies.SPLITTABLE
 
     # Compact JSON (no spaces): stored and compared as dicts, against the splittable kept inventory.
     await _put_raw(client, creds, orjson.dumps(installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1"})))
     await run_worker()
-    assert await _kept_form(pool, host) != inventory.SPLITTABLE
+    assert await _kept_form(pool, host) != bodies.SPLITTABLE
     assert (await _state(pool, host))[1] == [("added", "vim", "", None, "9.0-1"), ("upgraded", "bash", "", "5.1-1", "5.2-1")]
 
     # Back to the agent's form: compared against the dict kept by the previous report.
@@ -98,7 +98,7 @@ async def test_a_string_holding_an_item_separator_is_not_split(client, pool, mak
     creds = await _host(client, make_key)
     await put(client, creds, "packages/installed", installed({"a": "1", "odd}, {name": "1"}))
     await run_worker()
-    assert await _kept_form(pool, creds[2]) != inventory.SPLITTABLE
+    assert await _kept_form(pool, creds[2]) != bodies.SPLITTABLE
     await put(client, creds, "packages/installed", installed({"a": "2", "odd}, {name": "1"}))
     await run_worker()
     packages, history = await _state(pool, creds[2])
@@ -114,7 +114,7 @@ async def test_without_a_kept_inventory_host_packages_is_the_reference(client, p
     await put(client, creds, "packages/installed", installed({"a": "1", "b:i386": "2"}))
     await run_worker()
     assert (await _state(pool, creds[2]))[1] == [("upgraded", "b", "i386", "1", "2")]
-    assert await _kept_form(pool, creds[2]) == inventory.SPLITTABLE
+    assert await _kept_form(pool, creds[2]) == bodies.SPLITTABLE
 
 
 async def test_reports_stored_by_an_older_version_are_applied(client, pool, make_key, run_worker, redis):
@@ -125,7 +125,7 @@ async def test_reports_stored_by_an_older_version_are_applied(client, pool, make
     plain = json.dumps(installed({"a": "1", "new": "3"})).encode()
     await pool.execute(
         "INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)", creds[2], plain)
-    assert not plain.startswith(inventory.SPLITTABLE) and inventory.decode_body(inventory.encode_body(plain, False)) == plain
+    assert not plain.startswith(bodies.SPLITTABLE) and bodies.decode_body(bodies.encode_body(plain, False)) == plain
     summary = (await inventory.apply_pending(pool, [creds[2]]))[creds[2]]
     assert summary["added"] == 1
     assert (await _state(pool, creds[2]))[1] == [("added", "new", "", None, "3")]
@@ -152,14 +152,14 @@ async def test_kept_inventories_stored_zlib_compressed_by_an_older_version(clien
         assert await _state(pool, creds[2]) == (
             {("a", ""): "2", ("c", ""): "1"},
             [("added", "c", "", None, "1"), ("removed", "b", "", "1", None), ("upgraded", "a", "", "1", "2")])
-        assert await _kept_form(pool, creds[2]) == inventory.SPLITTABLE
-    assert inventory.is_split_form(old)
+        assert await _kept_form(pool, creds[2]) == bodies.SPLITTABLE
+    assert bodies.is_split_form(old)
     assert inventory.split_diff(old, _stored([("a", "2"), ("b", "1")])) == ({"a": "1"}, {"a": "2"})
 
 
 def _stored(items: list[tuple[str, str]]) -> bytes:
     body = json.dumps({"installed_packages": [{"name": n, "version": v} for n, v in items]}).encode()
-    return inventory.encode_body(body, True)
+    return bodies.encode_body(body, True)
 
 
 def test_split_diff_returns_only_what_differs_or_none():
