@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.agents import requests as agent_requests
 from app.domain_errors import DomainError
 
 # wire key -> column
@@ -74,6 +75,8 @@ async def update_profile(pool, name: str, values: dict, new_name: str | None = N
             if new_name is not None and new_name != name:
                 # Hosts name their profile; keep them attached to the renamed one.
                 await conn.execute("UPDATE hosts SET profile = $2 WHERE profile = $1", name, new_name)
+            # Its connected hosts' agents reload it now (the others read it when they start).
+            await agent_requests.create_for_profile(conn, new_name or name, f"profile:{new_name or name}")
     except asyncpg.UniqueViolationError:
         raise ProfileError(f"Profile {new_name} already exists", status=409)
     return await get_profile(pool, new_name or name)

@@ -105,6 +105,11 @@ class Settings:
     agent_server_stale_seconds: float = 30.0
     # Every frame in and out written to the log (credentials masked): for following one agent by hand.
     agent_frame_log: bool = False
+    # Requests to hosts fail when a host stays away this long after the request is made (new), when its
+    # agent has not started one this long after it was sent (sent), or not finished it (running).
+    agent_request_ttl: float = 900.0
+    agent_sent_seconds: float = 600.0
+    agent_running_seconds: float = 3600.0
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -164,6 +169,9 @@ class Settings:
             agent_heartbeat_seconds=_float("DEPOT_AGENT_HEARTBEAT_SECONDS", 5.0),
             agent_server_stale_seconds=_float("DEPOT_AGENT_SERVER_STALE_SECONDS", 30.0),
             agent_frame_log=_str("DEPOT_AGENT_FRAME_LOG", "0") not in ("0", "false", "no"),
+            agent_request_ttl=_float("DEPOT_AGENT_REQUEST_TTL", 900.0),
+            agent_sent_seconds=_float("DEPOT_AGENT_SENT_SECONDS", 600.0),
+            agent_running_seconds=_float("DEPOT_AGENT_RUNNING_SECONDS", 3600.0),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

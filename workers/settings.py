@@ -12,6 +12,7 @@ from arq import cron
 from arq import worker as arq_worker
 
 from app import db
+from app.agents import requests as agent_requests
 from app.resources import redis_settings
 from app.settings import Settings
 from app.tasks import rows, schedules
@@ -96,6 +97,12 @@ async def run_schedules(ctx: dict) -> list[int]:
     return started
 
 
+async def expire_agent_requests(ctx: dict) -> dict:
+    """Fail the requests to hosts whose time is up (app/agents/requests.py); any worker may, each once."""
+    s = ctx["settings"]
+    return await agent_requests.expire(ctx["pool"], s.agent_request_ttl, s.agent_sent_seconds, s.agent_running_seconds)
+
+
 def load_test_handlers() -> None:
     """DEPOT_TEST_HANDLERS=pkg.mod[,...]: import modules that register extra task kinds.
 
@@ -116,6 +123,8 @@ def worker_settings(settings: Settings) -> dict:
             cron(reconcile, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=False),
             # Cron expressions have minute resolution; checking every reconcile tick keeps runs on time.
             cron(run_schedules, second=set(range(0, 60, max(1, settings.reconcile_seconds))), run_at_startup=True),
+            cron(expire_agent_requests, second=set(range(0, 60, max(1, settings.reconcile_seconds))),
+                 run_at_startup=False),
         ],
         on_startup=startup,
         on_shutdown=shutdown,

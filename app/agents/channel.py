@@ -13,21 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from app import auth, security
 from app.agents import protocol
-from app.agents.hub import HUB, Connection
+from app.agents.hub import DB_DOWN, HUB, Connection, frames
 from app.errors import ApiError, bad_request
 from app.keys import POOL, SETTINGS
 
 log = logging.getLogger(__name__)
-frames = logging.getLogger("depot.agents.frames")
 
 _ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
-# Errors of a database that is not answering: the socket is closed, the agent comes back later.
-_DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -53,7 +49,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await _serve(request, conn)
     except ConnectionError:
         pass  # the peer went away while a frame was being sent
-    except _DB_DOWN as exc:
+    except DB_DOWN as exc:  # while authenticating: the agent comes back later
         log.warning("agent socket closed, database unavailable: %s", type(exc).__name__)
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
     finally:
@@ -64,13 +60,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if not ws.closed:
             await ws.close()
     return ws
-
-
-async def send(request: web.Request, ws: web.WebSocketResponse, message: dict, host_id: int | None = None) -> None:
-    text = protocol.encode(message)
-    if request.app[SETTINGS].agent_frame_log:
-        frames.info("host %s < %s", host_id, text[:2000])
-    await ws.send_str(text)
 
 
 async def _receive(request: web.Request, ws: web.WebSocketResponse, host_id: int | None,
@@ -88,6 +77,7 @@ async def _receive(request: web.Request, ws: web.WebSocketResponse, host_id: int
 
 async def _authenticate(request: web.Request, ws: web.WebSocketResponse, address: str) -> Connection | None:
     settings = request.app[SETTINGS]
+    hub = request.app[HUB]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.agent_auth_seconds
     while True:
@@ -108,7 +98,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, address
             if kind != "host":  # no browser channel here: the dashboard polls
                 await ws.close()
                 return None
-            await send(request, ws, protocol.AUTHENTICATE)
+            await hub.send(ws, protocol.AUTHENTICATE)
             continue
         credentials = protocol.credentials(message)
         if credentials is None:
@@ -119,17 +109,18 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, address
             principal = await auth.authenticate_host(request.app[POOL], auth_id, token)
         conn = None
         if principal is not None:
-            conn = await request.app[HUB].attach(ws, principal.host_id)
+            conn = await hub.attach(ws, principal.host_id)
         if conn is None:
             request.app[security.THROTTLE].failed(address)
-            await send(request, ws, protocol.AUTH_ERROR)
-            await ws.close()
+            await hub.close(ws, protocol.AUTH_ERROR)
             return None
-        await send(request, ws, protocol.AUTH_OK, conn.host_id)
+        await hub.send(ws, protocol.AUTH_OK, conn.host_id)
+        hub.kick(conn.host_id)  # its waiting request, if any, goes now (never before the success above)
         return conn
 
 
 async def _serve(request: web.Request, conn: Connection) -> None:
+    hub = request.app[HUB]
     while True:
         message = await _receive(request, conn.ws, conn.host_id)
         if message is False:
@@ -139,4 +130,10 @@ async def _serve(request: web.Request, conn: Connection) -> None:
         response = protocol.response(message)
         if response is None:
             continue  # another authentication, a connection type again, a response without an id: ignored
-        await send(request, conn.ws, protocol.ack_frame(response.echo, response.ack_fields), conn.host_id)
+        try:
+            await hub.response(conn, response)
+        except ConnectionError:
+            return  # the socket went while the ack was being sent
+        except DB_DOWN as exc:
+            # Not acknowledged: the agent keeps the response and sends it again later.
+            log.warning("agent response of host %s not stored: %s", conn.host_id, type(exc).__name__)

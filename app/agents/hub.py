@@ -1,8 +1,11 @@
-"""The agent sockets of one server process: at most one per host, this process's heartbeat, and the
-notices of the other processes (a host connected elsewhere, a host deleted).
+"""The agent sockets of one server process: at most one per host, the sending of requests to them, this
+process's heartbeat, and the notices of the other processes.
 
-Every process LISTENs on a connection of its own, reopened (with a pass over its own hosts) whenever
-it is lost.
+Requests are sent by one task per process (`_dispatch`): woken with the hosts to look at (a notice that
+a host has a request, a host that just authenticated, a request just over), it marks the next request of
+each of them sent in one statement and sends the frames. It also looks at all of its hosts at every
+heartbeat and whenever its LISTEN connection was reopened, so a notice lost meanwhile delays a request by
+one heartbeat at most.
 """
 from __future__ import annotations
 
@@ -16,11 +19,15 @@ import socket
 import asyncpg
 from aiohttp import WSCloseCode, web
 
-from app.agents import protocol, sessions
+from app.agents import protocol, requests, sessions
 from app.keys import POOL, SETTINGS
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+frames = logging.getLogger("depot.agents.frames")
+
+# A database that does not answer: what was to be done is tried again later.
+DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Connection:
@@ -32,18 +39,6 @@ class Connection:
         self.ws = ws
         self.host_id = host_id
         self.session_id = session_id
-
-    async def close(self, message: dict | None = None, code: int = WSCloseCode.OK) -> None:
-        await _close(self.ws, message, code)
-
-
-async def _close(ws: web.WebSocketResponse, message: dict | None = None, code: int = WSCloseCode.OK) -> None:
-    try:
-        if message is not None and not ws.closed:
-            await ws.send_str(protocol.encode(message))
-        await ws.close(code=code)
-    except (ConnectionError, RuntimeError):
-        pass  # already gone
 
 
 class Hub:
@@ -58,46 +53,71 @@ class Hub:
         self.sockets: set[web.WebSocketResponse] = set()
         self._sessions = itertools.count(1)
         self._tasks: list[asyncio.Task] = []
-        self._closing: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
         self._listening = asyncio.Event()
+        # Hosts whose next request may be sendable (or all of this process's hosts).
+        self._due: set[int] = set()
+        self._all_due = False
+        self._wake = asyncio.Event()
 
     # --- life of the process ------------------------------------------------------------------------
 
     async def start(self) -> None:
         await sessions.register_server(self.pool, self.server_id)
-        self._tasks = [asyncio.create_task(self._beat()), asyncio.create_task(self._listen())]
+        self._tasks = [asyncio.create_task(t) for t in (self._beat(), self._listen(), self._dispatch())]
 
     async def close_all(self) -> None:
         """Close every socket (the agents come back to another process, or to this one restarted)."""
-        await asyncio.gather(*(_close(ws, code=WSCloseCode.GOING_AWAY) for ws in list(self.sockets)))
+        await asyncio.gather(*(self.close(ws, code=WSCloseCode.GOING_AWAY) for ws in list(self.sockets)))
 
     async def stop(self) -> None:
         await self.close_all()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         try:
             await sessions.unregister_server(self.pool, self.server_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except DB_DOWN:
             pass  # the other processes forget this one once its heartbeat is stale
 
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.agent_heartbeat_seconds)
             try:
-                await sessions.beat(self.pool, self.server_id, self.settings.agent_server_stale_seconds)
+                await sessions.beat(self.pool, self.server_id, self.settings.agent_server_stale_seconds,
+                                     list(self.connections))
             except Exception as exc:
                 log.warning("agent channel heartbeat failed: %s", type(exc).__name__)
+            self.kick_all()
+
+    def _in_background(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- frames ---------------------------------------------------------------------------------------
+
+    async def send(self, ws: web.WebSocketResponse, message: dict, host_id: int | None = None) -> None:
+        text = protocol.encode(message)
+        if self.settings.agent_frame_log:
+            frames.info("host %s < %s", host_id, text[:2000])
+        await ws.send_str(text)
+
+    async def close(self, ws: web.WebSocketResponse, message: dict | None = None,
+                    code: int = WSCloseCode.OK) -> None:
+        try:
+            if message is not None and not ws.closed:
+                await self.send(ws, message)
+            await ws.close(code=code)
+        except (ConnectionError, RuntimeError):
+            pass  # already gone
 
     # --- sockets ------------------------------------------------------------------------------------
-
-    def new_session_id(self) -> str:
-        return f"{self.server_id}/{next(self._sessions)}"
 
     async def attach(self, ws: web.WebSocketResponse, host_id: int) -> Connection | None:
         """The host authenticated on `ws`: it becomes the host's one socket (an older one, here or in
         another process, is closed). None if the host does not exist (deleted meanwhile)."""
-        conn = Connection(ws, host_id, self.new_session_id())
+        conn = Connection(ws, host_id, f"{self.server_id}/{next(self._sessions)}")
         try:
             opened = await sessions.open_session(self.pool, host_id, self.server_id, conn.session_id)
         except asyncpg.ForeignKeyViolationError:  # this process was taken for gone (a long outage)
@@ -108,7 +128,7 @@ class Hub:
         older = self.connections.get(host_id)
         self.connections[host_id] = conn
         if older is not None:
-            self._close_soon(older)
+            self._in_background(self.close(older.ws))
         return conn
 
     async def detach(self, conn: Connection) -> None:
@@ -116,29 +136,76 @@ class Hub:
             del self.connections[conn.host_id]
         try:
             await sessions.close_session(self.pool, conn.host_id, conn.session_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_DOWN as exc:
             # Left behind, the row still names a socket of a live process: the next session replaces it.
             log.warning("agent session of host %s not closed: %s", conn.host_id, type(exc).__name__)
 
-    def _close_soon(self, conn: Connection, message: dict | None = None) -> None:
-        task = asyncio.create_task(conn.close(message))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    # --- requests -----------------------------------------------------------------------------------
+
+    def kick(self, host_id: int) -> None:
+        """The host may have a request to send now."""
+        if host_id in self.connections:
+            self._due.add(host_id)
+            self._wake.set()
+
+    def kick_all(self) -> None:
+        self._all_due = True
+        self._wake.set()
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            hosts = None if self._all_due else list(self._due)
+            self._due, self._all_due = set(), False
+            try:
+                outgoing = await requests.send_next(self.pool, self.server_id, hosts)
+            except DB_DOWN as exc:
+                log.warning("agent requests not sent, database unavailable: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                self.kick_all()
+                continue
+            for request in outgoing:
+                conn = self.connections.get(request.host_id)
+                self._in_background(self._send_request(conn, request))
+
+    async def _send_request(self, conn: Connection | None, request: requests.Outgoing) -> None:
+        try:
+            if conn is None or conn.ws.closed:
+                raise ConnectionResetError
+            await self.send(conn.ws, request.frame(), conn.host_id)
+        except ConnectionError:
+            try:
+                await requests.unsend(self.pool, request.id)
+            except DB_DOWN:
+                pass  # it stays sent, and fails at the time limit
+
+    async def response(self, conn: Connection, response: protocol.Response) -> None:
+        """Apply a response of the host's agent, then acknowledge it (not before: the agent deletes
+        what an ack names, so a response not stored is better sent again than acknowledged)."""
+        if await requests.apply(self.pool, conn.host_id, response):
+            self.kick(conn.host_id)
+        await self.send(conn.ws, protocol.ack_frame(response.echo, response.ack_fields), conn.host_id)
 
     # --- notices from every process -----------------------------------------------------------------
 
     def on_notice(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
-        if kind == "c":
+        if kind == "r":
+            if rest == "*":
+                self.kick_all()
+            else:
+                self.kick(int(rest))
+        elif kind == "c":
             host, _, session_id = rest.partition(":")
             conn = self.connections.get(int(host))
             if conn is not None and conn.session_id != session_id:
                 del self.connections[conn.host_id]
-                self._close_soon(conn)
+                self._in_background(self.close(conn.ws))
         elif kind == "d":
             conn = self.connections.pop(int(rest), None)
             if conn is not None:
-                self._close_soon(conn, protocol.DISCONNECT)
+                self._in_background(self.close(conn.ws, protocol.DISCONNECT))
 
     async def _listen(self) -> None:
         """LISTEN on a connection of this process's own, reopened whenever it is lost."""
@@ -150,7 +217,7 @@ class Hub:
                 conn.add_termination_listener(lambda _c: lost.set())
                 await conn.add_listener(sessions.CHANNEL, lambda _c, _pid, _ch, payload: self._notice(payload))
                 self._listening.set()
-                self.on_listening()
+                self.kick_all()  # notices sent while this process was not listening are lost
                 await lost.wait()
             except asyncio.CancelledError:
                 raise
@@ -167,9 +234,6 @@ class Hub:
             self.on_notice(payload)
         except ValueError:
             log.warning("agent channel: unreadable notice %r", payload[:100])
-
-    def on_listening(self) -> None:
-        """(Re)listening: notices sent while this process was not listening are lost."""
 
     async def listening(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._listening.wait(), timeout)

@@ -28,8 +28,9 @@ async def register_server(pool, server_id: str) -> None:
     await pool.execute("INSERT INTO agent_servers (server_id) VALUES ($1)", server_id)
 
 
-async def beat(pool, server_id: str, stale_seconds: float) -> None:
-    """This process is alive; processes silent for stale_seconds are not (their sessions go with them)."""
+async def beat(pool, server_id: str, stale_seconds: float, holding: list[int]) -> None:
+    """This process is alive, and holds the sockets of `holding`; processes silent for stale_seconds are
+    not (their sessions go with them)."""
     async with pool.acquire() as conn, conn.transaction():
         found = await conn.fetchval(
             "UPDATE agent_servers SET heartbeat_at = now() WHERE server_id = $1 RETURNING 1", server_id)
@@ -37,6 +38,12 @@ async def beat(pool, server_id: str, stale_seconds: float) -> None:
             await conn.execute("INSERT INTO agent_servers (server_id) VALUES ($1)", server_id)
         await conn.execute(
             "DELETE FROM agent_servers WHERE heartbeat_at < now() - make_interval(secs => $1)", float(stale_seconds))
+        # Sessions whose end could not be recorded (the database was away when the socket closed). Not the
+        # newest: a socket that has just authenticated may not be in `holding` yet.
+        await conn.execute(
+            "DELETE FROM agent_sessions s WHERE s.server_id = $1 AND s.connected_at < now() - interval '10 seconds'"
+            " AND NOT EXISTS (SELECT 1 FROM unnest($2::bigint[]) AS h(id) WHERE h.id = s.host_id)",
+            server_id, holding)
 
 
 async def unregister_server(pool, server_id: str) -> None:

@@ -47,7 +47,7 @@ async def register(pool, hostname: str, ip: str, *, may_reregister: bool) -> Reg
 
 
 async def unregister(pool, host_id: int) -> bool:
-    """Delete the host and everything about it (inventory, history, events, pending reports)."""
+    """Delete the host and everything about it (inventory, history, events, pending reports, requests)."""
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetchval("DELETE FROM hosts WHERE id = $1 RETURNING id", host_id)
         if deleted is not None:
