@@ -7,6 +7,7 @@ from app import auth, errors, logs, metrics, openapi, reports_counter, resources
 from app.agents import channel as agent_channel, hub as agent_hub
 from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
+from app.api import agents as agents_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
@@ -69,11 +70,17 @@ def create_app(settings: Settings) -> web.Application:
     both("GET", "/api/v2/hosts/environment/{value}", hosts.hosts_filter("environment"), "hosts_environment")
     both("GET", "/api/v2/hosts/package/{value}/{version}", hosts.hosts_package, "hosts_package_version")
     both("GET", "/api/v2/hosts/package/{value}", hosts.hosts_package, "hosts_package")
-    both("GET", "/api/v2/hosts/{filter:os|kernel|arch|profile|environment|package}", hosts.hosts_missing_value,
+    both("GET", "/api/v2/hosts/agent/{value}", hosts.hosts_by_agent, "hosts_agent")
+    both("GET", "/api/v2/hosts/{filter:os|kernel|arch|profile|environment|package|agent}", hosts.hosts_missing_value,
          "hosts_missing")
 
     # --- the agent channel: linupdate's agents connect here and take operators' requests -----------
     r.add_get("/ws", agent_channel.websocket, name="agent_ws")
+    both("POST", r"/api/v2/host/{host_id:\d+}/requests", agents_api.create_request, "host_request_create")
+    both("GET", r"/api/v2/host/{host_id:\d+}/requests", agents_api.host_requests, "host_requests")
+    both("POST", "/api/v2/hosts/requests", agents_api.create_requests, "hosts_requests_create")
+    both("GET", r"/api/v2/host/requests/{request_id:\d+}", agents_api.get_request, "host_request")
+    both("DELETE", r"/api/v2/host/requests/{request_id:\d+}", agents_api.cancel_request, "host_request_cancel")
 
     # --- profiles --------------------------------------------------------------------------------
     both("GET", "/api/v2/profile", profiles.list_profiles, "profiles")

@@ -26,6 +26,8 @@ import asyncpg
 
 from app.agents import protocol, sessions
 from app.domain_errors import Conflict, NotFound
+from app.hosts import queries
+from app.tasks.listing import iso
 
 NEW, SENT, RUNNING, COMPLETED, FAILED, CANCELED = "new", "sent", "running", "completed", "failed", "canceled"
 STATUSES = (NEW, SENT, RUNNING, COMPLETED, FAILED, CANCELED)
@@ -75,6 +77,23 @@ async def create(pool, host_ids: list[int], request: str, params: dict, requeste
         rows = await conn.fetch(_INSERT, host_ids, request, params, requested_by)
         await _notify_hosts(conn, [r["host_id"] for r in rows])
     return [r["id"] for r in rows]
+
+
+async def create_one(pool, host_id: int, request: str, params: dict, requested_by: str | None) -> dict:
+    """A request to one host, as the API shows it."""
+    ids = await create(pool, [host_id], request, params, requested_by)
+    if not ids:
+        raise NotFound(f"Host #{host_id} does not exist.")
+    return await get(pool, ids[0])
+
+
+async def create_many(pool, request: str, params: dict, requested_by: str | None, *, host_ids: list[int] | None,
+                      filters: dict | None, limit: int) -> int:
+    """The same request to each host of `host_ids` that exists, or to every host matching `filters`
+    (the fleet filters, app/hosts/queries.py). Returns how many were made."""
+    if host_ids is None:
+        host_ids = await queries.matching_host_ids(pool, filters or {}, limit)
+    return len(await create(pool, host_ids, request, params, requested_by))
 
 
 async def create_for_profile(conn, profile: str, requested_by: str | None) -> int:
@@ -209,18 +228,34 @@ _COLUMNS = """id, host_id, request, params, status, info, error, requested_by, t
     created_at, sent_at, started_at, finished_at"""
 
 
+def wire(row) -> dict:
+    """A request as the API shows it (Summary and Log when read alone, Has_log in listings)."""
+    out = {"Id": row["id"], "Host_id": row["host_id"], "Request": row["request"], "Params": row["params"],
+           "Status": row["status"], "Info": row["info"], "Error": row["error"], "Requested_by": row["requested_by"],
+           "Timed_out": row["timed_out"], "Created": iso(row["created_at"]), "Sent": iso(row["sent_at"]),
+           "Started": iso(row["started_at"]), "Finished": iso(row["finished_at"])}
+    if "log" in row:
+        out.update(Summary=row["summary"], Log=row["log"])
+    if "has_log" in row:
+        out["Has_log"] = row["has_log"]
+    return out
+
+
 async def get(pool, request_id: int) -> dict:
+    """One request as the API shows it, with its summary and log."""
     row = await pool.fetchrow(f"SELECT {_COLUMNS}, summary, log FROM agent_requests WHERE id = $1", request_id)
     if row is None:
         raise NotFound(f"Request #{request_id} does not exist.")
-    return dict(row)
+    return wire(row)
 
 
 async def for_host(pool, host_id: int, page: int, per_page: int) -> tuple[list[dict], int]:
-    """A host's requests, newest first (without their logs and summaries), and how many it has."""
+    """A host's requests as the API shows them, newest first (without logs and summaries), and how many it has."""
     rows = await pool.fetch(
         f"SELECT {_COLUMNS}, log IS NOT NULL AS has_log, count(*) OVER () AS _total FROM agent_requests"
         " WHERE host_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3", host_id, per_page, (page - 1) * per_page)
-    total = rows[0]["_total"] if rows else await pool.fetchval(
-        "SELECT count(*) FROM agent_requests WHERE host_id = $1", host_id)
-    return [{k: v for k, v in r.items() if k != "_total"} for r in rows], total
+    if rows:
+        return [wire(r) for r in rows], rows[0]["_total"]
+    if not await queries.host_exists(pool, host_id):
+        raise NotFound(f"Host #{host_id} does not exist.")
+    return [], await pool.fetchval("SELECT count(*) FROM agent_requests WHERE host_id = $1", host_id)

@@ -203,6 +203,7 @@ FILTERS = {
     "profile": "You must specify a profile",
     "environment": "You must specify an environment",
     "package": "You must specify a package",
+    "agent": "You must specify connected or disconnected",
 }
 
 
@@ -224,6 +225,17 @@ def hosts_filter(name: str):
 
     handler.__name__ = f"hosts_by_{name}"
     return handler
+
+
+@docs(summary="Hosts whose agent is (or is not) connected to the agent channel (paginated)", query=PageQuery,
+      response=HostRow, many=True, responses=_ERRORS)
+async def hosts_by_agent(request: web.Request) -> web.Response:
+    auth.require_user(request)
+    value = request.match_info["value"]
+    if value not in ("connected", "disconnected"):
+        raise bad_request(FILTERS["agent"])
+    page = _page(request)
+    return _paged(*await queries.list_hosts(request.app[POOL], page, value), page)
 
 
 @docs(summary="A filter without its value (always 400)", responses=_ERRORS)

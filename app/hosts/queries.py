@@ -15,8 +15,14 @@ HOST_COLUMNS = """
     to_char(h.agent_status_at, 'HH24:MI:SS') AS "Online_status_time",
     CASE h.reboot_required WHEN true THEN 'true' WHEN false THEN 'false' END AS "Reboot_required",
     h.boot_time::text AS "Uptime", h.agent_version AS "Linupdate_version", h.agent_version AS "Agent_version",
-    to_char(h.last_seen_at, 'YYYY-MM-DD HH24:MI:SS') AS "Last_seen", h.available_count AS "Available_updates"
+    to_char(h.last_seen_at, 'YYYY-MM-DD HH24:MI:SS') AS "Last_seen", h.available_count AS "Available_updates",
+    EXISTS (SELECT 1 FROM agent_sessions s WHERE s.host_id = h.id) AS "Agent_connected",
+    (SELECT to_char(s.connected_at, 'YYYY-MM-DD HH24:MI:SS') FROM agent_sessions s WHERE s.host_id = h.id)
+        AS "Agent_connected_since"
 """
+# The host's agent holds a socket open on /ws (app/agents/): a session row, gone when the socket closes
+# or its server process stops beating.
+AGENT_CONNECTED = "EXISTS (SELECT 1 FROM agent_sessions s WHERE s.host_id = h.id)"
 
 # A host with this many available updates or more is outdated; fewer is up to date (no overlap).
 OUTDATED_THRESHOLD = 1
@@ -61,6 +67,8 @@ HOST_FILTERS = {
     "arch": "h.arch = $1",
     "profile": "h.profile = $1",
     "environment": "h.env = $1",
+    "connected": AGENT_CONNECTED,
+    "disconnected": f"NOT {AGENT_CONNECTED}",
 }
 
 
@@ -69,6 +77,34 @@ async def list_hosts(pool, page: Page, filter_name: str | None = None, args: tup
     order = "h.hostname" if filter_name else "h.id"
     sql = f"SELECT {HOST_COLUMNS}, count(*) OVER () AS _total FROM hosts h {where} ORDER BY {order}"
     return await fetch_page(pool, sql, list(args), page)
+
+
+# Filters of a selection of hosts (a request to many hosts): key -> column compared with the value.
+SELECTION_COLUMNS = {"profile": "h.profile", "env": "h.env", "os": "h.os", "os_version": "h.os_version",
+                     "kernel": "h.kernel", "arch": "h.arch"}
+
+
+async def matching_host_ids(pool, filters: dict, limit: int) -> list[int]:
+    """Ids of the hosts that match every filter given: the columns above, `outdated` (true/false, as
+    /hosts/outdated and /hosts/uptodate), `package` (a package installed, by exact name), `connected`
+    (true/false: its agent holds a socket). No filter: every host. At most `limit` ids, lowest first."""
+    conds, args = [], []
+    for key, column in SELECTION_COLUMNS.items():
+        if key in filters:
+            args.append(filters[key])
+            conds.append(f"{column} = ${len(args)}")
+    if "outdated" in filters:
+        args.append(OUTDATED_THRESHOLD)
+        conds.append(f"h.available_count {'>=' if filters['outdated'] else '<'} ${len(args)}")
+    if "package" in filters:
+        args.append(filters["package"])
+        conds.append(f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND p.name = ${len(args)})")
+    if "connected" in filters:
+        conds.append(AGENT_CONNECTED if filters["connected"] else f"NOT {AGENT_CONNECTED}")
+    args.append(limit)
+    where = " AND ".join(conds) or "true"
+    rows = await pool.fetch(f"SELECT h.id FROM hosts h WHERE {where} ORDER BY h.id LIMIT ${len(args)}", *args)
+    return [r["id"] for r in rows]
 
 
 async def get_host(pool, host_id: int) -> dict | None:

@@ -133,6 +133,8 @@ class HostRow(Schema):
     Agent_version = fields.String(allow_none=True)
     Last_seen = fields.String(allow_none=True)
     Available_updates = fields.Integer()
+    Agent_connected = fields.Boolean(metadata={"description": "its agent holds a socket open on /ws"})
+    Agent_connected_since = fields.String(allow_none=True, metadata={"description": "when that socket authenticated"})
 
 
 class PageQuery(Schema):

@@ -296,7 +296,7 @@ async def test_cancel_only_before_sent(server, host, pool):
     client = await server()
     rid = await make(pool, host, "request-general-infos")
     row = await requests.cancel(pool, rid, "alice")
-    assert (row["status"], row["info"]) == ("canceled", "Canceled by alice")
+    assert (row["Status"], row["Info"]) == ("canceled", "Canceled by alice")
     sent = await make(pool, host, "request-packages-infos")
     agent = await connected(client, host)
     assert (await agent.next_request())["request-id"] == sent  # the canceled one is never sent
