@@ -25,6 +25,8 @@ def cmd_hosts_list(client, args) -> None:
         path = f"hosts/os/{_q(args.os)}" + (f"/{_q(args.os_version)}" if args.os_version else "")
     elif args.outdated or args.uptodate:
         path = "hosts/outdated" if args.outdated else "hosts/uptodate"
+    elif args.connected or args.disconnected:
+        path = "hosts/agent/connected" if args.connected else "hosts/agent/disconnected"
     else:
         path = "hosts/"
         for flag in ("kernel", "arch", "profile", "env"):
@@ -42,7 +44,11 @@ def cmd_hosts_list(client, args) -> None:
             for r in rows:
                 if isinstance(r.get("Available_updates"), dict):
                     r["Updates"] = r["Available_updates"].get("Total")
+                if "Agent_connected" in r:
+                    r["Agent"] = "connected" if r["Agent_connected"] else "-"
             cols = HOST_COLUMNS + ([("Updates", "UPDATES")] if args.outdated or args.uptodate else [])
+            if any("Agent" in r for r in rows):
+                cols = cols + [("Agent", "AGENT")]
             table(rows, cols)
         paging = d.get("pagination")
         if paging and paging.get("total", 0) > len(rows):
@@ -83,6 +89,8 @@ def register(sub) -> None:
         parser.add_argument("--version", help="with --package: version prefix")
         parser.add_argument("--outdated", action="store_true")
         parser.add_argument("--uptodate", action="store_true")
+        parser.add_argument("--connected", action="store_true", help="hosts whose agent is connected (/ws)")
+        parser.add_argument("--disconnected", action="store_true", help="hosts whose agent is not connected")
         parser.add_argument("--page", type=int, default=1)
         parser.add_argument("--per-page", type=int, default=100, help="hosts per page (default 100)")
         parser.set_defaults(fn=cmd_hosts_list)
