@@ -51,6 +51,7 @@ TEST_TIERS = {
     "test_a_batch_is_held_no_longer_than_hold_seconds": "slow",
     "test_two_replicas_count_into_one_series_and_the_chart_draws_it": "slow",
     "test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using": "slow",
+    "test_cross_process.py": "slow",
 }
 
 

@@ -7,6 +7,7 @@ import json
 
 import aiohttp
 
+from app.agents import requests
 from app.agents.hub import HUB
 from app.hosts import registry
 from tests.agents.agent import Agent
@@ -176,11 +177,14 @@ async def test_ack_names_the_fields_set_by_php_empty_rules(server, host, pool):
 
 
 async def test_messages_far_above_4_mib_are_accepted(server, host, pool):
-    """D1: a 6 MiB final response is read and acknowledged, not closed with 1009."""
+    """D1: a 6 MiB final response is read, stored and acknowledged, not closed with 1009."""
     client = await server()
     agent = await connected(client, host, pool)
-    await agent.respond("5", "completed", log="x" * (6 * 1024 * 1024))
-    assert (await agent.ack(timeout=30))["data"] == ["status", "log"]
+    (rid,) = await requests.create(pool, [host[2]], "request-all-packages-update", {}, "tester")
+    await agent.next_request()
+    await agent.respond(rid, "completed", summary={"update": {"status": "done"}}, log="x" * (6 * 1024 * 1024))
+    assert (await agent.ack(timeout=30))["data"] == ["status", "summary", "log"]
+    assert await pool.fetchval("SELECT length(log) FROM agent_requests WHERE id = $1", rid) == 6 * 1024 * 1024
 
 
 async def test_no_pings_and_no_idle_disconnect(server, host, pool):
