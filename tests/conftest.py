@@ -25,42 +25,10 @@ from workers.settings import Worker, worker_settings
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
-TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test")
-TEST_REDIS_DB = 1
-
-# The tiers (markers in pyproject.toml; `make test-fast` leaves these out): whole modules by file name,
-# single tests by function name, so that they keep their tier when they move. tests/faults/ is marked by
-# its own conftest.
-TEST_TIERS = {
-    "test_dashboard_browser.py": "browser",
-    "test_real_clients.py": "clients",
-    "test_deb_upload_rebuild_point_with_apt": "clients",
-    "test_rpm_through_api_with_dnf": "clients",
-    "test_deb_rebuild_and_env_point_with_apt": "clients",
-    "test_rpm_rebuild_signs_once_and_dnf_installs": "clients",
-    "test_fuzz.py": "slow",
-    "test_schemathesis_writes.py": "slow",
-    "test_worker_metrics.py": "slow",
-    "test_schemathesis_finds_no_5xx_and_no_broken_response": "slow",
-    "test_hostile_debs_are_refused_one_by_one_and_nothing_reaches_storage_or_packages": "slow",
-    "test_a_request_while_running_causes_exactly_one_more_run": "slow",
-    "test_cli_profile_set_and_list": "slow",
-    "test_in_process_signatures_verify_like_gpgs": "slow",
-    "test_several_megabyte_reports_are_fine": "slow",
-    "test_watch_follows_progress_and_stop": "slow",
-    "test_a_batch_is_held_no_longer_than_hold_seconds": "slow",
-    "test_two_replicas_count_into_one_series_and_the_chart_draws_it": "slow",
-    "test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using": "slow",
-    "test_cross_process.py": "slow",
-}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    for item in items:
-        tier = TEST_TIERS.get(item.path.name) or TEST_TIERS.get(getattr(item, "originalname", item.name))
-        if tier:
-            item.add_marker(tier)
+# Under pytest-xdist (`make test-fast`), each worker process gets a database and a Redis db of its own.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test") + (f"_{_WORKER}" if _WORKER else "")
+TEST_REDIS_DB = 9 + _WORKER if _WORKER else 1  # (the benchmarks use 2 and 3, `make run` 0)
 
 
 def _test_settings(tmp: Path) -> Settings:
@@ -156,14 +124,6 @@ async def admin_key(make_key) -> str:
     return await make_key("admin", "admin")
 
 
-def bearer(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def host_auth(auth_id: str, token: str) -> dict:
-    return {"Authorization": f"Host {auth_id}:{token}"}
-
-
 @pytest.fixture
 def run_worker(settings, request):
     """await run_worker() runs a real arq worker until the queue is empty (burst mode)."""
@@ -202,18 +162,6 @@ async def live_worker(settings):
     except (asyncio.CancelledError, Exception):
         pass
     await worker.close()  # also when a job still runs (workers.settings.Worker)
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll an async predicate until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app import users
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 async def test_healthz_reports_both_services(client):

@@ -10,7 +10,7 @@ from app import users
 from app.tasks import dispatch
 from app.dashboard import queries, sessions
 from app.main import create_app
-from tests.conftest import bearer
+from tests.helpers import bearer
 from workers import runner
 
 HOSTILE = '<script>alert("pwned")</script>'

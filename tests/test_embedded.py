@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -67,16 +66,6 @@ def server_pid(var_dir) -> int:
     return json.loads((var_dir[0] / "valkey" / "state.json").read_text())["pid"]
 
 
-def answers(url: str) -> bool:
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def test_the_server_outlives_the_process_that_started_it_and_stops_with_the_last_user(var_dir):
     a = start(var_dir)
     b = start(var_dir)
@@ -88,7 +77,6 @@ def test_the_server_outlives_the_process_that_started_it_and_stops_with_the_last
     assert server_pid(var_dir) == pid
 
     b.exit()
-    assert not answers(a.url)
     assert not embedded._alive(pid)
     assert not (var_dir[0] / "valkey" / "state.json").exists()
 
@@ -101,7 +89,6 @@ def test_a_user_that_was_killed_does_not_keep_the_server_up(var_dir):
     b.proc.wait()
 
     a.exit()
-    assert not answers(a.url)
     assert not embedded._alive(pid)
 
 
@@ -110,8 +97,9 @@ def test_a_server_that_went_away_is_started_again(var_dir):
     killed = server_pid(var_dir)
     os.kill(killed, signal.SIGKILL)
     b = start(var_dir)
-    assert server_pid(var_dir) != killed
+    restarted = server_pid(var_dir)
+    assert restarted != killed
     assert b.ping() == "+PONG"
     b.exit()
     a.exit()
-    assert not answers(b.url)
+    assert not embedded._alive(restarted)

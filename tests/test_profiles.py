@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import register
 
 FULL = {"name": "web", "Package_exclude": "linux-image.*,kernel.*", "Package_exclude_major": ["nginx", "mysql.*"],
@@ -119,6 +119,7 @@ async def test_bad_json_and_unknown_profile_on_edit(client, pool, make_key):
     assert await pool.fetchval("SELECT package_exclude FROM profiles") == "linux-image.*,kernel.*"
 
 
+@pytest.mark.slow
 def test_cli_profile_set_and_list(settings):
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url)
     depot = [sys.executable, "-m", "app.cli", "profile"]

@@ -1,7 +1,7 @@
 """In-process OpenPGP signatures (RFC 4880 / 9580, v4, RSA, SHA-512) for repository metadata.
 
-Running gpg costs a process start and an agent round trip per signature (~20 ms here, 2 or 3 per
-rebuild): more than rendering a 5,000-package index. Depot's own key is an unprotected RSA key
+Running gpg costs a process start and an agent round trip per signature (2 or 3 per rebuild):
+more than rendering a large index. Depot's own key is an unprotected RSA key
 in its GNUPGHOME; it is exported from gpg once per process and signatures are made here with
 `cryptography`, in the exact form gpg writes (issuer fingerprint and creation time hashed,
 issuer key id unhashed). Any other key shape (a protected key, a signing subkey, not RSA) makes

@@ -62,9 +62,9 @@ async def _progress(progress, pct: int, text: str) -> None:
 class _GcPaused:
     """Python's cyclic garbage collector paused while a rebuild runs. A rebuild makes tens of
     thousands of short-lived, acyclic objects (rows, entries, strings); in a long-lived worker with
-    a big heap they trigger full collections costing 10-30 ms each, more than an add-one rebuild's
-    real work. Reference counting still frees everything at once; the collector resumes when the
-    last concurrent rebuild of the process ends."""
+    a big heap they trigger full collections that cost more than an add-one rebuild's real work.
+    Reference counting still frees everything at once; the collector resumes when the last
+    concurrent rebuild of the process ends."""
 
     _lock = threading.Lock()
     _depth = 0

@@ -136,8 +136,8 @@ class Signer:
         return self.sign_rpms([(src, dst)])[0]
 
     def sign_rpms(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
-        """Sign copies of many rpms: one rpmsign run per batch (a process per file would cost
-        ~20 ms each), batches run on every core (rpmsign runs gpg once per file)."""
+        """Sign copies of many rpms: one rpmsign run per batch (a process per file costs more than
+        the signing), batches run on every core (rpmsign runs gpg once per file)."""
         self.fingerprint  # resolve (or create) the key before the threads start
         batches = [pairs[i:i + batch] for i in range(0, len(pairs), batch)]
         with ThreadPoolExecutor(max_workers=max(1, min(len(batches), os.cpu_count() or 2))) as pool:

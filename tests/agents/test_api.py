@@ -5,7 +5,7 @@ import time
 
 from app import profiles
 from tests.agents.agent import Agent
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 
 DRY = {"dry-run": True, "ignore-exclusions": False, "keep-config-files": True, "full-upgrade": False}
 

@@ -11,7 +11,7 @@ from app.agents import requests
 from app.agents.hub import HUB
 from app.hosts import registry
 from tests.agents.agent import Agent
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 AUTH_ERROR = {"error": 'error while processing response to request "authenticate"'}
 

@@ -7,10 +7,13 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 
 from tests.agents.agent import Agent
-from tests.conftest import bearer, wait_for
+from tests.helpers import bearer, wait_for
 from tests.faults import procs
+
+pytestmark = pytest.mark.slow  # starts two `depot serve` processes
 
 
 async def test_requests_and_sockets_across_two_server_processes(settings, pool, make_key, make_host, tmp_path):

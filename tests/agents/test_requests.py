@@ -9,7 +9,7 @@ from app import profiles
 from app.agents import requests
 from app.agents.hub import HUB
 from tests.agents.agent import UPDATE_SUMMARY, Agent
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from workers.settings import worker_settings
 
 DRY_RUN = {"dry-run": True, "ignore-exclusions": False, "keep-config-files": True, "full-upgrade": False}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 async def _works(client, key: str) -> int:

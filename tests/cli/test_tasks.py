@@ -9,7 +9,7 @@ import pytest
 from app.cli import tasks
 from app.tasks import dispatch
 from app.tasks.listing import LISTINGS
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from workers import runner
 
 
@@ -57,6 +57,7 @@ async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, ru
     assert code == 0 and "cli_quick" in out, err
 
 
+@pytest.mark.slow
 async def test_watch_follows_progress_and_stop(depot, pool, redis, make_key, live_worker):
     key = await make_key("operator")
     ref = await dispatch.enqueue(pool, redis, "cli_slow", "thing:1")

@@ -9,7 +9,7 @@ import time
 import aiohttp
 
 from tests import pkgfactory
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 DIST, SECTION = "bookworm", "main"
 

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.faults.test_shutdown import procs_wait
 
 HOSTS = 20

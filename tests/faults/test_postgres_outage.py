@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.faults import procs
 
 # A request during an outage must be answered within this many seconds (acquire/connect timeouts).

@@ -60,7 +60,7 @@ async def test_requests_while_redis_is_down_keep_their_task(processes, fpool, fr
 async def test_host_reports_are_accepted_while_redis_is_down(processes, fpool, fredis, private_valkey, fault_admin_key):
     import aiohttp
 
-    from tests.conftest import bearer, host_auth
+    from tests.helpers import bearer, host_auth
 
     server, base = processes.server()
     async with aiohttp.ClientSession() as session:

@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 
 from app.tasks import dispatch
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.faults import procs
 
 

@@ -10,7 +10,7 @@ import pytest
 from app import auth, users
 from app.main import create_app
 from app.security import AuthThrottle
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 
 STATUS = "/api/v2/status"
 

@@ -9,6 +9,8 @@ this one is about input no schema describes. Bounded: DEPOT_FUZZ_EXAMPLES per ro
 """
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import os
@@ -22,8 +24,10 @@ import orjson
 from hypothesis import HealthCheck, strategies as st
 
 from app.main import create_app
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.hostile.dbdigest import database_digest
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("DEPOT_FUZZ_EXAMPLES", "6"))
 FUZZ_BUDGET = float(os.environ.get("DEPOT_FUZZ_SECONDS", "60"))

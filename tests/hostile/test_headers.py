@@ -6,7 +6,7 @@ from dataclasses import replace
 import aiohttp
 
 from app.main import create_app
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 EVIL = "https://evil.example"
 GOOD = "https://ops.example.com"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests import pkgfactory
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.pkgfactory import _tar_gz, ar_archive, control_text, deb_bytes
 
 MiB = 1 << 20
@@ -122,6 +122,7 @@ def _stored(settings) -> tuple[list, list]:
     return tmp, pool
 
 
+@pytest.mark.slow
 async def test_hostile_debs_are_refused_one_by_one_and_nothing_reaches_storage_or_packages(
     client, pool, settings, admin_key, run_worker
 ):

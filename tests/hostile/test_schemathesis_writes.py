@@ -6,6 +6,8 @@ describes; this one makes schemathesis' invalid cases prove the "no write when r
 """
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import os
 import time
@@ -17,8 +19,10 @@ import schemathesis
 from hypothesis import HealthCheck
 from schemathesis import GenerationMode
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.hostile.dbdigest import database_digest
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("DEPOT_SCHEMATHESIS_EXAMPLES", "6"))
 BUDGET_SECONDS = float(os.environ.get("DEPOT_FUZZ_SECONDS", "60"))

@@ -6,7 +6,7 @@ import logging
 import re
 
 from app import users
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 
 _PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 

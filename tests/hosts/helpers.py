@@ -1,7 +1,7 @@
 """Shared helpers for the host tests: register a host, send reports as the agent does."""
 from __future__ import annotations
 
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts.captured import agent_body
 
 

@@ -1,7 +1,7 @@
 """The whole linupdate flow, with the captured request bodies, against a real worker."""
 from __future__ import annotations
 
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts import captured
 from tests.hosts.helpers import put
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.hosts import captured
 from tests.hosts.helpers import put, register
 

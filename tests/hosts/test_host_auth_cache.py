@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from app import auth
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import installed, put, register
 
 EVENTS = {"events": [{"date_start": "2026-01-01", "time_start": "10:00:00", "command": "apt-get -y upgrade"}]}

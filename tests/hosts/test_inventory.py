@@ -9,7 +9,7 @@ import pytest
 from app import resources
 from app.hosts import bodies, reports
 from app.main import create_app
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import installed, put, register
 
 
@@ -241,6 +241,7 @@ async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
     await put(client, creds, "packages/installed", installed({f"p{i}": "1" for i in range(5)}))
 
 
+@pytest.mark.slow
 async def test_several_megabyte_reports_are_fine(client, pool, make_key, run_worker):
     creds = await _host(client, make_key)
     big = installed({f"package-with-a-rather-long-name-{i}": f"{i}.0.0-1+really.long.version.string" for i in range(40_000)})

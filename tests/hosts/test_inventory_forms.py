@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from app.hosts import bodies, inventory
-from tests.conftest import host_auth
+from tests.helpers import host_auth
 from tests.hosts.helpers import installed, put, register
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer, host_auth
+from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import register
 
 PACKAGES = {

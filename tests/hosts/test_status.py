@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.hosts import captured
 from tests.hosts.helpers import put, register
 

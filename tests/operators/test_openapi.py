@@ -1,6 +1,8 @@
 """OpenAPI 3.1 description of every route, the rendered reference page, and schemathesis against the live app."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import os
 import re
@@ -22,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.tasks import dispatch
 from app.openapi import is_api_route
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 # Bounded: a few examples per operation, the whole run well under a minute.
 EXAMPLES = int(os.environ.get("DEPOT_SCHEMATHESIS_EXAMPLES", "10"))
@@ -64,6 +66,7 @@ async def test_spec_lists_every_route_and_is_public(client):
     assert (await client.get("/api/v2/queues")).headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+@pytest.mark.slow
 async def test_schemathesis_finds_no_5xx_and_no_broken_response(client, pool, redis, admin_key):
     # Some data so that listings and ids have something to show.
     async with pool.acquire() as conn:

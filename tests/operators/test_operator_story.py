@@ -6,7 +6,7 @@ import aiohttp
 
 from app.tasks import schedules
 from tests import pkgfactory
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 async def _due(pool, schedule_id):

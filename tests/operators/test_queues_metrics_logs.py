@@ -15,7 +15,7 @@ from app import metrics
 from app.tasks import dispatch
 from app.logs import JsonFormatter
 from app.main import create_app
-from tests.conftest import bearer
+from tests.helpers import bearer
 from workers import runner, reconciler
 
 

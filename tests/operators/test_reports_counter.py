@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app import reports_counter
 from app.dashboard import queries
 from app.main import create_app
-from tests.conftest import bearer, wait_for
+from tests.helpers import bearer, wait_for
 from tests.faults import procs
 from tests.test_dashboard import login
 
@@ -41,6 +41,7 @@ async def _total(redis, counter, minute) -> dict:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
+@pytest.mark.slow
 async def test_two_replicas_count_into_one_series_and_the_chart_draws_it(aiohttp_client, settings, redis,
                                                                           admin_key, make_key):
     queries.clear_cache()

@@ -1,7 +1,7 @@
 """Users and API keys over HTTP: admin only, keys shown once, older key stops working, never a digest."""
 from __future__ import annotations
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 async def _json(resp, status: int) -> dict:

@@ -2,14 +2,18 @@
 real jobs (a host's inventory diff from a real report, a failing task, a task stopped by an operator)."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.tasks import dispatch
-from tests.conftest import bearer, wait_for
+from tests.helpers import bearer, wait_for
 from tests.faults import procs
+
+pytestmark = pytest.mark.slow
 
 KEY = "worker-metrics-key"
 

@@ -9,7 +9,7 @@ import pytest
 from app.main import create_app
 from tests import pkgfactory
 from tests.clients import AptRoot, dnf_install, rpm_installed
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 pytestmark = pytest.mark.usefixtures("repo_db")
 
@@ -89,6 +89,7 @@ async def test_repository_management_and_roles(client, make_key):
     assert (await client.post("/api/v2/environment/", json={"name": "Bad Name"}, headers=bearer(admin))).status == 400
 
 
+@pytest.mark.clients
 async def test_deb_upload_rebuild_point_with_apt(client, make_key, pool, run_worker, tmp_path, settings):
     admin, uploader = await make_key("admin"), await make_key("uploader")
     repo = await _create_repo(client, admin, name="app", type="deb", dist="bookworm", section="main")
@@ -257,6 +258,7 @@ async def test_rebuild_requests_coalesce(client, make_key, pool, run_worker):
     assert await _rebuild(client, admin, snap) != task_id   # after it ran, a new one
 
 
+@pytest.mark.clients
 async def test_rpm_through_api_with_dnf(client, make_key, pool, run_worker, tmp_path, rpm_dir):
     admin = await make_key("admin")
     repo = await _create_repo(client, admin, name="tools", type="rpm", releasever="9")

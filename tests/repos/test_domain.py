@@ -113,6 +113,7 @@ async def test_same_file_in_two_snapshots_is_stored_once_and_diff_is_by_content(
         assert await model.delete_packages(conn, s2.id, ["Release", "Packages.gz", "beta_1.0_all.deb"]) == ["beta_1.0_all.deb"]
 
 
+@pytest.mark.clients
 async def test_deb_rebuild_and_env_point_with_apt(repo_db, storage, signer, tmp_path, http_root):
     www, base = http_root
     (www / "repo").symlink_to(storage.public)
@@ -148,6 +149,7 @@ async def test_deb_rebuild_and_env_point_with_apt(repo_db, storage, signer, tmp_
         await point_env(repo_db, storage, signer, "staging", s2.id)
 
 
+@pytest.mark.clients
 async def test_rpm_rebuild_signs_once_and_dnf_installs(repo_db, storage, signer, tmp_path, http_root, rpm_dir):
     www, base = http_root
     (www / "repo").symlink_to(storage.public)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.tasks import dispatch, schedules
 from app.repos import model
 from app.repos.storage import Storage
-from tests.conftest import bearer
+from tests.helpers import bearer
 from workers import runner
 
 

@@ -14,7 +14,7 @@ from app.repos.rebuild import rebuild_snapshot
 from app.repos.storage import Storage
 from app.repos.upload import Outcome
 from tests import pkgfactory
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tests.repos.test_domain import _upload
 
 
@@ -178,6 +178,7 @@ async def test_gc_is_whole_or_nothing_and_recovers_after_a_crash(repo_db, redis,
     assert not (shas & _shas(storage)) and not list((storage.pool / ".gc").iterdir())
 
 
+@pytest.mark.slow
 async def test_gc_never_takes_a_file_an_upload_or_a_rebuild_is_using(repo_db, gc_storage, tmp_path):
     pool, storage = repo_db, gc_storage
     async with pool.acquire() as conn:

@@ -2,10 +2,14 @@
 import gzip
 import time
 
+import pytest
+
 from app.repos.packages import parse_package
 from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry, sign_rpm_into_pool
 from tests import pkgfactory
 from tests.clients import AptRoot, dnf_install, rpm_installed
+
+pytestmark = pytest.mark.clients
 
 
 def _ingest(storage, path, kind):

@@ -3,6 +3,8 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 from app.repos.signing import Signer
 
 
@@ -64,6 +66,7 @@ def test_signed_rpm_verifies_against_the_public_key(tmp_path, signer, rpm_dir):
     assert orig.returncode != 0
 
 
+@pytest.mark.slow
 def test_in_process_signatures_verify_like_gpgs(tmp_path, signer):
     """Depot's own key signs in process (openpgp.py); gpgv and gpg read the result as their own.
     A key gpg cannot hand over unprotected falls back to gpg, with the same results."""

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app.tasks import dispatch, rows, schedules
-from tests.conftest import bearer, wait_for
+from tests.helpers import bearer, wait_for
 from workers import runner
 
 RUNS: list[int] = []

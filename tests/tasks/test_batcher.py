@@ -1,12 +1,14 @@
 """The batcher: the tasks a server creates in a window go as one job, held during a report storm."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 
 from arq.jobs import Job
 
 from app.tasks.batcher import JobBatcher
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 async def _storm(batcher: JobBatcher, seconds: float, first_id: int = 1) -> None:
@@ -42,6 +44,7 @@ async def _more_than(redis, queue_name: str, n: int) -> bool:
     return await redis.zcard(queue_name) > n
 
 
+@pytest.mark.slow
 async def test_a_batch_is_held_no_longer_than_hold_seconds(redis, settings):
     batcher = JobBatcher(redis, window=0.02, hold_seconds=0.3, hold_rate=200)
     await _storm(batcher, 0.2)

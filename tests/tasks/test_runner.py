@@ -8,7 +8,7 @@ import pytest
 from arq import cron
 
 from app.tasks import dispatch
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from workers import runner, reconciler
 from workers.settings import Worker, worker_settings
 
@@ -52,6 +52,7 @@ async def test_requests_while_queued_coalesce_into_one_task(pool, redis, run_wor
     assert rows[0]["result"] == {"seen": 2}
 
 
+@pytest.mark.slow
 async def test_a_request_while_running_causes_exactly_one_more_run(pool, redis, live_worker):
     running = await dispatch.enqueue(pool, redis, "test_slow", "snap:1", {"n": 1})
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", running.id))

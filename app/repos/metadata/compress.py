@@ -1,8 +1,8 @@
 """gzip for repository indexes: ISA-L (python-isal) when installed, zlib otherwise.
 
-Metadata compression was most of a rebuild's CPU: zlib level 6 needs ~27 ms for a 5,000-package
-primary.xml (5 MB). ISA-L level 2 writes a standard gzip stream (any zlib reader, so apt, dnf,
-yum and libsolv, reads it) about 10x faster, ~10% larger than zlib 6 and smaller than zlib 1-3.
+Metadata compression is most of a rebuild's CPU with zlib. ISA-L level 2 writes a standard gzip
+stream (any zlib reader, so apt, dnf, yum and libsolv, reads it) many times faster, a little larger
+than zlib 6 and smaller than zlib 1-3.
 The output never depends on the machine's CPU: a block compressed once is reused as it is.
 """
 from __future__ import annotations
