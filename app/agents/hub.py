@@ -160,8 +160,11 @@ class Hub:
             self._due, self._all_due = set(), False
             try:
                 outgoing = await requests.send_next(self.pool, self.server_id, hosts)
-            except DB_DOWN as exc:
-                log.warning("agent requests not sent, database unavailable: %s", type(exc).__name__)
+            except Exception as exc:  # this task must outlive anything: it is the only one sending requests
+                if isinstance(exc, DB_DOWN):
+                    log.warning("agent requests not sent, database unavailable: %s", type(exc).__name__)
+                else:
+                    log.exception("agent requests not sent")
                 await asyncio.sleep(1.0)
                 self.kick_all()
                 continue
