@@ -125,6 +125,7 @@ class Hub:
             opened = await sessions.open_session(self.pool, host_id, self.server_id, conn.session_id)
         if not opened:
             return None
+        await requests.lost_on_reconnect(self.pool, host_id)
         older = self.connections.get(host_id)
         self.connections[host_id] = conn
         if older is not None:

@@ -5,15 +5,20 @@
      │             ├──unsend──▶ new            (its socket was gone before the frame left)
      │             └──time limit──▶ failed     (timed_out: no running within DEPOT_AGENT_SENT_SECONDS)
      │                running ──time limit──▶ failed (timed_out: no result within DEPOT_AGENT_RUNNING_SECONDS)
+     │             sent | running ──lost──▶ failed (timed_out: after `unknown`, see below)
      ├──cancel──▶ canceled                     (an operator, before it is sent: there is no cancel on the wire)
      └──expire──▶ failed                       (its host not connected within DEPOT_AGENT_REQUEST_TTL)
 
 A partial unique index allows one request in flight (sent or running) per host: the agent runs one at
 a time, so the next is sent when the previous one is over. The agent's responses change only its own
 host's requests, only from sent or running (so a duplicate, or a late `running` or `unknown`, changes
-nothing once the request is over), except that its result replaces a failure Depot decided by a time
-limit. `unknown` (the agent lost the result: a crash, or a run longer than its own limit) keeps the
-partial log and leaves the request to its time limit.
+nothing once the request is over), except that its result replaces a failure Depot decided (timed_out).
+
+`unknown` is the agent's resend of a request whose result it lost (it crashed, or the request ran past
+its own five-minute limit): it keeps the partial log, and deletes what it had of the request, so no
+result will follow. The request stays in flight while the agent may still be busy with it, and is lost
+when the host's agent authenticates again (a new agent process is running nothing) or
+DEPOT_AGENT_SENT_SECONDS after the report, whichever comes first.
 
 Each change that makes a request sendable notifies the server processes (app/agents/sessions.py), in
 its own transaction; the process holding the host's socket sends it.
@@ -36,6 +41,7 @@ FINISHED = (COMPLETED, FAILED, CANCELED)
 
 SENT_INFO = "Request sent to the host"
 UNKNOWN_INFO = "The agent lost this request's result (it reported status unknown); the log is partial"
+LOST_INFO = "Lost: the agent reported its result unknown; the log is partial"
 # More hosts than this in one change: one notice for every process to look at all of its hosts.
 NOTIFY_EACH_MAX = 50
 
@@ -195,6 +201,8 @@ async def cancel(pool, request_id: int, by: str | None) -> dict:
 
 # --- time limits (the workers' cron) ----------------------------------------------------------------
 
+_LOST = f"status = 'failed', timed_out = true, finished_at = now(), updated_at = now(), info = '{LOST_INFO}'"
+
 
 async def expire(pool, ttl: float, sent_seconds: float, running_seconds: float) -> dict:
     """Fail the requests whose time is up: new ones whose host stayed away for `ttl` seconds, sent ones
@@ -214,12 +222,22 @@ async def expire(pool, ttl: float, sent_seconds: float, running_seconds: float) 
         lost = await conn.fetch(
             "UPDATE agent_requests SET status = 'failed', timed_out = true, finished_at = now(), updated_at = now(),"
             " info = 'Lost while running: no result within ' || $1::int || ' s'"
-            " || CASE WHEN info = $2 THEN ' (the agent reported it unknown)' ELSE '' END"
             " WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)"
-            " RETURNING host_id", float(running_seconds), UNKNOWN_INFO)
+            " RETURNING host_id", float(running_seconds))
+        lost += await conn.fetch(
+            f"UPDATE agent_requests SET {_LOST}"
+            " WHERE status IN ('sent', 'running') AND info = $1 AND updated_at < now() - make_interval(secs => $2)"
+            " RETURNING host_id", UNKNOWN_INFO, float(sent_seconds))
         # Their hosts are free for their next request.
         await _notify_hosts(conn, [r["host_id"] for r in unanswered + lost])
     return {"offline": len(offline), "unanswered": len(unanswered), "lost": len(lost)}
+
+
+async def lost_on_reconnect(pool, host_id: int) -> int:
+    """The host's agent authenticated again: a request it reported unknown is lost for certain now."""
+    return len(await pool.fetch(
+        f"UPDATE agent_requests SET {_LOST} WHERE host_id = $1 AND status IN ('sent', 'running') AND info = $2"
+        " RETURNING id", host_id, UNKNOWN_INFO))
 
 
 # --- reads ----------------------------------------------------------------------------------------

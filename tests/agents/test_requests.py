@@ -215,9 +215,7 @@ async def test_sent_but_never_started_fails_and_frees_the_host(server, host, poo
     assert (row["status"], row["log"], row["timed_out"], row["info"]) == ("completed", "late but done", False, None)
 
 
-async def test_unknown_keeps_the_partial_log_and_the_limit_closes_it(server, host, pool):
-    """C5: `unknown` while running is recorded as a partial log; the request ends failed/lost, not unknown."""
-    client = await server()
+async def _unknown_while_running(client, host, pool):
     agent = await connected(client, host)
     rid = await make(pool, host, "request-packages-update", {"packages": ["nginx"], "update-params": DRY_RUN})
     await agent.next_request()
@@ -229,11 +227,33 @@ async def test_unknown_keeps_the_partial_log_and_the_limit_closes_it(server, hos
     row = await status_of(pool, rid)
     assert (row["status"], row["log"]) == ("running", "partial log of a crashed request\n")
     assert "unknown" in row["info"]
-    await pool.execute("UPDATE agent_requests SET started_at = now() - interval '2 hours' WHERE id = $1", rid)
-    await requests.expire(pool, ttl=900, sent_seconds=600, running_seconds=3600)
+    return agent, rid
+
+
+async def test_unknown_keeps_the_partial_log_and_is_lost_when_the_agent_comes_back(server, host, pool):
+    """C5: `unknown` is recorded as a partial log; the request ends failed/lost (not unknown for good) as soon
+    as the host's agent authenticates again, and its next request goes to that agent."""
+    client = await server()
+    agent, rid = await _unknown_while_running(client, host, pool)
+    nxt = await make(pool, host, "request-general-infos")
+    await asyncio.sleep(0.3)
+    assert (await status_of(pool, nxt))["status"] == "new"  # the agent may still be busy with the first
+    await agent.close()
+    again = await connected(client, host)
     row = await status_of(pool, rid)
-    assert row["status"] == "failed" and row["info"].endswith("(the agent reported it unknown)")
+    assert (row["status"], row["timed_out"]) == ("failed", True) and row["info"].startswith("Lost")
     assert row["log"] == "partial log of a crashed request\n"
+    assert (await again.next_request(timeout=2))["request-id"] == nxt
+
+
+async def test_unknown_is_lost_after_the_sent_limit(server, host, pool):
+    client = await server()
+    _, rid = await _unknown_while_running(client, host, pool)
+    assert (await requests.expire(pool, ttl=900, sent_seconds=600, running_seconds=3600))["lost"] == 0
+    await pool.execute("UPDATE agent_requests SET updated_at = now() - interval '11 minutes' WHERE id = $1", rid)
+    assert (await requests.expire(pool, ttl=900, sent_seconds=600, running_seconds=3600))["lost"] == 1
+    row = await status_of(pool, rid)
+    assert row["status"] == "failed" and row["info"].startswith("Lost")
 
 
 async def test_duplicates_and_late_statuses_change_nothing_once_over(server, host, pool):
