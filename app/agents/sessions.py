@@ -69,6 +69,11 @@ async def open_session(pool, host_id: int, server_id: str, session_id: str) -> b
     return bool(opened)
 
 
+async def connected_since(pool, host_id: int):
+    """When the host's agent socket authenticated; None if it holds none."""
+    return await pool.fetchval("SELECT connected_at FROM agent_sessions WHERE host_id = $1", host_id)
+
+
 async def close_session(pool, host_id: int, session_id: str) -> None:
     """Forget the socket, unless a newer one of the host replaced it meanwhile."""
     await pool.execute("DELETE FROM agent_sessions WHERE host_id = $1 AND session_id = $2", host_id, session_id)

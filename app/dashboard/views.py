@@ -13,7 +13,10 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
+from marshmallow import ValidationError
+
 from app import reports_counter, security, users
+from app.agents import requests as agent_requests, sessions as agent_sessions
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
 from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
@@ -21,6 +24,7 @@ from app.dashboard.setup import JINJA
 from app.domain_errors import DomainError
 from app.errors import json_response, unauthorized
 from app.keys import POOL, REDIS, SETTINGS
+from app.schemas.agents import RequestCreate
 from app.tasks.dispatch import stop_task
 
 SESSION = web.RequestKey("dashboard_session", sessions.Session)
@@ -324,8 +328,97 @@ async def host_page(request: web.Request) -> web.Response:
             "updates": await fleet.updates(pool, host_id),
             "history": await fleet.history(pool, host_id, _int(request.query.get("hpage")), PER_PAGE),
             "events": await fleet.events(pool, host_id, _int(request.query.get("epage")), PER_PAGE),
+            **await _requests_context(request, host_id),
         },
     )
+
+
+# --- requests to a host's agent ----------------------------------------------------------------------
+
+REQUESTS_PER_PAGE = 10
+# The buttons of the host page: button value -> request name (updates: all packages, or those listed).
+REQUEST_BUTTONS = {"general-infos": "request-general-infos", "packages-infos": "request-packages-infos",
+                   "update": "request-all-packages-update", "profile": "update-profile"}
+UPDATE_OPTIONS = ("dry-run", "ignore-exclusions", "full-upgrade", "keep-config-files")
+
+
+async def _requests_context(request: web.Request, host_id: int) -> dict:
+    pool = request.app[POOL]
+    page = _int(request.query.get("rpage"))
+    rows, total = await agent_requests.for_host(pool, host_id, page, REQUESTS_PER_PAGE)
+    return {"requests": rows, "requests_page": page, "requests_more": page * REQUESTS_PER_PAGE < total,
+            "connected_since": await agent_sessions.connected_since(pool, host_id), "host_id": host_id}
+
+
+@page(ui=True)
+async def ui_host_requests(request: web.Request) -> web.Response:
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    try:
+        context = await _requests_context(request, host_id)
+    except DomainError:
+        return json_response({"html": "<p class=\"alert\">This host no longer exists.</p>", "final": True}, status=404)
+    return _fragment(request, "host_requests.html", context)
+
+
+@page(role=Role.operator)
+async def host_request_create(request: web.Request) -> web.Response:
+    """The host page's request buttons: the same checks and domain call as POST /api/v2/host/<id>/requests."""
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    form = await request.post()
+    name = REQUEST_BUTTONS.get(str(form.get("request", "")))
+    if name is None:
+        return error_page(request, 400, "Unknown request.")
+    body: dict = {"request": name}
+    if name == "request-all-packages-update":
+        body["update-params"] = {option: option in form for option in UPDATE_OPTIONS}
+        packages = [p.strip() for p in str(form.get("packages", "")).replace(",", " ").split() if p.strip()]
+        if packages:
+            body.update(request="request-packages-update", packages=packages)
+    try:
+        loaded = RequestCreate().load(body)
+        await agent_requests.create_one(request.app[POOL], host_id, loaded["request"], loaded["params"],
+                                        request[SESSION].principal.username)
+    except ValidationError as exc:
+        return error_page(request, 400, f"Invalid request: {exc.messages}")
+    except DomainError as exc:
+        return error_page(request, exc.status, exc.message)
+    return redirect(f"/hosts/{host_id}#requests")
+
+
+@page(role=Role.operator)
+async def host_request_cancel(request: web.Request) -> web.Response:
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    try:
+        await agent_requests.cancel(request.app[POOL], _int(request.match_info["rid"], 0, 0, 2**62),
+                                    request[SESSION].principal.username)
+    except DomainError as exc:
+        return error_page(request, exc.status, exc.message)
+    return redirect(f"/hosts/{host_id}#requests")
+
+
+async def _one_request(request: web.Request) -> dict | None:
+    try:
+        row = await agent_requests.get(request.app[POOL], _int(request.match_info["rid"], 0, 0, 2**62))
+    except DomainError:
+        return None
+    return row if str(row["Host_id"]) == request.match_info["id"] else None
+
+
+@page
+async def host_request_page(request: web.Request) -> web.Response:
+    row = await _one_request(request)
+    if row is None:
+        return error_page(request, 404, f"Request #{request.match_info['rid']} does not exist.")
+    return render("request.html", request, {"r": row})
+
+
+@page(ui=True)
+async def ui_host_request(request: web.Request) -> web.Response:
+    row = await _one_request(request)
+    if row is None:
+        return json_response({"html": "<p class=\"alert\">This request no longer exists.</p>", "final": True},
+                             status=404)
+    return _fragment(request, "request_detail.html", {"r": row}, final=row["Status"] in agent_requests.FINISHED)
 
 
 # --- repositories -----------------------------------------------------------------------------------
