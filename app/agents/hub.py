@@ -104,10 +104,10 @@ class Hub:
         await ws.send_str(text)
 
     async def close(self, ws: web.WebSocketResponse, message: dict | None = None,
-                    code: int = WSCloseCode.OK) -> None:
+                    code: int = WSCloseCode.OK, host_id: int | None = None) -> None:
         try:
             if message is not None and not ws.closed:
-                await self.send(ws, message)
+                await self.send(ws, message, host_id)
             await ws.close(code=code)
         except (ConnectionError, RuntimeError):
             pass  # already gone
@@ -209,7 +209,7 @@ class Hub:
         elif kind == "d":
             conn = self.connections.pop(int(rest), None)
             if conn is not None:
-                self._in_background(self.close(conn.ws, protocol.DISCONNECT))
+                self._in_background(self.close(conn.ws, protocol.DISCONNECT, host_id=conn.host_id))
 
     async def _listen(self) -> None:
         """LISTEN on a connection of this process's own, reopened whenever it is lost."""
