@@ -104,12 +104,12 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, address
         if credentials is None:
             continue  # a response before authentication is not applied, nor acknowledged
         auth_id, token = credentials
-        principal = None
-        if auth_id and token:
-            principal = await auth.authenticate_host(request.app[POOL], auth_id, token)
-        conn = None
-        if principal is not None:
-            conn = await hub.attach(ws, principal.host_id)
+        principal = conn = None
+        async with hub.db_slots:
+            if auth_id and token:
+                principal = await auth.authenticate_host(request.app[POOL], auth_id, token)
+            if principal is not None:
+                conn = await hub.attach(ws, principal.host_id)
         if conn is None:
             request.app[security.THROTTLE].failed(address)
             await hub.close(ws, protocol.AUTH_ERROR)

@@ -59,6 +59,9 @@ class Hub:
         self._due: set[int] = set()
         self._all_due = False
         self._wake = asyncio.Event()
+        # The sockets' database work (authentications, responses) takes at most half the pool: thousands of
+        # agents answering a request to every host at once must leave connections to the HTTP API.
+        self.db_slots = asyncio.Semaphore(max(1, settings.db_pool_max // 2))
 
     # --- life of the process ------------------------------------------------------------------------
 
@@ -187,7 +190,9 @@ class Hub:
     async def response(self, conn: Connection, response: protocol.Response) -> None:
         """Apply a response of the host's agent, then acknowledge it (not before: the agent deletes
         what an ack names, so a response not stored is better sent again than acknowledged)."""
-        if await requests.apply(self.pool, conn.host_id, response):
+        async with self.db_slots:
+            freed = await requests.apply(self.pool, conn.host_id, response)
+        if freed:
             self.kick(conn.host_id)
         await self.send(conn.ws, protocol.ack_frame(response.echo, response.ack_fields), conn.host_id)
 
