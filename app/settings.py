@@ -94,6 +94,10 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     # Set: each worker process serves its own /metrics on metrics_host at this port (off by default).
     worker_metrics_port: int | None = None
+    # `depot run`: a part (server or worker process) that exits within run_start_window seconds of its
+    # start failed to start; run_start_failures such failures in a row of one part stop everything.
+    run_start_window: float = 10.0
+    run_start_failures: int = 5
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -148,6 +152,8 @@ class Settings:
             metrics_port=_int("DEPOT_METRICS_PORT", 0) or None,
             metrics_host=_str("DEPOT_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=_int("DEPOT_WORKER_METRICS_PORT", 0) or None,
+            run_start_window=_float("DEPOT_RUN_START_WINDOW", 10.0),
+            run_start_failures=_int("DEPOT_RUN_START_FAILURES", 5),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),
