@@ -40,8 +40,7 @@ class Part:
 
     def start(self) -> None:
         # A process group of its own: a Ctrl-C reaches only `depot run`, which then stops each part once
-        # with SIGTERM (SIGINT from the terminal and then SIGTERM from here made a server exit 1
-        # mid-shutdown).
+        # with SIGTERM (a second signal would interrupt a part's clean shutdown).
         self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
         self.started_at = time.monotonic()
         self.restart_at = None
