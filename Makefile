@@ -4,33 +4,47 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# One venv, two installs: the service alone (`make run`), or with the test extras (pytest, Playwright,
+# schemathesis, ruff: `make test`, test-fast, lint, bench). Each has its stamp, out of date when
+# pyproject.toml changes. The test install stamps both, since it holds the service's dependencies too:
+# `make run` after `make test` installs nothing, and `make test` after `make run` adds only the extras.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast bench lint system-deps install clean
+.PHONY: run test test-fast bench lint system-deps install install-test clean
 
-run: install system-deps
+run: install
+	@scripts/system-deps.sh run
 	$(BIN)/depot run
 
-test: install system-deps
+test: install-test system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml).
-test-fast: install system-deps
+test-fast: install-test system-deps
 	$(BIN)/python -m pytest -q -n auto -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
 
-bench: install system-deps
+bench: install-test system-deps
 	$(BIN)/python -m bench
 
-lint: install
+lint: install-test
 	$(BIN)/python -m ruff check app workers tests bench
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+install-test: $(TEST_STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(RUN_STAMP) $@
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 
 system-deps:
 	@scripts/system-deps.sh

@@ -5,10 +5,11 @@ In-process: HTTP requests by route name and status with latency histograms, host
 time (cached a few seconds, one query each): queue depth, tasks by kind and status, task durations,
 hosts by state — fleet-wide, from the tasks table. Each worker process exports its own (workers/metrics.py).
 
-Several server processes on one port (`depot run --servers N`, PROMETHEUS_MULTIPROC_DIR set): a scrape
+Server processes under `depot run` (PROMETHEUS_MULTIPROC_DIR set; several share one port): a scrape
 reaches any one of them, so each answers for all, with prometheus-client's multiprocess mode (every
-process writes its counters to files there; the scrape sums them) and the finished-task counts read
-from one start (DEPOT_METRICS_SINCE) by each, so every process gives the same totals.
+process writes its counters to files there; the scrape sums them, those of `depot run` itself too: its
+restarts, app/cli/supervisor.py) and the finished-task counts read from one start (DEPOT_METRICS_SINCE)
+by each, so every process gives the same totals.
 """
 from __future__ import annotations
 

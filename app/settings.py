@@ -110,6 +110,10 @@ class Settings:
     agent_request_ttl: float = 900.0
     agent_sent_seconds: float = 600.0
     agent_running_seconds: float = 3600.0
+    # `depot run`: a part (server or worker process) that exits within run_start_window seconds of its
+    # start failed to start; run_start_failures such failures in a row of one part stop everything.
+    run_start_window: float = 10.0
+    run_start_failures: int = 5
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -172,6 +176,8 @@ class Settings:
             agent_request_ttl=_float("DEPOT_AGENT_REQUEST_TTL", 900.0),
             agent_sent_seconds=_float("DEPOT_AGENT_SENT_SECONDS", 600.0),
             agent_running_seconds=_float("DEPOT_AGENT_RUNNING_SECONDS", 3600.0),
+            run_start_window=_float("DEPOT_RUN_START_WINDOW", 10.0),
+            run_start_failures=_int("DEPOT_RUN_START_FAILURES", 5),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

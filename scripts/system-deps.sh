@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install the system tools Depot and its tests use, only where missing (Debian/Ubuntu, as root).
-#   gpg            signing (server)          rpmsign/rpmbuild  rpm signing, test packages (package rpm)
+# Install the system tools Depot uses, only where missing (Debian/Ubuntu, as root).
+#   system-deps.sh run    the service's own (what the Dockerfile installs too)
+#   system-deps.sh        those and the tests' (`make test`, bench)
+#   gpg            signing (server)          rpmsign/rpmkeys   rpm signing and checks (server; package rpm)
+#   xz             (server)                  rpmbuild          test packages (package rpm)
 #   dpkg-deb       test packages              apt-get           real-client tests
 #   dnf            real-client tests          apt-ftparchive    benchmark reference (apt-utils)
 #   createrepo_c   benchmark reference        chromium          dashboard browser tests
@@ -8,15 +11,18 @@ set -euo pipefail
 want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 need gpg gpg
-need dpkg-deb dpkg
-need apt-get apt
-need rpmbuild rpm
 need rpmsign rpm
-need dnf dnf
-need apt-ftparchive apt-utils
-need createrepo_c createrepo-c
-need chromium chromium
+need rpmkeys rpm
 need xz xz-utils
+if [ "${1:-}" != run ]; then
+    need dpkg-deb dpkg
+    need apt-get apt
+    need rpmbuild rpm
+    need dnf dnf
+    need apt-ftparchive apt-utils
+    need createrepo_c createrepo-c
+    need chromium chromium
+fi
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${want[*]} (run as root, or install them yourself)" >&2

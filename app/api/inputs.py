@@ -6,11 +6,16 @@ endpoints check their input before the caller's role, as the reference does, oth
 """
 from __future__ import annotations
 
-from typing import Any
+import binascii
+import zlib
+from contextlib import contextmanager
+from typing import Any, AsyncIterator
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, http_exceptions, web
+from aiohttp.helpers import parse_mimetype
 from marshmallow import ValidationError
 
+from app.domain_errors import Invalid
 from app.errors import bad_request, read_json, read_json_text, validation_error
 from app.keys import SETTINGS
 from app.openapi import loader
@@ -72,3 +77,100 @@ def parse_bool(value: Any, error: str) -> bool:
     if flag is None:
         raise bad_request(error)
     return flag
+
+
+# ---- multipart/form-data -------------------------------------------------------------------------
+MALFORMED_MULTIPART = "Malformed multipart body"
+# What aiohttp's reader raises on a malformed body, told apart by its message (anything else: the
+# generic reason): the body ending early, a first line that is not the boundary, a bad boundary line.
+_READER_ERRORS = (
+    ("Reading after EOF", "the body ends before its closing boundary"),
+    ("Could not find starting boundary", "it does not start with the boundary its Content-Type names"),
+    ("Invalid boundary", "a boundary line is malformed"),
+)
+
+
+def _malformed(reason: str) -> Invalid:
+    return Invalid(f"{MALFORMED_MULTIPART}: {reason}")
+
+
+@contextmanager
+def _reading():
+    """Errors of aiohttp's multipart reader as Invalid (400); the body's own transport errors (cut short,
+    undecodable Content-Encoding of the request) go on to the error middleware's answer."""
+    try:
+        yield
+    except http_exceptions.PayloadEncodingError:
+        raise
+    except http_exceptions.LineTooLong:
+        raise _malformed("a part's header line is too long") from None
+    except http_exceptions.BadHttpMessage:
+        raise _malformed("a part's headers are malformed") from None
+    except RuntimeError as exc:
+        # aiohttp: unknown Content-Encoding / Content-Transfer-Encoding of a part, a bad _charset_ part.
+        if "encoding" in str(exc):
+            raise _malformed("a part's Content-Encoding or Content-Transfer-Encoding is unknown") from None
+        raise _malformed("the body could not be parsed") from None
+    except (binascii.Error, zlib.error, LookupError, UnicodeError):
+        raise _malformed("a part could not be decoded") from None
+    except ValueError as exc:
+        text = str(exc)
+        reason = next((r for prefix, r in _READER_ERRORS if text.startswith(prefix)), "the body could not be parsed")
+        raise _malformed(reason) from None
+
+
+class FormPart:
+    """One part of a multipart/form-data body (see form_parts); each read raises Invalid if it is malformed."""
+
+    def __init__(self, part: BodyPartReader):
+        self._part = part
+        self.name: str | None = part.name
+        self.filename: str | None = part.filename
+
+    async def text(self) -> str:
+        """A form field's value (decoded as its headers say; bad UTF-8 replaced)."""
+        with _reading():
+            data = await self._part.read(decode=True)
+        return data.decode("utf-8", "replace")
+
+    async def chunks(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """A file's bytes as sent, streamed."""
+        while True:
+            with _reading():
+                chunk = await self._part.read_chunk(size)
+            if not chunk:
+                return
+            yield chunk
+
+    async def release(self) -> None:
+        """Skip the rest of this part."""
+        with _reading():
+            await self._part.release()
+
+
+async def form_parts(request: web.Request) -> AsyncIterator[FormPart]:
+    """The parts of a multipart body, in order, up to its closing boundary. A malformed body (no or a bad
+    boundary, a part without a Content-Disposition naming it, headers or a part cut off, no closing
+    boundary, a nested multipart part) raises Invalid, at the part where it shows, so a caller that keeps
+    nothing until the loop ends stores nothing of a malformed body."""
+    boundary = parse_mimetype(request.headers.get(hdrs.CONTENT_TYPE, "")).parameters.get("boundary")
+    if boundary is None:
+        raise _malformed("the Content-Type names no boundary")
+    if not boundary:
+        raise _malformed("the boundary is empty")
+    if len(boundary) > 70:  # RFC 2046: 1 to 70 characters
+        raise _malformed("the boundary is longer than 70 characters")
+    with _reading():
+        reader = await request.multipart()
+    while True:
+        with _reading():
+            part = await reader.next()
+        if part is None:
+            return
+        if not isinstance(part, BodyPartReader):
+            raise _malformed("a part is itself multipart (nested multipart bodies are not supported)")
+        if part.name is None and part.filename is None:
+            with _reading():  # a body cut short inside a part's headers ends here: say that instead
+                await part.release()
+            raise _malformed("a part has no Content-Disposition naming it")
+        yield FormPart(part)

@@ -5,7 +5,7 @@ import logging
 
 from aiohttp import web
 
-from app.api.inputs import load_body, parse_bool, path_id
+from app.api.inputs import form_parts, load_body, parse_bool, path_id
 from app.auth import Role, require_role
 from app.errors import ApiError, accepted, bad_request, ok
 from app.keys import POOL, REDIS, SETTINGS
@@ -104,11 +104,11 @@ async def upload(request: web.Request) -> web.Response:
     received: list[tuple[str, object]] = []      # (client name, Incoming | FileResult)
     options: dict[str, str] = {}
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        # Every part is received before any is stored: a body malformed anywhere stores nothing.
+        async for part in form_parts(request):
             if part.filename is None:           # a plain form field: an option
                 if part.name in ("overwrite", "ignore-if-exists"):
-                    options[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:16]
+                    options[part.name] = (await part.text())[:16]
                 else:
                     await part.release()
                 continue
@@ -116,7 +116,7 @@ async def upload(request: web.Request) -> web.Response:
             if len(received) >= MAX_FILES:
                 raise bad_request(f"Too many files in one request (at most {MAX_FILES})")
             try:
-                incoming = await storage.receive(_chunks(part), max_size=limit)
+                incoming = await storage.receive(part.chunks(), max_size=limit)
                 received.append((name, incoming))
             except TooLarge:
                 await part.release()            # skip the rest of this file, keep reading the others
@@ -152,11 +152,6 @@ async def upload(request: web.Request) -> web.Response:
             item.discard()
             results.append(FileResult(name, Outcome.error, reason="internal error while storing the file"))
     return _upload_reply(results)
-
-
-async def _chunks(part):
-    while chunk := await part.read_chunk(1 << 20):
-        yield chunk
 
 
 def _upload_reply(results: list[FileResult]) -> web.Response:

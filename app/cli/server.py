@@ -1,17 +1,17 @@
 """`depot migrate|serve|worker|run`: the service itself, on the database `make run` uses (the embedded server
-under var/ unless DEPOT_DATABASE_URL is set). serve and worker run on uvloop; run supervises them."""
+under var/ unless DEPOT_DATABASE_URL is set). serve and worker run on uvloop; run supervises them
+(app/cli/supervisor.py)."""
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from app.cli.common import fail, load_settings, migrate, with_pool
+from app.cli.supervisor import Part, Supervisor, restart_counter
 from app.settings import Settings
 
 
@@ -86,47 +86,27 @@ def servers_env(metrics_dir: Path) -> dict:
 
 
 def cmd_run(args) -> None:
-    """Everything in the foreground: embedded services (unless configured), servers and workers."""
+    """Everything in the foreground: embedded services (unless configured), servers and workers, each
+    restarted if it dies (app/cli/supervisor.py)."""
     if args.servers < 1 or args.workers < 0:
         fail("--servers must be at least 1 and --workers at least 0")
     settings = load_settings(need_redis=True)
+    if settings.run_start_failures < 1 or settings.run_start_window < 0:
+        fail("DEPOT_RUN_START_FAILURES must be at least 1 and DEPOT_RUN_START_WINDOW at least 0")
     _prepare(settings)
     env = dict(os.environ, DEPOT_DATABASE_URL=settings.database_url, DEPOT_REDIS_URL=settings.redis_url)
     depot = [sys.executable, "-m", "app.cli"]
-    serve = ["serve"]
-    server_env = env
-    if args.servers > 1:
-        serve.append("--reuse-port")
-        server_env = dict(env, **servers_env(settings.var_dir / "run" / "metrics"))
-    # The children get a process group of their own: a Ctrl-C reaches only this process, which then
-    # stops each child once with SIGTERM (SIGINT from the terminal and then SIGTERM from here made the
-    # server exit 1 mid-shutdown).
-    children = [subprocess.Popen(depot + serve, env=server_env, process_group=0) for _ in range(args.servers)]
+    # The servers answer /metrics as one (and with the restarts counted here) even when there is one.
+    metrics = servers_env(settings.var_dir / "run" / "metrics")
+    serve = depot + ["serve"] + (["--reuse-port"] if args.servers > 1 else [])
+    parts = [Part("server", i + 1, serve, dict(env, **metrics)) for i in range(args.servers)]
     for i in range(args.workers):
         # One private metrics port per worker process: DEPOT_WORKER_METRICS_PORT, +1, +2, …
         port = {"DEPOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
-        children.append(subprocess.Popen(depot + ["worker"], env=dict(env, **port), process_group=0))
-
-    def stop(signum, frame):
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    code = 0
-    while children:
-        for child in list(children):
-            try:
-                rc = child.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                continue
-            children.remove(child)
-            if rc not in (0, -signal.SIGTERM, -signal.SIGINT):
-                code = rc or 1
-                stop(None, None)  # one part died: stop the rest rather than run half a service
-    print("depot: stopped", flush=True)
-    sys.exit(code)
+        parts.append(Part("worker", i + 1, depot + ["worker"], dict(env, **port)))
+    supervisor = Supervisor(parts, start_window=settings.run_start_window, start_failures=settings.run_start_failures,
+                            restarts=restart_counter(metrics["PROMETHEUS_MULTIPROC_DIR"]))
+    sys.exit(supervisor.run())
 
 
 def register(sub) -> None:
