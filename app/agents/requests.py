@@ -120,9 +120,9 @@ async def create_for_profile(conn, profile: str, requested_by: str | None) -> in
 # --- new → sent, and back -------------------------------------------------------------------------
 
 # The next request of each host: its oldest new one, of the hosts whose socket this process holds. Three
-# statements, each with one plan for any statistics: joined with the hosts in flight in one statement, the
-# planner (with a generic plan, or a table it believes empty) nested the lookups and took minutes for
-# 10,000 hosts.
+# statements, each with one plan whatever the statistics: joined with the hosts in flight in one statement,
+# the planner (with a generic plan, or a table it believes empty) could nest the whole selection inside the
+# update, a cost quadratic in the number of hosts.
 _OLDEST_NEW = """
 SELECT DISTINCT ON (r.host_id) r.id, r.host_id
 FROM agent_requests r JOIN agent_sessions s ON s.host_id = r.host_id
