@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench._common import private_settings, server_env
+from bench._common import fresh_database, private_settings, server_env
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "10000"))
 SAMPLES = int(os.environ.get("BENCH_AGENTS_SAMPLES", "200"))
@@ -56,15 +56,9 @@ def _rss_kib(pid: int) -> int:
 
 async def _load(settings) -> str:
     """A fresh database with AGENTS hosts (auth id id_<n>, token t<n>) and an operator's key."""
-    import asyncpg
+    from app import users
 
-    from app import db, users
-
-    conn = await asyncpg.connect(settings.database_url)
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    await conn.close()
-    await db.migrate(settings.database_url)
-    pool = await db.create_pool(settings, min_size=1, max_size=2)
+    pool = await fresh_database(settings)
     try:
         await users.create_user(pool, "bench", "operator")
         key = await users.create_api_key(pool, "bench")

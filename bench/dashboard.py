@@ -13,7 +13,7 @@ import re
 import statistics
 import time
 
-from bench._common import private_settings
+from bench._common import fresh_database, private_settings
 
 HOSTS = int(os.environ.get("BENCH_DASH_HOSTS", "100000"))
 TASKS = int(os.environ.get("BENCH_DASH_TASKS", "300000"))
@@ -26,15 +26,9 @@ def _settings():
 
 
 async def _load(settings) -> None:
-    import asyncpg
+    from app import users
 
-    from app import db, users
-
-    conn = await asyncpg.connect(settings.database_url)
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    await conn.close()
-    await db.migrate(settings.database_url)
-    pool = await db.create_pool(settings, min_size=1, max_size=2)
+    pool = await fresh_database(settings)
     await users.create_user(pool, "bench", "operator", password="bench-password")
     t = time.perf_counter()
     await pool.execute(

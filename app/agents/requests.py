@@ -36,7 +36,6 @@ from app.tasks.listing import iso
 
 NEW, SENT, RUNNING, COMPLETED, FAILED, CANCELED = "new", "sent", "running", "completed", "failed", "canceled"
 STATUSES = (NEW, SENT, RUNNING, COMPLETED, FAILED, CANCELED)
-IN_FLIGHT = (SENT, RUNNING)
 FINISHED = (COMPLETED, FAILED, CANCELED)
 
 SENT_INFO = "Request sent to the host"
