@@ -118,6 +118,17 @@ def migration_files() -> list[Path]:
     return sorted(p for p in SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
 
 
+async def migrate_empty(database_url: str) -> None:
+    """Drop everything in the database's public schema, then migrate: an empty database of the current
+    schema. For the test suite's and the benchmarks' own databases only."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+    await migrate(database_url)
+
+
 async def migrate(database_url: str) -> list[str]:
     """Apply every sql/NNN_*.sql not applied yet, each in its own transaction. Returns the names applied."""
     conn = await asyncpg.connect(database_url)

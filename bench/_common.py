@@ -36,14 +36,7 @@ def server_env(settings, **extra: str) -> dict:
 
 async def fresh_database(settings):
     """The benchmark's own database emptied and migrated; returns a small pool on it."""
-    import asyncpg
-
     from app import db
 
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    finally:
-        await conn.close()
-    await db.migrate(settings.database_url)
+    await db.migrate_empty(settings.database_url)
     return await db.create_pool(settings, min_size=1, max_size=2)

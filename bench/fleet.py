@@ -297,16 +297,12 @@ def _bench_settings():
 
 
 async def _reset(settings) -> tuple[str, str]:
-    import asyncpg
     from arq import create_pool
 
     from app import db, users
     from app.resources import redis_settings
 
-    conn = await asyncpg.connect(settings.database_url)
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    await conn.close()
-    await db.migrate(settings.database_url)
+    await db.migrate_empty(settings.database_url)
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()
     await redis.aclose()

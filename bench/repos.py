@@ -254,11 +254,7 @@ def bench_upload(settings, sizes_mib, work):
 async def main_async(args):
     base = Settings.from_env()
     database_url = embedded.own_database(base, "depot_bench")
-    import asyncpg
-    conn = await asyncpg.connect(database_url)
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    await conn.close()
-    await db.migrate(database_url)
+    await db.migrate_empty(database_url)
     work = Path(tempfile.mkdtemp(prefix="depot-bench-"))
     settings = replace(base, database_url=database_url, storage_dir=work / "storage",
                        redis_url=base.redis_url or embedded.redis_url(base.var_dir))

@@ -55,15 +55,7 @@ def settings(tmp_path_factory) -> Settings:
     s = _test_settings(tmp_path_factory.mktemp("depot"))
     s.storage_dir.mkdir(parents=True, exist_ok=True)
 
-    async def reset():
-        conn = await asyncpg.connect(s.database_url)
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        finally:
-            await conn.close()
-        await db.migrate(s.database_url)
-
-    asyncio.run(reset())
+    asyncio.run(db.migrate_empty(s.database_url))
     return s
 
 
