@@ -97,6 +97,17 @@ async def delete_profile(pool, name: str) -> None:
         raise _missing(name)
 
 
+async def set_repos(pool, name: str, repo_ids: list[int]) -> list:
+    """Replace the repositories the profile gives its hosts (in this order); its connected hosts'
+    agents reload the profile, as after any other change to it."""
+    from app.repos.model import set_profile_repos
+
+    async with pool.acquire() as conn, conn.transaction():
+        repos = await set_profile_repos(conn, name, repo_ids)
+        await agent_requests.create_for_profile(conn, name, f"profile:{name}")
+    return repos
+
+
 async def profile_repos(pool, profile: dict, base_url: str) -> list[dict]:
     """Repositories a profile gives its hosts, as dicts with the keys
     {name, package_type ('deb'|'rpm'), url (with the literal __ENV__), distribution, component,

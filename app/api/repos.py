@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app import profiles
 from app.api.inputs import load_body, path_id
 from app.auth import Role, require_role, require_user
 from app.errors import ok
@@ -69,5 +70,5 @@ async def create_snapshot(request: web.Request) -> web.Response:
 async def set_profile_repos(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to edit profiles (needs an operator or admin API key)")
     body = await load_body(request)
-    repos = await model.set_profile_repos(request.app[POOL], request.match_info["name"], body["repos"])
+    repos = await profiles.set_repos(request.app[POOL], request.match_info["name"], body["repos"])
     return ok([r.wire() for r in repos])

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from app import profiles
 from app.agents import requests
 from app.agents.hub import HUB
+from app.domain_errors import NotFound
+from app.repos import model
 from tests.agents.agent import UPDATE_SUMMARY, Agent
 from tests.helpers import wait_for
 from workers.settings import worker_settings
@@ -114,6 +118,25 @@ async def test_saving_a_profile_queues_update_profile_to_its_connected_hosts(ser
     assert [(r["host_id"], r["request"]) for r in rows] == [(web1[2], "update-profile"), (web2[2], "update-profile")]
     for rid in [r["id"] for r in await pool.fetch("SELECT id FROM agent_requests")]:
         await until_status(pool, rid, "completed")
+
+
+async def test_changing_a_profiles_repositories_queues_update_profile_too(server, make_host, pool):
+    """B6 for the repositories a profile hands out: its connected hosts reload it."""
+    client = await server()
+    await profiles.create_profile(pool, "web", {})
+    web1 = await make_host("web1")
+    await pool.execute("UPDATE hosts SET profile = 'web' WHERE id = $1", web1[2])
+    agent = await connected(client, web1)
+    async with pool.acquire() as conn:
+        repo = await model.create_repo(conn, name="main", type="deb", dist="bookworm", section="main")
+    await profiles.set_repos(pool, "web", [repo.id])
+    frame = await agent.next_request()
+    assert frame == {"request-id": frame["request-id"], "request": "update-profile"}
+    await agent.run_one(frame)
+    await until_status(pool, frame["request-id"], "completed")
+    with pytest.raises(NotFound):  # an unknown repository: nothing changes, nothing is queued
+        await profiles.set_repos(pool, "web", [repo.id + 1000])
+    assert await pool.fetchval("SELECT count(*) FROM agent_requests") == 1
 
 
 async def test_unknown_request_failure_is_stored_with_its_error(server, host, pool):
