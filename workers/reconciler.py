@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from app.tasks import rows
-from app.tasks.dispatch import job_id, redispatch, redispatch_many
+from app.tasks.dispatch import hand_back, job_id, redispatch, redispatch_many
 from workers.runner import BATCH_HANDLERS
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,7 @@ async def requeue_stale_running(pool, redis, stale_seconds: int) -> int:
     count = 0
     async with pool.acquire() as conn:
         for task_id in await rows.stale_running(conn, stale_seconds, BATCH):
-            if await rows.hand_back(conn, task_id, "lost"):
-                await redispatch(conn, redis, task_id)
-                count += 1
+            count += await hand_back(conn, redis, task_id, "lost")
     return count
 
 

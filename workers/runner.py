@@ -17,7 +17,7 @@ import asyncpg
 
 from app.settings import Settings
 from app.tasks import rows
-from app.tasks.dispatch import redispatch, redispatch_many
+from app.tasks.dispatch import hand_back, redispatch, redispatch_many
 from app.tasks.rows import TaskStatus
 from workers import metrics
 
@@ -247,7 +247,6 @@ async def _heartbeat_many(pool, settings, ids: list[int]) -> None:
 async def _hand_back(pool, redis, task_id: int) -> None:
     try:
         async with pool.acquire() as conn:
-            if await rows.hand_back(conn, task_id, "stopped"):
-                await redispatch(conn, redis, task_id)
+            await hand_back(conn, redis, task_id, "stopped")
     except Exception:
         log.exception("could not hand back task %s on shutdown; the reconciler will", task_id)

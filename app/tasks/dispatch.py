@@ -66,6 +66,15 @@ async def redispatch(conn, redis, task_id: int) -> None:
         await dispatch(redis, TaskRef(task_id, count, True))
 
 
+async def hand_back(conn, redis, task_id: int, why: str) -> bool:
+    """A running task whose worker went away ('stopped' or 'lost') goes back to the queue with a fresh
+    job (rows.hand_back says when it ends in error instead). Returns whether it was re-queued."""
+    if not await rows.hand_back(conn, task_id, why):
+        return False
+    await redispatch(conn, redis, task_id)
+    return True
+
+
 async def redispatch_many(conn, redis, task_ids: list[int]) -> None:
     """redispatch() for several tasks at once: one batch job for those still queued."""
     if len(task_ids) == 1:

@@ -216,9 +216,9 @@ ORDER BY id LIMIT $2
 """
 
 
-async def stale_running(pool, stale_seconds: float, limit: int) -> list[int]:
+async def stale_running(db, stale_seconds: float, limit: int) -> list[int]:
     """Running tasks whose worker stopped beating (killed outright, or cut off from PostgreSQL)."""
-    return [r["id"] for r in await pool.fetch(_STALE_SQL, float(stale_seconds), limit)]
+    return [r["id"] for r in await db.fetch(_STALE_SQL, float(stale_seconds), limit)]
 
 
 async def queued_before(pool, older_than_seconds: float, limit: int) -> list[asyncpg.Record]:
@@ -231,7 +231,7 @@ async def queued_before(pool, older_than_seconds: float, limit: int) -> list[asy
 
 
 async def hand_back(conn, task_id: int, why: str) -> bool:
-    """Running → queued, for another worker to run (the caller sends its job when this returns True).
+    """Running → queued, for another worker to run (dispatch.hand_back then sends its job).
 
     If a task of the same target is already queued, this one ends in error instead: the queued task
     redoes the same resource from the database's state, so it carries on this one's work.
