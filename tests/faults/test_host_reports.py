@@ -12,70 +12,11 @@ import time
 import aiohttp
 import pytest
 
+from tests.faults import reporting
 from tests.helpers import bearer, host_auth
 from tests.faults.test_shutdown import procs_wait
 
-HOSTS = 20
-REPORTS = 8
 MAX_LATENCY = 6.0
-
-
-def _report(step: int, salt: str = "") -> dict:
-    # Every step changes some versions, removes one package and adds one: a real diff each time.
-    pkgs = {f"lib{n}": f"1.{step if n % 3 == 0 else 0}{salt}" for n in range(40)}
-    pkgs[f"extra{step}"] = "1.0"
-    pkgs["step"] = str(step)
-    return {"installed_packages": [{"name": k, "version": v} for k, v in pkgs.items()]}
-
-
-def _expected(report: dict) -> set:
-    return {(p["name"], p["version"]) for p in report["installed_packages"]}
-
-
-async def _register(session, base, key, name: str) -> tuple[int, dict]:
-    async with session.post(base + "/api/v2/host/registering", json={"hostname": name, "ip": "192.0.2.1"},
-                            headers=bearer(key)) as resp:
-        assert resp.status == 201, await resp.text()
-        body = await resp.json()
-    return body["host_id"], host_auth(body["results"]["id"], body["results"]["token"])
-
-
-class Agent:
-    """Sends reports in order; retries one until it gets a 2xx; records every answer."""
-
-    def __init__(self, session, base, headers, answers: list):
-        self.session, self.base, self.headers, self.answers = session, base, headers, answers
-        self.acked: list[int] = []
-
-    async def send(self, step: int, report: dict) -> None:
-        while True:
-            t0 = time.monotonic()
-            try:
-                async with self.session.put(self.base + "/api/v2/host/packages/installed", json=report,
-                                            headers=self.headers, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                    body = await resp.read()
-                    self.answers.append((t0, time.monotonic() - t0, resp.status, resp.headers.get("Retry-After"),
-                                         resp.content_type, body[:300]))
-                    if resp.status < 300:
-                        self.acked.append(step)
-                        return
-                    retry = float(resp.headers.get("Retry-After", "1"))
-            except aiohttp.ClientError as exc:
-                self.answers.append((t0, time.monotonic() - t0, f"client error {type(exc).__name__}", None, None, b""))
-                retry = 1
-            await asyncio.sleep(min(retry, 0.3))  # a real agent waits Retry-After; the test keeps it short
-
-
-async def _settled(pool) -> bool:
-    return await pool.fetchval(
-        "SELECT NOT EXISTS (SELECT 1 FROM host_pending_reports)"
-        " AND NOT EXISTS (SELECT 1 FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
-    )
-
-
-async def _inventory(pool, host_id: int) -> set:
-    rows = await pool.fetch("SELECT name, version FROM host_packages WHERE host_id = $1", host_id)
-    return {(r["name"], r["version"]) for r in rows}
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
@@ -86,17 +27,17 @@ async def test_postgres_restart_during_a_burst_of_reports_loses_no_acknowledged_
     processes.worker()
     answers: list = []
     async with aiohttp.ClientSession() as session:
-        hosts = [await _register(session, base, fault_admin_key, f"web{n:03d}") for n in range(HOSTS)]
-        agents = [Agent(session, base, headers, answers) for _, headers in hosts]
+        hosts = [await reporting.register(session, base, fault_admin_key, f"web{n:03d}") for n in range(reporting.HOSTS)]
+        agents = [reporting.Agent(session, base, headers, answers) for _, headers in hosts]
 
         async def run(agent, pause=0.05):
-            for step in range(REPORTS):
-                await agent.send(step, _report(step))
+            for step in range(reporting.REPORTS):
+                await agent.send(step, reporting.report(step))
                 await asyncio.sleep(pause)
 
         # Group A sends all its reports and finishes; the crash comes the moment its last one is
         # acknowledged, so those acknowledgements are the freshest writes PostgreSQL holds.
-        group_a, group_b = agents[: HOSTS // 2], agents[HOSTS // 2 :]
+        group_a, group_b = agents[: reporting.HOSTS // 2], agents[reporting.HOSTS // 2 :]
         burst_b = [asyncio.create_task(run(a, pause=0.4)) for a in group_b]  # still reporting through the outage
         await asyncio.gather(*(run(a, pause=0.0) for a in group_a))
         down_at = time.monotonic()
@@ -114,14 +55,14 @@ async def test_postgres_restart_during_a_burst_of_reports_loses_no_acknowledged_
     assert all(a[3] and a[4] == "application/json" for a in outage)
     slowest = max(a[1] for a in answers)
     assert slowest < MAX_LATENCY
-    assert all(a.acked == list(range(REPORTS)) for a in agents)
-    await procs_wait(lambda: _settled(fpool), timeout=60)
+    assert all(a.acked == list(range(reporting.REPORTS)) for a in agents)
+    await procs_wait(lambda: reporting.settled(fpool), timeout=60)
     for (host_id, _), agent in zip(hosts, agents):
-        assert await _inventory(fpool, host_id) == _expected(_report(REPORTS - 1)), f"host {host_id}"
+        assert await reporting.inventory(fpool, host_id) == reporting.expected(reporting.report(reporting.REPORTS - 1)), f"host {host_id}"
     errors = await fpool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'error'")
     print(f"\nPG {mode} restart during reports: {len(answers)} answers, {len(answers) - len(outage)} x 200, "
           f"{len(outage)} x 503, slowest {slowest:.2f}s, outage {up_at - down_at:.1f}s, burst done "
-          f"{finished_at - up_at:.1f}s after restart; {HOSTS * REPORTS} acked reports all applied; "
+          f"{finished_at - up_at:.1f}s after restart; {reporting.HOSTS * reporting.REPORTS} acked reports all applied; "
           f"{errors} diff task(s) ended in error and were carried on")
 
 
@@ -156,7 +97,7 @@ async def test_one_host_on_two_connections_and_200_registrations_at_once(process
     acked: list[tuple[float, int]] = []
     async with aiohttp.ClientSession() as s1, aiohttp.ClientSession() as s2:
         async def send(session, step):
-            async with session.put(base + "/api/v2/host/packages/installed", json=_report(step, salt=f".{step}"),
+            async with session.put(base + "/api/v2/host/packages/installed", json=reporting.report(step, salt=f".{step}"),
                                    headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
                 acked.append((time.monotonic(), step))
@@ -164,9 +105,9 @@ async def test_one_host_on_two_connections_and_200_registrations_at_once(process
         for step in range(0, 30, 2):
             await asyncio.gather(send(s1, step), send(s2, step + 1))
         await send(s1, 99)  # a last report, alone: it must win
-    await procs_wait(lambda: _settled(fpool), timeout=60)
+    await procs_wait(lambda: reporting.settled(fpool), timeout=60)
     host_id = body["host_id"]
-    assert await _inventory(fpool, host_id) == _expected(_report(99, salt=".99"))
+    assert await reporting.inventory(fpool, host_id) == reporting.expected(reporting.report(99, salt=".99"))
     # Applied in acceptance order: the history's last change set moves to step 99.
     last = await fpool.fetchval(
         "SELECT new_version FROM host_history WHERE host_id = $1 AND name = 'step' ORDER BY at DESC, id DESC LIMIT 1",

@@ -12,13 +12,21 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.tasks import dispatch
-from tests.faults import procs
+from tests.faults import procs, reporting
+from tests.faults.repo_client import DIST, SECTION, Repos, debs, packages_in, wait_task
 from tests.helpers import bearer, wait_for
 
 
 def _children(run: procs.DepotProcess) -> dict[str, list[int]]:
     kids = psutil.Process(run.pid).children()
     return {kind: sorted(p.pid for p in kids if kind in p.cmdline()) for kind in ("serve", "worker")}
+
+
+async def _up(run: procs.DepotProcess, servers: int, workers: int) -> bool:
+    """Whether `run` has said this many server and worker starts so far (restarts count again)."""
+    assert run.alive(), run.output()[-3000:]
+    out = run.output()
+    return out.count("depot: serving on") >= servers and len(re.findall(r"worker \S+ started", out)) >= workers
 
 
 async def _restarts(base: str) -> dict[str, float]:
@@ -37,12 +45,7 @@ async def test_killed_worker_and_server_come_back_while_the_other_server_answers
     run = procs.DepotProcess(["run", "--servers", "2", "--workers", "1"], env, processes.log_dir / "run.log")
     processes.started.append(run)
 
-    async def up(servers: int, workers: int) -> bool:
-        assert run.alive(), run.output()[-3000:]
-        out = run.output()
-        return out.count("depot: serving on") >= servers and len(re.findall(r"worker \S+ started", out)) >= workers
-
-    await wait_for(lambda: up(2, 1), timeout=60, interval=0.1)
+    await wait_for(lambda: _up(run, 2, 1), timeout=60, interval=0.1)
     before = _children(run)
     assert len(before["serve"]) == 2 and len(before["worker"]) == 1, before
     assert await _restarts(base) == {"server": 0, "worker": 0}
@@ -72,7 +75,7 @@ async def test_killed_worker_and_server_come_back_while_the_other_server_answers
     # Queued while no worker runs: the restarted one takes it.
     task = await dispatch.enqueue(fpool, fredis, "fault_slow", "run:restart", {"steps": 2, "step_seconds": 0.05})
 
-    await wait_for(lambda: up(3, 2), timeout=30, interval=0.1)
+    await wait_for(lambda: _up(run, 3, 2), timeout=30, interval=0.1)
     back_after = time.monotonic() - killed_at
     after = _children(run)
     assert len(after["serve"]) == 2 and killed_server not in after["serve"], after
@@ -141,3 +144,69 @@ async def test_a_part_that_cannot_start_makes_depot_run_give_up(processes, fpool
     assert not procs.port_open(port)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     print(f"\na worker that cannot start: depot run gave up after 3 starts, {took:.1f} s, exit code 1")
+
+
+async def test_worker_and_server_killed_during_a_rebuild_and_a_report_burst(processes, fpool, fault_admin_key,
+                                                                            tmp_path):
+    """Both kills land while a signed rebuild renders and 20 hosts send reports (retrying until they
+    are acknowledged, as linupdate does): the other server answers meanwhile, both parts are back
+    within seconds, the rebuild ends done with every package, and every host's inventory is its last report."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = processes.env(DEPOT_PORT=str(port), DEPOT_BASE_URL=base, DEPOT_STORAGE_DIR=str(storage))
+    run = procs.DepotProcess(["run", "--servers", "2", "--workers", "1"], env, processes.log_dir / "run.log")
+    processes.started.append(run)
+    await wait_for(lambda: _up(run, 2, 1), timeout=60, interval=0.1)
+    before = _children(run)
+    names = [f"pkg{n:04d}" for n in range(1200)]
+    answers: list = []
+    async with aiohttp.ClientSession() as session:
+        repos = Repos(session, base, fault_admin_key)
+        _, snap = await repos.deb_snapshot()
+        for start in range(0, len(names), 400):
+            status, body = await repos.upload(snap, debs(names[start:start + 400]))
+            assert status == 200, body
+        hosts = [await reporting.register(session, base, fault_admin_key, f"burst{n:02d}") for n in range(reporting.HOSTS)]
+        agents = [reporting.Agent(session, base, headers, answers) for _, headers in hosts]
+
+        async def send_all(agent):
+            for step in range(reporting.REPORTS):
+                await agent.send(step, reporting.report(step))
+                await asyncio.sleep(0.3)
+
+        task_id = await repos.rebuild(snap, sign=True)
+        burst = [asyncio.create_task(send_all(a)) for a in agents]
+        while await fpool.fetchval("SELECT progress FROM tasks WHERE id = $1", task_id) < 30:
+            await asyncio.sleep(0.002)
+        killed_server, killed_worker = before["serve"][0], before["worker"][0]
+        psutil.Process(killed_worker).send_signal(signal.SIGKILL)
+        psutil.Process(killed_server).send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await wait_for(lambda: _up(run, 3, 2), timeout=30, interval=0.1)
+        back_after = time.monotonic() - killed_at
+        await asyncio.wait_for(asyncio.gather(*burst), 120)
+        assert await wait_task(fpool, task_id, ("done", "error"), timeout=120) == "done"
+        status, index = await repos.fetch(f"{repos.tree_url('app', snap)}/dists/{DIST}/{SECTION}/binary-amd64/Packages")
+
+    assert status == 200 and packages_in(index) == {(n, "1.0-1") for n in names}
+    # Only what was in flight to the killed server failed; everything else was answered, never a 500.
+    after_kill = [a for a in answers if a[0] >= killed_at]
+    failed = [a for a in answers if a[2] != 200]
+    assert all(str(a[2]).startswith("client error") and a[0] < killed_at + 1 for a in failed), failed[:5]
+    assert len(failed) <= 2 * reporting.HOSTS, failed[:5]
+    assert sum(a[2] == 200 for a in after_kill if a[0] < killed_at + back_after) >= 1, answers[-5:]
+    assert all(a.acked == list(range(reporting.REPORTS)) for a in agents)
+    await wait_for(lambda: reporting.settled(fpool), timeout=60, interval=0.1)
+    for (host_id, _), agent in zip(hosts, agents):
+        assert await reporting.inventory(fpool, host_id) == reporting.expected(reporting.report(reporting.REPORTS - 1)), host_id
+    after = _children(run)
+    assert killed_server not in after["serve"] and killed_worker not in after["worker"], after
+    assert await _restarts(base) == {"server": 1, "worker": 1}
+    attempts = await fpool.fetchval("SELECT attempts FROM tasks WHERE id = $1", task_id)
+    run.close()
+    assert run.proc.returncode == 0, run.output()[-3000:]
+    print(f"\nworker and a server SIGKILLed mid-rebuild during a burst of {len(answers)} report PUTs: both back"
+          f" {back_after:.1f} s later; {len(failed)} PUTs cut (retried), none refused; rebuild done in"
+          f" {attempts} attempts with all {len(names)} packages; every host's inventory is its last report")
