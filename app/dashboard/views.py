@@ -15,7 +15,7 @@ from aiohttp import web
 
 from marshmallow import ValidationError
 
-from app import reports_counter, security, users
+from app import logs, reports_counter, security, users
 from app.agents import requests as agent_requests, sessions as agent_sessions
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
@@ -86,7 +86,8 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
 
 
 def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
-    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token."""
+    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token. Every POST
+    that has a session is an action and leaves one audit line (user, route, target, status, request id)."""
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -97,18 +98,53 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                     raise unauthorized("your dashboard session has expired; log in again")
                 return redirect("/login?next=" + quote(request.path_qs, safe=""))
             request[SESSION] = sess
-            if request.method == "POST":
-                form = await request.post()
-                token = form.get("csrf") or request.headers.get("X-CSRF-Token")
-                if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
-                    return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
-            if not sess.principal.has_role(role):
-                return error_page(request, 403, f"This needs the {role.value} role.")
-            return await handler(request)
+            if request.method != "POST":
+                return await _checked(request, sess, role, handler)
+            status = 500
+            try:
+                resp = await _checked(request, sess, role, handler)
+                status = resp.status
+                return resp
+            finally:
+                logs.audit(request, sess.principal.username or "", logs.route_name(request), status,
+                           await _target(request))
 
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
+
+
+async def _checked(request: web.Request, sess: sessions.Session, role: Role, handler) -> web.StreamResponse:
+    if request.method == "POST":
+        form = await request.post()
+        token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+        if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
+            return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
+    if not sess.principal.has_role(role):
+        return error_page(request, 403, f"This needs the {role.value} role.")
+    return await handler(request)
+
+
+async def _target(request: web.Request) -> str:
+    """What an action was about: the ids and names in its path, else the `name` its form creates."""
+    if request.match_info:
+        return "/".join(request.match_info.values())[:200]
+    name = (await request.post()).get("name")
+    return name[:200] if isinstance(name, str) else ""
+
+
+def set_session_cookie(request: web.Request, resp: web.StreamResponse, sid: str) -> None:
+    """Give this browser the session `sid` (a login, or the fresh session that follows the user's own
+    credential change, which ends all their older sessions)."""
+    resp.set_cookie(
+        sessions.COOKIE,
+        sid,
+        max_age=int(sessions.TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+    )
 
 
 # --- login / logout --------------------------------------------------------------------------------
@@ -169,15 +205,7 @@ async def login_submit(request: web.Request) -> web.Response:
     await sessions.delete(pool, request.cookies.get(sessions.COOKIE))  # a new login replaces this browser's old session
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
     resp = redirect(next_url)
-    resp.set_cookie(
-        sessions.COOKIE,
-        sid,
-        max_age=int(sessions.TTL.total_seconds()),
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=_secure(request),
-    )
+    set_session_cookie(request, resp, sid)
     resp.del_cookie(sessions.LOGIN_COOKIE, path="/login")
     return resp
 

@@ -22,7 +22,29 @@
     }
     setTimeout(tick, every);
   }
+  // A button with data-copy="<element id>" copies that element's text (e.g. a new API key, shown once).
+  function copy(button) {
+    var text = document.getElementById(button.getAttribute("data-copy")).textContent.trim();
+    var done = function () { button.textContent = "Copied"; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { button.textContent = "Select and copy by hand"; });
+    } else {
+      var range = document.createRange();
+      range.selectNodeContents(document.getElementById(button.getAttribute("data-copy")));
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      if (document.execCommand("copy")) { done(); }
+    }
+  }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(poll);
+    document.querySelectorAll("[data-copy]").forEach(function (b) { b.addEventListener("click", function () { copy(b); }); });
+    // A form with a non-empty data-confirm asks first (deleting, replacing a key).
+    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+      f.addEventListener("submit", function (e) {
+        var question = f.getAttribute("data-confirm");
+        if (question && !window.confirm(question)) { e.preventDefault(); }
+      });
+    });
   });
 })();
