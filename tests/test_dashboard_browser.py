@@ -63,17 +63,24 @@ async def site(aiohttp_server, settings, pool):
     return f"http://127.0.0.1:{server.port}"
 
 
-@pytest.fixture
-async def page(browser, site):
-    context = await browser.new_context(viewport={"width": 1360, "height": 900}, base_url=site)
+async def open_page(browser, site: str, **options):
+    """A page in a new browser context (its own cookies) that records script errors and 4xx/5xx answers
+    in `pg.errors`."""
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, base_url=site, **options)
     pg = await context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     pg.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     pg.errors = errors
+    return pg
+
+
+@pytest.fixture
+async def page(browser, site):
+    pg = await open_page(browser, site)
     yield pg
-    await context.close()
+    await pg.context.close()
 
 
 async def log_in(pg):

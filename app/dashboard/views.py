@@ -105,6 +105,9 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                 resp = await _checked(request, sess, role, handler)
                 status = resp.status
                 return resp
+            except web.HTTPException as exc:  # e.g. a body over the size limit
+                status = exc.status
+                raise
             finally:
                 logs.audit(request, sess.principal.username or "", logs.route_name(request), status,
                            await _target(request))
@@ -129,7 +132,10 @@ async def _target(request: web.Request) -> str:
     """What an action was about: the ids and names in its path, else the `name` its form creates."""
     if request.match_info:
         return "/".join(request.match_info.values())[:200]
-    name = (await request.post()).get("name")
+    try:
+        name = (await request.post()).get("name")
+    except (web.HTTPException, ValueError):  # an unreadable body: refused already, nothing to name
+        return ""
     return name[:200] if isinstance(name, str) else ""
 
 

@@ -63,7 +63,7 @@ async def test_new_key_replaces_the_old_one_and_this_browser_stays_logged_in(cli
                                " WHERE u.username = 'vera'") == 1
 
 
-async def test_forged_forms_change_nothing(client, pool, make_key):
+async def test_forged_forms_change_nothing(client, pool, make_key, caplog):
     admin_key = await make_key("admin", "root")
     csrf = await as_user(client, pool, "ada", "admin")
     await users.create_api_key(pool, "ada")
@@ -83,8 +83,12 @@ async def test_forged_forms_change_nothing(client, pool, make_key):
             ("/profiles", {"name": "evil"}),
         ]
         for path, fields in attempts:
-            resp = await post(client, path, **form, **fields)
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="depot.audit"):
+                resp = await post(client, path, **form, **fields)
             assert resp.status == 403 and "CSRF check failed" in await resp.text(), path
+            [line] = [r for r in caplog.records if r.name == "depot.audit"]  # refusals are logged too
+            assert (line.user, line.status, line.request_id) == ("ada", 403, resp.headers["X-Request-Id"])
     assert await pool.fetchval(
         "SELECT digest FROM api_keys k JOIN users u ON u.id = k.user_id WHERE username = 'ada'") == digest
     assert await users.check_password(pool, "ada", "pass-word-1")
