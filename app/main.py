@@ -5,13 +5,13 @@ from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
 from app.agents import channel as agent_channel, hub as agent_hub
+from app.dashboard import account, admin_users, profiles as dash_profiles
 from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import agents as agents_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
-from app.dashboard import account, admin_users, profiles as dash_profiles
 from app.settings import Settings
 
 

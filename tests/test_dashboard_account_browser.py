@@ -1,50 +1,25 @@
 """The user space, the users page and the profiles pages in a real headless Chromium against a real
-Depot server on a real port (the harness of test_dashboard_browser.py), each change checked through
-the HTTP API as a script or the command line would see it. Screenshots go to tests/artifacts/."""
+Depot server on a real port (tests/browser_harness.py), each change checked through the HTTP API as a
+script or the command line would see it. Screenshots go to tests/artifacts/."""
 from __future__ import annotations
 
 import aiohttp
 import pytest
 
 from app import users
+from tests.browser_harness import ARTIFACTS, BROWSER, PASSWORD, sign_in
 from tests.helpers import bearer
-from tests.test_dashboard_browser import ARTIFACTS, CHROMIUM, browser, open_page, site  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not __import__("shutil").which(CHROMIUM),
-                                                      reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 LAST_ADMIN = "User root is the last admin: make another admin first"
 
 
 @pytest.fixture
-async def pages(browser, site):  # noqa: F811
-    """Pages in separate browser contexts (separate users), closed at the end."""
-    opened = []
-
-    async def new(**options):
-        pg = await open_page(browser, site, **options)
-        opened.append(pg)
-        return pg
-
-    yield new
-    for pg in opened:
-        await pg.context.close()
-
-
-@pytest.fixture
-async def api(site):  # noqa: F811
+async def api(site):
     """A plain HTTP client of the server's API."""
     async with aiohttp.ClientSession(base_url=site) as session:
         yield session
-
-
-async def sign_in(pg, name: str, password: str) -> None:
-    await pg.goto("/login")
-    await pg.fill("#login-password input[name=username]", name)
-    await pg.fill("#login-password input[name=password]", password)
-    await pg.click("#login-password button")
-    await pg.wait_for_url("**/")
-    assert name in await pg.inner_text("#whoami")
 
 
 async def refused_login(pg, name: str, password: str) -> None:
@@ -76,10 +51,11 @@ def accept_dialogs(pg) -> list[str]:
     return asked
 
 
-async def test_user_space_api_key_and_password(pages, api, pool):
-    pg = await pages(permissions=["clipboard-read", "clipboard-write"])
+async def test_user_space_api_key_and_password(new_page, api, pool):
+    pg = await new_page()
+    await pg.context.grant_permissions(["clipboard-read", "clipboard-write"])
     asked = accept_dialogs(pg)
-    await sign_in(pg, "olivia", "s3cret-pass")
+    await sign_in(pg, "olivia")
     await pg.click("#whoami")  # the user's name in the navigation leads to their account
     await pg.wait_for_url("**/account")
     assert await pg.inner_text("#key-created") == "no key yet"
@@ -90,7 +66,7 @@ async def test_user_space_api_key_and_password(pages, api, pool):
     first = (await pg.inner_text("#new-key")).strip()
     assert first.startswith("ak_") and len(first) == 55
     await pg.click("#copy-key")
-    assert await pg.inner_text("#copy-key") == "Copied"
+    await pg.locator("#copy-key", has_text="Copied").wait_for(timeout=5_000)
     assert await pg.evaluate("navigator.clipboard.readText()") == first
     await pg.screenshot(path=str(ARTIFACTS / "account-new-key.png"), full_page=True)
     async with api.get("/api/v2/profile", headers=bearer(first)) as resp:
@@ -117,7 +93,7 @@ async def test_user_space_api_key_and_password(pages, api, pool):
     await pg.fill("#password-form input[name=confirm]", "n3w-password")
     await pg.click("#change-password")
     assert "Your current password is wrong: nothing was changed." in await pg.inner_text("#form-error")
-    await pg.fill("#password-form input[name=current]", "s3cret-pass")
+    await pg.fill("#password-form input[name=current]", PASSWORD)
     await pg.fill("#password-form input[name=password]", "n3w-password")
     await pg.fill("#password-form input[name=confirm]", "n3w-password")
     await pg.click("#change-password")
@@ -125,15 +101,14 @@ async def test_user_space_api_key_and_password(pages, api, pool):
     assert "Your password was changed" in await pg.inner_text("#notice")
     await pg.click("#logout")
     await pg.wait_for_url("**/login")
-    await refused_login(pg, "olivia", "s3cret-pass")
+    await refused_login(pg, "olivia", PASSWORD)
     await sign_in(pg, "olivia", "n3w-password")
     assert refusals(pg) == ["403 /account/password", "401 /login"]  # the wrong passwords
 
 
-async def test_admin_manages_users_and_the_last_admin_stays(pages, api, pool):
+async def test_admin_manages_users_and_the_last_admin_stays(new_page, api, pool):
     await users.create_user(pool, "root", "admin", password="r00t-password")
-    await users.create_user(pool, "vic", "viewer", password="v1ewer-password")
-    pg = await pages()
+    pg = await new_page()
     asked = accept_dialogs(pg)
     await sign_in(pg, "root", "r00t-password")
     await pg.click("#nav-users")
@@ -156,7 +131,7 @@ async def test_admin_manages_users_and_the_last_admin_stays(pages, api, pool):
     await pg.wait_for_url("**done=password**")
     await pg.screenshot(path=str(ARTIFACTS / "users.png"), full_page=True)
 
-    bea = await pages()
+    bea = await new_page()
     await refused_login(bea, "bea", "bea-password-1")
     await sign_in(bea, "bea", "bea-password-2")
     assert "(operator)" in await bea.inner_text("#whoami")
@@ -184,8 +159,8 @@ async def test_admin_manages_users_and_the_last_admin_stays(pages, api, pool):
     assert refusals(pg) == []
 
     # A viewer has no Users link, and the page and its forms are refused.
-    viewer = await pages()
-    await sign_in(viewer, "vic", "v1ewer-password")
+    viewer = await new_page()
+    await sign_in(viewer, "victor")
     assert await viewer.locator("#nav-users").count() == 0
     resp = await viewer.goto("/users")
     assert resp.status == 403 and "This needs the admin role." in await viewer.inner_text(".alert")
@@ -195,10 +170,9 @@ async def test_admin_manages_users_and_the_last_admin_stays(pages, api, pool):
     assert resp.status == 403 and await users.get_user(pool, "intruder") is None
 
 
-async def test_profiles_create_edit_hand_out_repositories_delete(pages, api, pool, repo_db):
+async def test_profiles_create_edit_hand_out_repositories_delete(new_page, api, pool, repo_db):
     await users.create_user(pool, "root", "admin", password="r00t-password")
     admin_key = await users.create_api_key(pool, "root")
-    await users.create_user(pool, "vic", "viewer", password="v1ewer-password")
     async with api.post("/api/v2/repo", json={"name": "tools", "type": "deb", "dist": "bookworm", "section": "main"},
                         headers=bearer(admin_key)) as resp:
         assert resp.status == 201, await resp.text()
@@ -213,8 +187,8 @@ async def test_profiles_create_edit_hand_out_repositories_delete(pages, api, poo
         async with api.get(f"/api/v2/profile/{name}", headers=bearer(admin_key)) as resp:
             return resp.status, (await resp.json()).get("results")
 
-    pg = await pages()
-    await sign_in(pg, "olivia", "s3cret-pass")  # an operator
+    pg = await new_page()
+    await sign_in(pg, "olivia")  # an operator
     await pg.click("header nav >> text=Profiles")
     await pg.wait_for_url("**/profiles")
     await pg.fill("#profile-create input[name=name]", "web")
@@ -263,8 +237,8 @@ async def test_profiles_create_edit_hand_out_repositories_delete(pages, api, poo
     assert refusals(pg) == [f"403 /profiles/{profile_url.rsplit('/', 1)[1]}"] * 2
 
     # A viewer sees the profile but no action, and its POSTs are refused.
-    viewer = await pages()
-    await sign_in(viewer, "vic", "v1ewer-password")
+    viewer = await new_page()
+    await sign_in(viewer, "victor")
     await viewer.goto("/profiles")
     assert await viewer.locator("#profile-create").count() == 0
     await viewer.screenshot(path=str(ARTIFACTS / "profiles.png"), full_page=True)
@@ -281,7 +255,7 @@ async def test_profiles_create_edit_hand_out_repositories_delete(pages, api, poo
     assert (await profile_via_api("web"))[1][0]["Notes"] == "front end"
 
     # An admin deletes it.
-    admin = await pages()
+    admin = await new_page()
     asked = accept_dialogs(admin)
     await sign_in(admin, "root", "r00t-password")
     await admin.goto(profile_url)

@@ -86,8 +86,7 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
 
 
 def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
-    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token. Every POST
-    that has a session is an action and leaves one audit line (user, route, target, status, request id)."""
+    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token."""
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -98,40 +97,51 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                     raise unauthorized("your dashboard session has expired; log in again")
                 return redirect("/login?next=" + quote(request.path_qs, safe=""))
             request[SESSION] = sess
-            if request.method != "POST":
-                return await _checked(request, sess, role, handler)
-            status = 500
-            try:
-                resp = await _checked(request, sess, role, handler)
-                status = resp.status
-                return resp
-            except web.HTTPException as exc:  # e.g. a body over the size limit
-                status = exc.status
-                raise
-            finally:
-                logs.audit(request, sess.principal.username or "", logs.route_name(request), status,
-                           await _target(request))
+            if request.method == "POST":
+                form = await request.post()
+                token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+                if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
+                    return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
+            if not sess.principal.has_role(role):
+                return error_page(request, 403, f"This needs the {role.value} role.")
+            return await handler(request)
 
-        return wrapper
+        return _audited(wrapper)
 
     return decorate(fn) if fn is not None else decorate
 
 
-async def _checked(request: web.Request, sess: sessions.Session, role: Role, handler) -> web.StreamResponse:
-    if request.method == "POST":
-        form = await request.post()
-        token = form.get("csrf") or request.headers.get("X-CSRF-Token")
-        if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
-            return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
-    if not sess.principal.has_role(role):
-        return error_page(request, 403, f"This needs the {role.value} role.")
-    return await handler(request)
+def _audited(wrapper):
+    """Every POST of a session is an action, granted or refused: one audit line (user, route, target,
+    status, request id) however it ends."""
+
+    @functools.wraps(wrapper)
+    async def audited(request: web.Request):
+        if request.method != "POST":
+            return await wrapper(request)
+        status = 500
+        try:
+            resp = await wrapper(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:  # e.g. a body over the size limit
+            status = exc.status
+            raise
+        finally:
+            sess = request.get(SESSION)
+            if sess is not None:
+                logs.audit(request, sess.principal.username or "", logs.route_name(request), status,
+                           await _target(request))
+
+    return audited
 
 
 async def _target(request: web.Request) -> str:
-    """What an action was about: the ids and names in its path, else the `name` its form creates."""
+    """What an action was about: the ids and names in its path, else the `name` a plain form creates."""
     if request.match_info:
         return "/".join(request.match_info.values())[:200]
+    if request.content_type != "application/x-www-form-urlencoded":  # never read (or re-read) a streamed body
+        return ""
     try:
         name = (await request.post()).get("name")
     except (web.HTTPException, ValueError):  # an unreadable body: refused already, nothing to name

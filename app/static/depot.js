@@ -2,6 +2,24 @@
 // by the server-rendered (escaped) fragment the endpoint returns as {"html": ...}. No build step.
 (function () {
   "use strict";
+  // A button with data-copy="<element id>" copies that element's text (a new API key, shown once).
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        var done = function () { button.textContent = "Copied"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(source.textContent.trim()).then(done, function () { button.textContent = "Select and copy it"; });
+        } else {  // plain http on another host: no Clipboard API, the older way
+          var range = document.createRange();
+          range.selectNodeContents(source);
+          window.getSelection().removeAllRanges();
+          window.getSelection().addRange(range);
+          if (document.execCommand("copy")) { done(); }
+        }
+      });
+    });
+  });
   function poll(el) {
     var every = parseInt(el.getAttribute("data-every") || "3000", 10);
     var dot = document.querySelector(".live-dot");
@@ -22,28 +40,12 @@
     }
     setTimeout(tick, every);
   }
-  // A button with data-copy="<element id>" copies that element's text (e.g. a new API key, shown once).
-  function copy(button) {
-    var text = document.getElementById(button.getAttribute("data-copy")).textContent.trim();
-    var done = function () { button.textContent = "Copied"; };
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done, function () { button.textContent = "Select and copy by hand"; });
-    } else {
-      var range = document.createRange();
-      range.selectNodeContents(document.getElementById(button.getAttribute("data-copy")));
-      window.getSelection().removeAllRanges();
-      window.getSelection().addRange(range);
-      if (document.execCommand("copy")) { done(); }
-    }
-  }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(poll);
-    document.querySelectorAll("[data-copy]").forEach(function (b) { b.addEventListener("click", function () { copy(b); }); });
-    // A form with a non-empty data-confirm asks first (deleting, replacing a key).
-    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
-      f.addEventListener("submit", function (e) {
-        var question = f.getAttribute("data-confirm");
-        if (question && !window.confirm(question)) { e.preventDefault(); }
+    // A form whose submission needs a second thought.
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) { ev.preventDefault(); }
       });
     });
   });
