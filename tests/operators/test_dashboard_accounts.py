@@ -2,6 +2,7 @@
 aiohttp test client against real PostgreSQL: refusals, roles, CSRF, the last admin, audit lines."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import replace
@@ -11,6 +12,7 @@ import pytest
 from app import profiles, users
 from app.dashboard import sessions
 from app.dashboard.account import WRONG_PASSWORD
+from app.logs import JsonFormatter
 from app.main import create_app
 from tests.helpers import bearer
 from tests.test_dashboard import csrf_of, login
@@ -192,6 +194,9 @@ async def test_admin_manages_users_with_the_api_rules(client, pool, caplog):
     [line] = [r for r in caplog.records if r.name == "depot.audit"]
     assert (line.user, line.action, line.target, line.status) == ("root", "dash_user_create", "bea", 303)
     assert re.fullmatch(r"[0-9a-f]{24}", line.request_id) and "beas-password" not in caplog.text
+    as_json = json.loads(JsonFormatter().format(line))  # DEPOT_LOG_FORMAT=json keeps every field
+    assert {k: as_json[k] for k in ("user", "action", "target", "status", "request_id")} == {
+        "user": "root", "action": "dash_user_create", "target": "bea", "status": 303, "request_id": line.request_id}
     assert "User bea created." in await (await client.get("/users?done=created&name=bea")).text()
 
     assert (await post(client, "/users/bea/role", csrf=csrf, role="operator")).status == 303
