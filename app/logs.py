@@ -20,7 +20,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "method", "route", "status", "duration_ms", "task_id", "kind"):
+        for key in ("request_id", "method", "route", "status", "duration_ms", "task_id", "kind", "user", "action",
+                    "target"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
@@ -62,6 +63,17 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 REQUEST_ID = web.RequestKey("request_id", str)
 access_log = logging.getLogger("depot.access")
+audit_log = logging.getLogger("depot.audit")
+
+
+def audit(request: web.Request, user: str, action: str, status: int, target: str = "") -> None:
+    """One line per operator action: who did what to which object, how it ended, and the request id
+    (names only: never a form's values, which may hold passwords)."""
+    request_id = request.get(REQUEST_ID, "")
+    audit_log.info(
+        "%s by %s%s: %s request_id=%s", action, user, f" on {target}" if target else "", status, request_id,
+        extra={"request_id": request_id, "user": user, "action": action, "target": target, "status": status},
+    )
 
 
 def route_name(request: web.Request) -> str:

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from app import auth, errors, logs, metrics, openapi, reports_counter, resources, security
 from app.agents import channel as agent_channel, hub as agent_hub
+from app.dashboard import account, admin_users, profiles as dash_profiles
 from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import agents as agents_api
@@ -157,6 +158,21 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/login", dash.login_page, name="dash_login")
     r.add_post("/login", dash.login_submit, name="dash_login_submit")
     r.add_post("/logout", dash.logout, name="dash_logout")
+    # The user space, the users page (admins) and the profiles pages: each in its own module.
+    r.add_get("/account", account.account_page, name="dash_account")
+    r.add_post("/account/apikey", account.new_api_key, name="dash_account_apikey")
+    r.add_post("/account/password", account.change_password, name="dash_account_password")
+    r.add_get("/users", admin_users.users_page, name="dash_users")
+    r.add_post("/users", admin_users.user_create, name="dash_user_create")
+    r.add_post("/users/{name}/role", admin_users.user_role, name="dash_user_role")
+    r.add_post("/users/{name}/password", admin_users.user_password, name="dash_user_password")
+    r.add_post("/users/{name}/delete", admin_users.user_delete, name="dash_user_delete")
+    r.add_get("/profiles", dash_profiles.profiles_page, name="dash_profiles")
+    r.add_post("/profiles", dash_profiles.profile_create, name="dash_profile_create")
+    r.add_get(r"/profiles/{id:\d{1,18}}", dash_profiles.profile_page, name="dash_profile")
+    r.add_post(r"/profiles/{id:\d{1,18}}", dash_profiles.profile_update, name="dash_profile_update")
+    r.add_post(r"/profiles/{id:\d{1,18}}/repos", dash_profiles.profile_repos, name="dash_profile_repos")
+    r.add_post(r"/profiles/{id:\d{1,18}}/delete", dash_profiles.profile_delete, name="dash_profile_delete")
     r.add_get("/", dash.overview, name="dash_overview")
     r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
     r.add_get("/tasks/{id}", dash.task_page, name="dash_task")

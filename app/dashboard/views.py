@@ -15,7 +15,7 @@ from aiohttp import web
 
 from marshmallow import ValidationError
 
-from app import reports_counter, security, users
+from app import logs, reports_counter, security, users
 from app.agents import requests as agent_requests, sessions as agent_sessions
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
@@ -106,9 +106,61 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                 return error_page(request, 403, f"This needs the {role.value} role.")
             return await handler(request)
 
-        return wrapper
+        return _audited(wrapper)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _audited(wrapper):
+    """Every POST of a session is an action, granted or refused: one audit line (user, route, target,
+    status, request id) however it ends."""
+
+    @functools.wraps(wrapper)
+    async def audited(request: web.Request):
+        if request.method != "POST":
+            return await wrapper(request)
+        status = 500
+        try:
+            resp = await wrapper(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:  # e.g. a body over the size limit
+            status = exc.status
+            raise
+        finally:
+            sess = request.get(SESSION)
+            if sess is not None:
+                logs.audit(request, sess.principal.username or "", logs.route_name(request), status,
+                           await _target(request))
+
+    return audited
+
+
+async def _target(request: web.Request) -> str:
+    """What an action was about: the ids and names in its path, else the `name` a plain form creates."""
+    if request.match_info:
+        return "/".join(request.match_info.values())[:200]
+    if request.content_type != "application/x-www-form-urlencoded":  # never read (or re-read) a streamed body
+        return ""
+    try:
+        name = (await request.post()).get("name")
+    except (web.HTTPException, ValueError):  # an unreadable body: refused already, nothing to name
+        return ""
+    return name[:200] if isinstance(name, str) else ""
+
+
+def set_session_cookie(request: web.Request, resp: web.StreamResponse, sid: str) -> None:
+    """Give this browser the session `sid` (a login, or the fresh session that follows the user's own
+    credential change, which ends all their older sessions)."""
+    resp.set_cookie(
+        sessions.COOKIE,
+        sid,
+        max_age=int(sessions.TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+    )
 
 
 # --- login / logout --------------------------------------------------------------------------------
@@ -169,15 +221,7 @@ async def login_submit(request: web.Request) -> web.Response:
     await sessions.delete(pool, request.cookies.get(sessions.COOKIE))  # a new login replaces this browser's old session
     sid = await sessions.create(pool, user_id, request.headers.get("User-Agent"))
     resp = redirect(next_url)
-    resp.set_cookie(
-        sessions.COOKIE,
-        sid,
-        max_age=int(sessions.TTL.total_seconds()),
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=_secure(request),
-    )
+    set_session_cookie(request, resp, sid)
     resp.del_cookie(sessions.LOGIN_COOKIE, path="/login")
     return resp
 
