@@ -26,6 +26,7 @@ from app.errors import json_response, unauthorized
 from app.keys import POOL, REDIS, SETTINGS
 from app.schemas.agents import RequestCreate
 from app.tasks.dispatch import stop_task
+from app.tasks.status import list_workers
 
 SESSION = web.RequestKey("dashboard_session", sessions.Session)
 PER_PAGE = 50
@@ -196,7 +197,7 @@ async def _overview_context(request: web.Request) -> dict:
     pool, settings = request.app[POOL], request.app[SETTINGS]
     return {
         "queue": await tasks.queue_summary(pool, request.app[REDIS], settings),
-        "workers": await tasks.workers(pool, settings.task_stale_seconds),
+        "workers": await list_workers(pool, settings.task_stale_seconds),
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.app[REDIS], request.app.get(reports_counter.COUNTER),
