@@ -10,7 +10,7 @@ from app.api import environments, hosts, pool as pool_api, profiles, published, 
 from app.api import agents as agents_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
-from app.dashboard import setup as dashboard_setup, views as dash
+from app.dashboard import fleet as dash_fleet, repos as dash_repos, setup as dashboard_setup, views as dash
 from app.settings import Settings
 
 
@@ -161,7 +161,8 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
     r.add_get("/tasks/{id}", dash.task_page, name="dash_task")
     r.add_post("/tasks/{id}/stop", dash.task_stop, name="dash_task_stop")
-    r.add_get("/hosts", dash.hosts_page, name="dash_hosts")
+    r.add_get("/hosts", dash_fleet.hosts_page, name="dash_hosts")
+    r.add_post("/hosts/requests", dash_fleet.fleet_requests, name="dash_fleet_requests")
     r.add_get("/hosts/{id}", dash.host_page, name="dash_host")
     r.add_post("/hosts/{id}/requests", dash.host_request_create, name="dash_host_request_create")
     r.add_get("/hosts/{id}/requests/{rid}", dash.host_request_page, name="dash_host_request")

@@ -99,8 +99,8 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                 return redirect("/login?next=" + quote(request.path_qs, safe=""))
             request[SESSION] = sess
             if request.method == "POST":
-                form = await request.post()
-                token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+                # The header first: a script's upload is checked before its body is read (and streamed).
+                token = request.headers.get("X-CSRF-Token") or (await request.post()).get("csrf")
                 if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
                     return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
             if not sess.principal.has_role(role):
@@ -276,21 +276,6 @@ async def task_stop(request: web.Request) -> web.Response:
 
 # --- fleet and hosts --------------------------------------------------------------------------------
 
-@page
-async def hosts_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    q = request.query.get("q", "")[:200]
-    flt = request.query.get("filter", "")
-    flt = flt if flt in fleet.FILTERS else ""
-    hosts, error = await fleet.list_hosts(pool, q, flt, _int(request.query.get("page")), PER_PAGE)
-    return render(
-        "hosts.html",
-        request,
-        {"summary": await fleet.summary(pool), "hosts": hosts, "q": q, "filter": flt, "filters": list(fleet.FILTERS),
-         "error": error},
-    )
-
-
 # A host's status, in reading order; any other column of `hosts` follows under its own name.
 HOST_FIELDS = [
     ("os", "OS"), ("os_version", "OS version"), ("os_family", "OS family"), ("kernel", "Kernel"), ("arch", "Arch"),
@@ -361,22 +346,30 @@ async def ui_host_requests(request: web.Request) -> web.Response:
     return _fragment(request, "host_requests.html", context)
 
 
-@page(role=Role.operator)
-async def host_request_create(request: web.Request) -> web.Response:
-    """The host page's request buttons: the same checks and domain call as POST /api/v2/host/<id>/requests."""
-    host_id = _int(request.match_info["id"], 0, 0, 2**62)
-    form = await request.post()
+def request_from_form(form) -> dict | None:
+    """The request a host or fleet page's buttons ask for, loaded by the API's schema (as POST
+    /api/v2/host/<id>/requests reads it: ValidationError when bad); None for an unknown button."""
     name = REQUEST_BUTTONS.get(str(form.get("request", "")))
     if name is None:
-        return error_page(request, 400, "Unknown request.")
+        return None
     body: dict = {"request": name}
     if name == "request-all-packages-update":
         body["update-params"] = {option: option in form for option in UPDATE_OPTIONS}
         packages = [p.strip() for p in str(form.get("packages", "")).replace(",", " ").split() if p.strip()]
         if packages:
             body.update(request="request-packages-update", packages=packages)
+    return RequestCreate().load(body)
+
+
+@page(role=Role.operator)
+async def host_request_create(request: web.Request) -> web.Response:
+    """The host page's request buttons: the same checks and domain call as POST /api/v2/host/<id>/requests."""
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    form = await request.post()
     try:
-        loaded = RequestCreate().load(body)
+        loaded = request_from_form(form)
+        if loaded is None:
+            return error_page(request, 400, "Unknown request.")
         await agent_requests.create_one(request.app[POOL], host_id, loaded["request"], loaded["params"],
                                         request[SESSION].principal.username)
     except ValidationError as exc:

@@ -24,5 +24,18 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(poll);
+    // A search form sends only the fields filled in, so its URL stays short and shareable.
+    document.querySelectorAll("form[data-drop-empty]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("input, select").forEach(function (f) { if (f.name && !f.value) { f.disabled = true; } });
+      });
+    });
+    // A checkbox that ticks every checkbox of its name (the fleet page's hosts).
+    document.querySelectorAll("input[data-check-all]").forEach(function (all) {
+      all.addEventListener("change", function () {
+        document.querySelectorAll('input[type=checkbox][name="' + all.getAttribute("data-check-all") + '"]')
+          .forEach(function (box) { box.checked = all.checked; });
+      });
+    });
   });
 })();
