@@ -23,6 +23,9 @@ from app.settings import Settings
 from tests.cleanup import Emptier
 from workers.settings import Worker, worker_settings
 
+# The Chromium harness of the dashboard's browser tests (fixtures browser, site, page, new_page).
+pytest_plugins = ["tests.browser_harness"]
+
 warnings.filterwarnings("ignore", module="platformdirs")
 
 # Under pytest-xdist (`make test-fast`), each worker process gets a database and a Redis db of its own.

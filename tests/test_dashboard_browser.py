@@ -1,43 +1,18 @@
-"""The dashboard in a real headless Chromium (Debian's, driven by Playwright), against a real Depot
-server on a real port and a real arq worker: log in, watch a task run and finish, open a host,
-stop a task. Screenshots of each main page go to tests/artifacts/ (not committed)."""
+"""The dashboard in a real headless Chromium (tests/browser_harness.py), against a real Depot server on a
+real port and a real arq worker: log in, watch a task run and finish, open a host, stop a task.
+Screenshots of each main page go to tests/artifacts/ (not committed)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from pathlib import Path
 
 import pytest
 
-from app import users
 from app.tasks import dispatch
-from app.dashboard import queries
-from app.main import create_app
+from tests.browser_harness import ARTIFACTS, BROWSER
 from workers import runner
 
-playwright_api = pytest.importorskip("playwright.async_api")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+pytestmark = BROWSER
 HOSTILE = "<script>window.pwned=1</script>evil.example"
-
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")]
-
-
-
-@pytest.fixture(autouse=True)
-def fresh_fleet_cache():
-    queries.clear_cache()  # every test starts from empty tables
-
-@pytest.fixture(scope="module")
-async def browser():
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        await b.close()
 
 
 @pytest.fixture(autouse=True)
@@ -54,26 +29,6 @@ def browser_handlers():
     runner.HANDLERS["browser_steps"] = steps
     yield
     runner.HANDLERS.pop("browser_steps", None)
-
-
-@pytest.fixture
-async def site(aiohttp_server, settings, pool):
-    server = await aiohttp_server(create_app(settings))
-    await users.create_user(pool, "olivia", "operator", password="s3cret-pass")
-    return f"http://127.0.0.1:{server.port}"
-
-
-@pytest.fixture
-async def page(browser, site):
-    context = await browser.new_context(viewport={"width": 1360, "height": 900}, base_url=site)
-    pg = await context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    pg.errors = errors
-    yield pg
-    await context.close()
 
 
 async def log_in(pg):

@@ -19,7 +19,7 @@ from app import reports_counter, security, users
 from app.agents import requests as agent_requests, sessions as agent_sessions
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
-from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
+from app.dashboard.queries import fleet, tasks
 from app.dashboard.setup import JINJA
 from app.domain_errors import DomainError
 from app.errors import json_response, unauthorized
@@ -413,46 +413,6 @@ async def ui_host_request(request: web.Request) -> web.Response:
         return json_response({"html": "<p class=\"alert\">This request no longer exists.</p>", "final": True},
                              status=404)
     return _fragment(request, "request_detail.html", {"r": row}, final=row["Status"] in agent_requests.FINISHED)
-
-
-# --- repositories -----------------------------------------------------------------------------------
-
-@page
-async def repos_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    q = request.query.get("q", "")[:200]
-    try:
-        return await _repos_page(request, pool, q)
-    except MISSING_SCHEMA:
-        return error_page(request, 503, "Repositories are not set up on this server yet.")
-
-
-async def _repos_page(request, pool, q):
-    return render(
-        "repos.html",
-        request,
-        {"repos": await repos.list_repos(pool, q, _int(request.query.get("page")), PER_PAGE), "q": q,
-         "environments": await repos.environments(pool)},
-    )
-
-
-@page
-async def repo_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    try:
-        repo = await repos.get_repo(pool, _int(request.match_info["id"], 0, 0, 2**62))
-    except MISSING_SCHEMA:
-        return error_page(request, 503, "Repositories are not set up on this server yet.")
-    if repo is None:
-        return error_page(request, 404, f"Repository #{request.match_info['id']} does not exist.")
-    snaps = await repos.snapshots(pool, repo["id"])
-    wanted = _int(request.query.get("snapshot"), 0, 0, 2**62)
-    current = next((s for s in snaps if s["id"] == wanted), snaps[0] if snaps else None)
-    q = request.query.get("q", "")[:200]
-    packages = None
-    if current is not None:
-        packages = await repos.packages(pool, current["id"], q, _int(request.query.get("page")), PER_PAGE)
-    return render("repo.html", request, {"repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q})
 
 
 # --- helpers ----------------------------------------------------------------------------------------
