@@ -55,7 +55,7 @@ async def _act(request: web.Request, action, done):
 
 
 def _snap(request: web.Request) -> int:
-    return _int(request.match_info["sid"], 0, 0, _ID_MAX)
+    return _int(request.match_info["snap_id"], 0, 0, _ID_MAX)
 
 
 def _repo_page(repo_id: int, **query) -> str:
