@@ -178,3 +178,18 @@ async def test_repository_actions_bad_input_and_roles(client, pool, make_key, re
     assert await pool.fetchval("SELECT count(*) FROM repos") == 1
     assert await pool.fetchval("SELECT count(*) FROM snapshots") == 2
     assert await pool.fetchval("SELECT count(*) FROM snapshot_packages") == 1
+
+
+async def test_a_broad_package_search_lists_the_first_packages_of_each_host(client, pool, make_key):
+    (host,) = await _hosts(pool, 1)
+    await pool.execute("INSERT INTO host_packages (host_id, name, arch, version, state)"
+                       " SELECT $1, 'lib' || lpad(i::text, 2, '0'), 'amd64', '1.' || i, 'inventored'"
+                       " FROM generate_series(1, 25) i", host)
+    await _as(client, make_key, "viewer")
+    text = await (await client.get("/hosts?package=lib")).text()
+    cell = text.split('class="mono packages">')[1].split("</td>")[0]
+    assert cell.count("<div>") == 20 and "lib01:amd64 1.1" in cell and "lib21" not in cell
+    assert f'href="/hosts/{host}?q=lib">more' in cell
+    text = await (await client.get("/hosts?package=lib2")).text()
+    cell = text.split('class="mono packages">')[1].split("</td>")[0]
+    assert cell.count("<div>") == 6 and "more" not in cell  # lib20 to lib25

@@ -27,6 +27,7 @@ _FLAG = validate.OneOf(list(YES_NO), error="yes, no or empty")
 # The fleet cards' links (/hosts?filter=outdated) predate the search form.
 CARD_FILTERS = ("outdated", "reboot", "stale")
 LINKED_REQUESTS = 100  # the result page links this many requests; the count is of all
+PACKAGES_SHOWN = 20  # matching packages listed per host (a prefix like `lib` matches hundreds)
 
 
 class FleetSearch(Schema):
@@ -94,14 +95,14 @@ async def hosts_page(request: web.Request) -> web.Response:
         form, error = {}, _error_text(exc)
     rows, total = [], 0
     if error is None:
-        rows, total = await queries.search_hosts(pool, selection(form), queries.Page(page_no, PER_PAGE))
+        rows, total = await queries.search_hosts(pool, selection(form), queries.Page(page_no, PER_PAGE), PACKAGES_SHOWN)
     shown = {k: v for k, v in FleetSearch().dump(form).items() if v}
     return render(
         "hosts.html",
         request,
         {"summary": await fleet.summary(pool), "hosts": Page(rows, page_no, PER_PAGE, page_no * PER_PAGE < total),
          "total": total, "form": {**raw, **shown}, "qs": urlencode(shown), "searched": bool(shown),
-         "package_search": "package" in form, "error": error},
+         "package_search": "package" in form, "packages_shown": PACKAGES_SHOWN, "error": error},
         status=400 if error else 200,
     )
 

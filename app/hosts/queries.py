@@ -133,31 +133,39 @@ async def matching_host_ids(pool, filters: dict, limit: int) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def search_hosts(pool, filters: dict, page: Page) -> tuple[list[dict], int]:
+async def search_hosts(pool, filters: dict, page: Page, packages_shown: int = 20) -> tuple[list[dict], int]:
     """One page of the hosts matching every filter (selection_where), by hostname, as /hosts/ shows them,
-    with `packages` ({name[:arch]: version}, the matching ones) when a package is searched; and the total.
-    One statement: the page's ids and the total first, then their rows."""
+    with `packages` ({name[:arch]: version}, the first `packages_shown` matching ones by name) when a
+    package is searched; and the total.
+
+    One statement. The page is walked in hostname order (its index), each host checked as it comes, so a
+    page costs its own rows, not a sort of every match; the total is counted beside it, the way
+    hosts_with_package counts (one probe per host)."""
     args: list = []
     where = selection_where(filters, args)
-    tail, extra = page.sql(len(args))
     packages, lateral = "NULL::json AS packages", ""
     if filters.get("package"):
         cond = package_match(filters["package"], filters.get("version"), args,
                              strict_name=bool(filters.get("strict_name")),
                              strict_version=bool(filters.get("strict_version")))
-        tail, extra = page.sql(len(args))
+        args.append(packages_shown)
         packages = "pk.packages"
-        lateral = f"LEFT JOIN LATERAL (SELECT {_PACKAGES_JSON} FROM host_packages p WHERE p.host_id = h.id AND {cond}) pk ON true"
+        lateral = (f"LEFT JOIN LATERAL (SELECT {_PACKAGES_JSON} FROM (SELECT p.name, p.arch, p.version FROM host_packages p"
+                   f" WHERE p.host_id = h.id AND {cond} ORDER BY p.name, p.arch LIMIT ${len(args)}) p) pk ON true")
+    tail, extra = page.sql(len(args))
+    # The count's row always comes back (LEFT JOIN), so a page past the end still gives the total.
     sql = f"""
-        WITH found AS (
-            SELECT h.id, h.hostname, count(*) OVER () AS _total FROM hosts h WHERE {where} ORDER BY h.hostname{tail}
-        )
-        SELECT {HOST_COLUMNS}, {packages}, found._total FROM found JOIN hosts h ON h.id = found.id {lateral}
-        ORDER BY found.hostname, found.id
+        WITH found AS (SELECT h.id, h.hostname FROM hosts h WHERE {where} ORDER BY h.hostname{tail}),
+             total AS (SELECT count(*) AS n FROM hosts h WHERE {where})
+        SELECT total.n AS _total, rows.* FROM total LEFT JOIN (
+            SELECT {HOST_COLUMNS}, {packages}, found.hostname AS _order
+            FROM found JOIN hosts h ON h.id = found.id {lateral}
+        ) rows ON true
+        ORDER BY rows._order
     """
     rows = await _fetch_custom(pool, sql, [*args, *extra])
     total = rows[0]["_total"] if rows else 0
-    return [{k: v for k, v in r.items() if k != "_total"} for r in rows], total
+    return [{k: v for k, v in r.items() if k not in ("_total", "_order")} for r in rows if r["Id"] is not None], total
 
 
 async def get_host(pool, host_id: int) -> dict | None:
