@@ -53,19 +53,24 @@ async def test_repository_snapshots_upload_rebuild_point_compare_delete(page, ne
     assert await pg.get_attribute("#upload", "data-status") == "200"
     assert await pg.get_attribute("#upload progress", "value") == "100"
     await pg.screenshot(path=str(ARTIFACTS / "repo-upload.png"), full_page=True)
+    async with pg.expect_navigation():
+        await pg.click("#upload .upload-status a")  # "show the packages"
+    assert await _packages(pg) == {"hello_1.0-1_amd64.deb", "openssl_3.0.11-1_amd64.deb"}
     # Not a package: the API's refusal, shown on the page; nothing stored.
     junk = tmp_path / "junk.deb"
     junk.write_bytes(b"not an ar archive")
     status = await _upload(pg, [junk])
     assert await pg.get_attribute("#upload", "data-status") == "400" and "not considered valid packages" in status
+    assert await pg.locator("#upload .upload-status a").count() == 0
     pg.errors.clear()  # that 400 was expected
-    await pg.reload()
-    assert await _packages(pg) == {"hello_1.0-1_amd64.deb", "openssl_3.0.11-1_amd64.deb"}
+    assert await pool.fetchval("SELECT count(*) FROM snapshot_packages WHERE snapshot_id = $1", first) == 2
 
     # Rebuild: the task is followed live on the page until it is done.
     await _submit(pg, "#rebuild button")
     assert "task=" in pg.url
-    await pg.wait_for_selector("#task-live h1 .st-done", timeout=60_000)
+    # Followed live; once done, the page is read again and shows the snapshot rebuilt.
+    await pg.wait_for_selector(f'#snapshots tr[data-snapshot="{first}"] >> text=up to date', timeout=60_000)
+    await pg.wait_for_selector("#task-live h1 .st-done")
     assert "rebuild" in await pg.inner_text("#task-live .facts")
     await pg.screenshot(path=str(ARTIFACTS / "repo-rebuilt.png"), full_page=True)
     assert await pool.fetchval("SELECT reconstruct FROM snapshots WHERE id = $1", first) is None
@@ -73,7 +78,8 @@ async def test_repository_snapshots_upload_rebuild_point_compare_delete(page, ne
     # Point the new environment at it: a task too; then the environment serves its metadata.
     await pg.select_option("#point select[name=env]", "staging")
     await _submit(pg, "#point button")
-    await pg.wait_for_selector("#task-live h1 .st-done", timeout=60_000)
+    await pg.wait_for_selector(f'#snapshots tr[data-snapshot="{first}"] >> text=staging', timeout=60_000)
+    await pg.wait_for_selector("#task-live h1 .st-done")
     assert await pool.fetchval(
         "SELECT es.snapshot_id FROM environment_snapshots es JOIN environments e ON e.id = es.environment_id"
         " WHERE e.name = 'staging' AND es.repo_id = $1", repo["id"]) == first

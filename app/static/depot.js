@@ -16,6 +16,8 @@
           el.innerHTML = data.html;
           el.setAttribute("data-updated", String(Date.now()));
           if (dot) { dot.classList.remove("off"); }
+          // A page whose other parts the finished work changed (a snapshot rebuilt) is read again once.
+          if (data.final && el.hasAttribute("data-reload-when-final")) { window.location.reload(); return; }
           if (!data.final) { setTimeout(tick, every); }
         })
         .catch(function () { if (dot) { dot.classList.add("off"); } setTimeout(tick, every * 2); });
@@ -60,6 +62,12 @@
         });
         if (xhr.status === 200) { bar.value = 100; }
         show(lines.join(" · ") || ("upload failed (HTTP " + xhr.status + ")"), xhr.status !== 200);
+        if (xhr.status === 200) {  // the page's package list predates the upload
+          var again = document.createElement("a");
+          again.href = window.location.href;
+          again.textContent = " · show the packages";
+          status.appendChild(again);
+        }
         form.setAttribute("data-status", String(xhr.status));
         button.disabled = false;
       };
