@@ -11,7 +11,7 @@ from app.api import environments, hosts, pool as pool_api, profiles, published, 
 from app.api import agents as agents_api
 from app.api import repos as repos_api
 from app.api import tasks as tasks_api
-from app.dashboard import setup as dashboard_setup, views as dash
+from app.dashboard import fleet as dash_fleet, repos as dash_repos, setup as dashboard_setup, views as dash
 from app.settings import Settings
 
 
@@ -177,15 +177,25 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/tasks", dash.tasks_page, name="dash_tasks")
     r.add_get("/tasks/{id}", dash.task_page, name="dash_task")
     r.add_post("/tasks/{id}/stop", dash.task_stop, name="dash_task_stop")
-    r.add_get("/hosts", dash.hosts_page, name="dash_hosts")
+    r.add_get("/hosts", dash_fleet.hosts_page, name="dash_hosts")
+    r.add_post("/hosts/requests", dash_fleet.fleet_requests, name="dash_fleet_requests")
     r.add_get("/hosts/{id}", dash.host_page, name="dash_host")
     r.add_post("/hosts/{id}/requests", dash.host_request_create, name="dash_host_request_create")
     r.add_get("/hosts/{id}/requests/{rid}", dash.host_request_page, name="dash_host_request")
     r.add_post("/hosts/{id}/requests/{rid}/cancel", dash.host_request_cancel, name="dash_host_request_cancel")
     r.add_get("/ui/hosts/{id}/requests", dash.ui_host_requests, name="ui_host_requests")
     r.add_get("/ui/hosts/{id}/requests/{rid}", dash.ui_host_request, name="ui_host_request")
-    r.add_get("/repos", dash.repos_page, name="dash_repos")
-    r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
+    r.add_get("/repos", dash_repos.repos_page, name="dash_repos")
+    r.add_post("/repos", dash_repos.create_repo, name="dash_repo_create")
+    r.add_post("/repos/environments", dash_repos.create_environment, name="dash_environment_create")
+    r.add_post("/repos/environments/point", dash_repos.point, name="dash_environment_point")
+    r.add_get(r"/repos/{id:\d+}", dash_repos.repo_page, name="dash_repo")
+    r.add_post(r"/repos/{id:\d+}/delete", dash_repos.delete_repo, name="dash_repo_delete")
+    r.add_post(r"/repos/{id:\d+}/snapshots", dash_repos.create_snapshot, name="dash_snapshot_create")
+    r.add_get(r"/repos/{id:\d+}/compare", dash_repos.compare, name="dash_snapshot_compare")
+    r.add_post(r"/repos/snapshots/{snap_id:\d+}/delete", dash_repos.delete_snapshot, name="dash_snapshot_delete")
+    r.add_post(r"/repos/snapshots/{snap_id:\d+}/rebuild", dash_repos.rebuild, name="dash_snapshot_rebuild")
+    r.add_post(r"/repos/snapshots/{snap_id:\d+}/upload", dash_repos.upload, name="dash_snapshot_upload")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
     r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")

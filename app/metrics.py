@@ -115,8 +115,7 @@ class DatabaseCollector:
         values["tasks"] = await pool.fetch(TASKS_SQL)
         await self._add_finished(pool)
         values["hosts"] = await _hosts_by_state(pool, settings)
-        workers = await pool.fetch(task_status.WORKERS, float(settings.task_stale_seconds))
-        values["workers"] = workers
+        values["workers"] = await task_status.list_workers(pool, settings.task_stale_seconds)
         self.values, self.read_at = values, time.monotonic()
 
     def describe(self):
@@ -155,10 +154,8 @@ class DatabaseCollector:
         g = GaugeMetricFamily("depot_workers", "Workers by state", labels=["state"])
         states: dict[str, int] = {"alive": 0, "lost": 0}
         for w in v["workers"]:
-            if w["lost"]:
-                states["lost"] += 1
-            elif w["stopped_at"] is None:
-                states["alive"] += 1
+            if w["state"] in states:
+                states[w["state"]] += 1
         for state, n in states.items():
             g.add_metric([state], n)
         yield g

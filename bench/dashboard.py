@@ -94,7 +94,8 @@ async def _run() -> None:
             pages = [
                 "/", "/ui/overview", "/tasks", "/tasks?tab=failed", "/tasks?tab=done&page=2000", "/tasks?q=host:4242",
                 "/hosts", "/hosts?page=1000", "/hosts?q=host0999", "/hosts?filter=outdated", "/hosts?filter=stale",
-                "/hosts?filter=reboot&page=100", "/hosts/150", "/hosts/150?q=pkg19", "/hosts/150?hpage=50",
+                "/hosts?filter=reboot&page=100", "/hosts?package=pkg19", "/hosts?package=pkg1&version=1.1*",
+                "/hosts?os=Ubuntu&reboot=yes&page=20", "/hosts?package=*kg77&exact-name=1", "/hosts/150", "/hosts/150?q=pkg19", "/hosts/150?hpage=50",
             ]
             print(f"{'page':34s} {'median ms':>10s} {'max ms':>8s}  bytes")
             for path in pages:

@@ -76,12 +76,16 @@ RETURNING id, host_id
 """
 
 
-async def create(pool, host_ids: list[int], request: str, params: dict, requested_by: str | None) -> list[int]:
-    """One new request per existing host of `host_ids`; returns their ids (hosts that do not exist get none)."""
+async def _create(pool, host_ids: list[int], request: str, params: dict, requested_by: str | None) -> list:
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(_INSERT, host_ids, request, params, requested_by)
         await _notify_hosts(conn, [r["host_id"] for r in rows])
-    return [r["id"] for r in rows]
+    return rows
+
+
+async def create(pool, host_ids: list[int], request: str, params: dict, requested_by: str | None) -> list[int]:
+    """One new request per existing host of `host_ids`; returns their ids (hosts that do not exist get none)."""
+    return [r["id"] for r in await _create(pool, host_ids, request, params, requested_by)]
 
 
 async def create_one(pool, host_id: int, request: str, params: dict, requested_by: str | None) -> dict:
@@ -93,12 +97,12 @@ async def create_one(pool, host_id: int, request: str, params: dict, requested_b
 
 
 async def create_many(pool, request: str, params: dict, requested_by: str | None, *, host_ids: list[int] | None,
-                      filters: dict | None, limit: int) -> int:
+                      filters: dict | None, limit: int) -> list[tuple[int, int]]:
     """The same request to each host of `host_ids` that exists, or to every host matching `filters`
-    (the fleet filters, app/hosts/queries.py). Returns how many were made."""
+    (the fleet filters, app/hosts/queries.py selection_where). Returns (request id, host id) of each made."""
     if host_ids is None:
         host_ids = await queries.matching_host_ids(pool, filters or {}, limit)
-    return len(await create(pool, host_ids, request, params, requested_by))
+    return [(r["id"], r["host_id"]) for r in await _create(pool, host_ids, request, params, requested_by)]
 
 
 async def create_for_profile(conn, profile: str, requested_by: str | None) -> int:

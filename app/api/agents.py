@@ -51,8 +51,8 @@ async def create_request(request: web.Request) -> web.Response:
 async def create_requests(request: web.Request) -> web.Response:
     who = auth.require_role(request, Role.operator, _OPERATOR)
     body = await load_body(request, text_only=True)
-    created = await requests.create_many(request.app[POOL], body["request"], body["params"], who.username,
-                                         host_ids=body["hosts"], filters=body["filter"], limit=MAX_HOSTS)
+    created = len(await requests.create_many(request.app[POOL], body["request"], body["params"], who.username,
+                                             host_ids=body["hosts"], filters=body["filter"], limit=MAX_HOSTS))
     return ok({"Created": created}, message=[f"{created} request(s) created."], rc=202)
 
 

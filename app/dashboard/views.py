@@ -19,13 +19,14 @@ from app import logs, reports_counter, security, users
 from app.agents import requests as agent_requests, sessions as agent_sessions
 from app.auth import Role, authenticate_api_key
 from app.dashboard import chart, sessions
-from app.dashboard.queries import MISSING_SCHEMA, fleet, repos, tasks
+from app.dashboard.queries import fleet, tasks
 from app.dashboard.setup import JINJA
 from app.domain_errors import DomainError
 from app.errors import json_response, unauthorized
 from app.keys import POOL, REDIS, SETTINGS
 from app.schemas.agents import RequestCreate
 from app.tasks.dispatch import stop_task
+from app.tasks.status import list_workers
 
 SESSION = web.RequestKey("dashboard_session", sessions.Session)
 PER_PAGE = 50
@@ -98,8 +99,8 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                 return redirect("/login?next=" + quote(request.path_qs, safe=""))
             request[SESSION] = sess
             if request.method == "POST":
-                form = await request.post()
-                token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+                # The header first: a script's upload is checked before its body is read (and streamed).
+                token = request.headers.get("X-CSRF-Token") or (await request.post()).get("csrf")
                 if not sessions.same_token(token if isinstance(token, str) else None, sess.csrf):
                     return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
             if not sess.principal.has_role(role):
@@ -240,7 +241,7 @@ async def _overview_context(request: web.Request) -> dict:
     pool, settings = request.app[POOL], request.app[SETTINGS]
     return {
         "queue": await tasks.queue_summary(pool, request.app[REDIS], settings),
-        "workers": await tasks.workers(pool, settings.task_stale_seconds),
+        "workers": await list_workers(pool, settings.task_stale_seconds),
         "active": await tasks.list_tasks(pool, "active", per_page=10),
         "failed": await tasks.list_tasks(pool, "failed", per_page=5),
         "chart": await chart.build(pool, request.app[REDIS], request.app.get(reports_counter.COUNTER),
@@ -319,21 +320,6 @@ async def task_stop(request: web.Request) -> web.Response:
 
 # --- fleet and hosts --------------------------------------------------------------------------------
 
-@page
-async def hosts_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    q = request.query.get("q", "")[:200]
-    flt = request.query.get("filter", "")
-    flt = flt if flt in fleet.FILTERS else ""
-    hosts, error = await fleet.list_hosts(pool, q, flt, _int(request.query.get("page")), PER_PAGE)
-    return render(
-        "hosts.html",
-        request,
-        {"summary": await fleet.summary(pool), "hosts": hosts, "q": q, "filter": flt, "filters": list(fleet.FILTERS),
-         "error": error},
-    )
-
-
 # A host's status, in reading order; any other column of `hosts` follows under its own name.
 HOST_FIELDS = [
     ("os", "OS"), ("os_version", "OS version"), ("os_family", "OS family"), ("kernel", "Kernel"), ("arch", "Arch"),
@@ -404,22 +390,30 @@ async def ui_host_requests(request: web.Request) -> web.Response:
     return _fragment(request, "host_requests.html", context)
 
 
-@page(role=Role.operator)
-async def host_request_create(request: web.Request) -> web.Response:
-    """The host page's request buttons: the same checks and domain call as POST /api/v2/host/<id>/requests."""
-    host_id = _int(request.match_info["id"], 0, 0, 2**62)
-    form = await request.post()
+def request_from_form(form) -> dict | None:
+    """The request a host or fleet page's buttons ask for, loaded by the API's schema (as POST
+    /api/v2/host/<id>/requests reads it: ValidationError when bad); None for an unknown button."""
     name = REQUEST_BUTTONS.get(str(form.get("request", "")))
     if name is None:
-        return error_page(request, 400, "Unknown request.")
+        return None
     body: dict = {"request": name}
     if name == "request-all-packages-update":
         body["update-params"] = {option: option in form for option in UPDATE_OPTIONS}
         packages = [p.strip() for p in str(form.get("packages", "")).replace(",", " ").split() if p.strip()]
         if packages:
             body.update(request="request-packages-update", packages=packages)
+    return RequestCreate().load(body)
+
+
+@page(role=Role.operator)
+async def host_request_create(request: web.Request) -> web.Response:
+    """The host page's request buttons: the same checks and domain call as POST /api/v2/host/<id>/requests."""
+    host_id = _int(request.match_info["id"], 0, 0, 2**62)
+    form = await request.post()
     try:
-        loaded = RequestCreate().load(body)
+        loaded = request_from_form(form)
+        if loaded is None:
+            return error_page(request, 400, "Unknown request.")
         await agent_requests.create_one(request.app[POOL], host_id, loaded["request"], loaded["params"],
                                         request[SESSION].principal.username)
     except ValidationError as exc:
@@ -463,46 +457,6 @@ async def ui_host_request(request: web.Request) -> web.Response:
         return json_response({"html": "<p class=\"alert\">This request no longer exists.</p>", "final": True},
                              status=404)
     return _fragment(request, "request_detail.html", {"r": row}, final=row["Status"] in agent_requests.FINISHED)
-
-
-# --- repositories -----------------------------------------------------------------------------------
-
-@page
-async def repos_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    q = request.query.get("q", "")[:200]
-    try:
-        return await _repos_page(request, pool, q)
-    except MISSING_SCHEMA:
-        return error_page(request, 503, "Repositories are not set up on this server yet.")
-
-
-async def _repos_page(request, pool, q):
-    return render(
-        "repos.html",
-        request,
-        {"repos": await repos.list_repos(pool, q, _int(request.query.get("page")), PER_PAGE), "q": q,
-         "environments": await repos.environments(pool)},
-    )
-
-
-@page
-async def repo_page(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    try:
-        repo = await repos.get_repo(pool, _int(request.match_info["id"], 0, 0, 2**62))
-    except MISSING_SCHEMA:
-        return error_page(request, 503, "Repositories are not set up on this server yet.")
-    if repo is None:
-        return error_page(request, 404, f"Repository #{request.match_info['id']} does not exist.")
-    snaps = await repos.snapshots(pool, repo["id"])
-    wanted = _int(request.query.get("snapshot"), 0, 0, 2**62)
-    current = next((s for s in snaps if s["id"] == wanted), snaps[0] if snaps else None)
-    q = request.query.get("q", "")[:200]
-    packages = None
-    if current is not None:
-        packages = await repos.packages(pool, current["id"], q, _int(request.query.get("page")), PER_PAGE)
-    return render("repo.html", request, {"repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q})
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -79,32 +79,93 @@ async def list_hosts(pool, page: Page, filter_name: str | None = None, args: tup
     return await fetch_page(pool, sql, list(args), page)
 
 
-# Filters of a selection of hosts (a request to many hosts): key -> column compared with the value.
+# Filters of a selection of hosts (a request to many hosts, the dashboard's fleet search): key -> column
+# compared with the value.
 SELECTION_COLUMNS = {"profile": "h.profile", "env": "h.env", "os": "h.os", "os_version": "h.os_version",
                      "kernel": "h.kernel", "arch": "h.arch"}
+# Yes/no filters: key -> the condition for yes (no is its negation).
+SELECTION_FLAGS = {
+    "reboot": "h.reboot_required IS TRUE",
+    "connected": AGENT_CONNECTED,
+    # A host registered today that has not reported yet is not "unseen for a day".
+    "stale": "coalesce(h.last_seen_at, h.registered_at) < now() - interval '1 day'",
+}
+
+
+def selection_where(filters: dict, args: list) -> str:
+    """The SQL condition on `h` (hosts) for every filter given, its values appended to `args`:
+    - the columns of SELECTION_COLUMNS, exact;
+    - `outdated` (true/false, as /hosts/outdated and /hosts/uptodate), the flags of SELECTION_FLAGS;
+    - `name`: hostname (any case) or IP starting with it, `*` a wildcard;
+    - `package` (and `version`): hosts with a matching package installed, matched as
+      /hosts/package/<name>/<version> does (prefix, `*` wildcard; exact with `strict_name` / `strict_version`).
+    No filter: every host."""
+    conds = []
+    for key, column in SELECTION_COLUMNS.items():
+        if filters.get(key) is not None:
+            args.append(filters[key])
+            conds.append(f"{column} = ${len(args)}")
+    if filters.get("outdated") is not None:
+        args.append(OUTDATED_THRESHOLD)
+        conds.append(f"h.available_count {'>=' if filters['outdated'] else '<'} ${len(args)}")
+    for key, cond in SELECTION_FLAGS.items():
+        if filters.get(key) is not None:
+            conds.append(cond if filters[key] else f"NOT ({cond})")
+    if filters.get("name"):
+        # Served by the hosts_hostname_prefix / hosts_ip_prefix indexes (sql/006).
+        pattern = _like_escape(filters["name"].lower()).replace("*", "%") + "%"
+        args.append(pattern)
+        conds.append(f"(lower(h.hostname) LIKE ${len(args)} OR h.ip LIKE ${len(args)})")
+    if filters.get("package"):
+        cond = package_match(filters["package"], filters.get("version"), args,
+                             strict_name=bool(filters.get("strict_name")),
+                             strict_version=bool(filters.get("strict_version")))
+        conds.append(f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND {cond})")
+    return " AND ".join(conds) or "true"
 
 
 async def matching_host_ids(pool, filters: dict, limit: int) -> list[int]:
-    """Ids of the hosts that match every filter given: the columns above, `outdated` (true/false, as
-    /hosts/outdated and /hosts/uptodate), `package` (a package installed, by exact name), `connected`
-    (true/false: its agent holds a socket). No filter: every host. At most `limit` ids, lowest first."""
-    conds, args = [], []
-    for key, column in SELECTION_COLUMNS.items():
-        if key in filters:
-            args.append(filters[key])
-            conds.append(f"{column} = ${len(args)}")
-    if "outdated" in filters:
-        args.append(OUTDATED_THRESHOLD)
-        conds.append(f"h.available_count {'>=' if filters['outdated'] else '<'} ${len(args)}")
-    if "package" in filters:
-        args.append(filters["package"])
-        conds.append(f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND p.name = ${len(args)})")
-    if "connected" in filters:
-        conds.append(AGENT_CONNECTED if filters["connected"] else f"NOT {AGENT_CONNECTED}")
+    """Ids of the hosts that match every filter given (selection_where). At most `limit` ids, lowest first."""
+    args: list = []
+    where = selection_where(filters, args)
     args.append(limit)
-    where = " AND ".join(conds) or "true"
-    rows = await pool.fetch(f"SELECT h.id FROM hosts h WHERE {where} ORDER BY h.id LIMIT ${len(args)}", *args)
+    rows = await _fetch_custom(pool, f"SELECT h.id FROM hosts h WHERE {where} ORDER BY h.id LIMIT ${len(args)}", args)
     return [r["id"] for r in rows]
+
+
+async def search_hosts(pool, filters: dict, page: Page, packages_shown: int = 20) -> tuple[list[dict], int]:
+    """One page of the hosts matching every filter (selection_where), by hostname, as /hosts/ shows them,
+    with `packages` ({name[:arch]: version}, the first `packages_shown` matching ones by name) when a
+    package is searched; and the total.
+
+    One statement. The page is walked in hostname order (its index), each host checked as it comes, so a
+    page costs its own rows, not a sort of every match; the total is counted beside it, the way
+    hosts_with_package counts (one probe per host)."""
+    args: list = []
+    where = selection_where(filters, args)
+    packages, lateral = "NULL::json AS packages", ""
+    if filters.get("package"):
+        cond = package_match(filters["package"], filters.get("version"), args,
+                             strict_name=bool(filters.get("strict_name")),
+                             strict_version=bool(filters.get("strict_version")))
+        args.append(packages_shown)
+        packages = "pk.packages"
+        lateral = (f"LEFT JOIN LATERAL (SELECT {_PACKAGES_JSON} FROM (SELECT p.name, p.arch, p.version FROM host_packages p"
+                   f" WHERE p.host_id = h.id AND {cond} ORDER BY p.name, p.arch LIMIT ${len(args)}) p) pk ON true")
+    tail, extra = page.sql(len(args))
+    # The count's row always comes back (LEFT JOIN), so a page past the end still gives the total.
+    sql = f"""
+        WITH found AS (SELECT h.id, h.hostname FROM hosts h WHERE {where} ORDER BY h.hostname{tail}),
+             total AS (SELECT count(*) AS n FROM hosts h WHERE {where})
+        SELECT total.n AS _total, rows.* FROM total LEFT JOIN (
+            SELECT {HOST_COLUMNS}, {packages}, found.hostname AS _order
+            FROM found JOIN hosts h ON h.id = found.id {lateral}
+        ) rows ON true
+        ORDER BY rows._order
+    """
+    rows = await _fetch_custom(pool, sql, [*args, *extra])
+    total = rows[0]["_total"] if rows else 0
+    return [{k: v for k, v in r.items() if k not in ("_total", "_order")} for r in rows if r["Id"] is not None], total
 
 
 async def get_host(pool, host_id: int) -> dict | None:
@@ -202,6 +263,27 @@ def _version_match(value: str, strict: bool, args: list) -> str:
 
 
 SEARCH_WORK_MEM = "32MB"
+# A host's matching packages as {"name[:arch]": version}.
+_PACKAGES_JSON = ("json_object_agg(CASE WHEN p.arch = '' THEN p.name ELSE p.name || ':' || p.arch END, p.version)"
+                  " AS packages")
+
+
+def package_match(name: str, version: str | None, args: list, *, strict_name: bool, strict_version: bool) -> str:
+    """The condition on `p` (host_packages) for a package name and version, as /hosts/package/ matches them."""
+    where = [_match("p.name", name, strict_name, args)]
+    if version:
+        where.append(_version_match(version, strict_version, args))
+    return " AND ".join(where)
+
+
+async def _fetch_custom(pool, sql: str, args: list):
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        # A plan for these values, not the prepared statement's generic one: a name or prefix matches
+        # anything from no row to most of the table (`lib`), and one plan cannot serve both.
+        # And work_mem: a broad prefix aggregates and sorts megabytes, in memory rather than in
+        # temporary files as with the default 4 MB. Both settings in one round trip.
+        await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}'")
+        return await conn.fetch(sql, *args)
 
 
 async def hosts_with_package(
@@ -213,13 +295,9 @@ async def hosts_with_package(
     per-row decoding in Python); it is embedded as is in the envelope.
     """
     args: list = []
-    where = [_match("p.name", name, strict_name, args)]
-    if version:
-        where.append(_version_match(version, strict_version, args))
-    cond = " AND ".join(where)
+    cond = package_match(name, version, args, strict_name=strict_name, strict_version=strict_version)
     tail, extra = page.sql(len(args))
-    packages = ("json_object_agg(CASE WHEN p.arch = '' THEN p.name ELSE p.name || ':' || p.arch END, p.version)"
-                " AS packages")
+    packages = _PACKAGES_JSON
     # JSON text put together here: cheaper than json_build_object + json_agg over many hosts.
     results = ("'[' || coalesce(string_agg('{\"id\":' || id || ',\"hostname\":' || to_json(hostname)::text"
                " || ',\"packages\":' || packages::text || '}', ',' ORDER BY hostname), '') || ']' AS results")
@@ -251,13 +329,7 @@ async def hosts_with_package(
             )
             SELECT {results}, count(*) AS total FROM found
         """
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        # A plan for these values, not the prepared statement's generic one: a name or prefix matches
-        # anything from no row to most of the table (`lib`), and one plan cannot serve both.
-        # And work_mem: a broad prefix aggregates and sorts megabytes, in memory rather than in
-        # temporary files as with the default 4 MB. Both settings in one round trip.
-        await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}'")
-        row = await conn.fetchrow(sql, *args, *extra)
+    row = (await _fetch_custom(pool, sql, [*args, *extra]))[0]
     return orjson.Fragment(row["results"].encode()), row["total"]
 
 

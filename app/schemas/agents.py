@@ -85,6 +85,12 @@ class HostFilter(Schema):
                             metadata={"description": "hosts with this package installed (exact name)"})
     connected = PhpBool(metadata={"description": "hosts whose agent is (true) or is not (false) connected"})
 
+    @post_load
+    def _exact_package(self, data, **kwargs):
+        if "package" in data:
+            data["strict_name"] = True  # the package by its exact name, as documented above
+        return data
+
 
 class RequestsCreate(RequestCreate):
     """The same request to many hosts: `hosts` (ids) or `filter`, one of them."""

@@ -26,8 +26,11 @@ SELECT kind,
 FROM recent GROUP BY kind ORDER BY kind
 """
 
-# A worker is lost when it stopped beating for task_stale_seconds without a clean shutdown
-# (the reconciler stamps stopped_at on lost workers too, long after their last beat).
+# The one list of workers (GET /api/v2/queues, the dashboard, /metrics). A worker is lost when it
+# stopped beating for task_stale_seconds without a clean shutdown (the reconciler stamps stopped_at on
+# lost workers too, long after their last beat). Shown: every worker not stopped, so a lost one stays
+# until the reconciler has handled it; a stopped one for a day after it stopped, or for as long as it
+# still holds running tasks (not handed back yet). Older ones leave the lists, not the table.
 WORKERS = """
 SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
        extract(epoch FROM now() - w.heartbeat_at)::float8 AS age,
@@ -35,9 +38,17 @@ SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_a
        (SELECT count(*) FROM tasks t WHERE t.worker_id = w.worker_id AND t.status = 'running') AS running
 FROM workers w
 WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
+   OR EXISTS (SELECT 1 FROM tasks t WHERE t.worker_id = w.worker_id AND t.status = 'running')
 ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at DESC
-LIMIT 200
+LIMIT $2
 """
+WORKERS_SHOWN = 200
+
+
+async def list_workers(pool, stale_seconds: float, limit: int = WORKERS_SHOWN) -> list[dict]:
+    """The workers to show, newest beat first, each with its `state`: alive, lost or stopped."""
+    rows = await pool.fetch(WORKERS, float(stale_seconds), limit)
+    return [{**dict(r), "state": "lost" if r["lost"] else ("stopped" if r["stopped_at"] else "alive")} for r in rows]
 
 
 # How many of the longest-waiting due jobs are checked for an arq in-progress key: arq leaves a job in the
@@ -75,7 +86,7 @@ async def queue_state(pool, redis, settings) -> dict:
     except Exception as exc:  # the table still tells what is waiting
         depth, redis_age, redis_state = None, None, f"error: {type(exc).__name__}"
     kinds = await pool.fetch(KIND_COUNTS)
-    workers = await pool.fetch(WORKERS, float(settings.task_stale_seconds))
+    workers = await list_workers(pool, settings.task_stale_seconds)
     now = datetime.now(timezone.utc)
     oldest = min((k["oldest_queued"] for k in kinds if k["oldest_queued"]), default=None)
     oldest_age = (now - oldest).total_seconds() if oldest else None
@@ -104,7 +115,7 @@ async def queue_state(pool, redis, settings) -> dict:
                 "worker_id": w["worker_id"],
                 "hostname": w["hostname"],
                 "pid": w["pid"],
-                "state": "lost" if w["lost"] else ("stopped" if w["stopped_at"] else ("busy" if w["running"] else "idle")),
+                "state": ("busy" if w["running"] else "idle") if w["state"] == "alive" else w["state"],
                 "started_at": iso(w["started_at"]),
                 "last_heartbeat": iso(w["heartbeat_at"]),
                 "heartbeat_age_seconds": round(w["age"], 3),

@@ -1,4 +1,5 @@
-"""Fleet and host pages: fleet figures, the host list, one host's status, inventory and history.
+"""Fleet and host pages: fleet figures, one host's status, inventory and history (the host list is the
+fleet search of app/hosts/queries.py).
 
 Tables from sql/002_hosts.sql: hosts (status columns, last_seen_at, available_count kept by the
 diff worker), host_packages, host_available, host_history, host_events. A host's own columns are
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from app.dashboard.queries import MISSING_SCHEMA, Page, cached, fetch_page, prefix_pattern
+from app.dashboard.queries import MISSING_SCHEMA, cached, fetch_page, prefix_pattern
+from app.hosts.queries import OUTDATED_THRESHOLD, SELECTION_FLAGS
 
 log = logging.getLogger(__name__)
 
-# Filters of the host list (name -> SQL condition on `h`).
+# The fleet figures' conditions on `h`: the fleet search's own (app/hosts/queries.py), so a figure and
+# the hosts its card links to always agree.
 FILTERS = {
-    "outdated": "h.available_count > 0",
-    "reboot": "h.reboot_required IS TRUE",
-    # A host registered today that has not reported yet is not "unseen for a day".
-    "stale": "coalesce(h.last_seen_at, h.registered_at) < now() - interval '1 day'",
+    "outdated": f"h.available_count >= {OUTDATED_THRESHOLD}",
+    "reboot": SELECTION_FLAGS["reboot"],
+    "stale": SELECTION_FLAGS["stale"],
 }
 # Credentials are never rendered, not even hashed; digests are noise.
 _HIDDEN = "ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest']::text[]"
@@ -52,34 +54,6 @@ async def summary(pool) -> dict:
         }
 
     return await cached(("summary", id(pool)), compute)
-
-
-async def list_hosts(pool, q: str = "", flt: str = "", page: int = 1, per_page: int = 50) -> tuple[Page, str | None]:
-    """(page of hosts, error) — error names a filter the schema cannot answer yet."""
-    where, args = [], []
-    if q:
-        # Prefix search, served by the hosts_hostname_prefix / hosts_ip_prefix indexes (sql/006).
-        args.append(prefix_pattern(q.lower()))
-        where.append(f"(lower(h.hostname) LIKE ${len(args)} OR h.ip LIKE ${len(args)})")
-    if flt in FILTERS:
-        where.append(FILTERS[flt])
-    # The page's ids first (the index on hostname gives the order; OFFSET skips index entries
-    # only), then the rows: to_jsonb is computed for the 50 shown, not for every skipped row.
-    ids = "SELECT h.id, h.hostname FROM hosts h"
-    if where:
-        ids += " WHERE " + " AND ".join(where)
-    ids += " ORDER BY h.hostname"
-    n = len(args)
-    sql = (
-        f"SELECT h.id, h.hostname, h.ip, to_jsonb(h) - {_HIDDEN} AS doc"
-        f" FROM ({ids} LIMIT ${n + 1} OFFSET ${n + 2}) p JOIN hosts h ON h.id = p.id ORDER BY p.hostname"
-    )
-    page = max(1, page)
-    try:
-        rows = await pool.fetch(sql, *args, per_page + 1, (page - 1) * per_page)
-        return Page(list(rows[:per_page]), page, per_page, len(rows) > per_page), None
-    except MISSING_SCHEMA as exc:
-        return Page([], page, per_page, False), f"This filter is not available yet ({exc})"
 
 
 async def get_host(pool, host_id: int):

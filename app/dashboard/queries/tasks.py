@@ -1,4 +1,4 @@
-"""Tasks page and overview: task lists by state, queue figures, workers, jobs per minute."""
+"""Tasks page and overview: task lists by state, queue figures, jobs per minute (the workers: app/tasks/status.py)."""
 from __future__ import annotations
 
 from app.tasks.status import redis_depth
@@ -91,32 +91,6 @@ async def queue_summary(pool, redis, settings) -> dict:
         "redis_depth": depth,
     }
     return {"name": settings.queue_name, "kinds": ordered, "total": total}
-
-
-async def workers(pool, stale_seconds: int, limit: int = 50) -> list[dict]:
-    """Workers alive, lost (no heartbeat for stale_seconds) or stopped in the last day, newest first."""
-    rows = await pool.fetch(
-        """
-        SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
-               extract(epoch FROM now() - w.heartbeat_at)::float AS beat_age,
-               -- Lost: stopped beating without a clean shutdown (the reconciler stamps stopped_at on
-               -- lost workers too, long after their last beat).
-               w.heartbeat_at < coalesce(w.stopped_at, now()) - make_interval(secs => $2) AS lost,
-               (SELECT count(*) FROM tasks t WHERE t.status = 'running' AND t.worker_id = w.worker_id) AS running
-        FROM workers w
-        WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 day'
-        ORDER BY (w.stopped_at IS NULL) DESC, w.heartbeat_at DESC
-        LIMIT $1
-        """,
-        limit,
-        float(stale_seconds),
-    )
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["state"] = "lost" if r["lost"] else ("stopped" if r["stopped_at"] else "alive")
-        out.append(d)
-    return out
 
 
 async def jobs_per_bucket(pool, bucket: str, buckets: int) -> dict:
