@@ -335,6 +335,12 @@ async def _run(node: Node, key: str) -> dict:
             print(f"servers' RSS ({SERVERS} processes) {rss_before / 1024:.1f} MiB idle, {rss_after / 1024:.1f} MiB"
                   f" with {AGENTS} sockets: {(rss_after - rss_before) / AGENTS:.1f} KiB per socket (target <= 50 KB)",
                   flush=True)
+            # What holding the sockets costs while nothing happens on them: the servers' CPU time over 10 s.
+            pids = [server.pid for server in node.servers]
+            cpu0 = fleet._cpu_seconds(pids)
+            await asyncio.sleep(10.0)
+            print(f"servers' CPU while the {AGENTS} agents are idle: {(fleet._cpu_seconds(pids) - cpu0) * 100:.1f} ms"
+                  " per second, all processes together", flush=True)
 
             creds = [(f"id_{n}", f"t{n}") for n in range(1, PUT_HOSTS + 1)]
             connected = await asyncio.to_thread(_puts, settings, creds, "timed:1", f"all {AGENTS} agents connected")
