@@ -9,6 +9,7 @@ from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import agents as agents_api
 from app.api import repos as repos_api
+from app.api import sources as sources_api
 from app.api import tasks as tasks_api
 from app.dashboard import setup as dashboard_setup, views as dash
 from app.settings import Settings
@@ -112,6 +113,19 @@ def create_app(settings: Settings) -> web.Application:
         ("POST", "/api/v2/environment", environments.create_environment, "environment_create"),
         ("PATCH", "/api/v2/environment/{env}/point", environments.point, "environment_point"),
         ("POST", "/api/v2/pool/gc", pool_api.collect, "pool_gc"),
+    ):
+        both(method, path, handler, name)
+    # --- source repositories (the upstreams of mirrors) ----------------------------------------------
+    # Before {type}/{name}: routes match in registration order.
+    for method, path, handler, name in (
+        ("GET", "/api/v2/source", sources_api.list_all, "sources"),
+        ("GET", "/api/v2/source/{type}", sources_api.list_type, "sources_type"),
+        ("POST", "/api/v2/source/{type}", sources_api.create, "source_create"),
+        ("POST", "/api/v2/source/{type}/import", sources_api.import_template, "sources_import"),
+        ("GET", "/api/v2/source/{type}/{name}", sources_api.get_one, "source"),
+        ("PUT", "/api/v2/source/{type}/{name}", sources_api.replace, "source_replace"),
+        ("DELETE", "/api/v2/source/{type}/{name}", sources_api.delete, "source_delete"),
+        ("POST", "/api/v2/source/{type}/{name}/keys", sources_api.add_keys, "source_keys"),
     ):
         both(method, path, handler, name)
     # The published trees and the public key (nginx serves /repo in production; this is the fallback).

@@ -1,0 +1,138 @@
+"""A local upstream for the mirror tests: throwaway OpenPGP keys, a Debian archive built with
+dpkg-deb-format packages (tests/pkgfactory.py) and apt-ftparchive, and an aiohttp server on 127.0.0.1
+that counts the requests of each path and can be told to misbehave."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import zstandard
+from aiohttp import web
+
+from tests import pkgfactory
+
+
+class GpgKey:
+    """A throwaway signing key in a home of its own (ed25519: made in milliseconds)."""
+
+    def __init__(self, name: str):
+        # gpg-agent's socket lives in the home folder: keep the path short (108-byte socket limit).
+        self.home = tempfile.mkdtemp(prefix="dk-")
+        self._gpg("--passphrase", "", "--pinentry-mode", "loopback", "--quick-gen-key",
+                  f"{name} <{name}@upstream.test>", "ed25519", "sign", "never")
+        out = self._gpg("--with-colons", "--list-keys").stdout.decode()
+        self.fingerprint = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+    def _gpg(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["gpg", "--homedir", self.home, "--batch", "--no-tty", *args], input=data,
+                              capture_output=True, check=True, timeout=60)
+
+    def armored(self) -> str:
+        return self._gpg("--armor", "--export", self.fingerprint).stdout.decode()
+
+    def clearsign(self, data: bytes) -> bytes:
+        return self._gpg("--digest-algo", "SHA512", "--clearsign", data=data).stdout
+
+    def detach(self, data: bytes) -> bytes:
+        return self._gpg("--digest-algo", "SHA512", "--armor", "--detach-sign", data=data).stdout
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "gpg-agent"], capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+COMPRESSORS = {"": lambda b: b, ".gz": lambda b: gzip.compress(b, mtime=0), ".xz": lzma.compress,
+               ".bz2": bz2.compress, ".zst": lambda b: zstandard.ZstdCompressor().compress(b)}
+
+
+class DebArchive:
+    """dists/<dist>/<component>/binary-<arch>/Packages* and pool/<component>/..., one component."""
+
+    def __init__(self, root: Path, key: GpgKey, dist: str = "stable", component: str = "main"):
+        self.root, self.key, self.dist, self.component = Path(root), key, dist, component
+        self.pool = self.root / "pool" / component
+        self.pool.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, version: str = "1.0-1", arch: str = "amd64") -> Path:
+        return pkgfactory.make_deb(self.pool, name, version, arch)
+
+    def remove(self, name: str) -> None:
+        for f in self.pool.glob(f"{name}_*.deb"):
+            f.unlink()
+
+    def build(self, *, compressions=("", ".gz", ".xz", ".bz2"), by_hash: bool = True, arches=("amd64",),
+              valid_until: str | None = None, sign: str = "inrelease", extra_packages: bytes = b"") -> None:
+        """Indexes by apt-ftparchive, then Release (apt-ftparchive release), then the signatures.
+        `sign`: "inrelease" (InRelease and Release.gpg), "detached" (Release.gpg only), "none"."""
+        dist_dir = self.root / "dists" / self.dist
+        shutil.rmtree(dist_dir, ignore_errors=True)
+        for arch in arches:
+            folder = dist_dir / self.component / f"binary-{arch}"
+            folder.mkdir(parents=True)
+            plain = subprocess.run(["apt-ftparchive", "--arch", arch, "packages", f"pool/{self.component}"],
+                                   cwd=self.root, capture_output=True, check=True).stdout + extra_packages
+            for ext in compressions:
+                data = COMPRESSORS[ext](plain)
+                (folder / f"Packages{ext}").write_bytes(data)
+                if by_hash:
+                    hashed = folder / "by-hash" / "SHA256" / hashlib.sha256(data).hexdigest()
+                    hashed.parent.mkdir(parents=True, exist_ok=True)
+                    hashed.write_bytes(data)
+        options = ["-o", f"APT::FTPArchive::Release::Suite={self.dist}",
+                   "-o", f"APT::FTPArchive::Release::Codename={self.dist}",
+                   "-o", f"APT::FTPArchive::Release::Components={self.component}",
+                   "-o", f"APT::FTPArchive::Release::Architectures={' '.join(arches)}",
+                   "-o", f"APT::FTPArchive::Release::Acquire-By-Hash={'yes' if by_hash else 'no'}"]
+        release = subprocess.run(["apt-ftparchive", *options, "release", "."], cwd=dist_dir, capture_output=True,
+                                 check=True).stdout
+        if by_hash:     # apt-ftparchive lists the by-hash copies too: keep the index names only
+            release = b"".join(line for line in release.splitlines(keepends=True) if b"by-hash" not in line)
+        if valid_until:
+            release = release.replace(b"\nArchitectures:", f"\nValid-Until: {valid_until}\nArchitectures:".encode(), 1)
+        self.write_release(release, sign=sign)
+
+    def write_release(self, release: bytes, *, sign: str = "inrelease", key: GpgKey | None = None) -> None:
+        dist_dir = self.root / "dists" / self.dist
+        key = key or self.key
+        (dist_dir / "Release").write_bytes(release)
+        for name in ("InRelease", "Release.gpg"):
+            (dist_dir / name).unlink(missing_ok=True)
+        if sign == "inrelease":
+            (dist_dir / "InRelease").write_bytes(key.clearsign(release))
+        if sign in ("inrelease", "detached"):
+            (dist_dir / "Release.gpg").write_bytes(key.detach(release))
+
+
+class Upstream:
+    """An aiohttp app serving `root`: counts GETs by path; `redirects` maps a path to a Location."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.counts: Counter = Counter()
+        self.redirects: dict[str, str] = {}
+        self.app = web.Application()
+        self.app.router.add_get("/{path:.*}", self._serve)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.counts[path] += 1
+        if path in self.redirects:
+            raise web.HTTPFound(self.redirects[path])
+        file = (self.root / path).resolve()
+        if not file.is_file() or self.root.resolve() not in file.parents:
+            raise web.HTTPNotFound()
+        return web.FileResponse(file)
+
+    def package_requests(self) -> int:
+        return sum(n for p, n in self.counts.items() if p.endswith(".deb"))
+
+    def index_requests(self) -> int:
+        return sum(n for p, n in self.counts.items() if "/binary-" in p)
+
