@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> web.Application:
         ("GET", "/api/v2/repo/{repo_id}", repos_api.get_repo, "repo"),
         ("DELETE", "/api/v2/repo/{repo_id}", repos_api.delete_repo, "repo_delete"),
         ("POST", "/api/v2/repo/{repo_id}/snapshot", repos_api.create_snapshot, "snapshot_create"),
+        ("POST", "/api/v2/repo/{repo_id}/mirror", repos_api.mirror, "repo_mirror"),
         ("GET", "/api/v2/snapshot/{snap_id}", snapshots.get_snapshot, "snapshot"),
         ("DELETE", "/api/v2/snapshot/{snap_id}", snapshots.delete_snapshot, "snapshot_delete"),
         ("GET", "/api/v2/snapshot/{snap_id}/packages", snapshots.list_packages, "snapshot_packages"),

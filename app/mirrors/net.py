@@ -1,0 +1,171 @@
+"""The HTTP client of mirrors (aiohttp's), guarded: an upstream is bad input like any other.
+
+- Only http(s) URLs; hosts whose addresses are loopback, link-local, private or otherwise not global are
+  refused unless listed in DEPOT_MIRROR_ALLOW_HOSTS (names, addresses, CIDR blocks). Names are checked
+  at connection time, on the addresses the connector is about to use (a resolver that filters), so a
+  name that changes its answer between a check and the connection gains nothing; address literals,
+  which aiohttp never resolves, are checked before each request. Redirects are followed here, at most
+  MAX_REDIRECTS, each hop checked the same way.
+- Bounded: connection and read timeouts, a size cap on every body read into memory, a byte limit on
+  every file streamed to disk (the size its index gives).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
+
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class UpstreamError(Exception):
+    """The upstream could not be read, or gave something refused; the message names the URL."""
+
+
+class Refused(UpstreamError):
+    """The URL's host is not one a mirror may reach."""
+
+
+class HostPolicy:
+    def __init__(self, allow: tuple[str, ...] | list[str] = ()):
+        self.names: set[str] = set()
+        self.networks: list = []
+        for item in allow:
+            item = item.strip().lower()
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.names.add(item)
+
+    def address_allowed(self, address: str, host: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if host.lower().rstrip(".") in self.names or any(ip in net for net in self.networks):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+    def check_url(self, url: URL) -> URL:
+        if url.scheme not in ("http", "https") or not url.host:
+            raise Refused(f"{_shown(url)}: only http and https URLs with a host are fetched")
+        try:
+            literal = ipaddress.ip_address(url.host)
+        except ValueError:
+            return url          # a name: checked by GuardedResolver when connecting
+        if not self.address_allowed(str(literal), url.host):
+            raise Refused(f"{_shown(url)}: {literal} is a loopback, link-local or private address "
+                          "(allow it with DEPOT_MIRROR_ALLOW_HOSTS)")
+        return url
+
+
+class GuardedResolver(AbstractResolver):
+    """The default resolver, keeping only the addresses the policy allows (none: Refused)."""
+
+    def __init__(self, policy: HostPolicy):
+        self.policy = policy
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        infos = await self._inner.resolve(host, port, family)
+        allowed = [i for i in infos if self.policy.address_allowed(i["host"], host)]
+        if not allowed:
+            raise Refused(f"{host} resolves to loopback, link-local or private addresses only "
+                          f"({', '.join(sorted({i['host'] for i in infos}))}); allow it with DEPOT_MIRROR_ALLOW_HOSTS")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _shown(url: URL) -> str:
+    """A URL as it may appear in messages and logs: never its password."""
+    return str(url.with_password(None)) if url.password else str(url)
+
+
+class Fetcher:
+    """One aiohttp session for one mirror run. `auth` is sent only to the base URL's host."""
+
+    def __init__(self, settings, *, auth: aiohttp.BasicAuth | None = None, auth_host: str | None = None):
+        self.policy = HostPolicy(settings.mirror_allow_hosts)
+        self.concurrency = settings.mirror_concurrency
+        self._auth, self._auth_host = auth, auth_host
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency,
+                                         resolver=GuardedResolver(self.policy), use_dns_cache=False)
+        timeout = aiohttp.ClientTimeout(total=None, connect=settings.mirror_connect_timeout,
+                                        sock_read=settings.mirror_read_timeout)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                             headers={"User-Agent": "Depot-mirror"})
+        self.requests = 0
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _open(self, url: URL) -> aiohttp.ClientResponse:
+        for _ in range(MAX_REDIRECTS + 1):
+            self.policy.check_url(url)
+            auth = self._auth if self._auth is not None and url.host == self._auth_host else None
+            self.requests += 1
+            try:
+                resp = await self.session.get(url, allow_redirects=False, auth=auth)
+            except Refused:
+                raise
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
+            except TimeoutError:
+                raise UpstreamError(f"{_shown(url)}: no answer in time") from None
+            if resp.status not in _REDIRECTS:
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise UpstreamError(f"{_shown(url)}: a redirect without a Location")
+            url = url.join(URL(location))
+        raise UpstreamError(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects")
+
+    async def get_bytes(self, url: URL, max_bytes: int, *, missing_ok: bool = False) -> bytes | None:
+        """A whole body of at most max_bytes; None for a 404/410 when missing_ok."""
+        resp = await self._open(url)
+        try:
+            if missing_ok and resp.status in (404, 410):
+                return None
+            if resp.status != 200:
+                raise UpstreamError(f"{_shown(url)}: HTTP {resp.status}")
+            buf = bytearray()
+            async for chunk in self._chunks(resp, url):
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise UpstreamError(f"{_shown(url)}: larger than the {max_bytes} byte limit")
+            return bytes(buf)
+        finally:
+            resp.release()
+
+    async def stream(self, url: URL) -> AsyncIterator[bytes]:
+        """The body of a 200 answer, chunk by chunk (the caller limits its size)."""
+        resp = await self._open(url)
+        try:
+            if resp.status != 200:
+                raise UpstreamError(f"{_shown(url)}: HTTP {resp.status}")
+            async for chunk in self._chunks(resp, url):
+                yield chunk
+        finally:
+            resp.release()
+
+    @staticmethod
+    async def _chunks(resp: aiohttp.ClientResponse, url: URL) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.content.iter_chunked(1 << 18):
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise UpstreamError(f"{_shown(url)}: the answer stalled") from None

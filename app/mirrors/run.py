@@ -1,0 +1,272 @@
+"""The mirror task: one run of a mirror repository from its source into a new snapshot.
+
+1. Fetch InRelease (or Release + Release.gpg) and check it with the source's own keys; from here on
+   only the text the signature covers is read. An expired Valid-Until is refused.
+2. Unchanged upstream (same verified Release, same mirror settings) and the last snapshot still there:
+   done, after that one request and the signature check.
+3. Read the Packages indexes the Release lists (by-hash where offered), each checked against the
+   Release's SHA-256 and size, decompressed with a cap; select the entries (architectures, include,
+   exclude, keep-latest).
+4. Download, with bounded concurrency, only the files whose SHA-256 has no package row yet: each is
+   streamed to a temp file next to the pool, its size and SHA-256 checked against the index, parsed as
+   a package (the same checks as an upload), then its row written and the file renamed into the pool.
+   A bad file is recorded and the others go on, so a retry fetches only what is still missing.
+5. Any failure: the task fails naming the files, no snapshot, environments untouched. Else one
+   transaction makes the new snapshot of exactly the selected files; it is rebuilt with Depot's key
+   and, if asked, an environment is pointed at it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from yarl import URL
+
+from app.repos.gc import POOL_LOCK
+from app.repos.model import get_snapshot
+from app.repos.packages import PackageError
+from app.repos.rebuild import point_env, rebuild_snapshot
+from app.repos.storage import Storage, TooLarge
+from app.repos.upload import parse_incoming, store_row
+from app.sources.keys import SignatureError, verify
+from app.sources.model import Source, keyring
+
+from . import deb
+from .model import Mirror, get_mirror, last_snapshot, mirror_source
+from .net import Fetcher, UpstreamError
+
+MAX_RELEASE_BYTES = 64 * 1024 * 1024
+MAX_REPORTED = 10          # failed files named in the task's error
+
+
+class MirrorError(Exception):
+    """A run refused or failed; the message says why, naming the file."""
+
+
+def _base(source: Source, mirror: Mirror) -> tuple[URL, aiohttp.BasicAuth | None]:
+    """The archive root (variables replaced) and the basic-auth credentials to send to its host."""
+    url = source.definition["url"].replace("$dist", mirror.repo.dist or "").replace(
+        "$component", mirror.repo.section or "")
+    parts = urlsplit(url)
+    auth = None
+    if parts.username:
+        auth = aiohttp.BasicAuth(parts.username, source.secrets.get("url_password", ""))
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return URL(url.rstrip("/")), auth
+
+
+def _join(base: URL, rel: str) -> URL:
+    return base.joinpath(*rel.split("/"))
+
+
+async def _release(fetcher: Fetcher, dist_url: URL, keys: list[bytes], gpg_check: bool) -> tuple[bytes, str | None]:
+    """The Release text to trust, and the fingerprint that signed it (None when not checked)."""
+    loop = asyncio.get_running_loop()
+    if not gpg_check:
+        return await fetcher.get_bytes(_join(dist_url, "Release"), MAX_RELEASE_BYTES), None
+    inrelease = await fetcher.get_bytes(_join(dist_url, "InRelease"), MAX_RELEASE_BYTES, missing_ok=True)
+    first_error = None
+    if inrelease is not None:
+        try:
+            got = await loop.run_in_executor(None, lambda: verify(keys, inrelease, label="InRelease"))
+            return got.text, got.fingerprint
+        except SignatureError as exc:
+            first_error = exc      # some upstreams sign Release.gpg right and InRelease wrong: try it
+    release = await fetcher.get_bytes(_join(dist_url, "Release"), MAX_RELEASE_BYTES, missing_ok=first_error is not None)
+    signature = await fetcher.get_bytes(_join(dist_url, "Release.gpg"), 1 << 20, missing_ok=True) \
+        if release is not None else None
+    if release is None or signature is None:
+        if first_error is not None:
+            raise MirrorError(str(first_error))
+        raise MirrorError(f"{dist_url}: no InRelease and no Release.gpg: the upstream is not signed "
+                          "(mirror it with gpgCheck false to accept that)")
+    try:
+        got = await loop.run_in_executor(None, lambda: verify(keys, release, signature, label="Release.gpg"))
+    except SignatureError as exc:
+        raise MirrorError(str(first_error or exc)) from None
+    return got.text, got.fingerprint
+
+
+async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror: Mirror, limit: int) -> list[deb.Entry]:
+    section = mirror.repo.section
+    arches = set(mirror.arches)
+    folders = [f"{section}/binary-{a}" for a in mirror.arches if a != "all"]
+    if "all" in arches:
+        folders.append(f"{section}/binary-all")
+    loop = asyncio.get_running_loop()
+    entries: list[deb.Entry] = []
+    for folder in folders:
+        index = deb.choose_index(release, folder)
+        if index is None:
+            if folder.endswith("/binary-all") and len(folders) > 1:
+                continue       # `all` packages are usually listed in each architecture's index
+            raise MirrorError(f"the Release lists no Packages index for {folder}")
+        if index.size > limit:
+            raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
+        data = None
+        if release.by_hash:
+            data = await fetcher.get_bytes(_join(dist_url, deb.by_hash_path(index)), index.size, missing_ok=True)
+        if data is None:
+            data = await fetcher.get_bytes(_join(dist_url, index.path), index.size)
+
+        def read(index=index, data=data) -> list[deb.Entry]:
+            deb.check_index(index, data)
+            return deb.parse_packages(deb.decompress(index, data, limit), index.path, arches)
+
+        entries += await loop.run_in_executor(None, read)
+    return entries
+
+
+class _Downloads:
+    """The files to fetch, fetched by `concurrency` workers; failures collected, not raised."""
+
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, base: URL, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.base = pool, storage, fetcher, base
+        self.progress, self.check_stop = progress, check_stop
+        self.files = self.bytes = 0
+        self.total_files = self.total_bytes = 0
+        self.failures: list[str] = []
+        self._shown = 0.0
+
+    async def run(self, todo: list[deb.Entry]) -> None:
+        self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
+        queue = iter(todo)
+
+        async def worker() -> None:
+            for entry in queue:
+                if self.check_stop is not None:
+                    await self.check_stop()
+                await self.one(entry)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.fetcher.concurrency, len(todo))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as eg:       # a stop, or a database error: the first one, as itself
+            raise eg.exceptions[0] from None
+        await self.report(force=True)
+
+    async def one(self, e: deb.Entry) -> None:
+        try:
+            incoming = await self.storage.receive(self.fetcher.stream(_join(self.base, e.filename)), max_size=e.size)
+        except TooLarge:
+            return self.failures.append(f"{e.filename}: larger than the {e.size} bytes its index gives")
+        except UpstreamError as exc:
+            return self.failures.append(str(exc))
+        adopted = False
+        try:
+            got = incoming.digests
+            if got.size != e.size:
+                return self.failures.append(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
+            if got.sha256 != e.sha256:
+                return self.failures.append(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
+            try:
+                parsed = await parse_incoming(incoming, "deb")
+            except PackageError as exc:
+                return self.failures.append(f"{e.filename}: not a valid package ({exc.reason})")
+            if (parsed.name, parsed.version, parsed.arch) != (e.name, e.version, e.arch):
+                return self.failures.append(
+                    f"{e.filename}: the package is {parsed.name} {parsed.version} {parsed.arch}, "
+                    f"the index says {e.name} {e.version} {e.arch}")
+            async with self.pool.acquire() as conn, conn.transaction():
+                await store_row(conn, parsed)
+                self.storage.adopt(incoming)      # into the pool before commit: a row never lacks its file
+                adopted = True
+        finally:
+            if not adopted:
+                incoming.discard()
+        self.files += 1
+        self.bytes += e.size
+        await self.report()
+
+    async def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self._shown < 0.5):
+            return
+        self._shown = now
+        share = self.bytes / self.total_bytes if self.total_bytes else 1.0
+        await self.progress(10 + int(80 * share),
+                            f"downloaded {self.files}/{self.total_files} files, "
+                            f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB")
+
+
+async def _commit(pool, mirror: Mirror, chosen: list[deb.Entry], digest: str) -> tuple[int, int]:
+    """The new snapshot of exactly these files, and the mirror's record of this run. Returns
+    (snapshot id, files left out because another file has the same package file name)."""
+    shas = sorted({e.sha256 for e in chosen})
+    async with pool.acquire() as conn, conn.transaction():
+        # Shared with rebuilds, exclusive for the pool GC's batches: no row found here is collected
+        # before the snapshot references it.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *POOL_LOCK)
+        found = await conn.fetchval("SELECT count(*) FROM package_files WHERE sha256 = ANY($1::text[])", shas)
+        if found < len(shas):
+            raise MirrorError(f"{len(shas) - found} downloaded files were removed by the pool GC meanwhile: "
+                              "run the mirror again")
+        snap_id = await conn.fetchval(
+            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
+        status = await conn.execute(
+            "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+            " SELECT $1, filename, id FROM package_files WHERE sha256 = ANY($2::text[]) ORDER BY sha256"
+            " ON CONFLICT (snapshot_id, filename) DO NOTHING", snap_id, shas)
+        await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
+                           " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
+    return snap_id, len(shas) - int(status.split()[-1])
+
+
+async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *, env: str | None = None,
+                      progress=None, check_stop=None) -> dict:
+    mirror = await get_mirror(pool, repo_id)
+    source = await mirror_source(pool, mirror)
+    keys = await keyring(pool, source.id) if mirror.gpg_check else []
+    base, auth = _base(source, mirror)
+    dist_url = base if source.definition.get("non-compliant") == "true" else _join(base, f"dists/{mirror.repo.dist}")
+    limit = settings.mirror_index_max_bytes
+    try:
+        async with Fetcher(settings, auth=auth, auth_host=base.host) as fetcher:
+            text, signed_by = await _release(fetcher, dist_url, keys, mirror.gpg_check)
+            release = deb.parse_release(text)
+            digest = hashlib.sha256(text + mirror.settings_key().encode()).hexdigest()
+            result: dict = {"source": source.name, "signed_by": signed_by, "upstream_date": release.date}
+            last = await last_snapshot(pool, mirror)
+            if digest == mirror.last_digest and last is not None:
+                result.update(unchanged=True, snapshot=last, requests=fetcher.requests)
+                return await _finish(pool, storage, signer, last, env, result)
+            if progress is not None:
+                await progress(5, "reading the indexes")
+            chosen = deb.select(await _indexes(fetcher, dist_url, release, mirror, limit),
+                                mirror.include, mirror.exclude, mirror.keep_latest)
+            known = {r["sha256"] for r in await pool.fetch(
+                "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
+            todo = [e for e in chosen if e.sha256 not in known]
+            downloads = _Downloads(pool, storage, fetcher, base, progress, check_stop)
+            await downloads.run(todo)
+            result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
+                          reused=len(chosen) - len(todo))
+    except (UpstreamError, deb.ArchiveError) as exc:
+        raise MirrorError(str(exc)) from None
+    if downloads.failures:
+        shown = "; ".join(downloads.failures[:MAX_REPORTED])
+        more = len(downloads.failures) - MAX_REPORTED
+        raise MirrorError(f"{len(downloads.failures)} of {len(todo)} files failed, no snapshot made "
+                          f"(the {downloads.files} good ones are kept for the next run): {shown}"
+                          + (f"; and {more} more" if more > 0 else ""))
+    if check_stop is not None:
+        await check_stop()
+    if progress is not None:
+        await progress(90, f"making the snapshot of {len(chosen)} packages")
+    snap_id, duplicates = await _commit(pool, mirror, chosen, digest)
+    result.update(unchanged=False, snapshot=snap_id, packages=len(chosen) - duplicates, duplicates=duplicates)
+    return await _finish(pool, storage, signer, snap_id, env, result)
+
+
+async def _finish(pool, storage: Storage, signer, snap_id: int, env: str | None, result: dict) -> dict:
+    """Rebuild the snapshot if it is not built yet (signed with Depot's key), then point the environment."""
+    if (await get_snapshot(pool, snap_id)).reconstruct is not None:
+        result["rebuild"] = await rebuild_snapshot(pool, storage, signer, snap_id, sign=signer is not None)
+    if env is not None:
+        result["environment"] = await point_env(pool, storage, signer, env, snap_id)
+    return result
