@@ -3,6 +3,7 @@ dpkg-deb-format packages (tests/pkgfactory.py) and apt-ftparchive, and an aiohtt
 that counts the requests of each path and can be told to misbehave."""
 from __future__ import annotations
 
+import asyncio
 import bz2
 import gzip
 import hashlib
@@ -117,6 +118,7 @@ class Upstream:
         self.root = Path(root)
         self.counts: Counter = Counter()
         self.redirects: dict[str, str] = {}
+        self.package_delay = 0.0        # seconds before each .deb answer (a slow upstream)
         self.app = web.Application()
         self.app.router.add_get("/{path:.*}", self._serve)
 
@@ -125,6 +127,8 @@ class Upstream:
         self.counts[path] += 1
         if path in self.redirects:
             raise web.HTTPFound(self.redirects[path])
+        if self.package_delay and path.endswith(".deb"):
+            await asyncio.sleep(self.package_delay)
         file = (self.root / path).resolve()
         if not file.is_file() or self.root.resolve() not in file.parents:
             raise web.HTTPNotFound()

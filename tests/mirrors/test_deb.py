@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app.sources.keys import read_public_keys, verify
-from tests.helpers import bearer
+from tests.helpers import bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("repo_db")
 
@@ -230,3 +230,44 @@ async def test_filters_and_keep_latest(site, make_mirror, run_mirror, pool):
     assert await _names(pool, task["Result"]["snapshot"]) == [
         "alpha_1.0-1_amd64.deb", "multi_1.10-1_amd64.deb", "multi_1.9-1_amd64.deb"]
     assert site.upstream.package_requests() == 3
+
+
+async def test_stop_mid_download_then_resume(site, make_mirror, client, admin_key, live_worker, pool):
+    for i in range(30):
+        site.archive.add(f"pkg{i:02d}")
+    site.archive.build()
+    site.upstream.package_delay = 0.2
+    repo_id = await make_mirror(site)
+    h = bearer(admin_key)
+    task_id = (await (await client.post(f"/api/v2/repo/{repo_id}/mirror", json={}, headers=h)).json())["task-id"]
+    await wait_for(lambda: _fetched_some(pool), timeout=30)
+    r = await client.post(f"/api/v2/task/{task_id}/stop", headers=h)
+    assert r.status == 202, await r.text()
+
+    async def status():
+        row = (await (await client.get(f"/api/v2/task/{task_id}", headers=h)).json())["results"]
+        return row if row["Status"] not in ("queued", "running") else None
+
+    done = await wait_for(status, timeout=30)
+    assert done["Status"] == "stopped"
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
+    kept = await pool.fetchval("SELECT count(*) FROM package_files")
+    assert 0 < kept < 34
+    fetched_before = site.upstream.package_requests()
+    site.upstream.package_delay = 0
+    task_id = (await (await client.post(f"/api/v2/repo/{repo_id}/mirror", json={}, headers=h)).json())["task-id"]
+
+    async def finished():
+        row = (await (await client.get(f"/api/v2/task/{task_id}", headers=h)).json())["results"]
+        return row if row["Status"] not in ("queued", "running") else None
+
+    done = await wait_for(finished, timeout=60)
+    assert done["Status"] == "done", done["Error"]
+    assert done["Result"]["reused"] == kept and done["Result"]["downloaded"] == 34 - kept
+    # Only the files in flight when the stop came were fetched twice.
+    assert site.upstream.package_requests() - fetched_before == 34 - kept
+    assert fetched_before - kept <= 8
+
+
+async def _fetched_some(pool) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM package_files") >= 3
