@@ -1,6 +1,8 @@
-"""`depot source import|add|list|key add`: source repositories (the upstreams of mirrors), over the API."""
+"""`depot source import|add|list|key add`: source repositories (the upstreams of mirrors), and `depot mirror`:
+run a mirror; over the API."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from urllib.parse import quote
@@ -66,6 +68,16 @@ def cmd_key_add(client, args):
                                                for k in d["results"]["keys"])))
 
 
+def cmd_mirror(client, args):
+    from app.cli.tasks import watch_task
+
+    data = client.request("POST", f"repo/{args.repo}/mirror", {"env": args.env} if args.env else {})
+    if not args.watch:
+        return emit(args, data, lambda d: print(f"mirror queued as task {d['task-id']}"))
+    args.id = data["task-id"]
+    watch_task(client, args)
+
+
 def register(sub) -> None:
     common = [CLIENT_FLAGS]
     src = sub.add_parser("source", help="source repositories (upstreams to mirror)").add_subparsers(
@@ -94,3 +106,10 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("file")
     p.set_defaults(fn=client_command(cmd_key_add))
+
+    p = sub.add_parser("mirror", parents=common, help="run a mirror repository from its source (a task)")
+    p.add_argument("repo", type=int, help="the mirror repository's id")
+    p.add_argument("--env", help="point this environment at the new snapshot")
+    p.add_argument("--watch", "-w", action="store_true", help="follow the task's progress until it ends")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(fn=client_command(cmd_mirror))

@@ -65,6 +65,7 @@ async def create_mirror_repo(conn, *, name, type, dist=None, section=None, relea
         "INSERT INTO mirrors (repo_id, source_id, arches, gpg_check, include, exclude, keep_latest)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)", repo.id, src.id, arches, gpg_check, list(include), list(exclude),
         keep_latest)
+    repo.source = src.name
     return repo
 
 

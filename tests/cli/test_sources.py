@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mirrors.conftest import make_mirror, site  # noqa: F401 (fixtures)
 from tests.upstream import GpgKey
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "fixtures" / "source-templates"
@@ -47,3 +48,15 @@ async def test_cli_sources(depot, client, make_key, pool, tmp_path, cli_key):
     viewer = await make_key("viewer")
     code, _, err = await depot("source", "list", "--url", url, "--key", viewer)
     assert code == 1 and "You are not allowed to edit source repositories" in err
+
+
+async def test_cli_mirror_watch(depot, client, admin_key, site, make_mirror, live_worker, pool):  # noqa: F811
+    repo_id = await make_mirror(site)
+    url = str(client.make_url("")).rstrip("/")
+    code, out, err = await depot("mirror", str(repo_id), "--env", "prod", "--watch", "--interval", "0.1",
+                                 "--url", url, "--key", admin_key)
+    assert code == 0, out + err
+    assert "task 1 mirror done" in out
+    assert await pool.fetchval("SELECT count(*) FROM environment_snapshots") == 1
+    code, out, err = await depot("mirror", "999", "--url", url, "--key", admin_key)
+    assert code == 1 and "Repository does not exist" in err

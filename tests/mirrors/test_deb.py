@@ -213,6 +213,8 @@ async def test_mirror_requests_refused(client, make_mirror, site, make_key, admi
         r = await client.post("/api/v2/repo/", json={"name": "m", "type": "deb", "dist": "stable", "section": "main",
                                                      **body}, headers=h)
         assert r.status == status, (body, await r.text())
+    r = await client.get("/api/v2/repo/", headers=h)
+    assert {x["Name"]: x["Source"] for x in (await r.json())["results"]} == {"mirror1": "up1", "plain": "plain"}
     # Requests coalesce: a second one while the first is queued joins it.
     r1 = await client.post(f"/api/v2/repo/{repo_id}/mirror", json={}, headers=h)
     r2 = await client.post(f"/api/v2/repo/{repo_id}/mirror", json={}, headers=h)
