@@ -93,7 +93,8 @@ async def _release(fetcher: Fetcher, dist_url: URL, keys: list[bytes], gpg_check
 
 async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror: Mirror, limit: int) -> list[deb.Entry]:
     section = mirror.repo.section
-    arches = set(mirror.arches)
+    # `all` packages install on every architecture, and each architecture's index lists them.
+    arches = set(mirror.arches) | {"all"}
     folders = [f"{section}/binary-{a}" for a in mirror.arches if a != "all"]
     if "all" in arches:
         folders.append(f"{section}/binary-all")
@@ -124,8 +125,8 @@ async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror
 class _Downloads:
     """The files to fetch, fetched by `concurrency` workers; failures collected, not raised."""
 
-    def __init__(self, pool, storage: Storage, fetcher: Fetcher, base: URL, progress, check_stop):
-        self.pool, self.storage, self.fetcher, self.base = pool, storage, fetcher, base
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, base: URL, max_size: int, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.base, self.max_size = pool, storage, fetcher, base, max_size
         self.progress, self.check_stop = progress, check_stop
         self.files = self.bytes = 0
         self.total_files = self.total_bytes = 0
@@ -151,6 +152,8 @@ class _Downloads:
         await self.report(force=True)
 
     async def one(self, e: deb.Entry) -> None:
+        if e.size > self.max_size:
+            return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
         try:
             incoming = await self.storage.receive(self.fetcher.stream(_join(self.base, e.filename)), max_size=e.size)
         except TooLarge:
@@ -242,7 +245,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             known = {r["sha256"] for r in await pool.fetch(
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
-            downloads = _Downloads(pool, storage, fetcher, base, progress, check_stop)
+            downloads = _Downloads(pool, storage, fetcher, base, settings.max_upload_bytes, progress, check_stop)
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
                           reused=len(chosen) - len(todo))

@@ -62,6 +62,14 @@ async def test_by_hash_is_used_when_offered(site, make_mirror, run_mirror):
     assert not any(p.endswith("/Packages.xz") for p in site.upstream.counts)
 
 
+async def test_all_packages_come_with_any_architecture(site, make_mirror, run_mirror, pool):
+    task = await run_mirror(await make_mirror(site, arch=["amd64"]))
+    assert task["Status"] == "done", task["Error"]
+    assert "common_1.0-1_all.deb" in await _names(pool, task["Result"]["snapshot"])
+    task = await run_mirror(await make_mirror(site, arch=["arm64"]))
+    assert task["Status"] == "error" and "no Packages index for main/binary-arm64" in task["Error"]
+
+
 async def test_upstream_changes_fetch_exactly_the_new_files(site, make_mirror, run_mirror, pool):
     repo_id = await make_mirror(site)
     first = await run_mirror(repo_id)
