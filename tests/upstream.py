@@ -10,6 +10,7 @@ import hashlib
 import lzma
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -111,6 +112,32 @@ class DebArchive:
             (dist_dir / "Release.gpg").write_bytes(key.detach(release))
 
 
+def _createrepo_c() -> str:
+    # The PyPI wheel's (next to this Python): Debian's createrepo_c cannot write zstd.
+    here = Path(sys.executable).parent / "createrepo_c"
+    return str(here) if here.exists() else "createrepo_c"
+
+
+class RpmArchive:
+    """An rpm repository: Packages/*.rpm (rpmbuild) and repodata/ (createrepo_c), repomd.xml.asc."""
+
+    def __init__(self, root: Path, key: GpgKey):
+        self.root, self.key = Path(root), key
+        self.packages = self.root / "Packages"
+        self.packages.mkdir(parents=True, exist_ok=True)
+
+    def add(self, *specs: tuple[str, str, str, str]) -> list[Path]:
+        return pkgfactory.make_rpms(self.packages, list(specs))
+
+    def build(self, *, compress: str = "gz", sign: bool = True) -> None:
+        shutil.rmtree(self.root / "repodata", ignore_errors=True)
+        subprocess.run([_createrepo_c(), f"--general-compress-type={compress}", "--no-database", "--quiet", "."],
+                       cwd=self.root, capture_output=True, check=True)
+        repomd = self.root / "repodata" / "repomd.xml"
+        if sign:
+            (self.root / "repodata" / "repomd.xml.asc").write_bytes(self.key.detach(repomd.read_bytes()))
+
+
 class Upstream:
     """An aiohttp app serving `root`: counts GETs by path; `redirects` maps a path to a Location."""
 
@@ -135,7 +162,7 @@ class Upstream:
         return web.FileResponse(file)
 
     def package_requests(self) -> int:
-        return sum(n for p, n in self.counts.items() if p.endswith(".deb"))
+        return sum(n for p, n in self.counts.items() if p.endswith((".deb", ".rpm")))
 
     def index_requests(self) -> int:
         return sum(n for p, n in self.counts.items() if "/binary-" in p)

@@ -36,7 +36,7 @@ class Mirror:
     def settings_key(self) -> str:
         """What, besides the upstream, decides a run's result: a change makes the next run a full one."""
         return repr((sorted(self.arches), self.gpg_check, sorted(self.include), sorted(self.exclude),
-                     self.keep_latest, self.repo.dist, self.repo.section))
+                     self.keep_latest, self.repo.dist, self.repo.section, self.repo.releasever))
 
 
 @transactional
@@ -44,13 +44,16 @@ async def create_mirror_repo(conn, *, name, type, dist=None, section=None, relea
                              arch: list[str], gpg_check: bool = True, include=(), exclude=(),
                              keep_latest: int | None = None) -> repos.Repo:
     src = await get_source(conn, type, source)
-    if type != "deb":
-        raise Invalid("Mirroring rpm repositories is not supported yet")
-    dists = {d["name"]: [c["name"] for c in d["components"]] for d in src.definition.get("distributions", [])}
-    if dist not in dists:
-        raise Invalid(f"Source {source} has no distribution {dist} (it has: {', '.join(dists) or 'none'})")
-    if section not in dists[dist]:
-        raise Invalid(f"Source {source} {dist} has no component {section} (it has: {', '.join(dists[dist])})")
+    if type == "deb":
+        dists = {d["name"]: [c["name"] for c in d["components"]] for d in src.definition.get("distributions", [])}
+        if dist not in dists:
+            raise Invalid(f"Source {source} has no distribution {dist} (it has: {', '.join(dists) or 'none'})")
+        if section not in dists[dist]:
+            raise Invalid(f"Source {source} {dist} has no component {section} (it has: {', '.join(dists[dist])})")
+    else:
+        vers = [v["name"] for v in src.definition.get("releasever", [])]
+        if releasever not in vers:
+            raise Invalid(f"Source {source} has no releasever {releasever} (it has: {', '.join(vers) or 'none'})")
     arches = list(dict.fromkeys(arch))
     for a in arches:
         if not isinstance(a, str) or not ARCH_RE.match(a):

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
+from app.hosts.versions import dpkg_compare, rpm_compare
 from app.repos.gc import POOL_LOCK
 from app.repos.model import get_snapshot
 from app.repos.packages import PackageError
@@ -34,7 +35,8 @@ from app.repos.upload import parse_incoming, store_row
 from app.sources.keys import SignatureError, verify
 from app.sources.model import Source, keyring
 
-from . import deb
+from . import deb, rpm
+from .common import ArchiveError, Entry, check_index, decompress, select
 from .model import Mirror, get_mirror, last_snapshot, mirror_source
 from .net import Fetcher, UpstreamError
 
@@ -46,17 +48,23 @@ class MirrorError(Exception):
     """A run refused or failed; the message says why, naming the file."""
 
 
-def _base(source: Source, mirror: Mirror) -> tuple[URL, aiohttp.BasicAuth | None]:
-    """The archive root (variables replaced) and the basic-auth credentials to send to its host."""
-    url = source.definition["url"].replace("$dist", mirror.repo.dist or "").replace(
-        "$component", mirror.repo.section or "")
+def _bases(source: Source, mirror: Mirror) -> tuple[list[URL], aiohttp.BasicAuth | None]:
+    """The repository roots to read (variables replaced; rpm: one per architecture when the URL holds
+    $basearch, as the reference does) and the basic-auth credentials to send to their host."""
+    repo = mirror.repo
+    url = source.definition["url"].replace("$dist", repo.dist or "").replace("$component", repo.section or "") \
+        .replace("$releasever", repo.releasever or "")
     parts = urlsplit(url)
     auth = None
     if parts.username:
         auth = aiohttp.BasicAuth(parts.username, source.secrets.get("url_password", ""))
         host = parts.hostname + (f":{parts.port}" if parts.port else "")
         url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return URL(url.rstrip("/")), auth
+    urls = [url]
+    if "$basearch" in url:
+        urls = [url.replace("$basearch", a) for a in mirror.arches if a not in ("noarch", "src")] or \
+            [url.replace("$basearch", "noarch")]
+    return [URL(u.rstrip("/")) for u in urls], auth
 
 
 def _join(base: URL, rel: str) -> URL:
@@ -91,15 +99,47 @@ async def _release(fetcher: Fetcher, dist_url: URL, keys: list[bytes], gpg_check
     return got.text, got.fingerprint
 
 
-async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror: Mirror, limit: int) -> list[deb.Entry]:
+async def _repomd(fetcher: Fetcher, base: URL, keys: list[bytes], gpg_check: bool) -> tuple[bytes, str | None]:
+    text = await fetcher.get_bytes(_join(base, "repodata/repomd.xml"), MAX_RELEASE_BYTES)
+    if not gpg_check:
+        return text, None
+    signature = await fetcher.get_bytes(_join(base, "repodata/repomd.xml.asc"), 1 << 20, missing_ok=True)
+    if signature is None:
+        raise MirrorError(f"{base}/repodata/repomd.xml is not signed (no repomd.xml.asc): mirror it with gpgCheck "
+                          "false to accept that")
+    try:
+        got = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: verify(keys, text, signature, label="repomd.xml.asc"))
+    except SignatureError as exc:
+        raise MirrorError(str(exc)) from None
+    return got.text, got.fingerprint
+
+
+async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirror, limit: int) -> list[Entry]:
+    loop = asyncio.get_running_loop()
+    index = await loop.run_in_executor(None, rpm.primary_index, repomd)
+    if index.size > limit:
+        raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
+    data = await fetcher.get_bytes(_join(base, index.path), index.size)
+    arches = set(mirror.arches) | {"noarch"}
+
+    def read() -> list[Entry]:
+        check_index(index, data)
+        return rpm.parse_primary(decompress(index, data, limit), index.path, arches, base)
+
+    return await loop.run_in_executor(None, read)
+
+
+async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.Release, mirror: Mirror,
+                       limit: int) -> list[Entry]:
     section = mirror.repo.section
     # `all` packages install on every architecture, and each architecture's index lists them.
     arches = set(mirror.arches) | {"all"}
     folders = [f"{section}/binary-{a}" for a in mirror.arches if a != "all"]
-    if "all" in arches:
+    if "all" in mirror.arches:
         folders.append(f"{section}/binary-all")
     loop = asyncio.get_running_loop()
-    entries: list[deb.Entry] = []
+    entries: list[Entry] = []
     for folder in folders:
         index = deb.choose_index(release, folder)
         if index is None:
@@ -114,9 +154,9 @@ async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror
         if data is None:
             data = await fetcher.get_bytes(_join(dist_url, index.path), index.size)
 
-        def read(index=index, data=data) -> list[deb.Entry]:
-            deb.check_index(index, data)
-            return deb.parse_packages(deb.decompress(index, data, limit), index.path, arches)
+        def read(index=index, data=data) -> list[Entry]:
+            check_index(index, data)
+            return deb.parse_packages(decompress(index, data, limit), index.path, arches, base)
 
         entries += await loop.run_in_executor(None, read)
     return entries
@@ -125,15 +165,15 @@ async def _indexes(fetcher: Fetcher, dist_url: URL, release: deb.Release, mirror
 class _Downloads:
     """The files to fetch, fetched by `concurrency` workers; failures collected, not raised."""
 
-    def __init__(self, pool, storage: Storage, fetcher: Fetcher, base: URL, max_size: int, progress, check_stop):
-        self.pool, self.storage, self.fetcher, self.base, self.max_size = pool, storage, fetcher, base, max_size
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, max_size: int, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.kind, self.max_size = pool, storage, fetcher, kind, max_size
         self.progress, self.check_stop = progress, check_stop
         self.files = self.bytes = 0
         self.total_files = self.total_bytes = 0
         self.failures: list[str] = []
         self._shown = 0.0
 
-    async def run(self, todo: list[deb.Entry]) -> None:
+    async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
         queue = iter(todo)
 
@@ -151,11 +191,11 @@ class _Downloads:
             raise eg.exceptions[0] from None
         await self.report(force=True)
 
-    async def one(self, e: deb.Entry) -> None:
+    async def one(self, e: Entry) -> None:
         if e.size > self.max_size:
             return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
         try:
-            incoming = await self.storage.receive(self.fetcher.stream(_join(self.base, e.filename)), max_size=e.size)
+            incoming = await self.storage.receive(self.fetcher.stream(_join(e.base, e.filename)), max_size=e.size)
         except TooLarge:
             return self.failures.append(f"{e.filename}: larger than the {e.size} bytes its index gives")
         except UpstreamError as exc:
@@ -168,12 +208,14 @@ class _Downloads:
             if got.sha256 != e.sha256:
                 return self.failures.append(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
             try:
-                parsed = await parse_incoming(incoming, "deb")
+                parsed = await parse_incoming(incoming, self.kind)
             except PackageError as exc:
                 return self.failures.append(f"{e.filename}: not a valid package ({exc.reason})")
-            if (parsed.name, parsed.version, parsed.arch) != (e.name, e.version, e.arch):
+            version = parsed.version if self.kind == "deb" else \
+                f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
+            if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
                 return self.failures.append(
-                    f"{e.filename}: the package is {parsed.name} {parsed.version} {parsed.arch}, "
+                    f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
                     f"the index says {e.name} {e.version} {e.arch}")
             async with self.pool.acquire() as conn, conn.transaction():
                 await store_row(conn, parsed)
@@ -197,7 +239,7 @@ class _Downloads:
                             f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB")
 
 
-async def _commit(pool, mirror: Mirror, chosen: list[deb.Entry], digest: str) -> tuple[int, int]:
+async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tuple[int, int]:
     """The new snapshot of exactly these files, and the mirror's record of this run. Returns
     (snapshot id, files left out because another file has the same package file name)."""
     shas = sorted({e.sha256 for e in chosen})
@@ -224,32 +266,49 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
                       progress=None, check_stop=None) -> dict:
     mirror = await get_mirror(pool, repo_id)
     source = await mirror_source(pool, mirror)
+    kind = mirror.repo.type
     keys = await keyring(pool, source.id) if mirror.gpg_check else []
-    base, auth = _base(source, mirror)
-    dist_url = base if source.definition.get("non-compliant") == "true" else _join(base, f"dists/{mirror.repo.dist}")
+    bases, auth = _bases(source, mirror)
+    flat = source.definition.get("non-compliant") == "true"
     limit = settings.mirror_index_max_bytes
     try:
-        async with Fetcher(settings, auth=auth, auth_host=base.host) as fetcher:
-            text, signed_by = await _release(fetcher, dist_url, keys, mirror.gpg_check)
-            release = deb.parse_release(text)
-            digest = hashlib.sha256(text + mirror.settings_key().encode()).hexdigest()
-            result: dict = {"source": source.name, "signed_by": signed_by, "upstream_date": release.date}
+        async with Fetcher(settings, auth=auth, auth_host=bases[0].host) as fetcher:
+            # Every root's signed entry file first: an unchanged upstream costs these requests alone.
+            verified: list[tuple[URL, bytes]] = []
+            signed_by, date = None, None
+            for base in bases:
+                if kind == "deb":
+                    meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
+                    text, signed_by = await _release(fetcher, meta, keys, mirror.gpg_check)
+                    date = deb.parse_release(text).date       # refuses an expired Valid-Until
+                else:
+                    text, signed_by = await _repomd(fetcher, base, keys, mirror.gpg_check)
+                verified.append((base, text))
+            digest = hashlib.sha256(b"".join(t for _, t in verified) + mirror.settings_key().encode()).hexdigest()
+            result: dict = {"source": source.name, "signed_by": signed_by, "upstream_date": date}
             last = await last_snapshot(pool, mirror)
             if digest == mirror.last_digest and last is not None:
                 result.update(unchanged=True, snapshot=last, requests=fetcher.requests)
                 return await _finish(pool, storage, signer, last, env, result)
             if progress is not None:
                 await progress(5, "reading the indexes")
-            chosen = deb.select(await _indexes(fetcher, dist_url, release, mirror, limit),
-                                mirror.include, mirror.exclude, mirror.keep_latest)
+            entries: list[Entry] = []
+            for base, text in verified:
+                if kind == "deb":
+                    meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
+                    entries += await _deb_entries(fetcher, base, meta, deb.parse_release(text), mirror, limit)
+                else:
+                    entries += await _rpm_entries(fetcher, base, text, mirror, limit)
+            chosen = select(entries, mirror.include, mirror.exclude, mirror.keep_latest,
+                            dpkg_compare if kind == "deb" else rpm_compare)
             known = {r["sha256"] for r in await pool.fetch(
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
-            downloads = _Downloads(pool, storage, fetcher, base, settings.max_upload_bytes, progress, check_stop)
+            downloads = _Downloads(pool, storage, fetcher, kind, settings.max_upload_bytes, progress, check_stop)
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
                           reused=len(chosen) - len(todo))
-    except (UpstreamError, deb.ArchiveError) as exc:
+    except (UpstreamError, ArchiveError) as exc:
         raise MirrorError(str(exc)) from None
     if downloads.failures:
         shown = "; ".join(downloads.failures[:MAX_REPORTED])
