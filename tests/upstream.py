@@ -146,6 +146,7 @@ class Upstream:
         self.counts: Counter = Counter()
         self.redirects: dict[str, str] = {}
         self.package_delay = 0.0        # seconds before each .deb answer (a slow upstream)
+        self.stalled: set[str] = set()  # paths answered with a few bytes, then nothing (a drip-feeding upstream)
         self.app = web.Application()
         self.app.router.add_get("/{path:.*}", self._serve)
 
@@ -156,6 +157,12 @@ class Upstream:
             raise web.HTTPFound(self.redirects[path])
         if self.package_delay and path.endswith(".deb"):
             await asyncio.sleep(self.package_delay)
+        if path in self.stalled:
+            resp = web.StreamResponse()
+            resp.content_length = 1000
+            await resp.prepare(request)
+            await resp.write(b"x")
+            await asyncio.sleep(3600)
         file = (self.root / path).resolve()
         if not file.is_file() or self.root.resolve() not in file.parents:
             raise web.HTTPNotFound()

@@ -59,16 +59,19 @@ def parse_release(text: bytes, *, now: datetime | None = None) -> Release:
 
 
 def choose_index(release: Release, folder: str) -> IndexFile | None:
-    """The Packages index of `folder` (e.g. main/binary-amd64) to fetch: the first compression listed."""
+    """The Packages index of `folder` (e.g. main/binary-amd64; "" for a flat repository's own) to fetch: the
+    first compression listed."""
+    prefix = f"{folder}/" if folder else ""
     for ext in COMPRESSIONS:
-        found = release.files.get(f"{folder}/Packages{ext}")
+        found = release.files.get(f"{prefix}Packages{ext}")
         if found is not None:
             return found
     return None
 
 
 def by_hash_path(index: IndexFile) -> str:
-    return f"{index.path.rsplit('/', 1)[0]}/by-hash/SHA256/{index.sha256}"
+    folder = index.path.rsplit("/", 1)[0] + "/" if "/" in index.path else ""
+    return f"{folder}by-hash/SHA256/{index.sha256}"
 
 
 def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> list[Entry]:
@@ -82,6 +85,7 @@ def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> lis
         if arch not in arches:
             continue
         filename, sha256, size = para.get("Filename", ""), para.get("SHA256", "").lower(), para.get("Size", "")
+        filename = filename.removeprefix("./")          # flat repositories name files "./x.deb"
         if not safe_filename(filename):
             raise ArchiveError(f"{source}: package {name} has an unsafe Filename {filename[:200]!r} "
                                "(outside the archive)")

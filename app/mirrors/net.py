@@ -119,10 +119,10 @@ class Fetcher:
                 resp = await self.session.get(url, allow_redirects=False, auth=auth)
             except Refused:
                 raise
+            except TimeoutError:          # aiohttp's timeouts are ClientErrors too: this first
+                raise UpstreamError(f"{_shown(url)}: no answer in time") from None
             except aiohttp.ClientError as exc:
                 raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
-            except TimeoutError:
-                raise UpstreamError(f"{_shown(url)}: no answer in time") from None
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
@@ -165,7 +165,7 @@ class Fetcher:
         try:
             async for chunk in resp.content.iter_chunked(1 << 18):
                 yield chunk
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
         except TimeoutError:
             raise UpstreamError(f"{_shown(url)}: the answer stalled") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None

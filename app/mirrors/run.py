@@ -131,7 +131,7 @@ async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirro
 
 
 async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.Release, mirror: Mirror,
-                       limit: int) -> list[Entry]:
+                       limit: int, flat: bool) -> list[Entry]:
     section = mirror.repo.section
     # `all` packages install on every architecture, and each architecture's index lists them.
     arches = set(mirror.arches) | {"all"}
@@ -142,6 +142,8 @@ async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.
     entries: list[Entry] = []
     for folder in folders:
         index = deb.choose_index(release, folder)
+        if index is None and flat:
+            index = deb.choose_index(release, "")       # a flat repository: one bare Packages index
         if index is None:
             if folder.endswith("/binary-all") and len(folders) > 1:
                 continue       # `all` packages are usually listed in each architecture's index
@@ -296,7 +298,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             for base, text in verified:
                 if kind == "deb":
                     meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
-                    entries += await _deb_entries(fetcher, base, meta, deb.parse_release(text), mirror, limit)
+                    entries += await _deb_entries(fetcher, base, meta, deb.parse_release(text), mirror, limit, flat)
                 else:
                     entries += await _rpm_entries(fetcher, base, text, mirror, limit)
             chosen = select(entries, mirror.include, mirror.exclude, mirror.keep_latest,

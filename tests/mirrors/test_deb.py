@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+import subprocess
+
 from app.sources.keys import read_public_keys, verify
+from tests import pkgfactory
 from tests.helpers import bearer, wait_for
+from tests.upstream import Upstream
 
 pytestmark = pytest.mark.usefixtures("repo_db")
 
@@ -281,3 +285,39 @@ async def test_stop_mid_download_then_resume(site, make_mirror, client, admin_ke
 
 async def _fetched_some(pool) -> bool:
     return await pool.fetchval("SELECT count(*) FROM package_files") >= 3
+
+
+async def test_a_drip_feeding_upstream_fails_the_run(site, make_mirror, run_mirror, pool):
+    site.upstream.stalled.add("debian/pool/main/beta_1.0-1_amd64.deb")
+    task = await run_mirror(await make_mirror(site), settings={"mirror_read_timeout": 0.5})
+    assert task["Status"] == "error"
+    assert "beta_1.0-1_amd64.deb: the answer stalled" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM package_files") == 3
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
+
+
+async def test_flat_repository_non_compliant(tmp_path, aiohttp_server, upstream_key, client, admin_key, run_mirror,
+                                             pool):
+    # A flat repository (the reference's "non-compliant" source): InRelease and a bare Packages index in the
+    # folder the URL names, Filename entries relative to it ("./x.deb").
+    root = tmp_path / "www" / "flat"
+    pkgfactory.make_deb(root, "flatpkg")
+    packages = subprocess.run(["apt-ftparchive", "packages", "."], cwd=root, capture_output=True, check=True).stdout
+    assert b"Filename: ./flatpkg_1.0-1_amd64.deb" in packages
+    (root / "Packages").write_bytes(packages)
+    release = subprocess.run(["apt-ftparchive", "release", "."], cwd=root, capture_output=True, check=True).stdout
+    (root / "InRelease").write_bytes(upstream_key.clearsign(release))
+    upstream = Upstream(tmp_path / "www")
+    server = await aiohttp_server(upstream.app, host="127.0.0.1")
+    h = bearer(admin_key)
+    body = {"name": "flat", "type": "deb", "url": f"http://127.0.0.1:{server.port}/flat", "non-compliant": "true",
+            "distributions": [{"name": "stable", "components": [{"name": "main"}]}]}
+    assert (await client.post("/api/v2/source/deb/", json=body, headers=h)).status == 201
+    assert (await client.post("/api/v2/source/deb/flat/keys", json={"armored": upstream_key.armored()},
+                              headers=h)).status == 201
+    r = await client.post("/api/v2/repo/", json={"name": "flat", "type": "deb", "dist": "stable", "section": "main",
+                                                 "source": "flat", "arch": ["amd64"]}, headers=h)
+    task = await run_mirror((await r.json())["results"]["Id"])
+    assert task["Status"] == "done", task["Error"]
+    assert await _names(pool, task["Result"]["snapshot"]) == ["flatpkg_1.0-1_amd64.deb"]
+    assert upstream.counts["flat/flatpkg_1.0-1_amd64.deb"] == 1 and upstream.counts["flat/Packages"] == 1
