@@ -1,11 +1,12 @@
 """The mirror task: one run of a mirror repository from its source into a new snapshot.
 
-1. Fetch InRelease (or Release + Release.gpg) and check it with the source's own keys; from here on
-   only the text the signature covers is read. An expired Valid-Until is refused.
-2. Unchanged upstream (same verified Release, same mirror settings) and the last snapshot still there:
+1. Fetch InRelease (or Release + Release.gpg; rpm: repodata/repomd.xml + repomd.xml.asc) and check it
+   with the source's own keys; from here on only the text the signature covers is read. An expired
+   Valid-Until is refused.
+2. Unchanged upstream (same verified text, same mirror settings) and the last snapshot still there:
    done, after that one request and the signature check.
-3. Read the Packages indexes the Release lists (by-hash where offered), each checked against the
-   Release's SHA-256 and size, decompressed with a cap; select the entries (architectures, include,
+3. Read the indexes it lists (deb: Packages, by-hash where offered; rpm: primary), each checked against
+   the signed SHA-256 and size, decompressed with a cap; select the entries (architectures, include,
    exclude, keep-latest).
 4. Download, with bounded concurrency, only the files whose SHA-256 has no package row yet: each is
    streamed to a temp file next to the pool, its size and SHA-256 checked against the index, parsed as
