@@ -185,6 +185,7 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/ui/hosts/{id}/requests/{rid}", dash.ui_host_request, name="ui_host_request")
     r.add_get("/repos", dash.repos_page, name="dash_repos")
     r.add_get("/repos/{id}", dash.repo_page, name="dash_repo")
+    r.add_post("/repos/{id}/mirror", dash.repo_mirror, name="dash_repo_mirror")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
     r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")

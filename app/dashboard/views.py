@@ -24,6 +24,7 @@ from app.dashboard.setup import JINJA
 from app.domain_errors import DomainError
 from app.errors import json_response, unauthorized
 from app.keys import POOL, REDIS, SETTINGS
+from app.mirrors.model import request_mirror
 from app.schemas.agents import RequestCreate
 from app.tasks.dispatch import stop_task
 
@@ -458,7 +459,20 @@ async def repo_page(request: web.Request) -> web.Response:
     packages = None
     if current is not None:
         packages = await repos.packages(pool, current["id"], q, _int(request.query.get("page")), PER_PAGE)
-    return render("repo.html", request, {"repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q})
+    return render("repo.html", request, {"repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q,
+                                         "mirror": await repos.mirror(pool, repo["id"])})
+
+
+@page(role=Role.operator)
+async def repo_mirror(request: web.Request) -> web.Response:
+    """The repository page's "Mirror now": the same domain call as POST /api/v2/repo/<id>/mirror."""
+    repo_id = _int(request.match_info["id"], 0, 0, 2**62)
+    try:
+        ref = await request_mirror(request.app[POOL], request.app[REDIS], repo_id, None,
+                                   requested_by=request[SESSION].principal.username)
+    except DomainError as exc:
+        return error_page(request, exc.status, exc.message)
+    return redirect(f"/tasks/{ref.id}")
 
 
 # --- helpers ----------------------------------------------------------------------------------------

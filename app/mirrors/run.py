@@ -221,6 +221,9 @@ class _Downloads:
                     f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
                     f"the index says {e.name} {e.version} {e.arch}")
             async with self.pool.acquire() as conn, conn.transaction():
+                # No WAL flush per file: a row lost in a crash only means one more download, and the
+                # snapshot's own (flushed) commit makes every earlier one durable.
+                await conn.execute("SET LOCAL synchronous_commit TO off")
                 await store_row(conn, parsed)
                 self.storage.adopt(incoming)      # into the pool before commit: a row never lacks its file
                 adopted = True

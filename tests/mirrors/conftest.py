@@ -1,12 +1,24 @@
 """A Debian upstream on 127.0.0.1, built in the test, and a mirror of it made through the API."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import pytest
 
 from tests.helpers import bearer
 from tests.upstream import DebArchive, Upstream
+
+
+@pytest.fixture(autouse=True)
+def fresh_trees(settings):
+    """No published tree or rebuild cache left by an earlier test: the database starts empty for each test, so
+    its snapshot ids come again, and the rebuild's per-snapshot cache (keyed by id) would describe another
+    test's packages."""
+    for name in ("trees", "public"):
+        folder = settings.storage_dir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 class Site:

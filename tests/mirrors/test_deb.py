@@ -321,3 +321,45 @@ async def test_flat_repository_non_compliant(tmp_path, aiohttp_server, upstream_
     assert task["Status"] == "done", task["Error"]
     assert await _names(pool, task["Result"]["snapshot"]) == ["flatpkg_1.0-1_amd64.deb"]
     assert upstream.counts["flat/flatpkg_1.0-1_amd64.deb"] == 1 and upstream.counts["flat/Packages"] == 1
+
+
+async def test_a_scheduled_mirror_runs(site, make_mirror, client, admin_key, pool, redis, run_worker):
+    from app.tasks import schedules
+
+    repo_id = await make_mirror(site)
+    h = bearer(admin_key)
+    r = await client.post("/api/v2/tasks/scheduled", headers=h,
+                          json={"kind": "mirror", "params": {"repo": repo_id}, "cron": "0 2 * * *"})
+    assert r.status == 201, await r.text()
+    assert (await r.json())["results"]["Target"] == f"repo:{repo_id}"
+    r = await client.post("/api/v2/tasks/scheduled", headers=h,
+                          json={"kind": "mirror", "params": {"repo": 999}, "cron": "0 2 * * *"})
+    assert r.status == 400
+    await pool.execute("UPDATE tasks SET next_run_at = now() - interval '1 minute' WHERE type = 'scheduled'")
+    assert len(await schedules.run_due(pool, redis)) == 1
+    await run_worker()
+    row = await pool.fetchrow("SELECT status, result FROM tasks WHERE kind = 'mirror' AND type = 'immediate'")
+    assert row["status"] == "done" and row["result"]["downloaded"] == 4
+
+
+async def test_dashboard_shows_the_mirror_and_runs_it(site, make_mirror, run_mirror, client, make_key, pool, redis):
+    from tests.test_dashboard import csrf_of, login
+
+    repo_id = await make_mirror(site, include=["a*", "common"])
+    await run_mirror(repo_id)
+    viewer = await make_key("viewer", "vic")
+    await login(client, api_key=viewer)
+    page = await (await client.get(f"/repos/{repo_id}")).text()
+    assert "Mirror of up1" in page and site.url in page and "include a* common" in page
+    assert "task #1</a> done" in page and "Mirror now" not in page
+    token = await csrf_of(client, f"/repos/{repo_id}")
+    assert (await client.post(f"/repos/{repo_id}/mirror", data={"csrf": token}, allow_redirects=False)).status == 403
+    client.session.cookie_jar.clear()
+    await login(client, api_key=await make_key("operator", "olga"))
+    page = await (await client.get(f"/repos/{repo_id}")).text()
+    assert "Mirror now" in page
+    token = await csrf_of(client, f"/repos/{repo_id}")
+    resp = await client.post(f"/repos/{repo_id}/mirror", data={"csrf": token}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/tasks/2"
+    assert await pool.fetchval("SELECT kind || ' ' || target || ' ' || requested_by FROM tasks WHERE id = 2") == \
+        f"mirror repo:{repo_id} olga"
