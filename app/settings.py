@@ -125,6 +125,9 @@ class Settings:
     mirror_connect_timeout: float = 15.0
     # Longest wait for the next bytes of an upstream answer (a drip-feeding upstream fails, not hangs).
     mirror_read_timeout: float = 60.0
+    # Retries of a request that failed to connect or got a 429/5xx, the first after about this long, doubling.
+    mirror_retries: int = 3
+    mirror_retry_seconds: float = 1.0
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -196,6 +199,8 @@ class Settings:
             mirror_index_max_bytes=_int("DEPOT_MIRROR_INDEX_MAX_BYTES", 512 * MiB),
             mirror_connect_timeout=_float("DEPOT_MIRROR_CONNECT_TIMEOUT", 15.0),
             mirror_read_timeout=_float("DEPOT_MIRROR_READ_TIMEOUT", 60.0),
+            mirror_retries=max(0, _int("DEPOT_MIRROR_RETRIES", 3)),
+            mirror_retry_seconds=_float("DEPOT_MIRROR_RETRY_SECONDS", 1.0),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

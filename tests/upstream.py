@@ -147,6 +147,7 @@ class Upstream:
         self.redirects: dict[str, str] = {}
         self.package_delay = 0.0        # seconds before each .deb answer (a slow upstream)
         self.stalled: set[str] = set()  # paths answered with a few bytes, then nothing (a drip-feeding upstream)
+        self.failing: Counter = Counter()   # path -> how many more times to answer it 503 (Retry-After: 0)
         self.app = web.Application()
         self.app.router.add_get("/{path:.*}", self._serve)
 
@@ -155,6 +156,9 @@ class Upstream:
         self.counts[path] += 1
         if path in self.redirects:
             raise web.HTTPFound(self.redirects[path])
+        if self.failing[path] > 0:
+            self.failing[path] -= 1
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "0"})
         if self.package_delay and path.endswith(".deb"):
             await asyncio.sleep(self.package_delay)
         if path in self.stalled:

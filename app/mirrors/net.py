@@ -6,12 +6,16 @@
   name that changes its answer between a check and the connection gains nothing; address literals,
   which aiohttp never resolves, are checked before each request. Redirects are followed here, at most
   MAX_REDIRECTS, each hop checked the same way.
+- Patient: connection errors and 429/5xx answers are retried (DEPOT_MIRROR_RETRIES, exponential backoff with
+  jitter, an upstream's Retry-After honoured up to MAX_RETRY_WAIT) before any byte of a body is read.
 - Bounded: connection and read timeouts, a size cap on every body read into memory, a byte limit on
   every file streamed to disk (the size its index gives).
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import random
 import socket
 from collections.abc import AsyncIterator
 
@@ -21,7 +25,16 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 MAX_REDIRECTS = 5
+MAX_RETRY_WAIT = 30.0          # seconds, whatever an upstream's Retry-After asks
 _REDIRECTS = (301, 302, 303, 307, 308)
+_RETRIED = (429, 500, 502, 503, 504)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After in seconds (capped); None when absent or not a number of seconds."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(MAX_RETRY_WAIT, float(value.strip()))
 
 
 class UpstreamError(Exception):
@@ -92,6 +105,7 @@ class Fetcher:
     def __init__(self, settings, *, auth: aiohttp.BasicAuth | None = None, auth_host: str | None = None):
         self.policy = HostPolicy(settings.mirror_allow_hosts)
         self.concurrency = settings.mirror_concurrency
+        self.retries, self.retry_seconds = settings.mirror_retries, settings.mirror_retry_seconds
         self._auth, self._auth_host = auth, auth_host
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency,
                                          resolver=GuardedResolver(self.policy), use_dns_cache=False)
@@ -111,18 +125,11 @@ class Fetcher:
         await self.close()
 
     async def _open(self, url: URL) -> aiohttp.ClientResponse:
+        """The answer to a GET of `url`, redirects followed (each hop checked); connection errors and
+        429/5xx answers retried with backoff before any byte of a body is read."""
         for _ in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url)
-            auth = self._auth if self._auth is not None and url.host == self._auth_host else None
-            self.requests += 1
-            try:
-                resp = await self.session.get(url, allow_redirects=False, auth=auth)
-            except Refused:
-                raise
-            except TimeoutError:          # aiohttp's timeouts are ClientErrors too: this first
-                raise UpstreamError(f"{_shown(url)}: no answer in time") from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
+            resp = await self._get_retrying(url)
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
@@ -131,6 +138,34 @@ class Fetcher:
                 raise UpstreamError(f"{_shown(url)}: a redirect without a Location")
             url = url.join(URL(location))
         raise UpstreamError(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects")
+
+    async def _get_retrying(self, url: URL) -> aiohttp.ClientResponse:
+        auth = self._auth if self._auth is not None and url.host == self._auth_host else None
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            self.requests += 1
+            try:
+                resp = await self.session.get(url, allow_redirects=False, auth=auth)
+            except Refused:
+                raise
+            except TimeoutError:          # aiohttp's timeouts are ClientErrors too: this first
+                if last:
+                    raise UpstreamError(f"{_shown(url)}: no answer in time") from None
+            except aiohttp.ClientError as exc:
+                if last:
+                    raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
+            else:
+                if resp.status not in _RETRIED or last:
+                    return resp
+                wait = _retry_after(resp.headers.get("Retry-After"))
+                resp.release()
+                await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
+                continue
+            await asyncio.sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(MAX_RETRY_WAIT, self.retry_seconds * 2 ** attempt) * (0.5 + random.random() / 2)
 
     async def get_bytes(self, url: URL, max_bytes: int, *, missing_ok: bool = False) -> bytes | None:
         """A whole body of at most max_bytes; None for a 404/410 when missing_ok."""

@@ -363,3 +363,16 @@ async def test_dashboard_shows_the_mirror_and_runs_it(site, make_mirror, run_mir
     assert resp.status == 303 and resp.headers["Location"] == "/tasks/2"
     assert await pool.fetchval("SELECT kind || ' ' || target || ' ' || requested_by FROM tasks WHERE id = 2") == \
         f"mirror repo:{repo_id} olga"
+
+
+async def test_transient_upstream_errors_are_retried(site, make_mirror, run_mirror, pool):
+    site.upstream.failing["debian/dists/stable/InRelease"] = 2
+    site.upstream.failing["debian/pool/main/beta_1.0-1_amd64.deb"] = 3
+    site.upstream.failing["debian/pool/main/gamma_1.0-1_amd64.deb"] = 4      # one more than the retries
+    task = await run_mirror(await make_mirror(site), settings={"mirror_retry_seconds": 0.01})
+    assert task["Status"] == "error"
+    assert task["Error"].endswith("gamma_1.0-1_amd64.deb: HTTP 503")
+    assert site.upstream.counts["debian/dists/stable/InRelease"] == 3
+    assert site.upstream.counts["debian/pool/main/beta_1.0-1_amd64.deb"] == 4
+    assert site.upstream.counts["debian/pool/main/gamma_1.0-1_amd64.deb"] == 4
+    assert await pool.fetchval("SELECT count(*) FROM package_files") == 3
