@@ -1,7 +1,7 @@
 """`make bench`, mirrors: Depot's mirror task beside aptly's `mirror update`, on the same upstream, one run.
 
 Cases (BENCH_MIRROR_COUNT generated debs, 5,000 by default, cached under bench/out/; upstream served by aiohttp
-on 127.0.0.1 in a thread of its own, InRelease signed with a throwaway key, Packages.xz with by-hash):
+on 127.0.0.1 in a process of its own, InRelease signed with a throwaway key, Packages.xz with by-hash):
   first mirror            Depot: verify, indexes, download + check + parse + pool, snapshot, rebuild + sign
                           aptly: `mirror update` (download + checks only; publishing is a separate step)
   upstream unchanged      both again                                  (Depot's target: <= 0.1 s)
@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,38 +32,52 @@ BENCH_DB = "depot_bench_mirror"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class _Server:
-    """The upstream in a thread with its own event loop: its work never runs on Depot's loop."""
+def _serve(root: str, delay: float, port_out) -> None:
+    """The upstream, in a process of its own (as nginx would be): its CPU is not Depot's. GET /__counts
+    answers its per-path request counts."""
+    upstream = Upstream(Path(root))
 
-    def __init__(self, upstream: Upstream, delay: float):
-        self.upstream, self.delay, self.port = upstream, delay, 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+    @web.middleware
+    async def hooks(request, handler):
+        if request.path == "/__counts":
+            return web.json_response(dict(upstream.counts))
+        if delay:
+            await asyncio.sleep(delay)
+        return await handler(request)
 
-    def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-        self._ready.wait(10)
+    upstream.app.middlewares.append(hooks)
 
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        app = self.upstream.app
-        if self.delay:
-            @web.middleware
-            async def slow(request, handler):
-                await asyncio.sleep(self.delay)
-                return await handler(request)
-            app.middlewares.append(slow)
-        runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
+    async def run() -> None:
+        runner = web.AppRunner(upstream.app, access_log=None)
+        await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
+        await site.start()
+        port_out.send(site._server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+class _Server:
+    def __init__(self, root: Path, delay: float):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_serve, args=(str(root), delay, send), daemon=True)
+        self.process.start()
+        self.port = receive.recv()
+
+    async def package_requests(self) -> int:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/__counts") as r:
+            counts = await r.json()
+        return sum(n for p, n in counts.items() if p.endswith(".deb"))
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self.process.terminate()
+        self.process.join(10)
 
 
 def _aptly(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -93,6 +106,7 @@ def _timed_aptly(home: Path) -> float:
 
 
 async def _run(count: int, delay: float) -> None:
+    from app import db
     from app.mirrors.model import create_mirror_repo
     from app.mirrors.run import mirror_repo
     from app.repos.signing import Signer
@@ -108,14 +122,14 @@ async def _run(count: int, delay: float) -> None:
         for f in debs.iterdir():
             os.link(f, archive.pool / f.name)
         archive.build(compressions=(".xz", ".gz"), arches=("amd64",))
-        upstream = Upstream(work / "www")
-        server = _Server(upstream, delay)
-        server.start()
+        server = _Server(work / "www", delay)
         url = f"http://127.0.0.1:{server.port}/debian"
 
         settings = private_settings(BENCH_DB, 5, "depot:bench-mirror-queue", storage_dir=work / "storage",
                                     mirror_allow_hosts=("127.0.0.1",))
-        pool = await fresh_database(settings)
+        await (await fresh_database(settings)).close()
+        # As many connections as a worker process has (one per job, plus four): the downloads share them.
+        pool = await db.create_pool(settings, min_size=2, max_size=settings.worker_max_jobs + 4)
         storage, signer = Storage(settings.storage_dir), Signer(work / "gnupg", key_length=2048)
         signer.fingerprint          # the key is made now, not inside the first timed run
         await create_source(pool, "deb", {"name": "up", "type": "deb", "url": url, "distributions": [
@@ -126,10 +140,11 @@ async def _run(count: int, delay: float) -> None:
         rows: list[tuple[str, float, float | None, str]] = []
 
         async def depot() -> tuple[float, dict]:
-            before = upstream.package_requests()
-            t = time.perf_counter()
+            before = await server.package_requests()
+            t, cpu = time.perf_counter(), time.process_time()
             result = await mirror_repo(pool, replace(settings), storage, signer, repo.id)
-            return time.perf_counter() - t, {**result, "package_requests": upstream.package_requests() - before}
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            return seconds, {**result, "package_requests": await server.package_requests() - before, "cpu": cpu}
 
         aptly_home = None
         if shutil.which("aptly"):
@@ -141,7 +156,8 @@ async def _run(count: int, delay: float) -> None:
         seconds, result = await depot()
         ref = _timed_aptly(aptly_home) if aptly_home else None
         rows.append(("first mirror", seconds, ref, f"{result['package_requests']} downloads of {wanted}; "
-                                                   f"rebuild + sign {result['rebuild']['seconds']:.2f} s"))
+                                                   f"rebuild + sign {result['rebuild']['seconds']:.2f} s; "
+                                                   f"Depot CPU {result['cpu']:.2f} s"))
         seconds, result = await depot()
         ref = _timed_aptly(aptly_home) if aptly_home else None
         rows.append(("upstream unchanged", seconds, ref, f"unchanged={result['unchanged']}, "

@@ -174,6 +174,7 @@ class _Downloads:
         self.files = self.bytes = 0
         self.total_files = self.total_bytes = 0
         self.failures: list[str] = []
+        self.rows: asyncio.Queue = asyncio.Queue()
         self._shown = 0.0
 
     async def run(self, todo: list[Entry]) -> None:
@@ -187,12 +188,30 @@ class _Downloads:
                 await self.one(entry)
 
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.fetcher.concurrency, len(todo))):
-                    group.create_task(worker())
+            async with asyncio.TaskGroup() as outer:
+                outer.create_task(self.write_rows())
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for _ in range(min(self.fetcher.concurrency, len(todo))):
+                            group.create_task(worker())
+                finally:
+                    self.rows.put_nowait(None)       # the writer ends after the rows already queued
         except BaseExceptionGroup as eg:       # a stop, or a database error: the first one, as itself
-            raise eg.exceptions[0] from None
+            raise _first(eg) from None
         await self.report(force=True)
+
+    async def write_rows(self) -> None:
+        """The rows of the files the workers placed in the pool, in arrival order, on one connection: one
+        statement per file and no WAL flush each (a row lost in a crash means one more download; the
+        snapshot's own flushed commit makes every earlier one durable)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("SET synchronous_commit TO off")
+            while (item := await self.rows.get()) is not None:
+                parsed, size = item
+                await store_row(conn, parsed)
+                self.files += 1
+                self.bytes += size
+                await self.report()
 
     async def one(self, e: Entry) -> None:
         if e.size > self.max_size:
@@ -220,19 +239,14 @@ class _Downloads:
                 return self.failures.append(
                     f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
                     f"the index says {e.name} {e.version} {e.arch}")
-            async with self.pool.acquire() as conn, conn.transaction():
-                # No WAL flush per file: a row lost in a crash only means one more download, and the
-                # snapshot's own (flushed) commit makes every earlier one durable.
-                await conn.execute("SET LOCAL synchronous_commit TO off")
-                await store_row(conn, parsed)
-                self.storage.adopt(incoming)      # into the pool before commit: a row never lacks its file
-                adopted = True
+            # The file first, then its row (write_rows): a row never lacks its file, and a file whose row
+            # never came (a crash in between) is an orphan the pool GC removes after its grace period.
+            self.storage.adopt(incoming)
+            adopted = True
+            self.rows.put_nowait((parsed, e.size))
         finally:
             if not adopted:
                 incoming.discard()
-        self.files += 1
-        self.bytes += e.size
-        await self.report()
 
     async def report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -243,6 +257,13 @@ class _Downloads:
         await self.progress(10 + int(80 * share),
                             f"downloaded {self.files}/{self.total_files} files, "
                             f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB")
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tuple[int, int]:
