@@ -8,6 +8,8 @@
   MAX_REDIRECTS, each hop checked the same way.
 - Patient: connection errors and 429/5xx answers are retried (DEPOT_MIRROR_RETRIES, exponential backoff with
   jitter, an upstream's Retry-After honoured up to MAX_RETRY_WAIT) before any byte of a body is read.
+- DEPOT_MIRROR_PROXY: every request through that HTTP proxy (upstream names are then checked here before
+  each request, since the connector only resolves the proxy's).
 - Bounded: connection and read timeouts, a size cap on every body read into memory, a byte limit on
   every file streamed to disk (the size its index gives).
 """
@@ -106,9 +108,14 @@ class Fetcher:
         self.policy = HostPolicy(settings.mirror_allow_hosts)
         self.concurrency = settings.mirror_concurrency
         self.retries, self.retry_seconds = settings.mirror_retries, settings.mirror_retry_seconds
+        self.proxy = settings.mirror_proxy
+        if self.proxy:
+            # The proxy is the operator's own: its host is allowed, whatever its address.
+            self.policy.names.add((URL(self.proxy).host or "").lower())
+        self._resolver = GuardedResolver(self.policy)
         self._auth, self._auth_host = auth, auth_host
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency,
-                                         resolver=GuardedResolver(self.policy), use_dns_cache=False)
+                                         resolver=self._resolver, use_dns_cache=False)
         timeout = aiohttp.ClientTimeout(total=None, connect=settings.mirror_connect_timeout,
                                         sock_read=settings.mirror_read_timeout)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
@@ -129,6 +136,11 @@ class Fetcher:
         429/5xx answers retried with backoff before any byte of a body is read."""
         for _ in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url)
+            if self.proxy and url.host:
+                # Through a proxy the connector resolves the proxy's name, not the upstream's: check that
+                # name here (the proxy resolves it again; a proxy that must not reach private addresses
+                # enforces that itself).
+                await self._resolver.resolve(url.host, url.port or 0)
             resp = await self._get_retrying(url)
             if resp.status not in _REDIRECTS:
                 return resp
@@ -145,7 +157,7 @@ class Fetcher:
             last = attempt == self.retries
             self.requests += 1
             try:
-                resp = await self.session.get(url, allow_redirects=False, auth=auth)
+                resp = await self.session.get(url, allow_redirects=False, auth=auth, proxy=self.proxy)
             except Refused:
                 raise
             except TimeoutError:          # aiohttp's timeouts are ClientErrors too: this first

@@ -5,6 +5,9 @@ import pytest
 
 import subprocess
 
+import aiohttp
+from aiohttp import web
+
 from app.sources.keys import read_public_keys, verify
 from tests import pkgfactory
 from tests.helpers import bearer, wait_for
@@ -376,3 +379,26 @@ async def test_transient_upstream_errors_are_retried(site, make_mirror, run_mirr
     assert site.upstream.counts["debian/pool/main/beta_1.0-1_amd64.deb"] == 4
     assert site.upstream.counts["debian/pool/main/gamma_1.0-1_amd64.deb"] == 4
     assert await pool.fetchval("SELECT count(*) FROM package_files") == 3
+
+
+async def test_through_a_proxy(site, make_mirror, run_mirror, aiohttp_server, pool):
+    seen: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        async with aiohttp.ClientSession() as s, s.get(str(request.url)) as r:
+            return web.Response(body=await r.read(), status=r.status)
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", forward)
+    proxy = await aiohttp_server(app, host="127.0.0.1")
+    repo_id = await make_mirror(site)
+    task = await run_mirror(repo_id, settings={"mirror_proxy": f"http://127.0.0.1:{proxy.port}"})
+    assert task["Status"] == "done", task["Error"]
+    assert len([u for u in seen if u.endswith(".deb")]) == 4 and seen[0].endswith("/dists/stable/InRelease")
+    # The upstream's own name is still checked: a private one is refused before the proxy sees it.
+    seen.clear()
+    site.url = site.url.replace("127.0.0.1", "localhost")
+    task = await run_mirror(await make_mirror(site), settings={"mirror_proxy": f"http://127.0.0.1:{proxy.port}",
+                                                               "mirror_allow_hosts": ()})
+    assert task["Status"] == "error" and "localhost resolves to loopback" in task["Error"] and seen == []
