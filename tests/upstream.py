@@ -178,3 +178,56 @@ class Upstream:
     def index_requests(self) -> int:
         return sum(n for p, n in self.counts.items() if "/binary-" in p)
 
+
+
+class Pki:
+    """A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (PEM texts)."""
+
+    def __init__(self):
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def name(cn: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+        def pem_key(key) -> str:
+            return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = (x509.CertificateBuilder().subject_name(name("test ca")).issuer_name(name("test ca"))
+              .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+
+        def leaf(cn: str, serial: int, san=None):
+            key = ec.generate_private_key(ec.SECP256R1())
+            builder = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+                       .public_key(key.public_key()).serial_number(serial).not_valid_before(now)
+                       .not_valid_after(now + datetime.timedelta(days=1)))
+            if san:
+                builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+            return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode(), pem_key(key)
+
+        self.ca = ca.public_bytes(serialization.Encoding.PEM).decode()
+        self.server_cert, self.server_key = leaf("127.0.0.1", 2, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        self.client_cert, self.client_key = leaf("depot mirror", 3)
+
+    def server_context(self, folder: Path):
+        """TLS for the upstream: its certificate, and a client certificate from this CA required."""
+        import ssl
+
+        (folder / "server.pem").write_text(self.server_cert + self.server_key)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(folder / "server.pem")
+        ctx.load_verify_locations(cadata=self.ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
 import socket
+import ssl
+import tempfile
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -96,6 +99,25 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+def tls_context(certificate: str | None, private_key: str | None, ca_certificate: str | None) -> ssl.SSLContext | None:
+    """The TLS settings of a source: its client certificate and key, its own CA (else the system's); None when
+    it has none. The key is written to a private file only while it is loaded (the ssl module reads files)."""
+    if not (certificate and private_key) and not ca_certificate:
+        return None
+    ctx = ssl.create_default_context(cadata=ca_certificate) if ca_certificate else ssl.create_default_context()
+    if certificate and private_key:
+        with tempfile.TemporaryDirectory(prefix="depot-tls-") as folder:
+            path = os.path.join(folder, "client.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(certificate.strip() + "\n" + private_key.strip() + "\n")
+            try:
+                ctx.load_cert_chain(path)
+            except (ssl.SSLError, ValueError) as exc:
+                raise UpstreamError(f"the source's client certificate or key is unusable ({exc})") from None
+    return ctx
+
+
 def _shown(url: URL) -> str:
     """A URL as it may appear in messages and logs: never its password."""
     return str(url.with_password(None)) if url.password else str(url)
@@ -104,7 +126,8 @@ def _shown(url: URL) -> str:
 class Fetcher:
     """One aiohttp session for one mirror run. `auth` is sent only to the base URL's host."""
 
-    def __init__(self, settings, *, auth: aiohttp.BasicAuth | None = None, auth_host: str | None = None):
+    def __init__(self, settings, *, auth: aiohttp.BasicAuth | None = None, auth_host: str | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.policy = HostPolicy(settings.mirror_allow_hosts)
         self.concurrency = settings.mirror_concurrency
         self.retries, self.retry_seconds = settings.mirror_retries, settings.mirror_retry_seconds
@@ -115,7 +138,8 @@ class Fetcher:
         self._resolver = GuardedResolver(self.policy)
         self._auth, self._auth_host = auth, auth_host
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency,
-                                         resolver=self._resolver, use_dns_cache=False)
+                                         resolver=self._resolver, use_dns_cache=False,
+                                         ssl=tls if tls is not None else True)
         timeout = aiohttp.ClientTimeout(total=None, connect=settings.mirror_connect_timeout,
                                         sock_read=settings.mirror_read_timeout)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,

@@ -39,7 +39,7 @@ from app.sources.model import Source, keyring
 from . import deb, rpm
 from .common import ArchiveError, Entry, check_index, decompress, select
 from .model import Mirror, get_mirror, last_snapshot, mirror_source
-from .net import Fetcher, UpstreamError
+from .net import Fetcher, UpstreamError, tls_context
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
@@ -299,7 +299,9 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
     flat = source.definition.get("non-compliant") == "true"
     limit = settings.mirror_index_max_bytes
     try:
-        async with Fetcher(settings, auth=auth, auth_host=bases[0].host) as fetcher:
+        tls = source.definition.get("ssl-authentication") or {}
+        tls = tls_context(tls.get("certificate"), source.secrets.get("private-key"), tls.get("ca-certificate"))
+        async with Fetcher(settings, auth=auth, auth_host=bases[0].host, tls=tls) as fetcher:
             # Every root's signed entry file first: an unchanged upstream costs these requests alone.
             verified: list[tuple[URL, bytes]] = []
             signed_by, date = None, None

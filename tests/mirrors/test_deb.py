@@ -11,7 +11,7 @@ from aiohttp import web
 from app.sources.keys import read_public_keys, verify
 from tests import pkgfactory
 from tests.helpers import bearer, wait_for
-from tests.upstream import Upstream
+from tests.upstream import DebArchive, Pki, Upstream
 
 pytestmark = pytest.mark.usefixtures("repo_db")
 
@@ -402,3 +402,32 @@ async def test_through_a_proxy(site, make_mirror, run_mirror, aiohttp_server, po
     task = await run_mirror(await make_mirror(site), settings={"mirror_proxy": f"http://127.0.0.1:{proxy.port}",
                                                                "mirror_allow_hosts": ()})
     assert task["Status"] == "error" and "localhost resolves to loopback" in task["Error"] and seen == []
+
+
+async def test_tls_client_certificate(tmp_path, aiohttp_server, upstream_key, client, admin_key, run_mirror, pool):
+    pki = Pki()
+    archive = DebArchive(tmp_path / "www" / "debian", upstream_key)
+    archive.add("secret")
+    archive.build()
+    upstream = Upstream(tmp_path / "www")
+    server = await aiohttp_server(upstream.app, host="127.0.0.1", ssl=pki.server_context(tmp_path))
+    h = bearer(admin_key)
+
+    async def mirror_with(name: str, tls: dict) -> dict:
+        body = {"name": name, "type": "deb", "url": f"https://127.0.0.1:{server.port}/debian",
+                "distributions": [{"name": "stable", "components": [{"name": "main"}],
+                                   "gpgkeys": [{"armored": upstream_key.armored()}]}], "ssl-authentication": tls}
+        assert (await client.post("/api/v2/source/deb/", json=body, headers=h)).status == 201
+        r = await client.post("/api/v2/repo/", json={"name": name, "type": "deb", "dist": "stable", "section": "main",
+                                                     "source": name, "arch": ["amd64"]}, headers=h)
+        return await run_mirror((await r.json())["results"]["Id"], settings={"mirror_retry_seconds": 0.01})
+
+    task = await mirror_with("tls", {"certificate": pki.client_cert, "private-key": pki.client_key,
+                                     "ca-certificate": pki.ca})
+    assert task["Status"] == "done", task["Error"]
+    assert await _names(pool, task["Result"]["snapshot"]) == ["secret_1.0-1_amd64.deb"]
+    task = await mirror_with("nocert", {"ca-certificate": pki.ca})
+    assert task["Status"] == "error" and "InRelease" in task["Error"]
+    assert upstream.counts["debian/dists/stable/InRelease"] == 1         # the first run's: refused at the handshake
+    task = await mirror_with("noca", {"certificate": pki.client_cert, "private-key": pki.client_key})
+    assert task["Status"] == "error" and "certificate verify failed" in task["Error"]
