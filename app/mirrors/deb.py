@@ -74,10 +74,16 @@ def by_hash_path(index: IndexFile) -> str:
     return f"{folder}by-hash/SHA256/{index.sha256}"
 
 
+_FIELDS = ["Package", "Version", "Architecture", "Filename", "Size", "SHA256"]
+
+
 def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> list[Entry]:
     """The entries of a Packages index for these architectures; ArchiveError on a malformed or unsafe one."""
     out = []
-    for para in deb822.Packages.iter_paragraphs(text.decode("utf-8", "replace"), use_apt_pkg=False):
+    # Plain Deb822 paragraphs of the fields used, from a list of lines: twice as fast as Packages paragraphs
+    # (which keep every field and parse relations).
+    lines = text.decode("utf-8", "replace").splitlines()
+    for para in deb822.Deb822.iter_paragraphs(lines, fields=_FIELDS, use_apt_pkg=False):
         name = para.get("Package")
         if not name:
             continue
