@@ -16,7 +16,8 @@ from app.domain_errors import Invalid
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Distribution, component and release names: what an archive path segment may hold.
 PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
-FPR_RE = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
+# Fingerprints, and the long (16) or short (8) key ids templates also give under `fingerprint`.
+FPR_RE = re.compile(r"^(?:[0-9A-F]{8}|[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64})$")
 SECRET_MARK = "<set>"          # shown in place of a secret that is stored
 MAX_ITEMS = 200                # distributions, components, releasevers or keys in one definition
 
@@ -88,7 +89,7 @@ def _keys(value: Any, where: str, armored: list[str]) -> list[dict]:
         key = _text(entry.get("armored"), "armored", limit=1 << 20)
         if fpr:
             if not FPR_RE.match(fpr.removeprefix("0X")):
-                raise Invalid(f"{where}: {fpr!r} is not a key fingerprint (40 or 64 hex digits)")
+                raise Invalid(f"{where}: {fpr!r} is not a key fingerprint or id (8, 16, 40 or 64 hex digits)")
             out.append({"fingerprint": fpr.removeprefix("0X")})
         if link:
             if not re.match(r"^https?://\S+$", link):

@@ -187,3 +187,23 @@ async def test_keys_per_source(client, admin_key, pool, upstream_key, other_key)
         assert r.status == 400, bad
     assert (await client.post("/api/v2/source/deb/nope/keys", json={"armored": upstream_key.armored()},
                               headers=h)).status == 404
+
+
+async def test_template_key_ids_and_fingerprints_are_recorded(client, admin_key, tmp_path):
+    # Templates name keys by fingerprint, or by long or short key id under the same `fingerprint` key.
+    f = tmp_path / "t.yml"
+    f.write_text("---\ndescription: keys\ntype: deb\nrepositories:\n"
+                 "  - name: keyed\n    type: deb\n    url: https://archive.test/debian\n    distributions:\n"
+                 "      - name: old\n        components: [{name: main}]\n        gpgkeys:\n"
+                 "          - fingerprint: 0123456789abcdef\n          - fingerprint: 89ABCDEF\n"
+                 "          - fingerprint: '0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567'\n")
+    h = bearer(admin_key)
+    r = await client.post("/api/v2/source/deb/import", data=_form(f), headers=h)
+    assert r.status == 200, await r.text()
+    definition = json.loads((await (await client.get("/api/v2/source/deb/keyed", headers=h)).json())["results"]["Definition"])
+    assert definition["distributions"][0]["gpgkeys"] == [
+        {"fingerprint": "0123456789ABCDEF"}, {"fingerprint": "89ABCDEF"},
+        {"fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"}]
+    f.write_text(f.read_text().replace("89ABCDEF\n", "89ABCDEFG\n"))
+    r = await client.post("/api/v2/source/deb/import", data=_form(f), headers=h)
+    assert r.status == 400 and "'89ABCDEFG' is not a key fingerprint or id" in await r.text()
