@@ -129,6 +129,8 @@ class Settings:
     mirror_retries: int = 3
     # An HTTP proxy every mirror request goes through (http://[user:password@]host:port); None: direct.
     mirror_proxy: str | None = None
+    # Bytes per second a mirror run may download, all its connections together (0: no limit).
+    mirror_rate_limit: int = 0
     mirror_retry_seconds: float = 1.0
     # Signing.
     gpg_key_file: str | None = None
@@ -203,6 +205,7 @@ class Settings:
             mirror_read_timeout=_float("DEPOT_MIRROR_READ_TIMEOUT", 60.0),
             mirror_retries=max(0, _int("DEPOT_MIRROR_RETRIES", 3)),
             mirror_proxy=_str("DEPOT_MIRROR_PROXY", None),
+            mirror_rate_limit=max(0, _int("DEPOT_MIRROR_RATE_LIMIT", 0)),
             mirror_retry_seconds=_float("DEPOT_MIRROR_RETRY_SECONDS", 1.0),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),

@@ -10,6 +10,7 @@
   jitter, an upstream's Retry-After honoured up to MAX_RETRY_WAIT) before any byte of a body is read.
 - DEPOT_MIRROR_PROXY: every request through that HTTP proxy (upstream names are then checked here before
   each request, since the connector only resolves the proxy's).
+- DEPOT_MIRROR_RATE_LIMIT: bytes per second for a whole run, all its connections together.
 - Bounded: connection and read timeouts, a size cap on every body read into memory, a byte limit on
   every file streamed to disk (the size its index gives).
 """
@@ -132,6 +133,9 @@ class Fetcher:
         self.concurrency = settings.mirror_concurrency
         self.retries, self.retry_seconds = settings.mirror_retries, settings.mirror_retry_seconds
         self.proxy = settings.mirror_proxy
+        # One byte budget for all of the run's connections (a per-connection limit multiplies by the concurrency).
+        self.rate = settings.mirror_rate_limit
+        self._allowance, self._stamp, self.throttled = float(self.rate), None, 0.0
         if self.proxy:
             # The proxy is the operator's own: its host is allowed, whatever its address.
             self.policy.names.add((URL(self.proxy).host or "").lower())
@@ -203,6 +207,18 @@ class Fetcher:
     def _backoff(self, attempt: int) -> float:
         return min(MAX_RETRY_WAIT, self.retry_seconds * 2 ** attempt) * (0.5 + random.random() / 2)
 
+    async def _throttle(self, size: int) -> None:
+        """A token bucket of `rate` bytes per second, one second deep: a reader that overdraws it waits."""
+        now = asyncio.get_running_loop().time()
+        if self._stamp is not None:
+            self._allowance = min(float(self.rate), self._allowance + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._allowance -= size
+        if self._allowance < 0:
+            wait = -self._allowance / self.rate
+            self.throttled += wait
+            await asyncio.sleep(wait)
+
     async def get_bytes(self, url: URL, max_bytes: int, *, missing_ok: bool = False) -> bytes | None:
         """A whole body of at most max_bytes; None for a 404/410 when missing_ok."""
         resp = await self._open(url)
@@ -231,10 +247,11 @@ class Fetcher:
         finally:
             resp.release()
 
-    @staticmethod
-    async def _chunks(resp: aiohttp.ClientResponse, url: URL) -> AsyncIterator[bytes]:
+    async def _chunks(self, resp: aiohttp.ClientResponse, url: URL) -> AsyncIterator[bytes]:
         try:
             async for chunk in resp.content.iter_chunked(1 << 18):
+                if self.rate:
+                    await self._throttle(len(chunk))
                 yield chunk
         except TimeoutError:
             raise UpstreamError(f"{_shown(url)}: the answer stalled") from None

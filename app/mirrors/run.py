@@ -337,6 +337,8 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
                           reused=len(chosen) - len(todo))
+            if fetcher.rate:
+                result["throttled_seconds"] = round(fetcher.throttled, 3)
     except (UpstreamError, ArchiveError) as exc:
         raise MirrorError(str(exc)) from None
     if downloads.failures:

@@ -431,3 +431,15 @@ async def test_tls_client_certificate(tmp_path, aiohttp_server, upstream_key, cl
     assert upstream.counts["debian/dists/stable/InRelease"] == 1         # the first run's: refused at the handshake
     task = await mirror_with("noca", {"certificate": pki.client_cert, "private-key": pki.client_key})
     assert task["Status"] == "error" and "certificate verify failed" in task["Error"]
+
+
+async def test_rate_limit_is_one_budget_for_the_run(site, make_mirror, run_mirror):
+    # A budget of a quarter of the packages' bytes per second makes the run wait about three seconds in all,
+    # whatever the number of connections (the limiter's own account is checked, not a clock).
+    total = sum(f.stat().st_size for f in site.archive.pool.iterdir())
+    rate = total // 4
+    task = await run_mirror(await make_mirror(site), settings={"mirror_rate_limit": rate})
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["bytes"] == total
+    # Everything beyond the first second's budget was waited for (the index files count too).
+    assert task["Result"]["throttled_seconds"] >= (total - rate) / rate - 0.01
