@@ -433,6 +433,7 @@ async def test_tls_client_certificate(tmp_path, aiohttp_server, upstream_key, cl
     assert task["Status"] == "error" and "certificate verify failed" in task["Error"]
 
 
+@pytest.mark.slow
 async def test_rate_limit_is_one_budget_for_the_run(site, make_mirror, run_mirror):
     # A budget of a quarter of the packages' bytes per second makes the run wait about three seconds in all,
     # whatever the number of connections (the limiter's own account is checked, not a clock).
