@@ -180,24 +180,30 @@ class _Downloads:
     async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
         queue = iter(todo)
+        writer = asyncio.create_task(self.write_rows())
 
         async def worker() -> None:
             for entry in queue:
+                if writer.done():          # the rows cannot be written: downloading more is pointless
+                    return
                 if self.check_stop is not None:
                     await self.check_stop()
                 await self.one(entry)
 
+        error: BaseException | None = None
         try:
-            async with asyncio.TaskGroup() as outer:
-                outer.create_task(self.write_rows())
-                try:
-                    async with asyncio.TaskGroup() as group:
-                        for _ in range(min(self.fetcher.concurrency, len(todo))):
-                            group.create_task(worker())
-                finally:
-                    self.rows.put_nowait(None)       # the writer ends after the rows already queued
-        except BaseExceptionGroup as eg:       # a stop, or a database error: the first one, as itself
-            raise _first(eg) from None
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.fetcher.concurrency, len(todo))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as eg:       # a stop, or an error: the first one, as itself
+            error = _first(eg)
+        finally:
+            # Whatever stopped the downloads, the files already in the pool get their rows: a stopped run
+            # keeps every file it finished.
+            self.rows.put_nowait(None)
+            await writer
+        if error is not None:
+            raise error
         await self.report(force=True)
 
     async def write_rows(self) -> None:
