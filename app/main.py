@@ -10,6 +10,7 @@ from app.keys import SETTINGS
 from app.api import environments, hosts, pool as pool_api, profiles, published, snapshots, system, users as users_api
 from app.api import agents as agents_api
 from app.api import repos as repos_api
+from app.api import sources as sources_api
 from app.api import tasks as tasks_api
 from app.dashboard import fleet as dash_fleet, repos as dash_repos, setup as dashboard_setup, views as dash
 from app.settings import Settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         ("GET", "/api/v2/repo/{repo_id}", repos_api.get_repo, "repo"),
         ("DELETE", "/api/v2/repo/{repo_id}", repos_api.delete_repo, "repo_delete"),
         ("POST", "/api/v2/repo/{repo_id}/snapshot", repos_api.create_snapshot, "snapshot_create"),
+        ("POST", "/api/v2/repo/{repo_id}/mirror", repos_api.mirror, "repo_mirror"),
         ("GET", "/api/v2/snapshot/{snap_id}", snapshots.get_snapshot, "snapshot"),
         ("DELETE", "/api/v2/snapshot/{snap_id}", snapshots.delete_snapshot, "snapshot_delete"),
         ("GET", "/api/v2/snapshot/{snap_id}/packages", snapshots.list_packages, "snapshot_packages"),
@@ -113,6 +115,19 @@ def create_app(settings: Settings) -> web.Application:
         ("POST", "/api/v2/environment", environments.create_environment, "environment_create"),
         ("PATCH", "/api/v2/environment/{env}/point", environments.point, "environment_point"),
         ("POST", "/api/v2/pool/gc", pool_api.collect, "pool_gc"),
+    ):
+        both(method, path, handler, name)
+    # --- source repositories (the upstreams of mirrors) ----------------------------------------------
+    # Before {type}/{name}: routes match in registration order.
+    for method, path, handler, name in (
+        ("GET", "/api/v2/source", sources_api.list_all, "sources"),
+        ("GET", "/api/v2/source/{type}", sources_api.list_type, "sources_type"),
+        ("POST", "/api/v2/source/{type}", sources_api.create, "source_create"),
+        ("POST", "/api/v2/source/{type}/import", sources_api.import_template, "sources_import"),
+        ("GET", "/api/v2/source/{type}/{name}", sources_api.get_one, "source"),
+        ("PUT", "/api/v2/source/{type}/{name}", sources_api.replace, "source_replace"),
+        ("DELETE", "/api/v2/source/{type}/{name}", sources_api.delete, "source_delete"),
+        ("POST", "/api/v2/source/{type}/{name}/keys", sources_api.add_keys, "source_keys"),
     ):
         both(method, path, handler, name)
     # The published trees and the public key (nginx serves /repo in production; this is the fallback).
@@ -196,6 +211,7 @@ def create_app(settings: Settings) -> web.Application:
     r.add_post(r"/repos/snapshots/{snap_id:\d+}/delete", dash_repos.delete_snapshot, name="dash_snapshot_delete")
     r.add_post(r"/repos/snapshots/{snap_id:\d+}/rebuild", dash_repos.rebuild, name="dash_snapshot_rebuild")
     r.add_post(r"/repos/snapshots/{snap_id:\d+}/upload", dash_repos.upload, name="dash_snapshot_upload")
+    r.add_post(r"/repos/{id:\d+}/mirror", dash_repos.repo_mirror, name="dash_repo_mirror")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
     r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")

@@ -114,6 +114,24 @@ class Settings:
     # start failed to start; run_start_failures such failures in a row of one part stop everything.
     run_start_window: float = 10.0
     run_start_failures: int = 5
+    # Source repositories and mirrors (app/sources/, app/mirrors/). Upstream URLs that resolve to
+    # loopback, link-local or private addresses are refused unless their host or address is listed in
+    # mirror_allow_hosts (names, addresses or CIDR blocks).
+    source_template_max_bytes: int = 1 * MiB
+    mirror_allow_hosts: tuple = ()
+    mirror_concurrency: int = 8
+    # Largest upstream index (Release, Packages) once decompressed; a larger one fails the mirror.
+    mirror_index_max_bytes: int = 512 * MiB
+    mirror_connect_timeout: float = 15.0
+    # Longest wait for the next bytes of an upstream answer (a drip-feeding upstream fails, not hangs).
+    mirror_read_timeout: float = 60.0
+    # Retries of a request that failed to connect or got a 429/5xx, the first after about this long, doubling.
+    mirror_retries: int = 3
+    # An HTTP proxy every mirror request goes through (http://[user:password@]host:port); None: direct.
+    mirror_proxy: str | None = None
+    # Bytes per second a mirror run may download, all its connections together (0: no limit).
+    mirror_rate_limit: int = 0
+    mirror_retry_seconds: float = 1.0
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -178,6 +196,17 @@ class Settings:
             agent_running_seconds=_float("DEPOT_AGENT_RUNNING_SECONDS", 3600.0),
             run_start_window=_float("DEPOT_RUN_START_WINDOW", 10.0),
             run_start_failures=_int("DEPOT_RUN_START_FAILURES", 5),
+            source_template_max_bytes=_int("DEPOT_SOURCE_TEMPLATE_MAX_BYTES", 1 * MiB),
+            mirror_allow_hosts=tuple(h.strip() for h in (_str("DEPOT_MIRROR_ALLOW_HOSTS", "") or "").split(",")
+                                     if h.strip()),
+            mirror_concurrency=max(1, _int("DEPOT_MIRROR_CONCURRENCY", 8)),
+            mirror_index_max_bytes=_int("DEPOT_MIRROR_INDEX_MAX_BYTES", 512 * MiB),
+            mirror_connect_timeout=_float("DEPOT_MIRROR_CONNECT_TIMEOUT", 15.0),
+            mirror_read_timeout=_float("DEPOT_MIRROR_READ_TIMEOUT", 60.0),
+            mirror_retries=max(0, _int("DEPOT_MIRROR_RETRIES", 3)),
+            mirror_proxy=_str("DEPOT_MIRROR_PROXY", None),
+            mirror_rate_limit=max(0, _int("DEPOT_MIRROR_RATE_LIMIT", 0)),
+            mirror_retry_seconds=_float("DEPOT_MIRROR_RETRY_SECONDS", 1.0),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

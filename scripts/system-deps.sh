@@ -7,6 +7,7 @@
 #   dpkg-deb       test packages              apt-get           real-client tests
 #   dnf            real-client tests          apt-ftparchive    benchmark reference (apt-utils)
 #   createrepo_c   benchmark reference        chromium          dashboard browser tests
+#   aptly          benchmark reference (mirrors)
 set -euo pipefail
 want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
@@ -22,6 +23,7 @@ if [ "${1:-}" != run ]; then
     need apt-ftparchive apt-utils
     need createrepo_c createrepo-c
     need chromium chromium
+    need aptly aptly
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

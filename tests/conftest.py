@@ -50,6 +50,8 @@ def _test_settings(tmp: Path) -> Settings:
         gpg_key_length=2048,
         # Tests send many wrong credentials on purpose; tests/hostile/ checks the throttle with its own limit.
         auth_fail_limit=100_000,
+        # The mirror tests' upstreams listen on 127.0.0.1 (tests/upstream.py); anything else private stays refused.
+        mirror_allow_hosts=("127.0.0.1",),
     )
 
 
@@ -93,6 +95,26 @@ async def clean_state(request, _emptier_conn, redis):
     await emptier.empty(conn)
     await redis.flushdb()
     yield
+
+
+@pytest.fixture(scope="session")
+def upstream_key():
+    """A throwaway OpenPGP key an upstream signs with (tests/upstream.py)."""
+    from tests.upstream import GpgKey
+
+    key = GpgKey("upstream")
+    yield key
+    key.close()
+
+
+@pytest.fixture(scope="session")
+def other_key():
+    """A second throwaway key: another source's, or an attacker's."""
+    from tests.upstream import GpgKey
+
+    key = GpgKey("other")
+    yield key
+    key.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from app.tasks.kinds import Kind
 from workers.runner import TaskContext, handler
 
 
-async def _storage_and_signer(settings):
+async def storage_and_signer(settings):
     storage = Storage(settings.storage_dir)
     signer = signer_from_settings(settings)
     # First use may generate the key (seconds for RSA 3072): off the event loop.
@@ -27,7 +27,7 @@ def _repo_id(ctx: TaskContext) -> int:
 
 @handler(Kind.rebuild)
 async def rebuild(ctx: TaskContext) -> dict:
-    storage, signer = await _storage_and_signer(ctx.settings)
+    storage, signer = await storage_and_signer(ctx.settings)
     await ctx.check_stop()
     return await rebuild_snapshot(ctx.pool, storage, signer, int(ctx.params["snapshot"]),
                                   sign=bool(ctx.params.get("gpg_sign", True)), progress=ctx.progress)
@@ -35,7 +35,7 @@ async def rebuild(ctx: TaskContext) -> dict:
 
 @handler(Kind.env_point)
 async def env_point(ctx: TaskContext) -> dict:
-    storage, signer = await _storage_and_signer(ctx.settings)
+    storage, signer = await storage_and_signer(ctx.settings)
     return await point_env(ctx.pool, storage, signer, ctx.params["env"], int(ctx.params["snapshot"]),
                            progress=ctx.progress)
 

@@ -19,7 +19,7 @@ from app.tasks import rows, schedules
 from app.tasks.kinds import KINDS
 from workers import metrics, reconciler, runner
 # Importing a *_jobs module registers its task kinds in runner.HANDLERS.
-from workers import host_jobs, repo_jobs  # noqa: F401
+from workers import host_jobs, mirror_jobs, repo_jobs  # noqa: F401
 
 log = logging.getLogger(__name__)
 

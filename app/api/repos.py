@@ -6,13 +6,14 @@ from aiohttp import web
 from app import profiles
 from app.api.inputs import load_body, path_id
 from app.auth import Role, require_role, require_user
-from app.errors import ok
-from app.keys import POOL, SETTINGS
+from app.errors import accepted, ok
+from app.keys import POOL, REDIS, SETTINGS
+from app.mirrors import model as mirrors
 from app.openapi import docs
 from app.repos import model
 from app.repos.rebuild import remove_repo
 from app.repos.storage import storage_from_settings
-from app.schemas.repos import ProfileRepos, RepoCreate, SnapshotCreate
+from app.schemas.repos import MirrorRequest, ProfileRepos, RepoCreate, SnapshotCreate
 
 INVALID_REPO = "Invalid repository ID"
 _ERRORS = {400: "Bad input", 401: "No or bad credentials", 403: "Role too low"}
@@ -35,8 +36,22 @@ async def list_repos(request: web.Request) -> web.Response:
 async def create_repo(request: web.Request) -> web.Response:
     require_role(request, Role.operator, "You are not allowed to create repositories")
     body = await load_body(request)
-    repo = await model.create_repo(request.app[POOL], **body)
+    if "source" in body:
+        repo = await mirrors.create_mirror_repo(request.app[POOL], **body)
+    else:
+        repo = await model.create_repo(request.app[POOL], **body)
     return ok({"Id": repo.id, **repo.wire()}, rc=201)
+
+
+@docs(summary="Run a mirror repository from its source into a new snapshot (operator): a task, 202 with its id",
+      request=MirrorRequest, path=_REPO, status=202, responses={**_ERRORS, 404: "Unknown repository or environment"})
+async def mirror(request: web.Request) -> web.Response:
+    who = require_role(request, Role.operator, "You are not allowed to mirror repositories")
+    repo_id = _repo_id(request)
+    body = await load_body(request, allow_empty=True)
+    ref = await mirrors.request_mirror(request.app[POOL], request.app[REDIS], repo_id, body["env"],
+                                       requested_by=who.username)
+    return accepted(ref, "Mirror started")
 
 
 @docs(summary="The active snapshots of a repository, newest first", path=_REPO,

@@ -1,7 +1,8 @@
 """The `depot` command: one module per command group, each adding its commands with register(sub).
 
 server.py (migrate, serve, worker, run), accounts.py (user, apikey), profiles.py (profile), tasks.py (tasks,
-queues), hosts.py (hosts), agents.py (request, requests), repos.py (repo, snapshot, env, pool, upload); common.py holds what they share and
+queues), hosts.py (hosts), agents.py (request, requests), repos.py (repo, snapshot, env, pool, upload),
+sources.py (source); common.py holds what they share and
 client.py the HTTP client of the API. The parser and main() are here, so `depot = "app.cli:main"` and
 `python -m app.cli` find them.
 
@@ -16,11 +17,11 @@ import os
 import sys
 import warnings
 
-from app.cli import accounts, agents, hosts, profiles, repos, server, tasks
+from app.cli import accounts, agents, hosts, profiles, repos, server, sources, tasks
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
-GROUPS = (server, accounts, profiles, tasks, hosts, agents, repos)  # in the order `depot --help` lists them
+GROUPS = (server, accounts, profiles, tasks, hosts, agents, repos, sources)  # in the order `depot --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,15 +67,21 @@ class Client:
         return cls(url.rstrip("/"), key)
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> dict:
-        if not self.key:
-            raise ClientError("an API key is needed: --key, DEPOT_API_KEY or key in ~/.config/depot/cli.toml")
-        url = f"{self.url}/api/v2/{path.lstrip('/')}"
+        url = self._url(path)
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
+        return self._send(url, method, data, "application/json" if data is not None else None)
+
+    def _url(self, path: str) -> str:
+        return f"{self.url}/api/v2/{path.lstrip('/')}"
+
+    def _send(self, url: str, method: str, data: bytes | None, content_type: str | None) -> dict:
+        if not self.key:
+            raise ClientError("an API key is needed: --key, DEPOT_API_KEY or key in ~/.config/depot/cli.toml")
         req = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self.key}", "Accept": "application/json",
-            **({"Content-Type": "application/json"} if data is not None else {}),
+            **({"Content-Type": content_type} if content_type else {}),
         })
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -86,6 +92,16 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach {self.url}: {reason}") from None
+
+    def post_file(self, path: str, field: str, filename: str, data: bytes) -> dict:
+        """POST one small file as multipart/form-data (a template); the same errors as request()."""
+        import secrets
+
+        boundary = f"depot-{secrets.token_hex(12)}"
+        safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{safe}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        return self._send(self._url(path), "POST", body, f"multipart/form-data; boundary={boundary}")
 
     def get(self, path: str, **query) -> dict:
         return self.request("GET", path, query=query or None)

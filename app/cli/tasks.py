@@ -42,11 +42,11 @@ def _show_task(row: dict) -> None:
 @client_command
 def cmd_tasks_show(client, args) -> None:
     if args.watch:
-        return _watch(client, args)
+        return watch_task(client, args)
     emit(args, client.get(f"task/{args.id}"), lambda d: _show_task(d["results"]))
 
 
-def _watch(client, args) -> None:
+def watch_task(client, args) -> None:
     """Follow a task until it finishes; the exit code says how it ended (0 done, 1 otherwise)."""
     tty = sys.stdout.isatty() and not args.json
     last = None
@@ -75,7 +75,7 @@ def cmd_tasks_stop(client, args) -> None:
     data = client.request("POST", f"task/{args.id}/stop")
     emit(args, data, lambda d: print(d["results"]))
     if args.watch:
-        _watch(client, args)
+        watch_task(client, args)
 
 
 def _simple_task_action(method: str, action: str):

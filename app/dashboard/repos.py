@@ -22,6 +22,7 @@ from app.dashboard.queries import repos as repo_queries, tasks as task_queries
 from app.dashboard.views import PER_PAGE, SESSION, _int, error_page, page, redirect, render
 from app.domain_errors import DomainError
 from app.keys import POOL, REDIS, SETTINGS
+from app.mirrors.model import request_mirror
 from app.repos import model
 from app.repos.rebuild import remove_repo, remove_snapshot, request_point, request_rebuild
 from app.repos.storage import storage_from_settings
@@ -96,10 +97,23 @@ async def repo_page(request: web.Request) -> web.Response:
         "repo": repo, "snapshots": snaps, "current": current, "packages": packages, "q": q,
         "environments": await repo_queries.environments(pool),
         "task": await task_queries.get_task(pool, task_id) if task_id else None,
+        "mirror": await repo_queries.mirror(pool, repo["id"]),
         "max_upload": request.app[SETTINGS].max_upload_bytes, **_roles(request)})
 
 
 # --- repositories --------------------------------------------------------------------------------
+
+@page(role=Role.operator)
+async def repo_mirror(request: web.Request) -> web.Response:
+    """The repository page's "Mirror now": the same domain call as POST /api/v2/repo/<id>/mirror."""
+    repo_id = _int(request.match_info["id"], 0, 0, _ID_MAX)
+    try:
+        ref = await request_mirror(request.app[POOL], request.app[REDIS], repo_id, None,
+                                   requested_by=request[SESSION].principal.username)
+    except DomainError as exc:
+        return error_page(request, exc.status, exc.message)
+    return redirect(f"/repos/{repo_id}?task={ref.id}")
+
 
 @page(role=Role.operator)
 async def create_repo(request: web.Request) -> web.Response:

@@ -26,10 +26,11 @@ class Repo:
     dist: str | None
     section: str | None
     releasever: str | None
+    source: str | None = None        # a mirror's source repository
 
     @classmethod
     def from_row(cls, r) -> Repo:
-        return cls(r["id"], r["name"], r["type"], r["dist"], r["section"], r["releasever"])
+        return cls(r["id"], r["name"], r["type"], r["dist"], r["section"], r["releasever"], r.get("source"))
 
     @property
     def public_base(self) -> str:
@@ -40,7 +41,7 @@ class Repo:
 
     def wire(self) -> dict:
         return {"Id": self.id, "Name": self.name, "Releasever": self.releasever, "Dist": self.dist,
-                "Section": self.section, "Source": self.name, "Package_type": self.type}
+                "Section": self.section, "Source": self.source or self.name, "Package_type": self.type}
 
 
 @dataclass
@@ -106,7 +107,9 @@ async def get_repo(db, repo_id: int) -> Repo:
 
 
 async def list_repos(db) -> list[Repo]:
-    rows = await db.fetch("SELECT * FROM repos ORDER BY name, dist NULLS FIRST, section NULLS FIRST, releasever")
+    rows = await db.fetch(
+        "SELECT r.*, s.name AS source FROM repos r LEFT JOIN mirrors m ON m.repo_id = r.id"
+        " LEFT JOIN sources s ON s.id = m.source_id ORDER BY r.name, r.dist NULLS FIRST, r.section NULLS FIRST, r.releasever")
     return [Repo.from_row(r) for r in rows]
 
 

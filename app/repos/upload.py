@@ -108,9 +108,9 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
                 if not overwrite:
                     return FileResult(client_name, Outcome.exists, pkg.filename, "a package with this file "
                                       "name is already in the snapshot")
-            package_id = await _store_row(conn, pkg)
+            package_id = await store_row(conn, pkg)
             if signed is not None:
-                signed_id = await _store_row(conn, signed, signed_by=signer.fingerprint)
+                signed_id = await store_row(conn, signed, signed_by=signer.fingerprint)
                 await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
                                    package_id, signed_id, signer.fingerprint)
             storage.adopt(incoming)          # into the pool before commit: a row never lacks its file
@@ -126,7 +126,8 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
             incoming.discard()
 
 
-async def _store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int:
+async def store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int:
+    """The package_files row of a parsed package (the existing one if its SHA-256 is known); its id."""
     stanza = render_stanza(p.control) if p.type == "deb" else None
     return await conn.fetchval(
         "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"

@@ -11,6 +11,7 @@ class Kind(enum.StrEnum):
     pool_gc = "pool_gc"                  # delete package files no snapshot uses (repos/)
     snapshot_create = "snapshot_create"  # copy a repository's newest snapshot (repos/)
     retention = "retention"              # delete a repository's old snapshots (repos/)
+    mirror = "mirror"                    # sync a mirror repository from its source into a new snapshot (mirrors/)
 
 
 # Kinds a schedule may start, and the params key their lock target is derived from when none is
@@ -20,7 +21,8 @@ SCHEDULABLE: dict[str, str | None] = {
     Kind.snapshot_create.value: "repo",    # params {"repo": id}
     Kind.env_point.value: None,            # params {"env": name, "snapshot": id}: target env:<env>:repo:<repo id>
     Kind.retention.value: "repo",          # params {"repo": id, "keep": n}
-    Kind.pool_gc.value: None,              # params {} (or {"dry_run": true}): target "pool", one at a time
+    Kind.pool_gc.value: None,
+    Kind.mirror.value: "repo",             # params {"repo": id} (and "env": name to point)              # params {} (or {"dry_run": true}): target "pool", one at a time
 }
 
 KINDS: tuple[str, ...] = tuple(k.value for k in Kind)

@@ -28,6 +28,23 @@ async def get_repo(pool, repo_id: int):
     return await pool.fetchrow("SELECT * FROM repos WHERE id = $1", repo_id)
 
 
+async def mirror(pool, repo_id: int):
+    """A mirror repository's source and its last run (None for a repository that is not a mirror)."""
+    return await pool.fetchrow(
+        """
+        SELECT m.arches, m.gpg_check, m.include, m.exclude, m.keep_latest, m.last_run_at, m.last_snapshot_id,
+               s.name AS source, s.type AS source_type, s.definition->>'url' AS url,
+               t.id AS task_id, t.status AS task_status, t.error AS task_error, t.finished_at AS task_finished,
+               t.progress_text AS task_progress
+        FROM mirrors m JOIN sources s ON s.id = m.source_id
+        LEFT JOIN LATERAL (SELECT id, status, error, finished_at, progress_text FROM tasks
+                           WHERE kind = 'mirror' AND target = 'repo:' || m.repo_id ORDER BY id DESC LIMIT 1) t ON true
+        WHERE m.repo_id = $1
+        """,
+        repo_id,
+    )
+
+
 async def snapshots(pool, repo_id: int, limit: int = 200) -> list:
     return await pool.fetch(
         """

@@ -1,0 +1,371 @@
+"""The mirror task: one run of a mirror repository from its source into a new snapshot.
+
+1. Fetch InRelease (or Release + Release.gpg; rpm: repodata/repomd.xml + repomd.xml.asc) and check it
+   with the source's own keys; from here on only the text the signature covers is read. An expired
+   Valid-Until is refused.
+2. Unchanged upstream (same verified text, same mirror settings) and the last snapshot still there:
+   done, after that one request and the signature check.
+3. Read the indexes it lists (deb: Packages, by-hash where offered; rpm: primary), each checked against
+   the signed SHA-256 and size, decompressed with a cap; select the entries (architectures, include,
+   exclude, keep-latest).
+4. Download, with bounded concurrency, only the files whose SHA-256 has no package row yet: each is
+   streamed to a temp file next to the pool, its size and SHA-256 checked against the index, parsed as
+   a package (the same checks as an upload), then its row written and the file renamed into the pool.
+   A bad file is recorded and the others go on, so a retry fetches only what is still missing.
+5. Any failure: the task fails naming the files, no snapshot, environments untouched. Else one
+   transaction makes the new snapshot of exactly the selected files; it is rebuilt with Depot's key
+   and, if asked, an environment is pointed at it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from yarl import URL
+
+from app.hosts.versions import dpkg_compare, rpm_compare
+from app.repos.gc import POOL_LOCK
+from app.repos.model import get_snapshot
+from app.repos.packages import PackageError
+from app.repos.rebuild import point_env, rebuild_snapshot
+from app.repos.storage import Storage, TooLarge
+from app.repos.upload import parse_incoming, store_row
+from app.sources.keys import SignatureError, verify
+from app.sources.model import Source, keyring
+
+from . import deb, rpm
+from .common import ArchiveError, Entry, check_index, decompress, select
+from .model import Mirror, get_mirror, last_snapshot, mirror_source
+from .net import Fetcher, UpstreamError, tls_context
+
+MAX_RELEASE_BYTES = 64 * 1024 * 1024
+MAX_REPORTED = 10          # failed files named in the task's error
+
+
+class MirrorError(Exception):
+    """A run refused or failed; the message says why, naming the file."""
+
+
+def _bases(source: Source, mirror: Mirror) -> tuple[list[URL], aiohttp.BasicAuth | None]:
+    """The repository roots to read (variables replaced; rpm: one per architecture when the URL holds
+    $basearch, as the reference does) and the basic-auth credentials to send to their host."""
+    repo = mirror.repo
+    url = source.definition["url"].replace("$dist", repo.dist or "").replace("$component", repo.section or "") \
+        .replace("$releasever", repo.releasever or "")
+    parts = urlsplit(url)
+    auth = None
+    if parts.username:
+        auth = aiohttp.BasicAuth(parts.username, source.secrets.get("url_password", ""))
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    urls = [url]
+    if "$basearch" in url:
+        urls = [url.replace("$basearch", a) for a in mirror.arches if a not in ("noarch", "src")] or \
+            [url.replace("$basearch", "noarch")]
+    return [URL(u.rstrip("/")) for u in urls], auth
+
+
+def _join(base: URL, rel: str) -> URL:
+    return base.joinpath(*rel.split("/"))
+
+
+async def _release(fetcher: Fetcher, dist_url: URL, keys: list[bytes], gpg_check: bool) -> tuple[bytes, str | None]:
+    """The Release text to trust, and the fingerprint that signed it (None when not checked)."""
+    loop = asyncio.get_running_loop()
+    if not gpg_check:
+        return await fetcher.get_bytes(_join(dist_url, "Release"), MAX_RELEASE_BYTES), None
+    inrelease = await fetcher.get_bytes(_join(dist_url, "InRelease"), MAX_RELEASE_BYTES, missing_ok=True)
+    first_error = None
+    if inrelease is not None:
+        try:
+            got = await loop.run_in_executor(None, lambda: verify(keys, inrelease, label="InRelease"))
+            return got.text, got.fingerprint
+        except SignatureError as exc:
+            first_error = exc      # some upstreams sign Release.gpg right and InRelease wrong: try it
+    release = await fetcher.get_bytes(_join(dist_url, "Release"), MAX_RELEASE_BYTES, missing_ok=first_error is not None)
+    signature = await fetcher.get_bytes(_join(dist_url, "Release.gpg"), 1 << 20, missing_ok=True) \
+        if release is not None else None
+    if release is None or signature is None:
+        if first_error is not None:
+            raise MirrorError(str(first_error))
+        raise MirrorError(f"{dist_url}: no InRelease and no Release.gpg: the upstream is not signed "
+                          "(mirror it with gpgCheck false to accept that)")
+    try:
+        got = await loop.run_in_executor(None, lambda: verify(keys, release, signature, label="Release.gpg"))
+    except SignatureError as exc:
+        raise MirrorError(str(first_error or exc)) from None
+    return got.text, got.fingerprint
+
+
+async def _repomd(fetcher: Fetcher, base: URL, keys: list[bytes], gpg_check: bool) -> tuple[bytes, str | None]:
+    text = await fetcher.get_bytes(_join(base, "repodata/repomd.xml"), MAX_RELEASE_BYTES)
+    if not gpg_check:
+        return text, None
+    signature = await fetcher.get_bytes(_join(base, "repodata/repomd.xml.asc"), 1 << 20, missing_ok=True)
+    if signature is None:
+        raise MirrorError(f"{base}/repodata/repomd.xml is not signed (no repomd.xml.asc): mirror it with gpgCheck "
+                          "false to accept that")
+    try:
+        got = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: verify(keys, text, signature, label="repomd.xml.asc"))
+    except SignatureError as exc:
+        raise MirrorError(str(exc)) from None
+    return got.text, got.fingerprint
+
+
+async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirror, limit: int) -> list[Entry]:
+    loop = asyncio.get_running_loop()
+    index = await loop.run_in_executor(None, rpm.primary_index, repomd)
+    if index.size > limit:
+        raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
+    data = await fetcher.get_bytes(_join(base, index.path), index.size)
+    arches = set(mirror.arches) | {"noarch"}
+
+    def read() -> list[Entry]:
+        check_index(index, data)
+        return rpm.parse_primary(decompress(index, data, limit), index.path, arches, base)
+
+    return await loop.run_in_executor(None, read)
+
+
+async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.Release, mirror: Mirror,
+                       limit: int, flat: bool) -> list[Entry]:
+    section = mirror.repo.section
+    # `all` packages install on every architecture, and each architecture's index lists them.
+    arches = set(mirror.arches) | {"all"}
+    folders = [f"{section}/binary-{a}" for a in mirror.arches if a != "all"]
+    if "all" in mirror.arches:
+        folders.append(f"{section}/binary-all")
+    loop = asyncio.get_running_loop()
+    entries: list[Entry] = []
+    for folder in folders:
+        index = deb.choose_index(release, folder)
+        if index is None and flat:
+            index = deb.choose_index(release, "")       # a flat repository: one bare Packages index
+        if index is None:
+            if folder.endswith("/binary-all") and len(folders) > 1:
+                continue       # `all` packages are usually listed in each architecture's index
+            raise MirrorError(f"the Release lists no Packages index for {folder}")
+        if index.size > limit:
+            raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
+        data = None
+        if release.by_hash:
+            data = await fetcher.get_bytes(_join(dist_url, deb.by_hash_path(index)), index.size, missing_ok=True)
+        if data is None:
+            data = await fetcher.get_bytes(_join(dist_url, index.path), index.size)
+
+        def read(index=index, data=data) -> list[Entry]:
+            check_index(index, data)
+            return deb.parse_packages(decompress(index, data, limit), index.path, arches, base)
+
+        entries += await loop.run_in_executor(None, read)
+    return entries
+
+
+class _Downloads:
+    """The files to fetch, fetched by `concurrency` workers; failures collected, not raised."""
+
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, max_size: int, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.kind, self.max_size = pool, storage, fetcher, kind, max_size
+        self.progress, self.check_stop = progress, check_stop
+        self.files = self.bytes = 0
+        self.total_files = self.total_bytes = 0
+        self.failures: list[str] = []
+        self.rows: asyncio.Queue = asyncio.Queue()
+        self._shown = 0.0
+
+    async def run(self, todo: list[Entry]) -> None:
+        self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
+        queue = iter(todo)
+        writer = asyncio.create_task(self.write_rows())
+
+        async def worker() -> None:
+            for entry in queue:
+                if writer.done():          # the rows cannot be written: downloading more is pointless
+                    return
+                if self.check_stop is not None:
+                    await self.check_stop()
+                await self.one(entry)
+
+        error: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.fetcher.concurrency, len(todo))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as eg:       # a stop, or an error: the first one, as itself
+            error = _first(eg)
+        finally:
+            # Whatever stopped the downloads, the files already in the pool get their rows: a stopped run
+            # keeps every file it finished.
+            self.rows.put_nowait(None)
+            await writer
+        if error is not None:
+            raise error
+        await self.report(force=True)
+
+    async def write_rows(self) -> None:
+        """The rows of the files the workers placed in the pool, in arrival order, on one connection: one
+        statement per file and no WAL flush each (a row lost in a crash means one more download; the
+        snapshot's own flushed commit makes every earlier one durable)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("SET synchronous_commit TO off")
+            while (item := await self.rows.get()) is not None:
+                parsed, size = item
+                await store_row(conn, parsed)
+                self.files += 1
+                self.bytes += size
+                await self.report()
+
+    async def one(self, e: Entry) -> None:
+        if e.size > self.max_size:
+            return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
+        try:
+            incoming = await self.storage.receive(self.fetcher.stream(_join(e.base, e.filename)), max_size=e.size)
+        except TooLarge:
+            return self.failures.append(f"{e.filename}: larger than the {e.size} bytes its index gives")
+        except UpstreamError as exc:
+            return self.failures.append(str(exc))
+        adopted = False
+        try:
+            got = incoming.digests
+            if got.size != e.size:
+                return self.failures.append(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
+            if got.sha256 != e.sha256:
+                return self.failures.append(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
+            try:
+                parsed = await parse_incoming(incoming, self.kind)
+            except PackageError as exc:
+                return self.failures.append(f"{e.filename}: not a valid package ({exc.reason})")
+            version = parsed.version if self.kind == "deb" else \
+                f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
+            if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
+                return self.failures.append(
+                    f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
+                    f"the index says {e.name} {e.version} {e.arch}")
+            # The file first, then its row (write_rows): a row never lacks its file, and a file whose row
+            # never came (a crash in between) is an orphan the pool GC removes after its grace period.
+            self.storage.adopt(incoming)
+            adopted = True
+            self.rows.put_nowait((parsed, e.size))
+        finally:
+            if not adopted:
+                incoming.discard()
+
+    async def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self._shown < 0.5):
+            return
+        self._shown = now
+        share = self.bytes / self.total_bytes if self.total_bytes else 1.0
+        await self.progress(10 + int(80 * share),
+                            f"downloaded {self.files}/{self.total_files} files, "
+                            f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB")
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tuple[int, int]:
+    """The new snapshot of exactly these files, and the mirror's record of this run. Returns
+    (snapshot id, files left out because another file has the same package file name)."""
+    shas = sorted({e.sha256 for e in chosen})
+    async with pool.acquire() as conn, conn.transaction():
+        # Shared with rebuilds, exclusive for the pool GC's batches: no row found here is collected
+        # before the snapshot references it.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *POOL_LOCK)
+        found = await conn.fetchval("SELECT count(*) FROM package_files WHERE sha256 = ANY($1::text[])", shas)
+        if found < len(shas):
+            raise MirrorError(f"{len(shas) - found} downloaded files were removed by the pool GC meanwhile: "
+                              "run the mirror again")
+        snap_id = await conn.fetchval(
+            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
+        status = await conn.execute(
+            "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+            " SELECT $1, filename, id FROM package_files WHERE sha256 = ANY($2::text[]) ORDER BY sha256"
+            " ON CONFLICT (snapshot_id, filename) DO NOTHING", snap_id, shas)
+        await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
+                           " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
+    return snap_id, len(shas) - int(status.split()[-1])
+
+
+async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *, env: str | None = None,
+                      progress=None, check_stop=None) -> dict:
+    mirror = await get_mirror(pool, repo_id)
+    source = await mirror_source(pool, mirror)
+    kind = mirror.repo.type
+    keys = await keyring(pool, source.id) if mirror.gpg_check else []
+    bases, auth = _bases(source, mirror)
+    flat = source.definition.get("non-compliant") == "true"
+    limit = settings.mirror_index_max_bytes
+    try:
+        tls = source.definition.get("ssl-authentication") or {}
+        tls = tls_context(tls.get("certificate"), source.secrets.get("private-key"), tls.get("ca-certificate"))
+        async with Fetcher(settings, auth=auth, auth_host=bases[0].host, tls=tls) as fetcher:
+            # Every root's signed entry file first: an unchanged upstream costs these requests alone.
+            verified: list[tuple[URL, bytes]] = []
+            signed_by, date = None, None
+            for base in bases:
+                if kind == "deb":
+                    meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
+                    text, signed_by = await _release(fetcher, meta, keys, mirror.gpg_check)
+                    date = deb.parse_release(text).date       # refuses an expired Valid-Until
+                else:
+                    text, signed_by = await _repomd(fetcher, base, keys, mirror.gpg_check)
+                verified.append((base, text))
+            digest = hashlib.sha256(b"".join(t for _, t in verified) + mirror.settings_key().encode()).hexdigest()
+            result: dict = {"source": source.name, "signed_by": signed_by, "upstream_date": date}
+            last = await last_snapshot(pool, mirror)
+            if digest == mirror.last_digest and last is not None:
+                result.update(unchanged=True, snapshot=last, requests=fetcher.requests)
+                return await _finish(pool, storage, signer, last, env, result)
+            if progress is not None:
+                await progress(5, "reading the indexes")
+            entries: list[Entry] = []
+            for base, text in verified:
+                if kind == "deb":
+                    meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
+                    entries += await _deb_entries(fetcher, base, meta, deb.parse_release(text), mirror, limit, flat)
+                else:
+                    entries += await _rpm_entries(fetcher, base, text, mirror, limit)
+            chosen = select(entries, mirror.include, mirror.exclude, mirror.keep_latest,
+                            dpkg_compare if kind == "deb" else rpm_compare)
+            known = {r["sha256"] for r in await pool.fetch(
+                "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
+            todo = [e for e in chosen if e.sha256 not in known]
+            downloads = _Downloads(pool, storage, fetcher, kind, settings.max_upload_bytes, progress, check_stop)
+            await downloads.run(todo)
+            result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
+                          reused=len(chosen) - len(todo))
+            if fetcher.rate:
+                result["throttled_seconds"] = round(fetcher.throttled, 3)
+    except (UpstreamError, ArchiveError) as exc:
+        raise MirrorError(str(exc)) from None
+    if downloads.failures:
+        shown = "; ".join(downloads.failures[:MAX_REPORTED])
+        more = len(downloads.failures) - MAX_REPORTED
+        raise MirrorError(f"{len(downloads.failures)} of {len(todo)} files failed, no snapshot made "
+                          f"(the {downloads.files} good ones are kept for the next run): {shown}"
+                          + (f"; and {more} more" if more > 0 else ""))
+    if check_stop is not None:
+        await check_stop()
+    if progress is not None:
+        await progress(90, f"making the snapshot of {len(chosen)} packages")
+    snap_id, duplicates = await _commit(pool, mirror, chosen, digest)
+    result.update(unchanged=False, snapshot=snap_id, packages=len(chosen) - duplicates, duplicates=duplicates)
+    return await _finish(pool, storage, signer, snap_id, env, result)
+
+
+async def _finish(pool, storage: Storage, signer, snap_id: int, env: str | None, result: dict) -> dict:
+    """Rebuild the snapshot if it is not built yet (signed with Depot's key), then point the environment."""
+    if (await get_snapshot(pool, snap_id)).reconstruct is not None:
+        result["rebuild"] = await rebuild_snapshot(pool, storage, signer, snap_id, sign=signer is not None)
+    if env is not None:
+        result["environment"] = await point_env(pool, storage, signer, env, snap_id)
+    return result
