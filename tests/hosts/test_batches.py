@@ -27,9 +27,14 @@ async def _packages(pool, host_id) -> dict:
 async def test_many_hosts_reports_go_in_one_job_and_are_applied_together(client, pool, redis, settings, make_key,
                                                                            run_worker):
     hosts = await _hosts(client, make_key, 6)
+    # A window no loaded machine outlasts, so that the six concurrent requests meet in one batch
+    # whatever their timing; flush() sends it.
+    batcher = client.app[BATCHER]
+    window, batcher.window = batcher.window, 60.0
     await asyncio.gather(*(put(client, c, "packages/installed", installed({"bash": "5.1-1", f"only{i}": "1.0"}))
                            for i, c in enumerate(hosts)))
-    await client.app[BATCHER].flush()
+    await batcher.flush()
+    batcher.window = window
     tasks = await pool.fetch("SELECT id, job_id FROM tasks WHERE kind = 'host_diff' AND status = 'queued'")
     assert len(tasks) == 6 and len({t["job_id"] for t in tasks}) == 1
     assert await redis.zcard(settings.queue_name) == 1  # one arq job carries the six tasks
