@@ -7,7 +7,7 @@ from aiohttp import web
 
 from app import security, users
 from app.dashboard import forms
-from app.dashboard.views import SESSION, error_page, page, redirect, render, set_session_cookie
+from app.dashboard.views import SESSION, page, redirect, render, set_session_cookie
 from app.domain_errors import Denied, DomainError, Invalid
 from app.keys import POOL
 from app.schemas.users import UserUpdateSchema
@@ -29,10 +29,7 @@ async def account_page(request: web.Request) -> web.Response:
 
 @page
 async def new_api_key(request: web.Request) -> web.Response:
-    try:
-        key = await users.create_api_key(request.app[POOL], request[SESSION].principal.username)
-    except DomainError as exc:  # the user was deleted meanwhile
-        return error_page(request, exc.status, exc.message)
+    key = await users.create_api_key(request.app[POOL], request[SESSION].principal.username)
     sid = await forms.renew_session(request)
     # Rendered here rather than redirected to: the key exists only in this answer (never stored, never
     # in a URL), and the page's no-store header keeps it out of the browser's cache.

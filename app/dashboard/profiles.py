@@ -9,7 +9,7 @@ from app import profiles
 from app.auth import Role
 from app.dashboard import forms
 from app.dashboard.queries import MISSING_SCHEMA, profiles as queries
-from app.dashboard.views import SESSION, error_page, page, redirect, render
+from app.dashboard.views import SESSION, page, redirect, render
 from app.domain_errors import DomainError, Invalid
 from app.keys import POOL
 from app.schemas.profiles import ProfileCreate, ProfileUpdate
@@ -65,10 +65,7 @@ async def profiles_page(request: web.Request) -> web.Response:
 
 @page
 async def profile_page(request: web.Request) -> web.Response:
-    try:
-        return await _one(request, await _name(request))
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    return await _one(request, await _name(request))
 
 
 @page(role=Role.operator)
@@ -85,10 +82,7 @@ async def profile_create(request: web.Request) -> web.Response:
 
 @page(role=Role.operator)
 async def profile_update(request: web.Request) -> web.Response:
-    try:
-        name = await _name(request)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    name = await _name(request)
     form = await forms.fields(request, *FIELDS)
     try:
         body = forms.load(ProfileUpdate(), form)
@@ -100,10 +94,7 @@ async def profile_update(request: web.Request) -> web.Response:
 
 @page(role=Role.operator)
 async def profile_repos(request: web.Request) -> web.Response:
-    try:
-        name = await _name(request)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    name = await _name(request)
     try:
         chosen = (await request.post()).getall("repo", [])
         if not all(isinstance(v, str) and v.isdigit() and len(v) <= 18 for v in chosen):
@@ -117,9 +108,6 @@ async def profile_repos(request: web.Request) -> web.Response:
 
 @page(role=Role.admin)
 async def profile_delete(request: web.Request) -> web.Response:
-    try:
-        name = await _name(request)
-        await profiles.delete_profile(request.app[POOL], name)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    name = await _name(request)
+    await profiles.delete_profile(request.app[POOL], name)
     return redirect(f"/profiles?done=deleted&name={name}")

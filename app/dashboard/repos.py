@@ -20,7 +20,6 @@ from app.api.inputs import parse_bool
 from app.auth import Role
 from app.dashboard.queries import repos as repo_queries, tasks as task_queries
 from app.dashboard.views import PER_PAGE, SESSION, _int, error_page, page, redirect, render
-from app.domain_errors import DomainError
 from app.keys import POOL, REDIS, SETTINGS
 from app.mirrors.model import request_mirror
 from app.repos import model
@@ -50,8 +49,6 @@ async def _act(request: web.Request, action, done):
         result = await action()
     except ValidationError as exc:
         return error_page(request, 400, _invalid(exc))
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
     return redirect(done(result))
 
 
@@ -107,11 +104,8 @@ async def repo_page(request: web.Request) -> web.Response:
 async def repo_mirror(request: web.Request) -> web.Response:
     """The repository page's "Mirror now": the same domain call as POST /api/v2/repo/<id>/mirror."""
     repo_id = _int(request.match_info["id"], 0, 0, _ID_MAX)
-    try:
-        ref = await request_mirror(request.app[POOL], request.app[REDIS], repo_id, None,
-                                   requested_by=request[SESSION].principal.username)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    ref = await request_mirror(request.app[POOL], request.app[REDIS], repo_id, None,
+                               requested_by=request[SESSION].principal.username)
     return redirect(f"/repos/{repo_id}?task={ref.id}")
 
 
@@ -237,14 +231,11 @@ async def compare(request: web.Request) -> web.Response:
     a, b = (_int(request.query.get(k), 0, 0, _ID_MAX) for k in ("a", "b"))
     if not a or not b:
         return error_page(request, 400, "Choose the two snapshots to compare.")
-    try:
-        repo = await model.get_repo(pool, repo_id)
-        snaps = {s.id: s for s in [await model.get_snapshot(pool, a), await model.get_snapshot(pool, b)]}
-        if any(s.repo_id != repo.id for s in snaps.values()):
-            return error_page(request, 400, "Both snapshots must belong to this repository.")
-        diff = await model.diff_snapshots(pool, a, b, request.app[SETTINGS].base_url)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    repo = await model.get_repo(pool, repo_id)
+    snaps = {s.id: s for s in [await model.get_snapshot(pool, a), await model.get_snapshot(pool, b)]}
+    if any(s.repo_id != repo.id for s in snaps.values()):
+        return error_page(request, 400, "Both snapshots must belong to this repository.")
+    diff = await model.diff_snapshots(pool, a, b, request.app[SETTINGS].base_url)
     removed = {(p["name"], p["arch"]): p for p in diff["removed"]}
     changed, added = [], []
     for p in diff["added"]:

@@ -87,7 +87,8 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
 
 
 def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
-    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token."""
+    """A dashboard handler: needs a live session (and `role`); POSTs need the CSRF token. A domain
+    error it lets out is the error page, with the API's status and words (JSON for `ui` handlers)."""
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -105,7 +106,12 @@ def page(fn=None, *, role: Role = Role.viewer, ui: bool = False):
                     return error_page(request, 403, "This form has expired or did not come from this dashboard (CSRF check failed). Reload the page and try again.")
             if not sess.principal.has_role(role):
                 return error_page(request, 403, f"This needs the {role.value} role.")
-            return await handler(request)
+            if ui:  # a fragment or a script's call: its errors are the API's JSON (error_middleware)
+                return await handler(request)
+            try:
+                return await handler(request)
+            except DomainError as exc:
+                return error_page(request, exc.status, exc.message)
 
         return _audited(wrapper)
 
@@ -308,12 +314,9 @@ async def ui_task(request: web.Request) -> web.Response:
 @page(role=Role.operator)
 async def task_stop(request: web.Request) -> web.Response:
     task_id = _int(request.match_info["id"], 0, 0, 2**62)
-    try:
-        # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
-        # removed; running: stop_requested, honoured at the task's next check).
-        await stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    # The same domain function as POST /api/v2/task/<id>/stop (queued: stopped and its arq job
+    # removed; running: stop_requested, honoured at the task's next check).
+    await stop_task(request.app[POOL], request.app[REDIS], request.app[SETTINGS].queue_name, task_id)
     form = await request.post()
     return redirect(_safe_next(str(form.get("next") or "/tasks")))
 
@@ -418,19 +421,14 @@ async def host_request_create(request: web.Request) -> web.Response:
                                         request[SESSION].principal.username)
     except ValidationError as exc:
         return error_page(request, 400, f"Invalid request: {exc.messages}")
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
     return redirect(f"/hosts/{host_id}#requests")
 
 
 @page(role=Role.operator)
 async def host_request_cancel(request: web.Request) -> web.Response:
     host_id = _int(request.match_info["id"], 0, 0, 2**62)
-    try:
-        await agent_requests.cancel(request.app[POOL], _int(request.match_info["rid"], 0, 0, 2**62),
-                                    request[SESSION].principal.username)
-    except DomainError as exc:
-        return error_page(request, exc.status, exc.message)
+    await agent_requests.cancel(request.app[POOL], _int(request.match_info["rid"], 0, 0, 2**62),
+                                request[SESSION].principal.username)
     return redirect(f"/hosts/{host_id}#requests")
 
 
