@@ -33,5 +33,7 @@ fi
 mapfile -t uniq < <(printf '%s\n' "${want[@]}" | sort -u)
 echo "installing system packages: ${uniq[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${uniq[@]}" >/dev/null
+# Wait for another apt/dpkg run (two checkouts set up at once, unattended upgrades) instead of failing.
+apt_wait=(-o DPkg::Lock::Timeout=600)
+apt-get "${apt_wait[@]}" update -qq
+apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${uniq[@]}" >/dev/null

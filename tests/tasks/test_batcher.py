@@ -12,12 +12,15 @@ from tests.helpers import wait_for
 
 
 async def _storm(batcher: JobBatcher, seconds: float, first_id: int = 1) -> None:
-    """Requests joining the batcher at ~500 per second, each adding a task, for `seconds`."""
+    """Requests joining the batcher, each adding a task, for `seconds`: 10 per turn of the event loop,
+    so the rate stays far above the tests' hold_rate (200/s) even when a loaded machine stretches a
+    2 ms sleep to 20 ms."""
     loop = asyncio.get_running_loop()
     end, task_id = loop.time() + seconds, first_id
     while loop.time() < end:
-        _report(batcher, task_id)
-        task_id += 1
+        for _ in range(10):
+            _report(batcher, task_id)
+            task_id += 1
         await asyncio.sleep(0.002)
 
 
@@ -35,9 +38,9 @@ async def test_batches_are_held_during_a_report_storm_and_sent_when_it_passes(re
     sent_early = await redis.zcard(settings.queue_name)
     await _storm(batcher, 0.3, first_id=10_000)  # ~15 more windows close, all held
     assert await redis.zcard(settings.queue_name) == sent_early
-    # The storm is over: the rate decays below 200/s within ~0.3 s, and every held batch goes,
+    # The storm is over: the rate decays below 200/s within a second, and every held batch goes,
     # one job per window, as without a storm.
-    assert await wait_for(lambda: _more_than(redis, settings.queue_name, sent_early + 10), timeout=2)
+    assert await wait_for(lambda: _more_than(redis, settings.queue_name, sent_early + 10), timeout=10)
 
 
 async def _more_than(redis, queue_name: str, n: int) -> bool:
@@ -46,13 +49,13 @@ async def _more_than(redis, queue_name: str, n: int) -> bool:
 
 @pytest.mark.slow
 async def test_a_batch_is_held_no_longer_than_hold_seconds(redis, settings):
-    batcher = JobBatcher(redis, window=0.02, hold_seconds=0.3, hold_rate=200)
+    batcher = JobBatcher(redis, window=0.02, hold_seconds=1.0, hold_rate=200)
     await _storm(batcher, 0.2)
     sent_early = await redis.zcard(settings.queue_name)
-    storm = asyncio.create_task(_storm(batcher, 1.5, first_id=10_000))
-    await asyncio.sleep(0.15)
+    storm = asyncio.create_task(_storm(batcher, 3.0, first_id=100_000))
+    await asyncio.sleep(0.3)  # every batch so far closed less than a second ago
     assert await redis.zcard(settings.queue_name) == sent_early  # held
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.2)
     assert await redis.zcard(settings.queue_name) > sent_early  # sent while the storm goes on
     assert not storm.done()
     await storm
