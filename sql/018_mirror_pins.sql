@@ -10,3 +10,7 @@ CREATE TABLE mirror_pins (
     PRIMARY KEY (repo_id, sha256)
 );
 CREATE INDEX mirror_pins_sha256 ON mirror_pins (sha256);
+
+-- Each mirror's last run (the repository page, the sources page): the newest mirror task of its
+-- repository, found without a scan of every task.
+CREATE INDEX tasks_mirror_runs ON tasks (target, id DESC) WHERE kind = 'mirror';
