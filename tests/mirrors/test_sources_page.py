@@ -216,3 +216,23 @@ async def test_mirror_made_run_and_listed_then_delete_refused_while_used(site, c
     assert resp.status == 303
     resp = await client.post("/sources/deb/local/delete", data={"csrf": token}, allow_redirects=False)
     assert resp.status == 303 and await _count(pool, "sources") == 0 and await _count(pool, "source_keys") == 0
+
+
+async def test_the_api_gives_mirrors_and_last_runs_when_asked(site, make_mirror, run_mirror, client, admin_key):
+    from tests.helpers import bearer
+
+    repo_id = await make_mirror(site)
+    h = bearer(admin_key)
+    # The reference's shape unless asked.
+    row = (await (await client.get("/api/v2/source/", headers=h)).json())["results"][0]
+    assert set(row) == {"Id", "Definition", "Method"}
+    row = (await (await client.get("/api/v2/source/deb/?mirrors=true", headers=h)).json())["results"][0]
+    assert row["Mirrors"] == [{"Repo_id": repo_id, "Name": "mirror1", "Dist": "stable", "Section": "main",
+                               "Releasever": None, "Arch": ["amd64", "all"], "Last_run": None}]
+    task = await run_mirror(repo_id)
+    row = (await (await client.get("/api/v2/source/?mirrors=1", headers=h)).json())["results"][0]
+    run = row["Mirrors"][0]["Last_run"]
+    assert run["Task_id"] == task["Id"] and run["Status"] == "done" and run["Downloaded"] == 4
+    assert run["Snapshot_id"] == task["Result"]["snapshot"] and run["Unchanged"] is False and run["Error"] is None
+    r = await client.get("/api/v2/source/?mirrors=perhaps", headers=h)
+    assert r.status == 400

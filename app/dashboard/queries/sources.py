@@ -1,11 +1,13 @@
 """Sources page: the source repositories, their keys, the mirrors that use each and each mirror's last run.
 
-Tables from sql/015_sources.sql and sql/016_mirrors.sql; a run is the newest `mirror` task of the mirror's
-repository (index tasks_mirror_runs). The `secrets` column is never read here.
+Tables from sql/015_sources.sql and sql/016_mirrors.sql; each mirror's last run is the API's
+(app/mirrors/model.last_runs). The `secrets` column is never read here.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+
+from app.mirrors.model import last_runs
 
 
 async def list_sources(pool) -> list[dict]:
@@ -17,20 +19,7 @@ async def list_sources(pool) -> list[dict]:
         keys = await conn.fetch(
             "SELECT source_id, fingerprint, uids, expires_at, added_at FROM source_keys ORDER BY source_id, added_at,"
             " fingerprint")
-        mirrors = await conn.fetch(
-            """
-            SELECT m.source_id, m.repo_id, r.name, r.dist, r.section, r.releasever, m.arches,
-                   m.last_snapshot_id, m.last_run_at,
-                   t.id AS task_id, t.status AS task_status, t.error AS task_error, t.created_at AS task_created,
-                   t.finished_at AS task_finished, t.progress_text AS task_progress,
-                   (t.result->>'snapshot')::bigint AS task_snapshot, (t.result->>'unchanged')::boolean AS unchanged,
-                   (t.result->>'downloaded')::bigint AS downloaded
-            FROM mirrors m JOIN repos r ON r.id = m.repo_id
-            LEFT JOIN LATERAL (SELECT id, status, error, created_at, finished_at, progress_text, result FROM tasks
-                               WHERE kind = 'mirror' AND target = 'repo:' || m.repo_id
-                               ORDER BY id DESC LIMIT 1) t ON true
-            ORDER BY m.source_id, r.name, r.id
-            """)
+        mirrors = await last_runs(conn)
     by_source: dict[int, dict[str, list]] = defaultdict(lambda: {"keys": [], "mirrors": []})
     for k in keys:
         by_source[k["source_id"]]["keys"].append(k)
