@@ -13,6 +13,7 @@ from app.api import repos as repos_api
 from app.api import sources as sources_api
 from app.api import tasks as tasks_api
 from app.dashboard import fleet as dash_fleet, repos as dash_repos, setup as dashboard_setup, views as dash
+from app.dashboard import sources as dash_sources
 from app.settings import Settings
 
 
@@ -212,6 +213,12 @@ def create_app(settings: Settings) -> web.Application:
     r.add_post(r"/repos/snapshots/{snap_id:\d+}/rebuild", dash_repos.rebuild, name="dash_snapshot_rebuild")
     r.add_post(r"/repos/snapshots/{snap_id:\d+}/upload", dash_repos.upload, name="dash_snapshot_upload")
     r.add_post(r"/repos/{id:\d+}/mirror", dash_repos.repo_mirror, name="dash_repo_mirror")
+    r.add_get("/sources", dash_sources.sources_page, name="dash_sources")
+    r.add_post("/sources", dash_sources.source_create, name="dash_source_create")
+    r.add_post("/sources/import", dash_sources.source_import, name="dash_source_import")
+    r.add_post("/sources/{type}/{name}/keys", dash_sources.source_key, name="dash_source_key")
+    r.add_post("/sources/{type}/{name}/delete", dash_sources.source_delete, name="dash_source_delete")
+    r.add_post("/sources/{type}/{name}/mirrors", dash_sources.mirror_create, name="dash_source_mirror")
     r.add_get("/ui/overview", dash.ui_overview, name="ui_overview")
     r.add_get("/ui/tasks", dash.ui_tasks, name="ui_tasks")
     r.add_get("/ui/tasks/{id}", dash.ui_task, name="ui_task")

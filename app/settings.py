@@ -132,6 +132,9 @@ class Settings:
     # Bytes per second a mirror run may download, all its connections together (0: no limit).
     mirror_rate_limit: int = 0
     mirror_retry_seconds: float = 1.0
+    # Files a mirror run downloaded are kept from the pool GC until that mirror's next successful run,
+    # or until they are this many days old (a mirror that keeps failing gives its files up then).
+    mirror_keep_failed_days: float = 7.0
     # Signing.
     gpg_key_file: str | None = None
     gpg_key_type: str = "RSA"
@@ -207,6 +210,7 @@ class Settings:
             mirror_proxy=_str("DEPOT_MIRROR_PROXY", None),
             mirror_rate_limit=max(0, _int("DEPOT_MIRROR_RATE_LIMIT", 0)),
             mirror_retry_seconds=_float("DEPOT_MIRROR_RETRY_SECONDS", 1.0),
+            mirror_keep_failed_days=max(0.0, _float("DEPOT_MIRROR_KEEP_FAILED_DAYS", 7.0)),
             gpg_key_file=_str("DEPOT_GPG_KEY_FILE", None),
             gpg_key_type=_str("DEPOT_GPG_KEY_TYPE", "RSA"),
             gpg_key_length=_int("DEPOT_GPG_KEY_LENGTH", 3072),

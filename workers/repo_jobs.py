@@ -43,7 +43,7 @@ async def env_point(ctx: TaskContext) -> dict:
 @handler(Kind.pool_gc)
 async def pool_gc(ctx: TaskContext) -> dict:
     return await collect(ctx.pool, Storage(ctx.settings.storage_dir), grace_seconds=ctx.settings.pool_gc_grace_seconds,
-                         dry_run=bool(ctx.params.get("dry_run", False)), progress=ctx.progress,
+                         keep_pinned_days=ctx.settings.mirror_keep_failed_days, dry_run=bool(ctx.params.get("dry_run", False)), progress=ctx.progress,
                          check_stop=ctx.check_stop)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api.inputs import check_body, form_parts, load_body
+from app.api.inputs import check_body, form_parts, load_body, load_query
 from app.auth import Role, require_role
 from app.domain_errors import Invalid, TooLarge
 from app.errors import ok, read_json_text
 from app.keys import POOL, SETTINGS
 from app.openapi import docs
-from app.schemas.sources import SourceDefinition, SourceKeys
+from app.schemas.sources import SourceDefinition, SourceKeys, SourceListQuery
+from app.mirrors import model as mirrors
 from app.sources import model
 from app.sources.templates import read_template
 
@@ -28,17 +29,24 @@ def _operator(request: web.Request):
     return require_role(request, Role.operator, DENIED)
 
 
-@docs(summary="Every source repository, by type then name (Definition is a JSON string)", responses=_ERRORS)
+async def _listing(request: web.Request, kind: str | None) -> list[dict]:
+    if load_query(request)["mirrors"]:
+        return await mirrors.sources_with_runs(request.app[POOL], kind)
+    return await model.list_sources(request.app[POOL], kind)
+
+
+@docs(summary="Every source repository, by type then name (Definition is a JSON string)", query=SourceListQuery,
+      responses=_ERRORS)
 async def list_all(request: web.Request) -> web.Response:
     _operator(request)
-    return ok(await model.list_sources(request.app[POOL]))
+    return ok(await _listing(request, None))
 
 
-@docs(summary="The source repositories of one type (deb or rpm)", path={"type": str}, responses=_ERRORS)
+@docs(summary="The source repositories of one type (deb or rpm)", path={"type": str}, query=SourceListQuery,
+      responses=_ERRORS)
 async def list_type(request: web.Request) -> web.Response:
     _operator(request)
-    kind = model.check_type(request.match_info["type"])
-    return ok(await model.list_sources(request.app[POOL], kind))
+    return ok(await _listing(request, model.check_type(request.match_info["type"])))
 
 
 @docs(summary="One source repository, or [] when there is none", path=_ONE, responses=_ERRORS)

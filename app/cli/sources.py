@@ -45,18 +45,37 @@ def cmd_add(client, args):
     emit(args, data, lambda d: print(f"source {args.name} ({args.type}) created, id {d['results']['Id']}"))
 
 
+def _last_run(run: dict | None) -> dict:
+    if run is None:
+        return {"Status": "never run"}
+    if run["Status"] == "done":
+        outcome = "unchanged" if run["Unchanged"] else f"{run['Downloaded'] or 0} files downloaded"
+        outcome += f", snapshot #{run['Snapshot_id']}" if run["Snapshot_id"] else ""
+    else:
+        outcome = run["Error"] or ""
+    return {"Task": run["Task_id"], "Status": run["Status"], "Date": run["Date"][:19].replace("T", " "),
+            "Outcome": outcome}
+
+
 def cmd_list(client, args):
-    data = client.get(f"source/{args.type}/" if args.type else "source/")
+    data = client.get(f"source/{args.type}/" if args.type else "source/", mirrors="true")
 
     def show(d):
-        rows = []
+        rows, mirrors = [], []
         for r in d["results"]:
             definition = json.loads(r["Definition"])
             scopes = definition.get("distributions") or definition.get("releasever") or []
             rows.append({"Id": r["Id"], "Type": definition["type"], "Name": definition["name"],
                          "Url": definition["url"], "Scopes": ",".join(s["name"] for s in scopes)})
+            for m in r.get("Mirrors", []):
+                mirrors.append({"Source": definition["name"], "Repo": m["Repo_id"], "Name": m["Name"],
+                                **_last_run(m["Last_run"])})
         table(rows, [("Id", "ID"), ("Type", "TYPE"), ("Name", "NAME"), ("Url", "URL"),
                      ("Scopes", "DISTRIBUTIONS / RELEASES")], empty="(no source repositories)")
+        if mirrors:
+            print()
+            table(mirrors, [("Source", "SOURCE"), ("Repo", "REPO"), ("Name", "MIRROR"), ("Task", "LAST TASK"),
+                            ("Status", "STATUS"), ("Date", "WHEN (UTC)"), ("Outcome", "OUTCOME")])
 
     emit(args, data, show)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from app.db import transactional
 from app.domain_errors import Invalid, NotFound
 from app.repos import model as repos
-from app.sources.model import get_source, source_by_id
+from app.sources.model import get_source, list_sources, source_by_id
 from app.tasks.dispatch import create_task, dispatch
 from app.tasks.kinds import Kind
 from app.tasks.rows import TaskRef
@@ -105,3 +105,44 @@ async def last_snapshot(db, mirror: Mirror) -> int | None:
         return (await repos.get_snapshot(db, mirror.last_snapshot_id)).id
     except NotFound:
         return None
+
+
+async def last_runs(db) -> list:
+    """Every mirror with its repository and its last run: the newest `mirror` task of its repository (index
+    tasks_mirror_runs), by source then repository name."""
+    return await db.fetch(
+        """
+        SELECT m.source_id, m.repo_id, r.name, r.dist, r.section, r.releasever, m.arches,
+               m.last_snapshot_id, m.last_run_at,
+               t.id AS task_id, t.status AS task_status, t.error AS task_error, t.created_at AS task_created,
+               t.finished_at AS task_finished, t.progress_text AS task_progress,
+               (t.result->>'snapshot')::bigint AS task_snapshot, (t.result->>'unchanged')::boolean AS unchanged,
+               (t.result->>'downloaded')::bigint AS downloaded
+        FROM mirrors m JOIN repos r ON r.id = m.repo_id
+        LEFT JOIN LATERAL (SELECT id, status, error, created_at, finished_at, progress_text, result FROM tasks
+                           WHERE kind = 'mirror' AND target = 'repo:' || m.repo_id
+                           ORDER BY id DESC LIMIT 1) t ON true
+        ORDER BY m.source_id, r.name, r.id
+        """)
+
+
+def run_wire(row) -> dict:
+    """A mirror and its last run in the API's (the reference's capitalised) style; Last_run None: never run."""
+    run = None
+    if row["task_id"] is not None:
+        run = {"Task_id": row["task_id"], "Status": row["task_status"],
+               "Date": (row["task_finished"] or row["task_created"]).isoformat(),
+               "Snapshot_id": row["task_snapshot"], "Unchanged": row["unchanged"], "Downloaded": row["downloaded"],
+               "Error": row["task_error"]}
+    return {"Repo_id": row["repo_id"], "Name": row["name"], "Dist": row["dist"], "Section": row["section"],
+            "Releasever": row["releasever"], "Arch": list(row["arches"]), "Last_run": run}
+
+
+async def sources_with_runs(db, kind: str | None = None) -> list[dict]:
+    """The sources' wire rows (app/sources/model.list_sources), each with `Mirrors`: the mirrors using it and
+    their last run (Depot's addition, asked for with ?mirrors=true)."""
+    rows = await list_sources(db, kind)
+    runs: dict[int, list] = {}
+    for r in await last_runs(db):
+        runs.setdefault(r["source_id"], []).append(run_wire(r))
+    return [{**row, "Mirrors": runs.get(row["Id"], [])} for row in rows]

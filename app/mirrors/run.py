@@ -40,6 +40,7 @@ from . import deb, rpm
 from .common import ArchiveError, Entry, check_index, decompress, select
 from .model import Mirror, get_mirror, last_snapshot, mirror_source
 from .net import Fetcher, UpstreamError, tls_context
+from .pins import pin, unpin
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
@@ -292,6 +293,7 @@ async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tup
             " ON CONFLICT (snapshot_id, filename) DO NOTHING", snap_id, shas)
         await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
                            " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
+        await unpin(conn, mirror.repo.id)
     return snap_id, len(shas) - int(status.split()[-1])
 
 
@@ -340,6 +342,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
             downloads = _Downloads(pool, storage, fetcher, kind, settings.max_upload_bytes, progress, check_stop)
+            await pin(pool, mirror.repo.id, [e.sha256 for e in todo])     # kept from the pool GC until a run succeeds
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
                           reused=len(chosen) - len(todo))

@@ -24,6 +24,9 @@ Why it is safe while uploads, snapshot copies and rebuilds run:
   committing its row) are removed only if older than the grace period, by mtime, which adopt()
   sets when a file enters (or is reused from) the pool: a row is committed milliseconds after.
   The file is renamed aside first and its mtime read again, so a reuse racing with us wins.
+- A file a mirror run wanted (app/mirrors/pins.py) is not collected until that mirror's next
+  successful run, or until its pin is older than DEPOT_MIRROR_KEEP_FAILED_DAYS (then the pin goes
+  too): a failed run's downloads wait for the retry. A pin is written before its file's row exists.
 - A rebuild reads rows, then links their pool files: it holds POOL_LOCK shared from its first
   read to its end (rebuild.py); each deleting batch takes it exclusively, so a file a running
   rebuild has chosen is never removed under it (the rebuild's own tree keeps hard links anyway).
@@ -36,6 +39,8 @@ import os
 import time
 
 from app.db import session_unlock
+
+from app.settings import Settings
 
 from .storage import Storage
 
@@ -57,6 +62,8 @@ SELECT p.id FROM package_files p
 WHERE NOT EXISTS (SELECT 1 FROM snapshot_packages sp WHERE sp.package_id = p.id)
   AND NOT EXISTS (SELECT 1 FROM package_files o JOIN snapshot_packages sp ON sp.package_id = o.id
                   WHERE o.signed_id = p.id)
+  AND NOT EXISTS (SELECT 1 FROM mirror_pins mp WHERE mp.sha256 = p.sha256
+                  AND mp.pinned_at > now() - make_interval(secs => $2))
 ORDER BY p.id LIMIT $1
 FOR UPDATE OF p SKIP LOCKED
 """
@@ -70,6 +77,8 @@ WITH doomed AS (
       AND NOT EXISTS (SELECT 1 FROM snapshot_packages sp WHERE sp.package_id = p.id)
       AND NOT EXISTS (SELECT 1 FROM package_files o JOIN snapshot_packages sp ON sp.package_id = o.id
                       WHERE o.signed_id = p.id)
+      AND NOT EXISTS (SELECT 1 FROM mirror_pins mp WHERE mp.sha256 = p.sha256
+                      AND mp.pinned_at > now() - make_interval(secs => $2))
 )
 DELETE FROM package_files p USING doomed d
 WHERE p.id = d.id
@@ -109,8 +118,14 @@ def recover(storage: Storage, live: set[str]) -> int:
 
 
 async def collect(pool, storage: Storage, *, grace_seconds: float, dry_run: bool = False,
+                  keep_pinned_days: float = Settings.mirror_keep_failed_days,
                   lock_wait_seconds: float = 600, progress=None, check_stop=None) -> dict:
     graveyard = _graveyard(storage)
+    keep = keep_pinned_days * 86400.0
+    pins_expired = 0
+    if not dry_run:
+        pins_expired = int((await pool.execute(
+            "DELETE FROM mirror_pins WHERE pinned_at <= now() - make_interval(secs => $1)", keep)).split()[-1])
     stale = [e.name for e in os.scandir(graveyard)] if not dry_run else []   # a dry run changes nothing
     restored = 0
     if stale:
@@ -119,7 +134,7 @@ async def collect(pool, storage: Storage, *, grace_seconds: float, dry_run: bool
         restored = recover(storage, live)
 
     rows_deleted, files_removed, bytes_freed, busy = 0, 0, 0, False
-    would = await pool.fetch(_CANDIDATES.replace("FOR UPDATE OF p SKIP LOCKED", ""), 1_000_000) if dry_run else []
+    would = await pool.fetch(_CANDIDATES.replace("FOR UPDATE OF p SKIP LOCKED", ""), 1_000_000, keep) if dry_run else []
     while not dry_run:
         if check_stop:
             await check_stop()      # between batches: each batch is whole
@@ -130,8 +145,8 @@ async def collect(pool, storage: Storage, *, grace_seconds: float, dry_run: bool
             moved: list[tuple[str, str]] = []
             try:
                 async with conn.transaction():
-                    ids = [r["id"] for r in await conn.fetch(_CANDIDATES, BATCH)]
-                    digests = [r["sha256"] for r in await conn.fetch(_DELETE, ids)] if ids else []
+                    ids = [r["id"] for r in await conn.fetch(_CANDIDATES, BATCH, keep)]
+                    digests = [r["sha256"] for r in await conn.fetch(_DELETE, ids, keep)] if ids else []
                     for sha in digests:
                         src, dst = storage.pool_path(sha), graveyard / sha
                         try:
@@ -159,7 +174,7 @@ async def collect(pool, storage: Storage, *, grace_seconds: float, dry_run: bool
     result = {"rows_deleted": rows_deleted, "files_removed": files_removed + orphans["removed"],
               "bytes_freed": bytes_freed + orphans["bytes"], "orphans_removed": orphans["removed"],
               "orphans_too_recent": orphans["recent"], "restored": restored, "dry_run": dry_run,
-              "busy": busy}
+              "busy": busy, "pins_expired": pins_expired}
     if dry_run:
         result["would_delete_rows"] = len(would)
         result["would_remove_orphans"] = orphans["candidates"]

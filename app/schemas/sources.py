@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
+from app.schemas.common import PhpBool
+
 
 class SourceDefinition(Schema):
     """One definition, in the shape of an entry of the reference's YAML templates."""
@@ -29,3 +31,8 @@ class SourceDefinition(Schema):
 class SourceKeys(Schema):
     armored = fields.String(required=True, validate=validate.Length(min=1, max=1 << 20), metadata={
         "description": "ASCII-armored OpenPGP public key block (one or more keys)"})
+
+
+class SourceListQuery(Schema):
+    mirrors = PhpBool(load_default=False, metadata={
+        "description": "Depot: each row also gets `Mirrors`, the mirror repositories using it with their last run"})

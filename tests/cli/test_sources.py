@@ -58,5 +58,13 @@ async def test_cli_mirror_watch(depot, client, admin_key, site, make_mirror, liv
     assert code == 0, out + err
     assert "task 1 mirror done" in out
     assert await pool.fetchval("SELECT count(*) FROM environment_snapshots") == 1
+    # `depot source list` gives each mirror's last run under the sources.
+    code, out, err = await depot("source", "list", "--url", url, "--key", admin_key)
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index("") + 1
+    assert lines[at].split()[:6] == ["SOURCE", "REPO", "MIRROR", "LAST", "TASK", "STATUS"]
+    assert lines[at + 1].split()[:5] == ["up1", str(repo_id), "mirror1", "1", "done"]
+    assert lines[at + 1].endswith("4 files downloaded, snapshot #1")
     code, out, err = await depot("mirror", "999", "--url", url, "--key", admin_key)
     assert code == 1 and "Repository does not exist" in err
