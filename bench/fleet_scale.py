@@ -485,8 +485,8 @@ def _peak_rss_mb(pids: list[int]) -> list[float]:
     return out
 
 
-async def _time_queries(base_url: str, key: str, fleet: Fleet) -> list[tuple[str, float, float, int, int]]:
-    """(path, median ms, max ms, hosts in the answer, status) per fleet question."""
+async def _time_queries(base_url: str, key: str, fleet: Fleet) -> list[tuple[str, float, float, int, int, int]]:
+    """(path, median ms, max ms, hosts in the answer, its bytes, status) per fleet question."""
     import aiohttp
 
     deb = fleet.images[0]
@@ -515,7 +515,7 @@ async def _time_queries(base_url: str, key: str, fleet: Fleet) -> list[tuple[str
         if documented:
             cases.append(older)
         for path in cases:
-            times, hosts, status = [], 0, 0
+            times, hosts, size, status = [], 0, 0, 0
             for i in range(QUERY_RUNS + 1):
                 t0 = time.perf_counter()
                 async with s.get(base_url + path) as r:
@@ -526,10 +526,10 @@ async def _time_queries(base_url: str, key: str, fleet: Fleet) -> list[tuple[str
                     break
                 if i:  # the first run warms the caches
                     times.append(elapsed)
-                hosts = len(json.loads(raw)["results"])
-            out.append((path, statistics.median(times) if times else 0.0, max(times, default=0.0), hosts, status))
+                hosts, size = len(json.loads(raw)["results"]), len(raw)
+            out.append((path, statistics.median(times) if times else 0.0, max(times, default=0.0), hosts, size, status))
         if not documented:
-            out.append((older, 0.0, 0.0, 0, 0))
+            out.append((older, 0.0, 0.0, 0, 0, 0))
     return out
 
 
@@ -636,12 +636,12 @@ def main() -> None:
         run_load(settings.base_url, creds, "available")
         asyncio.run(_wait_applied(settings.database_url))
         asyncio.run(_sql(settings.database_url, "VACUUM ANALYZE"))
-        for path, median, worst, hosts, status in asyncio.run(_time_queries(settings.base_url, viewer_key, fleet)):
+        for path, median, worst, hosts, size, status in asyncio.run(_time_queries(settings.base_url, viewer_key, fleet)):
             label = f"GET {path.replace('/api/v2/', '')}"
             if status != 200:
                 rows.append((label, "n/a (not in this build)" if not status else f"answered {status}", "< 50 ms"))
             else:
-                rows.append((label, f"median {median:.1f} ms, max {worst:.1f} ms ({hosts} hosts)",
+                rows.append((label, f"median {median:.1f} ms, max {worst:.1f} ms ({hosts} hosts, {size / 1e6:.1f} MB)",
                              f"median < 50 ms: {_verdict(median < 50)}"))
 
         # 6. the worker's memory
