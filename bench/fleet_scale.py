@@ -547,8 +547,8 @@ def main() -> None:
     if admin_url:
         asyncio.run(_drop(urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))))
     settings = _settings(admin_url, name)
-    t_gen = time.perf_counter()
     fleet = Fleet(HOSTS)
+    t_gen = time.perf_counter()
     sample = [len(fleet.installed(h)) for h in range(min(HOSTS, 200))]
     gen_ms = (time.perf_counter() - t_gen) * 1000 / len(sample)
     installed = sum(len(fleet.packages(h)) for h in range(min(HOSTS, 200))) * HOSTS / min(HOSTS, 200)
