@@ -34,11 +34,12 @@ Measures, each printed next to its target:
 2. database growth per installed package: pg_database_size after onboarding minus before registration,
    divided by the installed packages (target <= 20 bytes); also after VACUUM + CHECKPOINT, for information.
 3. steady state: round 1, end to end, against the reference (target >= 0.6x), and the PUTs' p99 (< 100 ms).
-4. unchanged reports: round 1 again, accepted reports/s against the reference (kept at ~1.7x).
+4. unchanged reports: round 1 again, accepted reports/s against the reference (target >= 1.7x, what quiet
+   rounds cost before).
 5. fleet questions (after an untimed round of available reports): `GET /api/v2/hosts/package/...` and
-   hosts/outdated, uptodate; median and max of BENCH_SCALE_QUERY_RUNS runs (target < 50 ms); the
-   `older-than` filter if this build answers it.
-6. the peak RSS of the worker process(es) during onboarding (VmHWM; target < 300 MB).
+   hosts/outdated, uptodate; median and max of BENCH_SCALE_QUERY_RUNS runs (target: median < 50 ms); the
+   `older-than` filter if this build's OpenAPI document names it.
+6. the peak RSS of the worker process(es) from their start through onboarding (VmHWM; target < 300 MB).
 
 `python -m bench fleet_scale` (part of `make bench`); the 20,000-host run:
 `BENCH_SCALE_HOSTS=20000 BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/depot_fleet_scale
@@ -630,7 +631,7 @@ def main() -> None:
         asyncio.run(_wait_applied(settings.database_url))
         rows.append(("unchanged reports, accepted", f"{un['rate']:.0f} reports/s vs {ref_un['rate']:.0f} ="
                      f" {un['rate'] / ref_un['rate']:.2f}x (p99 {un['p99_ms']:.0f} ms)",
-                     f"keep ~1.7x: {_verdict(un['rate'] / ref_un['rate'] >= 1.5)}"))
+                     f">= 1.7x: {_verdict(un['rate'] / ref_un['rate'] >= 1.7)}"))
 
         # 5. fleet questions, after every host's available report
         run_load(settings.base_url, creds, "available")
