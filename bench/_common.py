@@ -13,12 +13,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def private_settings(database: str, redis_db: int, queue_name: str, **changes):
-    """Depot's settings from the environment, on `database` and Redis db `redis_db`, on a free port."""
+def private_settings(database: str, redis_db: int, queue_name: str, admin_url: str | None = None, **changes):
+    """Depot's settings from the environment, on `database` and Redis db `redis_db`, on a free port;
+    `database` on the server of `admin_url` if given, else on the configured or embedded PostgreSQL."""
     from app import embedded
     from app.settings import Settings
 
     base = Settings.from_env()
+    if admin_url:
+        base = replace(base, database_url=admin_url)
     port = free_port()
     return replace(base, database_url=embedded.own_database(base, database),
                    redis_url=embedded.own_redis_db(base, redis_db), port=port,
