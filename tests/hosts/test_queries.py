@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.hosts.inventory import seed_inventories
 from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import register
 
@@ -32,10 +33,7 @@ async def fleet(client, pool, make_key):
             " available_count = $8 WHERE id = $1",
             creds[2], os_, ver, kernel, arch, profile, env, available,
         )
-        await pool.executemany(
-            "INSERT INTO host_packages (host_id, name, version) VALUES ($1, $2, $3)",
-            [(creds[2], n, v) for n, v in PACKAGES[name].items()],
-        )
+        await seed_inventories(pool, [(creds[2], n, "", v) for n, v in PACKAGES[name].items()])
         for i in range(available):
             await pool.execute(
                 "INSERT INTO host_available (host_id, name, version) VALUES ($1, $2, '9')", creds[2], f"upd{i}"
