@@ -35,21 +35,30 @@ CREATE TABLE host_sets (
 -- Arrays of ids gain little from pglz and cost CPU at every write and read.
 ALTER TABLE host_sets ALTER COLUMN ids SET STORAGE EXTERNAL;
 
--- The inverted index: the hosts (sorted) that have each dictionary entry installed.
+-- The inverted index: the hosts (sorted) that have each dictionary entry installed, cut by ranges of
+-- host ids (bucket = posting_bucket(host_id)): a batch of reports rewrites only the rows of its hosts'
+-- ranges, and every row stays small enough to be stored inline (no TOAST), updated in place (HOT).
+CREATE FUNCTION posting_bucket(host_id bigint) RETURNS int4 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (host_id / 400)::int4;
 CREATE TABLE package_hosts (
-    version_id int4 PRIMARY KEY,
-    hosts      int4[] NOT NULL
-);
-ALTER TABLE package_hosts ALTER COLUMN hosts SET STORAGE EXTERNAL;
+    version_id int4 NOT NULL,
+    bucket     int4 NOT NULL,
+    hosts      int4[] NOT NULL,
+    PRIMARY KEY (version_id, bucket)
+) WITH (fillfactor = 80);
+-- The union of sorted arrays (intarray's |, a merge in C): the hosts of several entries at once.
+CREATE AGGREGATE int4_union(int4[]) (SFUNC = _int_union, STYPE = int4[], INITCOND = '{}');
 
 -- A host's row gone (unregistered: ON DELETE CASCADE from hosts) takes the host out of its posting
 -- lists in the same transaction; rows locked in version_id order, as the diff worker locks them.
 CREATE FUNCTION host_sets_forget() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     WITH locked AS (
-        SELECT version_id FROM package_hosts WHERE version_id = ANY (OLD.ids) ORDER BY version_id FOR UPDATE
+        SELECT version_id FROM package_hosts
+        WHERE version_id = ANY (OLD.ids) AND bucket = posting_bucket(OLD.host_id) ORDER BY version_id FOR UPDATE
     )
-    UPDATE package_hosts p SET hosts = p.hosts - OLD.host_id::int4 FROM locked WHERE p.version_id = locked.version_id;
+    UPDATE package_hosts p SET hosts = p.hosts - OLD.host_id::int4
+    FROM locked WHERE p.version_id = locked.version_id AND p.bucket = posting_bucket(OLD.host_id);
     RETURN OLD;
 END $$;
 CREATE TRIGGER host_sets_forget AFTER DELETE ON host_sets FOR EACH ROW EXECUTE FUNCTION host_sets_forget();
@@ -69,10 +78,10 @@ GROUP BY p.host_id, h.inventory_at;
 INSERT INTO host_sets (host_id, ids, since)
 SELECT id, '{}', inventory_at FROM hosts WHERE inventory_at IS NOT NULL ON CONFLICT (host_id) DO NOTHING;
 
-INSERT INTO package_hosts (version_id, hosts)
-SELECT v.id, sort(array_agg(p.host_id::int4))
+INSERT INTO package_hosts (version_id, bucket, hosts)
+SELECT v.id, posting_bucket(p.host_id), sort(array_agg(p.host_id::int4))
 FROM host_packages p JOIN package_versions v USING (name, arch, version)
-GROUP BY v.id;
+GROUP BY 1, 2;
 
 -- Every host_reports row is now a pending one: the kept inventories' rows (and any older) go.
 DELETE FROM host_reports r USING host_inventories k WHERE r.host_id = k.host_id AND r.id <= k.report_id;

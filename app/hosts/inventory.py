@@ -46,6 +46,8 @@ def installed_map(body: dict) -> dict[str, str]:
 
 # Host ids are stored in int4 arrays (host_sets, package_hosts).
 INT4_MAX = 2**31 - 1
+# The hosts of one package_hosts row: posting_bucket() in sql/017_inventory_store.sql.
+POSTING_BUCKET = 400
 
 
 class Dictionary:
@@ -282,27 +284,30 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], ids: d
     return plan
 
 
-# package_hosts, first the entries no host had: inserted with their hosts (in version_id order, as
-# every writer goes). One that another worker inserts meanwhile makes this one wait, then conflict:
-# it is then updated by the next statement, which sees it.
+# package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
+# key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
+# then conflict: it is then updated by the next statement, which sees it.
 _POSTINGS_NEW_SQL = """
-INSERT INTO package_hosts (version_id, hosts)
-SELECT d.vid, ($4::int4[])[d.lo:d.hi] FROM unnest($1::int4[], $2::int4[], $3::int4[]) AS d(vid, lo, hi)
-WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid)
-ORDER BY d.vid
-ON CONFLICT DO NOTHING RETURNING version_id
+INSERT INTO package_hosts (version_id, bucket, hosts)
+SELECT d.vid, d.bucket, ($5::int4[])[d.lo:d.hi]
+FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[]) AS d(vid, bucket, lo, hi)
+WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
+ORDER BY d.vid, d.bucket
+ON CONFLICT DO NOTHING RETURNING version_id, bucket
 """
-# Then the others: the batch's hosts removed and added, rows locked in version_id order (two
-# workers updating the same lists never deadlock). Each list arrives as a slice of one flat array.
+# Then the others: the batch's hosts removed and added, rows locked in key order (two workers
+# updating the same rows never deadlock). Each row's hosts arrive as slices of two flat arrays.
 _POSTINGS_SQL = """
 WITH d AS (
-    SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[], $5::int4[]) AS d(vid, alo, ahi, rlo, rhi)
+    SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::int4[])
+    AS d(vid, bucket, alo, ahi, rlo, rhi)
 ), locked AS (
-    SELECT p.version_id FROM package_hosts p WHERE p.version_id = ANY($1::int4[]) ORDER BY p.version_id FOR UPDATE
+    SELECT p.version_id, p.bucket, d.alo, d.ahi, d.rlo, d.rhi
+    FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
+    ORDER BY p.version_id, p.bucket FOR UPDATE OF p
 )
-UPDATE package_hosts p SET hosts = (p.hosts - ($7::int4[])[d.rlo:d.rhi]) | ($6::int4[])[d.alo:d.ahi]
-FROM locked JOIN d ON d.vid = locked.version_id
-WHERE p.version_id = locked.version_id
+UPDATE package_hosts p SET hosts = (p.hosts - ($8::int4[])[l.rlo:l.rhi]) | ($7::int4[])[l.alo:l.ahi]
+FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
 """
 
 # The rest of a batch's writes in one statement: the hosts' sets, history, available rows, and the
@@ -361,8 +366,8 @@ def _flat(lists: list) -> tuple[list[int], list[int], list[int]]:
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
     history, av_gone, av_up, deleted, hosts, sets = [], [], [], [], [], []
-    added: dict[int, list[int]] = {}
-    removed: dict[int, list[int]] = {}
+    added: dict[tuple[int, int], list[int]] = {}    # (entry, bucket) -> hosts, ascending
+    removed: dict[tuple[int, int], list[int]] = {}
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         history += [(h, *r) for r in p.history]
@@ -372,22 +377,25 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
         if p.ids is not None:
             sets.append(p)
+            bucket = h // POSTING_BUCKET
             for i in p.added_ids:
-                added.setdefault(i, []).append(h)  # hosts in ascending order: each list is sorted
+                added.setdefault((i, bucket), []).append(h)
             for i in p.removed_ids:
-                removed.setdefault(i, []).append(h)
+                removed.setdefault((i, bucket), []).append(h)
     set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
-    new_vids = sorted(added)
-    add_flat, add_lo, add_hi = _flat([added[v] for v in new_vids])
+    new_keys = sorted(added)
+    add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
     async with conn.transaction():
         inserted = set()
-        if new_vids:
-            inserted = {r[0] for r in await conn.fetch(_POSTINGS_NEW_SQL, new_vids, add_lo, add_hi, add_flat)}
-        vids = sorted((added.keys() - inserted) | removed.keys())
-        if vids:
-            a_flat, a_lo, a_hi = _flat([added.get(v, ()) if v not in inserted else () for v in vids])
-            r_flat, r_lo, r_hi = _flat([removed.get(v, ()) for v in vids])
-            await conn.execute(_POSTINGS_SQL, vids, a_lo, a_hi, r_lo, r_hi, a_flat, r_flat)
+        if new_keys:
+            inserted = {tuple(r) for r in await conn.fetch(
+                _POSTINGS_NEW_SQL, [k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi, add_flat)}
+        keys = sorted((added.keys() - inserted) | removed.keys())
+        if keys:
+            a_flat, a_lo, a_hi = _flat([added.get(k, ()) if k not in inserted else () for k in keys])
+            r_flat, r_lo, r_hi = _flat([removed.get(k, ()) for k in keys])
+            await conn.execute(_POSTINGS_SQL, [k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi, r_lo, r_hi,
+                               a_flat, r_flat)
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
@@ -508,9 +516,9 @@ WITH m AS (
     SELECT host_id, sort(array_agg(id)), now() FROM m GROUP BY host_id
     ON CONFLICT (host_id) DO UPDATE SET ids = host_sets.ids | EXCLUDED.ids
 )
-INSERT INTO package_hosts (version_id, hosts)
-SELECT id, sort(array_agg(host_id::int4)) FROM m GROUP BY id ORDER BY id
-ON CONFLICT (version_id) DO UPDATE SET hosts = package_hosts.hosts | EXCLUDED.hosts
+INSERT INTO package_hosts (version_id, bucket, hosts)
+SELECT id, posting_bucket(host_id), sort(array_agg(host_id::int4)) FROM m GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (version_id, bucket) DO UPDATE SET hosts = package_hosts.hosts | EXCLUDED.hosts
 """
 
 

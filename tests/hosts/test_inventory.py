@@ -282,3 +282,9 @@ def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
     assert reports.fast_count("available", body("available", avail), 10) is None
     assert reports.check_items("available", avail, 10) == 3
     assert reports.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None
+
+
+async def test_posting_buckets_agree(pool):
+    from app.hosts.inventory import POSTING_BUCKET
+
+    assert await pool.fetchval("SELECT posting_bucket($1)", 10 * POSTING_BUCKET + 3) == 10
