@@ -129,8 +129,9 @@ async def migrate_empty(database_url: str) -> None:
     await migrate(database_url)
 
 
-async def migrate(database_url: str) -> list[str]:
-    """Apply every sql/NNN_*.sql not applied yet, each in its own transaction. Returns the names applied."""
+async def migrate(database_url: str, upto: str | None = None) -> list[str]:
+    """Apply every sql/NNN_*.sql not applied yet (up to number `upto`, e.g. "016", if given), each in its
+    own transaction. Returns the names applied."""
     conn = await asyncpg.connect(database_url)
     applied_now = []
     try:
@@ -141,7 +142,7 @@ async def migrate(database_url: str) -> list[str]:
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         for path in migration_files():
-            if path.name in done:
+            if path.name in done or (upto is not None and path.name[:3] > upto):
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())
