@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from app import resources
-from app.hosts import bodies, reports
+from app.hosts import bodies, inventory as inventory_store, reports
 from app.main import create_app
-from tests.helpers import bearer, host_auth, inventory, package_count
+from tests.helpers import bearer, check_postings, host_auth, inventory, package_count
 from tests.hosts.helpers import installed, put, register
 
 
@@ -288,3 +288,57 @@ async def test_posting_buckets_agree(pool):
     from app.hosts.inventory import POSTING_BUCKET
 
     assert await pool.fetchval("SELECT posting_bucket($1)", 10 * POSTING_BUCKET + 3) == 10
+
+
+async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
+    """A package removed then added back is `installed` since it came back; an unchanged one keeps the
+    baseline's time; the wire's Date/Time are those of the report that changed it."""
+    creds = await _host(client, make_key)
+    other = await _host(client, make_key, "web02")
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await put(client, other, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    await pool.execute("UPDATE host_sets SET since = '2026-01-02 03:04:05+00'")
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1"}))
+    await run_worker()
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    added_at = await pool.fetchval("SELECT max(at) FROM host_history WHERE host_id = $1", creds[2])
+    resp = await client.get(f"/api/v2/host/{creds[2]}/installed", headers=bearer(await make_key("viewer")))
+    body = await resp.json()
+    assert resp.status == 200, body
+    rows = {r["Name"]: (r["State"], r["Date"], r["Time"]) for r in body["results"]}
+    assert rows == {"bash": ("inventored", "2026-01-02", "03:04:05"),
+                    "vim": ("installed", added_at.strftime("%Y-%m-%d"), added_at.strftime("%H:%M:%S"))}
+    assert await package_count(pool) == 4
+
+    # Unregistering a host takes it out of the posting lists it shared with the other.
+    resp = await client.delete("/api/v2/host/registering", headers=host_auth(*creds[:2]))
+    assert resp.status == 200
+    assert await package_count(pool) == 2
+    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", creds[2]) == 0
+    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", other[2]) == 2
+
+
+async def test_a_host_id_beyond_int4_is_refused_not_truncated(pool):
+    await pool.execute("INSERT INTO hosts (id, hostname, ip, auth_id, token_digest) VALUES (2147483648, 'big', '1', 'x', '')")
+    await pool.execute("INSERT INTO host_reports (host_id, kind, digest, body) VALUES (2147483648, 'installed', '', $1)",
+                       bodies.encode_body(b'{"installed_packages": [{"name": "a", "version": "1"}]}', True))
+    out = await inventory_store.apply_pending(pool, [2147483648])
+    assert isinstance(out[2147483648], ValueError) and "int4" in str(out[2147483648])
+    assert await pool.fetchval("SELECT count(*) FROM host_sets") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 1  # still pending
+
+
+async def test_a_reset_dictionary_empties_the_workers_cache(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    assert inventory_store.dictionary().ids
+    await pool.execute("DELETE FROM hosts; DELETE FROM package_hosts; DELETE FROM package_versions;"
+                       " ALTER TABLE package_versions ALTER COLUMN id RESTART")
+    creds = await _host(client, make_key, "web03")
+    await put(client, creds, "packages/installed", installed({"vim": "9.0-1", "curl": "7.88-1"}))
+    await run_worker()
+    assert {r["name"]: r["version"] for r in await inventory(pool, creds[2])} == {"vim": "9.0-1", "curl": "7.88-1"}
+    await check_postings(pool)
