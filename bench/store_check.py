@@ -41,7 +41,6 @@ def _body(inv: dict[str, str]) -> bytes:
 
 
 async def _size(pool) -> int:
-    await pool.execute("CHECKPOINT")
     return await pool.fetchval("SELECT pg_database_size(current_database())")
 
 

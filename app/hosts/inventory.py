@@ -185,41 +185,62 @@ def _empty_summary() -> dict:
     return {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
 
 
-def _parse(reports: list) -> list[dict | None]:
-    """Each report's installed list as {raw name: version} (None for an available report)."""
-    return [installed_map(load_body(r["body"])) if r["kind"] == INSTALLED else None for r in reports]
-
-
 async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan]:
-    """Plans for a chunk of hosts: their reports parsed, mapped to dictionary ids (misses in bulk),
-    compared as sets of ids. A host that fails gets its exception in `out` and no plan."""
+    """Plans for a chunk of hosts: their reports parsed, mapped to dictionary ids (one cache lookup per
+    item; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that fails
+    gets its exception in `out` and no plan."""
     d = dictionary()
-    parsed: dict[int, list] = {}
+    cached_id = d.ids.get
+    # host -> per report: ({id: (raw name, version)}, [pairs not cached yet]), or None (an available report)
+    lists: dict[int, list] = {}
+    missing: set[tuple[str, str]] = set()
     for host_id, reports in by_host.items():
         try:
             if host_id > INT4_MAX:
                 raise ValueError(f"host id {host_id} exceeds the inventory store's int4 range")
-            parsed[host_id] = _parse(reports)
+            maps = []
+            for r in reports:
+                if r["kind"] != INSTALLED:
+                    maps.append(None)
+                    continue
+                by_id, unknown = {}, []
+                for kv in installed_map(load_body(r["body"])).items():
+                    i = cached_id(kv)
+                    if i is None:
+                        unknown.append(kv)
+                    else:
+                        by_id[i] = kv
+                missing.update(unknown)
+                maps.append((by_id, unknown))
+            lists[host_id] = maps
         except Exception as exc:
             out[host_id] = exc
-    wanted = {kv for maps in parsed.values() for m in maps if m is not None for kv in m.items()}
-    ids = await d.resolve_ids(conn, wanted)
-    del wanted
-    # The names of the ids an installed report may remove (the current sets'): looked up only if not cached.
-    current = {h: set(by_host[h][0]["ids"] or ()) for h in parsed}
-    unknown = {i for h, s in current.items() if not by_host[h][0]["baseline"] for i in s if i not in d.keys}
-    if unknown:
-        await d.resolve_keys(conn, unknown)
+    if missing:
+        ids = await d.resolve_ids(conn, missing)
+        for maps in lists.values():
+            for m in maps:
+                if m is not None:
+                    for kv in m[1]:
+                        m[0][ids[kv]] = kv
+    # The names of the ids the first installed report removes from the current set: looked up if not cached.
+    current, unknown_ids = {}, set()
+    for host_id, maps in lists.items():
+        current[host_id] = now = set(by_host[host_id][0]["ids"] or ())
+        first = next((m for m in maps if m is not None), None)
+        if first is not None and now and not by_host[host_id][0]["baseline"]:
+            unknown_ids.update(i for i in now - first[0].keys() if i not in d.keys)
+    if unknown_ids:
+        await d.resolve_keys(conn, unknown_ids)
     plans = []
-    for host_id, maps in parsed.items():
+    for host_id, maps in lists.items():
         try:
-            plans.append(plan_host(host_id, by_host[host_id], maps, current[host_id], ids, d.keys))
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[0] for m in maps], current[host_id], d.keys))
         except Exception as exc:
             out[host_id] = exc
     return plans
 
 
-def plan_host(host_id: int, reports: list, maps: list, current: set[int], ids: dict, cached: dict) -> HostPlan:
+def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached: dict) -> HostPlan:
     """Compare each pending report with the state before it, in order.
 
     Installed: the new list's ids against the current ones (a set difference in C; only the ids
@@ -234,7 +255,7 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], ids: d
     old_ids = set() if baseline else current
     named: dict[int, tuple[str, str]] = {}  # the ids of the lists read so far, by id
     new_av: dict[tuple[str, str], tuple] | None = None
-    for report, new in zip(reports, maps):
+    for report, new_by_id in zip(reports, maps):
         plan.report_ids.append(report["id"])
         plan.summary["reports"] += 1
         if report["kind"] == AVAILABLE:
@@ -244,7 +265,6 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], ids: d
                 new_av[split_arch(item["name"])] = (item["version"], item.get("repository"), sec is True or sec == "true")
             plan.available_at = report["received_at"]
             continue
-        new_by_id = {ids[kv]: kv for kv in new.items()}
         new_ids = new_by_id.keys()
         gone = [named.get(i) or cached[i] for i in old_ids - new_ids]
         came = [new_by_id[i] for i in new_ids - old_ids]
@@ -267,7 +287,7 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], ids: d
         if plan.ids is None and baseline:
             plan.since = at
         plan.ids = new_ids
-        old_ids = set(new_ids)
+        old_ids = new_ids
         plan.inventory_at = at
         baseline = False
     if plan.ids is not None:
