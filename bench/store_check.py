@@ -108,13 +108,16 @@ async def run(url: str) -> None:
             inv[n] = inv[n] + "+u1"
         changed[h] = _body(inv)
     await _store(pool, host_ids, changed)
-    lsn0 = await pool.fetchval("SELECT pg_current_wal_lsn()")
     size0 = await _size(pool)
+    lsn0 = await pool.fetchval("SELECT pg_current_wal_lsn()")
+    fpi0 = await pool.fetchval("SELECT wal_fpi FROM pg_stat_wal")
     steady = await _apply(pool, host_ids)
     wal = await pool.fetchval("SELECT pg_current_wal_lsn() - $1::pg_lsn", lsn0)
+    fpi = await pool.fetchval("SELECT wal_fpi FROM pg_stat_wal") - fpi0
     size1 = await _size(pool)
     print(f"steady state: {HOSTS} hosts with {CHANGED} versions changed applied in {steady:.1f} s"
-          f" ({HOSTS / steady:.0f} hosts/s); WAL {wal / HOSTS / 1024:.1f} KiB and database growth"
+          f" ({HOSTS / steady:.0f} hosts/s); WAL {wal / HOSTS / 1024:.1f} KiB ({fpi / HOSTS:.1f} full-page images,"
+          f" all databases) and database growth"
           f" {(size1 - size0) / HOSTS / 1024:.1f} KiB per changed host")
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
     await pool.execute("VACUUM ANALYZE")

@@ -46,8 +46,6 @@ CREATE TABLE package_hosts (
     hosts      int4[] NOT NULL,
     PRIMARY KEY (version_id, bucket)
 ) WITH (fillfactor = 80);
--- The union of sorted arrays (intarray's |, a merge in C): the hosts of several entries at once.
-CREATE AGGREGATE int4_union(int4[]) (SFUNC = _int_union, STYPE = int4[], INITCOND = '{}');
 
 -- A host's row gone (unregistered: ON DELETE CASCADE from hosts) takes the host out of its posting
 -- lists in the same transaction; rows locked in version_id order, as the diff worker locks them.
