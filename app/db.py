@@ -108,6 +108,9 @@ async def create_pool(settings, **kwargs) -> asyncpg.Pool:
         timeout=settings.db_connect_timeout,
         init=_init_connection,
         reset=_keep_session,
+        # No JIT: a fleet question over many posting lists is estimated costly enough for PostgreSQL to
+        # compile it, which takes longer than running it.
+        server_settings={"jit": "off", **kwargs.pop("server_settings", {})},
         **kwargs,
     )
     pool.acquire_timeout = settings.db_acquire_timeout

@@ -25,6 +25,8 @@ HOSTS = int(os.environ.get("BENCH_STORE_HOSTS", "5000"))
 PACKAGES = int(os.environ.get("BENCH_STORE_PACKAGES", "2000"))
 CHANGED = int(os.environ.get("BENCH_STORE_CHANGED", "5"))
 BATCH = int(os.environ.get("BENCH_STORE_BATCH", "500"))
+# Only the questions, on a fleet written straight into the store by SQL (bench/fleet.py's loader).
+QUESTIONS_ONLY = os.environ.get("BENCH_STORE_QUESTIONS_ONLY") == "1"
 
 
 def _inventory(h: int, common: list[str], rare: list[str]) -> dict[str, str]:
@@ -75,10 +77,22 @@ async def run(url: str) -> None:
     import asyncpg
 
     from app import db
-    from app.hosts import queries
 
     await db.migrate_empty(url)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=4, init=db._init_connection)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4, init=db._init_connection,
+                                     server_settings={"jit": "off"})  # as app/db.py create_pool
+    if QUESTIONS_ONLY:
+        from types import SimpleNamespace
+
+        from bench.fleet import _load_query_fleet
+
+        loaded = await _load_query_fleet(SimpleNamespace(database_url=url), HOSTS, PACKAGES)
+        print(f"{HOSTS} hosts x {PACKAGES} packages loaded by SQL in {loaded:.0f} s;"
+              f" database {await _size(pool) / HOSTS / PACKAGES:.1f} bytes per installed package")
+        await pool.execute("UPDATE hosts SET os_family = 'Redhat' WHERE id % 4 = 0")
+        await _questions(pool, [r["id"] for r in await pool.fetch("SELECT id FROM hosts ORDER BY id")])
+        await pool.close()
+        return
     common = [f"lib{chr(97 + i % 26)}{i}-common" for i in range(PACKAGES - 100)]
     rare = [f"rare{i}-tool" for i in range(5000)]
     await pool.execute(
@@ -120,6 +134,15 @@ async def run(url: str) -> None:
           f" all databases) and database growth"
           f" {(size1 - size0) / HOSTS / 1024:.1f} KiB per changed host")
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    print(f"peak RSS of this process (the worker's code, and the bodies it is given): {rss / 1024:.0f} MB"
+          f" ({rss0 / 1024:.0f} MB before the first batch; target < 300)")
+    await _questions(pool, host_ids)
+    await pool.close()
+
+
+async def _questions(pool, host_ids: list[int]) -> None:
+    from app.hosts import queries
+
     await pool.execute("VACUUM ANALYZE")
     await pool.execute("INSERT INTO host_available (host_id, name, version) SELECT id, 'libb1-common', '9.9-1'"
                        " FROM hosts WHERE id % 10 = 0")
@@ -153,9 +176,6 @@ async def run(url: str) -> None:
     for label, fn, args, kwargs in cases:
         ms, n = await _time(pool, fn, *args, **kwargs)
         print(f"{label:<45} {n:6d} rows  median {ms:7.1f} ms (target < 50)")
-    print(f"peak RSS of this process (the worker's code, and the bodies it is given): {rss / 1024:.0f} MB"
-          f" ({rss0 / 1024:.0f} MB before the first batch; target < 300)")
-    await pool.close()
 
 
 def main() -> None:
