@@ -51,9 +51,11 @@ CREATE TABLE package_hosts (
 -- lists in the same transaction; rows locked in version_id order, as the diff worker locks them.
 CREATE FUNCTION host_sets_forget() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- A join with the set's ids, not version_id = ANY (OLD.ids): a generic plan could scan the whole
+    -- table testing each row against the whole array.
     WITH locked AS (
-        SELECT version_id FROM package_hosts
-        WHERE version_id = ANY (OLD.ids) AND bucket = posting_bucket(OLD.host_id) ORDER BY version_id FOR UPDATE
+        SELECT p.version_id FROM package_hosts p JOIN unnest(OLD.ids) AS u(id) ON p.version_id = u.id
+        WHERE p.bucket = posting_bucket(OLD.host_id) ORDER BY p.version_id FOR UPDATE OF p
     )
     UPDATE package_hosts p SET hosts = p.hosts - OLD.host_id::int4
     FROM locked WHERE p.version_id = locked.version_id AND p.bucket = posting_bucket(OLD.host_id);

@@ -144,14 +144,24 @@ SELECT v.id, v.name, v.arch, v.version FROM k JOIN package_versions v
     ON v.name = k.name AND v.arch = k.arch AND v.version = k.version
 """
 
-_dictionary: Dictionary | None = None
+# One per database (a worker has one; a test process may use two).
+_dictionaries: dict[str, Dictionary] = {}
+_current_db = ""
 
 
 def dictionary() -> Dictionary:
-    global _dictionary
-    if _dictionary is None:
-        _dictionary = Dictionary(_settings().inventory_cache_entries)
-    return _dictionary
+    """The cache of the database this process last applied reports to."""
+    if _current_db not in _dictionaries:
+        _dictionaries[_current_db] = Dictionary(_settings().inventory_cache_entries)
+    return _dictionaries[_current_db]
+
+
+async def _check_dictionary(conn) -> None:
+    global _current_db
+    row = await conn.fetchrow("SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id"
+                              " FROM package_versions_id_seq")
+    _current_db = row["db"]
+    dictionary().check(row["id"])
 
 
 @functools.cache
@@ -455,8 +465,7 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
     async with pool.acquire() as conn:
-        dictionary().check(await conn.fetchval(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM package_versions_id_seq"))
+        await _check_dictionary(conn)
         plans: list[HostPlan] = []
         for start in range(0, len(host_ids), chunk):
             by_host: dict[int, list] = {}
