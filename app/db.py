@@ -108,6 +108,9 @@ async def create_pool(settings, **kwargs) -> asyncpg.Pool:
         timeout=settings.db_connect_timeout,
         init=_init_connection,
         reset=_keep_session,
+        # No JIT: a fleet question over many posting lists is estimated costly enough for PostgreSQL to
+        # compile it, which takes longer than running it.
+        server_settings={"jit": "off", **kwargs.pop("server_settings", {})},
         **kwargs,
     )
     pool.acquire_timeout = settings.db_acquire_timeout
@@ -129,8 +132,9 @@ async def migrate_empty(database_url: str) -> None:
     await migrate(database_url)
 
 
-async def migrate(database_url: str) -> list[str]:
-    """Apply every sql/NNN_*.sql not applied yet, each in its own transaction. Returns the names applied."""
+async def migrate(database_url: str, upto: str | None = None) -> list[str]:
+    """Apply every sql/NNN_*.sql not applied yet (up to number `upto`, e.g. "016", if given), each in its
+    own transaction. Returns the names applied."""
     conn = await asyncpg.connect(database_url)
     applied_now = []
     try:
@@ -141,7 +145,7 @@ async def migrate(database_url: str) -> list[str]:
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         for path in migration_files():
-            if path.name in done:
+            if path.name in done or (upto is not None and path.name[:3] > upto):
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())

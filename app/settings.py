@@ -58,6 +58,10 @@ class Settings:
     # 0 turns it off; capped at reconcile_seconds - 1 (the reconciler would re-send the held tasks).
     diff_hold_seconds: float = 5.0
     diff_hold_rate: float = 200.0
+    # The diff worker's cache of the package dictionary (app/hosts/inventory.py), entries per direction,
+    # and the hosts whose reports it parses at once (what a burst of first inventories holds in memory).
+    inventory_cache_entries: int = 200_000
+    inventory_chunk_hosts: int = 50
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
     intake_max_group: int = 64
     intake_max_inflight: int = 2
@@ -165,6 +169,8 @@ class Settings:
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
             diff_hold_seconds=_float("DEPOT_DIFF_HOLD_SECONDS", 5.0),
             diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),
+            inventory_cache_entries=_int("DEPOT_INVENTORY_CACHE_ENTRIES", 200_000),
+            inventory_chunk_hosts=_int("DEPOT_INVENTORY_CHUNK_HOSTS", 50),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
             intake_seen_digests=_int("DEPOT_INTAKE_SEEN_DIGESTS", 100_000),

@@ -423,10 +423,11 @@ async def _restart(node: Node, http, db, agents: Agents, headers: dict) -> None:
     finished = time.perf_counter() - t0
     check = await db.fetchrow(
         "SELECT (SELECT count(*) FROM agent_sessions) AS sessions,"
-        " (SELECT count(*) FROM host_packages p JOIN hosts h ON h.id = p.host_id"
-        "   WHERE p.name = $1 AND p.version = substr(h.auth_id, 4) || '.0-1') AS inventories,"
-        " (SELECT count(*) FROM hosts h WHERE (SELECT count(*) FROM host_packages p WHERE p.host_id = h.id) <> $2)"
-        "   AS wrong_size,"
+        " (SELECT count(*) FROM host_sets s CROSS JOIN LATERAL unnest(s.ids) i JOIN package_versions p ON p.id = i"
+        "   JOIN hosts h ON h.id = s.host_id WHERE p.name = $1 AND p.version = substr(h.auth_id, 4) || '.0-1')"
+        "   AS inventories,"
+        " (SELECT count(*) FROM hosts h LEFT JOIN host_sets s ON s.host_id = h.id"
+        "   WHERE coalesce(cardinality(s.ids), 0) <> $2) AS wrong_size,"
         " (SELECT count(*) FROM agent_requests WHERE status IN ('new', 'sent', 'running')) AS open_requests,"
         " (SELECT count(*) FROM tasks WHERE status = 'error') AS error_tasks", MARKER, INVENTORY)
     print(f"restart: {SERVERS} servers killed (SIGKILL) with {AGENTS} agents connected; API answering again after"

@@ -27,6 +27,7 @@ def _settings():
 
 async def _load(settings) -> None:
     from app import users
+    from app.hosts.inventory import seed_inventories
 
     pool = await fresh_database(settings)
     await users.create_user(pool, "bench", "operator", password="bench-password")
@@ -44,10 +45,7 @@ async def _load(settings) -> None:
         """,
         HOSTS,
     )
-    await pool.execute(
-        "INSERT INTO host_packages (host_id, name, arch, version)"
-        " SELECT h, 'pkg' || p, 'amd64', '1.' || p FROM generate_series(1, 200) h, generate_series(1, 2000) p"
-    )
+    await seed_inventories(pool, [(h, f"pkg{p}", "amd64", f"1.{p}") for h in range(1, 201) for p in range(1, 2001)])
     await pool.execute(
         "INSERT INTO host_history (host_id, change, name, old_version, new_version, at)"
         " SELECT 1 + i % 200, 'upgraded', 'pkg' || (i % 2000), '1.0', '1.1', now() - (i || ' seconds')::interval"

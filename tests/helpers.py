@@ -22,3 +22,31 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def inventory(pool, host_id: int) -> list:
+    """A host's installed packages as the API derives them (name, arch, version, state, since), by name."""
+    from app.hosts.queries import INVENTORY_SQL
+
+    return await pool.fetch(f"SELECT name, arch, version, state, since FROM ({INVENTORY_SQL}) p ORDER BY name, arch",
+                            host_id)
+
+
+async def package_count(pool) -> int:
+    """Installed packages, all hosts together; and the inverted index checked against the sets."""
+    await check_postings(pool)
+    return await pool.fetchval("SELECT coalesce(sum(cardinality(ids)), 0) FROM host_sets")
+
+
+async def check_postings(pool) -> None:
+    """package_hosts is exactly the inverse of host_sets (every list sorted, no empty host)."""
+    wrong = await pool.fetchval("""
+        WITH inv AS (SELECT i AS version_id, posting_bucket(s.host_id) AS bucket,
+                            sort(array_agg(s.host_id::int4)) AS hosts
+                     FROM host_sets s, unnest(s.ids) i GROUP BY 1, 2)
+        SELECT count(*) FROM inv FULL JOIN (SELECT * FROM package_hosts WHERE cardinality(hosts) > 0) p
+            USING (version_id, bucket)
+        WHERE inv.hosts IS DISTINCT FROM p.hosts""")
+    assert wrong == 0, f"{wrong} posting lists disagree with host_sets"
+    unsorted = await pool.fetchval("SELECT count(*) FROM host_sets WHERE ids <> sort(ids)")
+    assert unsorted == 0

@@ -321,7 +321,7 @@ async def test_repository_pages(client, pool, operator_key):
 
 
 async def test_fleet_and_host_pages_from_real_agent_reports(client, pool, run_worker, make_key, operator_key):
-    if not await pool.fetchval("SELECT to_regclass('host_packages') IS NOT NULL"):
+    if not await pool.fetchval("SELECT to_regclass('host_sets') IS NOT NULL"):
         pytest.skip("the fleet schema (sql/002_hosts.sql reporting tables) has not landed on this branch yet")
     admin = await make_key("admin", "root")
     resp = await client.post("/api/v2/host/registering", json={"hostname": "web1.example.net", "ip": "10.1.2.3"}, headers=bearer(admin))

@@ -10,6 +10,7 @@ import aiohttp
 
 import pytest
 
+from app.hosts.inventory import seed_inventories
 from tests.helpers import bearer
 from tests.pkgfactory import deb_bytes
 from tests.test_dashboard import csrf_of, login
@@ -87,8 +88,7 @@ async def test_fleet_search_finds_what_the_api_finds(client, pool, make_key):
     ids = await _hosts(pool, 6)
     rows = [(ids[0], "openssl", "3.0.11-1"), (ids[1], "openssl", "3.0.15-1"), (ids[2], "libssl3", "3.0.15-1"),
             (ids[3], "open_vm_tools", "12.2"), (ids[4], "openvpn", "2.6.3"), (ids[5], "nginx", "1.24.0-1")]
-    await pool.executemany("INSERT INTO host_packages (host_id, name, arch, version, state)"
-                           " VALUES ($1, $2, 'amd64', $3, 'inventored')", rows)
+    await seed_inventories(pool, [(h, n, "amd64", v) for h, n, v in rows])
     key = await make_key("viewer")
     await login(client, api_key=key)
     for name, version, flags in (("open", None, ""), ("open*", "3.0.1", ""), ("*ssl*", None, ""), ("openssl", "3.0.1*", ""),
@@ -182,9 +182,7 @@ async def test_repository_actions_bad_input_and_roles(client, pool, make_key, re
 
 async def test_a_broad_package_search_lists_the_first_packages_of_each_host(client, pool, make_key):
     (host,) = await _hosts(pool, 1)
-    await pool.execute("INSERT INTO host_packages (host_id, name, arch, version, state)"
-                       " SELECT $1, 'lib' || lpad(i::text, 2, '0'), 'amd64', '1.' || i, 'inventored'"
-                       " FROM generate_series(1, 25) i", host)
+    await seed_inventories(pool, [(host, f"lib{i:02d}", "amd64", f"1.{i}") for i in range(1, 26)])
     await _as(client, make_key, "viewer")
     text = await (await client.get("/hosts?package=lib")).text()
     cell = text.split('class="mono packages">')[1].split("</td>")[0]

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from app.tasks import dispatch
+from app.hosts.inventory import seed_inventories
 from tests.browser_harness import ARTIFACTS, BROWSER
 from workers import runner
 
@@ -103,16 +104,13 @@ async def test_fleet_host_and_repositories_pages(page, pool):
         " SELECT 'web' || lpad(i::text, 3, '0') || '.example.net', '10.0.1.' || i, 'id_' || i, '\\x00'"
         " FROM generate_series(1, 60) i"
     )
-    fleet_schema = await pool.fetchval("SELECT to_regclass('host_packages') IS NOT NULL")
+    fleet_schema = await pool.fetchval("SELECT to_regclass('host_sets') IS NOT NULL")
     if fleet_schema:  # a host as the diff worker leaves it, for the host page
         await pool.execute(
             "UPDATE hosts SET os = 'Debian GNU/Linux', os_version = '12', kernel = '6.1.0-28-amd64', arch = 'x86_64',"
             " reboot_required = (id % 7 = 0), available_count = (id % 3), last_seen_at = now() - (id || ' hours')::interval"
         )
-        await pool.execute(
-            "INSERT INTO host_packages (host_id, name, arch, version, state)"
-            " SELECT $1, 'pkg-' || i, 'amd64', '1.' || i, 'inventored' FROM generate_series(1, 30) i", hostile
-        )
+        await seed_inventories(pool, [(hostile, f"pkg-{i}", "amd64", f"1.{i}") for i in range(1, 31)])
         await pool.execute(
             "INSERT INTO host_available (host_id, name, arch, version, repository, security)"
             " VALUES ($1, 'pkg-3', 'amd64', '1.3+deb12u1', 'bookworm-security', true)", hostile

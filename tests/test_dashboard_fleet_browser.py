@@ -4,6 +4,7 @@ hosts ticked and to every host matched, checked in the database; a viewer sees n
 without the CSRF token changes nothing."""
 from __future__ import annotations
 
+from app.hosts.inventory import seed_inventories
 from tests.browser_harness import ARTIFACTS, BROWSER, sign_in
 
 pytestmark = BROWSER
@@ -25,8 +26,7 @@ async def _fleet(pool) -> dict[str, int]:
             " available_count, reboot_required, last_seen_at)"
             " VALUES ($1, $2, $3, '\\x00', $4, $5, $6, $7, '6.1.0-28-amd64', 'x86_64', $8, $9, now()) RETURNING id",
             name, f"10.0.0.{n + 1}", f"id_{n}", os, version, profile, env, n % 2, n == 2)
-        await pool.executemany("INSERT INTO host_packages (host_id, name, arch, version, state) VALUES ($1, $2, 'amd64', $3, 'inventored')",
-                               [(ids[name], p, v) for p, v in packages.items()])
+        await seed_inventories(pool, [(ids[name], p, "amd64", v) for p, v in packages.items()])
     return ids
 
 

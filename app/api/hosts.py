@@ -244,7 +244,8 @@ async def hosts_missing_value(request: web.Request) -> web.Response:
     raise bad_request(FILTERS[request.match_info["filter"]])
 
 
-@docs(summary="Hosts with a package (prefix match; strict, strict-name, strict-version flags; * wildcard)",
+@docs(summary="Hosts with a package (prefix match; strict, strict-name, strict-version flags; * wildcard;"
+              " older-than: hosts with an older version of it, name exact)",
       query=PackageSearchQuery, responses=_ERRORS)
 async def hosts_package(request: web.Request) -> web.Response:
     auth.require_user(request)
@@ -252,13 +253,17 @@ async def hosts_package(request: web.Request) -> web.Response:
     version = request.match_info.get("version") or None
     if not queries.NAME_RE.match(name) or (version is not None and not queries.NAME_RE.match(version)):
         raise bad_request("Package name contains invalid characters")
-    page = _page(request)
+    query = load_page(request, everything_by_default=True)
+    page = queries.Page(query["page"], query["per_page"])
+    older_than = query.get("older_than")
+    if older_than is not None and (version is not None or "*" in name):
+        raise bad_request("older-than takes an exact package name and no version")
     strict = "strict" in request.query
     items, total = await queries.hosts_with_package(
         request.app[POOL], name, version,
         strict_name=strict or "strict-name" in request.query,
         strict_version=strict or "strict-version" in request.query,
-        page=page,
+        page=page, older_than=older_than,
     )
     return _paged(items, total, page)
 

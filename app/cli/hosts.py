@@ -32,7 +32,8 @@ def cmd_hosts_list(client, args) -> None:
         for flag in ("kernel", "arch", "profile", "env"):
             if getattr(args, flag):
                 path = f"hosts/{'environment' if flag == 'env' else flag}/{_q(getattr(args, flag))}"
-    data = client.get(path, page=args.page, per_page=args.per_page)
+    extra = {"older-than": args.older_than} if args.package and args.older_than else {}
+    data = client.get(path, page=args.page, per_page=args.per_page, **extra)
 
     def show(d):
         rows = d.get("results") or []
@@ -87,6 +88,9 @@ def register(sub) -> None:
         parser.add_argument("--env")
         parser.add_argument("--package", help="hosts with this package (prefix match)")
         parser.add_argument("--version", help="with --package: version prefix")
+        parser.add_argument("--older-than", metavar="VERSION",
+                            help="with --package (exact name): hosts with a version older than this one"
+                                 " (dpkg or rpm order, as each host's OS family says)")
         parser.add_argument("--outdated", action="store_true")
         parser.add_argument("--uptodate", action="store_true")
         parser.add_argument("--connected", action="store_true", help="hosts whose agent is connected (/ws)")

@@ -1,14 +1,13 @@
-"""How report bodies are stored: host_reports.body (which also holds a kept inventory in the first
-form below) and host_inventories.body (a kept inventory in the second), told apart by the first byte:
+"""How report bodies are stored in host_reports.body until the diff worker applies them, told apart by
+the first byte:
 
     b"L" + lz4(JSON)   an installed report in the agent's exact json.dumps() form (reports.fast_count
-                       matched it) with no "}, {" inside its strings: it splits into items without a
-                       JSON parse (inventory.split_diff);
-    b"M" + lz4(JSON)   anything else; a kept inventory in this form is a {"name[:arch]": "version"} object.
+                       matched it) with no "}, {" inside its strings;
+    b"M" + lz4(JSON)   anything else.
 
 Read only (stored by earlier versions, replaced as hosts report): b"S" + zlib(JSON) and zlib(JSON)
 (0x78), the same two forms zlib-compressed; b"{", plain JSON. lz4 rather than zlib: somewhat larger,
-but faster both ways, and the worker reads two bodies for each one the server writes.
+but faster both ways.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ def encode_body(body: bytes, splittable: bool) -> bytes:
 
 
 def is_split_form(stored: bytes) -> bool:
-    """A stored body that split_diff can read (is_splittable decided it when the report came)."""
+    """A stored body in the agent's exact form (is_splittable decided it when the report came)."""
     return stored[:1] in _SPLIT_FORMS
 
 

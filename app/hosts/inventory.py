@@ -1,20 +1,24 @@
 """The host_diff task: a host's pending reports applied to its inventory, history and available updates.
 
-Each installed report is compared with the inventory before it, in Python (orjson, set operations
-in C: far cheaper than letting PostgreSQL parse the JSON and join it with the host's rows), by
-split_diff when both bodies are in the splittable form, else as dicts; a batch of hosts is then
-written in one statement (host_diff_batch).
+An inventory is a sorted array of package_versions ids (host_sets). Each installed report is parsed
+(orjson), its (name, version) pairs mapped to ids through the worker's cache of the dictionary, and
+compared with the host's current ids as sets (in C); only the ids that differ are named and
+classified. A batch of hosts is then written with one statement per table, package_hosts (the
+inverted index) included, and its applied reports deleted (host_diff_batch).
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 
 import orjson
 
 from app.hosts import versions
-from app.hosts.bodies import decode_body, encode_body, is_split_form, load_body
+from app.hosts.bodies import load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
+from app.settings import Settings
 
 _ARCH_RE = re.compile(r"^(.+):([A-Za-z0-9_.+-]{1,32})$")
 
@@ -38,155 +42,148 @@ def installed_map(body: dict) -> dict[str, str]:
     return {item["name"]: item["version"] for item in body[BODY_KEYS[INSTALLED]]}
 
 
-# --- the diff of two splittable bodies -----------------------------------------------------------
+# --- the package dictionary ----------------------------------------------------------------------
 
-_HEAD = b'{"installed_packages": [{'
-_TAIL = b'}]}'
-_VERSION_SEP = b'", "version": "'
-# A report changing more items than this goes the dict path (as fast then, and simpler).
-_SPLIT_MAX_CHANGES = 256
-
-
-def split_diff(stored_old: bytes, stored_new: bytes) -> tuple[dict, dict] | None:
-    """The items that differ between two splittable inventories, as ({name: old version},
-    {name: new version}), found by set operations on raw bytes (no JSON parse, no dict of the whole
-    list). The old list must name each package once (host_inventories.unique_names); when this
-    returns a pair, so does the new one. None when the dict path must be used: a name listed twice
-    in the new list (order then matters: the last one wins), or a large change.
-
-    Two levels: the lists are cut into chunks after every item whose version ends in "7" (content
-    defined, so an unchanged run of items gives the same chunk in both lists), chunks matched with an
-    equal one of the other list are skipped, and only the items of the others are compared one by one.
-    """
-    old_raw, new_raw = decode_body(stored_old), decode_body(stored_new)
-    old_chunks, new_chunks = old_raw.split(_CHUNK_SEP), new_raw.split(_CHUNK_SEP)
-    unmatched = _unmatched_chunks(old_chunks, new_chunks)
-    if unmatched is None:  # the same run of items twice
-        return None
-    old_items = _chunk_items(old_chunks, unmatched[0])
-    new_items = _chunk_items(new_chunks, unmatched[1])
-    gone_items, came_items = set(old_items), set(new_items)
-    if len(came_items) != len(new_items):  # an item twice
-        return None
-    gone_items, came_items = gone_items - came_items, came_items - gone_items
-    if len(gone_items) + len(came_items) > _SPLIT_MAX_CHANGES:
-        return None
-    gone, came = _item_versions(gone_items), _item_versions(came_items)
-    if gone is None or came is None:  # a name twice among the changed items (old: unique_names was wrong)
-        return None
-    # Names listed twice in the new list: one of them is among the came items, and the other is
-    # either among them too (caught above) or was in the old list already, unchanged; unless it was
-    # replaced (its name is in gone), the old list holds that name. The old list's names are unique,
-    # so a name that only went needs no check.
-    for name in came.keys() - gone.keys():
-        if b'{"name": "' + name.encode() + b'", ' in old_raw:
-            return None
-    return gone, came
+# Host ids are stored in int4 arrays (host_sets, package_hosts).
+INT4_MAX = 2**31 - 1
+# The hosts of one package_hosts row: posting_bucket() in sql/017_inventory_store.sql.
+POSTING_BUCKET = 400
 
 
-# A chunk ends after each item whose version ends in "7": 1 item in ~10 for usual Debian and RPM
-# versions. Any other choice is as correct; with none or all items ending so, this is an item diff.
-# The separator is long on purpose: bytes.split() skips ahead faster.
-_CHUNK_SEP = b'7"}, {"name": "'
-_CHUNK_END, _CHUNK_START = b'7"', b'"name": "'
+class Dictionary:
+    """The worker's bounded cache of package_versions, both ways: (raw name, version) -> id and back.
+
+    Entries are immutable in the database, so a cached one never goes stale; only an emptied
+    dictionary (its identity sequence back below the ids seen: a test database reset) clears it.
+    Past its limit, the oldest entries go (insertion order: cheaper than an LRU on every hit)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(limit, 1000)
+        self.ids: dict[tuple[str, str], int] = {}
+        self.keys: dict[int, tuple[str, str]] = {}
+        self.max_id = 0
+
+    def check(self, last_id: int) -> None:
+        """At the start of a batch: forget everything if the dictionary was emptied, and trim to the
+        limit (only here, so that what a batch resolved stays cached until it is written)."""
+        if last_id < self.max_id:
+            self.ids.clear()
+            self.keys.clear()
+            self.max_id = 0
+        for cache in (self.ids, self.keys):
+            if len(cache) > self.limit:
+                for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
+                    del cache[old]
+
+    def _add(self, key: tuple[str, str], id_: int) -> None:
+        self.ids[key] = id_
+        self.keys[id_] = key
+        if id_ > self.max_id:
+            self.max_id = id_
+
+    async def resolve_ids(self, conn, keys) -> dict[tuple[str, str], int]:
+        """Ids of (raw name, version) pairs, entries created for new ones. The pairs not cached are
+        looked up (and inserted) in bulk."""
+        out, missing = {}, []
+        for key in keys:
+            id_ = self.ids.get(key)
+            if id_ is None:
+                missing.append(key)
+            else:
+                out[key] = id_
+        # A row another worker inserts meanwhile is not in this statement's snapshot: the next round
+        # sees it (ON CONFLICT DO NOTHING gave nothing for it).
+        for _ in range(3):
+            if not missing:
+                break
+            split = [split_arch(raw) for raw, _ in missing]
+            rows = await conn.fetch(
+                _DICTIONARY_SQL, [n for n, _ in split], [a for _, a in split], [v for _, v in missing])
+            for r in rows:
+                key = (join_arch(r["name"], r["arch"]), r["version"])
+                out[key] = r["id"]
+                self._add(key, r["id"])
+            missing = [k for k in missing if k not in out]
+        if missing:
+            raise RuntimeError(f"{len(missing)} package versions could not be added to the dictionary")
+        return out
+
+    async def resolve_keys(self, conn, ids) -> dict[int, tuple[str, str]]:
+        """(raw name, version) of dictionary ids."""
+        out, missing = {}, []
+        for id_ in ids:
+            key = self.keys.get(id_)
+            if key is None:
+                missing.append(id_)
+            else:
+                out[id_] = key
+        if missing:
+            for r in await conn.fetch("SELECT id, name, arch, version FROM package_versions WHERE id = ANY($1::int4[])",
+                                      missing):
+                key = (join_arch(r["name"], r["arch"]), r["version"])
+                out[r["id"]] = key
+                self._add(key, r["id"])
+        return out
 
 
-# How far apart (in chunks, both lists together) the walk looks for the next pair of equal chunks.
-_RESYNC = 8
+# New entries inserted, then every asked entry read (the inserted ones from RETURNING: the same
+# statement's SELECT does not see them).
+_DICTIONARY_SQL = """
+WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS k(name, arch, version)),
+ins AS (
+    INSERT INTO package_versions (name, arch, version)
+    SELECT k.name, k.arch, k.version FROM k
+    WHERE NOT EXISTS (SELECT 1 FROM package_versions v
+                      WHERE v.name = k.name AND v.arch = k.arch AND v.version = k.version)
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING RETURNING id, name, arch, version
+)
+SELECT id, name, arch, version FROM ins
+UNION ALL
+SELECT v.id, v.name, v.arch, v.version FROM k JOIN package_versions v
+    ON v.name = k.name AND v.arch = k.arch AND v.version = k.version
+"""
+
+# One per database (a worker has one; a test process may use two).
+_dictionaries: dict[str, Dictionary] = {}
+_current_db = ""
 
 
-def _unmatched_chunks(old: list[bytes], new: list[bytes]) -> tuple[list[int], list[int]] | None:
-    """Indexes of the old and of the new chunks left unmatched when each chunk is matched with at
-    most one equal chunk of the other list. None if the new list holds a chunk twice (see below).
-
-    Both lists are walked in step (equal bytes compare at memcmp speed, no hashing): after a
-    mismatch, the walk goes on from the nearest pair of equal chunks. Past a larger change, the rest
-    is matched by set membership. Matching less than possible is harmless (the items of an unmatched
-    chunk cancel out in split_diff's item sets), so the walk may be greedy.
-    """
-    i = j = 0
-    old_only: list[int] = []
-    new_only: list[int] = []
-    while i < len(old) and j < len(new):
-        if old[i] == new[j]:
-            i += 1
-            j += 1
-            continue
-        step = _resync(old, new, i, j)
-        if step is None:
-            old_rest, new_rest = set(old[i:]), set(new[j:])
-            if len(new_rest) != len(new) - j:  # a chunk twice: the set match would hide it
-                return None
-            old_only += [k for k in range(i, len(old)) if old[k] not in new_rest]
-            new_only += [k for k in range(j, len(new)) if new[k] not in old_rest]
-            return old_only, new_only
-        a, b = step
-        old_only.extend(range(i, i + a))
-        new_only.extend(range(j, j + b))
-        i, j = i + a, j + b
-    old_only.extend(range(i, len(old)))
-    new_only.extend(range(j, len(new)))
-    return old_only, new_only
+def dictionary() -> Dictionary:
+    """The cache of the database this process last applied reports to."""
+    if _current_db not in _dictionaries:
+        _dictionaries[_current_db] = Dictionary(_settings().inventory_cache_entries)
+    return _dictionaries[_current_db]
 
 
-def _resync(old: list[bytes], new: list[bytes], i: int, j: int) -> tuple[int, int] | None:
-    """The nearest (a, b) with old[i + a] == new[j + b], a + b <= _RESYNC; None if there is none."""
-    for d in range(1, _RESYNC + 1):
-        for a in range(d + 1):
-            b = d - a
-            if i + a < len(old) and j + b < len(new) and old[i + a] == new[j + b]:
-                return a, b
-    return None
+async def _check_dictionary(conn) -> None:
+    global _current_db
+    row = await conn.fetchrow("SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id"
+                              " FROM package_versions_id_seq")
+    _current_db = row["db"]
+    dictionary().check(row["id"])
 
 
-def _chunk_items(chunks: list[bytes], indexes: list[int]) -> list[bytes]:
-    """The raw items of the chunks at these indexes, each made whole again and without the body's
-    head or tail, so that an item compares equal wherever it is in the list."""
-    last = len(chunks) - 1
-    items: list[bytes] = []
-    for i in indexes:
-        chunk = chunks[i] + _CHUNK_END if i < last else chunks[i][:-len(_TAIL)]
-        items += (chunk[len(_HEAD):] if i == 0 else _CHUNK_START + chunk).split(b"}, {")
-    return items
-
-
-def _item_versions(items) -> dict[str, str] | None:
-    """{name: version} of raw items b'"name": "N", "version": "V"' (no '"' inside N or V); None if
-    a name is given twice."""
-    versions = {}
-    for item in items:
-        sep = item.index(_VERSION_SEP)
-        name = item[9:sep].decode()
-        if name in versions:
-            return None
-        versions[name] = item[sep + len(_VERSION_SEP):-1].decode()
-    return versions
+@functools.cache
+def _settings() -> Settings:
+    return Settings.from_env()
 
 
 # --- applying a host's pending reports -----------------------------------------------------------
 
 
-async def current_inventory(conn, host_id: int, kept: bytes | None) -> dict[str, str]:
-    """The host's applied inventory as {raw name: version}, from the kept body or host_packages."""
-    if kept is not None:
-        body = load_body(kept)
-        return installed_map(body) if is_split_form(kept) else body
-    rows = await conn.fetch("SELECT name, arch, version FROM host_packages WHERE host_id = $1", host_id)
-    return {join_arch(r["name"], r["arch"]): r["version"] for r in rows}
-
-
 @dataclass
 class HostPlan:
-    """What applying one host's pending reports writes: rows for the batch statement."""
+    """What applying one host's pending reports writes: rows for the batch statements."""
 
     host_id: int
     summary: dict
     report_ids: list[int] = field(default_factory=list)  # the applied reports, in order
-    kept_report_id: int | None = None                     # the report row that held the kept inventory
-    removed: list[tuple] = field(default_factory=list)    # (name, arch)
-    upserts: list[tuple] = field(default_factory=list)    # (name, arch, version, state)
+    ids: list[int] | None = None                          # the new set, sorted; None: no installed report
+    since: object = None                                  # a new set's baseline time
+    added_ids: set[int] = field(default_factory=set)      # net change of the set: for package_hosts
+    removed_ids: set[int] = field(default_factory=set)
     history: list[tuple] = field(default_factory=list)    # (at, change, name, arch, old, new)
-    kept: tuple | None = None                             # the new one: (report id, None, unique) or (None, body, False)
     inventory_at: object = None
     available_gone: list[tuple] = field(default_factory=list)  # (name, arch)
     available_up: list[tuple] = field(default_factory=list)    # (name, arch, version, repository, security)
@@ -198,22 +195,77 @@ def _empty_summary() -> dict:
     return {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
 
 
-async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
-    """Compare each pending report with the state before it, in order, in Python.
+async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan]:
+    """Plans for a chunk of hosts: their reports parsed, mapped to dictionary ids (one cache lookup per
+    item; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that fails
+    gets its exception in `out` and no plan."""
+    d = dictionary()
+    cached_id = d.ids.get
+    # host -> per report: ({id: (raw name, version)}, [pairs not cached yet]), or None (an available report)
+    lists: dict[int, list] = {}
+    missing: set[tuple[str, str]] = set()
+    for host_id, reports in by_host.items():
+        try:
+            if host_id > INT4_MAX:
+                raise ValueError(f"host id {host_id} exceeds the inventory store's int4 range")
+            maps = []
+            for r in reports:
+                if r["kind"] != INSTALLED:
+                    maps.append(None)
+                    continue
+                by_id, unknown = {}, []
+                for kv in installed_map(load_body(r["body"])).items():
+                    i = cached_id(kv)
+                    if i is None:
+                        unknown.append(kv)
+                    else:
+                        by_id[i] = kv
+                missing.update(unknown)
+                maps.append((by_id, unknown))
+            lists[host_id] = maps
+        except Exception as exc:
+            out[host_id] = exc
+    if missing:
+        ids = await d.resolve_ids(conn, missing)
+        for maps in lists.values():
+            for m in maps:
+                if m is not None:
+                    for kv in m[1]:
+                        m[0][ids[kv]] = kv
+    # The names of the ids the first installed report removes from the current set: looked up if not cached.
+    current, unknown_ids = {}, set()
+    for host_id, maps in lists.items():
+        current[host_id] = now = set(by_host[host_id][0]["ids"] or ())
+        first = next((m for m in maps if m is not None), None)
+        if first is not None and now and not by_host[host_id][0]["baseline"]:
+            unknown_ids.update(i for i in now - first[0].keys() if i not in d.keys)
+    if unknown_ids:
+        await d.resolve_keys(conn, unknown_ids)
+    plans = []
+    for host_id, maps in lists.items():
+        try:
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[0] for m in maps], current[host_id], d.keys))
+        except Exception as exc:
+            out[host_id] = exc
+    return plans
 
-    Installed: the new list against the last applied one (two splittable bodies: split_diff, only
-    the items that differ; otherwise whole dicts). Every report's changes go to the history; the
-    package rows get the net change of all of them (a package added then removed writes nothing).
-    The host's first inventory is its baseline (no history). Available: the last report replaces the
-    set; only the rows that differ from the current ones are written.
+
+def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached: dict) -> HostPlan:
+    """Compare each pending report with the state before it, in order.
+
+    Installed: the new list's ids against the current ones (a set difference in C; only the ids
+    that differ are named and classified). Every report's changes go to the history; the set gets
+    the last list, package_hosts the net change. The host's first inventory is its baseline (no
+    history). Available: the last report replaces the set; only the rows that differ from the
+    current ones are written.
     """
     first = reports[0]
-    plan = HostPlan(host_id, _empty_summary(), kept_report_id=first["kept_report_id"])
-    baseline, kept, cmp = first["baseline"], first["kept"], versions.comparator(first["os_family"])
-    kept_unique = first["kept_unique"]
+    plan = HostPlan(host_id, _empty_summary())
+    baseline, cmp = first["baseline"], versions.comparator(first["os_family"])
+    old_ids = set() if baseline else current
+    named: dict[int, tuple[str, str]] = {}  # the ids of the lists read so far, by id
     new_av: dict[tuple[str, str], tuple] | None = None
-    net: dict[str, list] = {}  # raw name -> [version before these reports, version now, state]
-    for report in reports:
+    for report, new_by_id in zip(reports, maps):
         plan.report_ids.append(report["id"])
         plan.summary["reports"] += 1
         if report["kind"] == AVAILABLE:
@@ -223,93 +275,96 @@ async def plan_host(conn, host_id: int, reports: list) -> HostPlan:
                 new_av[split_arch(item["name"])] = (item["version"], item.get("repository"), sec is True or sec == "true")
             plan.available_at = report["received_at"]
             continue
-        stored = report["body"]
-        pair = None
-        if kept is not None and kept_unique and is_split_form(kept) and is_split_form(stored):
-            pair = split_diff(kept, stored)
-        if pair is not None:
-            (old, new), unique = pair, True
-        else:
-            body = load_body(stored)
-            new = installed_map(body)
-            unique = len(new) == len(body[BODY_KEYS[INSTALLED]])
-            old = {} if baseline else await current_inventory(conn, host_id, kept)
+        new_ids = new_by_id.keys()
+        gone = [named.get(i) or cached[i] for i in old_ids - new_ids]
+        came = [new_by_id[i] for i in new_ids - old_ids]
+        named = new_by_id
         at = report["received_at"]
-        changes = [(raw, old[raw], None, "removed") for raw in old.keys() - new.keys()]
-        for raw, version in new.items() - old.items():  # added or changed: a few in a usual report
-            was = old.get(raw)
+        old = dict(gone)
+        changes = []
+        for raw, version in came:
+            was = old.pop(raw, None)
             if was is None:
                 changes.append((raw, None, version, "added"))
             else:
                 changes.append((raw, was, version, "upgraded" if cmp(version, was) > 0 else "downgraded"))
+        changes += [(raw, was, None, "removed") for raw, was in old.items()]
         for raw, was, now, change in changes:
             plan.summary[change] += 1
-            name, arch = split_arch(raw)
             if not baseline:
+                name, arch = split_arch(raw)
                 plan.history.append((at, change, name, arch, was, now))
-            state = "inventored" if baseline else ("installed" if change == "added" else change)
-            entry = net.get(raw)
-            if entry is None:
-                net[raw] = [was, now, state]
-            else:
-                entry[1], entry[2] = now, state
-        # What the next diff compares against: the report itself when splittable (its row is kept).
-        if is_split_form(stored):
-            kept, kept_unique, plan.kept = stored, unique, (report["id"], None, unique)
-        else:
-            kept, kept_unique = encode_body(orjson.dumps(new), False), False
-            plan.kept = (None, kept, False)
+        if plan.ids is None and baseline:
+            plan.since = at
+        plan.ids = new_ids
+        old_ids = new_ids
         plan.inventory_at = at
         baseline = False
-    for raw, (before, now, state) in net.items():
-        name, arch = split_arch(raw)
-        if now is not None:
-            plan.upserts.append((name, arch, now, state))
-        elif before is not None:
-            plan.removed.append((name, arch))
+    if plan.ids is not None:
+        plan.added_ids = plan.ids - current
+        plan.removed_ids = current - plan.ids
+        plan.ids = sorted(plan.ids)
+        if plan.since is None:  # a host without a set yet that is not at its baseline (an empty inventory)
+            plan.since = plan.inventory_at
     if new_av is not None:
-        current = {(n, a): (v, r, s) for n, a, v, r, s in orjson.loads(first["available"] or "[]")}
-        plan.available_gone = list(current.keys() - new_av.keys())
-        plan.available_up = [(*key, *row) for key, row in new_av.items() if current.get(key) != row]
+        current_av = {(n, a): (v, r, s) for n, a, v, r, s in orjson.loads(first["available"] or "[]")}
+        plan.available_gone = list(current_av.keys() - new_av.keys())
+        plan.available_up = [(*key, *row) for key, row in new_av.items() if current_av.get(key) != row]
         plan.available_count = plan.summary["available"] = len(new_av)
     return plan
 
 
-# Every write of a batch of hosts in one statement: removed, added and changed package rows,
-# history, kept inventories, available rows, and the deletion of the applied reports (except a
-# report that is now the kept inventory) and of the report rows no longer kept; then the
-# hosts' columns (_HOSTS_SQL), in the same transaction. Each part gets arrays of only what changed.
+# package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
+# key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
+# then conflict: it is then updated by the next statement, which sees it.
+_POSTINGS_NEW_SQL = """
+INSERT INTO package_hosts (version_id, bucket, hosts)
+SELECT d.vid, d.bucket, ($5::int4[])[d.lo:d.hi]
+FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[]) AS d(vid, bucket, lo, hi)
+WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
+ORDER BY d.vid, d.bucket
+ON CONFLICT DO NOTHING RETURNING version_id, bucket
+"""
+# Then the others: the batch's hosts removed and added, rows locked in key order (two workers
+# updating the same rows never deadlock). Each row's hosts arrive as slices of two flat arrays.
+_POSTINGS_SQL = """
+WITH d AS (
+    SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::int4[])
+    AS d(vid, bucket, alo, ahi, rlo, rhi)
+), locked AS (
+    SELECT p.version_id, p.bucket, d.alo, d.ahi, d.rlo, d.rhi
+    FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
+    ORDER BY p.version_id, p.bucket FOR UPDATE OF p
+)
+UPDATE package_hosts p SET hosts = (p.hosts - ($8::int4[])[l.rlo:l.rhi]) | ($7::int4[])[l.alo:l.ahi]
+FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
+"""
+
+# The rest of a batch's writes in one statement: the hosts' sets, history, available rows, and the
+# deletion of the applied reports; then the hosts' columns (_HOSTS_SQL), in the same transaction.
 # No WAL flush wait: if a crash loses this commit, the report rows come back with it and are
 # applied again (the tasks are marked done by a later, flushed commit).
 _WRITE_SQL = """
 WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
-rm AS (
-    DELETE FROM host_packages p USING unnest($1::bigint[], $2::text[], $3::text[]) AS r(host_id, name, arch)
-    WHERE p.host_id = r.host_id AND p.name = r.name COLLATE "C" AND p.arch = r.arch COLLATE "C"
-), up AS (
-    INSERT INTO host_packages (host_id, name, arch, version, state)
-    SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])
-    ON CONFLICT (host_id, name, arch) DO UPDATE
-    SET version = EXCLUDED.version, state = EXCLUDED.state, since = now()
+sets AS (
+    INSERT INTO host_sets (host_id, ids, since)
+    SELECT u.host_id, ($5::int4[])[u.lo:u.hi], u.since
+    FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(host_id, lo, hi, since)
+    ON CONFLICT (host_id) DO UPDATE SET ids = EXCLUDED.ids
 ), hist AS (
     INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
-    SELECT * FROM unnest($9::bigint[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
-                         $14::text[], $15::text[])
-), kept AS (
-    INSERT INTO host_inventories (host_id, report_id, body, unique_names)
-    SELECT * FROM unnest($16::bigint[], $17::bigint[], $18::bytea[], $19::bool[])
-    ON CONFLICT (host_id) DO UPDATE
-    SET report_id = EXCLUDED.report_id, body = EXCLUDED.body, unique_names = EXCLUDED.unique_names
+    SELECT * FROM unnest($6::bigint[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[])
 ), av_gone AS (
-    DELETE FROM host_available a USING unnest($20::bigint[], $21::text[], $22::text[]) AS g(host_id, name, arch)
+    DELETE FROM host_available a USING unnest($13::bigint[], $14::text[], $15::text[]) AS g(host_id, name, arch)
     WHERE a.host_id = g.host_id AND a.name = g.name COLLATE "C" AND a.arch = g.arch COLLATE "C"
 ), av_up AS (
     INSERT INTO host_available (host_id, name, arch, version, repository, security)
-    SELECT * FROM unnest($23::bigint[], $24::text[], $25::text[], $26::text[], $27::text[], $28::bool[])
+    SELECT * FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[], $21::bool[])
     ON CONFLICT (host_id, name, arch) DO UPDATE
     SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
 )
-DELETE FROM host_reports USING async WHERE id = ANY($29::bigint[])
+DELETE FROM host_reports USING async WHERE id = ANY($22::bigint[])
 """
 
 # The hosts' rows last, in a statement of their own just before the commit: the report endpoints
@@ -328,25 +383,52 @@ WHERE h.id = locked.id
 """
 
 
+def _flat(lists: list) -> tuple[list[int], list[int], list[int]]:
+    """Lists -> (one flat list, 1-based start of each, end of each): slices of one array parameter."""
+    flat: list[int] = []
+    lo, hi = [], []
+    for items in lists:
+        lo.append(len(flat) + 1)
+        flat.extend(items)
+        hi.append(len(flat))
+    return flat, lo, hi
+
+
 async def write_plans(conn, plans: list[HostPlan]) -> None:
-    removed, upserts, history, kept, av_gone, av_up, deleted, hosts = [], [], [], [], [], [], [], []
+    history, av_gone, av_up, deleted, hosts, sets = [], [], [], [], [], []
+    added: dict[tuple[int, int], list[int]] = {}    # (entry, bucket) -> hosts, ascending
+    removed: dict[tuple[int, int], list[int]] = {}
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
-        removed += [(h, *r) for r in p.removed]
-        upserts += [(h, *r) for r in p.upserts]
         history += [(h, *r) for r in p.history]
-        if p.kept is not None:
-            kept.append((h, *p.kept))
-            deleted += [i for i in (*p.report_ids, p.kept_report_id) if i is not None and i != p.kept[0]]
-        else:  # only available reports: the kept inventory stays
-            deleted += p.report_ids
         av_gone += [(h, *r) for r in p.available_gone]
         av_up += [(h, *r) for r in p.available_up]
+        deleted += p.report_ids
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
+        if p.ids is not None:
+            sets.append(p)
+            bucket = h // POSTING_BUCKET
+            for i in p.added_ids:
+                added.setdefault((i, bucket), []).append(h)
+            for i in p.removed_ids:
+                removed.setdefault((i, bucket), []).append(h)
+    set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
+    new_keys = sorted(added)
+    add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
     async with conn.transaction():
+        inserted = set()
+        if new_keys:
+            inserted = {tuple(r) for r in await conn.fetch(
+                _POSTINGS_NEW_SQL, [k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi, add_flat)}
+        keys = sorted((added.keys() - inserted) | removed.keys())
+        if keys:
+            a_flat, a_lo, a_hi = _flat([added.get(k, ()) if k not in inserted else () for k in keys])
+            r_flat, r_lo, r_hi = _flat([removed.get(k, ()) for k in keys])
+            await conn.execute(_POSTINGS_SQL, [k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi, r_lo, r_hi,
+                               a_flat, r_flat)
         await conn.execute(
-            _WRITE_SQL, *_columns(removed, 3), *_columns(upserts, 5), *_columns(history, 7), *_columns(kept, 4),
-            *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
+            _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
+            *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
@@ -356,40 +438,40 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
     return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
-# A host's pending reports are those after its kept one (host_inventories.report_id).
+# Every host_reports row is pending. The host's current set and available rows come with its first
+# report (compared in Python: only the differences are written); and the dictionary's last id, to
+# tell a reset dictionary (Dictionary.check).
 _PENDING_SQL = """
 SELECT r.id, r.host_id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,
-       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN coalesce(k.body, kr.body) END AS kept,
-       k.report_id AS kept_report_id, coalesce(k.unique_names, false) AS kept_unique,
-       -- the host's current available rows (compared in Python: only the differences are written)
+       CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN s.ids END AS ids,
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN (
            SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security))
            FROM host_available a WHERE a.host_id = r.host_id)::text END AS available
-FROM host_reports r JOIN hosts h ON h.id = r.host_id LEFT JOIN host_inventories k ON k.host_id = r.host_id
-LEFT JOIN host_reports kr ON kr.id = k.report_id
-WHERE r.host_id = ANY($1::bigint[]) AND r.id > coalesce(k.report_id, 0) ORDER BY r.host_id, r.id
+FROM host_reports r JOIN hosts h ON h.id = r.host_id LEFT JOIN host_sets s ON s.host_id = r.host_id
+WHERE r.host_id = ANY($1::bigint[]) ORDER BY r.host_id, r.id
 """
 
 
 async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception]:
-    """Apply the pending reports of these hosts: one read, Python, one write, one transaction.
+    """Apply the pending reports of these hosts: read, Python, one write per table, one transaction.
 
     Only one host_diff task of a host runs at a time (the per-target lock), and a report accepted
-    meanwhile queues another task, so what is read here is all this run has to do. Returns each
-    host's summary, or the exception that kept its reports from being applied: a host that fails
-    does not stop the others (after a failed batch write, each host is written on its own).
+    meanwhile queues another task, so what is read here is all this run has to do. The hosts are
+    read and planned a chunk at a time (a burst of first inventories: 2,000 items each), and only
+    their plans (ids) are kept for the write. Returns each host's summary, or the exception that
+    kept its reports from being applied: a host that fails does not stop the others (after a failed
+    batch write, each host is written on its own).
     """
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
+    chunk = max(_settings().inventory_chunk_hosts, 1)
     async with pool.acquire() as conn:
-        by_host: dict[int, list] = {}
-        for row in await conn.fetch(_PENDING_SQL, host_ids):
-            by_host.setdefault(row["host_id"], []).append(row)
-        plans = []
-        for host_id, reports in by_host.items():
-            try:
-                plans.append(await plan_host(conn, host_id, reports))
-            except Exception as exc:
-                out[host_id] = exc
+        await _check_dictionary(conn)
+        plans: list[HostPlan] = []
+        for start in range(0, len(host_ids), chunk):
+            by_host: dict[int, list] = {}
+            for row in await conn.fetch(_PENDING_SQL, host_ids[start:start + chunk]):
+                by_host.setdefault(row["host_id"], []).append(row)
+            plans += await plan_chunk(conn, by_host, out)
         if plans:
             await _write_isolated(conn, plans, out)
     return out
@@ -444,3 +526,39 @@ async def host_diff(ctx) -> dict:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+# --- baselines written directly --------------------------------------------------------------------
+
+_SEED_DICTIONARY_SQL = """
+INSERT INTO package_versions (name, arch, version)
+SELECT DISTINCT name, arch, version FROM unnest($1::text[], $2::text[], $3::text[]) AS r(name, arch, version)
+ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING
+"""
+_SEED_SQL = """
+WITH m AS (
+    SELECT r.host_id, v.id FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS r(host_id, name, arch, version)
+    JOIN package_versions v ON v.name = r.name COLLATE "C" AND v.arch = r.arch COLLATE "C"
+                           AND v.version = r.version COLLATE "C"
+), sets AS (
+    INSERT INTO host_sets (host_id, ids, since)
+    SELECT host_id, sort(array_agg(id)), now() FROM m GROUP BY host_id
+    ON CONFLICT (host_id) DO UPDATE SET ids = host_sets.ids | EXCLUDED.ids
+)
+INSERT INTO package_hosts (version_id, bucket, hosts)
+SELECT id, posting_bucket(host_id), sort(array_agg(host_id::int4)) FROM m GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (version_id, bucket) DO UPDATE SET hosts = package_hosts.hosts | EXCLUDED.hosts
+"""
+
+
+async def seed_inventories(pool, rows: list[tuple]) -> None:
+    """Add (host id, name, arch, version) rows to hosts' inventories as baseline packages, straight into
+    the store (no report, no history): the fleets of tests and benchmarks. Not for hosts being diffed."""
+    if not rows:
+        return
+    if max(r[0] for r in rows) > INT4_MAX:
+        raise ValueError("a host id exceeds the inventory store's int4 range")
+    host_ids, names, archs, vers = (list(c) for c in zip(*rows))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_SEED_DICTIONARY_SQL, names, archs, vers)
+        await conn.execute(_SEED_SQL, host_ids, names, archs, vers)

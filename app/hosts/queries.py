@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from app.hosts import versions
+
 # A host row as /hosts/ returns it: Repomanager's keys, never the credentials.
 HOST_COLUMNS = """
     h.id AS "Id", h.ip AS "Ip", h.hostname AS "Hostname", h.os AS "Os", h.os_version AS "Os_version",
@@ -120,7 +122,7 @@ def selection_where(filters: dict, args: list) -> str:
         cond = package_match(filters["package"], filters.get("version"), args,
                              strict_name=bool(filters.get("strict_name")),
                              strict_version=bool(filters.get("strict_version")))
-        conds.append(f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND {cond})")
+        conds.append(f"h.id IN ({_hosts_having(cond)})")
     return " AND ".join(conds) or "true"
 
 
@@ -150,8 +152,11 @@ async def search_hosts(pool, filters: dict, page: Page, packages_shown: int = 20
                              strict_version=bool(filters.get("strict_version")))
         args.append(packages_shown)
         packages = "pk.packages"
-        lateral = (f"LEFT JOIN LATERAL (SELECT {_PACKAGES_JSON} FROM (SELECT p.name, p.arch, p.version FROM host_packages p"
-                   f" WHERE p.host_id = h.id AND {cond} ORDER BY p.name, p.arch LIMIT ${len(args)}) p) pk ON true")
+        # The page host's matching entries: its set intersected with the matching entries' ids.
+        lateral = (f"LEFT JOIN LATERAL (SELECT {_PACKAGES_JSON} FROM (SELECT p.name, p.arch, p.version"
+                   f" FROM host_sets s, package_versions p WHERE s.host_id = h.id AND p.id = ANY(s.ids & (SELECT"
+                   f" array_agg(p.id) FROM package_versions p WHERE {cond})) ORDER BY p.name, p.arch"
+                   f" LIMIT ${len(args)}) p) pk ON true")
     tail, extra = page.sql(len(args))
     # The count's row always comes back (LEFT JOIN), so a page past the end still gives the total.
     sql = f"""
@@ -177,21 +182,47 @@ async def host_exists(pool, host_id: int) -> bool:
     return bool(await pool.fetchval("SELECT 1 FROM hosts WHERE id = $1", host_id))
 
 
+# A host's installed packages: its set's entries, each with its state and since: its latest history row
+# for (name, arch) if any (added: installed), else inventored at the host's baseline time.
+INVENTORY_SQL = """
+    SELECT v.name, v.arch, v.version,
+           coalesce(CASE WHEN c.change IN ('added', 'removed') THEN 'installed' ELSE c.change END, 'inventored') AS state,
+           coalesce(c.at, s.since) AS since
+    FROM host_sets s CROSS JOIN LATERAL unnest(s.ids) AS i(id) JOIN package_versions v ON v.id = i.id
+    LEFT JOIN (
+        SELECT DISTINCT ON (name, arch) name COLLATE "C" AS name, arch COLLATE "C" AS arch, change, at
+        FROM host_history WHERE host_id = $1 ORDER BY name, arch, at DESC, id DESC
+    ) c ON c.name = v.name AND c.arch = v.arch
+    WHERE s.host_id = $1
+"""
+
+
 async def installed(pool, host_id: int, page: Page) -> tuple[list[dict], int]:
-    sql = """
+    sql = f"""
         SELECT name AS "Name", arch AS "Arch", version AS "Version", state AS "State", 'package' AS "Type",
                to_char(since, 'YYYY-MM-DD') AS "Date", to_char(since, 'HH24:MI:SS') AS "Time",
                count(*) OVER () AS _total
-        FROM host_packages WHERE host_id = $1 ORDER BY name, arch
+        FROM ({INVENTORY_SQL}) p ORDER BY name, arch
     """
     return await fetch_page(pool, sql, [host_id], page)
 
 
-AVAILABLE_SQL = """
+def current_versions(host: str) -> str:
+    """A subquery: (name, arch, version) of the packages installed on host `host` (an SQL expression)
+    that it has available updates for: its set intersected with the ids of those names' entries."""
+    return f"""(
+        SELECT v.name, v.arch, v.version FROM package_versions v
+        WHERE v.id = ANY((SELECT s.ids & (
+            SELECT array_agg(v2.id) FROM host_available a2
+            JOIN package_versions v2 ON v2.name = a2.name AND v2.arch = a2.arch WHERE a2.host_id = {host})
+        FROM host_sets s WHERE s.host_id = {host})::int4[]))"""
+
+
+AVAILABLE_SQL = f"""
     SELECT a.name AS "Name", a.arch AS "Arch", p.version AS "Current_version", a.version AS "Version",
            a.repository AS "Repository", a.security AS "Security", count(*) OVER () AS _total
     FROM host_available a
-    LEFT JOIN host_packages p ON p.host_id = a.host_id AND p.name = a.name AND p.arch = a.arch
+    LEFT JOIN {current_versions("$1")} p ON p.name = a.name AND p.arch = a.arch
     WHERE a.host_id = $1 ORDER BY a.name, a.arch
 """
 
@@ -263,17 +294,24 @@ def _version_match(value: str, strict: bool, args: list) -> str:
 
 
 SEARCH_WORK_MEM = "32MB"
-# A host's matching packages as {"name[:arch]": version}.
+# A host's matching packages (p: package_versions) as {"name[:arch]": version}.
 _PACKAGES_JSON = ("json_object_agg(CASE WHEN p.arch = '' THEN p.name ELSE p.name || ':' || p.arch END, p.version)"
                   " AS packages")
 
 
 def package_match(name: str, version: str | None, args: list, *, strict_name: bool, strict_version: bool) -> str:
-    """The condition on `p` (host_packages) for a package name and version, as /hosts/package/ matches them."""
+    """The condition on `p` (package_versions) for a package name and version, as /hosts/package/ matches them."""
     where = [_match("p.name", name, strict_name, args)]
     if version:
         where.append(_version_match(version, strict_version, args))
     return " AND ".join(where)
+
+
+def _hosts_having(cond: str) -> str:
+    """A subquery: the ids of the hosts that have an entry matching `cond` installed. The dictionary
+    first (small, a name range of its unique index), then only those entries' posting lists."""
+    return (f"SELECT unnest(ph.hosts) FROM package_versions p"
+            f" JOIN package_hosts ph ON ph.version_id = p.id WHERE {cond}")
 
 
 async def _fetch_custom(pool, sql: str, args: list):
@@ -287,50 +325,81 @@ async def _fetch_custom(pool, sql: str, args: list):
 
 
 async def hosts_with_package(
-    pool, name: str, version: str | None, *, strict_name: bool, strict_version: bool, page: Page
+    pool, name: str, version: str | None, *, strict_name: bool, strict_version: bool, page: Page,
+    older_than: str | None = None,
 ) -> tuple[orjson.Fragment, int]:
     """Hosts with matching packages, as [{id, hostname, packages: {name: version}}] ordered by hostname.
+    With `older_than` (the name then exact): hosts whose installed version of it is older than that, in
+    dpkg or rpm order as the host's os_family says (app/hosts/versions.py).
 
-    PostgreSQL builds the JSON text of the whole answer (10,000 hosts in one round trip, no
-    per-row decoding in Python); it is embedded as is in the envelope.
+    The matching dictionary entries first (a name range of its unique index: a few rows), then their
+    posting lists (package_hosts), unnested into the set of matching hosts, joined with hosts; a page's
+    packages are the entries' lists intersected with the page's hosts (intarray's &, in C). PostgreSQL
+    builds the JSON text of the whole answer (10,000 hosts in one round trip, no per-row decoding in
+    Python); it is embedded as is in the envelope.
     """
     args: list = []
-    cond = package_match(name, version, args, strict_name=strict_name, strict_version=strict_version)
+    if older_than is None:
+        cond = package_match(name, version, args, strict_name=strict_name, strict_version=strict_version)
+        # deb/rpm: whether the entry counts for a host of that order (here: always).
+        entries = f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, true AS deb, true AS rpm FROM {_ENTRIES} WHERE {cond}"
+        found = "SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN (SELECT unnest(e.hosts) FROM e)"
+    else:
+        deb_ids, rpm_ids = await _older_entries(pool, name, older_than)
+        args += [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
+        entries = (f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, p.id = ANY($2::int4[]) AS deb,"
+                   f" p.id = ANY($3::int4[]) AS rpm FROM {_ENTRIES} WHERE p.id = ANY($1::int4[])")
+        # Each host is in the list of its own order (versions.comparator), or not at all.
+        found = ("SELECT h.id, h.hostname, u.rpm FROM (SELECT unnest(hosts), false FROM e WHERE deb UNION"
+                 " SELECT unnest(hosts), true FROM e WHERE rpm) AS u(id, rpm) JOIN hosts h ON h.id = u.id"
+                 " WHERE ((lower(btrim(h.os_family, E' \\t\\n\\r\\f\\x0b')) = ANY($4::text[])) IS TRUE) = u.rpm")
     tail, extra = page.sql(len(args))
-    packages = _PACKAGES_JSON
+    packages = ("json_object_agg(CASE WHEN e.arch = '' THEN e.name ELSE e.name || ':' || e.arch END,"
+                " e.version ORDER BY e.name, e.arch) AS packages")
     # JSON text put together here: cheaper than json_build_object + json_agg over many hosts.
     results = ("'[' || coalesce(string_agg('{\"id\":' || id || ',\"hostname\":' || to_json(hostname)::text"
                " || ',\"packages\":' || packages::text || '}', ',' ORDER BY hostname), '') || ']' AS results")
+    head = f"""
+        WITH e AS MATERIALIZED ({entries}),
+        found AS MATERIALIZED ({found})"""
     if page.paginated:
-        # The page's hosts walked in hostname order, each checked with one probe of the primary key
-        # (host_id, name, ...), until the page is full; the total counts the hosts the same way. A
-        # prefix matching 200,000 rows then costs at most one probe per host, not a DISTINCT over
-        # every matching row (PostgreSQL turns the EXISTS into a join when few rows match).
-        exists = f"EXISTS (SELECT 1 FROM host_packages p WHERE p.host_id = h.id AND {cond})"
-        # The packages per page host (LATERAL): a join could be planned as a scan of every matching
-        # row; and gathered in the same row as the host, not joined back to it (a join back would
-        # read the page's packages again for every page host).
-        sql = f"""
-            WITH page AS (
-                SELECT h.id, h.hostname FROM hosts h WHERE {exists} ORDER BY h.hostname{tail}
+        # Only the page's hosts get their packages: each entry's list intersected with them.
+        sql = f"""{head},
+            page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
+            ids AS (SELECT coalesce(sort(array_agg(id::int4)), '{{}}') AS ids FROM page),
+            pk AS (
+                SELECT page.id, page.hostname, {packages}
+                FROM e CROSS JOIN ids CROSS JOIN LATERAL unnest(e.hosts & ids.ids) AS u(host_id)
+                JOIN page ON page.id = u.host_id
+                WHERE e.hosts && ids.ids AND CASE WHEN page.rpm THEN e.rpm ELSE e.deb END
+                GROUP BY page.id, page.hostname
             )
-            SELECT {results}, (SELECT count(*) FROM hosts h WHERE {exists}) AS total
-            FROM page, LATERAL (SELECT {packages} FROM host_packages p WHERE p.host_id = page.id AND {cond}) pk
+            SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
         """
     else:
-        # Every matching row is returned, so count(*) is the total, and the rows are sorted once
-        # (by the aggregate). Per host first (the name index yields rows grouped by host for one
-        # name), then join hosts.
-        sql = f"""
-            WITH pk AS (
-                SELECT p.host_id, {packages} FROM host_packages p WHERE {cond} GROUP BY p.host_id
-            ), found AS (
-                SELECT h.id, h.hostname, pk.packages FROM pk JOIN hosts h ON h.id = pk.host_id
+        sql = f"""{head},
+            pk AS (
+                SELECT found.id, found.hostname, {packages}
+                FROM e CROSS JOIN LATERAL unnest(e.hosts) AS u(host_id) JOIN found ON found.id = u.host_id
+                WHERE CASE WHEN found.rpm THEN e.rpm ELSE e.deb END
+                GROUP BY found.id, found.hostname
             )
-            SELECT {results}, count(*) AS total FROM found
+            SELECT {results}, count(*) AS total FROM pk
         """
     row = (await _fetch_custom(pool, sql, [*args, *extra]))[0]
     return orjson.Fragment(row["results"].encode()), row["total"]
+
+
+_ENTRIES = "package_versions p JOIN package_hosts ph ON ph.version_id = p.id"
+
+
+async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], list[int]]:
+    """The ids of the dictionary entries of package `name` (any arch) older than `older_than`: in dpkg
+    order, and in rpm order. A name has a few versions across a fleet: compared here, in Python."""
+    rows = await pool.fetch("SELECT id, version FROM package_versions WHERE name = $1", name)
+    deb = [r["id"] for r in rows if versions.dpkg_compare(r["version"], older_than) < 0]
+    rpm = [r["id"] for r in rows if versions.rpm_compare(r["version"], older_than) < 0]
+    return deb, rpm
 
 
 # --- up to date / outdated -----------------------------------------------------------------------
@@ -350,7 +419,7 @@ def _updates_sql(outdated: bool) -> str:
                        'Name', a.name, 'Arch', a.arch, 'Current_version', p.version, 'Version', a.version,
                        'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
                    FROM host_available a
-                   LEFT JOIN host_packages p ON p.host_id = a.host_id AND p.name = a.name AND p.arch = a.arch
+                   LEFT JOIN {current_versions("h.id")} p ON p.name = a.name AND p.arch = a.arch
                    WHERE a.host_id = h.id), '[]'::jsonb)) AS "Available_updates",
                count(*) OVER () AS _total
         FROM hosts h WHERE {cond} ORDER BY h.hostname

@@ -8,6 +8,8 @@ import re
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
+# A package version as dpkg and rpm both read it ([epoch:]version[-release]).
+VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~:_^-]{0,254}$")
 SHORT = validate.Length(max=255)
 
 
@@ -149,6 +151,11 @@ class PackageSearchQuery(PageQuery):
     strict = fields.Raw()
     strict_name = fields.Raw(data_key="strict-name")
     strict_version = fields.Raw(data_key="strict-version")
+    older_than = fields.String(
+        data_key="older-than", validate=validate.Regexp(VERSION_RE, error="Not a package version"),
+        metadata={"description": "hosts whose installed version of the package (name exact, no version in the"
+                                 " path) is older than this one, in dpkg or rpm order as the host's OS family says"},
+    )
 
 
 # Report bodies (documentation of the wire shape; the handlers check them with faster code).

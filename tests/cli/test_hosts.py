@@ -40,3 +40,20 @@ async def test_hosts_list_filter_and_show_with_updates(depot, client, pool, make
     assert len(data["updates"]) == 3 and data["host"]
     code, _, err = await depot("hosts", "show", "99999", "--key", admin)
     assert code == 1 and "404: Host #99999 does not exist." in err
+
+
+async def test_hosts_with_a_package_older_than(depot, client, pool, make_key):
+    from app.hosts.inventory import seed_inventories
+    from tests.hosts.helpers import register
+
+    admin = await make_key("admin")
+    old = await register(client, admin, hostname="old01")
+    new = await register(client, admin, hostname="new01", ip="10.0.0.2")
+    await seed_inventories(pool, [(old[2], "openssl", "", "3.0.11-1"), (new[2], "openssl", "", "3.0.15-1")])
+    code, out, err = await depot("hosts", "--package", "openssl", "--older-than", "3.0.15", "--key", admin)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "HOSTNAME", "PACKAGES"] and lines[-1] == "1 host(s)"
+    assert "old01" in lines[1] and "openssl 3.0.11-1" in lines[1]
+    code, _, err = await depot("hosts", "--package", "openssl", "--older-than", "not a version", "--key", admin)
+    assert code == 1 and "400" in err

@@ -64,11 +64,12 @@ class Agent:
 
 async def settled(pool) -> bool:
     return await pool.fetchval(
-        "SELECT NOT EXISTS (SELECT 1 FROM host_pending_reports)"
+        "SELECT NOT EXISTS (SELECT 1 FROM host_reports)"
         " AND NOT EXISTS (SELECT 1 FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))"
     )
 
 
 async def inventory(pool, host_id: int) -> set:
-    rows = await pool.fetch("SELECT name, version FROM host_packages WHERE host_id = $1", host_id)
+    rows = await pool.fetch("SELECT v.name, v.version FROM host_sets s, unnest(s.ids) i"
+                            " JOIN package_versions v ON v.id = i WHERE s.host_id = $1", host_id)
     return {(r["name"], r["version"]) for r in rows}

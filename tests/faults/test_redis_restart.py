@@ -81,7 +81,7 @@ async def test_host_reports_are_accepted_while_redis_is_down(processes, fpool, f
     private_valkey.start()
     processes.worker()  # its reconciler re-sends the job Redis never got
     await procs_wait(lambda: fpool.fetchval("SELECT status = 'done' FROM tasks WHERE id = $1", task["id"]), timeout=30)
-    assert await fpool.fetchval("SELECT version FROM host_packages WHERE name = 'postgresql'") == "16.4"
+    assert await fpool.fetchval("SELECT version FROM package_versions WHERE name = 'postgresql'") == "16.4"
 
     async def counted() -> bool:  # the server kept its count of the report and sent it once Redis was back
         total = 0

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from app import resources
-from app.hosts import bodies, reports
+from app.hosts import bodies, inventory as inventory_store, reports
 from app.main import create_app
-from tests.helpers import bearer, host_auth
+from tests.helpers import bearer, check_postings, host_auth, inventory, package_count
 from tests.hosts.helpers import installed, put, register
 
 
@@ -22,7 +22,7 @@ async def _host(client, make_key, name="web01", os_family="Debian"):
 async def _inventory(pool, host_id):
     return {
         (r["name"], r["arch"]): (r["version"], r["state"])
-        for r in await pool.fetch("SELECT * FROM host_packages WHERE host_id = $1", host_id)
+        for r in await inventory(pool, host_id)
     }
 
 
@@ -104,7 +104,7 @@ async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker)
     again = await put(client, creds, "packages/installed", report)
     assert first["changed"] and not again["changed"] and again["task-id"] is None
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
-    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
 async def test_a_body_seen_last_time_skips_the_checks(client, pool, make_key, run_worker, monkeypatch):
@@ -128,7 +128,7 @@ async def test_a_body_seen_last_time_skips_the_checks(client, pool, make_key, ru
     assert (await put(client, creds, "packages/event", events))["added"] == 0
     # It still counts as the host being seen, and stores nothing.
     assert await pool.fetchval("SELECT last_seen_at FROM hosts WHERE id = $1", creds[2]) > last_seen
-    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
 
 
@@ -162,7 +162,7 @@ async def test_a_body_seen_last_time_is_stored_again_when_the_host_has_another(
     await pool.execute("UPDATE hosts SET installed_digest = NULL")  # as inventory.forget_digests does
     assert (await put(client, creds, "packages/installed", first))["changed"]
     await run_worker()
-    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'error'") == 0
 
 
@@ -217,7 +217,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
     resp = await put(client, creds, "packages/installed", body, status=400)
     if message:
         assert resp["message_error"] == [message]
-    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
     assert await pool.fetchval("SELECT installed_digest FROM hosts") is None
 
@@ -230,7 +230,7 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
 async def test_bad_available_reports_change_nothing(client, pool, make_key, item):
     creds = await _host(client, make_key)
     await put(client, creds, "packages/available", {"available_packages": [item]}, status=400)
-    assert await pool.fetchval("SELECT count(*) FROM host_pending_reports") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
 async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
@@ -247,7 +247,7 @@ async def test_several_megabyte_reports_are_fine(client, pool, make_key, run_wor
     big = installed({f"package-with-a-rather-long-name-{i}": f"{i}.0.0-1+really.long.version.string" for i in range(40_000)})
     await put(client, creds, "packages/installed", big)
     await run_worker()
-    assert await pool.fetchval("SELECT count(*) FROM host_packages") == 40_000
+    assert await package_count(pool) == 40_000
 
 
 async def test_reports_need_host_credentials(client, make_key):
@@ -265,7 +265,7 @@ async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, 
     resp = await client.put("/api/v2/host/packages/installed", data=good, headers=headers)
     assert resp.status == 200 and (await resp.json())["packages"] == 2
     await run_worker()
-    assert await pool.fetchval("SELECT string_agg(name, ',' ORDER BY name) FROM host_packages") == "b,pkg-é"
+    assert [r["name"] for r in await inventory(pool, creds[2])] == ["b", "pkg-é"]
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'done'") == 1
 
 
@@ -282,3 +282,63 @@ def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
     assert reports.fast_count("available", body("available", avail), 10) is None
     assert reports.check_items("available", avail, 10) == 3
     assert reports.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None
+
+
+async def test_posting_buckets_agree(pool):
+    from app.hosts.inventory import POSTING_BUCKET
+
+    assert await pool.fetchval("SELECT posting_bucket($1)", 10 * POSTING_BUCKET + 3) == 10
+
+
+async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
+    """A package removed then added back is `installed` since it came back; an unchanged one keeps the
+    baseline's time; the wire's Date/Time are those of the report that changed it."""
+    creds = await _host(client, make_key)
+    other = await _host(client, make_key, "web02")
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await put(client, other, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    await pool.execute("UPDATE host_sets SET since = '2026-01-02 03:04:05+00'")
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1"}))
+    await run_worker()
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    added_at = await pool.fetchval("SELECT max(at) FROM host_history WHERE host_id = $1", creds[2])
+    resp = await client.get(f"/api/v2/host/{creds[2]}/installed", headers=bearer(await make_key("viewer")))
+    body = await resp.json()
+    assert resp.status == 200, body
+    rows = {r["Name"]: (r["State"], r["Date"], r["Time"]) for r in body["results"]}
+    assert rows == {"bash": ("inventored", "2026-01-02", "03:04:05"),
+                    "vim": ("installed", added_at.strftime("%Y-%m-%d"), added_at.strftime("%H:%M:%S"))}
+    assert await package_count(pool) == 4
+
+    # Unregistering a host takes it out of the posting lists it shared with the other.
+    resp = await client.delete("/api/v2/host/registering", headers=host_auth(*creds[:2]))
+    assert resp.status == 200
+    assert await package_count(pool) == 2
+    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", creds[2]) == 0
+    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", other[2]) == 2
+
+
+async def test_a_host_id_beyond_int4_is_refused_not_truncated(pool):
+    await pool.execute("INSERT INTO hosts (id, hostname, ip, auth_id, token_digest) VALUES (2147483648, 'big', '1', 'x', '')")
+    await pool.execute("INSERT INTO host_reports (host_id, kind, digest, body) VALUES (2147483648, 'installed', '', $1)",
+                       bodies.encode_body(b'{"installed_packages": [{"name": "a", "version": "1"}]}', True))
+    out = await inventory_store.apply_pending(pool, [2147483648])
+    assert isinstance(out[2147483648], ValueError) and "int4" in str(out[2147483648])
+    assert await pool.fetchval("SELECT count(*) FROM host_sets") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 1  # still pending
+
+
+async def test_a_reset_dictionary_empties_the_workers_cache(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    assert inventory_store.dictionary().ids
+    await pool.execute("DELETE FROM hosts; DELETE FROM package_hosts; DELETE FROM package_versions;"
+                       " ALTER TABLE package_versions ALTER COLUMN id RESTART")
+    creds = await _host(client, make_key, "web03")
+    await put(client, creds, "packages/installed", installed({"vim": "9.0-1", "curl": "7.88-1"}))
+    await run_worker()
+    assert {r["name"]: r["version"] for r in await inventory(pool, creds[2])} == {"vim": "9.0-1", "curl": "7.88-1"}
+    await check_postings(pool)

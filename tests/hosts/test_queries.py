@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.hosts.inventory import seed_inventories
 from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import register
 
@@ -32,10 +33,7 @@ async def fleet(client, pool, make_key):
             " available_count = $8 WHERE id = $1",
             creds[2], os_, ver, kernel, arch, profile, env, available,
         )
-        await pool.executemany(
-            "INSERT INTO host_packages (host_id, name, version) VALUES ($1, $2, $3)",
-            [(creds[2], n, v) for n, v in PACKAGES[name].items()],
-        )
+        await seed_inventories(pool, [(creds[2], n, "", v) for n, v in PACKAGES[name].items()])
         for i in range(available):
             await pool.execute(
                 "INSERT INTO host_available (host_id, name, version) VALUES ($1, $2, '9')", creds[2], f"upd{i}"
@@ -190,3 +188,36 @@ async def test_one_host_details(client, fleet, viewer):
     assert web01[0] not in str(host) and web01[1] not in str(host)
     own = (await _get(client, f"/api/v2/host/{web01[2]}", host_auth(*web01[:2])))["results"]
     assert own["Id"] == web01[2]
+
+
+async def test_older_than_follows_each_hosts_order(client, pool, make_key, viewer):
+    """1.0+1 is older than 1.0.0 for dpkg, newer for rpm: each host is judged in its own order."""
+    operator = await make_key("operator")
+    hosts = {}
+    for name, family in (("deb01", "Debian"), ("rpm01", "Redhat"), ("rpm02", " CentOS "), ("none01", None)):
+        hosts[name] = (await register(client, operator, name))[2]
+        await pool.execute("UPDATE hosts SET os_family = $2 WHERE id = $1", hosts[name], family)
+    await seed_inventories(pool, [
+        (hosts["deb01"], "tool", "", "1.0+1"), (hosts["deb01"], "tool", "i386", "1.0+1"),
+        (hosts["rpm01"], "tool", "x86_64", "1.0+1"), (hosts["rpm02"], "tool", "", "0.9"),
+        (hosts["none01"], "tool", "", "1.0+1"), (hosts["none01"], "tools", "", "0.1"),
+    ])
+    body = await _get(client, "/api/v2/hosts/package/tool?older-than=1.0.0", viewer)
+    assert body["results"] == [
+        {"id": hosts["deb01"], "hostname": "deb01", "packages": {"tool": "1.0+1", "tool:i386": "1.0+1"}},
+        {"id": hosts["none01"], "hostname": "none01", "packages": {"tool": "1.0+1"}},  # no family: dpkg
+        {"id": hosts["rpm02"], "hostname": "rpm02", "packages": {"tool": "0.9"}},
+    ]
+    body = await _get(client, "/api/v2/hosts/package/tool?older-than=1.0.0&per_page=1&page=2", viewer)
+    assert [h["hostname"] for h in body["results"]] == ["none01"] and body["pagination"]["total"] == 3
+    body = await _get(client, "/api/v2/hosts/package/tool?older-than=0.1", viewer)
+    assert body["results"] == []
+    for bad in ("x1", "1.0 2", "", "1" * 300):
+        body = await _get(client, f"/api/v2/hosts/package/tool?older-than={bad}", viewer, status=400)
+        assert body["message_error"]
+    body = await _get(client, "/api/v2/hosts/package/tool/1.0?older-than=1.0", viewer, status=400)
+    assert body["message_error"] == ["older-than takes an exact package name and no version"]
+    spec = await (await client.get("/api/v2/openapi.json")).json()
+    params = [p["name"] for op in spec["paths"].values() for m in op.values() if isinstance(m, dict)
+              for p in m.get("parameters", [])]
+    assert "older-than" in params

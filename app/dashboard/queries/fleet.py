@@ -1,8 +1,9 @@
 """Fleet and host pages: fleet figures, one host's status, inventory and history (the host list is the
 fleet search of app/hosts/queries.py).
 
-Tables from sql/002_hosts.sql: hosts (status columns, last_seen_at, available_count kept by the
-diff worker), host_packages, host_available, host_history, host_events. A host's own columns are
+Tables from sql/002_hosts.sql and 017: hosts (status columns, last_seen_at, available_count kept by
+the diff worker), host_sets and package_versions (the inventory: app/hosts/queries.py INVENTORY_SQL),
+host_available, host_history, host_events. A host's own columns are
 read as `to_jsonb(h)` minus credentials, so a new status column shows up without a code change.
 Fleet-wide figures are one aggregate scan of `hosts` each, cached for a few seconds per process
 (the overview polls): no index is added on last_seen_at, which every report updates (it would cost
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from app.dashboard.queries import MISSING_SCHEMA, cached, fetch_page, prefix_pattern
-from app.hosts.queries import OUTDATED_THRESHOLD, SELECTION_FLAGS
+from app.hosts.queries import INVENTORY_SQL, OUTDATED_THRESHOLD, SELECTION_FLAGS, current_versions
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,10 @@ async def _rows(pool, sql: str, *args, page: int, per_page: int):
 
 
 async def inventory(pool, host_id: int, q: str = "", page: int = 1, per_page: int = 50):
-    sql = "SELECT name, arch, version, state, since FROM host_packages WHERE host_id = $1"
+    sql = f"SELECT name, arch, version, state, since FROM ({INVENTORY_SQL}) p"
     args: list = [host_id]
     if q:
-        sql += " AND name LIKE $2"  # the primary key (host_id, name, ...) serves the prefix
+        sql += " WHERE name LIKE $2"
         args.append(prefix_pattern(q))
     return await _rows(pool, sql + " ORDER BY name, arch", *args, page=page, per_page=per_page)
 
@@ -83,7 +84,7 @@ async def updates(pool, host_id: int, page: int = 1, per_page: int = 200):
     return await _rows(
         pool,
         "SELECT a.name, a.arch, p.version AS current_version, a.version, a.repository, a.security"
-        " FROM host_available a LEFT JOIN host_packages p USING (host_id, name, arch)"
+        f" FROM host_available a LEFT JOIN {current_versions('$1')} p ON p.name = a.name AND p.arch = a.arch"
         " WHERE a.host_id = $1 ORDER BY a.security DESC, a.name, a.arch",
         host_id,
         page=page,
