@@ -61,6 +61,11 @@ class Settings:
     # The diff worker's cache of the package dictionary (app/hosts/inventory.py), entries per direction,
     # and the hosts whose reports it parses at once (what a burst of first inventories holds in memory).
     inventory_cache_entries: int = 200_000
+    # Host diff tasks one batch may run: a batch job takes queued ones beside its own up to this many, and
+    # a worker process runs one such batch at a time. A backlog (a fleet's first inventories) is then
+    # applied in large batches of neighbouring hosts, each posting-list row rewritten once per batch
+    # rather than once per small window's batch.
+    diff_batch_max_tasks: int = 400
     inventory_chunk_hosts: int = 50
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
     intake_max_group: int = 64
@@ -171,6 +176,7 @@ class Settings:
             diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),
             inventory_cache_entries=_int("DEPOT_INVENTORY_CACHE_ENTRIES", 200_000),
             inventory_chunk_hosts=_int("DEPOT_INVENTORY_CHUNK_HOSTS", 50),
+            diff_batch_max_tasks=_int("DEPOT_DIFF_BATCH_MAX_TASKS", 400),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
             intake_seen_digests=_int("DEPOT_INTAKE_SEEN_DIGESTS", 100_000),

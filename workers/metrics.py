@@ -46,7 +46,7 @@ IN_PROGRESS = Gauge(
 DELIVERIES_SKIPPED = Counter(
     "depot_worker_deliveries_skipped",
     "Job deliveries that ran nothing: busy (another task of the same target runs; it re-sends this one),"
-    " skipped (already run, stopped, or a duplicate)", ["reason"], registry=REGISTRY)
+    " skipped (already run, stopped, or a duplicate), drained (left to the batch this process is running)", ["reason"], registry=REGISTRY)
 # Every kind's series exist from the start at 0, so rates and alerts see a kind before its first task.
 for _kind in KINDS:
     JOBS_STARTED.labels(_kind)

@@ -149,33 +149,67 @@ async def _run_claimed(ctx: dict, task: asyncpg.Record) -> str:
 
 
 async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
-    """The batch job (app/tasks/batcher.py): claim its tasks in one statement, run each kind's batch
-    handler once for all of them (other kinds one by one), finish them in one statement."""
-    pool: asyncpg.Pool = ctx["pool"]
-    try:
-        claimed = await rows.claim_many(pool, task_ids, ctx["worker_id"])
-    except rows.TargetBusy:
-        # Raced with another claim of the same target (rare): claim them one at a time.
-        for task_id in task_ids:
-            await run_task(ctx, task_id)
-        return "one by one"
-    if len(claimed) < len(task_ids):
-        metrics.DELIVERIES_SKIPPED.labels("skipped").inc(len(task_ids) - len(claimed))
-    by_kind: dict[str, list[asyncpg.Record]] = {}
-    for task in claimed:
-        by_kind.setdefault(task["kind"], []).append(task)
-    for kind, group in by_kind.items():
-        metrics.JOBS_STARTED.labels(kind).inc(len(group))
-        metrics.IN_PROGRESS.labels(kind).inc(len(group))
+    """The batch job (app/tasks/batcher.py; only kinds with a batch handler are sent this way): claim its
+    tasks in one statement, run each kind's batch handler once for all of them, finish them in one
+    statement; then, while queued tasks of those kinds are waiting, claim up to diff_batch_max_tasks of
+    them and run them the same way.
+
+    One batch at a time per worker process: a job that finds another batch running returns at once, its
+    tasks left queued for that batch's next claim (a backlog is then applied in large batches of
+    neighbouring hosts instead of many small ones racing for the same rows). If that claim misses one,
+    the reconciler re-sends it."""
+    lock: asyncio.Lock = ctx.setdefault("batch_lock", asyncio.Lock())
+    if lock.locked():
+        # Read by the running batch after its claim: tasks queued while it was claiming are claimed again.
+        ctx["batch_more"] = True
+        metrics.DELIVERIES_SKIPPED.labels("drained").inc(len(task_ids))
+        return "left to the running batch"
+    async with lock:
+        pool: asyncpg.Pool = ctx["pool"]
         try:
-            if kind in BATCH_HANDLERS:
-                await _run_batch(ctx, kind, group)
-            else:
-                for task in group:
-                    await _run_claimed(ctx, task)
-        finally:
-            metrics.IN_PROGRESS.labels(kind).dec(len(group))
-    return f"{len(claimed)} of {len(task_ids)}"
+            claimed = await rows.claim_many(pool, task_ids, ctx["worker_id"])
+        except rows.TargetBusy:
+            # Raced with another claim of the same target (rare): claim them one at a time.
+            for task_id in task_ids:
+                await run_task(ctx, task_id)
+            return "one by one"
+        if len(claimed) < len(task_ids):
+            metrics.DELIVERIES_SKIPPED.labels("skipped").inc(len(task_ids) - len(claimed))
+        limit = max(ctx["settings"].diff_batch_max_tasks, 1)
+        for kind in sorted({t["kind"] for t in claimed} & BATCH_HANDLERS.keys()):
+            claimed += await rows.claim_queued(pool, kind, ctx["worker_id"],
+                                               limit - sum(t["kind"] == kind for t in claimed))
+        done = 0
+        while claimed:
+            by_kind: dict[str, list[asyncpg.Record]] = {}
+            for task in claimed:
+                by_kind.setdefault(task["kind"], []).append(task)
+            for kind, group in by_kind.items():
+                await _run_group(ctx, kind, group)
+            done += len(claimed)
+            kinds = sorted(by_kind.keys() & BATCH_HANDLERS.keys())
+            while True:
+                ctx["batch_more"] = False
+                claimed = []
+                for kind in kinds:
+                    claimed += await rows.claim_queued(pool, kind, ctx["worker_id"], limit)
+                # No await between an empty claim with no job come meanwhile and the lock's release.
+                if claimed or not ctx["batch_more"]:
+                    break
+        return f"{done} task(s) for a job of {len(task_ids)}"
+
+
+async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:
+    metrics.JOBS_STARTED.labels(kind).inc(len(group))
+    metrics.IN_PROGRESS.labels(kind).inc(len(group))
+    try:
+        if kind in BATCH_HANDLERS:
+            await _run_batch(ctx, kind, group)
+        else:
+            for task in group:
+                await _run_claimed(ctx, task)
+    finally:
+        metrics.IN_PROGRESS.labels(kind).dec(len(group))
 
 
 async def _run_batch(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:

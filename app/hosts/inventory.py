@@ -62,11 +62,16 @@ class Dictionary:
         self.ids: dict[tuple[str, str], int] = {}
         self.keys: dict[int, tuple[str, str]] = {}
         self.max_id = 0
+        self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
 
-    def check(self, last_id: int) -> None:
-        """At the start of a batch: forget everything if the dictionary was emptied, and trim to the
-        limit (only here, so that what a batch resolved stays cached until it is written)."""
-        if last_id < self.max_id:
+    def check(self, last_id: int, known_max: int) -> None:
+        """At the start of a batch: forget everything if the dictionary was emptied (its last id below
+        the highest this cache knew before the id was read: a batch running meanwhile may have cached
+        newer ones), and trim to the limit; neither while another batch is planning (it relies on the
+        entries it found here)."""
+        if self.planning:
+            return
+        if last_id < known_max:
             self.ids.clear()
             self.keys.clear()
             self.max_id = 0
@@ -158,10 +163,11 @@ def dictionary() -> Dictionary:
 
 async def _check_dictionary(conn) -> None:
     global _current_db
+    before_db, known_max = _current_db, dictionary().max_id
     row = await conn.fetchrow("SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id"
                               " FROM package_versions_id_seq")
     _current_db = row["db"]
-    dictionary().check(row["id"])
+    dictionary().check(row["id"], known_max if row["db"] == before_db else dictionary().max_id)
 
 
 @functools.cache
@@ -200,6 +206,14 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
     item; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that fails
     gets its exception in `out` and no plan."""
     d = dictionary()
+    d.planning += 1
+    try:
+        return await _plan_chunk(conn, d, by_host, out)
+    finally:
+        d.planning -= 1
+
+
+async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) -> list[HostPlan]:
     cached_id = d.ids.get
     # host -> per report: ({id: (raw name, version)}, [pairs not cached yet]), or None (an available report)
     lists: dict[int, list] = {}

@@ -149,6 +149,31 @@ async def claim_many(pool, task_ids: list[int], worker_id: str) -> list[asyncpg.
         raise TargetBusy() from None
 
 
+# The queued tasks of a kind, oldest targets first in lock order, that no other claim holds
+# (SKIP LOCKED): what a batch job adds to its own when a backlog has built up.
+_CLAIM_QUEUED_SQL = f"""
+WITH c AS (
+    SELECT id FROM tasks WHERE kind = $1 AND status = 'queued' AND NOT stop_requested
+    ORDER BY {TASK_LOCK_ORDER} LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET {_CLAIM_SET}
+FROM c WHERE t.id = c.id
+AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.kind = t.kind AND r.target = t.target AND r.status = 'running')
+RETURNING t.*
+"""
+
+
+async def claim_queued(pool, kind: str, worker_id: str, limit: int) -> list[asyncpg.Record]:
+    """Claim up to `limit` queued tasks of `kind`, whatever job they were sent with (their own jobs then
+    find them claimed and return). A race with another claim of one of their targets claims nothing."""
+    if limit <= 0:
+        return []
+    try:
+        return await pool.fetch(_CLAIM_QUEUED_SQL, str(kind), worker_id, limit)
+    except asyncpg.UniqueViolationError:
+        return []
+
+
 # --- running: progress, heartbeats, an operator's stop ---------------------------------------------
 
 async def progress(pool, task_id: int, percent: int, text: str | None) -> None:
