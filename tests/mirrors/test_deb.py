@@ -115,6 +115,53 @@ async def test_corrupted_package_fails_whole_and_retry_fetches_only_it(site, mak
     assert len(await _names(pool, retry["Result"]["snapshot"])) == 4
 
 
+async def test_another_valid_package_in_place_of_the_indexed_one_is_refused(site, make_mirror, run_mirror, pool):
+    """The stored stanza is the index's: what proves it describes the file is the file's digest."""
+    swapped = site.archive.pool / "beta_1.0-1_amd64.deb"
+    indexed = swapped.read_bytes()
+    other = pkgfactory.deb_bytes("beta", "1.0-1", "amd64", payload=b"not the package the index describes\n")
+    assert other != indexed
+    swapped.write_bytes(other)
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "error", task["Result"]
+    assert "pool/main/beta_1.0-1_amd64.deb: " in task["Error"] and "no snapshot made" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM package_files WHERE name = 'beta'") == 0
+
+
+def _stanza(name: str, deb: bytes, fields: str) -> bytes:
+    import hashlib
+
+    return (f"Package: {name}\n{fields}Filename: extra/{name}_1.0-1_amd64.deb\nSize: {len(deb)}\n"
+            f"SHA256: {hashlib.sha256(deb).hexdigest()}\n\n").encode()
+
+
+async def test_stored_stanza_is_the_index_stanza_checked_like_a_control_file(site, make_mirror, run_mirror, pool,
+                                                                              client):
+    extra = site.archive.root / "extra"
+    extra.mkdir()
+    deb = pkgfactory.deb_bytes("delta", "1.0-1", "amd64")
+    (extra / "delta_1.0-1_amd64.deb").write_bytes(deb)
+    # A stanza that would not pass as an upload's control file (a version that is no version) is refused.
+    site.archive.build(extra_packages=_stanza("delta", deb, "Version: not a version\nArchitecture: amd64\n"
+                                                              "Description: d\n"))
+    repo_id = await make_mirror(site)
+    task = await run_mirror(repo_id)
+    assert task["Status"] == "error"
+    assert "extra/delta_1.0-1_amd64.deb: not a valid package (invalid or missing version 'not a version')" \
+        in task["Error"]
+    # A valid one is stored as the index gives it, a field the .deb lacks included; its own Filename, Size and
+    # digests are Depot's.
+    site.archive.build(extra_packages=_stanza("delta", deb, "Version: 1.0-1\nArchitecture: amd64\n"
+                                                              "Task: upstream-only\nDescription: d\n more\n"))
+    task = await run_mirror(repo_id, env="prod")
+    assert task["Status"] == "done", task["Error"]
+    stanza = await pool.fetchval("SELECT stanza FROM package_files WHERE name = 'delta'")
+    assert stanza == "Package: delta\nVersion: 1.0-1\nArchitecture: amd64\nTask: upstream-only\nDescription: d\n more\n"
+    r = await client.get("/repo/deb/mirror1/stable/main/prod/dists/stable/main/binary-amd64/Packages")
+    published = (await r.read()).decode()
+    assert "Task: upstream-only\nDescription: d\n more\nFilename: pool/main/delta_1.0-1_amd64.deb\n" in published
+
+
 async def test_bad_signature_is_refused_before_any_index(site, make_mirror, run_mirror, pool):
     dist = site.archive.root / "dists" / "stable"
     for name in ("InRelease", "Release"):
