@@ -46,7 +46,6 @@ from .net import Fetcher, TooBig, UpstreamError, tls_context
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
-IN_MEMORY_BYTES = 1 << 20  # a package file up to this size is read into memory, a larger one streamed to tmp/
 ROW_BATCH = 500            # package rows written per round trip
 
 
@@ -182,12 +181,13 @@ class _Refused(Exception):
 class _Downloads:
     """The files to fetch, fetched by `concurrency` workers; failures collected, not raised.
 
-    Each file's body is read (in memory up to IN_MEMORY_BYTES, else streamed to tmp/), then one thread
+    Each file's body is read (in memory up to DEPOT_MIRROR_MEMORY_FILE_BYTES, else streamed to tmp/), then one thread
     call checks its size and SHA-256 against the index, reads the package and places the file in the pool:
     the event loop only does HTTP, and the checks of some files overlap the downloads of others."""
 
-    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, max_size: int, progress, check_stop):
-        self.pool, self.storage, self.fetcher, self.kind, self.max_size = pool, storage, fetcher, kind, max_size
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, settings, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.kind = pool, storage, fetcher, kind
+        self.max_size, self.in_memory = settings.max_upload_bytes, settings.mirror_memory_file_bytes
         self.progress, self.check_stop = progress, check_stop
         self.files = self.bytes = 0
         self.total_files = self.total_bytes = 0
@@ -262,7 +262,7 @@ class _Downloads:
         url = _join(e.base, e.filename)
         body = incoming = None
         try:
-            if e.size <= IN_MEMORY_BYTES:
+            if e.size <= self.in_memory:
                 body = await self.fetcher.get_bytes(url, e.size)
             else:
                 incoming = await self.storage.receive(self.fetcher.stream(url), max_size=e.size)
@@ -423,7 +423,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             known = {r["sha256"] for r in await pool.fetch(
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
-            downloads = _Downloads(pool, storage, fetcher, kind, settings.max_upload_bytes, progress, check_stop)
+            downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop)
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
                           reused=len(chosen) - len(todo))

@@ -115,6 +115,25 @@ async def test_corrupted_package_fails_whole_and_retry_fetches_only_it(site, mak
     assert len(await _names(pool, retry["Result"]["snapshot"])) == 4
 
 
+async def test_files_above_the_memory_size_are_streamed_and_checked_alike(site, make_mirror, run_mirror, pool,
+                                                                           settings):
+    bad = site.archive.pool / "beta_1.0-1_amd64.deb"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[:-4] + b"XXXX")
+    repo_id = await make_mirror(site)
+    streamed = {"mirror_memory_file_bytes": 0}
+    temp_files = set((settings.storage_dir / "tmp").iterdir())
+    task = await run_mirror(repo_id, settings=streamed)
+    assert task["Status"] == "error" and "pool/main/beta_1.0-1_amd64.deb: SHA-256" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM package_files") == 3
+    bad.write_bytes(good_bytes)
+    task = await run_mirror(repo_id, settings=streamed)
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 1
+    assert len(await _names(pool, task["Result"]["snapshot"])) == 4
+    assert set((settings.storage_dir / "tmp").iterdir()) == temp_files        # no temp file left behind
+
+
 async def test_another_valid_package_in_place_of_the_indexed_one_is_refused(site, make_mirror, run_mirror, pool):
     """The stored stanza is the index's: what proves it describes the file is the file's digest."""
     swapped = site.archive.pool / "beta_1.0-1_amd64.deb"
