@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -255,10 +256,12 @@ async def _half(kind: str, count: int, delay: float) -> None:
 
         async def depot() -> tuple[float, dict]:
             before = await server.package_requests()
-            t, cpu = time.perf_counter(), time.process_time()
+            t, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             result = await mirror_repo(pool, replace(settings), storage, signer, repo.id)
-            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-            return seconds, {**result, "package_requests": await server.package_requests() - before, "cpu": cpu}
+            seconds, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+            user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
+            return seconds, {**result, "package_requests": await server.package_requests() - before,
+                             "cpu": f"{user + system:.2f} s (user {user:.2f}, system {system:.2f})"}
 
         rows: list[tuple[str, float, float | None, str, str]] = []
         seconds, result = await depot()
@@ -266,7 +269,7 @@ async def _half(kind: str, count: int, delay: float) -> None:
         rows.append(("first mirror", seconds, ref, _ratio_target(seconds, ref),
                      f"{result['package_requests']} downloads of {upstream.wanted}; rebuild + sign "
                      f"{result['rebuild']['seconds']:.2f} s (so {_without_rebuild(seconds, result, ref)}); "
-                     f"Depot CPU {result['cpu']:.2f} s"))
+                     f"Depot CPU {result['cpu']}"))
         seconds, result = await depot()
         ref = reference.timed() if reference else None
         rows.append(("upstream unchanged", seconds, ref,
