@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +31,7 @@ from yarl import URL
 from app.hosts.versions import dpkg_compare, rpm_compare
 from app.repos.gc import POOL_LOCK
 from app.repos.model import get_snapshot
-from app.repos.packages import Digests, PackageError, ParsedPackage
+from app.repos.packages import Digests, PackageError, ParsedPackage, file_digests
 from app.repos.packages.deb import parse_index_stanza
 from app.repos.packages.rpm import parse_rpm
 from app.repos.rebuild import point_env, rebuild_snapshot
@@ -201,6 +202,7 @@ class _Downloads:
         self.landing = asyncio.Semaphore(fetcher.concurrency)
         self.landing_tasks: set[asyncio.Task] = set()
         self.crash: BaseException | None = None
+        self.reused_files = self.reused_bytes = 0        # found in the pool without a row: not downloaded
 
     async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
@@ -259,6 +261,18 @@ class _Downloads:
     async def one(self, e: Entry) -> None:
         if e.size > self.max_size:
             return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
+        loop = asyncio.get_running_loop()
+        if self.storage.has(e.sha256):
+            # In the pool but without a row: a killed run placed it and its row was not written yet. It is read
+            # there, so a resumed run downloads again only the files that were still downloading.
+            try:
+                parsed = await loop.run_in_executor(self.executor, self.reuse, e)
+            except _Refused as exc:
+                return self.failures.append(str(exc))
+            if parsed is not None:
+                self.reused_files += 1
+                self.reused_bytes += e.size
+                return self.rows.put_nowait((parsed, e.size))
         url = _join(e.base, e.filename)
         body = incoming = None
         try:
@@ -297,46 +311,61 @@ class _Downloads:
     def land(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> ParsedPackage:
         """Check a downloaded file against its index entry, read it as a package and place it in the pool
         (in a thread). _Refused names what is wrong; a refused file is not kept."""
-        if body is not None:
-            got = _digests(body)
-        else:
-            got = incoming.digests
+        got = _digests(body) if body is not None else incoming.digests
         try:
-            if got.size != e.size:
-                raise _Refused(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
-            if got.sha256 != e.sha256:
-                raise _Refused(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
+            self._check(e, got)
             found: list[ParsedPackage] = []
-
-            def read(path: str) -> None:
-                try:
-                    if self.kind == "deb":
-                        # The file's SHA-256 is the one the stanza gives, in an index whose digest the signed
-                        # Release gives: the stanza describes this very file, and is what apt reads upstream.
-                        parsed = parse_index_stanza(e.stanza, got)
-                    else:
-                        # Header read from the file (its filelists and changelog are stored); the payload
-                        # digests are not checked again: the whole file is the one the signed repodata lists.
-                        parsed = parse_rpm(path, got, verify_payload=False)
-                except PackageError as exc:
-                    raise _Refused(f"{e.filename}: not a valid package ({exc.reason})") from None
-                version = parsed.version if self.kind == "deb" else \
-                    f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
-                if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
-                    raise _Refused(f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
-                                   f"the index says {e.name} {e.version} {e.arch}")
-                found.append(parsed)
-
             if body is not None:
-                self.storage.put_bytes(body, got.sha256, check=read)
+                self.storage.put_bytes(body, got.sha256, check=lambda path: found.append(self._read(e, got, path)))
             else:
-                read(str(incoming.path))
+                found.append(self._read(e, got, str(incoming.path)))
                 self.storage.adopt(incoming)
                 incoming = None
             return found[0]
         finally:
             if incoming is not None:
                 incoming.discard()
+
+    def reuse(self, e: Entry) -> ParsedPackage | None:
+        """The package of a file already in the pool without a row (placed by a run killed before its row was
+        written), checked as a download is; None if it is not there (any more)."""
+        path = self.storage.pool_path(e.sha256)
+        try:
+            os.utime(path)          # the pool GC leaves a fresh file alone (storage.adopt does the same)
+            got = file_digests(path)
+        except FileNotFoundError:
+            return None
+        try:
+            self._check(e, got)
+        except _Refused as exc:
+            raise _Refused(f"{exc} (the copy already in the pool, without a row: the pool GC removes it after its "
+                           "grace period, then a run downloads the file again)") from None
+        return self._read(e, got, str(path))
+
+    @staticmethod
+    def _check(e: Entry, got: Digests) -> None:
+        if got.size != e.size:
+            raise _Refused(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
+        if got.sha256 != e.sha256:
+            raise _Refused(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
+
+    def _read(self, e: Entry, got: Digests, path: str) -> ParsedPackage:
+        try:
+            if self.kind == "deb":
+                # The file's SHA-256 is the one the stanza gives, in an index whose digest the signed Release
+                # gives: the stanza describes this very file, and is what apt reads upstream.
+                parsed = parse_index_stanza(e.stanza, got)
+            else:
+                # Header read from the file (its filelists and changelog are stored); the payload digests are
+                # not checked again: the whole file is the one the signed repodata lists.
+                parsed = parse_rpm(path, got, verify_payload=False)
+        except PackageError as exc:
+            raise _Refused(f"{e.filename}: not a valid package ({exc.reason})") from None
+        version = parsed.version if self.kind == "deb" else f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
+        if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
+            raise _Refused(f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
+                           f"the index says {e.name} {e.version} {e.arch}")
+        return parsed
 
     async def report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -425,8 +454,9 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             todo = [e for e in chosen if e.sha256 not in known]
             downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop)
             await downloads.run(todo)
-            result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
-                          reused=len(chosen) - len(todo))
+            result.update(requests=fetcher.requests, downloaded=downloads.files - downloads.reused_files,
+                          bytes=downloads.bytes - downloads.reused_bytes,
+                          reused=len(chosen) - len(todo) + downloads.reused_files)
             if fetcher.rate:
                 result["throttled_seconds"] = round(fetcher.throttled, 3)
     except (UpstreamError, ArchiveError) as exc:

@@ -173,7 +173,11 @@ class Storage:
             folder.mkdir(exist_ok=True)
             self._folders.add(folder)
         try:
-            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            try:
+                fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            except FileNotFoundError:          # the folder was removed meanwhile (tests empty the pool)
+                folder.mkdir(exist_ok=True)
+                fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
         except (OSError, AttributeError):
             fd = None
         if fd is None:

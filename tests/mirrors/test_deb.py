@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import shutil
 import subprocess
 
 import aiohttp
@@ -113,6 +114,23 @@ async def test_corrupted_package_fails_whole_and_retry_fetches_only_it(site, mak
     assert retry["Status"] == "done", retry["Error"]
     assert site.upstream.package_requests() == 1 and site.upstream.counts["debian/pool/main/beta_1.0-1_amd64.deb"] == 1
     assert len(await _names(pool, retry["Result"]["snapshot"])) == 4
+
+
+async def test_a_pool_file_without_a_row_is_read_not_downloaded(site, make_mirror, run_mirror, pool, settings):
+    """What a worker killed between placing files and writing their rows leaves: the resumed run reads them."""
+    from app.repos.packages import file_digests
+    from app.repos.storage import Storage
+
+    placed = site.archive.pool / "alpha_1.0-1_amd64.deb"
+    target = Storage(settings.storage_dir).pool_path(file_digests(placed).sha256)
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(placed, target)
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 3 and task["Result"]["reused"] == 1
+    assert site.upstream.package_requests() == 3 and site.upstream.counts["debian/pool/main/alpha_1.0-1_amd64.deb"] == 0
+    assert len(await _names(pool, task["Result"]["snapshot"])) == 4
+    assert await pool.fetchval("SELECT md5 FROM package_files WHERE name = 'alpha'") == file_digests(placed).md5
 
 
 async def test_files_above_the_memory_size_are_streamed_and_checked_alike(site, make_mirror, run_mirror, pool,
