@@ -129,6 +129,9 @@ class Settings:
     source_template_max_bytes: int = 1 * MiB
     mirror_allow_hosts: tuple = ()
     mirror_concurrency: int = 8
+    # A package file up to this size is held in memory between its download and its checks (at most twice the
+    # concurrency of them at once); a larger one is streamed to a temp file.
+    mirror_memory_file_bytes: int = 1 * MiB
     # Largest upstream index (Release, Packages) once decompressed; a larger one fails the mirror.
     mirror_index_max_bytes: int = 512 * MiB
     mirror_connect_timeout: float = 15.0
@@ -215,6 +218,7 @@ class Settings:
             mirror_allow_hosts=tuple(h.strip() for h in (_str("DEPOT_MIRROR_ALLOW_HOSTS", "") or "").split(",")
                                      if h.strip()),
             mirror_concurrency=max(1, _int("DEPOT_MIRROR_CONCURRENCY", 8)),
+            mirror_memory_file_bytes=max(0, _int("DEPOT_MIRROR_MEMORY_FILE_BYTES", 1 * MiB)),
             mirror_index_max_bytes=_int("DEPOT_MIRROR_INDEX_MAX_BYTES", 512 * MiB),
             mirror_connect_timeout=_float("DEPOT_MIRROR_CONNECT_TIMEOUT", 15.0),
             mirror_read_timeout=_float("DEPOT_MIRROR_READ_TIMEOUT", 60.0),

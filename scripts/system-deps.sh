@@ -8,6 +8,7 @@
 #   dnf            real-client tests          apt-ftparchive    benchmark reference (apt-utils)
 #   createrepo_c   benchmark reference        chromium          dashboard browser tests
 #   aptly          benchmark reference (mirrors)
+#   dnf reposync   benchmark reference (rpm mirrors; dnf-plugins-core)
 set -euo pipefail
 want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
@@ -24,6 +25,7 @@ if [ "${1:-}" != run ]; then
     need createrepo_c createrepo-c
     need chromium chromium
     need aptly aptly
+    [ -e /usr/lib/python3/dist-packages/dnf-plugins/reposync.py ] || want+=(dnf-plugins-core)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -72,6 +72,7 @@ class Entry:
     size: int
     sha256: str
     base: URL             # the URL `filename` is relative to
+    stanza: str | None = None   # deb: the package's paragraph in the signed index
 
 
 def safe_filename(value: str) -> bool:

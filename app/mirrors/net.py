@@ -51,10 +51,15 @@ class Refused(UpstreamError):
     """The URL's host is not one a mirror may reach."""
 
 
+class TooBig(UpstreamError):
+    """A body longer than the caller's limit."""
+
+
 class HostPolicy:
     def __init__(self, allow: tuple[str, ...] | list[str] = ()):
         self.names: set[str] = set()
         self.networks: list = []
+        self._literals: dict[str, bool] = {}      # address literal -> allowed (a run asks thousands of times)
         for item in allow:
             item = item.strip().lower()
             try:
@@ -71,11 +76,15 @@ class HostPolicy:
     def check_url(self, url: URL) -> URL:
         if url.scheme not in ("http", "https") or not url.host:
             raise Refused(f"{_shown(url)}: only http and https URLs with a host are fetched")
-        try:
+        allowed = self._literals.get(url.host)
+        if allowed is None:
+            try:
+                literal = ipaddress.ip_address(url.host)
+            except ValueError:
+                return url          # a name: checked by GuardedResolver when connecting
+            allowed = self._literals[url.host] = self.address_allowed(str(literal), url.host)
+        if not allowed:
             literal = ipaddress.ip_address(url.host)
-        except ValueError:
-            return url          # a name: checked by GuardedResolver when connecting
-        if not self.address_allowed(str(literal), url.host):
             raise Refused(f"{_shown(url)}: {literal} is a loopback, link-local or private address "
                           "(allow it with DEPOT_MIRROR_ALLOW_HOSTS)")
         return url
@@ -231,7 +240,7 @@ class Fetcher:
             async for chunk in self._chunks(resp, url):
                 buf += chunk
                 if len(buf) > max_bytes:
-                    raise UpstreamError(f"{_shown(url)}: larger than the {max_bytes} byte limit")
+                    raise TooBig(f"{_shown(url)}: larger than the {max_bytes} byte limit")
             return bytes(buf)
         finally:
             resp.release()

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -29,21 +31,29 @@ from yarl import URL
 from app.hosts.versions import dpkg_compare, rpm_compare
 from app.repos.gc import POOL_LOCK
 from app.repos.model import get_snapshot
-from app.repos.packages import PackageError
+from app.repos.packages import Digests, PackageError, ParsedPackage, file_digests
+from app.repos.packages.deb import parse_index_stanza
+from app.repos.packages.rpm import parse_rpm
 from app.repos.rebuild import point_env, rebuild_snapshot
-from app.repos.storage import Storage, TooLarge
-from app.repos.upload import parse_incoming, store_row
+from app.repos.storage import Incoming, Storage, TooLarge
+from app.repos.upload import store_rows
 from app.sources.keys import SignatureError, verify
 from app.sources.model import Source, keyring
 
 from . import deb, rpm
 from .common import ArchiveError, Entry, check_index, decompress, select
 from .model import Mirror, get_mirror, last_snapshot, mirror_source
-from .net import Fetcher, UpstreamError, tls_context
+from .net import Fetcher, TooBig, UpstreamError, tls_context
 from .pins import pin, unpin
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
+ROW_BATCH = 500            # package rows written per round trip
+
+
+def _digests(data: bytes) -> Digests:
+    return Digests(len(data), hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(),
+                   hashlib.sha256(data).hexdigest())
 
 
 class MirrorError(Exception):
@@ -166,17 +176,34 @@ async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.
     return entries
 
 
-class _Downloads:
-    """The files to fetch, fetched by `concurrency` workers; failures collected, not raised."""
+class _Refused(Exception):
+    """A downloaded file refused; the message names it."""
 
-    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, max_size: int, progress, check_stop):
-        self.pool, self.storage, self.fetcher, self.kind, self.max_size = pool, storage, fetcher, kind, max_size
+
+class _Downloads:
+    """The files to fetch, fetched by `concurrency` workers; failures collected, not raised.
+
+    Each file's body is read (in memory up to DEPOT_MIRROR_MEMORY_FILE_BYTES, else streamed to tmp/), then one thread
+    call checks its size and SHA-256 against the index, reads the package and places the file in the pool:
+    the event loop only does HTTP, and the checks of some files overlap the downloads of others."""
+
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, settings, progress, check_stop):
+        self.pool, self.storage, self.fetcher, self.kind = pool, storage, fetcher, kind
+        self.max_size, self.in_memory = settings.max_upload_bytes, settings.mirror_memory_file_bytes
         self.progress, self.check_stop = progress, check_stop
         self.files = self.bytes = 0
         self.total_files = self.total_bytes = 0
         self.failures: list[str] = []
         self.rows: asyncio.Queue = asyncio.Queue()
         self._shown = 0.0
+        # Files are checked and placed in threads of the run's own (file creation can wait on the
+        # filesystem's journal: more threads than cores keep the downloads going meanwhile); at most
+        # `concurrency` bodies wait for them, so memory stays bounded whatever the number of files.
+        self.executor = ThreadPoolExecutor(max_workers=fetcher.concurrency, thread_name_prefix="depot-mirror")
+        self.landing = asyncio.Semaphore(fetcher.concurrency)
+        self.landing_tasks: set[asyncio.Task] = set()
+        self.crash: BaseException | None = None
+        self.reused_files = self.reused_bytes = 0        # found in the pool without a row: not downloaded
 
     async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
@@ -185,7 +212,7 @@ class _Downloads:
 
         async def worker() -> None:
             for entry in queue:
-                if writer.done():          # the rows cannot be written: downloading more is pointless
+                if writer.done() or self.crash is not None:   # pointless to download more
                     return
                 if self.check_stop is not None:
                     await self.check_stop()
@@ -199,61 +226,147 @@ class _Downloads:
         except BaseExceptionGroup as eg:       # a stop, or an error: the first one, as itself
             error = _first(eg)
         finally:
-            # Whatever stopped the downloads, the files already in the pool get their rows: a stopped run
-            # keeps every file it finished.
+            # Whatever stopped the downloads, the files being checked are finished and those already in the
+            # pool get their rows: a stopped run keeps every file it finished.
+            if self.landing_tasks:
+                await asyncio.gather(*self.landing_tasks, return_exceptions=True)
+            self.executor.shutdown(wait=False)
             self.rows.put_nowait(None)
             await writer
+        error = error or self.crash
         if error is not None:
             raise error
         await self.report(force=True)
 
     async def write_rows(self) -> None:
-        """The rows of the files the workers placed in the pool, in arrival order, on one connection: one
-        statement per file and no WAL flush each (a row lost in a crash means one more download; the
-        snapshot's own flushed commit makes every earlier one durable)."""
+        """The rows of the files the workers placed in the pool, on one connection, in batches of what
+        has arrived meanwhile (up to ROW_BATCH, one round trip each), without a WAL flush each (a row lost
+        in a crash means one more download; the snapshot's own flushed commit makes every earlier one
+        durable)."""
         async with self.pool.acquire() as conn:
             await conn.execute("SET synchronous_commit TO off")
-            while (item := await self.rows.get()) is not None:
-                parsed, size = item
-                await store_row(conn, parsed)
-                self.files += 1
-                self.bytes += size
-                await self.report()
+            done = False
+            while not done:
+                batch = [await self.rows.get()]
+                while len(batch) < ROW_BATCH and not self.rows.empty():
+                    batch.append(self.rows.get_nowait())
+                if batch[-1] is None:          # the end mark is put last
+                    done = True
+                    batch.pop()
+                if batch:
+                    await store_rows(conn, [parsed for parsed, _ in batch])
+                    self.files += len(batch)
+                    self.bytes += sum(size for _, size in batch)
+                    await self.report()
 
     async def one(self, e: Entry) -> None:
         if e.size > self.max_size:
             return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
+        loop = asyncio.get_running_loop()
+        if self.storage.has(e.sha256):
+            # In the pool but without a row: a killed run placed it and its row was not written yet. It is read
+            # there, so a resumed run downloads again only the files that were still downloading.
+            try:
+                parsed = await loop.run_in_executor(self.executor, self.reuse, e)
+            except _Refused as exc:
+                return self.failures.append(str(exc))
+            if parsed is not None:
+                self.reused_files += 1
+                self.reused_bytes += e.size
+                return self.rows.put_nowait((parsed, e.size))
+        url = _join(e.base, e.filename)
+        body = incoming = None
         try:
-            incoming = await self.storage.receive(self.fetcher.stream(_join(e.base, e.filename)), max_size=e.size)
-        except TooLarge:
+            if e.size <= self.in_memory:
+                body = await self.fetcher.get_bytes(url, e.size)
+            else:
+                incoming = await self.storage.receive(self.fetcher.stream(url), max_size=e.size)
+        except (TooLarge, TooBig):
             return self.failures.append(f"{e.filename}: larger than the {e.size} bytes its index gives")
         except UpstreamError as exc:
             return self.failures.append(str(exc))
-        adopted = False
         try:
-            got = incoming.digests
-            if got.size != e.size:
-                return self.failures.append(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
-            if got.sha256 != e.sha256:
-                return self.failures.append(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
-            try:
-                parsed = await parse_incoming(incoming, self.kind)
-            except PackageError as exc:
-                return self.failures.append(f"{e.filename}: not a valid package ({exc.reason})")
-            version = parsed.version if self.kind == "deb" else \
-                f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
-            if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
-                return self.failures.append(
-                    f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
-                    f"the index says {e.name} {e.version} {e.arch}")
-            # The file first, then its row (write_rows): a row never lacks its file, and a file whose row
-            # never came (a crash in between) is an orphan the pool GC removes after its grace period.
-            self.storage.adopt(incoming)
-            adopted = True
-            self.rows.put_nowait((parsed, e.size))
-        finally:
-            if not adopted:
+            await self.landing.acquire()
+        except BaseException:
+            if incoming is not None:
                 incoming.discard()
+            raise
+        task = asyncio.create_task(self.place(e, body, incoming))
+        self.landing_tasks.add(task)
+        task.add_done_callback(self.landing_tasks.discard)
+
+    async def place(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> None:
+        try:
+            parsed = await asyncio.get_running_loop().run_in_executor(self.executor, self.land, e, body, incoming)
+        except _Refused as exc:
+            return self.failures.append(str(exc))
+        except BaseException as exc:
+            self.crash = self.crash or exc
+            return
+        finally:
+            self.landing.release()
+        # The file is in the pool, then its row is written (write_rows): a row never lacks its file, and a
+        # file whose row never came (a crash in between) is an orphan the pool GC removes after its grace.
+        self.rows.put_nowait((parsed, e.size))
+
+    def land(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> ParsedPackage:
+        """Check a downloaded file against its index entry, read it as a package and place it in the pool
+        (in a thread). _Refused names what is wrong; a refused file is not kept."""
+        got = _digests(body) if body is not None else incoming.digests
+        try:
+            self._check(e, got)
+            found: list[ParsedPackage] = []
+            if body is not None:
+                self.storage.put_bytes(body, got.sha256, check=lambda path: found.append(self._read(e, got, path)))
+            else:
+                found.append(self._read(e, got, str(incoming.path)))
+                self.storage.adopt(incoming)
+                incoming = None
+            return found[0]
+        finally:
+            if incoming is not None:
+                incoming.discard()
+
+    def reuse(self, e: Entry) -> ParsedPackage | None:
+        """The package of a file already in the pool without a row (placed by a run killed before its row was
+        written), checked as a download is; None if it is not there (any more)."""
+        path = self.storage.pool_path(e.sha256)
+        try:
+            os.utime(path)          # the pool GC leaves a fresh file alone (storage.adopt does the same)
+            got = file_digests(path)
+        except FileNotFoundError:
+            return None
+        try:
+            self._check(e, got)
+        except _Refused as exc:
+            raise _Refused(f"{exc} (the copy already in the pool, without a row: the pool GC removes it after its "
+                           "grace period, then a run downloads the file again)") from None
+        return self._read(e, got, str(path))
+
+    @staticmethod
+    def _check(e: Entry, got: Digests) -> None:
+        if got.size != e.size:
+            raise _Refused(f"{e.filename}: {got.size} bytes, the index gives {e.size}")
+        if got.sha256 != e.sha256:
+            raise _Refused(f"{e.filename}: SHA-256 {got.sha256}, the index gives {e.sha256}")
+
+    def _read(self, e: Entry, got: Digests, path: str) -> ParsedPackage:
+        try:
+            if self.kind == "deb":
+                # The file's SHA-256 is the one the stanza gives, in an index whose digest the signed Release
+                # gives: the stanza describes this very file, and is what apt reads upstream.
+                parsed = parse_index_stanza(e.stanza, got)
+            else:
+                # Header read from the file (its filelists and changelog are stored); the payload digests are
+                # not checked again: the whole file is the one the signed repodata lists.
+                parsed = parse_rpm(path, got, verify_payload=False)
+        except PackageError as exc:
+            raise _Refused(f"{e.filename}: not a valid package ({exc.reason})") from None
+        version = parsed.version if self.kind == "deb" else f"{parsed.epoch or '0'}:{parsed.version}-{parsed.release}"
+        if (parsed.name, version, parsed.arch) != (e.name, e.version, e.arch):
+            raise _Refused(f"{e.filename}: the package is {parsed.name} {version} {parsed.arch}, "
+                           f"the index says {e.name} {e.version} {e.arch}")
+        return parsed
 
     async def report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -341,11 +454,12 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             known = {r["sha256"] for r in await pool.fetch(
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
-            downloads = _Downloads(pool, storage, fetcher, kind, settings.max_upload_bytes, progress, check_stop)
+            downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop)
             await pin(pool, mirror.repo.id, [e.sha256 for e in todo])     # kept from the pool GC until a run succeeds
             await downloads.run(todo)
-            result.update(requests=fetcher.requests, downloaded=downloads.files, bytes=downloads.bytes,
-                          reused=len(chosen) - len(todo))
+            result.update(requests=fetcher.requests, downloaded=downloads.files - downloads.reused_files,
+                          bytes=downloads.bytes - downloads.reused_bytes,
+                          reused=len(chosen) - len(todo) + downloads.reused_files)
             if fetcher.rate:
                 result["throttled_seconds"] = round(fetcher.throttled, 3)
     except (UpstreamError, ArchiveError) as exc:

@@ -82,6 +82,7 @@ class Storage:
         self.public = self.root / "public"
         for d in (self.tmp, self.pool, self.trees, self.public):
             d.mkdir(parents=True, exist_ok=True)
+        self._folders: set[Path] = set()      # pool folders known to exist (put_bytes)
 
     # ---- pool -------------------------------------------------------------------------------
     def pool_path(self, sha256: str) -> Path:
@@ -159,6 +160,57 @@ class Storage:
         else:
             incoming.discard()
         return target
+
+    def put_bytes(self, data: bytes, sha256: str, check: Callable[[str], None] | None = None) -> Path:
+        """Place a checked file held in memory in the pool, as adopt() does (an existing copy is kept and
+        touched), in one thread and with few directory operations: the bytes go to an unnamed file of
+        the pool folder that is linked in once written (a temp file renamed where the filesystem has no
+        O_TMPFILE), so a crash leaves no partial pool file and no temp file. `check(path)` reads the
+        written file before it enters the pool; what it raises keeps it out."""
+        target = self.pool_path(sha256)
+        folder = target.parent
+        if folder not in self._folders:
+            folder.mkdir(exist_ok=True)
+            self._folders.add(folder)
+        try:
+            try:
+                fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            except FileNotFoundError:          # the folder was removed meanwhile (tests empty the pool)
+                folder.mkdir(exist_ok=True)
+                fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+        except (OSError, AttributeError):
+            fd = None
+        if fd is None:
+            fd, tmp = self._new_temp()
+            try:
+                _write_all(fd, data)
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
+            try:
+                if check is not None:
+                    check(str(tmp))
+                self.adopt(Incoming(tmp, Digests(len(data), "", "", sha256)))
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return target
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, 0o644)       # the umask may have narrowed the mode given to open
+            unnamed = f"/proc/self/fd/{fd}"
+            if check is not None:
+                check(unnamed)
+            # A folder descriptor makes os.link use linkat(AT_SYMLINK_FOLLOW), which links the file
+            # /proc/self/fd/N stands for (plain link(2) would link the symlink itself).
+            folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                linked = _link_unnamed(unnamed, folder_fd, target)
+            finally:
+                os.close(folder_fd)
+            return linked
+        finally:
+            os.close(fd)
 
     def has(self, sha256: str) -> bool:
         return self.pool_path(sha256).exists()
@@ -383,6 +435,19 @@ def storage_from_settings(settings) -> Storage:
 @lru_cache(maxsize=8)
 def _storage_at(path: str) -> Storage:
     return Storage(path)
+
+
+def _link_unnamed(unnamed: str, folder_fd: int, target: Path) -> Path:
+    while True:
+        try:
+            os.link(unnamed, target.name, dst_dir_fd=folder_fd, follow_symlinks=True)
+            return target
+        except FileExistsError:
+            try:
+                os.utime(target)
+                return target
+            except FileNotFoundError:       # moved aside by the pool GC meanwhile: ours goes in
+                continue
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -126,16 +126,28 @@ async def add_file(pool, storage: Storage, snap_id: int, pkg_type: str, incoming
             incoming.discard()
 
 
+_INSERT_ROW = (
+    "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
+    " stanza, primary_xml, filelists_xml, other_xml, signed_by)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    " ON CONFLICT (sha256) DO ")
+
+
+def _row(p: ParsedPackage, signed_by: str | None) -> tuple:
+    stanza = render_stanza(p.control) if p.type == "deb" else None
+    return (p.sha256, p.sha1, p.md5, p.size, p.type, p.name, p.version, p.release, p.epoch, p.arch, p.filename,
+            stanza, p.chunks.get("primary"), p.chunks.get("filelists"), p.chunks.get("other"), signed_by)
+
+
 async def store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int:
     """The package_files row of a parsed package (the existing one if its SHA-256 is known); its id."""
-    stanza = render_stanza(p.control) if p.type == "deb" else None
-    return await conn.fetchval(
-        "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
-        " stanza, primary_xml, filelists_xml, other_xml, signed_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
-        p.sha256, p.sha1, p.md5, p.size, p.type, p.name, p.version, p.release, p.epoch, p.arch, p.filename,
-        stanza, p.chunks.get("primary"), p.chunks.get("filelists"), p.chunks.get("other"), signed_by)
+    return await conn.fetchval(_INSERT_ROW + "UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id", *_row(p, signed_by))
+
+
+async def store_rows(conn, packages: list[ParsedPackage]) -> None:
+    """The package_files rows of many parsed packages, pipelined in one round trip (rows already there
+    are kept)."""
+    await conn.executemany(_INSERT_ROW + "NOTHING", [_row(p, None) for p in packages])
 
 
 def summarize(results: list[FileResult]) -> tuple[bool, dict[str, list[str]]]:

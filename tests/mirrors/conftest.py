@@ -12,10 +12,11 @@ from tests.upstream import DebArchive, Upstream
 
 @pytest.fixture(autouse=True)
 def fresh_trees(settings):
-    """No published tree or rebuild cache left by an earlier test: the database starts empty for each test, so
-    its snapshot ids come again, and the rebuild's per-snapshot cache (keyed by id) would describe another
-    test's packages."""
-    for name in ("trees", "public"):
+    """No published tree, rebuild cache or pool file left by an earlier test: the database starts empty for each
+    test, so its snapshot ids come again, and the rebuild's per-snapshot cache (keyed by id) would describe another
+    test's packages; and a pool file without a row is what a killed run leaves, which a mirror reads instead of
+    downloading it."""
+    for name in ("trees", "public", "pool"):
         folder = settings.storage_dir / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)

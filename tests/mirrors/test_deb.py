@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import shutil
 import subprocess
 
 import aiohttp
@@ -113,6 +114,89 @@ async def test_corrupted_package_fails_whole_and_retry_fetches_only_it(site, mak
     assert retry["Status"] == "done", retry["Error"]
     assert site.upstream.package_requests() == 1 and site.upstream.counts["debian/pool/main/beta_1.0-1_amd64.deb"] == 1
     assert len(await _names(pool, retry["Result"]["snapshot"])) == 4
+
+
+async def test_a_pool_file_without_a_row_is_read_not_downloaded(site, make_mirror, run_mirror, pool, settings):
+    """What a worker killed between placing files and writing their rows leaves: the resumed run reads them."""
+    from app.repos.packages import file_digests
+    from app.repos.storage import Storage
+
+    placed = site.archive.pool / "alpha_1.0-1_amd64.deb"
+    target = Storage(settings.storage_dir).pool_path(file_digests(placed).sha256)
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(placed, target)
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 3 and task["Result"]["reused"] == 1
+    assert site.upstream.package_requests() == 3 and site.upstream.counts["debian/pool/main/alpha_1.0-1_amd64.deb"] == 0
+    assert len(await _names(pool, task["Result"]["snapshot"])) == 4
+    assert await pool.fetchval("SELECT md5 FROM package_files WHERE name = 'alpha'") == file_digests(placed).md5
+
+
+async def test_files_above_the_memory_size_are_streamed_and_checked_alike(site, make_mirror, run_mirror, pool,
+                                                                           settings):
+    bad = site.archive.pool / "beta_1.0-1_amd64.deb"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[:-4] + b"XXXX")
+    repo_id = await make_mirror(site)
+    streamed = {"mirror_memory_file_bytes": 0}
+    temp_files = set((settings.storage_dir / "tmp").iterdir())
+    task = await run_mirror(repo_id, settings=streamed)
+    assert task["Status"] == "error" and "pool/main/beta_1.0-1_amd64.deb: SHA-256" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM package_files") == 3
+    bad.write_bytes(good_bytes)
+    task = await run_mirror(repo_id, settings=streamed)
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 1
+    assert len(await _names(pool, task["Result"]["snapshot"])) == 4
+    assert set((settings.storage_dir / "tmp").iterdir()) == temp_files        # no temp file left behind
+
+
+async def test_another_valid_package_in_place_of_the_indexed_one_is_refused(site, make_mirror, run_mirror, pool):
+    """The stored stanza is the index's: what proves it describes the file is the file's digest."""
+    swapped = site.archive.pool / "beta_1.0-1_amd64.deb"
+    indexed = swapped.read_bytes()
+    other = pkgfactory.deb_bytes("beta", "1.0-1", "amd64", payload=b"not the package the index describes\n")
+    assert other != indexed
+    swapped.write_bytes(other)
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "error", task["Result"]
+    assert "pool/main/beta_1.0-1_amd64.deb: " in task["Error"] and "no snapshot made" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM package_files WHERE name = 'beta'") == 0
+
+
+def _stanza(name: str, deb: bytes, fields: str) -> bytes:
+    import hashlib
+
+    return (f"Package: {name}\n{fields}Filename: extra/{name}_1.0-1_amd64.deb\nSize: {len(deb)}\n"
+            f"SHA256: {hashlib.sha256(deb).hexdigest()}\n\n").encode()
+
+
+async def test_stored_stanza_is_the_index_stanza_checked_like_a_control_file(site, make_mirror, run_mirror, pool,
+                                                                              client):
+    extra = site.archive.root / "extra"
+    extra.mkdir()
+    deb = pkgfactory.deb_bytes("delta", "1.0-1", "amd64")
+    (extra / "delta_1.0-1_amd64.deb").write_bytes(deb)
+    # A stanza that would not pass as an upload's control file (a version that is no version) is refused.
+    site.archive.build(extra_packages=_stanza("delta", deb, "Version: not a version\nArchitecture: amd64\n"
+                                                              "Description: d\n"))
+    repo_id = await make_mirror(site)
+    task = await run_mirror(repo_id)
+    assert task["Status"] == "error"
+    assert "extra/delta_1.0-1_amd64.deb: not a valid package (invalid or missing version 'not a version')" \
+        in task["Error"]
+    # A valid one is stored as the index gives it, a field the .deb lacks included; its own Filename, Size and
+    # digests are Depot's.
+    site.archive.build(extra_packages=_stanza("delta", deb, "Version: 1.0-1\nArchitecture: amd64\n"
+                                                              "Task: upstream-only\nDescription: d\n more\n"))
+    task = await run_mirror(repo_id, env="prod")
+    assert task["Status"] == "done", task["Error"]
+    stanza = await pool.fetchval("SELECT stanza FROM package_files WHERE name = 'delta'")
+    assert stanza == "Package: delta\nVersion: 1.0-1\nArchitecture: amd64\nTask: upstream-only\nDescription: d\n more\n"
+    r = await client.get("/repo/deb/mirror1/stable/main/prod/dists/stable/main/binary-amd64/Packages")
+    published = (await r.read()).decode()
+    assert "Task: upstream-only\nDescription: d\n more\nFilename: pool/main/delta_1.0-1_amd64.deb\n" in published
 
 
 async def test_bad_signature_is_refused_before_any_index(site, make_mirror, run_mirror, pool):

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tests import pkgfactory
 from tests.clients import dnf_install, rpm_installed
 from tests.helpers import bearer
 from tests.upstream import RpmArchive, Upstream
@@ -89,6 +90,21 @@ async def test_rpm_mirror_upgrade_and_refusals(rpm_site, make_rpm_mirror, run_mi
     (archive.root / "repodata" / "repomd.xml.asc").unlink()
     task = await run_mirror(repo_id)
     assert task["Status"] == "error" and "is not signed" in task["Error"]
+
+
+async def test_rpm_another_valid_package_in_place_of_the_listed_one_is_refused(rpm_site, make_rpm_mirror, run_mirror,
+                                                                               pool, tmp_path):
+    """Payload digests are not checked again for a mirrored rpm: the file's SHA-256 against the signed primary
+    is what proves it is the package listed."""
+    archive, upstream, url = rpm_site
+    listed = archive.packages / "el-tool-2.1-3.x86_64.rpm"
+    [other] = pkgfactory.make_rpms(tmp_path / "other", [("el-tool", "2.1", "3", "x86_64")], payload_size=64)
+    listed.write_bytes(other.read_bytes())          # same name, version and arch; the primary is unchanged
+    task = await run_mirror(await make_rpm_mirror(url))
+    assert task["Status"] == "error"
+    assert "Packages/el-tool-2.1-3.x86_64.rpm: " in task["Error"] and "no snapshot made" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
+    assert await pool.fetchval("SELECT array_agg(name) FROM package_files") == ["el-hello"]
 
 
 async def test_rpm_unsafe_location_refused(rpm_site, make_rpm_mirror, run_mirror):

@@ -107,21 +107,26 @@ def _safe_member_name(name: str) -> bool:
     return not name.startswith("/") and ".." not in parts and "\x00" not in name
 
 
-def parse_control(text: str) -> dict[str, str]:
+def parse_control(text: str, *, index: bool = False) -> dict[str, str]:
     """Strict deb822 single-stanza parser: one stanza, no duplicate fields, no stray lines.
 
     The result is rendered verbatim into Packages, so anything that could start a new stanza
-    or a new field there (blank lines, whitespace-only continuations, CR, NUL) is refused."""
+    or a new field there (blank lines, whitespace-only continuations, CR, NUL) is refused.
+    `index`: the stanza comes from a Packages index, whose own fields (Filename, Size, digests) are
+    dropped rather than refused: Depot writes its own."""
     if "\r" in text or "\x00" in text:
         raise PackageError("control file contains CR or NUL characters")
     lines = text.rstrip("\n").split("\n")
     fields: dict[str, str] = {}
     seen: set[str] = set()
     current = None
+    dropping = False                 # in a dropped field's continuation lines
     for line in lines:
         if line == "" or line.strip() == "":
             raise PackageError("control file has blank lines (more than one stanza)")
         if line[0] in " \t":
+            if dropping:
+                continue
             if current is None:
                 raise PackageError("control file starts with a continuation line")
             fields[current] += "\n" + line
@@ -134,9 +139,14 @@ def parse_control(text: str) -> dict[str, str]:
         low = key.lower()
         if low in seen:
             raise PackageError(f"duplicate control field {key!r}")
-        if low in RESERVED:
-            raise PackageError(f"control field {key!r} is reserved for the repository index")
         seen.add(low)
+        if low in RESERVED:
+            if not index:
+                raise PackageError(f"control field {key!r} is reserved for the repository index")
+            current = None
+            dropping = True
+            continue
+        dropping = False
         fields[key] = value.strip(" \t")
         current = key
     return fields
@@ -198,7 +208,17 @@ def parse_deb(path, digests: Digests | None = None) -> ParsedPackage:
     if control_text is None:
         raise PackageError("control archive has no control file")
 
-    fields = parse_control(control_text)
+    return _package(parse_control(control_text), digests or file_digests(path))
+
+
+def parse_index_stanza(text: str, digests: Digests) -> ParsedPackage:
+    """A package of a mirrored archive from its Packages stanza, for the file whose digests are given
+    (the caller has checked them against that stanza): the same checks as the control file of an
+    upload, without opening the file."""
+    return _package(parse_control(text, index=True), digests)
+
+
+def _package(fields: dict[str, str], d: Digests) -> ParsedPackage:
     name, version, arch = _get(fields, "Package"), _get(fields, "Version"), _get(fields, "Architecture")
     if not name or not NAME_RE.match(name):
         raise PackageError(f"invalid or missing package name {name!r}")
@@ -213,7 +233,6 @@ def parse_deb(path, digests: Digests | None = None) -> ParsedPackage:
     if _get(fields, "Description") is None:
         raise PackageError("control file has no Description")
 
-    d = digests or file_digests(path)
     plain_version = version.split(":", 1)[1] if ":" in version else version
     return ParsedPackage(
         type="deb", name=name, version=version, arch=arch,

@@ -65,7 +65,9 @@ def parse_rpm(path, digests: Digests | None = None, *, verify_payload: bool = Tr
         raise PackageError(f"invalid epoch {epoch!r}")
     if not arch or not ARCH_RE.match(arch):
         raise PackageError(f"invalid architecture {arch!r}")
-    if verify_payload:   # False only for copies Depot itself just signed from a verified file
+    # False only for a file whose SHA-256 is already vouched for: a copy Depot itself just signed from a
+    # verified file, or a mirrored file matching the signed repodata's checksum.
+    if verify_payload:
         _check_digests(path)
 
     d = digests or file_digests(path)
