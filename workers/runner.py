@@ -148,6 +148,14 @@ async def _run_claimed(ctx: dict, task: asyncpg.Record) -> str:
     return status.value
 
 
+@dataclass
+class BatchGate:
+    """One per worker process (arq gives each job its own copy of the worker's ctx, sharing its values)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    more: bool = False  # a job came while the running batch was claiming
+
+
 async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
     """The batch job (app/tasks/batcher.py; only kinds with a batch handler are sent this way): claim its
     tasks in one statement, run each kind's batch handler once for all of them, finish them in one
@@ -158,13 +166,13 @@ async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
     tasks left queued for that batch's next claim (a backlog is then applied in large batches of
     neighbouring hosts instead of many small ones racing for the same rows). If that claim misses one,
     the reconciler re-sends it."""
-    lock: asyncio.Lock = ctx.setdefault("batch_lock", asyncio.Lock())
-    if lock.locked():
+    gate: BatchGate = ctx.get("batch_gate") or BatchGate()
+    if gate.lock.locked():
         # Read by the running batch after its claim: tasks queued while it was claiming are claimed again.
-        ctx["batch_more"] = True
+        gate.more = True
         metrics.DELIVERIES_SKIPPED.labels("drained").inc(len(task_ids))
         return "left to the running batch"
-    async with lock:
+    async with gate.lock:
         pool: asyncpg.Pool = ctx["pool"]
         try:
             claimed = await rows.claim_many(pool, task_ids, ctx["worker_id"])
@@ -189,12 +197,12 @@ async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
             done += len(claimed)
             kinds = sorted(by_kind.keys() & BATCH_HANDLERS.keys())
             while True:
-                ctx["batch_more"] = False
+                gate.more = False
                 claimed = []
                 for kind in kinds:
                     claimed += await rows.claim_queued(pool, kind, ctx["worker_id"], limit)
                 # No await between an empty claim with no job come meanwhile and the lock's release.
-                if claimed or not ctx["batch_more"]:
+                if claimed or not gate.more:
                     break
         return f"{done} task(s) for a job of {len(task_ids)}"
 

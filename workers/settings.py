@@ -57,6 +57,7 @@ async def startup(ctx: dict) -> None:
         os.getpid(),
     )
     ctx["beat"] = asyncio.create_task(_worker_heartbeat(ctx))
+    ctx["batch_gate"] = runner.BatchGate()
     await metrics.start(ctx)
     await reconciler.reconcile(ctx["pool"], ctx["redis"], settings)
     log.info("worker %s started", ctx["worker_id"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from app.hosts import bodies, intake
 from app.resources import BATCHER
@@ -155,3 +156,22 @@ async def test_events_of_many_hosts_are_stored_together_each_once(client, pool, 
     assert [b["added"] for b in again] == [1, 1, 1, 1]
     rows = await pool.fetch("SELECT host_id, count(*) FROM host_events GROUP BY host_id ORDER BY host_id")
     assert [tuple(r) for r in rows] == [(c[2], 2) for c in hosts]
+
+
+async def test_a_batch_job_takes_the_queued_diffs_of_other_jobs_beside_its_own(client, pool, make_key, run_worker,
+                                                                              caplog):
+    hosts = await _hosts(client, make_key, 5, prefix="backlog")
+    batcher = client.app[BATCHER]
+    for i, c in enumerate(hosts):  # five jobs of one task each, as five windows would send them
+        await put(client, c, "packages/installed", installed({"bash": "5.1-1", f"own{i}": "1.0"}))
+        await batcher.flush()
+    jobs = await pool.fetch("SELECT DISTINCT job_id FROM tasks WHERE kind = 'host_diff' AND status = 'queued'")
+    assert len(jobs) == 5
+    with caplog.at_level(logging.INFO, logger="workers.runner"):
+        await run_worker()
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'done'") == 5
+    # One job ran all five in one batch; the others found them taken (or being taken) and ran nothing.
+    batches = [r.getMessage() for r in caplog.records if "in one batch" in r.getMessage()]
+    assert len(batches) == 1 and batches[0].startswith("5 host_diff task(s) in one batch: 5 done"), batches
+    for i, creds in enumerate(hosts):
+        assert await _packages(pool, creds[2]) == {"bash": "5.1-1", f"own{i}": "1.0"}
