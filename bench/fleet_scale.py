@@ -52,6 +52,7 @@ import bisect
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -543,6 +544,9 @@ def main() -> None:
     from bench._common import free_port, server_env
     from bench.fleet import _depot_cmd, _stop, _wait_port
 
+    # A SIGTERM (a stopped run) goes through the finally below: no server or worker left behind to serve
+    # the next run's database and queue.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     servers_n = int(os.environ.get("BENCH_SERVERS", "0")) or default_servers()
     admin_url, name = _database()
     if admin_url:
