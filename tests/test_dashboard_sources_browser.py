@@ -16,8 +16,9 @@ pytestmark = BROWSER
 
 @pytest.fixture
 async def upstream(tmp_path, aiohttp_server, upstream_key, settings):
-    # Snapshot ids repeat across tests (each starts from empty tables): no tree of an earlier test's may stay.
-    for name in ("trees", "public"):
+    # Snapshot ids repeat across tests (each starts from empty tables): no tree of an earlier test's may stay;
+    # nor a pool file without a row, which a mirror reads instead of downloading it.
+    for name in ("trees", "public", "pool"):
         shutil.rmtree(settings.storage_dir / name, ignore_errors=True)
         (settings.storage_dir / name).mkdir(parents=True, exist_ok=True)
     archive = DebArchive(tmp_path / "www" / "debian", upstream_key)
