@@ -354,7 +354,7 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
 # then conflict: it is then updated by the next statement, which sees it.
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
-SELECT d.vid, d.bucket, ($5::int4[])[d.lo:d.hi]
+SELECT d.vid, d.bucket, ((SELECT $5::text::int4[]))[d.lo:d.hi]
 FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[]) AS d(vid, bucket, lo, hi)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
@@ -371,7 +371,8 @@ WITH d AS (
     FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
     ORDER BY p.version_id, p.bucket FOR UPDATE OF p
 )
-UPDATE package_hosts p SET hosts = (p.hosts - ($8::int4[])[l.rlo:l.rhi]) | ($7::int4[])[l.alo:l.ahi]
+UPDATE package_hosts p SET hosts = (p.hosts - ((SELECT $8::text::int4[]))[l.rlo:l.rhi])
+    | ((SELECT $7::text::int4[]))[l.alo:l.ahi]
 FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
 """
 
@@ -383,7 +384,7 @@ _WRITE_SQL = """
 WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
 sets AS (
     INSERT INTO host_sets (host_id, ids, since)
-    SELECT u.host_id, ($5::int4[])[u.lo:u.hi], u.since
+    SELECT u.host_id, ((SELECT $5::text::int4[]))[u.lo:u.hi], u.since
     FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(host_id, lo, hi, since)
     ON CONFLICT (host_id) DO UPDATE SET ids = EXCLUDED.ids
 ), hist AS (
@@ -418,15 +419,18 @@ WHERE h.id = locked.id
 """
 
 
-def _flat(lists: list) -> tuple[list[int], list[int], list[int]]:
-    """Lists -> (one flat list, 1-based start of each, end of each): slices of one array parameter."""
+def _flat(lists: list) -> tuple[str, list[int], list[int]]:
+    """Lists -> (one flat int4[] as text, 1-based start of each, end of each): slices of one array
+    parameter. Text, because asyncpg's binary encoding tests every element of a list against
+    collections.abc in Python, and these arrays hold every id of a batch's sets (the statements read
+    them once, as an InitPlan: `(SELECT $n::text::int4[])`)."""
     flat: list[int] = []
     lo, hi = [], []
     for items in lists:
         lo.append(len(flat) + 1)
         flat.extend(items)
         hi.append(len(flat))
-    return flat, lo, hi
+    return "{" + repr(flat)[1:-1] + "}", lo, hi
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
