@@ -9,8 +9,8 @@ inverted index) included, and its applied reports deleted (host_diff_batch).
 from __future__ import annotations
 
 import functools
+import array
 import itertools
-import operator
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -95,6 +95,9 @@ class Dictionary:
         self.limit = max(limit, 1000)
         self.ids: dict[bytes, int] = {}
         self.keys: dict[int, tuple[str, str]] = {}
+        # Each cached id's raw name as a number, indexed by id (names are compared as numbers, in C).
+        self.name_numbers: dict[str, int] = {}
+        self.name_of = array.array("i")
         self.max_id = 0
 
     def check(self, last_id: int) -> None:
@@ -103,6 +106,8 @@ class Dictionary:
         if last_id < self.max_id:
             self.ids.clear()
             self.keys.clear()
+            self.name_numbers.clear()
+            self.name_of = array.array("i")
             self.max_id = 0
         for cache in (self.ids, self.keys):
             if len(cache) > self.limit:
@@ -116,7 +121,14 @@ class Dictionary:
         self.keys[id_] = (raw, version)
         if id_ > self.max_id:
             self.max_id = id_
+        if id_ >= len(self.name_of):
+            self.name_of.extend(itertools.repeat(0, id_ + 1 - len(self.name_of) + 4096))
+        self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
         return key
+
+    def distinct_names(self, ids) -> int:
+        """How many raw names these cached ids have."""
+        return len(set(map(self.name_of.__getitem__, ids)))
 
     async def resolve_ids(self, conn, keys) -> dict[bytes, int]:
         """Ids of item_key()s, entries created for new ones. The keys not cached are looked up (and
@@ -236,8 +248,8 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
     fails gets its exception in `out` and no plan."""
     d = dictionary()
     cached_id = d.ids.get
-    # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice],
-    # or None (an available report)
+    # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice,
+    # the keys not cached], or None (an available report)
     lists: dict[int, list] = {}
     missing: set[bytes] = set()
     for host_id, reports in by_host.items():
@@ -251,22 +263,22 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
                     continue
                 keys, twice = installed_keys(r["body"])
                 ids = set(map(cached_id, keys))
-                if None in ids:
-                    missing.update(k for k in keys if cached_id(k) is None)
-                maps.append([ids, keys, twice])
+                unknown = [k for k in keys if cached_id(k) is None] if None in ids else ()
+                missing.update(unknown)
+                maps.append([ids, keys, twice, unknown])
             lists[host_id] = maps
         except Exception as exc:
             out[host_id] = exc
     if missing:
         await d.resolve_ids(conn, missing)
-    name_of = operator.itemgetter(0)
     for maps in lists.values():
         for m in maps:
             if m is None:
                 continue
-            if None in m[0]:
-                m[0] = set(map(cached_id, m[1]))
-            if m[2] and len(set(map(name_of, map(d.keys.__getitem__, m[0])))) < len(m[0]):
+            if m[3]:
+                m[0].discard(None)
+                m[0].update(map(cached_id, m[3]))
+            if m[2] and d.distinct_names(m[0]) < len(m[0]):
                 # a name given twice (several versions of an rpm): the last one wins
                 m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
