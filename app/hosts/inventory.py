@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import array
 import itertools
+import operator
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -262,8 +263,10 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
                     maps.append(None)
                     continue
                 keys, twice = installed_keys(r["body"])
-                ids = set(map(cached_id, keys))
-                unknown = [k for k in keys if cached_id(k) is None] if None in ids else ()
+                found = list(map(cached_id, keys))
+                ids = set(found)
+                unknown = list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))) \
+                    if None in ids else ()
                 missing.update(unknown)
                 maps.append([ids, keys, twice, unknown])
             lists[host_id] = maps
