@@ -370,7 +370,7 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
 SELECT d.vid, d.bucket, ((SELECT $5::text::int4[]))[d.lo:d.hi]
-FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[]) AS d(vid, bucket, lo, hi)
+FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[]) AS d(vid, bucket, lo, hi)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
 ON CONFLICT DO NOTHING RETURNING version_id, bucket
@@ -379,7 +379,8 @@ ON CONFLICT DO NOTHING RETURNING version_id, bucket
 # updating the same rows never deadlock). Each row's hosts arrive as slices of two flat arrays.
 _POSTINGS_SQL = """
 WITH d AS (
-    SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::int4[])
+    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[], $5::text::int4[],
+                         $6::text::int4[])
     AS d(vid, bucket, alo, ahi, rlo, rhi)
 ), locked AS (
     SELECT p.version_id, p.bucket, d.alo, d.ahi, d.rlo, d.rhi
@@ -435,17 +436,21 @@ WHERE h.id = locked.id
 
 
 def _flat(lists: list) -> tuple[str, list[int], list[int]]:
-    """Lists -> (one flat int4[] as text, 1-based start of each, end of each): slices of one array
-    parameter. Text, because asyncpg's binary encoding tests every element of a list against
-    collections.abc in Python, and these arrays hold every id of a batch's sets (the statements read
-    them once, as an InitPlan: `(SELECT $n::text::int4[])`)."""
+    """Lists -> (one flat int4[] as text (_int4_text), 1-based start of each, end of each): slices of
+    one array parameter (read once per statement, as an InitPlan: `(SELECT $n::text::int4[])`)."""
     flat: list[int] = []
     lo, hi = [], []
     for items in lists:
         lo.append(len(flat) + 1)
         flat.extend(items)
         hi.append(len(flat))
-    return "{" + repr(flat)[1:-1] + "}", lo, hi
+    return _int4_text(flat), lo, hi
+
+
+def _int4_text(ints: list[int]) -> str:
+    """An int4[] parameter as text: asyncpg's binary encoding tests every element of a list against
+    collections.abc in Python, and a batch's arrays hold every id of its sets; repr() is C."""
+    return "{" + repr(ints)[1:-1] + "}"
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
@@ -477,13 +482,14 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         inserted = set()
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
-                _POSTINGS_NEW_SQL, [k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi, add_flat)}
+                _POSTINGS_NEW_SQL, *map(_int4_text, ([k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi)),
+                add_flat)}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
             a_flat, a_lo, a_hi = _flat([added.get(k, ()) if k not in inserted else () for k in keys])
             r_flat, r_lo, r_hi = _flat([removed.get(k, ()) for k in keys])
-            await conn.execute(_POSTINGS_SQL, [k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi, r_lo, r_hi,
-                               a_flat, r_flat)
+            await conn.execute(_POSTINGS_SQL, *map(_int4_text, ([k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi,
+                                                                r_lo, r_hi)), a_flat, r_flat)
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
