@@ -1,15 +1,15 @@
 """The host_diff task: a host's pending reports applied to its inventory, history and available updates.
 
-An inventory is a sorted array of package_versions ids (host_sets). Each installed report is parsed
-(orjson), its (name, version) pairs mapped to ids through the worker's cache of the dictionary, and
-compared with the host's current ids as sets (in C); only the ids that differ are named and
-classified. A batch of hosts is then written with one statement per table, package_hosts (the
+An inventory is a sorted array of package_versions ids (host_sets). Each installed report is cut
+into its items (the agent's form, in C; any other form parsed by orjson), each item's bytes mapped
+to an id through the worker's cache of the dictionary, and compared with the host's current ids as
+sets (in C); only the ids that differ are named and classified (a first inventory's are only counted). A batch of hosts is then written with one statement per table, package_hosts (the
 inverted index) included, and its applied reports deleted (host_diff_batch).
 """
 from __future__ import annotations
 
-import functools
 import array
+import functools
 import itertools
 import operator
 import re
@@ -99,6 +99,7 @@ class Dictionary:
         # Each cached id's raw name as a number, indexed by id (names are compared as numbers, in C).
         self.name_numbers: dict[str, int] = {}
         self.name_of = array.array("i")
+        self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
 
     def check(self, last_id: int) -> None:
@@ -109,11 +110,15 @@ class Dictionary:
             self.keys.clear()
             self.name_numbers.clear()
             self.name_of = array.array("i")
+            self.ids_of_name.clear()
             self.max_id = 0
-        for cache in (self.ids, self.keys):
-            if len(cache) > self.limit:
+        if len(self.keys) > self.limit:
+            for cache in (self.ids, self.keys):
                 for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
                     del cache[old]
+            self.ids_of_name = {}
+            for id_ in self.keys:
+                self.ids_of_name.setdefault(self.name_of[id_], []).append(id_)
 
     def _add(self, name: str, arch: str, version: str, id_: int) -> bytes:
         raw = join_arch(name, arch)
@@ -124,12 +129,19 @@ class Dictionary:
             self.max_id = id_
         if id_ >= len(self.name_of):
             self.name_of.extend(itertools.repeat(0, id_ + 1 - len(self.name_of) + 4096))
-        self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
+        number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
+        self.ids_of_name.setdefault(number, []).append(id_)
         return key
 
-    def distinct_names(self, ids) -> int:
-        """How many raw names these cached ids have."""
-        return len(set(map(self.name_of.__getitem__, ids)))
+    def names_twice(self, ids: set[int], base: set[int]) -> bool:
+        """Whether a raw name occurs twice among these cached ids. `base` holds one id per name (an
+        inventory), so only the names of the ids not in it are checked, when they are few."""
+        came = ids - base
+        if len(came) * 16 > len(ids):
+            return len(set(map(self.name_of.__getitem__, ids))) < len(ids)
+        names = list(map(self.name_of.__getitem__, came))
+        return len(set(names)) < len(names) or any(
+            j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
 
     async def resolve_ids(self, conn, keys) -> dict[bytes, int]:
         """Ids of item_key()s, entries created for new ones. The keys not cached are looked up (and
@@ -274,20 +286,23 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
             out[host_id] = exc
     if missing:
         await d.resolve_ids(conn, missing)
-    for maps in lists.values():
+    current = {host_id: set(by_host[host_id][0]["ids"] or ()) for host_id in lists}
+    for host_id, maps in lists.items():
+        base = current[host_id]  # one id per name, as every set (the reports' sets are checked here)
         for m in maps:
             if m is None:
                 continue
             if m[3]:
                 m[0].discard(None)
                 m[0].update(map(cached_id, m[3]))
-            if m[2] and d.distinct_names(m[0]) < len(m[0]):
+            if m[2] and d.names_twice(m[0], base):
                 # a name given twice (several versions of an rpm): the last one wins
                 m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
+            base = m[0]
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
-    current, unknown_ids = {}, set()
+    unknown_ids = set()
     for host_id, maps in lists.items():
-        current[host_id] = now = set(by_host[host_id][0]["ids"] or ())
+        now = current[host_id]
         first = next((m for m in maps if m is not None), None)
         if first is not None and now and not by_host[host_id][0]["baseline"]:
             unknown_ids.update(i for i in now - first[0] if i not in d.keys)
