@@ -13,13 +13,13 @@ are bench/fleet.py's.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import resource
 import statistics
 import time
 
-import orjson
 
 HOSTS = int(os.environ.get("BENCH_STORE_HOSTS", "5000"))
 PACKAGES = int(os.environ.get("BENCH_STORE_PACKAGES", "2000"))
@@ -36,10 +36,13 @@ def _inventory(h: int, common: list[str], rare: list[str]) -> dict[str, str]:
 
 
 def _body(inv: dict[str, str]) -> bytes:
-    from app.hosts.bodies import encode_body
+    """Stored as the intake stores an agent's report: its exact json.dumps() form, checked by the regex."""
+    from app.hosts.bodies import encode_body, is_splittable
+    from app.hosts.reports import INSTALLED, fast_count
 
     items = [{"name": n, "version": v} for n, v in inv.items()]
-    return encode_body(orjson.dumps({"installed_packages": items}), False)
+    raw = json.dumps({"installed_packages": items}).encode()
+    return encode_body(raw, is_splittable(INSTALLED, fast_count(INSTALLED, raw, len(items))))
 
 
 async def _size(pool) -> int:

@@ -1,22 +1,25 @@
 """The host_diff task: a host's pending reports applied to its inventory, history and available updates.
 
-An inventory is a sorted array of package_versions ids (host_sets). Each installed report is parsed
-(orjson), its (name, version) pairs mapped to ids through the worker's cache of the dictionary, and
-compared with the host's current ids as sets (in C); only the ids that differ are named and
-classified. A batch of hosts is then written with one statement per table, package_hosts (the
+An inventory is a sorted array of package_versions ids (host_sets). Each installed report is cut
+into its items (the agent's form, in C; any other form parsed by orjson), each item's bytes mapped
+to an id through the worker's cache of the dictionary, and compared with the host's current ids as
+sets (in C); only the ids that differ are named and classified (a first inventory's are only counted). A batch of hosts is then written with one statement per table, package_hosts (the
 inverted index) included, and its applied reports deleted (host_diff_batch).
 """
 from __future__ import annotations
 
+import array
 import functools
 import itertools
+import operator
 import re
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import orjson
 
 from app.hosts import versions
-from app.hosts.bodies import load_body
+from app.hosts.bodies import decode_body, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 from app.settings import Settings
 
@@ -42,6 +45,36 @@ def installed_map(body: dict) -> dict[str, str]:
     return {item["name"]: item["version"] for item in body[BODY_KEYS[INSTALLED]]}
 
 
+# A body in the agent's exact form (bodies.is_split_form) is its items between these, separated by
+# "}, {": its strings hold no brace (reports._STR), so each "}, {" is a boundary.
+_AGENT_HEAD = b'{"installed_packages": [{'
+_AGENT_TAIL = b"}]}"
+
+
+def item_key(raw_name: str, version: str) -> bytes:
+    """The dictionary cache's key of a (raw name, version): the bytes of its item in the agent's form,
+    `"name": "...", "version": "..."`. Its strings hold no escape and no byte above 0x7f, and orjson
+    writes such a string as the agent does, so one key per pair whichever form the report came in."""
+    return b'"name": ' + orjson.dumps(raw_name) + b', "version": ' + orjson.dumps(version)
+
+
+def key_pair(key: bytes) -> tuple[str, str]:
+    item = orjson.loads(b"{" + key + b"}")
+    return item["name"], item["version"]
+
+
+def installed_keys(stored: bytes) -> tuple[list[bytes], bool]:
+    """The item_key() of each package of a stored installed report, and whether a name may occur twice
+    (then the caller keeps the last version). The agent's form is cut into its items in C (no JSON
+    objects); any other form goes through orjson and comes out with one version per name."""
+    raw = decode_body(stored)
+    if is_split_form(stored) and raw.startswith(_AGENT_HEAD) and raw.endswith(_AGENT_TAIL):
+        keys = raw[len(_AGENT_HEAD):-len(_AGENT_TAIL)].split(b"}, {")
+        if len(keys) == raw.count(b"{") - 1:
+            return keys, True
+    return [item_key(n, v) for n, v in installed_map(orjson.loads(raw)).items()], False
+
+
 # --- the package dictionary ----------------------------------------------------------------------
 
 # Host ids are stored in int4 arrays (host_sets, package_hosts).
@@ -51,16 +84,22 @@ POSTING_BUCKET = 400
 
 
 class Dictionary:
-    """The worker's bounded cache of package_versions, both ways: (raw name, version) -> id and back.
+    """The worker's bounded cache of package_versions, both ways: item_key(raw name, version) -> id
+    (how reports are read), and id -> (raw name, version) (how changes are named).
 
-    Entries are immutable in the database, so a cached one never goes stale; only an emptied
+    Both maps hold the same entries (added together, trimmed alike), so every id a batch read from a
+    report can be named. Entries are immutable in the database, so a cached one never goes stale; only an emptied
     dictionary (its identity sequence back below the ids seen: a test database reset) clears it.
     Past its limit, the oldest entries go (insertion order: cheaper than an LRU on every hit)."""
 
     def __init__(self, limit: int):
         self.limit = max(limit, 1000)
-        self.ids: dict[tuple[str, str], int] = {}
+        self.ids: dict[bytes, int] = {}
         self.keys: dict[int, tuple[str, str]] = {}
+        # Each cached id's raw name as a number, indexed by id (names are compared as numbers, in C).
+        self.name_numbers: dict[str, int] = {}
+        self.name_of = array.array("i")
+        self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
 
@@ -74,21 +113,44 @@ class Dictionary:
         if last_id < known_max:
             self.ids.clear()
             self.keys.clear()
+            self.name_numbers.clear()
+            self.name_of = array.array("i")
+            self.ids_of_name.clear()
             self.max_id = 0
-        for cache in (self.ids, self.keys):
-            if len(cache) > self.limit:
+        if len(self.keys) > self.limit:
+            for cache in (self.ids, self.keys):
                 for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
                     del cache[old]
+            self.ids_of_name = {}
+            for id_ in self.keys:
+                self.ids_of_name.setdefault(self.name_of[id_], []).append(id_)
 
-    def _add(self, key: tuple[str, str], id_: int) -> None:
+    def _add(self, name: str, arch: str, version: str, id_: int) -> bytes:
+        raw = join_arch(name, arch)
+        key = item_key(raw, version)
         self.ids[key] = id_
-        self.keys[id_] = key
+        self.keys[id_] = (raw, version)
         if id_ > self.max_id:
             self.max_id = id_
+        if id_ >= len(self.name_of):
+            self.name_of.extend(itertools.repeat(0, id_ + 1 - len(self.name_of) + 4096))
+        number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
+        self.ids_of_name.setdefault(number, []).append(id_)
+        return key
 
-    async def resolve_ids(self, conn, keys) -> dict[tuple[str, str], int]:
-        """Ids of (raw name, version) pairs, entries created for new ones. The pairs not cached are
-        looked up (and inserted) in bulk."""
+    def names_twice(self, ids: set[int], base: set[int]) -> bool:
+        """Whether a raw name occurs twice among these cached ids. `base` holds one id per name (an
+        inventory), so only the names of the ids not in it are checked, when they are few."""
+        came = ids - base
+        if len(came) * 16 > len(ids):
+            return len(set(map(self.name_of.__getitem__, ids))) < len(ids)
+        names = list(map(self.name_of.__getitem__, came))
+        return len(set(names)) < len(names) or any(
+            j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
+
+    async def resolve_ids(self, conn, keys) -> dict[bytes, int]:
+        """Ids of item_key()s, entries created for new ones. The keys not cached are looked up (and
+        inserted) in bulk."""
         out, missing = {}, []
         for key in keys:
             id_ = self.ids.get(key)
@@ -101,13 +163,12 @@ class Dictionary:
         for _ in range(3):
             if not missing:
                 break
-            split = [split_arch(raw) for raw, _ in missing]
+            pairs = [key_pair(k) for k in missing]
+            split = [split_arch(raw) for raw, _ in pairs]
             rows = await conn.fetch(
-                _DICTIONARY_SQL, [n for n, _ in split], [a for _, a in split], [v for _, v in missing])
+                _DICTIONARY_SQL, [n for n, _ in split], [a for _, a in split], [v for _, v in pairs])
             for r in rows:
-                key = (join_arch(r["name"], r["arch"]), r["version"])
-                out[key] = r["id"]
-                self._add(key, r["id"])
+                out[self._add(r["name"], r["arch"], r["version"], r["id"])] = r["id"]
             missing = [k for k in missing if k not in out]
         if missing:
             raise RuntimeError(f"{len(missing)} package versions could not be added to the dictionary")
@@ -125,9 +186,8 @@ class Dictionary:
         if missing:
             for r in await conn.fetch("SELECT id, name, arch, version FROM package_versions WHERE id = ANY($1::int4[])",
                                       missing):
-                key = (join_arch(r["name"], r["arch"]), r["version"])
-                out[r["id"]] = key
-                self._add(key, r["id"])
+                self._add(r["name"], r["arch"], r["version"], r["id"])
+                out[r["id"]] = self.keys[r["id"]]
         return out
 
 
@@ -203,8 +263,8 @@ def _empty_summary() -> dict:
 
 async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan]:
     """Plans for a chunk of hosts: their reports parsed, mapped to dictionary ids (one cache lookup per
-    item; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that fails
-    gets its exception in `out` and no plan."""
+    item, in C; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that
+    fails gets its exception in `out` and no plan."""
     d = dictionary()
     d.planning += 1
     try:
@@ -215,9 +275,10 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
 
 async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) -> list[HostPlan]:
     cached_id = d.ids.get
-    # host -> per report: ({id: (raw name, version)}, [pairs not cached yet]), or None (an available report)
+    # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice,
+    # the keys not cached], or None (an available report)
     lists: dict[int, list] = {}
-    missing: set[tuple[str, str]] = set()
+    missing: set[bytes] = set()
     for host_id, reports in by_host.items():
         try:
             if host_id > INT4_MAX:
@@ -227,32 +288,38 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) 
                 if r["kind"] != INSTALLED:
                     maps.append(None)
                     continue
-                by_id, unknown = {}, []
-                for kv in installed_map(load_body(r["body"])).items():
-                    i = cached_id(kv)
-                    if i is None:
-                        unknown.append(kv)
-                    else:
-                        by_id[i] = kv
+                keys, twice = installed_keys(r["body"])
+                found = list(map(cached_id, keys))
+                ids = set(found)
+                unknown = list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))) \
+                    if None in ids else ()
                 missing.update(unknown)
-                maps.append((by_id, unknown))
+                maps.append([ids, keys, twice, unknown])
             lists[host_id] = maps
         except Exception as exc:
             out[host_id] = exc
     if missing:
-        ids = await d.resolve_ids(conn, missing)
-        for maps in lists.values():
-            for m in maps:
-                if m is not None:
-                    for kv in m[1]:
-                        m[0][ids[kv]] = kv
-    # The names of the ids the first installed report removes from the current set: looked up if not cached.
-    current, unknown_ids = {}, set()
+        await d.resolve_ids(conn, missing)
+    current = {host_id: set(by_host[host_id][0]["ids"] or ()) for host_id in lists}
     for host_id, maps in lists.items():
-        current[host_id] = now = set(by_host[host_id][0]["ids"] or ())
+        base = current[host_id]  # one id per name, as every set (the reports' sets are checked here)
+        for m in maps:
+            if m is None:
+                continue
+            if m[3]:
+                m[0].discard(None)
+                m[0].update(map(cached_id, m[3]))
+            if m[2] and d.names_twice(m[0], base):
+                # a name given twice (several versions of an rpm): the last one wins
+                m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
+            base = m[0]
+    # The names of the ids the first installed report removes from the current set: looked up if not cached.
+    unknown_ids = set()
+    for host_id, maps in lists.items():
+        now = current[host_id]
         first = next((m for m in maps if m is not None), None)
         if first is not None and now and not by_host[host_id][0]["baseline"]:
-            unknown_ids.update(i for i in now - first[0].keys() if i not in d.keys)
+            unknown_ids.update(i for i in now - first[0] if i not in d.keys)
     if unknown_ids:
         await d.resolve_keys(conn, unknown_ids)
     plans = []
@@ -268,18 +335,17 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
     """Compare each pending report with the state before it, in order.
 
     Installed: the new list's ids against the current ones (a set difference in C; only the ids
-    that differ are named and classified). Every report's changes go to the history; the set gets
-    the last list, package_hosts the net change. The host's first inventory is its baseline (no
-    history). Available: the last report replaces the set; only the rows that differ from the
-    current ones are written.
+    that differ are named, through `cached`, and classified). Every report's changes go to the
+    history; the set gets the last list, package_hosts the net change. The host's first inventory is
+    its baseline (no history: its packages are only counted). Available: the last report replaces the
+    set; only the rows that differ from the current ones are written.
     """
     first = reports[0]
     plan = HostPlan(host_id, _empty_summary())
     baseline, cmp = first["baseline"], versions.comparator(first["os_family"])
     old_ids = set() if baseline else current
-    named: dict[int, tuple[str, str]] = {}  # the ids of the lists read so far, by id
     new_av: dict[tuple[str, str], tuple] | None = None
-    for report, new_by_id in zip(reports, maps):
+    for report, new_ids in zip(reports, maps):
         plan.report_ids.append(report["id"])
         plan.summary["reports"] += 1
         if report["kind"] == AVAILABLE:
@@ -289,27 +355,26 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
                 new_av[split_arch(item["name"])] = (item["version"], item.get("repository"), sec is True or sec == "true")
             plan.available_at = report["received_at"]
             continue
-        new_ids = new_by_id.keys()
-        gone = [named.get(i) or cached[i] for i in old_ids - new_ids]
-        came = [new_by_id[i] for i in new_ids - old_ids]
-        named = new_by_id
         at = report["received_at"]
-        old = dict(gone)
-        changes = []
-        for raw, version in came:
-            was = old.pop(raw, None)
-            if was is None:
-                changes.append((raw, None, version, "added"))
-            else:
-                changes.append((raw, was, version, "upgraded" if cmp(version, was) > 0 else "downgraded"))
-        changes += [(raw, was, None, "removed") for raw, was in old.items()]
-        for raw, was, now, change in changes:
-            plan.summary[change] += 1
-            if not baseline:
+        if baseline:  # every package added (one version per name), none named
+            plan.summary["added"] += len(new_ids)
+            if plan.ids is None:
+                plan.since = at
+        else:
+            old = dict(cached[i] for i in old_ids - new_ids)
+            changes = []
+            for i in new_ids - old_ids:
+                raw, version = cached[i]
+                was = old.pop(raw, None)
+                if was is None:
+                    changes.append((raw, None, version, "added"))
+                else:
+                    changes.append((raw, was, version, "upgraded" if cmp(version, was) > 0 else "downgraded"))
+            changes += [(raw, was, None, "removed") for raw, was in old.items()]
+            for raw, was, now, change in changes:
+                plan.summary[change] += 1
                 name, arch = split_arch(raw)
                 plan.history.append((at, change, name, arch, was, now))
-        if plan.ids is None and baseline:
-            plan.since = at
         plan.ids = new_ids
         old_ids = new_ids
         plan.inventory_at = at
@@ -333,8 +398,8 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
 # then conflict: it is then updated by the next statement, which sees it.
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
-SELECT d.vid, d.bucket, ($5::int4[])[d.lo:d.hi]
-FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[]) AS d(vid, bucket, lo, hi)
+SELECT d.vid, d.bucket, ((SELECT $5::text::int4[]))[d.lo:d.hi]
+FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[]) AS d(vid, bucket, lo, hi)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
 ON CONFLICT DO NOTHING RETURNING version_id, bucket
@@ -343,14 +408,16 @@ ON CONFLICT DO NOTHING RETURNING version_id, bucket
 # updating the same rows never deadlock). Each row's hosts arrive as slices of two flat arrays.
 _POSTINGS_SQL = """
 WITH d AS (
-    SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::int4[])
+    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[], $5::text::int4[],
+                         $6::text::int4[])
     AS d(vid, bucket, alo, ahi, rlo, rhi)
 ), locked AS (
     SELECT p.version_id, p.bucket, d.alo, d.ahi, d.rlo, d.rhi
     FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
     ORDER BY p.version_id, p.bucket FOR UPDATE OF p
 )
-UPDATE package_hosts p SET hosts = (p.hosts - ($8::int4[])[l.rlo:l.rhi]) | ($7::int4[])[l.alo:l.ahi]
+UPDATE package_hosts p SET hosts = (p.hosts - ((SELECT $8::text::int4[]))[l.rlo:l.rhi])
+    | ((SELECT $7::text::int4[]))[l.alo:l.ahi]
 FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
 """
 
@@ -362,7 +429,7 @@ _WRITE_SQL = """
 WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
 sets AS (
     INSERT INTO host_sets (host_id, ids, since)
-    SELECT u.host_id, ($5::int4[])[u.lo:u.hi], u.since
+    SELECT u.host_id, ((SELECT $5::text::int4[]))[u.lo:u.hi], u.since
     FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(host_id, lo, hi, since)
     ON CONFLICT (host_id) DO UPDATE SET ids = EXCLUDED.ids
 ), hist AS (
@@ -397,21 +464,29 @@ WHERE h.id = locked.id
 """
 
 
-def _flat(lists: list) -> tuple[list[int], list[int], list[int]]:
-    """Lists -> (one flat list, 1-based start of each, end of each): slices of one array parameter."""
+def _flat(lists: list) -> tuple[str, list[int], list[int]]:
+    """Lists -> (one flat int4[] as text (_int4_text), 1-based start of each, end of each): slices of
+    one array parameter (read once per statement, as an InitPlan: `(SELECT $n::text::int4[])`)."""
     flat: list[int] = []
     lo, hi = [], []
     for items in lists:
         lo.append(len(flat) + 1)
         flat.extend(items)
         hi.append(len(flat))
-    return flat, lo, hi
+    return _int4_text(flat), lo, hi
+
+
+def _int4_text(ints: list[int]) -> str:
+    """An int4[] parameter as text: asyncpg's binary encoding tests every element of a list against
+    collections.abc in Python, and a batch's arrays hold every id of its sets; repr() is C."""
+    return "{" + repr(ints)[1:-1] + "}"
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
     history, av_gone, av_up, deleted, hosts, sets = [], [], [], [], [], []
-    added: dict[tuple[int, int], list[int]] = {}    # (entry, bucket) -> hosts, ascending
-    removed: dict[tuple[int, int], list[int]] = {}
+    # bucket -> entry -> hosts, ascending (filled by C loops: a first inventory adds thousands of entries)
+    adding: dict[int, defaultdict] = {}
+    removing: dict[int, defaultdict] = {}
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         history += [(h, *r) for r in p.history]
@@ -422,10 +497,13 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         if p.ids is not None:
             sets.append(p)
             bucket = h // POSTING_BUCKET
-            for i in p.added_ids:
-                added.setdefault((i, bucket), []).append(h)
-            for i in p.removed_ids:
-                removed.setdefault((i, bucket), []).append(h)
+            for ids, by_bucket in ((p.added_ids, adding), (p.removed_ids, removing)):
+                if ids:
+                    entries = by_bucket.setdefault(bucket, defaultdict(list))
+                    deque(map(list.append, map(entries.__getitem__, ids), itertools.repeat(h)), 0)
+    # (entry, bucket) -> hosts
+    added = {(i, b): hs for b, entries in adding.items() for i, hs in entries.items()}
+    removed = {(i, b): hs for b, entries in removing.items() for i, hs in entries.items()}
     set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
     new_keys = sorted(added)
     add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
@@ -433,13 +511,14 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         inserted = set()
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
-                _POSTINGS_NEW_SQL, [k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi, add_flat)}
+                _POSTINGS_NEW_SQL, *map(_int4_text, ([k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi)),
+                add_flat)}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
             a_flat, a_lo, a_hi = _flat([added.get(k, ()) if k not in inserted else () for k in keys])
             r_flat, r_lo, r_hi = _flat([removed.get(k, ()) for k in keys])
-            await conn.execute(_POSTINGS_SQL, [k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi, r_lo, r_hi,
-                               a_flat, r_flat)
+            await conn.execute(_POSTINGS_SQL, *map(_int4_text, ([k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi,
+                                                                r_lo, r_hi)), a_flat, r_flat)
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,

@@ -149,3 +149,20 @@ async def test_the_id_diff_agrees_with_the_dict_diff_on_random_lists(client, poo
             expected[creds[2]] = []
         await check_postings(pool)
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+
+
+async def test_a_name_given_twice_in_a_large_inventory_keeps_the_last_version(client, pool, make_key, run_worker):
+    # Few changes against a large inventory: only the new ids' names are checked against the others.
+    creds = await _host(client, make_key)
+    base = {f"p{i:02d}": "1" for i in range(40)}
+    await put(client, creds, "packages/installed", installed(base))
+    await run_worker()
+    await _state(pool, creds[2])
+    items = [{"name": "p00", "version": "2"}, {"name": "p00", "version": "1"},
+             {"name": "p01", "version": "1"}, {"name": "p01", "version": "2"}]
+    items += [{"name": n, "version": v} for n, v in base.items() if n not in ("p00", "p01")]
+    await _put_raw(client, creds, json.dumps({"installed_packages": items}).encode())
+    await run_worker()
+    packages, history = await _state(pool, creds[2])
+    assert history == [("upgraded", "p01", "", "1", "2")]
+    assert packages == {**{(n, ""): v for n, v in base.items()}, ("p01", ""): "2"}

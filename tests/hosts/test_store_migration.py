@@ -148,7 +148,7 @@ async def test_the_migration_keeps_every_answer(old_database):
         ids = await _fill(conn)
     before = await _answers(pool, old_queries, ids)
     assert b"9.0-2" in before and b"inventored" in before and b"3.0.7-29.el9" in before  # a filled fleet
-    assert (await db.migrate(url))[0] == "017_inventory_store.sql"  # and whatever came after it
+    assert (await db.migrate(url))[0] == "017_inventory_store.sql"  # and any later ones
     assert await _answers(pool, new_queries, ids) == before
     await check_postings(pool)
     # Every host_reports row is now a pending one: the kept reports are gone, the two pending ones stay.
