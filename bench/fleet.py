@@ -308,11 +308,12 @@ async def _reset(settings) -> tuple[str, str]:
     await redis.flushdb()
     await redis.aclose()
     pool = await db.create_pool(settings, min_size=1, max_size=2)
-    await users.create_user(pool, "admin", "admin")
-    await users.create_user(pool, "viewer", "viewer")
-    keys = await users.create_api_key(pool, "admin"), await users.create_api_key(pool, "viewer")
-    await pool.close()
-    return keys
+    try:
+        await users.create_user(pool, "admin", "admin")
+        await users.create_user(pool, "viewer", "viewer")
+        return await users.create_api_key(pool, "admin"), await users.create_api_key(pool, "viewer")
+    finally:
+        await pool.close()
 
 
 async def _register(base_url: str, key: str, n: int) -> list:

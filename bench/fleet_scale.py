@@ -389,25 +389,6 @@ async def _drop(database_url: str) -> None:
         await conn.close()
 
 
-async def _reset(settings) -> tuple[str, str]:
-    from arq import create_pool
-
-    from app import db, users
-    from app.resources import redis_settings
-
-    await db.migrate_empty(settings.database_url)
-    redis = await create_pool(redis_settings(settings))
-    await redis.flushdb()
-    await redis.aclose()
-    pool = await db.create_pool(settings, min_size=1, max_size=2)
-    try:
-        await users.create_user(pool, "admin", "admin")
-        await users.create_user(pool, "viewer", "viewer")
-        return await users.create_api_key(pool, "admin"), await users.create_api_key(pool, "viewer")
-    finally:
-        await pool.close()
-
-
 async def _register(base_url: str, key: str, fleet: Fleet) -> list:
     import aiohttp
 
@@ -542,7 +523,7 @@ def _verdict(ok: bool) -> str:
 def main() -> None:
     from app.cli.server import default_servers, servers_env
     from bench._common import free_port, server_env
-    from bench.fleet import _depot_cmd, _stop, _wait_port
+    from bench.fleet import _depot_cmd, _reset, _stop, _wait_port
 
     # A SIGTERM (a stopped run) goes through the finally below: no server or worker left behind to serve
     # the next run's database and queue.

@@ -183,10 +183,8 @@ async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
             return "one by one"
         if len(claimed) < len(task_ids):
             metrics.DELIVERIES_SKIPPED.labels("skipped").inc(len(task_ids) - len(claimed))
-        limit = max(ctx["settings"].diff_batch_max_tasks, 1)
-        for kind in sorted({t["kind"] for t in claimed} & BATCH_HANDLERS.keys()):
-            claimed += await rows.claim_queued(pool, kind, ctx["worker_id"],
-                                               limit - sum(t["kind"] == kind for t in claimed))
+        kinds = sorted({t["kind"] for t in claimed} & BATCH_HANDLERS.keys())
+        claimed += await _claim_queued(ctx, kinds, claimed)
         done = 0
         while claimed:
             by_kind: dict[str, list[asyncpg.Record]] = {}
@@ -195,16 +193,23 @@ async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
             for kind, group in by_kind.items():
                 await _run_group(ctx, kind, group)
             done += len(claimed)
-            kinds = sorted(by_kind.keys() & BATCH_HANDLERS.keys())
             while True:
                 gate.more = False
-                claimed = []
-                for kind in kinds:
-                    claimed += await rows.claim_queued(pool, kind, ctx["worker_id"], limit)
+                claimed = await _claim_queued(ctx, kinds, [])
                 # No await between an empty claim with no job come meanwhile and the lock's release.
                 if claimed or not gate.more:
                     break
         return f"{done} task(s) for a job of {len(task_ids)}"
+
+
+async def _claim_queued(ctx: dict, kinds: list[str], have: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """Queued tasks of these kinds, each kind up to diff_batch_max_tasks with the ones `have` holds."""
+    limit = max(ctx["settings"].diff_batch_max_tasks, 1)
+    out: list[asyncpg.Record] = []
+    for kind in kinds:
+        out += await rows.claim_queued(ctx["pool"], kind, ctx["worker_id"],
+                                       limit - sum(t["kind"] == kind for t in have))
+    return out
 
 
 async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:

@@ -83,6 +83,18 @@ INT4_MAX = 2**31 - 1
 POSTING_BUCKET = 400
 
 
+def _split_cached(cache: dict, wanted) -> tuple[dict, list]:
+    """The wanted entries `cache` holds ({key: value}), and the keys it lacks, in order."""
+    out, missing = {}, []
+    for key in wanted:
+        value = cache.get(key)
+        if value is None:
+            missing.append(key)
+        else:
+            out[key] = value
+    return out, missing
+
+
 class Dictionary:
     """The worker's bounded cache of package_versions, both ways: item_key(raw name, version) -> id
     (how reports are read), and id -> (raw name, version) (how changes are named).
@@ -151,13 +163,7 @@ class Dictionary:
     async def resolve_ids(self, conn, keys) -> dict[bytes, int]:
         """Ids of item_key()s, entries created for new ones. The keys not cached are looked up (and
         inserted) in bulk."""
-        out, missing = {}, []
-        for key in keys:
-            id_ = self.ids.get(key)
-            if id_ is None:
-                missing.append(key)
-            else:
-                out[key] = id_
+        out, missing = _split_cached(self.ids, keys)
         # A row another worker inserts meanwhile is not in this statement's snapshot: the next round
         # sees it (ON CONFLICT DO NOTHING gave nothing for it).
         for _ in range(3):
@@ -176,13 +182,7 @@ class Dictionary:
 
     async def resolve_keys(self, conn, ids) -> dict[int, tuple[str, str]]:
         """(raw name, version) of dictionary ids."""
-        out, missing = {}, []
-        for id_ in ids:
-            key = self.keys.get(id_)
-            if key is None:
-                missing.append(id_)
-            else:
-                out[id_] = key
+        out, missing = _split_cached(self.keys, ids)
         if missing:
             for r in await conn.fetch("SELECT id, name, arch, version FROM package_versions WHERE id = ANY($1::int4[])",
                                       missing):
