@@ -67,6 +67,10 @@ class Settings:
     # rather than once per small window's batch.
     diff_batch_max_tasks: int = 400
     inventory_chunk_hosts: int = 50
+    # Applied reports are deleted; once a worker has deleted this many bytes of them and no diff is
+    # queued, it vacuums host_reports (a drained queue table then gives its space back at once, rather
+    # than at autovacuum's next round). 0 leaves it to autovacuum.
+    reports_vacuum_bytes: int = 64 * 1024 * 1024
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
     intake_max_group: int = 64
     intake_max_inflight: int = 2
@@ -179,6 +183,7 @@ class Settings:
             diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),
             inventory_cache_entries=_int("DEPOT_INVENTORY_CACHE_ENTRIES", 200_000),
             inventory_chunk_hosts=_int("DEPOT_INVENTORY_CHUNK_HOSTS", 50),
+            reports_vacuum_bytes=_int("DEPOT_REPORTS_VACUUM_BYTES", 64 * MiB),
             diff_batch_max_tasks=_int("DEPOT_DIFF_BATCH_MAX_TASKS", 400),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),

@@ -11,17 +11,23 @@ from __future__ import annotations
 import array
 import functools
 import itertools
+import logging
 import operator
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+import asyncpg
 import orjson
 
 from app.hosts import versions
 from app.hosts.bodies import decode_body, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 from app.settings import Settings
+from app.tasks import rows
+from app.tasks.kinds import Kind
+
+log = logging.getLogger(__name__)
 
 _ARCH_RE = re.compile(r"^(.+):([A-Za-z0-9_.+-]{1,32})$")
 
@@ -557,6 +563,7 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
     """
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
+    body_bytes: dict[int, int] = defaultdict(int)
     async with pool.acquire() as conn:
         await _check_dictionary(conn)
         plans: list[HostPlan] = []
@@ -564,10 +571,35 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
             by_host: dict[int, list] = {}
             for row in await conn.fetch(_PENDING_SQL, host_ids[start:start + chunk]):
                 by_host.setdefault(row["host_id"], []).append(row)
+                body_bytes[row["host_id"]] += len(row["body"])
             plans += await plan_chunk(conn, by_host, out)
         if plans:
             await _write_isolated(conn, plans, out)
+    _reclaim.deleted += sum(n for h, n in body_bytes.items() if not isinstance(out[h], Exception))
     return out
+
+
+class _Reclaim:
+    """Bytes of applied reports this process deleted since it last vacuumed host_reports."""
+    deleted = 0
+
+
+_reclaim = _Reclaim()
+
+
+async def reclaim_reports(pool, threshold: int) -> bool:
+    """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and no
+    diff is queued: every row of that table is a pending report, so a drained backlog leaves it all
+    dead space, which a vacuum then truncates. Skipped if another vacuum holds the table."""
+    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_queued(pool, Kind.host_diff):
+        return False
+    _reclaim.deleted = 0
+    try:
+        await pool.execute("VACUUM (SKIP_LOCKED) host_reports")
+    except asyncpg.PostgresError as exc:  # space is then reclaimed by autovacuum, as without this
+        log.warning("vacuum of host_reports failed: %s", exc)
+        return False
+    return True
 
 
 async def _write_isolated(conn, plans: list[HostPlan], out: dict) -> None:
@@ -610,6 +642,7 @@ async def host_diff_batch(pool, targets: list[str]) -> dict[str, dict | Exceptio
     failed = [h for h, r in results.items() if isinstance(r, Exception)]
     if failed:
         await forget_digests(pool, failed)
+    await reclaim_reports(pool, _settings().reports_vacuum_bytes)
     return {t: results[_host_id(t)] for t in targets}
 
 

@@ -174,6 +174,10 @@ async def claim_queued(pool, kind: str, worker_id: str, limit: int) -> list[asyn
         return []
 
 
+async def any_queued(pool, kind: str) -> bool:
+    return await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = $1 AND status = 'queued')", str(kind))
+
+
 # --- running: progress, heartbeats, an operator's stop ---------------------------------------------
 
 async def progress(pool, task_id: int, percent: int, text: str | None) -> None:

@@ -358,3 +358,43 @@ def test_the_dictionary_cache_is_kept_while_a_batch_plans_and_cleared_only_by_a_
     assert 1 not in d.keys and len(d.ids) == 750
     d.check(last_id=5, known_max=1500)  # the dictionary was emptied (a database reset)
     assert not d.keys and not d.ids and d.max_id == 0
+
+
+@pytest.fixture
+def reports_vacuum_bytes(monkeypatch):
+    """Sets DEPOT_REPORTS_VACUUM_BYTES for the diff worker's code in this process."""
+    def set_to(value: int) -> None:
+        monkeypatch.setenv("DEPOT_REPORTS_VACUUM_BYTES", str(value))
+        inventory_store._settings.cache_clear()
+
+    yield set_to
+    monkeypatch.undo()
+    inventory_store._settings.cache_clear()
+
+
+async def _reports_toast_bytes(pool) -> int:
+    return await pool.fetchval(
+        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'host_reports'::regclass")
+
+
+async def test_a_drained_backlog_gives_its_report_space_back(client, pool, make_key, run_worker, reports_vacuum_bytes):
+    hosts = [await _host(client, make_key, f"web{i}") for i in range(3)]
+    body = installed({f"package-{i}": f"{i}.{i % 7}-1" for i in range(3000)})
+
+    reports_vacuum_bytes(0)  # left to autovacuum: the applied reports' pages stay
+    for creds in hosts:
+        await put(client, creds, "packages/installed", body)
+    stored = await _reports_toast_bytes(pool)
+    assert stored > 0
+    await run_worker()
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+    assert await _reports_toast_bytes(pool) >= stored
+
+    reports_vacuum_bytes(1)
+    changed = installed({f"package-{i}": f"{i}.{i % 7}-2" for i in range(3000)})
+    for creds in hosts:
+        await put(client, creds, "packages/installed", changed)
+    assert await _reports_toast_bytes(pool) > stored
+    await run_worker()
+    assert await _reports_toast_bytes(pool) == 0
+    assert await package_count(pool) == 3 * 3000  # applied, then vacuumed
