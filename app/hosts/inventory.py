@@ -252,6 +252,7 @@ class HostPlan:
     summary: dict
     report_ids: list[int] = field(default_factory=list)  # the applied reports, in order
     ids: list[int] | None = None                          # the new set, sorted; None: no installed report
+    delta: bool = False                                   # the stored set gets added/removed_ids, not `ids`
     since: object = None                                  # a new set's baseline time
     added_ids: set[int] = field(default_factory=set)      # net change of the set: for package_hosts
     removed_ids: set[int] = field(default_factory=set)
@@ -388,7 +389,10 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
     if plan.ids is not None:
         plan.added_ids = plan.ids - current
         plan.removed_ids = current - plan.ids
-        plan.ids = sorted(plan.ids)
+        # A host's stored set is `current` (one diff of a host runs at a time): a few changes of a
+        # large set are sent as such (no sort, no encoding of 2,000 ids per host).
+        plan.delta = bool(current)
+        plan.ids = [] if plan.delta else sorted(plan.ids)
         if plan.since is None:  # a host without a set yet that is not at its baseline (an empty inventory)
             plan.since = plan.inventory_at
     if new_av is not None:
@@ -438,6 +442,10 @@ sets AS (
     SELECT u.host_id, ((SELECT $5::text::int4[]))[u.lo:u.hi], u.since
     FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(host_id, lo, hi, since)
     ON CONFLICT (host_id) DO UPDATE SET ids = EXCLUDED.ids
+), delta AS (
+    UPDATE host_sets s SET ids = (s.ids - ((SELECT $24::text::int4[]))[d.rlo:d.rhi]) | ((SELECT $23::text::int4[]))[d.alo:d.ahi]
+    FROM unnest($25::bigint[], $26::int4[], $27::int4[], $28::int4[], $29::int4[]) AS d(host_id, alo, ahi, rlo, rhi)
+    WHERE s.host_id = d.host_id
 ), hist AS (
     INSERT INTO host_history (host_id, at, change, name, arch, old_version, new_version)
     SELECT * FROM unnest($6::bigint[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
@@ -489,7 +497,7 @@ def _int4_text(ints: list[int]) -> str:
 
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
-    history, av_gone, av_up, deleted, hosts, sets = [], [], [], [], [], []
+    history, av_gone, av_up, deleted, hosts, sets, deltas = [], [], [], [], [], [], []
     # bucket -> entry -> hosts, ascending (filled by C loops: a first inventory adds thousands of entries)
     adding: dict[int, defaultdict] = {}
     removing: dict[int, defaultdict] = {}
@@ -501,7 +509,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         deleted += p.report_ids
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
         if p.ids is not None:
-            sets.append(p)
+            (deltas if p.delta else sets).append(p)
             bucket = h // POSTING_BUCKET
             for ids, by_bucket in ((p.added_ids, adding), (p.removed_ids, removing)):
                 if ids:
@@ -511,6 +519,8 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
     added = {(i, b): hs for b, entries in adding.items() for i, hs in entries.items()}
     removed = {(i, b): hs for b, entries in removing.items() for i, hs in entries.items()}
     set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
+    d_add, d_alo, d_ahi = _flat([sorted(p.added_ids) for p in deltas])
+    d_rem, d_rlo, d_rhi = _flat([sorted(p.removed_ids) for p in deltas])
     new_keys = sorted(added)
     add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
     async with conn.transaction():
@@ -528,6 +538,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
+            d_add, d_rem, [p.host_id for p in deltas], d_alo, d_ahi, d_rlo, d_rhi,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
