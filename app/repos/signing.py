@@ -138,20 +138,26 @@ class Signer:
         same package twice."""
         return self.sign_rpms([(src, dst)])[0]
 
-    def sign_rpms(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
+    def sign_rpms(self, pairs: list[tuple]) -> list[Path]:
         """Sign copies of many rpms: in process with Depot's key (packages/rpmsig.py: the file rpmsign
-        writes), else, and for any package rpmsig leaves to it, with rpmsign: one run per batch (a process
-        per file costs more than the signing), batches on every core (rpmsign runs gpg once per file).
-        In process, threads would not help: the RSA signature holds the GIL."""
+        writes), else, and for any package rpmsig leaves to it, with rpmsign. In process, threads would
+        not help: the RSA signature holds the GIL."""
         native = self.native_key()
         left = list(pairs)
         if native is not None:
             sign = partial(native.sign, old_format=True)
             left = [(src, dst) for src, dst in pairs if not rpmsig.sign_file(src, dst, sign)]
-        batches = [left[i:i + batch] for i in range(0, len(left), batch)]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(batches), os.cpu_count() or 2))) as pool:
-            list(pool.map(self._sign_batch, batches))
+        self.rpmsign(left)
         return [Path(dst) for _, dst in pairs]
+
+    def rpmsign(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
+        """Sign copies with rpmsign: one run per batch (a process per file costs more than the signing),
+        batches on every core (rpmsign runs gpg once per file)."""
+        self.fingerprint  # resolve (or create) the key before the threads start
+        batches = [pairs[i:i + batch] for i in range(0, len(pairs), batch)]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(batches), os.cpu_count() or 2))) as pool:
+            results = list(pool.map(self._sign_batch, batches))
+        return [path for chunk in results for path in chunk]
 
     def _sign_batch(self, pairs: list[tuple]) -> list[Path]:
         dsts = []
