@@ -11,6 +11,7 @@ waits that long first, a distant upstream), from an empty store:
   upstream unchanged    both again
   upstream +50/-50      both again (Depot: exactly 50 package downloads)
 Targets (printed beside each figure): first mirror and +50/-50 <= 0.5x the reference, unchanged <= 0.1 s.
+Then rpm signing alone (BENCH_MIRROR_SIGN_COUNT rpms, 1,000 by default): Depot's key in process against rpmsign.
 Then the worker's memory: a real `depot worker` process mirrors BENCH_MIRROR_RSS ("1000,5000") generated debs
 from an empty store; its peak RSS for each count (flat in the number of packages is the target).
 aptly and dnf reposync (Debian's packages, scripts/system-deps.sh) are run only if installed.
@@ -303,8 +304,8 @@ async def _half(kind: str, count: int, delay: float) -> None:
 
 
 def _without_rebuild(seconds: float, result: dict, ref: float | None) -> str:
-    """The run up to its new snapshot, before Depot's signed rebuild (which re-signs every new rpm with rpmsign:
-    the references publish nothing)."""
+    """The run up to its new snapshot, before Depot's signed rebuild (which re-signs every new rpm: the references
+    publish nothing)."""
     before = seconds - result["rebuild"]["seconds"]
     return f"{before:.2f} s before it" + (f", {before / ref:.2f}x" if ref else "")
 
@@ -313,6 +314,34 @@ def _ratio_target(mine: float, theirs: float | None) -> str:
     if not theirs:
         return f"<= {TARGET_RATIO}x: -"
     return f"<= {TARGET_RATIO}x: {'met' if mine / theirs <= TARGET_RATIO else 'NOT MET'}"
+
+
+# --- rpm signing alone -----------------------------------------------------------------------------------------
+
+def _rpm_signing(count: int) -> None:
+    """`count` generated rpms signed by Depot's key in process (`Signer.sign_rpms`) and by rpmsign (its fallback,
+    `Signer.rpmsign`), one after the other in the same run."""
+    from app.repos.signing import Signer
+
+    rpms = sorted(bench_rpms(max(count, 5000), str(ROOT / "bench" / "out")).iterdir())[:count]
+    work = Path(tempfile.mkdtemp(prefix="bench-rpmsign-"))
+    signer = Signer(work / "gnupg", key_length=3072)
+    try:
+        signer.fingerprint
+        figures = []
+        for name, sign in (("in process", signer.sign_rpms), ("rpmsign", signer.rpmsign)):
+            out = work / name.replace(" ", "-")
+            out.mkdir()
+            t = time.perf_counter()
+            sign([(f, out / f.name) for f in rpms])
+            figures.append((name, time.perf_counter() - t))
+        (_, mine), (_, theirs) = figures
+        print(f"\nrpm signing alone: {count} generated rpms, Depot's key (RSA 3072); load average "
+              f"{os.getloadavg()[0]:.1f}\n  in process {mine:.2f} s ({mine / count * 1000:.2f} ms per rpm), rpmsign "
+              f"{theirs:.2f} s ({theirs / count * 1000:.2f} ms per rpm): {mine / theirs:.3f}x")
+    finally:
+        signer.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # --- the worker's memory ----------------------------------------------------------------------------------------
@@ -391,12 +420,15 @@ def main() -> None:
     delays = [float(d) / 1000 for d in os.environ.get("BENCH_MIRROR_DELAYS_MS", "0,5").split(",") if d.strip()]
     kinds = [k.strip() for k in os.environ.get("BENCH_MIRROR_KINDS", "deb,rpm").split(",") if k.strip()]
     rss = [int(n) for n in os.environ.get("BENCH_MIRROR_RSS", "1000,5000").split(",") if n.strip()]
+    signing = int(os.environ.get("BENCH_MIRROR_SIGN_COUNT", "1000"))
     import uvloop
 
     # On uvloop, as `depot worker` runs its tasks (app/cli/server.py).
     for kind in kinds:
         for delay in delays:
             uvloop.run(_half(kind, count, delay))
+    if "rpm" in kinds and signing:
+        _rpm_signing(signing)
     if rss:
         uvloop.run(_rss(rss))
 

@@ -135,7 +135,7 @@ async def upload(request: web.Request) -> web.Response:
         raise
 
     results: list[FileResult] = []
-    # rpm packages are signed at upload, once, so rebuilds never wait for rpmsign.
+    # rpm packages are signed at upload, once, so rebuilds never wait for their signing.
     signer = signer_from_settings(settings) if repo.type == "rpm" else None
     for name, item in received:
         if isinstance(item, FileResult):

@@ -5,7 +5,8 @@ more than rendering a large index. Depot's own key is an unprotected RSA key
 in its GNUPGHOME; it is exported from gpg once per process and signatures are made here with
 `cryptography`, in the exact form gpg writes (issuer fingerprint and creation time hashed,
 issuer key id unhashed). Any other key shape (a protected key, a signing subkey, not RSA) makes
-`load_native_key` return None and the caller keeps using gpg. rpmsign still runs gpg.
+`load_native_key` return None and the caller keeps using gpg. The same key signs rpm headers
+(`packages/rpmsig.py`).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ class NativeKey:
     fingerprint: bytes          # 20 bytes (v4)
     private_key: object         # cryptography RSAPrivateKey
 
-    def sign(self, data: bytes, sig_type: int = SIG_BINARY, created: int | None = None) -> bytes:
-        """One signature packet over `data` (already canonicalised for text signatures)."""
+    def sign(self, data: bytes, sig_type: int = SIG_BINARY, created: int | None = None, *,
+             old_format: bool = False) -> bytes:
+        """One signature packet over `data` (already canonicalised for text signatures); `old_format`: the
+        packet header gpg writes (an rpm header keeps gpg's packet as it is)."""
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding, utils
 
@@ -42,7 +45,7 @@ class NativeKey:
         sig = self.private_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA512()))
         unhashed = _subpacket(16, self.fingerprint[-8:])
         body = head + struct.pack(">H", len(unhashed)) + unhashed + digest[:2] + _mpi(int.from_bytes(sig, "big"))
-        return _packet(2, body)
+        return _old_packet(2, body) if old_format else _packet(2, body)
 
     def detached_armor(self, data: bytes) -> bytes:
         """`gpg --armor --detach-sign` (binary signature, as gpg makes for Release.gpg and repomd.xml.asc)."""
@@ -80,6 +83,12 @@ def _packet(tag: int, body: bytes) -> bytes:
     else:
         length = b"\xff" + struct.pack(">I", n)
     return bytes([0xC0 | tag]) + length + body
+
+
+def _old_packet(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    kind, size = (0, 1) if n < 0x100 else (1, 2) if n < 0x10000 else (2, 4)
+    return bytes([0x80 | tag << 2 | kind]) + n.to_bytes(size, "big") + body
 
 
 def _crc24_table() -> list[int]:

@@ -1,4 +1,5 @@
-"""Repository signing with gpg (python-gnupg) and rpmsign.
+"""Repository signing: Depot's key in gpg (python-gnupg), signatures in process (openpgp.py, packages/rpmsig.py)
+when the key allows it, else by gpg and rpmsign.
 
 Depot keeps its own GNUPGHOME under the storage folder (mode 0700) so the host's keyrings are
 never touched. The key is generated on first use without a passphrase (a passphrase stored next
@@ -12,11 +13,13 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import gnupg
 
 from .openpgp import load_native_key
+from .packages import rpmsig
 
 DIGEST = "SHA512"   # apt refuses SHA1 signatures; SHA512 is what Debian's archive uses
 
@@ -131,13 +134,25 @@ class Signer:
         return asc
 
     def sign_rpm(self, src, dst) -> Path:
-        """Sign a copy of `src` at `dst` with rpmsign. Callers keep the signed copy (in the pool)
-        and never sign the same package twice."""
+        """Sign a copy of `src` at `dst`. Callers keep the signed copy (in the pool) and never sign the
+        same package twice."""
         return self.sign_rpms([(src, dst)])[0]
 
-    def sign_rpms(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
-        """Sign copies of many rpms: one rpmsign run per batch (a process per file costs more than
-        the signing), batches run on every core (rpmsign runs gpg once per file)."""
+    def sign_rpms(self, pairs: list[tuple]) -> list[Path]:
+        """Sign copies of many rpms: in process with Depot's key (packages/rpmsig.py: the file rpmsign
+        writes), else, and for any package rpmsig leaves to it, with rpmsign. In process, threads would
+        not help: the RSA signature holds the GIL."""
+        native = self.native_key()
+        left = list(pairs)
+        if native is not None:
+            sign = partial(native.sign, old_format=True)
+            left = [(src, dst) for src, dst in pairs if not rpmsig.sign_file(src, dst, sign)]
+        self.rpmsign(left)
+        return [Path(dst) for _, dst in pairs]
+
+    def rpmsign(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
+        """Sign copies with rpmsign: one run per batch (a process per file costs more than the signing),
+        batches on every core (rpmsign runs gpg once per file)."""
         self.fingerprint  # resolve (or create) the key before the threads start
         batches = [pairs[i:i + batch] for i in range(0, len(pairs), batch)]
         with ThreadPoolExecutor(max_workers=max(1, min(len(batches), os.cpu_count() or 2))) as pool:

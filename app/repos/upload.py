@@ -67,7 +67,7 @@ async def parse_incoming(incoming: Incoming, pkg_type: str) -> ParsedPackage:
 
 
 async def _sign_upfront(pool, storage: Storage, signer, pkg: ParsedPackage, incoming: Incoming):
-    """rpm: sign the package once, now, so a rebuild never waits for rpmsign (add-one stays cheap).
+    """rpm: sign the package once, now, so a rebuild never waits for its signing (add-one stays cheap).
     Returns the signed copy's ParsedPackage (already in the pool), or None if it exists or failed;
     a failure is not fatal: the rebuild signs whatever is still unsigned."""
     done = await pool.fetchval("SELECT signed_id FROM package_files WHERE sha256 = $1 AND signed_by = $2",
