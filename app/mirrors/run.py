@@ -48,7 +48,7 @@ from .pins import pin, unpin
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
-ROW_BATCH = 500            # package rows written per round trip
+ROW_BATCH = 500            # package rows written per statement
 
 
 def _digests(data: bytes) -> Digests:
@@ -204,6 +204,7 @@ class _Downloads:
         self.landing_tasks: set[asyncio.Task] = set()
         self.crash: BaseException | None = None
         self.reused_files = self.reused_bytes = 0        # found in the pool without a row: not downloaded
+        self.in_pool: set[str] = set()
 
     async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
@@ -220,6 +221,10 @@ class _Downloads:
 
         error: BaseException | None = None
         try:
+            # Which of them a killed run left in the pool, looked up once in a thread (a stat each, which would
+            # otherwise wait on the directories the landing threads are writing, on the event loop).
+            self.in_pool = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: {e.sha256 for e in todo if self.storage.has(e.sha256)})
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.fetcher.concurrency, len(todo))):
                     group.create_task(worker())
@@ -240,7 +245,7 @@ class _Downloads:
 
     async def write_rows(self) -> None:
         """The rows of the files the workers placed in the pool, on one connection, in batches of what
-        has arrived meanwhile (up to ROW_BATCH, one round trip each), without a WAL flush each (a row lost
+        has arrived meanwhile (up to ROW_BATCH, one statement each), without a WAL flush each (a row lost
         in a crash means one more download; the snapshot's own flushed commit makes every earlier one
         durable)."""
         async with self.pool.acquire() as conn:
@@ -263,7 +268,7 @@ class _Downloads:
         if e.size > self.max_size:
             return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
         loop = asyncio.get_running_loop()
-        if self.storage.has(e.sha256):
+        if e.sha256 in self.in_pool:
             # In the pool but without a row: a killed run placed it and its row was not written yet. It is read
             # there, so a resumed run downloads again only the files that were still downloading.
             try:

@@ -528,3 +528,13 @@ async def test_rate_limit_is_one_budget_for_the_run(site, make_mirror, run_mirro
     assert task["Result"]["bytes"] == total
     # Everything beyond the first second's budget was waited for (the index files count too).
     assert task["Result"]["throttled_seconds"] >= (total - rate) / rate - 0.01
+
+
+async def test_a_file_longer_than_its_index_gives_is_refused(site, make_mirror, run_mirror, pool):
+    path = site.archive.pool / "beta_1.0-1_amd64.deb"
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes() + b"\0" * 100)         # served with a Content-Length the index does not give
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "error"
+    assert f"beta_1.0-1_amd64.deb: larger than the {size} bytes its index gives" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
