@@ -399,20 +399,22 @@ async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tup
         # Shared with rebuilds, exclusive for the pool GC's batches: no row found here is collected
         # before the snapshot references it.
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *POOL_LOCK)
-        found = await conn.fetchval("SELECT count(*) FROM package_files WHERE sha256 = ANY($1::text[])", shas)
+        snap_id = await conn.fetchval(
+            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
+        # One lookup of the rows: counted (a missing one was collected by the pool GC) and inserted, the
+        # lowest digest of each file name (a plain insert: the snapshot is new, nothing can conflict).
+        found, inserted = await conn.fetchrow(
+            "WITH f AS (SELECT id, filename, sha256 FROM package_files WHERE sha256 = ANY($2::text[])),"
+            " ins AS (INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+            "  SELECT DISTINCT ON (filename) $1::bigint, filename, id FROM f ORDER BY filename, sha256 RETURNING 1)"
+            " SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM ins)", snap_id, shas)
         if found < len(shas):
             raise MirrorError(f"{len(shas) - found} downloaded files were removed by the pool GC meanwhile: "
                               "run the mirror again")
-        snap_id = await conn.fetchval(
-            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
-        status = await conn.execute(
-            "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
-            " SELECT $1, filename, id FROM package_files WHERE sha256 = ANY($2::text[]) ORDER BY sha256"
-            " ON CONFLICT (snapshot_id, filename) DO NOTHING", snap_id, shas)
         await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
                            " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
         await unpin(conn, mirror.repo.id)
-    return snap_id, len(shas) - int(status.split()[-1])
+    return snap_id, len(shas) - inserted
 
 
 async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *, env: str | None = None,
