@@ -163,7 +163,8 @@ class Upstream:
             await asyncio.sleep(self.package_delay)
         if path in self.stalled:
             resp = web.StreamResponse()
-            resp.content_length = 1000
+            real = self.root / path
+            resp.content_length = real.stat().st_size if real.is_file() else 1000    # within any size limit
             await resp.prepare(request)
             await resp.write(b"x")
             await asyncio.sleep(3600)

@@ -7,6 +7,7 @@ import fnmatch
 import functools
 import hashlib
 import lzma
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -80,7 +81,10 @@ def safe_filename(value: str) -> bool:
     if not value or value.startswith("/") or "\\" in value or "\x00" in value or ":" in value.split("/", 1)[0]:
         return False
     parts = value.split("/")
-    return all(p not in ("", ".", "..") for p in parts) and not any(ord(c) < 32 for c in value)
+    return all(p not in ("", ".", "..") for p in parts) and _CONTROL.search(value) is None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 def select(entries: list[Entry], include: list[str], exclude: list[str], keep_latest: int | None,

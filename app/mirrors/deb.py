@@ -16,8 +16,9 @@ from yarl import URL
 
 from .common import ArchiveError, Entry, IndexFile, safe_filename
 
-# Preferred first: the smallest to download; plain last.
-COMPRESSIONS = (".xz", ".zst", ".gz", ".bz2", "")
+# Preferred first: the quickest to download and decompress. xz is the smallest but decompresses five
+# to ten times slower than gzip or zstd, which costs more than its smaller download on most links.
+COMPRESSIONS = (".zst", ".gz", ".xz", ".bz2", "")
 
 
 @dataclass
@@ -82,16 +83,14 @@ def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> lis
     """The entries of a Packages index for these architectures, each with its stanza's text (the package's
     stored stanza once its file is checked); ArchiveError on a malformed or unsafe one."""
     out = []
-    # A paragraph splitter reading the few fields a plan needs from the first line of each: several times
+    # A paragraph splitter reading the few fields a plan needs with one regex per paragraph: several times
     # faster than deb822 paragraphs on big indexes. The stanza text itself is read strictly later
     # (packages.deb.parse_index_stanza), for each file that is downloaded.
     for para in _PARAGRAPHS.split(text.decode("utf-8", "replace").replace("\r\n", "\n").strip("\n")):
-        fields = {}
-        for line in para.split("\n"):
-            if line[:1] not in (" ", "\t", "#", ""):
-                key, sep, value = line.partition(":")
-                if sep and (key := _WANTED.get(key.lower())):
-                    fields[key] = value.strip()
+        # The fields as archives spell them (a literal-led regex, fast); else any case, as field names are.
+        fields = {k: v.strip() for k, v in _FIELDS.findall("\n" + para)}
+        if len(fields) < len(_WANTED):
+            fields = {_WANTED[k.lower()]: v.strip() for k, v in _ANY_CASE.findall(para)}
         name = fields.get("Package")
         if not name:
             continue
@@ -103,10 +102,14 @@ def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> lis
         if not safe_filename(filename):
             raise ArchiveError(f"{source}: package {name} has an unsafe Filename {filename[:200]!r} "
                                "(outside the archive)")
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256) or not size.isdigit():
+        if not _SHA256.fullmatch(sha256) or not size.isdigit():
             raise ArchiveError(f"{source}: package {name} has no valid SHA256 and Size")
         out.append(Entry(name, fields.get("Version", ""), arch, filename, int(size), sha256, base, para))
     return out
 
 
 _WANTED = {k.lower(): k for k in ("Package", "Version", "Architecture", "Filename", "Size", "SHA256")}
+# A field starts its line (continuation lines start with a space or a tab, comments with #).
+_FIELDS = re.compile(r"\n(Package|Version|Architecture|Filename|Size|SHA256):([^\n]*)")
+_ANY_CASE = re.compile(r"^(Package|Version|Architecture|Filename|Size|SHA256):(.*)$", re.IGNORECASE | re.MULTILINE)
+_SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -236,6 +236,18 @@ class Fetcher:
                 return None
             if resp.status != 200:
                 raise UpstreamError(f"{_shown(url)}: HTTP {resp.status}")
+            length = resp.content_length
+            if length is not None and not self.rate:
+                # A Content-Length frames the body: aiohttp reads exactly that many bytes, so one read is as
+                # bounded as the chunk loop, and costs one await instead of one per chunk.
+                if length > max_bytes:
+                    raise TooBig(f"{_shown(url)}: larger than the {max_bytes} byte limit")
+                try:
+                    return await resp.read()
+                except TimeoutError:
+                    raise UpstreamError(f"{_shown(url)}: the answer stalled") from None
+                except aiohttp.ClientError as exc:
+                    raise UpstreamError(f"{_shown(url)}: {type(exc).__name__}: {exc}") from None
             buf = bytearray()
             async for chunk in self._chunks(resp, url):
                 buf += chunk

@@ -48,7 +48,7 @@ from .pins import pin, unpin
 
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
-ROW_BATCH = 500            # package rows written per round trip
+ROW_BATCH = 500            # package rows written per statement
 
 
 def _digests(data: bytes) -> Digests:
@@ -204,6 +204,7 @@ class _Downloads:
         self.landing_tasks: set[asyncio.Task] = set()
         self.crash: BaseException | None = None
         self.reused_files = self.reused_bytes = 0        # found in the pool without a row: not downloaded
+        self.in_pool: set[str] = set()
 
     async def run(self, todo: list[Entry]) -> None:
         self.total_files, self.total_bytes = len(todo), sum(e.size for e in todo)
@@ -220,6 +221,10 @@ class _Downloads:
 
         error: BaseException | None = None
         try:
+            # Which of them a killed run left in the pool, looked up once in a thread (a stat each, which would
+            # otherwise wait on the directories the landing threads are writing, on the event loop).
+            self.in_pool = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: {e.sha256 for e in todo if self.storage.has(e.sha256)})
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.fetcher.concurrency, len(todo))):
                     group.create_task(worker())
@@ -240,7 +245,7 @@ class _Downloads:
 
     async def write_rows(self) -> None:
         """The rows of the files the workers placed in the pool, on one connection, in batches of what
-        has arrived meanwhile (up to ROW_BATCH, one round trip each), without a WAL flush each (a row lost
+        has arrived meanwhile (up to ROW_BATCH, one statement each), without a WAL flush each (a row lost
         in a crash means one more download; the snapshot's own flushed commit makes every earlier one
         durable)."""
         async with self.pool.acquire() as conn:
@@ -263,7 +268,7 @@ class _Downloads:
         if e.size > self.max_size:
             return self.failures.append(f"{e.filename}: {e.size} bytes, more than DEPOT_MAX_UPLOAD_BYTES")
         loop = asyncio.get_running_loop()
-        if self.storage.has(e.sha256):
+        if e.sha256 in self.in_pool:
             # In the pool but without a row: a killed run placed it and its row was not written yet. It is read
             # there, so a resumed run downloads again only the files that were still downloading.
             try:
@@ -394,20 +399,22 @@ async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tup
         # Shared with rebuilds, exclusive for the pool GC's batches: no row found here is collected
         # before the snapshot references it.
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *POOL_LOCK)
-        found = await conn.fetchval("SELECT count(*) FROM package_files WHERE sha256 = ANY($1::text[])", shas)
+        snap_id = await conn.fetchval(
+            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
+        # One lookup of the rows: counted (a missing one was collected by the pool GC) and inserted, the
+        # lowest digest of each file name (a plain insert: the snapshot is new, nothing can conflict).
+        found, inserted = await conn.fetchrow(
+            "WITH f AS (SELECT id, filename, sha256 FROM package_files WHERE sha256 = ANY($2::text[])),"
+            " ins AS (INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
+            "  SELECT DISTINCT ON (filename) $1::bigint, filename, id FROM f ORDER BY filename, sha256 RETURNING 1)"
+            " SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM ins)", snap_id, shas)
         if found < len(shas):
             raise MirrorError(f"{len(shas) - found} downloaded files were removed by the pool GC meanwhile: "
                               "run the mirror again")
-        snap_id = await conn.fetchval(
-            "INSERT INTO snapshots (repo_id, reconstruct) VALUES ($1, 'needed') RETURNING id", mirror.repo.id)
-        status = await conn.execute(
-            "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
-            " SELECT $1, filename, id FROM package_files WHERE sha256 = ANY($2::text[]) ORDER BY sha256"
-            " ON CONFLICT (snapshot_id, filename) DO NOTHING", snap_id, shas)
         await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
                            " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
         await unpin(conn, mirror.repo.id)
-    return snap_id, len(shas) - int(status.split()[-1])
+    return snap_id, len(shas) - inserted
 
 
 async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *, env: str | None = None,

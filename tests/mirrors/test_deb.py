@@ -70,6 +70,24 @@ async def test_by_hash_is_used_when_offered(site, make_mirror, run_mirror):
     assert not any(p.endswith("/Packages.xz") for p in site.upstream.counts)
 
 
+async def test_two_files_of_one_package_file_name(site, make_mirror, run_mirror, pool):
+    """Two different files the index lists for the same package, version and architecture: the snapshot holds the
+    one with the lowest SHA-256 under Depot's file name, and the run counts the other as a duplicate."""
+    import hashlib
+
+    other = pkgfactory.make_deb(site.archive.pool / "rebuilt", "alpha", payload=b"rebuilt upstream\n")
+    first = site.archive.pool / "alpha_1.0-1_amd64.deb"
+    assert other.read_bytes() != first.read_bytes()
+    site.archive.build()
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["duplicates"] == 1 and task["Result"]["packages"] == 4
+    kept = await pool.fetchval(
+        "SELECT p.sha256 FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+        " WHERE sp.snapshot_id = $1 AND sp.filename = 'alpha_1.0-1_amd64.deb'", task["Result"]["snapshot"])
+    assert kept == min(hashlib.sha256(f.read_bytes()).hexdigest() for f in (first, other))
+
+
 async def test_all_packages_come_with_any_architecture(site, make_mirror, run_mirror, pool):
     task = await run_mirror(await make_mirror(site, arch=["amd64"]))
     assert task["Status"] == "done", task["Error"]
@@ -528,3 +546,13 @@ async def test_rate_limit_is_one_budget_for_the_run(site, make_mirror, run_mirro
     assert task["Result"]["bytes"] == total
     # Everything beyond the first second's budget was waited for (the index files count too).
     assert task["Result"]["throttled_seconds"] >= (total - rate) / rate - 0.01
+
+
+async def test_a_file_longer_than_its_index_gives_is_refused(site, make_mirror, run_mirror, pool):
+    path = site.archive.pool / "beta_1.0-1_amd64.deb"
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes() + b"\0" * 100)         # served with a Content-Length the index does not give
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "error"
+    assert f"beta_1.0-1_amd64.deb: larger than the {size} bytes its index gives" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
