@@ -76,7 +76,7 @@ async def _sign_upfront(pool, storage: Storage, signer, pkg: ParsedPackage, inco
         return None
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(None, sign_rpm_file, storage, signer, incoming.path)
+        return await loop.run_in_executor(None, sign_rpm_file, storage, signer, incoming.path, pkg)
     except Exception as exc:
         log.warning("signing %s at upload failed (the rebuild will retry): %s", pkg.filename, exc)
         return None
@@ -148,6 +148,17 @@ async def store_rows(conn, packages: list[ParsedPackage]) -> None:
     """The package_files rows of many parsed packages, pipelined in one round trip (rows already there
     are kept)."""
     await conn.executemany(_INSERT_ROW + "NOTHING", [_row(p, None) for p in packages])
+
+
+async def store_signed(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
+    """The rows of signed copies (rows already there are kept) and their link from each original's row, in
+    two round trips; the originals' rows exist (or are written before, on the same connection)."""
+    await conn.executemany(_INSERT_ROW + "NOTHING", [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256])
+    await conn.execute(
+        "UPDATE package_files p SET signed_id = s.id, signed_by = $3"
+        " FROM unnest($1::text[], $2::text[]) AS u(original, signed) JOIN package_files s ON s.sha256 = u.signed"
+        " WHERE p.sha256 = u.original",
+        [o.sha256 for o, _ in pairs], [s.sha256 for _, s in pairs], fpr)
 
 
 def summarize(results: list[FileResult]) -> tuple[bool, dict[str, list[str]]]:
