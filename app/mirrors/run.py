@@ -37,7 +37,7 @@ from app.repos.packages.rpm import parse_rpm
 from app.repos.rebuild import point_env, rebuild_snapshot
 from app.repos.storage import Incoming, Storage, TooLarge
 from app.repos.publish import put_signed
-from app.repos.upload import store_rows, store_signed
+from app.repos.upload import store_rows
 from app.sources.keys import SignatureError, verify
 from app.sources.model import Source, keyring
 
@@ -188,7 +188,7 @@ class _Downloads:
     call checks its size and SHA-256 against the index, reads the package and places the file in the pool:
     the event loop only does HTTP, and the checks of some files overlap the downloads of others. An rpm held in
     memory is signed with Depot's key there too, its signed copy placed beside it: the rebuild then finds it
-    signed."""
+    signed (while the network is what a run waits for, the signatures take no time of it)."""
 
     def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, settings, progress, check_stop,
                  signer=None):
@@ -260,12 +260,9 @@ class _Downloads:
                     done = True
                     batch.pop()
                 if batch:
-                    signed = [(parsed, copy) for parsed, _, copy in batch if copy is not None]
                     # A signed copy's row comes with its link, or not at all (then the rebuild signs it).
                     async with conn.transaction():
-                        await store_rows(conn, [parsed for parsed, _, _ in batch])
-                        if signed:
-                            await store_signed(conn, signed, self.fpr)
+                        await store_rows(conn, [parsed for parsed, _, _ in batch], [c for _, _, c in batch], self.fpr)
                     self.files += len(batch)
                     self.bytes += sum(size for _, size, _ in batch)
                     await self.report()

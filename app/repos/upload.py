@@ -133,6 +133,13 @@ _INSERT_ROW = (
     " ON CONFLICT (sha256) DO ")
 
 
+_INSERT_LINKED = (
+    "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
+    " stanza, primary_xml, filelists_xml, other_xml, signed_by, signed_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+    " (SELECT id FROM package_files WHERE sha256 = $17)) ON CONFLICT (sha256) DO NOTHING")
+
+
 def _row(p: ParsedPackage, signed_by: str | None) -> tuple:
     stanza = render_stanza(p.control) if p.type == "deb" else None
     return (p.sha256, p.sha1, p.md5, p.size, p.type, p.name, p.version, p.release, p.epoch, p.arch, p.filename,
@@ -144,15 +151,26 @@ async def store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int
     return await conn.fetchval(_INSERT_ROW + "UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id", *_row(p, signed_by))
 
 
-async def store_rows(conn, packages: list[ParsedPackage]) -> None:
+async def store_rows(conn, packages: list[ParsedPackage], copies: list[ParsedPackage | None] | None = None,
+                     fpr: str | None = None) -> None:
     """The package_files rows of many parsed packages, pipelined in one round trip (rows already there
-    are kept)."""
-    await conn.executemany(_INSERT_ROW + "NOTHING", [_row(p, None) for p in packages])
+    are kept). `copies`: each package's copy signed with the key `fpr` (or None), whose row is written first
+    and named by the package's row (signed_id, found by its index: no scan)."""
+    pairs = [(p, c) for p, c in zip(packages, copies or [None] * len(packages))]
+    signed = [_row(c, fpr) for p, c in pairs if c is not None and c.sha256 != p.sha256]
+    if signed:
+        await conn.executemany(_INSERT_ROW + "NOTHING", signed)
+    await conn.executemany(_INSERT_LINKED, [
+        (*_row(p, fpr if c is not None else None), c.sha256 if c is not None else None) for p, c in pairs])
+    own = [p.sha256 for p, c in pairs if c is not None and c.sha256 == p.sha256]
+    if own:         # already signed with Depot's key: the package is its own signed copy
+        await conn.execute("UPDATE package_files SET signed_id = id, signed_by = $2 WHERE sha256 = ANY($1::text[])",
+                           own, fpr)
 
 
 async def store_signed(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
-    """The rows of signed copies (rows already there are kept) and their link from each original's row, in
-    two round trips; the originals' rows exist (or are written before, on the same connection)."""
+    """The rows of signed copies (rows already there are kept) and their link from each original's row (which
+    exists), in two round trips."""
     await conn.executemany(_INSERT_ROW + "NOTHING", [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256])
     await conn.execute(
         "UPDATE package_files p SET signed_id = s.id, signed_by = $3"
