@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .metadata.deb import DebEntry, render_deb, write_indexes
 from .metadata.rpm import RpmEntry, render_rpm
-from .packages import ParsedPackage
+from .packages import PackageError, ParsedPackage
 from .packages.rpm import location_href, parse_rpm, signed_copy
 from .signing import Signer
 from .storage import Storage
@@ -83,9 +83,12 @@ def _sign(storage: Storage, signer: Signer, files: list[tuple[Path, ParsedPackag
     for i, (path, original) in enumerate(files):
         if original.size <= SIGN_IN_MEMORY_BYTES:
             signed = signer.sign_rpm_bytes(Path(path).read_bytes())
-            if signed is not None:
-                out[i] = put_signed(storage, original, signed)
-                continue
+            try:
+                if signed is not None:
+                    out[i] = put_signed(storage, original, signed)
+                    continue
+            except PackageError:        # an entry not in createrepo_c's usual shape: read the copy instead
+                pass
         left.append(i)
     if left:
         with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:

@@ -171,7 +171,9 @@ async def store_rows(conn, packages: list[ParsedPackage], copies: list[ParsedPac
 async def store_signed(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
     """The rows of signed copies (rows already there are kept) and their link from each original's row (which
     exists), in two round trips."""
-    await conn.executemany(_INSERT_ROW + "NOTHING", [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256])
+    copies = [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256]
+    if copies:
+        await conn.executemany(_INSERT_ROW + "NOTHING", copies)
     await conn.execute(
         "UPDATE package_files p SET signed_id = s.id, signed_by = $3"
         " FROM unnest($1::text[], $2::text[]) AS u(original, signed) JOIN package_files s ON s.sha256 = u.signed"

@@ -234,3 +234,28 @@ def test_signed_copy_entry_is_what_createrepo_c_reads_from_it(tmp_path, signer, 
     finally:
         for up in upstreams:
             up.close()
+
+
+def test_signing_into_the_pool_derives_entries_and_reads_a_copy_it_cannot_derive(storage, signer, rpm_dir):
+    """sign_rpms_into_pool: each copy in the pool under its digest, its entry derived; an original entry not in
+    createrepo_c's shape (here its checksum element altered) makes it read the copy with createrepo_c instead."""
+    from dataclasses import replace
+
+    from app.repos.packages import file_digests
+    from app.repos.publish import sign_rpms_into_pool
+
+    originals = []
+    for src in sorted(rpm_dir.glob("*.rpm")):
+        incoming = storage.receive_file(src)
+        originals.append(parse_rpm(incoming.path, incoming.digests, verify_payload=False))
+        storage.adopt(incoming)
+    odd = originals[0]
+    originals[0] = replace(odd, chunks={**odd.chunks, "primary": odd.chunks["primary"].replace(
+        '<checksum type="sha256" pkgid="YES">', '<checksum pkgid="YES" type="sha256">')})
+    signed = sign_rpms_into_pool(storage, signer, originals)
+    for original, copy in zip(originals, signed):
+        path = storage.pool_path(copy.sha256)
+        assert copy.sha256 != original.sha256 and file_digests(path) == copy.digests
+        read = parse_rpm(path, verify_payload=True)
+        assert read.chunks["filelists"] == copy.chunks["filelists"] and read.chunks["other"] == copy.chunks["other"]
+        assert f'<checksum type="sha256" pkgid="YES">{copy.sha256}</checksum>' in copy.chunks["primary"]
