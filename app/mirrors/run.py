@@ -34,9 +34,9 @@ from app.repos.model import get_snapshot
 from app.repos.packages import Digests, PackageError, ParsedPackage, file_digests
 from app.repos.packages.deb import parse_index_stanza
 from app.repos.packages.rpm import parse_rpm
+from app.repos.publish import put_signed
 from app.repos.rebuild import point_env, rebuild_snapshot
 from app.repos.storage import Incoming, Storage, TooLarge
-from app.repos.publish import put_signed
 from app.repos.upload import store_rows
 from app.sources.keys import SignatureError, verify
 from app.sources.model import Source, keyring
@@ -318,7 +318,8 @@ class _Downloads:
         # file whose row never came (a crash in between) is an orphan the pool GC removes after its grace.
         self.rows.put_nowait((parsed, e.size, signed))
 
-    def land(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> tuple[ParsedPackage, ParsedPackage | None]:
+    def land(self, e: Entry, body: bytes | None,
+             incoming: Incoming | None) -> tuple[ParsedPackage, ParsedPackage | None]:
         """Check a downloaded file against its index entry, read it as a package and place it in the pool
         (in a thread), with its signed copy (see sign). _Refused names what is wrong; a refused file is not
         kept."""

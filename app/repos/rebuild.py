@@ -192,10 +192,10 @@ async def _rebuild_deb_read(conn, storage, signer, snap: Snapshot, repo: Repo, p
 async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress) -> None:
     """Sign, once, every package of the snapshot that has no copy signed with the current key."""
     todo = await conn.fetch(
-        "SELECT DISTINCT p.id, p.sha256, p.sha1, p.md5, p.size, p.name, p.version, p.release, p.epoch, p.arch,"
-        " p.filename, p.primary_xml, p.filelists_xml, p.other_xml"
-        " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
-        " WHERE sp.snapshot_id = $1 AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
+        "SELECT p.id, p.sha256, p.sha1, p.md5, p.size, p.name, p.version, p.release, p.epoch, p.arch, p.filename,"
+        " p.primary_xml, p.filelists_xml, p.other_xml FROM package_files p"
+        " WHERE p.id IN (SELECT package_id FROM snapshot_packages WHERE snapshot_id = $1)"
+        " AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
         snap.id, signer.fingerprint)
     loop = asyncio.get_running_loop()
     batch = 500   # per round trip to the database

@@ -284,7 +284,7 @@ def sign_file(src, dst, sign, chunk: int = 1 << 20) -> bool:
 def sign_bytes(data: bytes, sign) -> bytes | None:
     """`data`, an rpm held in memory, signed as sign_file signs a file; None when rpmsign must do it. Only the
     signature header differs: the signed copy is the original from its main header on, shifted by the size
-    change (what signed_chunks relies on)."""
+    change (what packages/rpm.signed_copy relies on)."""
     f = io.BytesIO(data)
     head = _signed_head(f, sign)
     if head is None:
