@@ -34,6 +34,7 @@ from app.repos.model import get_snapshot
 from app.repos.packages import Digests, PackageError, ParsedPackage, file_digests
 from app.repos.packages.deb import parse_index_stanza
 from app.repos.packages.rpm import parse_rpm
+from app.repos.publish import put_signed
 from app.repos.rebuild import point_env, rebuild_snapshot
 from app.repos.storage import Incoming, Storage, TooLarge
 from app.repos.upload import store_rows
@@ -185,10 +186,15 @@ class _Downloads:
 
     Each file's body is read (in memory up to DEPOT_MIRROR_MEMORY_FILE_BYTES, else streamed to tmp/), then one thread
     call checks its size and SHA-256 against the index, reads the package and places the file in the pool:
-    the event loop only does HTTP, and the checks of some files overlap the downloads of others."""
+    the event loop only does HTTP, and the checks of some files overlap the downloads of others. An rpm held in
+    memory is signed with Depot's key there too, its signed copy placed beside it: the rebuild then finds it
+    signed (while the network is what a run waits for, the signatures take no time of it)."""
 
-    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, settings, progress, check_stop):
+    def __init__(self, pool, storage: Storage, fetcher: Fetcher, kind: str, settings, progress, check_stop,
+                 signer=None):
         self.pool, self.storage, self.fetcher, self.kind = pool, storage, fetcher, kind
+        self.signer = signer if kind == "rpm" else None
+        self.fpr = signer.fingerprint if self.signer is not None else None
         self.max_size, self.in_memory = settings.max_upload_bytes, settings.mirror_memory_file_bytes
         self.progress, self.check_stop = progress, check_stop
         self.files = self.bytes = 0
@@ -259,9 +265,11 @@ class _Downloads:
                     done = True
                     batch.pop()
                 if batch:
-                    await store_rows(conn, [parsed for parsed, _ in batch])
+                    # A signed copy's row comes with its link, or not at all (then the rebuild signs it).
+                    async with conn.transaction():
+                        await store_rows(conn, [parsed for parsed, _, _ in batch], [c for _, _, c in batch], self.fpr)
                     self.files += len(batch)
-                    self.bytes += sum(size for _, size in batch)
+                    self.bytes += sum(size for _, size, _ in batch)
                     await self.report()
 
     async def one(self, e: Entry) -> None:
@@ -272,13 +280,13 @@ class _Downloads:
             # In the pool but without a row: a killed run placed it and its row was not written yet. It is read
             # there, so a resumed run downloads again only the files that were still downloading.
             try:
-                parsed = await loop.run_in_executor(self.executor, self.reuse, e)
+                found = await loop.run_in_executor(self.executor, self.reuse, e)
             except _Refused as exc:
                 return self.failures.append(str(exc))
-            if parsed is not None:
+            if found is not None:
                 self.reused_files += 1
                 self.reused_bytes += e.size
-                return self.rows.put_nowait((parsed, e.size))
+                return self.rows.put_nowait((found[0], e.size, found[1]))
         url = _join(e.base, e.filename)
         body = incoming = None
         try:
@@ -302,7 +310,8 @@ class _Downloads:
 
     async def place(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> None:
         try:
-            parsed = await asyncio.get_running_loop().run_in_executor(self.executor, self.land, e, body, incoming)
+            parsed, signed = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.land, e, body, incoming)
         except _Refused as exc:
             return self.failures.append(str(exc))
         except BaseException as exc:
@@ -312,33 +321,40 @@ class _Downloads:
             self.landing.release()
         # The file is in the pool, then its row is written (write_rows): a row never lacks its file, and a
         # file whose row never came (a crash in between) is an orphan the pool GC removes after its grace.
-        self.rows.put_nowait((parsed, e.size))
+        self.rows.put_nowait((parsed, e.size, signed))
 
-    def land(self, e: Entry, body: bytes | None, incoming: Incoming | None) -> ParsedPackage:
+    def land(self, e: Entry, body: bytes | None,
+             incoming: Incoming | None) -> tuple[ParsedPackage, ParsedPackage | None]:
         """Check a downloaded file against its index entry, read it as a package and place it in the pool
-        (in a thread). _Refused names what is wrong; a refused file is not kept."""
+        (in a thread), with its signed copy (see sign). _Refused names what is wrong; a refused file is not
+        kept."""
         got = _digests(body) if body is not None else incoming.digests
         try:
             self._check(e, got)
             found: list[ParsedPackage] = []
             if body is not None:
                 self.storage.put_bytes(body, got.sha256, check=lambda path: found.append(self._read(e, got, path)))
-            else:
-                found.append(self._read(e, got, str(incoming.path)))
-                self.storage.adopt(incoming)
-                incoming = None
-            return found[0]
+                return found[0], self.sign(found[0], body)
+            found.append(self._read(e, got, str(incoming.path)))
+            self.storage.adopt(incoming)
+            incoming = None
+            return found[0], None
         finally:
             if incoming is not None:
                 incoming.discard()
 
-    def reuse(self, e: Entry) -> ParsedPackage | None:
+    def reuse(self, e: Entry) -> tuple[ParsedPackage, ParsedPackage | None] | None:
         """The package of a file already in the pool without a row (placed by a run killed before its row was
-        written), checked as a download is; None if it is not there (any more)."""
+        written), checked as a download is, and its signed copy; None if it is not there (any more)."""
         path = self.storage.pool_path(e.sha256)
+        body = None
         try:
             os.utime(path)          # the pool GC leaves a fresh file alone (storage.adopt does the same)
-            got = file_digests(path)
+            if e.size <= self.in_memory:
+                body = path.read_bytes()
+                got = _digests(body)
+            else:
+                got = file_digests(path)
         except FileNotFoundError:
             return None
         try:
@@ -346,7 +362,19 @@ class _Downloads:
         except _Refused as exc:
             raise _Refused(f"{exc} (the copy already in the pool, without a row: the pool GC removes it after its "
                            "grace period, then a run downloads the file again)") from None
-        return self._read(e, got, str(path))
+        parsed = self._read(e, got, str(path))
+        return parsed, self.sign(parsed, body) if body is not None else None
+
+    def sign(self, parsed: ParsedPackage, body: bytes) -> ParsedPackage | None:
+        """An rpm's copy signed with Depot's key, in the pool, read from the original's entry (publish.put_signed);
+        None when there is no key or rpmsig leaves the package to rpmsign: the rebuild signs it then."""
+        if self.signer is None:
+            return None
+        signed = self.signer.sign_rpm_bytes(body)
+        try:
+            return put_signed(self.storage, parsed, signed) if signed is not None else None
+        except PackageError:
+            return None
 
     @staticmethod
     def _check(e: Entry, got: Digests) -> None:
@@ -461,7 +489,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             known = {r["sha256"] for r in await pool.fetch(
                 "SELECT sha256 FROM package_files WHERE sha256 = ANY($1::text[])", [e.sha256 for e in chosen])}
             todo = [e for e in chosen if e.sha256 not in known]
-            downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop)
+            downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop, signer)
             await pin(pool, mirror.repo.id, [e.sha256 for e in todo])     # kept from the pool GC until a run succeeds
             await downloads.run(todo)
             result.update(requests=fetcher.requests, downloaded=downloads.files - downloads.reused_files,

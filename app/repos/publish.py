@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .metadata.deb import DebEntry, render_deb, write_indexes
 from .metadata.rpm import RpmEntry, render_rpm
-from .packages import ParsedPackage
-from .packages.rpm import location_href, parse_rpm
+from .packages import PackageError, ParsedPackage
+from .packages.rpm import location_href, parse_rpm, signed_copy
 from .signing import Signer
 from .storage import Storage
 
@@ -52,31 +52,51 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
                            entry_files=["repodata/repomd.xml", "repodata/repomd.xml.asc"], timings=timings)
 
 
-def sign_rpm_file(storage: Storage, signer: Signer, path) -> ParsedPackage:
-    """Sign a verified rpm file (an upload still in tmp/); the signed copy goes into the pool."""
-    with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
-        (signed,) = signer.sign_rpms([(path, Path(tmp) / "pkg.rpm")])
-        incoming = storage.receive_file(signed)
-        parsed = parse_rpm(incoming.path, incoming.digests, verify_payload=False)
-        storage.adopt(incoming)
+SIGN_IN_MEMORY_BYTES = 64 << 20    # a larger rpm is signed file to file
+
+
+def put_signed(storage: Storage, original: ParsedPackage, signed: bytes) -> ParsedPackage:
+    """Place `signed`, the in-memory signed copy of `original`, in the pool; its ParsedPackage is derived from
+    the original's (packages/rpm.signed_copy), not read again."""
+    parsed = signed_copy(original, signed)
+    if parsed.sha256 != original.sha256:       # else already signed so: the original is its own copy
+        storage.put_bytes(signed, parsed.sha256)
     return parsed
 
 
-def sign_rpm_into_pool(storage: Storage, signer: Signer, sha256: str) -> ParsedPackage:
-    return sign_rpms_into_pool(storage, signer, [sha256])[0]
+def sign_rpm_file(storage: Storage, signer: Signer, path, original: ParsedPackage) -> ParsedPackage:
+    """Sign a verified rpm file (an upload still in tmp/); the signed copy goes into the pool."""
+    return _sign(storage, signer, [(path, original)])[0]
 
 
-def sign_rpms_into_pool(storage: Storage, signer: Signer, digests: list[str]) -> list[ParsedPackage]:
-    """Sign pooled rpms once; each signed copy goes into the pool under its own digest and is
-    parsed again (its header and checksum changed), so later rebuilds just reuse the result."""
-    out = []
-    with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
-        pairs = [(storage.pool_path(sha), Path(tmp) / f"{i}.rpm") for i, sha in enumerate(digests)]
-        for signed in signer.sign_rpms(pairs):
-            incoming = storage.receive_file(signed)
-            parsed = parse_rpm(incoming.path, incoming.digests, verify_payload=False)
-            storage.adopt(incoming)
-            out.append(parsed)
+def sign_rpms_into_pool(storage: Storage, signer: Signer, originals: list[ParsedPackage]) -> list[ParsedPackage]:
+    """Sign pooled rpms once; each signed copy goes into the pool under its own digest, so later rebuilds
+    just reuse the result."""
+    return _sign(storage, signer, [(storage.pool_path(p.sha256), p) for p in originals])
+
+
+def _sign(storage: Storage, signer: Signer, files: list[tuple[Path, ParsedPackage]]) -> list[ParsedPackage]:
+    """In memory when rpmsig can (no temp file, no second parse); a larger file, or one left to rpmsign,
+    is signed to a temp file and read again with createrepo_c."""
+    out: list[ParsedPackage | None] = [None] * len(files)
+    left = []
+    for i, (path, original) in enumerate(files):
+        if original.size <= SIGN_IN_MEMORY_BYTES:
+            signed = signer.sign_rpm_bytes(Path(path).read_bytes())
+            try:
+                if signed is not None:
+                    out[i] = put_signed(storage, original, signed)
+                    continue
+            except PackageError:        # an entry not in createrepo_c's usual shape: read the copy instead
+                pass
+        left.append(i)
+    if left:
+        with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
+            pairs = [(files[i][0], Path(tmp) / f"{i}.rpm") for i in left]
+            for i, signed in zip(left, signer.sign_rpms(pairs)):
+                incoming = storage.receive_file(signed)
+                out[i] = parse_rpm(incoming.path, incoming.digests, verify_payload=False)
+                storage.adopt(incoming)
     return out
 
 

@@ -35,9 +35,11 @@ from .model import (
     point_environment,
     snapshot_with_repo,
 )
+from .packages import ParsedPackage
 from .publish import publish_deb, publish_rpm, sign_rpms_into_pool
 from .signing import Signer
 from .storage import Storage
+from .upload import store_signed
 
 log = logging.getLogger(__name__)
 LOCK_NAMESPACE = 7_405_003
@@ -190,27 +192,24 @@ async def _rebuild_deb_read(conn, storage, signer, snap: Snapshot, repo: Repo, p
 async def _sign_missing(conn, storage, signer: Signer, snap: Snapshot, progress) -> None:
     """Sign, once, every package of the snapshot that has no copy signed with the current key."""
     todo = await conn.fetch(
-        "SELECT DISTINCT p.id, p.sha256 FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
-        " WHERE sp.snapshot_id = $1 AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
+        "SELECT p.id, p.sha256, p.sha1, p.md5, p.size, p.name, p.version, p.release, p.epoch, p.arch, p.filename,"
+        " p.primary_xml, p.filelists_xml, p.other_xml FROM package_files p"
+        " WHERE p.id IN (SELECT package_id FROM snapshot_packages WHERE snapshot_id = $1)"
+        " AND (p.signed_id IS NULL OR p.signed_by IS DISTINCT FROM $2)",
         snap.id, signer.fingerprint)
     loop = asyncio.get_running_loop()
-    batch = 200   # per round trip to the database; signing inside runs on every core
+    batch = 500   # per round trip to the database
     for start in range(0, len(todo), batch):
-        rows = todo[start:start + batch]
-        signed = await loop.run_in_executor(None, sign_rpms_into_pool, storage, signer, [r["sha256"] for r in rows])
-        for row, parsed in zip(rows, signed):
-            signed_id = await conn.fetchval(
-                "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch,"
-                " filename, primary_xml, filelists_xml, other_xml, signed_by)"
-                " VALUES ($1, $2, $3, $4, 'rpm', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-                " ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
-                parsed.sha256, parsed.sha1, parsed.md5, parsed.size, parsed.name, parsed.version, parsed.release,
-                parsed.epoch, parsed.arch, parsed.filename, parsed.chunks["primary"], parsed.chunks["filelists"],
-                parsed.chunks["other"], signer.fingerprint)
-            await conn.execute("UPDATE package_files SET signed_id = $2, signed_by = $3 WHERE id = $1",
-                               row["id"], signed_id, signer.fingerprint)
-        await _progress(progress, 10 + int(20 * (start + len(rows)) / len(todo)),
-                        f"signed {start + len(rows)}/{len(todo)} packages")
+        originals = [ParsedPackage(
+            type="rpm", name=r["name"], version=r["version"], release=r["release"], epoch=r["epoch"], arch=r["arch"],
+            filename=r["filename"], size=r["size"], md5=r["md5"], sha1=r["sha1"], sha256=r["sha256"],
+            chunks={"primary": r["primary_xml"], "filelists": r["filelists_xml"], "other": r["other_xml"]})
+            for r in todo[start:start + batch]]
+        signed = await loop.run_in_executor(None, sign_rpms_into_pool, storage, signer, originals)
+        async with conn.transaction():
+            await store_signed(conn, list(zip(originals, signed)), signer.fingerprint)
+        done = start + len(originals)
+        await _progress(progress, 10 + int(20 * done / len(todo)), f"signed {done}/{len(todo)} packages")
 
 
 _RPM_ROWS = (

@@ -150,6 +150,12 @@ class Signer:
         self.rpmsign(left)
         return [Path(dst) for _, dst in pairs]
 
+    def sign_rpm_bytes(self, data: bytes) -> bytes | None:
+        """An rpm held in memory, signed in process (rpmsig.sign_bytes); None when only rpmsign can sign it
+        (sign_rpms, on a file)."""
+        native = self.native_key()
+        return None if native is None else rpmsig.sign_bytes(data, partial(native.sign, old_format=True))
+
     def rpmsign(self, pairs: list[tuple], batch: int = 50) -> list[Path]:
         """Sign copies with rpmsign: one run per batch (a process per file costs more than the signing),
         batches on every core (rpmsign runs gpg once per file)."""

@@ -76,7 +76,7 @@ async def _sign_upfront(pool, storage: Storage, signer, pkg: ParsedPackage, inco
         return None
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(None, sign_rpm_file, storage, signer, incoming.path)
+        return await loop.run_in_executor(None, sign_rpm_file, storage, signer, incoming.path, pkg)
     except Exception as exc:
         log.warning("signing %s at upload failed (the rebuild will retry): %s", pkg.filename, exc)
         return None
@@ -144,21 +144,55 @@ async def store_row(conn, p: ParsedPackage, signed_by: str | None = None) -> int
     return await conn.fetchval(_INSERT_ROW + "UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id", *_row(p, signed_by))
 
 
-_INSERT_MANY = (
-    "INSERT INTO package_files (sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename,"
-    " stanza, primary_xml, filelists_xml, other_xml, signed_by)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
-    " $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],"
-    " $16::text[]) ON CONFLICT (sha256) DO NOTHING")
+_COLUMNS = ("sha256, sha1, md5, size, type, name, version, release, epoch, arch, filename, stanza, primary_xml,"
+            " filelists_xml, other_xml, signed_by")
+_UNNEST = ("unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],"
+           " $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]")
+_INSERT_MANY = (f"INSERT INTO package_files ({_COLUMNS}) SELECT * FROM {_UNNEST})"
+                " ON CONFLICT (sha256) DO NOTHING")
+# Each row with the id of its signed copy (whose row is already there), found by the sha256 index.
+_INSERT_MANY_LINKED = (
+    f"INSERT INTO package_files ({_COLUMNS}, signed_id)"
+    f" SELECT u.sha256, u.sha1, u.md5, u.size, u.type, u.name, u.version, u.release, u.epoch, u.arch, u.filename,"
+    f" u.stanza, u.primary_xml, u.filelists_xml, u.other_xml, u.signed_by, s.id"
+    f" FROM {_UNNEST}, $17::text[]) AS u({_COLUMNS}, copy) LEFT JOIN package_files s ON s.sha256 = u.copy"
+    " ON CONFLICT (sha256) DO NOTHING")
 
 
-async def store_rows(conn, packages: list[ParsedPackage]) -> None:
-    """The package_files rows of many parsed packages in one statement, as columns (one INSERT per row costs
-    the server a statement each); rows already there are kept. In digest order, so two runs storing some
-    of the same files never wait on each other in a cycle."""
-    if packages:
-        rows = sorted((_row(p, None) for p in packages), key=lambda r: r[0])
-        await conn.execute(_INSERT_MANY, *(list(column) for column in zip(*rows)))
+def _columns(rows: list[tuple]) -> list[list]:
+    """Rows in digest order (two runs storing some of the same files never wait on each other in a cycle), as
+    columns (one INSERT per row costs the server a statement each)."""
+    return [list(column) for column in zip(*sorted(rows, key=lambda r: r[0]))]
+
+
+async def store_rows(conn, packages: list[ParsedPackage], copies: list[ParsedPackage | None] | None = None,
+                     fpr: str | None = None) -> None:
+    """The package_files rows of many parsed packages, rows already there kept. `copies`: each package's copy
+    signed with the key `fpr` (or None), whose row is written first and named by the package's row."""
+    pairs = [(p, c) for p, c in zip(packages, copies or [None] * len(packages))]
+    signed = [_row(c, fpr) for p, c in pairs if c is not None and c.sha256 != p.sha256]
+    if signed:
+        await conn.execute(_INSERT_MANY, *_columns(signed))
+    if pairs:
+        await conn.execute(_INSERT_MANY_LINKED, *_columns(
+            [(*_row(p, fpr if c is not None else None), c.sha256 if c is not None else None) for p, c in pairs]))
+    own = [p.sha256 for p, c in pairs if c is not None and c.sha256 == p.sha256]
+    if own:         # already signed with Depot's key: the package is its own signed copy
+        await conn.execute("UPDATE package_files SET signed_id = id, signed_by = $2 WHERE sha256 = ANY($1::text[])",
+                           own, fpr)
+
+
+async def store_signed(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
+    """The rows of signed copies (rows already there are kept) and their link from each original's row (which
+    exists), in two round trips."""
+    copies = [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256]
+    if copies:
+        await conn.execute(_INSERT_MANY, *_columns(copies))
+    await conn.execute(
+        "UPDATE package_files p SET signed_id = s.id, signed_by = $3"
+        " FROM unnest($1::text[], $2::text[]) AS u(original, signed) JOIN package_files s ON s.sha256 = u.signed"
+        " WHERE p.sha256 = u.original",
+        [o.sha256 for o, _ in pairs], [s.sha256 for _, s in pairs], fpr)
 
 
 def summarize(results: list[FileResult]) -> tuple[bool, dict[str, list[str]]]:

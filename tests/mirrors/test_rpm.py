@@ -104,7 +104,7 @@ async def test_rpm_another_valid_package_in_place_of_the_listed_one_is_refused(r
     assert task["Status"] == "error"
     assert "Packages/el-tool-2.1-3.x86_64.rpm: " in task["Error"] and "no snapshot made" in task["Error"]
     assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
-    assert await pool.fetchval("SELECT array_agg(name) FROM package_files") == ["el-hello"]
+    assert await pool.fetchval("SELECT array_agg(DISTINCT name) FROM package_files") == ["el-hello"]
 
 
 async def test_rpm_unsafe_location_refused(rpm_site, make_rpm_mirror, run_mirror):
@@ -129,6 +129,34 @@ async def test_rpm_unsafe_location_refused(rpm_site, make_rpm_mirror, run_mirror
     assert task["Status"] == "error"
     assert "package el-hello has an unsafe location '../../el-hello-1.0-1.noarch.rpm'" in task["Error"]
     assert upstream.package_requests() == 0
+
+
+async def test_rpm_packages_are_signed_as_they_land(rpm_site, make_rpm_mirror, run_mirror, pool, settings):
+    """Each rpm is signed in the run's threads, a pool file without a row (a killed run's) included: the rebuild
+    finds every package signed with Depot's key and signs none."""
+    from app.repos.packages import file_digests
+    from app.repos.signing import signer_from_settings
+    from app.repos.storage import Storage
+
+    archive, upstream, url = rpm_site
+    storage = Storage(settings.storage_dir)
+    placed = archive.packages / "el-hello-1.0-1.noarch.rpm"
+    target = storage.pool_path(file_digests(placed).sha256)
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(placed.read_bytes())
+    task = await run_mirror(await make_rpm_mirror(url))
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 1 and task["Result"]["reused"] == 1
+    assert "sign_packages" not in task["Result"]["rebuild"]["timings"]
+    rows = await pool.fetch(
+        "SELECT p.sha256 AS original, s.sha256 AS signed, p.signed_by, s.signed_by AS copy_signed_by, s.size"
+        " FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+        " JOIN package_files s ON s.id = p.signed_id WHERE sp.snapshot_id = $1", task["Result"]["snapshot"])
+    fpr = signer_from_settings(settings).fingerprint
+    assert len(rows) == 2
+    for r in rows:
+        assert r["signed"] != r["original"] and r["signed_by"] == r["copy_signed_by"] == fpr
+        assert file_digests(storage.pool_path(r["signed"])).size == r["size"]
 
 
 @pytest.mark.clients

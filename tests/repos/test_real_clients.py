@@ -5,7 +5,7 @@ import time
 import pytest
 
 from app.repos.packages import parse_package
-from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry, sign_rpm_into_pool
+from app.repos.publish import deb_entry, publish_deb, publish_rpm, rpm_entry, sign_rpms_into_pool
 from tests import pkgfactory
 from tests.clients import AptRoot, dnf_install, rpm_installed
 
@@ -81,7 +81,7 @@ def test_apt_refuses_a_repository_signed_by_another_key(tmp_path, storage, signe
 def test_dnf_installs_a_signed_rpm_with_gpgcheck(tmp_path, storage, signer, http_root, rpm_dir):
     www, base = http_root
     parsed = [_ingest(storage, f, "rpm") for f in sorted(rpm_dir.glob("*.rpm"))]
-    signed = [sign_rpm_into_pool(storage, signer, p.sha256) for p in parsed]
+    signed = sign_rpms_into_pool(storage, signer, parsed)
     assert all(s.sha256 != p.sha256 for s, p in zip(signed, parsed))
     publish_rpm(storage, "rpm/test/9/1", "s1", entries=[(rpm_entry(s), s.filename) for s in signed],
                 signer=signer)

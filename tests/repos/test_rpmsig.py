@@ -1,4 +1,5 @@
 """rpm packages signed in process (packages/rpmsig.py): the file rpmsign writes, checked by rpm's own tools."""
+import os
 import shutil
 import struct
 import subprocess
@@ -8,7 +9,7 @@ from functools import partial
 import pytest
 
 from app.repos.packages import rpmsig
-from app.repos.packages.rpm import parse_rpm
+from app.repos.packages.rpm import parse_rpm, signed_copy
 from app.repos.signing import Signer, SigningError
 
 
@@ -188,3 +189,73 @@ def test_a_key_rpmsig_cannot_use_signs_with_rpmsign(tmp_path, rpm_dir):
     finally:
         ed.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _shorter_signature_time(key, header) -> int:
+    usual = max(len(key.sign(header, created=c, old_format=True)) for c in (1, 2, 3))
+    created = int(time.time()) + 60
+    while len(key.sign(header, created=created, old_format=True)) >= usual:
+        created += 1
+    return created
+
+
+def test_signed_copy_entry_is_what_createrepo_c_reads_from_it(tmp_path, signer, rpm_dir):
+    """The signed copy's repodata entry derived from the original's (packages/rpm.signed_copy) is createrepo_c's
+    reading of the signed file: unsigned packages, upstream-signed ones (smaller and larger signatures), a
+    package already signed by Depot's key, and a signature one byte shorter. sign_bytes writes sign_file's bytes."""
+    key = signer.native_key()
+    upstreams = [Signer(tmp_path / f"up{bits}", key_length=bits) for bits in (1024, 3072)]
+    try:
+        cases = []
+        for src in sorted(rpm_dir.glob("*.rpm")):
+            cases.append((src, None))
+        tool = rpm_dir / "depot-tool-2.1-3.x86_64.rpm"
+        for i, up in enumerate(upstreams):
+            cases.append((up.sign_rpm(tool, tmp_path / f"upstream{i}.rpm"), None))
+        cases.append((signer.sign_rpm(tool, tmp_path / "ours.rpm"), None))
+        hello = rpm_dir / "depot-hello-1.0-1.noarch.rpm"
+        cases.append((hello, _shorter_signature_time(key, _head(hello).header)))
+        sizes = set()
+        for n, (src, created) in enumerate(cases):
+            original = parse_rpm(src, verify_payload=False)
+            sign = partial(key.sign, created=created or 1_800_000_000 + n, old_format=True)
+            signed = rpmsig.sign_bytes(src.read_bytes(), sign)
+            by_file = tmp_path / f"by-file-{n}.rpm"
+            assert rpmsig.sign_file(src, by_file, sign) and by_file.read_bytes() == signed
+            written = tmp_path / f"signed-{n}.rpm"
+            written.write_bytes(signed)
+            st = src.stat()
+            os.utime(written, (st.st_atime, st.st_mtime))        # <time file> is the file's mtime
+            read = parse_rpm(written, verify_payload=True)
+            derived = signed_copy(original, signed)
+            assert derived == read
+            sizes.add(len(signed) - original.size)
+        assert 0 in sizes and min(sizes) < 0      # signed in place, and with the main header moved (3072-bit upstream)
+    finally:
+        for up in upstreams:
+            up.close()
+
+
+def test_signing_into_the_pool_derives_entries_and_reads_a_copy_it_cannot_derive(storage, signer, rpm_dir):
+    """sign_rpms_into_pool: each copy in the pool under its digest, its entry derived; an original entry not in
+    createrepo_c's shape (here its checksum element altered) makes it read the copy with createrepo_c instead."""
+    from dataclasses import replace
+
+    from app.repos.packages import file_digests
+    from app.repos.publish import sign_rpms_into_pool
+
+    originals = []
+    for src in sorted(rpm_dir.glob("*.rpm")):
+        incoming = storage.receive_file(src)
+        originals.append(parse_rpm(incoming.path, incoming.digests, verify_payload=False))
+        storage.adopt(incoming)
+    odd = originals[0]
+    originals[0] = replace(odd, chunks={**odd.chunks, "primary": odd.chunks["primary"].replace(
+        '<checksum type="sha256" pkgid="YES">', '<checksum pkgid="YES" type="sha256">')})
+    signed = sign_rpms_into_pool(storage, signer, originals)
+    for original, copy in zip(originals, signed):
+        path = storage.pool_path(copy.sha256)
+        assert copy.sha256 != original.sha256 and file_digests(path) == copy.digests
+        read = parse_rpm(path, verify_payload=True)
+        assert read.chunks["filelists"] == copy.chunks["filelists"] and read.chunks["other"] == copy.chunks["other"]
+        assert f'<checksum type="sha256" pkgid="YES">{copy.sha256}</checksum>' in copy.chunks["primary"]

@@ -8,8 +8,10 @@ a truncated or corrupted payload would otherwise be published.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import createrepo_c as cr
@@ -81,3 +83,38 @@ def parse_rpm(path, digests: Digests | None = None, *, verify_payload: bool = Tr
         filename=filename, size=d.size, md5=d.md5, sha1=d.sha1, sha256=d.sha256,
         chunks=dump_chunks(pkg),
     )
+
+
+_HEADER_RANGE = re.compile(r'<rpm:header-range start="(\d+)" end="(\d+)"/>')
+
+
+def signed_copy(original: ParsedPackage, signed: bytes) -> ParsedPackage:
+    """The ParsedPackage of `signed`, a copy of `original` that only a new signature header sets apart
+    (packages/rpmsig.py), without reading it with createrepo_c again: its chunks are the original's with the
+    copy's checksum, size and header range (the main header moved by the signature header's change in size).
+    Everything else createrepo_c writes comes from the main header or from signature entries rpmsig keeps.
+    Text in a chunk is escaped, so each tag found is the element itself."""
+    delta = len(signed) - original.size
+    sha256 = hashlib.sha256(signed).hexdigest()
+    old = original.sha256
+    primary = original.chunks["primary"]
+    pieces = [(f'<checksum type="sha256" pkgid="YES">{old}</checksum>',
+               f'<checksum type="sha256" pkgid="YES">{sha256}</checksum>'),
+              (f'<size package="{original.size}" ', f'<size package="{len(signed)}" ')]
+    for before, after in pieces:
+        if primary.count(before) != 1:
+            raise PackageError("unexpected primary chunk")
+        primary = primary.replace(before, after)
+    ranges = _HEADER_RANGE.findall(primary)
+    if len(ranges) != 1:
+        raise PackageError("unexpected primary chunk")
+    start, end = (int(n) + delta for n in ranges[0])
+    primary = _HEADER_RANGE.sub(f'<rpm:header-range start="{start}" end="{end}"/>', primary)
+    chunks = {"primary": primary}
+    for name in ("filelists", "other"):
+        text, tag = original.chunks[name], f'<package pkgid="{old}" '
+        if not text.startswith(tag):
+            raise PackageError(f"unexpected {name} chunk")
+        chunks[name] = f'<package pkgid="{sha256}" ' + text[len(tag):]
+    return replace(original, size=len(signed), md5=hashlib.md5(signed).hexdigest(),
+                   sha1=hashlib.sha1(signed).hexdigest(), sha256=sha256, chunks=chunks)

@@ -15,6 +15,7 @@ any unexpected header shape): the caller then runs rpmsign on it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -241,24 +242,34 @@ def _digest_checks(pkg: Package) -> list[tuple[object, str]]:
     return checks
 
 
+def _signed_head(f, sign) -> tuple[bytes, list[tuple[object, str]]] | None:
+    """Lead, new signature header and main header of the rpm open in `f` (left at the payload), and the
+    digest checks the payload must pass; None when rpmsign must sign it."""
+    try:
+        pkg = read_package_head(f)
+        checks = _digest_checks(pkg)
+        signature = new_signature_header(pkg, sign(pkg.header))
+    except (Unsupported, ValueError, IndexError, struct.error):
+        return None
+    if signature is None:                           # already signed so: the file as it is
+        f.seek(LEAD_SIZE)
+        signature = f.read(pkg.header_start - LEAD_SIZE)
+        f.seek(pkg.header_start + len(pkg.header))
+    return pkg.lead + signature + pkg.header, checks
+
+
 def sign_file(src, dst, sign, chunk: int = 1 << 20) -> bool:
     """Write `src` signed at `dst` (`sign(data)` returns a signature packet); False, with nothing written, when
     rpmsign must do it."""
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".part")
     with open(src, "rb") as f:
-        try:
-            pkg = read_package_head(f)
-            checks = _digest_checks(pkg)
-            signature = new_signature_header(pkg, sign(pkg.header))
-        except (Unsupported, ValueError, IndexError, struct.error):
+        head = _signed_head(f, sign)
+        if head is None:
             return False
-        if signature is None:                           # already signed so: the file as it is
-            f.seek(LEAD_SIZE)
-            signature = f.read(pkg.header_start - LEAD_SIZE)
-            f.seek(pkg.header_start + len(pkg.header))
+        head, checks = head
         with open(tmp, "wb") as out:
-            out.write(pkg.lead + signature + pkg.header)
+            out.write(head)
             while block := f.read(chunk):
                 for h, _ in checks:
                     h.update(block)
@@ -268,3 +279,20 @@ def sign_file(src, dst, sign, chunk: int = 1 << 20) -> bool:
         return False                                    # rpmsign refuses it, with its own message
     os.replace(tmp, dst)
     return True
+
+
+def sign_bytes(data: bytes, sign) -> bytes | None:
+    """`data`, an rpm held in memory, signed as sign_file signs a file; None when rpmsign must do it. Only the
+    signature header differs: the signed copy is the original from its main header on, shifted by the size
+    change (what packages/rpm.signed_copy relies on)."""
+    f = io.BytesIO(data)
+    head = _signed_head(f, sign)
+    if head is None:
+        return None
+    head, checks = head
+    payload = memoryview(data)[f.tell():]
+    for h, expected in checks:
+        h.update(payload)
+        if h.hexdigest() != expected:
+            return None
+    return head + payload
