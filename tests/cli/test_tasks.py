@@ -21,13 +21,20 @@ def handlers():
             await asyncio.sleep(0.1)
             await ctx.check_stop()
 
+    async def until_stopped(ctx):
+        # Long enough that a loaded machine's CLI start-up cannot outlast it (then stop would find it done).
+        for i in range(600):
+            await ctx.progress(i // 6, f"step {i}")
+            await asyncio.sleep(0.1)
+            await ctx.check_stop()
+
     async def quick(ctx):
         return {"n": 1}
 
-    runner.HANDLERS.update(cli_slow=slow, cli_quick=quick)
+    runner.HANDLERS.update(cli_slow=slow, cli_long=until_stopped, cli_quick=quick)
     yield
-    runner.HANDLERS.pop("cli_slow", None)
-    runner.HANDLERS.pop("cli_quick", None)
+    for name in ("cli_slow", "cli_long", "cli_quick"):
+        runner.HANDLERS.pop(name, None)
 
 
 async def test_tasks_list_show_json_and_errors(depot, pool, redis, admin_key, run_worker, monkeypatch, tmp_path):
@@ -67,7 +74,7 @@ async def test_watch_follows_progress_and_stop(depot, pool, redis, make_key, liv
     assert len(lines) >= 3 and "done" in lines[-1] and "100%" in lines[-1]
     assert any("running" in line and "step" in line for line in lines)
 
-    ref = await dispatch.enqueue(pool, redis, "cli_slow", "thing:2")
+    ref = await dispatch.enqueue(pool, redis, "cli_long", "thing:2")
     await wait_for(lambda: pool.fetchval("SELECT status = 'running' FROM tasks WHERE id = $1", ref.id))
     code, out, err = await depot("tasks", "stop", str(ref.id), "--watch", "--key", key)
     assert code == 1 and "stops at its next step" in out and "stopped" in out.splitlines()[-1]
