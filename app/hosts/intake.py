@@ -46,16 +46,19 @@ ReadJson = Callable[[], Awaitable[dict]]
 # The commit waits for the WAL flush: a 200 means the report survives a PostgreSQL crash.
 _ACCEPT_SQL = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])
-           AS i(host_id, kind, digest, body, token_digest, job_id)
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[], $7::int[])
+           AS i(host_id, kind, digest, body, token_digest, job_id, items)
 ), old AS (
-    SELECT h.id, CASE WHEN i.kind = 'installed' THEN h.installed_digest ELSE h.available_digest END AS digest
+    SELECT h.id, CASE WHEN i.kind = 'installed' THEN h.installed_digest ELSE h.available_digest END AS digest,
+           CASE WHEN i.kind = 'installed' THEN h.installed_items ELSE h.available_items END AS items
     FROM input i JOIN hosts h ON h.id = i.host_id AND h.token_digest = i.token_digest
     ORDER BY h.id FOR NO KEY UPDATE OF h
 ), upd AS (
     UPDATE hosts h SET last_seen_at = now(),
         installed_digest = CASE WHEN i.kind = 'installed' AND i.body IS NOT NULL THEN i.digest ELSE h.installed_digest END,
-        available_digest = CASE WHEN i.kind = 'available' AND i.body IS NOT NULL THEN i.digest ELSE h.available_digest END
+        available_digest = CASE WHEN i.kind = 'available' AND i.body IS NOT NULL THEN i.digest ELSE h.available_digest END,
+        installed_items = CASE WHEN i.kind = 'installed' AND i.body IS NOT NULL THEN i.items ELSE h.installed_items END,
+        available_items = CASE WHEN i.kind = 'available' AND i.body IS NOT NULL THEN i.items ELSE h.available_items END
     FROM input i JOIN old ON old.id = i.host_id  -- (after old: a row this statement updated cannot be locked)
     WHERE h.id = i.host_id
     RETURNING h.id
@@ -68,7 +71,8 @@ WITH input AS (
 )
 SELECT i.host_id, upd.id IS NOT NULL AS authorized, rep.id IS NOT NULL AS changed,
        task.id AS task_id, coalesce(task.created, false) AS created,
-       i.body IS NULL AND old.id IS NOT NULL AND old.digest IS DISTINCT FROM i.digest AS stale
+       i.body IS NULL AND old.id IS NOT NULL AND (old.digest IS DISTINCT FROM i.digest OR old.items IS NULL) AS stale,
+       coalesce(i.items, old.items) AS items
 FROM input i LEFT JOIN old ON old.id = i.host_id LEFT JOIN upd ON upd.id = i.host_id
 LEFT JOIN rep ON rep.host_id = i.host_id LEFT JOIN task ON task.target = 'host:' || i.host_id
 """
@@ -79,9 +83,10 @@ class Report:
     host_id: int
     kind: str  # installed | available
     digest: bytes  # of the body as received: an unchanged report is not stored again
-    body: bytes | None  # bodies.encode_body(); None: believed unchanged (SeenDigests), store nothing
+    body: bytes | None  # bodies.encode_body(); None: believed unchanged, store nothing
     token_digest: bytes  # the credentials the request was authenticated with
     job_id: str | None  # the batch job that will carry a new task (app/tasks/batcher.py); None without a body
+    items: int | None = None  # the body's item count; None without a body
 
 
 @dataclass(frozen=True)
@@ -91,16 +96,18 @@ class Accepted:
     task_id: int | None
     created: bool  # a new host_diff task (else none, or the host's queued one was joined)
     stale: bool = False  # sent without its body, but the host's last digest is another one
+    items: int | None = None  # the item count of the report stored (with a body: this one's)
 
 
 async def accept_reports(pool, reports: list[Report]) -> dict[int, Accepted]:
     """Store each report unless its digest equals its host's last one, in one statement.
     At most one report per host. Returns the outcome by host id."""
     reports = sorted(reports, key=lambda r: r.host_id)
-    columns = [list(c) for c in zip(*((r.host_id, r.kind, r.digest, r.body, r.token_digest, r.job_id)
+    columns = [list(c) for c in zip(*((r.host_id, r.kind, r.digest, r.body, r.token_digest, r.job_id, r.items)
                                        for r in reports))]
     rows = await pool.fetch(_ACCEPT_SQL, *columns)
-    return {row["host_id"]: Accepted(row["authorized"], row["changed"], row["task_id"], row["created"], row["stale"])
+    return {row["host_id"]: Accepted(row["authorized"], row["changed"], row["task_id"], row["created"], row["stale"],
+                                     row["items"])
             for row in rows}
 
 
@@ -224,6 +231,8 @@ class SeenDigests:
     here is byte for byte a body this process validated and stored before, so it goes to the intake
     without being checked, compressed or sent again: PostgreSQL still compares the digest with the
     host's and, if another one was stored since, says `stale`; the request then takes the full path.
+    A host this process remembers nothing of (its last report went to another server process) is
+    tried the same way: PostgreSQL's digest then vouches for the body.
     At most `max_entries` (the oldest go first); 0 turns it off.
     """
 
@@ -235,6 +244,14 @@ class SeenDigests:
         """The item count of the remembered body if `digest` is its digest, else None."""
         entry = self._entries.get((host_id, kind))
         return entry[1] if entry is not None and entry[0] == digest else None
+
+    def may_be_unchanged(self, host_id: int, kind: str, digest: bytes) -> bool:
+        """Whether to send the report without its body first: its digest is the remembered one, or nothing
+        is remembered of the host here. False when this cache is off."""
+        if self.max_entries <= 0:
+            return False
+        entry = self._entries.get((host_id, kind))
+        return entry is None or entry[0] == digest
 
     def remember(self, host_id: int, kind: str, digest: bytes, count: int) -> None:
         if self.max_entries <= 0:
@@ -278,18 +295,22 @@ class Intake:
     async def take_report(self, who: Principal, kind: str, raw: bytes, read_json: ReadJson) -> Taken:
         """Take the host's installed or available report, `raw` being its body as received.
 
-        The hot path: a body this process accepted last time for this host (SeenDigests) is handed
-        to the intake without being checked again. Otherwise the agent's exact form is checked by one
+        The hot path: a body this process accepted last time for this host (SeenDigests), or any body of
+        a host it remembers nothing of, is first handed to the intake without its body: if PostgreSQL
+        holds that digest as the host's last, the report is answered with the stored count. Otherwise the agent's exact form is checked by one
         regex, and anything else is parsed (`read_json`, the API's reading of the body as a JSON
         object) and checked item by item. The intake compares the digest and stores the report with
         other requests' in one statement; the host_diff task it creates goes out in a batch job.
         """
         digest = reports.body_digest(raw)
-        count = self.seen.count_if_seen(who.host_id, kind, digest)
-        if count is not None and await self._accepted_without_body(
-            self.reports, Report(who.host_id, kind, digest, None, who.token_digest, None), who, kind
-        ):
-            return Taken(count, False, None)
+        if self.seen.may_be_unchanged(who.host_id, kind, digest):
+            outcome = await self.reports.accept(Report(who.host_id, kind, digest, None, who.token_digest, None))
+            if not outcome.authorized:
+                raise self.credentials.stale(who.auth_id)
+            if not outcome.stale:
+                self.seen.remember(who.host_id, kind, digest, outcome.items)
+                return Taken(outcome.items, False, None)
+            self.seen.forget(who.host_id, kind)
         count = reports.fast_count(kind, raw, self.max_items)
         body = raw
         splittable = bodies.is_splittable(kind, count)
@@ -301,7 +322,7 @@ class Intake:
         batch = self.batcher.join()
         try:
             accepted = await self.reports.accept(Report(
-                who.host_id, kind, digest, stored, who.token_digest, batch.job_id,
+                who.host_id, kind, digest, stored, who.token_digest, batch.job_id, count,
             ))
             if accepted.created:
                 batch.add(accepted.task_id)

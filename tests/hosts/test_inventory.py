@@ -166,6 +166,37 @@ async def test_a_body_seen_last_time_is_stored_again_when_the_host_has_another(
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'error'") == 0
 
 
+async def test_an_unchanged_body_taken_by_another_process_skips_the_checks(
+    aiohttp_client, client, settings, pool, make_key, run_worker, monkeypatch
+):
+    """The host's last report went to `client`; `other` remembers nothing of it, and PostgreSQL's digest
+    (with the stored count) answers for the same body. A changed body, or one stored before the counts
+    were, takes the full path."""
+    other = await aiohttp_client(create_app(settings))
+    creds = await _host(client, make_key)
+    report, changed = installed({"bash": "5.1-1", "curl": "7.88-1"}), installed({"bash": "5.2-1"})
+    assert (await put(client, creds, "packages/installed", report))["changed"]
+    await run_worker()
+    full_path = []
+    real = bodies.encode_body
+    monkeypatch.setattr(bodies, "encode_body", lambda *a: full_path.append(a) or real(*a))
+
+    again = await put(other, creds, "packages/installed", report)
+    assert (again["changed"], again["packages"], again["task-id"]) == (False, 2, None) and full_path == []
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+
+    await pool.execute("UPDATE hosts SET installed_items = NULL")  # stored by an earlier version
+    again = await put(other, creds, "packages/installed", report)
+    assert (again["changed"], again["packages"]) == (False, 2) and len(full_path) == 1
+    assert await pool.fetchval("SELECT installed_items FROM hosts") == 2
+
+    new = await put(other, creds, "packages/installed", changed)
+    assert (new["changed"], new["packages"]) == (True, 1) and len(full_path) == 2
+    await other.app[resources.BATCHER].flush()
+    await run_worker()
+    assert await _inventory(pool, creds[2]) == {("bash", ""): ("5.2-1", "upgraded")}
+
+
 async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):
     creds = await _host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "1.0-1"}))

@@ -26,7 +26,8 @@ FILTERS = {
     "stale": SELECTION_FLAGS["stale"],
 }
 # Credentials are never rendered, not even hashed; digests are noise.
-_HIDDEN = "ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest']::text[]"
+_HIDDEN = ("ARRAY['token_digest', 'auth_id', 'installed_digest', 'available_digest', 'events_digest',"
+           " 'installed_items', 'available_items']::text[]")
 async def summary(pool) -> dict:
     """Fleet figures: total, by OS and version, outdated, reboot required, not seen for a day."""
 
