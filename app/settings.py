@@ -71,7 +71,8 @@ class Settings:
     # queued, it vacuums host_reports (a drained queue table then gives its space back at once, rather
     # than at autovacuum's next round). 0 leaves it to autovacuum.
     reports_vacuum_bytes: int = 64 * 1024 * 1024
-    # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process.
+    # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process;
+    # and the events-history digests each server process remembers (intake.SeenDigests).
     intake_max_group: int = 64
     intake_max_inflight: int = 2
     intake_seen_digests: int = 100_000

@@ -34,10 +34,11 @@ ReadJson = Callable[[], Awaitable[dict]]
 
 # In one statement, for each report of the group:
 # - compare its digest with its host's last one and touch last_seen; if it changed, store it and
-#   create (or join) the host's queued host_diff task (that part is app/tasks/rows.py's). A report
-#   sent without its body (SeenDigests said it is the host's last one) stores nothing; if the host's digest differs after all (another
-#   replica took a newer report, or a failed diff forgot it), the row says `stale` and the report
-#   is sent again with its body.
+#   create (or join) the host's queued host_diff task (that part is app/tasks/rows.py's), and keep its
+#   item count beside the digest. A report sent without its body (its digest alone) stores nothing:
+#   if the host's digest is another one (the report changed, or a failed diff forgot the digest) or
+#   has no count, the row says `stale` and the report is sent again with its body; else the stored
+#   count is the answer.
 # - write nothing if its host no longer has the token digest the request was authenticated with
 #   (see auth.HostCredentialCache).
 # - lock the host rows FOR NO KEY UPDATE, in host id order (a group holds at most one report per
@@ -83,7 +84,7 @@ class Report:
     host_id: int
     kind: str  # installed | available
     digest: bytes  # of the body as received: an unchanged report is not stored again
-    body: bytes | None  # bodies.encode_body(); None: believed unchanged, store nothing
+    body: bytes | None  # bodies.encode_body(); None: the digest alone (unchanged?), store nothing
     token_digest: bytes  # the credentials the request was authenticated with
     job_id: str | None  # the batch job that will carry a new task (app/tasks/batcher.py); None without a body
     items: int | None = None  # the body's item count; None without a body
@@ -225,15 +226,13 @@ class GroupCommit:
 
 
 class SeenDigests:
-    """The digest (and item count) of each host's last accepted report of each kind, in this process.
+    """The digest (and item count) of each host's last accepted events history, in this process.
 
-    Most hourly reports of a real fleet are unchanged. A body whose digest is the one remembered
-    here is byte for byte a body this process validated and stored before, so it goes to the intake
-    without being checked, compressed or sent again: PostgreSQL still compares the digest with the
-    host's and, if another one was stored since, says `stale`; the request then takes the full path.
-    A host this process remembers nothing of (its last report went to another server process) is
-    tried the same way: PostgreSQL's digest then vouches for the body.
-    At most `max_entries` (the oldest go first); 0 turns it off.
+    A history whose digest is the one remembered here is byte for byte one this process checked and
+    stored before, so it goes to the intake without being checked or sent again: PostgreSQL still
+    compares the digest with the host's and, if another one was stored since, says `stale`; the
+    request then takes the full path. At most `max_entries` (the oldest go first); 0 turns it off.
+    (Installed and available reports need no such memory: see Intake.take_report.)
     """
 
     def __init__(self, max_entries: int):
@@ -244,14 +243,6 @@ class SeenDigests:
         """The item count of the remembered body if `digest` is its digest, else None."""
         entry = self._entries.get((host_id, kind))
         return entry[1] if entry is not None and entry[0] == digest else None
-
-    def may_be_unchanged(self, host_id: int, kind: str, digest: bytes) -> bool:
-        """Whether to send the report without its body first: its digest is the remembered one, or nothing
-        is remembered of the host here. False when this cache is off."""
-        if self.max_entries <= 0:
-            return False
-        entry = self._entries.get((host_id, kind))
-        return entry is None or entry[0] == digest
 
     def remember(self, host_id: int, kind: str, digest: bytes, count: int) -> None:
         if self.max_entries <= 0:
@@ -277,7 +268,7 @@ class Taken:
 
 class Intake:
     """A server process's intake of host reports: its group commits (installed/available reports,
-    and events), its SeenDigests, and the batcher that sends the tasks they create.
+    and events), its SeenDigests (of events histories), and the batcher that sends the tasks they create.
 
     take_report and take_events raise a domain error with the text the agent is shown: a bad report
     (reports.ReportError, 400), or credentials changed since the request was authenticated (401).
@@ -295,22 +286,20 @@ class Intake:
     async def take_report(self, who: Principal, kind: str, raw: bytes, read_json: ReadJson) -> Taken:
         """Take the host's installed or available report, `raw` being its body as received.
 
-        The hot path: a body this process accepted last time for this host (SeenDigests), or any body of
-        a host it remembers nothing of, is first handed to the intake without its body: if PostgreSQL
-        holds that digest as the host's last, the report is answered with the stored count. Otherwise the agent's exact form is checked by one
-        regex, and anything else is parsed (`read_json`, the API's reading of the body as a JSON
-        object) and checked item by item. The intake compares the digest and stores the report with
-        other requests' in one statement; the host_diff task it creates goes out in a batch job.
+        The hot path: most reports of a fleet are the host's last one again, whichever server process
+        took that one. So the digest goes to the intake first, alone: if PostgreSQL holds it as the
+        host's last, the report is answered with the item count stored beside it, nothing checked or
+        stored. Otherwise (`stale`) the agent's exact form is checked by one regex, and anything else
+        is parsed (`read_json`, the API's reading of the body as a JSON object) and checked item by
+        item; the report is stored with other requests' in one statement, and the host_diff task it
+        creates goes out in a batch job.
         """
         digest = reports.body_digest(raw)
-        if self.seen.may_be_unchanged(who.host_id, kind, digest):
-            outcome = await self.reports.accept(Report(who.host_id, kind, digest, None, who.token_digest, None))
-            if not outcome.authorized:
-                raise self.credentials.stale(who.auth_id)
-            if not outcome.stale:
-                self.seen.remember(who.host_id, kind, digest, outcome.items)
-                return Taken(outcome.items, False, None)
-            self.seen.forget(who.host_id, kind)
+        outcome = await self.reports.accept(Report(who.host_id, kind, digest, None, who.token_digest, None))
+        if not outcome.authorized:
+            raise self.credentials.stale(who.auth_id)
+        if not outcome.stale:
+            return Taken(outcome.items, False, None)
         count = reports.fast_count(kind, raw, self.max_items)
         body = raw
         splittable = bodies.is_splittable(kind, count)
@@ -330,7 +319,6 @@ class Intake:
             self.batcher.leave(batch)
         if not accepted.authorized:
             raise self.credentials.stale(who.auth_id)
-        self.seen.remember(who.host_id, kind, digest, count)
         return Taken(count, accepted.changed, accepted.task_id)
 
     async def take_events(self, who: Principal, raw: bytes, read_json: ReadJson) -> int:
