@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
 import secrets
 import sys
@@ -62,6 +64,18 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Accept a caller's id only if it is short and plain (it goes into logs and a response header).
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 REQUEST_ID = web.RequestKey("request_id", str)
+# Ids of this process's requests: a random prefix (told apart from other processes' and restarts') and a
+# count. Unique, not secret: no random bytes drawn from the kernel per request.
+_ID_PREFIX = secrets.token_hex(6)
+_id_count = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked child is another process
 access_log = logging.getLogger("depot.access")
 audit_log = logging.getLogger("depot.audit")
 
@@ -94,7 +108,7 @@ async def request_middleware(request: web.Request, handler):
     from app import metrics
 
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(12)
+    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else f"{_ID_PREFIX}{next(_id_count):012x}"
     request[REQUEST_ID] = request_id
     token = CURRENT_REQUEST_ID.set(request_id)
     started = time.perf_counter()
