@@ -27,7 +27,6 @@ from app.tasks.rows import create_host_diffs_cte
 
 log = logging.getLogger(__name__)
 
-EVENT = "event"  # the SeenDigests kind of an events history
 # The API's reading of a request body as a JSON object (its errors are the wire's): called only when
 # a report is not in the agent's exact form.
 ReadJson = Callable[[], Awaitable[dict]]
@@ -226,7 +225,7 @@ class GroupCommit:
 
 
 class SeenDigests:
-    """The digest (and item count) of each host's last accepted events history, in this process.
+    """The digest of each host's last accepted events history, in this process.
 
     A history whose digest is the one remembered here is byte for byte one this process checked and
     stored before, so it goes to the intake without being checked or sent again: PostgreSQL still
@@ -237,24 +236,21 @@ class SeenDigests:
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
-        self._entries: dict[tuple[int, str], tuple[bytes, int]] = {}
+        self._entries: dict[int, bytes] = {}
 
-    def count_if_seen(self, host_id: int, kind: str, digest: bytes) -> int | None:
-        """The item count of the remembered body if `digest` is its digest, else None."""
-        entry = self._entries.get((host_id, kind))
-        return entry[1] if entry is not None and entry[0] == digest else None
+    def seen(self, host_id: int, digest: bytes) -> bool:
+        return self._entries.get(host_id) == digest
 
-    def remember(self, host_id: int, kind: str, digest: bytes, count: int) -> None:
+    def remember(self, host_id: int, digest: bytes) -> None:
         if self.max_entries <= 0:
             return
-        key = (host_id, kind)
-        self._entries.pop(key, None)  # re-inserted last: the oldest entries stay first
+        self._entries.pop(host_id, None)  # re-inserted last: the oldest entries stay first
         if len(self._entries) >= self.max_entries:
             self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = (digest, count)
+        self._entries[host_id] = digest
 
-    def forget(self, host_id: int, kind: str) -> None:
-        self._entries.pop((host_id, kind), None)
+    def forget(self, host_id: int) -> None:
+        self._entries.pop(host_id, None)
 
 
 @dataclass(frozen=True)
@@ -325,25 +321,25 @@ class Intake:
         """Take the host's apt/dnf history (the whole of it, `raw` as received); returns how many
         events were new. A body accepted last time (SeenDigests) is not checked again."""
         digest = reports.body_digest(raw)
-        if self.seen.count_if_seen(who.host_id, EVENT, digest) is not None and await self._accepted_without_body(
-            self.events, Events(who.host_id, digest, who.token_digest, None), who, EVENT
+        if self.seen.seen(who.host_id, digest) and await self._accepted_without_body(
+            Events(who.host_id, digest, who.token_digest, None), who
         ):
             return 0
         events = reports.check_events(reports.body_value(await read_json(), "events"), self.max_items)
         stored = await self.events.accept(Events(who.host_id, digest, who.token_digest, events))
         if not stored.authorized:
             raise self.credentials.stale(who.auth_id)
-        self.seen.remember(who.host_id, EVENT, digest, len(events))
+        self.seen.remember(who.host_id, digest)
         return stored.added
 
-    async def _accepted_without_body(self, commit: GroupCommit, item, who: Principal, kind: str) -> bool:
-        """Hand the group commit a report without its body, this process having accepted the same
+    async def _accepted_without_body(self, item: Events, who: Principal) -> bool:
+        """Hand the group commit a history without its events, this process having accepted the same
         body last. False if the host's last digest is another one: the full path must run."""
-        outcome = await commit.accept(item)
+        outcome = await self.events.accept(item)
         if not outcome.authorized:
             raise self.credentials.stale(who.auth_id)
         if outcome.stale:
-            self.seen.forget(who.host_id, kind)
+            self.seen.forget(who.host_id)
             return False
         return True
 
