@@ -34,7 +34,7 @@ from app.repos.model import get_snapshot
 from app.repos.packages import Digests, PackageError, ParsedPackage, file_digests
 from app.repos.packages.deb import parse_index_stanza
 from app.repos.packages.rpm import parse_rpm
-from app.repos.publish import put_signed
+from app.repos.publish import sign_in_memory
 from app.repos.rebuild import point_env, rebuild_snapshot
 from app.repos.storage import Incoming, Storage, TooLarge
 from app.repos.upload import store_rows
@@ -366,15 +366,9 @@ class _Downloads:
         return parsed, self.sign(parsed, body) if body is not None else None
 
     def sign(self, parsed: ParsedPackage, body: bytes) -> ParsedPackage | None:
-        """An rpm's copy signed with Depot's key, in the pool, read from the original's entry (publish.put_signed);
-        None when there is no key or rpmsig leaves the package to rpmsign: the rebuild signs it then."""
-        if self.signer is None:
-            return None
-        signed = self.signer.sign_rpm_bytes(body)
-        try:
-            return put_signed(self.storage, parsed, signed) if signed is not None else None
-        except PackageError:
-            return None
+        """An rpm's copy signed with Depot's key, in the pool (publish.sign_in_memory); None when there is no key or
+        the package is left to rpmsign: the rebuild signs it then."""
+        return None if self.signer is None else sign_in_memory(self.storage, self.signer, parsed, body)
 
     @staticmethod
     def _check(e: Entry, got: Digests) -> None:

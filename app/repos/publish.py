@@ -55,10 +55,18 @@ def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tu
 SIGN_IN_MEMORY_BYTES = 64 << 20    # a larger rpm is signed file to file
 
 
-def put_signed(storage: Storage, original: ParsedPackage, signed: bytes) -> ParsedPackage:
-    """Place `signed`, the in-memory signed copy of `original`, in the pool; its ParsedPackage is derived from
-    the original's (packages/rpm.signed_copy), not read again."""
-    parsed = signed_copy(original, signed)
+def sign_in_memory(storage: Storage, signer: Signer, original: ParsedPackage, body: bytes) -> ParsedPackage | None:
+    """Sign `body`, the rpm of `original`, in memory and place the copy in the pool; its ParsedPackage is derived
+    from the original's (packages/rpm.signed_copy), not read again. None, with nothing placed, when rpmsig leaves
+    the package to rpmsign or the entry is not in createrepo_c's usual shape: the caller then signs it file to file
+    and reads the copy."""
+    signed = signer.sign_rpm_bytes(body)
+    if signed is None:
+        return None
+    try:
+        parsed = signed_copy(original, signed)
+    except PackageError:
+        return None
     if parsed.sha256 != original.sha256:       # else already signed so: the original is its own copy
         storage.put_bytes(signed, parsed.sha256)
     return parsed
@@ -82,14 +90,9 @@ def _sign(storage: Storage, signer: Signer, files: list[tuple[Path, ParsedPackag
     left = []
     for i, (path, original) in enumerate(files):
         if original.size <= SIGN_IN_MEMORY_BYTES:
-            signed = signer.sign_rpm_bytes(Path(path).read_bytes())
-            try:
-                if signed is not None:
-                    out[i] = put_signed(storage, original, signed)
-                    continue
-            except PackageError:        # an entry not in createrepo_c's usual shape: read the copy instead
-                pass
-        left.append(i)
+            out[i] = sign_in_memory(storage, signer, original, Path(path).read_bytes())
+        if out[i] is None:
+            left.append(i)
     if left:
         with tempfile.TemporaryDirectory(dir=storage.tmp, prefix="sign-") as tmp:
             pairs = [(files[i][0], Path(tmp) / f"{i}.rpm") for i in left]
