@@ -170,9 +170,7 @@ async def store_rows(conn, packages: list[ParsedPackage], copies: list[ParsedPac
     """The package_files rows of many parsed packages, rows already there kept. `copies`: each package's copy
     signed with the key `fpr` (or None), whose row is written first and named by the package's row."""
     pairs = [(p, c) for p, c in zip(packages, copies or [None] * len(packages))]
-    signed = [_row(c, fpr) for p, c in pairs if c is not None and c.sha256 != p.sha256]
-    if signed:
-        await conn.execute(_INSERT_MANY, *_columns(signed))
+    await _store_copies(conn, [(p, c) for p, c in pairs if c is not None], fpr)
     if pairs:
         await conn.execute(_INSERT_MANY_LINKED, *_columns(
             [(*_row(p, fpr if c is not None else None), c.sha256 if c is not None else None) for p, c in pairs]))
@@ -182,12 +180,18 @@ async def store_rows(conn, packages: list[ParsedPackage], copies: list[ParsedPac
                            own, fpr)
 
 
+async def _store_copies(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
+    """The rows of (original, signed copy) pairs' copies, rows already there kept; a package already signed
+    with the key is its own copy (no second row)."""
+    copies = [_row(c, fpr) for p, c in pairs if c.sha256 != p.sha256]
+    if copies:
+        await conn.execute(_INSERT_MANY, *_columns(copies))
+
+
 async def store_signed(conn, pairs: list[tuple[ParsedPackage, ParsedPackage]], fpr: str) -> None:
     """The rows of signed copies (rows already there are kept) and their link from each original's row (which
     exists), in two round trips."""
-    copies = [_row(s, fpr) for o, s in pairs if s.sha256 != o.sha256]
-    if copies:
-        await conn.execute(_INSERT_MANY, *_columns(copies))
+    await _store_copies(conn, pairs, fpr)
     await conn.execute(
         "UPDATE package_files p SET signed_id = s.id, signed_by = $3"
         " FROM unnest($1::text[], $2::text[]) AS u(original, signed) JOIN package_files s ON s.sha256 = u.signed"
