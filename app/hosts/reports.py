@@ -127,8 +127,9 @@ def stored_body(kind: str, value, body: bytes) -> bytes:
 
 def body_digest(body: bytes) -> bytes:
     # Of the body as received: equal for an agent's unchanged report, known before any check
-    # (compared with the stored one first, such a body skips them: intake.Intake.take_report). It tells a host's reports apart, and only the host
-    # chooses its bodies: no adversary to resist, so a fast non-cryptographic hash (XXH3-128).
+    # (compared with the stored one first, such a body skips them: intake.Intake.take_report). It
+    # tells a host's reports apart, and only the host chooses its bodies: no adversary to resist, so a
+    # fast non-cryptographic hash (XXH3-128).
     return xxhash.xxh3_128_digest(body)
 
 
