@@ -409,15 +409,11 @@ async def _register(base_url: str, key: str, fleet: Fleet) -> list:
     return creds
 
 
-_BUSY_SQL = """
-SELECT (SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status IN ('queued', 'running'))
-     + (SELECT count(*) FROM {pending})
-"""
-
-
 async def _wait_applied(database_url: str, timeout: float = 3600) -> float:
     """Seconds until every report is applied: no host_diff task queued or running, no report pending."""
     import asyncpg
+
+    from bench.fleet import DIFFS_BUSY_SQL
 
     conn = await asyncpg.connect(database_url)
     t0 = time.perf_counter()
@@ -425,7 +421,7 @@ async def _wait_applied(database_url: str, timeout: float = 3600) -> float:
         # Today's store keeps the applied installed report in host_reports; the view names the pending ones.
         pending = "host_pending_reports" if await conn.fetchval("SELECT to_regclass('host_pending_reports')") \
             else "host_reports"
-        sql = _BUSY_SQL.format(pending=pending)
+        sql = DIFFS_BUSY_SQL.format(pending=pending)
         while time.perf_counter() - t0 < timeout:
             if not await conn.fetchval(sql):
                 return time.perf_counter() - t0
