@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from app.settings import Settings
-from app.tasks import rows
+from app.tasks import rows, turns
 from app.tasks.dispatch import hand_back, redispatch, redispatch_many
 from app.tasks.rows import TaskStatus
 from workers import metrics
@@ -71,8 +71,9 @@ class TaskContext:
 Handler = Callable[[TaskContext], Awaitable[dict | None]]
 HANDLERS: dict[str, Handler] = {}
 
-# Kinds whose tasks a batch job runs together: fn(pool, targets) -> {target: result or exception}.
-BatchHandler = Callable[[asyncpg.Pool, list[str]], Awaitable[dict[str, Any]]]
+# Kinds whose tasks a batch job runs together: fn(pool, targets, turn) -> {target: result or exception};
+# the handler writes in `async with turns.writing(turn):` (app/tasks/turns.py).
+BatchHandler = Callable[[asyncpg.Pool, list[str], "turns.Turn | None"], Awaitable[dict[str, Any]]]
 BATCH_HANDLERS: dict[str, BatchHandler] = {}
 
 
@@ -154,21 +155,23 @@ class BatchGate:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     more: bool = False  # a job came while the running batch was claiming
+    writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # the batches' turns to write (app/tasks/turns.py)
 
 
 async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
     """The batch job (app/tasks/batcher.py; only kinds with a batch handler are sent this way): claim its
     tasks in one statement, run each kind's batch handler once for all of them, finish them in one
     statement; then, while queued tasks of those kinds are waiting, claim up to diff_batch_max_tasks of
-    them and run them the same way.
+    them and run them the same way. The next batch is claimed and started as soon as the running one
+    is done reading and waits for its turn to write (app/tasks/turns.py): at most two at once.
 
-    One batch at a time per worker process: a job that finds another batch running returns at once, its
-    tasks left queued for that batch's next claim (a backlog is then applied in large batches of
+    One batch job at a time per worker process: a job that finds another running returns at once, its
+    tasks left queued for that job's next claim (a backlog is then applied in large batches of
     neighbouring hosts instead of many small ones racing for the same rows). If that claim misses one,
     the reconciler re-sends it."""
     gate: BatchGate = ctx.get("batch_gate") or BatchGate()
     if gate.lock.locked():
-        # Read by the running batch after its claim: tasks queued while it was claiming are claimed again.
+        # Read by the running job after its claim: tasks queued while it was claiming are claimed again.
         gate.more = True
         metrics.DELIVERIES_SKIPPED.labels("drained").inc(len(task_ids))
         return "left to the running batch"
@@ -186,20 +189,48 @@ async def run_tasks(ctx: dict, task_ids: list[int]) -> str:
         kinds = sorted({t["kind"] for t in claimed} & BATCH_HANDLERS.keys())
         claimed += await _claim_queued(ctx, kinds, claimed)
         done = 0
-        while claimed:
-            by_kind: dict[str, list[asyncpg.Record]] = {}
-            for task in claimed:
-                by_kind.setdefault(task["kind"], []).append(task)
-            for kind, group in by_kind.items():
-                await _run_group(ctx, kind, group)
-            done += len(claimed)
-            while True:
-                gate.more = False
-                claimed = await _claim_queued(ctx, kinds, [])
-                # No await between an empty claim with no job come meanwhile and the lock's release.
-                if claimed or not gate.more:
-                    break
+        batches: list[asyncio.Task] = []  # at most two: one writing, the next reading or waiting to write
+        try:
+            while claimed:
+                turn = turns.Turn(gate.writes)
+                batches.append(asyncio.create_task(_run_claimed_batch(ctx, claimed, turn)))
+                done += len(claimed)
+                await _first(batches[-1], turn.planned.wait())
+                if len(batches) == 2:  # the one before writes first: let it end (and raise, if it failed)
+                    await batches.pop(0)
+                while True:
+                    gate.more = False
+                    claimed = await _claim_queued(ctx, kinds, [])
+                    if claimed:
+                        break
+                    if batches:  # its tasks' finish may leave other tasks of its targets queued
+                        await batches.pop(0)
+                        continue
+                    # No await between an empty claim with no job come meanwhile and the lock's release.
+                    if not gate.more:
+                        break
+        finally:
+            for batch in batches:
+                batch.cancel()  # its handler hands its tasks back (_run_batch)
+            await asyncio.gather(*batches, return_exceptions=True)
         return f"{done} task(s) for a job of {len(task_ids)}"
+
+
+async def _first(task: asyncio.Task, other: Awaitable) -> None:
+    """Wait until `task` ends or `other` does (the other is then dropped)."""
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def _run_claimed_batch(ctx: dict, claimed: list[asyncpg.Record], turn: turns.Turn) -> None:
+    by_kind: dict[str, list[asyncpg.Record]] = {}
+    for task in claimed:
+        by_kind.setdefault(task["kind"], []).append(task)
+    for kind, group in by_kind.items():
+        await _run_group(ctx, kind, group, turn)
 
 
 async def _claim_queued(ctx: dict, kinds: list[str], have: list[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -212,12 +243,12 @@ async def _claim_queued(ctx: dict, kinds: list[str], have: list[asyncpg.Record])
     return out
 
 
-async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:
+async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn | None = None) -> None:
     metrics.JOBS_STARTED.labels(kind).inc(len(group))
     metrics.IN_PROGRESS.labels(kind).inc(len(group))
     try:
         if kind in BATCH_HANDLERS:
-            await _run_batch(ctx, kind, group)
+            await _run_batch(ctx, kind, group, turn)
         else:
             for task in group:
                 await _run_claimed(ctx, task)
@@ -225,13 +256,13 @@ async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:
         metrics.IN_PROGRESS.labels(kind).dec(len(group))
 
 
-async def _run_batch(ctx: dict, kind: str, group: list[asyncpg.Record]) -> None:
+async def _run_batch(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn | None) -> None:
     pool: asyncpg.Pool = ctx["pool"]
     ids = [t["id"] for t in group]
     beat = asyncio.create_task(_heartbeat_many(pool, ctx["settings"], ids))
     started = time.perf_counter()
     try:
-        results = await BATCH_HANDLERS[kind](pool, [t["target"] for t in group])
+        results = await BATCH_HANDLERS[kind](pool, [t["target"] for t in group], turn)
     except asyncio.CancelledError:
         beat.cancel()
         for task_id in ids:

@@ -24,7 +24,7 @@ from app.hosts import versions
 from app.hosts.bodies import decode_body, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 from app.settings import Settings
-from app.tasks import rows
+from app.tasks import rows, turns
 from app.tasks.kinds import Kind
 
 log = logging.getLogger(__name__)
@@ -562,7 +562,7 @@ WHERE r.host_id = ANY($1::bigint[]) ORDER BY r.host_id, r.id
 """
 
 
-async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception]:
+async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = None) -> dict[int, dict | Exception]:
     """Apply the pending reports of these hosts: read, Python, one write per table, one transaction.
 
     Only one host_diff task of a host runs at a time (the per-target lock), and a report accepted
@@ -570,7 +570,8 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
     read and planned a chunk at a time (a burst of first inventories: 2,000 items each), and only
     their plans (ids) are kept for the write. Returns each host's summary, or the exception that
     kept its reports from being applied: a host that fails does not stop the others (after a failed
-    batch write, each host is written on its own).
+    batch write, each host is written on its own). The write waits for the batch's `turn`
+    (app/tasks/turns.py): meanwhile, the worker reads and plans its next batch.
     """
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
@@ -585,7 +586,8 @@ async def apply_pending(pool, host_ids: list[int]) -> dict[int, dict | Exception
                 body_bytes[row["host_id"]] += len(row["body"])
             plans += await plan_chunk(conn, by_host, out)
         if plans:
-            await _write_isolated(conn, plans, out)
+            async with turns.writing(turn):
+                await _write_isolated(conn, plans, out)
     _reclaim.deleted += sum(n for h, n in body_bytes.items() if not isinstance(out[h], Exception))
     return out
 
@@ -598,11 +600,12 @@ class _Reclaim:
 _reclaim = _Reclaim()
 
 
-async def reclaim_reports(pool, threshold: int) -> bool:
+async def reclaim_reports(pool, threshold: int, targets: list[str]) -> bool:
     """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and no
-    diff is queued: every row of that table is a pending report, so a drained backlog leaves it all
-    dead space, which a vacuum then truncates. Skipped if another vacuum holds the table."""
-    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_queued(pool, Kind.host_diff):
+    other diff is queued or running (`targets`: the caller's): every row of that table is a pending
+    report, so a drained backlog leaves it all dead space, which a vacuum then truncates (it cannot
+    while another batch reads the table). Skipped if another vacuum holds the table."""
+    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_besides(pool, Kind.host_diff, targets):
         return False
     _reclaim.deleted = 0
     try:
@@ -639,21 +642,21 @@ def _host_id(target: str) -> int:
     return int(target.split(":", 1)[1])
 
 
-async def host_diff_batch(pool, targets: list[str]) -> dict[str, dict | Exception]:
+async def host_diff_batch(pool, targets: list[str], turn: turns.Turn | None = None) -> dict[str, dict | Exception]:
     """Batch task handler for kind `host_diff` (targets `host:<id>`): see workers/runner.py run_tasks.
 
     The digests of hosts whose reports were not applied are forgotten, so that their next report,
     even unchanged, is stored and queues a task that applies everything pending."""
     host_ids = [_host_id(t) for t in targets]
     try:
-        results = await apply_pending(pool, host_ids)
+        results = await apply_pending(pool, host_ids, turn)
     except Exception:
         await forget_digests(pool, host_ids)
         raise
     failed = [h for h, r in results.items() if isinstance(r, Exception)]
     if failed:
         await forget_digests(pool, failed)
-    await reclaim_reports(pool, _settings().reports_vacuum_bytes)
+    await reclaim_reports(pool, _settings().reports_vacuum_bytes, targets)
     return {t: results[_host_id(t)] for t in targets}
 
 

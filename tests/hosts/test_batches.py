@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
+
+import pytest
 
 from app.hosts import bodies, intake
 from app.resources import BATCHER
-from tests.helpers import inventory, package_count
+from app.tasks import rows
+from tests.helpers import inventory, package_count, wait_for
 from tests.hosts.helpers import installed, put, register
-from workers import reconciler
+from workers import reconciler, runner
 
 
 async def _hosts(client, make_key, n: int, prefix: str = "batch") -> list[tuple]:
@@ -175,3 +179,54 @@ async def test_a_batch_job_takes_the_queued_diffs_of_other_jobs_beside_its_own(c
     assert len(batches) == 1 and batches[0].startswith("5 host_diff task(s) in one batch: 5 done"), batches
     for i, creds in enumerate(hosts):
         assert await _packages(pool, creds[2]) == {"bash": "5.1-1", f"own{i}": "1.0"}
+
+
+async def _two_batches_waiting_to_write(client, pool, redis, settings, make_key) -> tuple:
+    """Four hosts' diffs, batches of two, no turn to write given: the job's first batch reads its reports
+    and waits; the job then claims and starts the second, which reads too and waits behind it."""
+    hosts = await _hosts(client, make_key, 4, prefix="turns")
+    await asyncio.gather(*(put(client, c, "packages/installed", installed({"bash": "5.1-1", f"turn{i}": "1"}))
+                           for i, c in enumerate(hosts)))
+    await client.app[BATCHER].flush()
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM tasks WHERE kind = 'host_diff' ORDER BY id")]
+    gate = runner.BatchGate()
+    await gate.writes.acquire()
+    ctx = {"pool": pool, "redis": redis, "settings": replace(settings, diff_batch_max_tasks=2),
+           "worker_id": "turns:1", "batch_gate": gate}
+    job = asyncio.create_task(runner.run_tasks(ctx, ids[:1]))
+    await wait_for(lambda: _count(pool, "SELECT count(*) FROM tasks WHERE status = 'running'", 4))
+    # Both batches have read their hosts' reports; neither has written.
+    assert await pool.fetchval("SELECT count(*) FROM host_sets") == 0
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 4
+    return hosts, gate, job
+
+
+async def _count(pool, sql: str, n: int) -> bool:
+    return await pool.fetchval(sql) == n
+
+
+async def test_the_next_batch_is_read_while_the_one_before_waits_to_write(client, pool, redis, settings, make_key):
+    hosts, gate, job = await _two_batches_waiting_to_write(client, pool, redis, settings, make_key)
+    # A batch that ends while the other runs leaves host_reports to that one's vacuum (inventory.reclaim_reports).
+    running = [r["target"] for r in await pool.fetch("SELECT target FROM tasks WHERE status = 'running' ORDER BY id")]
+    assert await rows.any_besides(pool, "host_diff", running[:2])
+    assert not await rows.any_besides(pool, "host_diff", running)
+    gate.writes.release()  # the first writes, then the second
+    assert await asyncio.wait_for(job, 30) == "4 task(s) for a job of 1"
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'done'") == 4
+    for i, creds in enumerate(hosts):
+        assert await _packages(pool, creds[2]) == {"bash": "5.1-1", f"turn{i}": "1"}
+
+
+async def test_a_job_cancelled_between_two_batches_hands_both_back(client, pool, redis, settings, make_key,
+                                                                   run_worker):
+    hosts, gate, job = await _two_batches_waiting_to_write(client, pool, redis, settings, make_key)
+    job.cancel()  # the worker shutting down
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'queued'") == 4
+    assert await pool.fetchval("SELECT count(*) FROM host_sets") == 0
+    await run_worker()  # sent again: applied once, whole
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE kind = 'host_diff' AND status = 'done'") == 4
+    for i, creds in enumerate(hosts):
+        assert await _packages(pool, creds[2]) == {"bash": "5.1-1", f"turn{i}": "1"}
