@@ -73,7 +73,7 @@ HANDLERS: dict[str, Handler] = {}
 
 # Kinds whose tasks a batch job runs together: fn(pool, targets, turn) -> {target: result or exception};
 # the handler writes in `async with turns.writing(turn):` (app/tasks/turns.py).
-BatchHandler = Callable[[asyncpg.Pool, list[str], "turns.Turn | None"], Awaitable[dict[str, Any]]]
+BatchHandler = Callable[[asyncpg.Pool, list[str], turns.Turn], Awaitable[dict[str, Any]]]
 BATCH_HANDLERS: dict[str, BatchHandler] = {}
 
 
@@ -243,7 +243,7 @@ async def _claim_queued(ctx: dict, kinds: list[str], have: list[asyncpg.Record])
     return out
 
 
-async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn | None = None) -> None:
+async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn) -> None:
     metrics.JOBS_STARTED.labels(kind).inc(len(group))
     metrics.IN_PROGRESS.labels(kind).inc(len(group))
     try:
@@ -256,7 +256,7 @@ async def _run_group(ctx: dict, kind: str, group: list[asyncpg.Record], turn: tu
         metrics.IN_PROGRESS.labels(kind).dec(len(group))
 
 
-async def _run_batch(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn | None) -> None:
+async def _run_batch(ctx: dict, kind: str, group: list[asyncpg.Record], turn: turns.Turn) -> None:
     pool: asyncpg.Pool = ctx["pool"]
     ids = [t["id"] for t in group]
     beat = asyncio.create_task(_heartbeat_many(pool, ctx["settings"], ids))
