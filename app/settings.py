@@ -67,8 +67,8 @@ class Settings:
     # rather than once per small window's batch.
     diff_batch_max_tasks: int = 400
     inventory_chunk_hosts: int = 50
-    # Applied reports are deleted; once a worker has deleted this many bytes of them and no diff is
-    # queued, it vacuums host_reports (a drained queue table then gives its space back at once, rather
+    # Applied reports are deleted; once a worker has deleted this many bytes of them and no other diff
+    # is queued or running, it vacuums host_reports (a drained queue table then gives its space back at once, rather
     # than at autovacuum's next round). 0 leaves it to autovacuum.
     reports_vacuum_bytes: int = 64 * 1024 * 1024
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process;
