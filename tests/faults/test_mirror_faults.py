@@ -59,6 +59,8 @@ async def test_worker_killed_mid_download_resumes_fetching_only_what_was_missing
             await asyncio.to_thread(worker.wait, 10)
             landed = await fpool.fetchval("SELECT count(*) FROM package_files")
             requested = upstream.package_requests()
+            # Files placed in the pool, rows written or not: the re-run reads them there.
+            placed = sum(1 for f in (storage / "pool").rglob("*") if f.is_file())
             upstream.package_delay = 0
             processes.worker(**env)    # its reconciler finds the stale task and runs it again
             await wait_task(fpool, task_id, ("done", "error"), timeout=60)
@@ -66,11 +68,13 @@ async def test_worker_killed_mid_download_resumes_fetching_only_what_was_missing
         assert row["status"] == "done", row["error"]
         assert row["attempts"] >= 2
         assert row["result"]["reused"] >= landed and row["result"]["packages"] == PACKAGES
-        # Fetched twice: at most the files in flight when the worker died.
-        assert upstream.package_requests() - PACKAGES <= CONCURRENCY
+        # The re-run fetched exactly what the pool lacked; fetched twice are the files in flight when the worker
+        # died: at most CONCURRENCY downloading and CONCURRENCY downloaded and still being checked.
+        assert upstream.package_requests() - requested == PACKAGES - placed
+        assert upstream.package_requests() - PACKAGES == requested - placed <= 2 * CONCURRENCY
         assert await fpool.fetchval("SELECT count(*) FROM snapshot_packages") == PACKAGES
         assert await fpool.fetchval("SELECT count(*) FROM environment_snapshots") == 1
-        print(f"\nworker SIGKILL after {landed}/{PACKAGES} files ({requested} requested): the re-run fetched "
+        print(f"\nworker SIGKILL after {landed}/{PACKAGES} rows, {placed} files ({requested} requested): the re-run fetched "
               f"{upstream.package_requests() - requested} more, {upstream.package_requests() - PACKAGES} twice")
     finally:
         await runner.cleanup()
