@@ -13,6 +13,8 @@ The database: BENCH_DATABASE_URL names a PostgreSQL server and the database the 
 (postgresql://postgres@127.0.0.1:5432/depot_fleet_scale; a URL naming `postgres` or no database means
 `depot_fleet_scale`): it is DROPPED and created at the start and dropped at the end, so never point it
 at a database you keep. Default: `depot_fleet_scale` on the embedded PostgreSQL, also dropped at the end.
+BENCH_SCALE_KEEP=1 (with BENCH_DATABASE_URL) leaves it in place at the end, fleet and all, to look at the
+questions' plans (the next run drops it).
 
 The fleet (deterministic from BENCH_SCALE_SEED, each host's bodies generated when sent):
 - BENCH_SCALE_HOSTS hosts (5,000; the documented large run is 20,000), about BENCH_SCALE_PACKAGES (2,000)
@@ -38,7 +40,7 @@ Measures, each printed next to its target:
    rounds cost before).
 5. fleet questions (after an untimed round of available reports): `GET /api/v2/hosts/package/...` and
    hosts/outdated, uptodate; median and max of BENCH_SCALE_QUERY_RUNS runs (target: median < 50 ms); the
-   `older-than` filter if this build's OpenAPI document names it.
+   `older-than` filter (whole and a page) if this build's OpenAPI document names it.
 6. the peak RSS of the worker process(es) from their start through onboarding (VmHWM; target < 300 MB).
 
 `python -m bench fleet_scale` (part of `make bench`); the 20,000-host run:
@@ -68,6 +70,7 @@ SEED = int(os.environ.get("BENCH_SCALE_SEED", "17"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 WORKERS = int(os.environ.get("BENCH_SCALE_WORKERS", "1"))
 QUERY_RUNS = int(os.environ.get("BENCH_SCALE_QUERY_RUNS", "7"))
+KEEP = os.environ.get("BENCH_SCALE_KEEP", "") not in ("", "0")
 DEFAULT_DB = "depot_fleet_scale"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -492,7 +495,7 @@ async def _time_queries(base_url: str, key: str, fleet: Fleet) -> list[tuple[str
             documented = "older-than" in await r.text()
         older = f"/api/v2/hosts/package/openssl?strict-name&older-than={quote(openssl, safe='')}"
         if documented:
-            cases.append(older)
+            cases += [older, older + "&per_page=100"]
         for path in cases:
             times, hosts, size, status = [], 0, 0, 0
             for i in range(QUERY_RUNS + 1):
@@ -637,7 +640,10 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        asyncio.run(_drop(settings.database_url))
+        if KEEP:
+            print(f"kept the database: {settings.database_url}", flush=True)
+        else:
+            asyncio.run(_drop(settings.database_url))
 
     width = max(len(r[0]) for r in rows)
     print(f"\nfleet-scale results ({HOSTS} hosts, load average now {os.getloadavg()[0]:.1f}):")

@@ -133,6 +133,38 @@ async def test_package_search_pages_follow_hostnames_with_the_same_packages(clie
     assert body["pagination"]["total"] == 2
 
 
+async def test_package_search_pages_read_dense_and_sparse_matches_alike(client, pool, make_key, viewer):
+    """A page is read one of two ways (hosts in hostname order tested against the matching ids, or the
+    matching hosts looked up and sorted) as the matches are dense or sparse: "common" (every host) is
+    walked, "rare" (2 of 12) looked up, "half" walked for its first page only. Every page is the slice
+    of the whole answer, whatever the way."""
+    operator = await make_key("operator")
+    names = [f"h{n:02d}" for n in (7, 3, 11, 0, 5, 9, 1, 10, 4, 8, 2, 6)]   # ids do not follow hostnames
+    for i, hostname in enumerate(names):
+        host_id = (await register(client, operator, hostname))[2]
+        rows = [(host_id, "common", "", "1.0"), (host_id, "common", "i386", f"1.{i % 3}")]
+        if i % 2:
+            rows.append((host_id, "half", "", "2.0"))
+        if i in (4, 9):
+            rows.append((host_id, "rare", "", "3.0"))
+        await seed_inventories(pool, rows)
+    for package, total in (("common", 12), ("half", 6), ("rare", 2)):
+        whole = (await _get(client, f"/api/v2/hosts/package/{package}?strict-name", viewer))["results"]
+        assert len(whole) == total
+        assert [r["hostname"] for r in whole] == sorted(r["hostname"] for r in whole)
+        for per_page in (1, 2, 5):
+            pages = []
+            for number in range(1, total // per_page + 3):
+                body = await _get(client, f"/api/v2/hosts/package/{package}?strict-name&per_page={per_page}"
+                                          f"&page={number}", viewer)
+                assert body["pagination"] == {"page": number, "per_page": per_page, "total": total}
+                pages += body["results"]
+            assert pages == whole, (package, per_page)
+    common = (await _get(client, "/api/v2/hosts/package/common?strict-name&per_page=2&page=2", viewer))["results"]
+    assert [r["hostname"] for r in common] == ["h02", "h03"]
+    assert common[0]["packages"] == {"common": "1.0", "common:i386": f"1.{names.index('h02') % 3}"}
+
+
 @pytest.mark.parametrize("bad", ["open ssl", "open'ssl", "a;b", "%3Cscript%3E", "lib%25"])
 async def test_package_search_rejects_invalid_names(client, fleet, viewer, bad):
     body = await _get(client, f"/api/v2/hosts/package/{bad}", viewer, 400)
