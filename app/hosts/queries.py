@@ -341,17 +341,23 @@ async def hosts_with_package(
     builds the JSON text of the whole answer (10,000 hosts in one round trip, no per-row decoding in
     Python); it is embedded as is in the envelope.
 
-    A page without `older_than` reads the page, not every matching host (_PAGE_SQL).
+    A page reads the page, not every matching host (_PAGE_SQL), unless `older_than` picks different
+    entries in dpkg and in rpm order.
     """
     args: list = []
+    deb_ids = rpm_ids = None
     if older_than is None:
         cond = package_match(name, version, args, strict_name=strict_name, strict_version=strict_version)
+    else:
+        deb_ids, rpm_ids = await _older_entries(pool, name, older_than)
+        # The same entries older in both orders (the usual case): a host that has one matches, whatever its order.
+        cond, args = "p.id = ANY($1::int4[])", [deb_ids]
+    if deb_ids == rpm_ids:
         # deb/rpm: whether the entry counts for a host of that order (here: always).
         entries = f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, true AS deb, true AS rpm FROM {_ENTRIES} WHERE {cond}"
         found = "SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN (SELECT unnest(e.hosts) FROM e)"
     else:
-        deb_ids, rpm_ids = await _older_entries(pool, name, older_than)
-        args += [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
+        args = [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
         entries = (f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, p.id = ANY($2::int4[]) AS deb,"
                    f" p.id = ANY($3::int4[]) AS rpm FROM {_ENTRIES} WHERE p.id = ANY($1::int4[])")
         # Each host is in the list of its own order (versions.comparator), or not at all.
@@ -367,7 +373,7 @@ async def hosts_with_package(
     head = f"""
         WITH e AS MATERIALIZED ({entries}),
         found AS MATERIALIZED ({found})"""
-    if page.paginated and older_than is None:
+    if page.paginated and deb_ids == rpm_ids:
         sql = _PAGE_SQL.format(entries=f"SELECT p.id, p.name, p.arch, p.version, ph.bucket, ph.hosts FROM {_ENTRIES}"
                                        f" WHERE {cond}", limit=f"${len(args) + 1}", offset=f"${len(args) + 2}",
                                packages=packages, results=results)
@@ -441,7 +447,7 @@ _PAGE_SQL = """
 async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], list[int]]:
     """The ids of the dictionary entries of package `name` (any arch) older than `older_than`: in dpkg
     order, and in rpm order. A name has a few versions across a fleet: compared here, in Python."""
-    rows = await pool.fetch("SELECT id, version FROM package_versions WHERE name = $1", name)
+    rows = await pool.fetch("SELECT id, version FROM package_versions WHERE name = $1 ORDER BY id", name)
     deb = [r["id"] for r in rows if versions.dpkg_compare(r["version"], older_than) < 0]
     rpm = [r["id"] for r in rows if versions.rpm_compare(r["version"], older_than) < 0]
     return deb, rpm

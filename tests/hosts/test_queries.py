@@ -244,6 +244,18 @@ async def test_older_than_follows_each_hosts_order(client, pool, make_key, viewe
     assert [h["hostname"] for h in body["results"]] == ["none01"] and body["pagination"]["total"] == 3
     body = await _get(client, "/api/v2/hosts/package/tool?older-than=0.1", viewer)
     assert body["results"] == []
+    # Older in both orders: the same entries whatever the host's order, each page read as any other.
+    whole = (await _get(client, "/api/v2/hosts/package/tool?older-than=2", viewer))["results"]
+    assert [h["hostname"] for h in whole] == ["deb01", "none01", "rpm01", "rpm02"]
+    assert whole[0]["packages"] == {"tool": "1.0+1", "tool:i386": "1.0+1"}
+    pages = []
+    for number in (1, 2, 3):
+        body = await _get(client, f"/api/v2/hosts/package/tool?older-than=2&per_page=2&page={number}", viewer)
+        assert body["pagination"]["total"] == 4
+        pages += body["results"]
+    assert pages == whole
+    body = await _get(client, "/api/v2/hosts/package/tool?older-than=1.0%2B1&per_page=5", viewer)
+    assert body["results"] == [{"id": hosts["rpm02"], "hostname": "rpm02", "packages": {"tool": "0.9"}}]
     for bad in ("x1", "1.0 2", "", "1" * 300):
         body = await _get(client, f"/api/v2/hosts/package/tool?older-than={bad}", viewer, status=400)
         assert body["message_error"]
