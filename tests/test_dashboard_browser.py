@@ -112,8 +112,8 @@ async def test_fleet_host_and_repositories_pages(page, pool):
         )
         await seed_inventories(pool, [(hostile, f"pkg-{i}", "amd64", f"1.{i}") for i in range(1, 31)])
         await pool.execute(
-            "INSERT INTO host_available (host_id, name, arch, version, repository, security)"
-            " VALUES ($1, 'pkg-3', 'amd64', '1.3+deb12u1', 'bookworm-security', true)", hostile
+            "INSERT INTO host_available (host_id, name, arch, version, repository, security, installed)"
+            " VALUES ($1, 'pkg-3', 'amd64', '1.3+deb12u1', 'bookworm-security', true, '1.3')", hostile
         )
         await pool.execute(
             "INSERT INTO host_history (host_id, change, name, arch, old_version, new_version)"

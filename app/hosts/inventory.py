@@ -166,6 +166,15 @@ class Dictionary:
         return len(set(names)) < len(names) or any(
             j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
 
+    def version_in(self, ids: set[int], raw: str) -> str | None:
+        """The version of package `raw` (name[:arch]) in an inventory (one id per name), every id of which
+        is cached; None if it has none."""
+        number = self.name_numbers.get(raw)
+        for id_ in self.ids_of_name.get(number, ()) if number else ():
+            if id_ in ids:
+                return self.keys[id_][1]
+        return None
+
     async def resolve_ids(self, conn, keys) -> dict[bytes, int]:
         """Ids of item_key()s, entries created for new ones. The keys not cached are looked up (and
         inserted) in bulk."""
@@ -259,7 +268,8 @@ class HostPlan:
     history: list[tuple] = field(default_factory=list)    # (at, change, name, arch, old, new)
     inventory_at: object = None
     available_gone: list[tuple] = field(default_factory=list)  # (name, arch)
-    available_up: list[tuple] = field(default_factory=list)    # (name, arch, version, repository, security)
+    # (name, arch, version, repository, security, installed): new rows, and rows with a column changed
+    available_up: list[tuple] = field(default_factory=list)
     available_count: int | None = None                         # None: no available report
     available_at: object = None
 
@@ -321,36 +331,43 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) 
                 m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
             base = m[0]
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
+    # And a host with only available reports: the names of its whole set (its available rows get the
+    # versions installed, Dictionary.version_in).
     unknown_ids = set()
     for host_id, maps in lists.items():
         now = current[host_id]
         first = next((m for m in maps if m is not None), None)
-        if first is not None and now and not by_host[host_id][0]["baseline"]:
+        if first is None:
+            unknown_ids.update(i for i in now if i not in d.keys)
+        elif now and not by_host[host_id][0]["baseline"]:
             unknown_ids.update(i for i in now - first[0] if i not in d.keys)
     if unknown_ids:
         await d.resolve_keys(conn, unknown_ids)
     plans = []
     for host_id, maps in lists.items():
         try:
-            plans.append(plan_host(host_id, by_host[host_id], [m and m[0] for m in maps], current[host_id], d.keys))
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[0] for m in maps], current[host_id], d))
         except Exception as exc:
             out[host_id] = exc
     return plans
 
 
-def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached: dict) -> HostPlan:
+def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dictionary) -> HostPlan:
     """Compare each pending report with the state before it, in order.
 
     Installed: the new list's ids against the current ones (a set difference in C; only the ids
     that differ are named, through `cached`, and classified). Every report's changes go to the
     history; the set gets the last list, package_hosts the net change. The host's first inventory is
     its baseline (no history: its packages are only counted). Available: the last report replaces the
-    set; only the rows that differ from the current ones are written.
+    set; only the rows that differ from the current ones are written. Each available row also holds the
+    version installed after the last installed report (of every id of which `d` knows the name).
     """
+    cached = d.keys
     first = reports[0]
     plan = HostPlan(host_id, _empty_summary())
     baseline, cmp = first["baseline"], versions.comparator(first["os_family"])
     old_ids = set() if baseline else current
+    final_ids = current
     new_av: dict[tuple[str, str], tuple] | None = None
     for report, new_ids in zip(reports, maps):
         plan.report_ids.append(report["id"])
@@ -383,7 +400,7 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
                 name, arch = split_arch(raw)
                 plan.history.append((at, change, name, arch, was, now))
         plan.ids = new_ids
-        old_ids = new_ids
+        old_ids = final_ids = new_ids
         plan.inventory_at = at
         baseline = False
     if plan.ids is not None:
@@ -395,10 +412,15 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], cached
         plan.ids = [] if plan.delta else sorted(plan.ids)
         if plan.since is None:  # a host without a set yet that is not at its baseline (an empty inventory)
             plan.since = plan.inventory_at
+    current_av = {(n, a): (v, r, s, i) for n, a, v, r, s, i in orjson.loads(first["available"] or "[]")}
+    if new_av is not None or (plan.ids is not None and current_av):
+        rows = new_av if new_av is not None else {key: row[:3] for key, row in current_av.items()}
+        for key, row in rows.items():
+            row = (*row, d.version_in(final_ids, join_arch(*key)))
+            if current_av.get(key) != row:
+                plan.available_up.append((*key, *row))
     if new_av is not None:
-        current_av = {(n, a): (v, r, s) for n, a, v, r, s in orjson.loads(first["available"] or "[]")}
         plan.available_gone = list(current_av.keys() - new_av.keys())
-        plan.available_up = [(*key, *row) for key, row in new_av.items() if current_av.get(key) != row]
         plan.available_count = plan.summary["available"] = len(new_av)
     return plan
 
@@ -454,10 +476,11 @@ sets AS (
     DELETE FROM host_available a USING unnest($13::bigint[], $14::text[], $15::text[]) AS g(host_id, name, arch)
     WHERE a.host_id = g.host_id AND a.name = g.name COLLATE "C" AND a.arch = g.arch COLLATE "C"
 ), av_up AS (
-    INSERT INTO host_available (host_id, name, arch, version, repository, security)
-    SELECT * FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[], $21::bool[])
+    INSERT INTO host_available (host_id, name, arch, version, repository, security, installed)
+    SELECT * FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[], $21::bool[], $30::text[])
     ON CONFLICT (host_id, name, arch) DO UPDATE
-    SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security
+    SET version = EXCLUDED.version, repository = EXCLUDED.repository, security = EXCLUDED.security,
+        installed = EXCLUDED.installed
 )
 DELETE FROM host_reports USING async WHERE id = ANY($22::bigint[])
 """
@@ -523,6 +546,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
     d_rem, d_rlo, d_rhi = _flat([sorted(p.removed_ids) for p in deltas])
     new_keys = sorted(added)
     add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
+    av_columns = _columns(av_up, 7)
     async with conn.transaction():
         inserted = set()
         if new_keys:
@@ -537,8 +561,8 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
                                                                 r_lo, r_hi)), a_flat, r_flat)
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
-            *_columns(history, 7), *_columns(av_gone, 3), *_columns(av_up, 6), deleted,
-            d_add, d_rem, [p.host_id for p in deltas], d_alo, d_ahi, d_rlo, d_rhi,
+            *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,
+            d_add, d_rem, [p.host_id for p in deltas], d_alo, d_ahi, d_rlo, d_rhi, av_columns[6],
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 
@@ -555,7 +579,7 @@ _PENDING_SQL = """
 SELECT r.id, r.host_id, r.kind, r.received_at, r.body, h.os_family, h.inventory_at IS NULL AS baseline,
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN s.ids END AS ids,
        CASE WHEN r.id = min(r.id) OVER (PARTITION BY r.host_id) THEN (
-           SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security))
+           SELECT json_agg(json_build_array(a.name, a.arch, a.version, a.repository, a.security, a.installed))
            FROM host_available a WHERE a.host_id = r.host_id)::text END AS available
 FROM host_reports r JOIN hosts h ON h.id = r.host_id LEFT JOIN host_sets s ON s.host_id = r.host_id
 WHERE r.host_id = ANY($1::bigint[]) ORDER BY r.host_id, r.id

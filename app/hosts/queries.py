@@ -207,23 +207,10 @@ async def installed(pool, host_id: int, page: Page) -> tuple[list[dict], int]:
     return await fetch_page(pool, sql, [host_id], page)
 
 
-def current_versions(host: str) -> str:
-    """A subquery: (name, arch, version) of the packages installed on host `host` (an SQL expression)
-    that it has available updates for: its set intersected with the ids of those names' entries."""
-    return f"""(
-        SELECT v.name, v.arch, v.version FROM package_versions v
-        WHERE v.id = ANY((SELECT s.ids & (
-            SELECT array_agg(v2.id) FROM host_available a2
-            JOIN package_versions v2 ON v2.name = a2.name AND v2.arch = a2.arch WHERE a2.host_id = {host})
-        FROM host_sets s WHERE s.host_id = {host})::int4[]))"""
-
-
-AVAILABLE_SQL = f"""
-    SELECT a.name AS "Name", a.arch AS "Arch", p.version AS "Current_version", a.version AS "Version",
+AVAILABLE_SQL = """
+    SELECT a.name AS "Name", a.arch AS "Arch", a.installed AS "Current_version", a.version AS "Version",
            a.repository AS "Repository", a.security AS "Security", count(*) OVER () AS _total
-    FROM host_available a
-    LEFT JOIN {current_versions("$1")} p ON p.name = a.name AND p.arch = a.arch
-    WHERE a.host_id = $1 ORDER BY a.name, a.arch
+    FROM host_available a WHERE a.host_id = $1 ORDER BY a.name, a.arch
 """
 
 
@@ -409,7 +396,7 @@ _ENTRIES = "package_versions p JOIN package_hosts ph ON ph.version_id = p.id"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
 # (bucket), the union of the entries' lists (u): their sizes add up to the total, their ids are the
-# matching hosts. Then one of two ways to the page, whichever reads less, the other never run (its
+# matching hosts (a deleted host leaves the lists in its own transaction: sql/017's trigger). Then one of two ways to the page, whichever reads less, the other never run (its
 # condition is a one-time filter): when the matches are dense, hosts in hostname order, each tested
 # against a hash of the ids (at density d, a page of n after offset o reads about (o + n) / d hosts);
 # when sparse, the matching hosts looked up by id and sorted (about total rows). The fleet's size is
@@ -457,6 +444,8 @@ async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], l
 
 
 def _updates_sql(outdated: bool) -> str:
+    # The count apart from the rows (an InitPlan, counted once): a page then reads only its hosts in
+    # hostname order, and their updates are rows of their own (installed: kept by the diff worker).
     extra = (
         ', h.os_version AS "Os_version", h.kernel AS "Kernel", h.arch AS "Arch", h.type AS "Type",'
         ' h.profile AS "Profile", h.env AS "Env"'
@@ -467,12 +456,10 @@ def _updates_sql(outdated: bool) -> str:
         SELECT h.id AS "Id", h.hostname AS "Hostname", h.ip AS "Ip", h.os AS "Os", h.os_family AS "Os_family"{extra},
                jsonb_build_object('Total', h.available_count, 'Packages', coalesce((
                    SELECT jsonb_agg(jsonb_build_object(
-                       'Name', a.name, 'Arch', a.arch, 'Current_version', p.version, 'Version', a.version,
+                       'Name', a.name, 'Arch', a.arch, 'Current_version', a.installed, 'Version', a.version,
                        'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
-                   FROM host_available a
-                   LEFT JOIN {current_versions("h.id")} p ON p.name = a.name AND p.arch = a.arch
-                   WHERE a.host_id = h.id), '[]'::jsonb)) AS "Available_updates",
-               count(*) OVER () AS _total
+                   FROM host_available a WHERE a.host_id = h.id), '[]'::jsonb)) AS "Available_updates",
+               (SELECT count(*) FROM hosts h WHERE {cond}) AS _total
         FROM hosts h WHERE {cond} ORDER BY h.hostname
     """
 

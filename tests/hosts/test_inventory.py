@@ -224,6 +224,39 @@ async def test_available_updates_are_replaced(client, pool, make_key, run_worker
     assert await pool.fetchval("SELECT available_count FROM hosts") == 1
 
 
+async def test_each_update_shows_the_version_installed_now(client, pool, make_key, run_worker):
+    """An available row keeps the version its host runs (kept by the worker on both sides' changes)."""
+    creds = await _host(client, make_key)
+    viewer = bearer(await make_key("viewer"))
+
+    async def updates():
+        resp = await client.get(f"/api/v2/host/{creds[2]}/updates", headers=viewer)
+        return {(r["Name"], r["Arch"]): r["Current_version"] for r in (await resp.json())["results"]}
+
+    await put(client, creds, "packages/available", {"available_packages": "bash|5.2-1,libc6:i386|2.37-1,vim|9.1-1"})
+    await run_worker()
+    assert await updates() == {("bash", ""): None, ("libc6", "i386"): None, ("vim", ""): None}  # no inventory yet
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "libc6:i386": "2.36-9", "libc6": "2.36-9"}))
+    await run_worker()
+    assert await updates() == {("bash", ""): "5.1-1", ("libc6", "i386"): "2.36-9", ("vim", ""): None}
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-2", "libc6": "2.36-9", "vim": "9.0-1"}))
+    await run_worker()
+    assert await updates() == {("bash", ""): "5.1-2", ("libc6", "i386"): None, ("vim", ""): "9.0-1"}
+    # Both kinds in one batch: the rows of the new list, with the versions of the new inventory.
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "libc6": "2.36-9", "vim": "9.0-2"}))
+    await put(client, creds, "packages/available", {"available_packages": "vim|9.1-1,libc6|2.37-1"})
+    await run_worker()
+    assert await updates() == {("libc6", ""): "2.36-9", ("vim", ""): "9.0-2"}
+    # A worker that knows none of the host's entries (restarted) reads their names before it answers.
+    inventory_store._dictionaries.clear()
+    await put(client, creds, "packages/available", {"available_packages": "bash|5.3-1,vim|9.1-1"})
+    await run_worker()
+    assert await updates() == {("bash", ""): "5.2-1", ("vim", ""): "9.0-2"}
+    out = (await (await client.get("/api/v2/hosts/outdated?per_page=5", headers=viewer)).json())["results"]
+    assert [(p["Name"], p["Current_version"], p["Version"]) for p in out[0]["Available_updates"]["Packages"]] == [
+        ("bash", "5.2-1", "5.3-1"), ("vim", "9.0-2", "9.1-1")]
+
+
 BAD_REPORTS = [
     ({}, "Invalid request"),
     ({"installed_packages": 5}, None),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from app.dashboard.queries import MISSING_SCHEMA, cached, fetch_page, prefix_pattern
-from app.hosts.queries import INVENTORY_SQL, OUTDATED_THRESHOLD, SELECTION_FLAGS, current_versions
+from app.hosts.queries import INVENTORY_SQL, OUTDATED_THRESHOLD, SELECTION_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ async def inventory(pool, host_id: int, q: str = "", page: int = 1, per_page: in
 async def updates(pool, host_id: int, page: int = 1, per_page: int = 200):
     return await _rows(
         pool,
-        "SELECT a.name, a.arch, p.version AS current_version, a.version, a.repository, a.security"
-        f" FROM host_available a LEFT JOIN {current_versions('$1')} p ON p.name = a.name AND p.arch = a.arch"
-        " WHERE a.host_id = $1 ORDER BY a.security DESC, a.name, a.arch",
+        "SELECT a.name, a.arch, a.installed AS current_version, a.version, a.repository, a.security"
+        " FROM host_available a WHERE a.host_id = $1 ORDER BY a.security DESC, a.name, a.arch",
         host_id,
         page=page,
         per_page=per_page,
