@@ -338,7 +338,7 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) 
         now = current[host_id]
         first = next((m for m in maps if m is not None), None)
         if first is None:
-            unknown_ids.update(i for i in now if i not in d.keys)
+            unknown_ids.update(now.difference(d.keys))
         elif now and not by_host[host_id][0]["baseline"]:
             unknown_ids.update(i for i in now - first[0] if i not in d.keys)
     if unknown_ids:
