@@ -396,11 +396,12 @@ _ENTRIES = "package_versions p JOIN package_hosts ph ON ph.version_id = p.id"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
 # (bucket), the union of the entries' lists (u): their sizes add up to the total, their ids are the
-# matching hosts (a deleted host leaves the lists in its own transaction: sql/017's trigger). Then one of two ways to the page, whichever reads less, the other never run (its
-# condition is a one-time filter): when the matches are dense, hosts in hostname order, each tested
-# against a hash of the ids (at density d, a page of n after offset o reads about (o + n) / d hosts);
-# when sparse, the matching hosts looked up by id and sorted (about total rows). The fleet's size is
-# its highest host id: one index probe, a close enough estimate for this choice.
+# matching hosts (a deleted host leaves the lists in its own transaction: sql/017's trigger). Then one
+# of two ways to the page, whichever reads less, the other never run (its condition is a one-time
+# filter): when the matches are dense, hosts in hostname order, each tested against a hash of the ids
+# (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse, the matching
+# hosts looked up by id and sorted (about total rows). The fleet's size is its highest host id: one
+# index probe, a close enough estimate for this choice.
 _PAGE_SQL = """
     WITH e AS MATERIALIZED ({entries}),
     u AS MATERIALIZED (SELECT bucket, posting_union(hosts) AS ids FROM e GROUP BY bucket),
