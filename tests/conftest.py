@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +63,15 @@ def settings(tmp_path_factory) -> Settings:
 
     asyncio.run(db.migrate_empty(s.database_url))
     return s
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_gpg_agent_left(tmp_path_factory):
+    """gpg starts an agent for each home it uses (Depot's signing homes, dnf's key rings under the test
+    roots), which outlives the test run: stopped at its end."""
+    yield
+    for ring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+        subprocess.run(["gpgconf", "--homedir", str(ring.parent), "--kill", "gpg-agent"], capture_output=True)
 
 
 @pytest.fixture(scope="session")
