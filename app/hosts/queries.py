@@ -341,7 +341,8 @@ async def hosts_with_package(
         cond, args = "p.id = ANY($1::int4[])", [deb_ids]
     if deb_ids == rpm_ids:
         # deb/rpm: whether the entry counts for a host of that order (here: always).
-        entries = f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, true AS deb, true AS rpm FROM {_ENTRIES} WHERE {cond}"
+        entries = (f"SELECT p.id, p.name, p.arch, p.version, ph.bucket, ph.hosts, true AS deb, true AS rpm"
+                   f" FROM {_ENTRIES} WHERE {cond}")
         found = "SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN (SELECT unnest(e.hosts) FROM e)"
     else:
         args = [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
@@ -361,8 +362,7 @@ async def hosts_with_package(
         WITH e AS MATERIALIZED ({entries}),
         found AS MATERIALIZED ({found})"""
     if page.paginated and deb_ids == rpm_ids:
-        sql = _PAGE_SQL.format(entries=f"SELECT p.id, p.name, p.arch, p.version, ph.bucket, ph.hosts FROM {_ENTRIES}"
-                                       f" WHERE {cond}", limit=f"${len(args) + 1}", offset=f"${len(args) + 2}",
+        sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}", offset=f"${len(args) + 2}",
                                packages=packages, results=results)
     elif page.paginated:
         # Only the page's hosts get their packages: each entry's list intersected with them.
