@@ -54,6 +54,11 @@ class AptRoot:
 
 def dnf_install(root: Path, url: str, key_url: str, *pkgs: str, gpg: bool = True) -> subprocess.CompletedProcess:
     """Install into an empty --installroot from one repository given on the command line."""
+    return dnf(root, url, key_url, "install", *pkgs, gpg=gpg)
+
+
+def dnf(root: Path, url: str, key_url: str, *args: str, gpg: bool = True) -> subprocess.CompletedProcess:
+    """`dnf ARGS` in --installroot `root`, with one repository given on the command line."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     conf = root.parent / f"{root.name}.dnf.conf"
@@ -65,7 +70,7 @@ def dnf_install(root: Path, url: str, key_url: str, *pkgs: str, gpg: bool = True
            "--setopt=install_weak_deps=False", "--nodocs", "--noplugins", "--disablerepo=*",
            f"--repofrompath=depot,{url}", "--enablerepo=depot",
            f"--setopt=depot.gpgcheck={check}", f"--setopt=depot.repo_gpgcheck={check}",
-           f"--setopt=depot.gpgkey={key_url}", "install", *pkgs]
+           f"--setopt=depot.gpgkey={key_url}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 

@@ -112,10 +112,10 @@ class DebArchive:
             (dist_dir / "Release.gpg").write_bytes(key.detach(release))
 
 
-def _createrepo_c() -> str:
+def _createrepo_c(tool: str = "createrepo_c") -> str:
     # The PyPI wheel's (next to this Python): Debian's createrepo_c cannot write zstd.
-    here = Path(sys.executable).parent / "createrepo_c"
-    return str(here) if here.exists() else "createrepo_c"
+    here = Path(sys.executable).parent / tool
+    return str(here) if here.exists() else tool
 
 
 class RpmArchive:
@@ -129,10 +129,20 @@ class RpmArchive:
     def add(self, *specs: tuple[str, str, str, str]) -> list[Path]:
         return pkgfactory.make_rpms(self.packages, list(specs))
 
-    def build(self, *, compress: str = "gz", sign: bool = True) -> None:
+    def build(self, *, compress: str = "gz", sign: bool = True, metadata: dict[str, tuple[str, str]] = {}) -> None:
+        """metadata: repomd type -> (file name, text), added with modifyrepo_c (`.gz` and `.xz` names compressed so,
+        others kept plain)."""
         shutil.rmtree(self.root / "repodata", ignore_errors=True)
         subprocess.run([_createrepo_c(), f"--general-compress-type={compress}", "--no-database", "--quiet", "."],
                        cwd=self.root, capture_output=True, check=True)
+        for mdtype, (name, text) in metadata.items():
+            stem, _, ext = name.rpartition(".")
+            plain = self.root / (stem if ext in ("gz", "xz") else name)
+            plain.write_text(text)
+            how = [f"--compress-type={ext}"] if ext in ("gz", "xz") else ["--no-compress"]
+            subprocess.run([_createrepo_c("modifyrepo_c"), f"--mdtype={mdtype}", *how, str(plain),
+                            "repodata"], cwd=self.root, capture_output=True, check=True)
+            plain.unlink()
         repomd = self.root / "repodata" / "repomd.xml"
         if sign:
             (self.root / "repodata" / "repomd.xml.asc").write_bytes(self.key.detach(repomd.read_bytes()))

@@ -1,5 +1,6 @@
 """An rpm repository as a mirror reads it: the verified repodata/repomd.xml, its primary index (checked
-against repomd's SHA-256 and size, decompressed with a cap, any compression), and its entries.
+against repomd's SHA-256 and size, decompressed with a cap, any compression), its entries, and the other
+metadata a mirror carries over (errata, module streams, package groups).
 
 createrepo_c parses both (the library createrepo_c and dnf's own tools use).
 """
@@ -7,11 +8,34 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 import createrepo_c as cr
 from yarl import URL
 
 from .common import ArchiveError, Entry, IndexFile, safe_filename
+
+# The repomd records a mirror republishes as the upstream served them: errata (`dnf updateinfo`, `dnf upgrade
+# --security`), module streams (`dnf module`) and package groups (`dnf group`). Not the sqlite, zchunk or delta
+# records: they describe the upstream's own primary, which Depot renders again.
+CARRIED = frozenset({"updateinfo", "modules", "group", "group_gz", "group_xz", "group_bz2", "group_zst"})
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One carried record: its file (checked as an index is) and what the upstream's repomd says of it."""
+    type: str
+    index: IndexFile
+    open_sha256: str | None
+    open_size: int | None
+
+    @property
+    def name(self) -> str:
+        """The file's name without the digest the upstream may prefix it with (its suffix is its compression)."""
+        base = self.index.path.rsplit("/", 1)[-1]
+        head, _, rest = base.partition("-")
+        return rest if rest and len(head) in (32, 40, 64, 128) and all(c in "0123456789abcdef" for c in head) \
+            else base
 
 
 def _parse_file(data: bytes, parse) -> None:
@@ -24,24 +48,44 @@ def _parse_file(data: bytes, parse) -> None:
         os.unlink(path)
 
 
-def primary_index(repomd_text: bytes) -> IndexFile:
-    """The primary record of a repomd.xml; ArchiveError if it has none usable."""
+def _records(repomd_text: bytes) -> list:
     repomd = cr.Repomd()
     try:
         _parse_file(repomd_text, lambda path: cr.xml_parse_repomd(path, repomd, lambda *a: None))
     except Exception as exc:  # createrepo_c raises its own error type with a C message
         raise ArchiveError(f"repomd.xml: unreadable ({str(exc)[:200]})") from None
-    for rec in repomd.records:
-        if rec.type != "primary":
-            continue
-        if rec.location_base:
-            raise ArchiveError("repomd.xml: the primary index lives on another server (xml:base)")
-        if (rec.checksum_type or "").lower() != "sha256":
-            raise ArchiveError(f"repomd.xml: primary has a {rec.checksum_type} checksum (SHA-256 is required)")
-        if not safe_filename(rec.location_href or ""):
-            raise ArchiveError(f"repomd.xml: unsafe primary location {rec.location_href!r}")
-        return IndexFile(rec.location_href, rec.checksum.lower(), int(rec.size))
+    return repomd.records
+
+
+def _index(rec) -> IndexFile:
+    """A record's file, refused unless it lives in the repository and has a SHA-256."""
+    if rec.location_base:
+        raise ArchiveError(f"repomd.xml: the {rec.type} index lives on another server (xml:base)")
+    if (rec.checksum_type or "").lower() != "sha256":
+        raise ArchiveError(f"repomd.xml: {rec.type} has a {rec.checksum_type} checksum (SHA-256 is required)")
+    if not safe_filename(rec.location_href or ""):
+        raise ArchiveError(f"repomd.xml: unsafe {rec.type} location {rec.location_href!r}")
+    return IndexFile(rec.location_href, rec.checksum.lower(), int(rec.size))
+
+
+def primary_index(repomd_text: bytes) -> IndexFile:
+    """The primary record of a repomd.xml; ArchiveError if it has none usable."""
+    for rec in _records(repomd_text):
+        if rec.type == "primary":
+            return _index(rec)
     raise ArchiveError("repomd.xml lists no primary index")
+
+
+def carried_indexes(repomd_text: bytes) -> list[Carried]:
+    """The records of CARRIED types; ArchiveError if one is unusable (another server, no SHA-256, unsafe)."""
+    out = []
+    for rec in _records(repomd_text):
+        if rec.type in CARRIED:
+            sha = (rec.checksum_open or "").lower() if (rec.checksum_open_type or "").lower() == "sha256" else ""
+            sha = sha if len(sha) == 64 and all(c in "0123456789abcdef" for c in sha) else None
+            size = int(rec.size_open or 0) if sha else 0
+            out.append(Carried(rec.type, _index(rec), sha, size if size > 0 else None))
+    return out
 
 
 def parse_primary(xml: bytes, source: str, arches: set[str], base: URL) -> list[Entry]:

@@ -7,7 +7,8 @@
    done, after that one request and the signature check.
 3. Read the indexes it lists (deb: Packages, by-hash where offered; rpm: primary), each checked against
    the signed SHA-256 and size, decompressed with a cap; select the entries (architectures, include,
-   exclude, keep-latest).
+   exclude, keep-latest). rpm: the errata, module and group files it lists are fetched and checked the
+   same way, kept as they are and republished with the snapshot.
 4. Download, with bounded concurrency, only the files whose SHA-256 has no package row yet: each is
    streamed to a temp file next to the pool, its size and SHA-256 checked against the index, parsed as
    a package (the same checks as an upload), then its row written and the file renamed into the pool.
@@ -141,6 +142,25 @@ async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirro
         return rpm.parse_primary(decompress(index, data, limit), index.path, arches, base)
 
     return await loop.run_in_executor(None, read)
+
+
+async def _rpm_metadata(fetcher: Fetcher, verified: list[tuple[URL, bytes]], limit: int) -> list[tuple[rpm.Carried, bytes]]:
+    """The metadata carried over (rpm.CARRIED), each file checked against the signed repomd.xml; with several
+    roots ($basearch), each type from the first root that lists it (a snapshot publishes one of each)."""
+    loop = asyncio.get_running_loop()
+    out: list[tuple[rpm.Carried, bytes]] = []
+    seen: set[str] = set()
+    for base, text in verified:
+        for rec in await loop.run_in_executor(None, rpm.carried_indexes, text):
+            if rec.type in seen:
+                continue
+            if rec.index.size > limit:
+                raise MirrorError(f"{rec.index.path}: {rec.index.size} bytes, more than the index limit ({limit})")
+            data = await fetcher.get_bytes(_join(base, rec.index.path), rec.index.size)
+            await loop.run_in_executor(None, check_index, rec.index, data)
+            seen.add(rec.type)
+            out.append((rec, data))
+    return out
 
 
 async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.Release, mirror: Mirror,
@@ -413,8 +433,9 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return exc
 
 
-async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tuple[int, int]:
-    """The new snapshot of exactly these files, and the mirror's record of this run. Returns
+async def _commit(pool, mirror: Mirror, chosen: list[Entry], metadata: list[tuple[rpm.Carried, bytes]],
+                  digest: str) -> tuple[int, int]:
+    """The new snapshot of exactly these files and this carried metadata, and the mirror's record of this run. Returns
     (snapshot id, files left out because another file has the same package file name)."""
     shas = sorted({e.sha256 for e in chosen})
     async with pool.acquire() as conn, conn.transaction():
@@ -433,6 +454,11 @@ async def _commit(pool, mirror: Mirror, chosen: list[Entry], digest: str) -> tup
         if found < len(shas):
             raise MirrorError(f"{len(shas) - found} downloaded files were removed by the pool GC meanwhile: "
                               "run the mirror again")
+        if metadata:
+            await conn.executemany(
+                "INSERT INTO snapshot_metadata (snapshot_id, type, name, data, open_sha256, open_size)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [(snap_id, rec.type, rec.name, data, rec.open_sha256, rec.open_size) for rec, data in metadata])
         await conn.execute("UPDATE mirrors SET last_digest = $2, last_snapshot_id = $3, last_run_at = now()"
                            " WHERE repo_id = $1", mirror.repo.id, digest, snap_id)
         await unpin(conn, mirror.repo.id)
@@ -472,6 +498,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             if progress is not None:
                 await progress(5, "reading the indexes")
             entries: list[Entry] = []
+            metadata = await _rpm_metadata(fetcher, verified, limit) if kind == "rpm" else []
             for base, text in verified:
                 if kind == "deb":
                     meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
@@ -503,8 +530,9 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
         await check_stop()
     if progress is not None:
         await progress(90, f"making the snapshot of {len(chosen)} packages")
-    snap_id, duplicates = await _commit(pool, mirror, chosen, digest)
-    result.update(unchanged=False, snapshot=snap_id, packages=len(chosen) - duplicates, duplicates=duplicates)
+    snap_id, duplicates = await _commit(pool, mirror, chosen, metadata, digest)
+    result.update(unchanged=False, snapshot=snap_id, packages=len(chosen) - duplicates, duplicates=duplicates,
+                  metadata=sorted(rec.type for rec, _ in metadata))
     return await _finish(pool, storage, signer, snap_id, env, result)
 
 

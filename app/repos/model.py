@@ -137,6 +137,10 @@ async def create_snapshot(conn, repo_id: int, from_id: int | None = None) -> Sna
         await conn.execute(
             "INSERT INTO snapshot_packages (snapshot_id, filename, package_id)"
             " SELECT $1, filename, package_id FROM snapshot_packages WHERE snapshot_id = $2", row["id"], from_id)
+        await conn.execute(
+            "INSERT INTO snapshot_metadata (snapshot_id, type, name, data, open_sha256, open_size)"
+            " SELECT $1, type, name, data, open_sha256, open_size FROM snapshot_metadata WHERE snapshot_id = $2",
+            row["id"], from_id)
     return Snapshot.from_row(row)
 
 
@@ -253,6 +257,7 @@ async def delete_snapshot(conn, snap_id: int) -> tuple[Snapshot, Repo]:
         raise Conflict(f"Snapshot #{snap.id} is used by an environment")
     await conn.execute("UPDATE snapshots SET status = 'deleted' WHERE id = $1", snap.id)
     await conn.execute("DELETE FROM snapshot_packages WHERE snapshot_id = $1", snap.id)
+    await conn.execute("DELETE FROM snapshot_metadata WHERE snapshot_id = $1", snap.id)
     return snap, repo
 
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from .metadata.deb import DebEntry, render_deb, write_indexes
-from .metadata.rpm import RpmEntry, render_rpm
+from .metadata.rpm import CarriedFile, RpmEntry, render_rpm
 from .packages import PackageError, ParsedPackage
 from .packages.rpm import location_href, parse_rpm, signed_copy
 from .signing import Signer
@@ -38,13 +38,15 @@ def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, compo
 
 
 def publish_rpm(storage: Storage, public_rel: str, key: str, *, entries: list[tuple[RpmEntry, str]],
-                signer: Signer | None, load_chunks=None, timings: dict | None = None) -> Path:
-    """entries: (RpmEntry whose key is the sha256 of the file to publish, published file name)."""
+                signer: Signer | None, load_chunks=None, timings: dict | None = None,
+                carried: list[CarriedFile] = ()) -> Path:
+    """entries: (RpmEntry whose key is the sha256 of the file to publish, published file name); carried: metadata
+    files published as they are (a mirror's)."""
     files = {location_href(filename, e.arch): e.key for e, filename in entries}
 
     def build(tree: Path) -> None:
         repomd = render_rpm(tree, [e for e, _ in entries], cache_dir=storage.cache_dir(key),
-                            load_chunks=load_chunks, timings=timings)
+                            load_chunks=load_chunks, timings=timings, carried=carried)
         if signer is not None:
             signer.sign_repomd(repomd)
 

@@ -24,7 +24,7 @@ from app.tasks.rows import TaskRef
 
 from .gc import POOL_LOCK
 from .metadata.deb import DEFAULT_ARCH
-from .metadata.rpm import RpmEntry
+from .metadata.rpm import CarriedFile, RpmEntry
 from .model import (
     Repo,
     Snapshot,
@@ -280,10 +280,13 @@ async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progre
         # Called from the render thread: run the query on the event loop and wait for it.
         return asyncio.run_coroutine_threadsafe(fetch_chunks(keys), pool_loop).result()
 
+    carried = [CarriedFile(r["type"], r["name"], r["data"], r["open_sha256"], r["open_size"]) for r in await conn.fetch(
+        "SELECT type, name, data, open_sha256, open_size FROM snapshot_metadata WHERE snapshot_id = $1 ORDER BY type",
+        snap.id)]
     with _phase(snap.id, "publish"):
         await pool_loop.run_in_executor(None, lambda: publish_rpm(
             storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks,
-            timings=_TIMINGS.setdefault(snap.id, {})))
+            timings=_TIMINGS.setdefault(snap.id, {}), carried=carried))
     _save_rpm_rows(storage, snap, fpr, rows)
     return len(entries)
 

@@ -3,11 +3,12 @@ any compression, only missing files fetched, republished signed by Depot (packag
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from tests import pkgfactory
-from tests.clients import dnf_install, rpm_installed
+from tests.clients import dnf, dnf_install, rpm_installed
 from tests.helpers import bearer
 from tests.upstream import RpmArchive, Upstream
 
@@ -161,7 +162,9 @@ async def test_rpm_packages_are_signed_as_they_land(rpm_site, make_rpm_mirror, r
 
 @pytest.mark.clients
 async def test_dnf_installs_from_the_rpm_mirror(rpm_site, make_rpm_mirror, run_mirror, client, tmp_path):
+    """dnf installs from the republished mirror with signatures on, and reads its errata, groups and modules."""
     archive, upstream, url = rpm_site
+    archive.build(metadata=CARRIED)
     task = await run_mirror(await make_rpm_mirror(url), env="prod")
     assert task["Status"] == "done", task["Error"]
     repo_url = str(client.make_url("/repo/rpm/el-mirror/9/prod"))
@@ -169,3 +172,151 @@ async def test_dnf_installs_from_the_rpm_mirror(rpm_site, make_rpm_mirror, run_m
     out = await asyncio.to_thread(dnf_install, tmp_path / "root", repo_url, key_url, "el-hello", "el-tool")
     assert out.returncode == 0, out.stdout + out.stderr
     assert rpm_installed(tmp_path / "root") == ["el-hello-1.0-1", "el-tool-2.1-3"]
+    for args, expected in [(["updateinfo", "list", "--installed"], "ELSA-2026:0042"),
+                           (["group", "list", "--ids"], "(el-tools)"),
+                           (["module", "list"], "el-stack")]:
+        out = await asyncio.to_thread(dnf, tmp_path / "root", repo_url, key_url, *args)
+        assert out.returncode == 0 and expected in out.stdout, (args, out.stdout + out.stderr)
+
+
+UPDATEINFO = """<?xml version="1.0" encoding="UTF-8"?>
+<updates>
+  <update from="security@example.org" status="final" type="security" version="1">
+    <id>ELSA-2026:0042</id>
+    <title>el-hello security update</title>
+    <issued date="2026-11-30 00:00:00"/>
+    <severity>Important</severity>
+    <description>Fixes a flaw in el-hello.</description>
+    <pkglist>
+      <collection short="el9">
+        <name>el9</name>
+        <package name="el-hello" version="1.0" release="1" epoch="0" arch="noarch">
+          <filename>el-hello-1.0-1.noarch.rpm</filename>
+        </package>
+      </collection>
+    </pkglist>
+  </update>
+</updates>
+"""
+COMPS = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE comps PUBLIC "-//Red Hat, Inc.//DTD Comps info//EN" "comps.dtd">
+<comps>
+  <group>
+    <id>el-tools</id>
+    <name>EL tools</name>
+    <description>The EL tools.</description>
+    <default>false</default>
+    <uservisible>true</uservisible>
+    <packagelist>
+      <packagereq type="mandatory">el-tool</packagereq>
+    </packagelist>
+  </group>
+</comps>
+"""
+# Its one artifact is not in the repository: el-tool stays installable without the module enabled.
+MODULES = """---
+document: modulemd
+version: 2
+data:
+  name: el-stack
+  stream: "1"
+  version: 20261201000000
+  context: 9edba152
+  arch: x86_64
+  summary: EL stack
+  description: >-
+    A module of the test upstream.
+  license:
+    module:
+    - MIT
+  artifacts:
+    rpms:
+    - el-other-0:1.0-1.x86_64
+...
+"""
+CARRIED = {"updateinfo": ("updateinfo.xml.gz", UPDATEINFO), "group": ("comps.xml", COMPS),
+           "modules": ("modules.yaml.xz", MODULES)}
+
+
+def _records(repomd: bytes) -> dict[str, tuple[str, str]]:
+    """type -> (location, sha256) of a repomd.xml."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"r": "http://linux.duke.edu/metadata/repo"}
+    return {d.get("type"): (d.find("r:location", ns).get("href"), d.find("r:checksum", ns).text)
+            for d in ET.fromstring(repomd).findall("r:data", ns)}
+
+
+async def test_rpm_mirror_carries_errata_modules_and_groups(rpm_site, make_rpm_mirror, run_mirror, run_worker, pool,
+                                                            client, admin_key):
+    """The upstream's updateinfo, modules and comps files, checked against its signed repomd.xml, are published as
+    they are in Depot's own signed repomd.xml, by every rebuild of the snapshot and of its copies; fetched once."""
+    import hashlib
+
+    archive, upstream, url = rpm_site
+    archive.build(metadata=CARRIED)
+    theirs = _records((archive.root / "repodata" / "repomd.xml").read_bytes())
+    repo_id = await make_rpm_mirror(url)
+    task = await run_mirror(repo_id, env="prod")
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["metadata"] == ["group", "modules", "updateinfo"]
+
+    async def published(prefix: str) -> dict[str, tuple[str, str]]:
+        r = await client.get(f"{prefix}/repodata/repomd.xml")
+        assert r.status == 200
+        ours = _records(await r.read())
+        assert {"primary", "filelists", "other", "group", "modules", "updateinfo"} <= set(ours)
+        for kind in CARRIED:
+            href, sha = ours[kind]
+            assert sha == theirs[kind][1]
+            body = await (await client.get(f"{prefix}/{href}")).read()
+            assert hashlib.sha256(body).hexdigest() == sha
+            assert body == (archive.root / theirs[kind][0]).read_bytes()
+        return ours
+
+    await published("/repo/rpm/el-mirror/9/prod")
+    assert all(upstream.counts[f"el/9/x86_64/{theirs[kind][0]}"] == 1 for kind in CARRIED)
+    assert (await run_mirror(repo_id))["Result"]["unchanged"] is True
+    assert all(upstream.counts[f"el/9/x86_64/{theirs[kind][0]}"] == 1 for kind in CARRIED)
+
+    # A copy of the snapshot carries them too.
+    h = bearer(admin_key)
+    r = await client.post(f"/api/v2/repo/{repo_id}/snapshot", json={"from": task["Result"]["snapshot"]}, headers=h)
+    assert r.status == 201, await r.text()
+    copy = (await r.json())["results"]["Id"]
+    r = await client.put(f"/api/v2/snapshot/{copy}/rebuild", json={"gpgSign": "true"}, headers=h)
+    assert r.status == 202, await r.text()
+    await run_worker()
+    await published(f"/repo/rpm/el-mirror/9/{copy}")
+
+    # A carried file that is not the one the signed repomd.xml lists fails the run, naming it; no new snapshot.
+    archive.add(("el-hello", "1.1", "1", "noarch"))
+    archive.build(metadata=CARRIED)
+    href = _records((archive.root / "repodata" / "repomd.xml").read_bytes())["updateinfo"][0]
+    good = (archive.root / href).read_bytes()
+    (archive.root / href).write_bytes(good[:20] + bytes([good[20] ^ 1]) + good[21:])
+    snapshots = await pool.fetchval("SELECT count(*) FROM snapshots")
+    task = await run_mirror(repo_id)
+    assert task["Status"] == "error" and href in task["Error"] and "SHA-256" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM snapshots") == snapshots
+
+
+@pytest.mark.parametrize("change, refusal", [
+    (lambda block: re.sub(r'href="[^"]+"', 'href="../../../etc/passwd"', block), "unsafe updateinfo location"),
+    (lambda block: block.replace("<location ", '<location xml:base="http://10.0.0.1/" '), "lives on another server"),
+    (lambda block: re.sub(r"<size>\d+</size>", "<size>900000000</size>", block), "more than the index limit"),
+])
+async def test_rpm_carried_metadata_refusals(rpm_site, make_rpm_mirror, run_mirror, pool, change, refusal):
+    """A carried record outside the repository, on another server or beyond the index limit fails the run before
+    any package is fetched, and leaves no snapshot."""
+    archive, upstream, url = rpm_site
+    archive.build(metadata=CARRIED)
+    repomd = archive.root / "repodata" / "repomd.xml"
+    text = repomd.read_text()
+    block = re.search(r'<data type="updateinfo">.*?</data>', text, re.S).group(0)
+    repomd.write_text(text.replace(block, change(block)))
+    (archive.root / "repodata" / "repomd.xml.asc").write_bytes(archive.key.detach(repomd.read_bytes()))
+    task = await run_mirror(await make_rpm_mirror(url))
+    assert task["Status"] == "error" and refusal in task["Error"], task["Error"]
+    assert upstream.package_requests() == 0 and not any("passwd" in p for p in upstream.counts)
+    assert await pool.fetchval("SELECT count(*) FROM snapshot_metadata") == 0

@@ -1,4 +1,5 @@
-"""Render repodata/ (primary, filelists, other .xml.gz and repomd.xml) from stored chunks.
+"""Render repodata/ (primary, filelists, other .xml.gz and repomd.xml) from stored chunks, beside any
+metadata files a mirror carried over as they are (CarriedFile).
 
 Each package's XML chunks were produced by createrepo_c when it was uploaded (or signed), so a
 rebuild is string concatenation + gzip + sha256: no rpm header is read again. The output is the
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
@@ -140,9 +142,35 @@ class _BlockCache:
         os.replace(tmp, self.folder / "index.json")
 
 
+@dataclass(frozen=True)
+class CarriedFile:
+    """A metadata file published as it is beside the rendered ones (a mirror's errata, modules, groups)."""
+    type: str
+    name: str                     # its file name, the digest prefix aside (the suffix says its compression)
+    data: bytes
+    open_sha256: str | None = None
+    open_size: int | None = None
+
+
+def _carried_record(repodata: Path, c: CarriedFile, now: int) -> str:
+    digest = hashlib.sha256(c.data).hexdigest()
+    href = f"repodata/{digest}-{c.name}"
+    (repodata / f"{digest}-{c.name}").write_bytes(c.data)
+    opened = ""
+    if c.open_sha256:
+        opened = f'    <open-checksum type="sha256">{c.open_sha256}</open-checksum>\n'
+    return (f'  <data type="{escape(c.type)}">\n'
+            f'    <checksum type="sha256">{digest}</checksum>\n' + opened +
+            f'    <location href={quoteattr(href)}/>\n'
+            f"    <timestamp>{now}</timestamp>\n"
+            f"    <size>{len(c.data)}</size>\n" +
+            (f"    <open-size>{c.open_size}</open-size>\n" if c.open_size else "") +
+            "  </data>\n")
+
+
 def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None, cache_dir=None,
                load_chunks: Callable[[list[str]], dict[str, tuple[str, str, str]]] | None = None,
-               timings: dict | None = None) -> Path:
+               timings: dict | None = None, carried: list[CarriedFile] = ()) -> Path:
     """Write repodata/ under out_dir; return the repomd.xml path (unsigned)."""
     marks = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -229,7 +257,8 @@ def render_rpm(out_dir, entries: list[RpmEntry], *, revision: int | None = None,
                  rpm_blocks_write=round(t4 - t3, 4), rpm_cache_save=round(t5 - t4, 4), rpm_blocks_new=len(missing))
     repomd = (XML_DECL + '<repomd xmlns="http://linux.duke.edu/metadata/repo" '
               'xmlns:rpm="http://linux.duke.edu/metadata/rpm">\n'
-              f"  <revision>{now}</revision>\n" + "".join(records) + "</repomd>\n")
+              f"  <revision>{now}</revision>\n" + "".join(records)
+              + "".join(_carried_record(repodata, c, now) for c in carried) + "</repomd>\n")
     path = repodata / "repomd.xml"
     path.write_text(repomd, encoding="utf-8")
     return path
