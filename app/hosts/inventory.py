@@ -135,13 +135,21 @@ class Dictionary:
             self.name_of = array.array("i")
             self.ids_of_name.clear()
             self.max_id = 0
-        if len(self.keys) > self.limit:
-            for cache in (self.ids, self.keys):
-                for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
-                    del cache[old]
-            self.ids_of_name = {}
-            for id_ in self.keys:
-                self.ids_of_name.setdefault(self.name_of[id_], []).append(id_)
+        self.trim()
+
+    def trim(self) -> None:
+        """Past the limit, down to 3/4 of it (oldest first), names numbered again from the entries kept;
+        not while a batch is planning. Called before each chunk too: a batch of hosts whose versions
+        the fleet does not share adds a chunk's items at a time, not the whole batch's."""
+        if self.planning or len(self.keys) <= self.limit:
+            return
+        for cache in (self.ids, self.keys):
+            for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
+                del cache[old]
+        self.name_numbers, self.ids_of_name = {}, {}
+        for id_, (raw, _) in self.keys.items():
+            number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
+            self.ids_of_name.setdefault(number, []).append(id_)
 
     def _add(self, name: str, arch: str, version: str, id_: int) -> bytes:
         raw = join_arch(name, arch)
@@ -283,6 +291,7 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
     item, in C; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that
     fails gets its exception in `out` and no plan."""
     d = dictionary()
+    d.trim()
     d.planning += 1
     try:
         return await _plan_chunk(conn, d, by_host, out)

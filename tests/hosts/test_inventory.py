@@ -424,6 +424,50 @@ def test_the_dictionary_cache_is_kept_while_a_batch_plans_and_cleared_only_by_a_
     assert not d.keys and not d.ids and d.max_id == 0
 
 
+def test_the_dictionary_cache_stays_bounded_within_a_batch_and_forgets_names_it_no_longer_holds():
+    """Trimmed before each chunk (not only each batch): a burst of hosts whose versions nobody shares adds a
+    chunk's entries at a time. Names are numbered again from the entries kept, so names seen once do not pile up,
+    and the kept entries still answer by name."""
+    d = inventory_store.Dictionary(1000)
+    for chunk in range(20):
+        d.trim()
+        for i in range(chunk * 400, chunk * 400 + 400):
+            d._add(f"host{i}-only", "", f"1.{i}", i + 1)
+        assert len(d.keys) <= 1400 and len(d.name_numbers) <= 1400
+    d.trim()
+    assert len(d.keys) == len(d.ids) == 750 and len(d.name_numbers) == 750
+    assert d.version_in({8000}, "host7999-only") == "1.7999" and d.version_in({8000}, "host0-only") is None
+    assert not d.names_twice({7998, 7999, 8000}, set())
+    d.planning = 1      # while a batch plans, nothing goes
+    for i in range(8000, 8500):
+        d._add(f"late{i}", "", "1.0", i + 1)
+    d.trim()
+    assert len(d.keys) == 1250
+
+
+async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
+                                                                                   run_worker, monkeypatch):
+    hosts = [await _host(client, make_key, f"web{i}") for i in range(6)]
+    await put(client, hosts[0], "packages/installed", installed({"bash": "5.1-1"}))
+    await run_worker()
+    d = inventory_store.dictionary()
+    limit, d.limit = d.limit, 1000
+    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "1")
+    inventory_store._settings.cache_clear()
+    try:
+        for i, creds in enumerate(hosts):
+            await put(client, creds, "packages/installed", installed({f"pkg-{j}": f"{i}.{j}-1" for j in range(600)}))
+        await run_worker()
+        # At most the limit and one chunk's entries (6 x 600 without the trim before each chunk).
+        assert len(d.keys) <= 1000 + 600
+        assert await package_count(pool) == 6 * 600
+        await check_postings(pool)
+    finally:
+        d.limit = limit
+        monkeypatch.undo()
+        inventory_store._settings.cache_clear()
+
+
 @pytest.fixture
 def reports_vacuum_bytes(monkeypatch):
     """Sets DEPOT_REPORTS_VACUUM_BYTES for the diff worker's code in this process."""
