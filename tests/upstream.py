@@ -65,6 +65,11 @@ class DebArchive:
     def add(self, name: str, version: str = "1.0-1", arch: str = "amd64") -> Path:
         return pkgfactory.make_deb(self.pool, name, version, arch)
 
+    def add_udeb(self, name: str, version: str = "1.0-1", arch: str = "amd64") -> Path:
+        """A udeb (a .deb by format, named .udeb): listed in debian-installer/binary-<arch>/Packages."""
+        deb = pkgfactory.make_deb(self.pool, name, version, arch)
+        return deb.rename(deb.with_suffix(".udeb"))
+
     def remove(self, name: str) -> None:
         for f in self.pool.glob(f"{name}_*.deb"):
             f.unlink()
@@ -76,17 +81,23 @@ class DebArchive:
         dist_dir = self.root / "dists" / self.dist
         shutil.rmtree(dist_dir, ignore_errors=True)
         for arch in arches:
-            folder = dist_dir / self.component / f"binary-{arch}"
-            folder.mkdir(parents=True)
-            plain = subprocess.run(["apt-ftparchive", "--arch", arch, "packages", f"pool/{self.component}"],
-                                   cwd=self.root, capture_output=True, check=True).stdout + extra_packages
-            for ext in compressions:
-                data = COMPRESSORS[ext](plain)
-                (folder / f"Packages{ext}").write_bytes(data)
-                if by_hash:
-                    hashed = folder / "by-hash" / "SHA256" / hashlib.sha256(data).hexdigest()
-                    hashed.parent.mkdir(parents=True, exist_ok=True)
-                    hashed.write_bytes(data)
+            listed = subprocess.run(["apt-ftparchive", "--arch", arch, "packages", f"pool/{self.component}"],
+                                    cwd=self.root, capture_output=True, check=True).stdout
+            stanzas = [p + b"\n\n" for p in listed.strip(b"\n").split(b"\n\n") if p]
+            udebs = b"".join(p for p in stanzas if b".udeb\n" in p)
+            indexes = [(dist_dir / self.component / f"binary-{arch}",
+                        b"".join(p for p in stanzas if b".udeb\n" not in p) + extra_packages)]
+            if udebs:
+                indexes.append((dist_dir / self.component / "debian-installer" / f"binary-{arch}", udebs))
+            for folder, plain in indexes:
+                folder.mkdir(parents=True)
+                for ext in compressions:
+                    data = COMPRESSORS[ext](plain)
+                    (folder / f"Packages{ext}").write_bytes(data)
+                    if by_hash:
+                        hashed = folder / "by-hash" / "SHA256" / hashlib.sha256(data).hexdigest()
+                        hashed.parent.mkdir(parents=True, exist_ok=True)
+                        hashed.write_bytes(data)
         options = ["-o", f"APT::FTPArchive::Release::Suite={self.dist}",
                    "-o", f"APT::FTPArchive::Release::Codename={self.dist}",
                    "-o", f"APT::FTPArchive::Release::Components={self.component}",
@@ -158,6 +169,8 @@ class Upstream:
         self.package_delay = 0.0        # seconds before each .deb answer (a slow upstream)
         self.stalled: set[str] = set()  # paths answered with a few bytes, then nothing (a drip-feeding upstream)
         self.failing: Counter = Counter()   # path -> how many more times to answer it 503 (Retry-After: 0)
+        self.gzip_when_asked = False        # answer gzip-compressed (Content-Encoding) a client that accepts it
+        self.gzipped = 0
         self.app = web.Application()
         self.app.router.add_get("/{path:.*}", self._serve)
 
@@ -181,6 +194,9 @@ class Upstream:
         file = (self.root / path).resolve()
         if not file.is_file() or self.root.resolve() not in file.parents:
             raise web.HTTPNotFound()
+        if self.gzip_when_asked and "gzip" in request.headers.get("Accept-Encoding", ""):
+            self.gzipped += 1
+            return web.Response(body=gzip.compress(file.read_bytes()), headers={"Content-Encoding": "gzip"})
         return web.FileResponse(file)
 
     def package_requests(self) -> int:

@@ -155,8 +155,11 @@ class Fetcher:
                                          ssl=tls if tls is not None else True)
         timeout = aiohttp.ClientTimeout(total=None, connect=settings.mirror_connect_timeout,
                                         sock_read=settings.mirror_read_timeout)
+        # Bodies are checked byte for byte against signed sizes and digests: ask for them as they are (aiohttp
+        # would offer gzip, and a server that takes it up, or serves a stale Packages.gz for Packages, sends
+        # other bytes).
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                             headers={"User-Agent": "Depot-mirror"})
+                                             headers={"User-Agent": "Depot-mirror", "Accept-Encoding": "identity"})
         self.requests = 0
 
     async def close(self) -> None:

@@ -556,3 +556,13 @@ async def test_a_file_longer_than_its_index_gives_is_refused(site, make_mirror, 
     assert task["Status"] == "error"
     assert f"beta_1.0-1_amd64.deb: larger than the {size} bytes its index gives" in task["Error"]
     assert await pool.fetchval("SELECT count(*) FROM snapshots") == 0
+
+
+async def test_bodies_are_asked_for_as_they_are(site, make_mirror, run_mirror):
+    """An upstream that compresses its answers for clients that accept it (a web server's gzip) is asked for the
+    bytes as they are: the signed sizes and digests are of those."""
+    site.upstream.gzip_when_asked = True
+    site.archive.build(compressions=("",))
+    task = await run_mirror(await make_mirror(site))
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 4 and site.upstream.gzipped == 0
