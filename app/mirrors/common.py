@@ -90,7 +90,7 @@ _CONTROL = re.compile(r"[\x00-\x1f]")
 def select(entries: list[Entry], include: list[str], exclude: list[str], keep_latest: int | None,
            compare: Callable[[str, str], int]) -> list[Entry]:
     """One entry per file; include/exclude are glob patterns on package names; keep_latest keeps the N
-    highest versions of each (name, arch), in the package type's version order (`compare`)."""
+    highest versions of each (name, arch) (udebs apart), in the package type's version order (`compare`)."""
     by_sha: dict[str, Entry] = {}
     for e in entries:
         if include and not any(fnmatch.fnmatchcase(e.name, p) for p in include):
@@ -100,9 +100,9 @@ def select(entries: list[Entry], include: list[str], exclude: list[str], keep_la
         by_sha.setdefault(e.sha256, e)
     chosen = list(by_sha.values())
     if keep_latest:
-        groups: dict[tuple[str, str], list[Entry]] = {}
+        groups: dict[tuple[str, str, bool], list[Entry]] = {}
         for e in chosen:
-            groups.setdefault((e.name, e.arch), []).append(e)
+            groups.setdefault((e.name, e.arch, e.filename.endswith(".udeb")), []).append(e)
         chosen = []
         for group in groups.values():
             try:

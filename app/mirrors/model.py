@@ -32,17 +32,21 @@ class Mirror:
     keep_latest: int | None
     last_digest: str | None
     last_snapshot_id: int | None
+    udebs: bool = False
 
     def settings_key(self) -> str:
         """What, besides the upstream, decides a run's result: a change makes the next run a full one."""
-        return repr((sorted(self.arches), self.gpg_check, sorted(self.include), sorted(self.exclude),
-                     self.keep_latest, self.repo.dist, self.repo.section, self.repo.releasever))
+        key = (sorted(self.arches), self.gpg_check, sorted(self.include), sorted(self.exclude),
+               self.keep_latest, self.repo.dist, self.repo.section, self.repo.releasever)
+        return repr((*key, "udebs") if self.udebs else key)     # a mirror without udebs: the key it always had
 
 
 @transactional
 async def create_mirror_repo(conn, *, name, type, dist=None, section=None, releasever=None, source: str,
                              arch: list[str], gpg_check: bool = True, include=(), exclude=(),
-                             keep_latest: int | None = None) -> repos.Repo:
+                             keep_latest: int | None = None, udebs: bool = False) -> repos.Repo:
+    if udebs and type != "deb":
+        raise Invalid("udebs are for deb mirrors")
     src = await get_source(conn, type, source)
     if type == "deb":
         dists = {d["name"]: [c["name"] for c in d["components"]] for d in src.definition.get("distributions", [])}
@@ -65,9 +69,9 @@ async def create_mirror_repo(conn, *, name, type, dist=None, section=None, relea
             raise Invalid(f"Invalid package name pattern {p!r} (letters, digits, . + _ - and * ? [ ])")
     repo = await repos.create_repo(conn, name=name, type=type, dist=dist, section=section, releasever=releasever)
     await conn.execute(
-        "INSERT INTO mirrors (repo_id, source_id, arches, gpg_check, include, exclude, keep_latest)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)", repo.id, src.id, arches, gpg_check, list(include), list(exclude),
-        keep_latest)
+        "INSERT INTO mirrors (repo_id, source_id, arches, gpg_check, include, exclude, keep_latest, udebs)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", repo.id, src.id, arches, gpg_check, list(include), list(exclude),
+        keep_latest, udebs)
     repo.source = src.name
     return repo
 
@@ -78,7 +82,7 @@ async def get_mirror(db, repo_id: int) -> Mirror:
     if row is None:
         raise Invalid(f"Repository #{repo_id} is not a mirror (create it with a source)")
     return Mirror(repo, row["source_id"], list(row["arches"]), row["gpg_check"], list(row["include"]),
-                  list(row["exclude"]), row["keep_latest"], row["last_digest"], row["last_snapshot_id"])
+                  list(row["exclude"]), row["keep_latest"], row["last_digest"], row["last_snapshot_id"], row["udebs"])
 
 
 async def mirror_source(db, mirror: Mirror):

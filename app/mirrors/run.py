@@ -144,7 +144,8 @@ async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirro
     return await loop.run_in_executor(None, read)
 
 
-async def _rpm_metadata(fetcher: Fetcher, verified: list[tuple[URL, bytes]], limit: int) -> list[tuple[rpm.Carried, bytes]]:
+async def _rpm_metadata(fetcher: Fetcher, verified: list[tuple[URL, bytes]],
+                        limit: int) -> list[tuple[rpm.Carried, bytes]]:
     """The metadata carried over (rpm.CARRIED), each file checked against the signed repomd.xml; with several
     roots ($basearch), each type from the first root that lists it (a snapshot publishes one of each)."""
     loop = asyncio.get_running_loop()
@@ -171,16 +172,20 @@ async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.
     folders = [f"{section}/binary-{a}" for a in mirror.arches if a != "all"]
     if "all" in mirror.arches:
         folders.append(f"{section}/binary-all")
+    if mirror.udebs and not flat:
+        folders += [f"{section}/debian-installer/{f.rsplit('/', 1)[1]}" for f in folders]
     loop = asyncio.get_running_loop()
     entries: list[Entry] = []
     for folder in folders:
+        udebs = "/debian-installer/" in folder
         index = deb.choose_index(release, folder)
         if index is None and flat:
             index = deb.choose_index(release, "")       # a flat repository: one bare Packages index
         if index is None:
             if folder.endswith("/binary-all") and len(folders) > 1:
                 continue       # `all` packages are usually listed in each architecture's index
-            raise MirrorError(f"the Release lists no Packages index for {folder}")
+            raise MirrorError(f"the Release lists no Packages index for {folder}"
+                              + (" (the mirror asks for udebs)" if udebs else ""))
         if index.size > limit:
             raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
         data = None
@@ -189,9 +194,15 @@ async def _deb_entries(fetcher: Fetcher, base: URL, dist_url: URL, release: deb.
         if data is None:
             data = await fetcher.get_bytes(_join(dist_url, index.path), index.size)
 
-        def read(index=index, data=data) -> list[Entry]:
+        def read(index=index, data=data, udebs=udebs) -> list[Entry]:
             check_index(index, data)
-            return deb.parse_packages(decompress(index, data, limit), index.path, arches, base)
+            found = deb.parse_packages(decompress(index, data, limit), index.path, arches, base)
+            # Each index lists its own kind: a .udeb is taken from the installer's, a .deb from the others.
+            wrong = None if flat else next((e for e in found if e.filename.endswith(".udeb") != udebs), None)
+            if wrong is not None:
+                raise ArchiveError(f"{index.path}: package {wrong.name} has the Filename {wrong.filename[:200]!r}, "
+                                   f"{'not a .udeb' if udebs else 'a .udeb'} in this index")
+            return found
 
         entries += await loop.run_in_executor(None, read)
     return entries
@@ -403,6 +414,8 @@ class _Downloads:
                 # The file's SHA-256 is the one the stanza gives, in an index whose digest the signed Release
                 # gives: the stanza describes this very file, and is what apt reads upstream.
                 parsed = parse_index_stanza(e.stanza, got)
+                if e.filename.endswith(".udeb"):
+                    parsed.filename = parsed.filename.removesuffix(".deb") + ".udeb"
             else:
                 # Header read from the file (its filelists and changelog are stored); the payload digests are
                 # not checked again: the whole file is the one the signed repodata lists.

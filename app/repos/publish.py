@@ -20,7 +20,8 @@ def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, compo
                 entries: list[DebEntry] | None = None, signer: Signer | None, origin: str | None = None,
                 files: dict[str, str] | None = None, load_indexes=None, timings: dict | None = None) -> Path:
     """Either `entries` (rendered here), or `files` (published path -> sha256) and `load_indexes()`
-    returning the full Packages text of each architecture (the rebuild renders it in SQL)."""
+    returning the full Packages text of each architecture, of the debs and of the udebs (the rebuild renders
+    them in SQL)."""
     if entries is not None:
         files = {f"pool/{component}/{e.filename}": e.sha256 for e in entries}
     origin = origin or f"{dist} {component} repository"
@@ -29,7 +30,9 @@ def publish_deb(storage: Storage, public_rel: str, key: str, *, dist: str, compo
         if entries is not None:
             release = render_deb(tree, dist, component, entries, origin=origin)
         else:
-            release = write_indexes(tree / "dists" / dist, component, load_indexes(), origin=origin, suite=dist)
+            plains, installer = load_indexes()
+            release = write_indexes(tree / "dists" / dist, component, plains, origin=origin, suite=dist,
+                                    installer=installer)
         if signer is not None:
             signer.sign_release(release)
 

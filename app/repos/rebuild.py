@@ -139,19 +139,22 @@ class _phase:
 # Each architecture's Packages text, rendered by PostgreSQL from the stanzas stored at upload:
 # one string per index instead of 5,000 rows through Python. Field order and sort order are those
 # of metadata/deb.py (render_deb), which tests compare byte for byte; "C" collation = code points.
+# A mirror's udebs (file names *.udeb) get indexes of their own, for the architectures they have.
 _DEB_INDEXES = """
 WITH e AS (
-    SELECT p.arch, p.name, p.version, p.sha256,
+    SELECT p.arch, p.name, p.version, p.sha256, sp.filename LIKE '%.udeb' AS udeb,
            p.stanza || 'Filename: ' || $2::text || sp.filename || E'\\nSize: ' || p.size || E'\\nMD5sum: ' || p.md5
            || E'\\nSHA1: ' || p.sha1 || E'\\nSHA256: ' || p.sha256 || E'\\n\\n' AS text
     FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id WHERE sp.snapshot_id = $1
 ), a AS (
-    SELECT DISTINCT arch FROM e WHERE arch <> 'all'
-    UNION ALL SELECT $3::text WHERE NOT EXISTS (SELECT 1 FROM e WHERE arch <> 'all')
+    SELECT DISTINCT arch, udeb FROM e WHERE arch <> 'all'
+    UNION ALL SELECT $3::text, false WHERE NOT EXISTS (SELECT 1 FROM e WHERE arch <> 'all' AND NOT udeb)
+    UNION ALL SELECT $3::text, true WHERE NOT EXISTS (SELECT 1 FROM e WHERE arch <> 'all' AND udeb)
+                                      AND EXISTS (SELECT 1 FROM e WHERE udeb)
 )
-SELECT a.arch, coalesce(string_agg(e.text, '' ORDER BY e.name COLLATE "C", e.version COLLATE "C",
-                                   e.arch COLLATE "C", e.sha256 COLLATE "C"), '') AS text
-FROM a LEFT JOIN e ON e.arch = a.arch OR e.arch = 'all' GROUP BY a.arch
+SELECT a.arch, a.udeb, coalesce(string_agg(e.text, '' ORDER BY e.name COLLATE "C", e.version COLLATE "C",
+                                           e.arch COLLATE "C", e.sha256 COLLATE "C"), '') AS text
+FROM a LEFT JOIN e ON (e.arch = a.arch OR e.arch = 'all') AND e.udeb = a.udeb GROUP BY a.arch, a.udeb
 """
 
 
@@ -174,12 +177,13 @@ async def _rebuild_deb_read(conn, storage, signer, snap: Snapshot, repo: Repo, p
     await _progress(progress, 30, f"rendering {len(files)} packages")
     loop = asyncio.get_running_loop()
 
-    def load_indexes() -> dict[str, bytes]:
+    def load_indexes() -> tuple[dict[str, bytes], dict[str, bytes]]:
         # Called from the publishing thread: the query runs on the event loop.
         t = time.perf_counter()
         got = asyncio.run_coroutine_threadsafe(conn.fetch(_DEB_INDEXES, snap.id, prefix, DEFAULT_ARCH), loop).result()
         _TIMINGS.setdefault(snap.id, {})["render_sql"] = round(time.perf_counter() - t, 4)
-        return {r["arch"]: r["text"].encode("utf-8") for r in got}
+        return ({r["arch"]: r["text"].encode("utf-8") for r in got if not r["udeb"]},
+                {r["arch"]: r["text"].encode("utf-8") for r in got if r["udeb"]})
 
     with _phase(snap.id, "publish"):
         await loop.run_in_executor(None, lambda: publish_deb(

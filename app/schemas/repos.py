@@ -42,6 +42,9 @@ class RepoCreate(ReferenceBody):
     keepLatest = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=10_000),
                                 error_messages=says("keepLatest must be a number of versions, 1 or more"),
                                 metadata={"description": "mirror: keep the N highest versions of each name and arch"})
+    udebs = PhpBool(load_default=False, error_messages=says("udebs must be true or false"),
+                    metadata={"description": "deb mirror: also the debian-installer's udebs "
+                                             "(<component>/debian-installer/binary-<arch>)"})
 
     @post_load
     def _repo(self, data, **kwargs):
@@ -53,7 +56,8 @@ class RepoCreate(ReferenceBody):
             if not data.get("arch"):
                 raise ValidationError(ARCH_MESSAGE, "arch")
             repo.update(source=data["source"], arch=data["arch"], gpg_check=data["gpgCheck"],
-                        include=data["include"], exclude=data["exclude"], keep_latest=data.get("keepLatest"))
+                        include=data["include"], exclude=data["exclude"], keep_latest=data.get("keepLatest"),
+                        udebs=data["udebs"])
         return repo
 
 

@@ -566,3 +566,74 @@ async def test_bodies_are_asked_for_as_they_are(site, make_mirror, run_mirror):
     task = await run_mirror(await make_mirror(site))
     assert task["Status"] == "done", task["Error"]
     assert task["Result"]["downloaded"] == 4 and site.upstream.gzipped == 0
+
+
+async def test_udebs_are_mirrored_into_their_own_index_when_asked(site, make_mirror, run_mirror, pool, client,
+                                                                 admin_key):
+    """`udebs: true` also takes <component>/debian-installer/binary-<arch>, republished there (and only there);
+    without it a mirror takes no udeb, and an index that lists the other kind is refused."""
+    from debian import deb822
+
+    site.archive.add_udeb("di-utils")
+    site.archive.add_udeb("di-common", arch="all")
+    site.archive.build()
+    plain = await run_mirror(await make_mirror(site))
+    assert plain["Status"] == "done", plain["Error"]
+    assert not any(n.endswith(".udeb") for n in await _names(pool, plain["Result"]["snapshot"]))
+    assert not any("debian-installer" in p for p in site.upstream.counts)
+
+    repo_id = await make_mirror(site, udebs=True)
+    task = await run_mirror(repo_id, env="prod")
+    assert task["Status"] == "done", task["Error"]
+    assert task["Result"]["downloaded"] == 2          # the debs came with the first mirror
+    assert await _names(pool, task["Result"]["snapshot"]) == [
+        "alpha_1.0-1_amd64.deb", "beta_1.0-1_amd64.deb", "common_1.0-1_all.deb", "di-common_1.0-1_all.udeb",
+        "di-utils_1.0-1_amd64.udeb", "gamma_1.0-1_amd64.deb"]
+    base = "/repo/deb/mirror2/stable/main/prod"
+
+    async def index(folder: str) -> dict[str, dict]:
+        r = await client.get(f"{base}/dists/stable/main/{folder}/Packages")
+        assert r.status == 200, folder
+        return {p["Package"]: p for p in deb822.Packages.iter_paragraphs(await r.text(), use_apt_pkg=False)}
+
+    assert set(await index("binary-amd64")) == {"alpha", "beta", "gamma", "common"}
+    installer = await index("debian-installer/binary-amd64")
+    assert set(installer) == {"di-utils", "di-common"}
+    release = await (await client.get(f"{base}/dists/stable/Release")).text()
+    assert "main/debian-installer/binary-amd64/Packages" in release
+    for name, stanza in installer.items():
+        assert stanza["Filename"].endswith(".udeb")
+        r = await client.get(f"{base}/{stanza['Filename']}")
+        assert r.status == 200 and len(await r.read()) == int(stanza["Size"])
+
+    h = bearer(admin_key)
+    r = await client.post("/api/v2/repo/", headers=h, json={"name": "el", "type": "rpm", "releasever": "9",
+                                                          "source": "none", "arch": ["x86_64"], "udebs": True})
+    assert r.status == 400 and (await r.json())["message_error"] == ["udebs are for deb mirrors"], await r.text()
+
+    # An installer index that lists a .deb is refused, naming it.
+    folder = site.archive.root / "dists" / "stable" / "main" / "debian-installer" / "binary-amd64"
+    text = (folder / "Packages").read_bytes().replace(b"di-utils_1.0-1_amd64.udeb", b"di-utils_1.0-1_amd64.deb")
+    site.archive.write_release(_with_index(site.archive, "main/debian-installer/binary-amd64/Packages", text))
+    task = await run_mirror(repo_id)
+    assert task["Status"] == "error" and "di-utils" in task["Error"] and "not a .udeb" in task["Error"]
+    assert await pool.fetchval("SELECT count(*) FROM snapshots WHERE repo_id = $1", repo_id) == 1
+
+
+def _with_index(archive, rel: str, text: bytes) -> bytes:
+    """The archive's Release with `rel` (plain) replaced by `text` and its other compressions dropped."""
+    import hashlib
+
+    dist_dir = archive.root / "dists" / archive.dist
+    (dist_dir / rel).write_bytes(text)
+    lines = []
+    for line in (dist_dir / "Release").read_text().splitlines(keepends=True):
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith(rel):
+            if parts[2] != rel:
+                continue
+            algorithm = {32: hashlib.md5, 40: hashlib.sha1, 64: hashlib.sha256, 128: hashlib.sha512}[len(parts[0])]
+            digest = algorithm(text).hexdigest()
+            line = f" {digest} {len(text)} {rel}\n"
+        lines.append(line)
+    return "".join(lines).replace("Acquire-By-Hash: yes", "Acquire-By-Hash: no").encode()

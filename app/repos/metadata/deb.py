@@ -101,12 +101,16 @@ def render_deb(out_dir, dist: str, component: str, entries: list[DebEntry], *, o
 
 
 def write_indexes(dist_dir: Path, component: str, plains: dict[str, bytes], *, origin: str, suite: str,
-                  label: str | None = None, description: str | None = None, date: float | None = None) -> Path:
-    """Packages(.gz) per architecture from their full text, then Release; returns its path."""
-    archs = sorted(plains)
-    with ThreadPoolExecutor(max_workers=min(len(archs), os.cpu_count() or 2)) as pool:
-        written = [f for chunk in pool.map(lambda a: _write_index(dist_dir, f"{component}/binary-{a}/Packages",
-                                                                  plains[a]), archs) for f in chunk]
+                  label: str | None = None, description: str | None = None, date: float | None = None,
+                  installer: dict[str, bytes] | None = None) -> Path:
+    """Packages(.gz) per architecture from their full text (`installer`: the udebs', under debian-installer/),
+    then Release; returns its path."""
+    indexes = [(f"{component}/binary-{a}/Packages", plains[a]) for a in sorted(plains)]
+    indexes += [(f"{component}/debian-installer/binary-{a}/Packages", text)
+                for a, text in sorted((installer or {}).items())]
+    archs = sorted(set(plains) | set(installer or {}))
+    with ThreadPoolExecutor(max_workers=min(len(indexes), os.cpu_count() or 2)) as pool:
+        written = [f for chunk in pool.map(lambda i: _write_index(dist_dir, *i), indexes) for f in chunk]
     width = max(len(str(size)) for _, size, *_ in written)
     sums = {"MD5Sum": [], "SHA1": [], "SHA256": []}
     for rel, size, *digests in written:
