@@ -67,6 +67,9 @@ class Settings:
     # rather than once per small window's batch.
     diff_batch_max_tasks: int = 400
     inventory_chunk_hosts: int = 50
+    # A batch whose hosts bring this many package versions new to the fleet (each a new posting-list row) is
+    # written in parts of about that many: its memory stays bounded when the hosts share no version.
+    inventory_write_new_entries: int = 30_000
     # Applied reports are deleted; once a worker has deleted this many bytes of them and no other diff
     # is queued or running, it vacuums host_reports (a drained queue table then gives its space back at once, rather
     # than at autovacuum's next round). 0 leaves it to autovacuum.
@@ -184,6 +187,7 @@ class Settings:
             diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),
             inventory_cache_entries=_int("DEPOT_INVENTORY_CACHE_ENTRIES", 200_000),
             inventory_chunk_hosts=_int("DEPOT_INVENTORY_CHUNK_HOSTS", 50),
+            inventory_write_new_entries=max(1, _int("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", 30_000)),
             reports_vacuum_bytes=_int("DEPOT_REPORTS_VACUUM_BYTES", 64 * MiB),
             diff_batch_max_tasks=_int("DEPOT_DIFF_BATCH_MAX_TASKS", 400),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),

@@ -601,23 +601,34 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
     Only one host_diff task of a host runs at a time (the per-target lock), and a report accepted
     meanwhile queues another task, so what is read here is all this run has to do. The hosts are
     read and planned a chunk at a time (a burst of first inventories: 2,000 items each), and only
-    their plans (ids) are kept for the write. Returns each host's summary, or the exception that
+    their plans (ids) are kept for the write; a batch whose hosts bring many versions new to the fleet
+    (DEPOT_INVENTORY_WRITE_NEW_ENTRIES) is written in parts. Returns each host's summary, or the exception that
     kept its reports from being applied: a host that fails does not stop the others (after a failed
     batch write, each host is written on its own). The write waits for the batch's `turn`
     (app/tasks/turns.py): meanwhile, the worker reads and plans its next batch.
     """
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
+    new_limit = _settings().inventory_write_new_entries
     body_bytes: dict[int, int] = defaultdict(int)
     async with pool.acquire() as conn:
         await _check_dictionary(conn)
+        known = dictionary().max_id      # an id above it is a version new to the fleet: a new posting-list row
         plans: list[HostPlan] = []
+        new_entries = 0
         for start in range(0, len(host_ids), chunk):
             by_host: dict[int, list] = {}
             for row in await conn.fetch(_PENDING_SQL, host_ids[start:start + chunk]):
                 by_host.setdefault(row["host_id"], []).append(row)
                 body_bytes[row["host_id"]] += len(row["body"])
-            plans += await plan_chunk(conn, by_host, out)
+            planned = await plan_chunk(conn, by_host, out)
+            plans += planned
+            new_entries += sum(1 for p in planned for i in p.added_ids if i > known)
+            if new_entries >= new_limit and start + chunk < len(host_ids):
+                # Hosts that share no version make a row of each of theirs: write this part now.
+                async with turns.writing(turn):
+                    await _write_isolated(conn, plans, out)
+                plans, new_entries, known = [], 0, dictionary().max_id
         if plans:
             async with turns.writing(turn):
                 await _write_isolated(conn, plans, out)

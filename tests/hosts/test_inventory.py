@@ -468,6 +468,37 @@ async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bo
         inventory_store._settings.cache_clear()
 
 
+async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client, pool, make_key, run_worker,
+                                                                         monkeypatch):
+    """DEPOT_INVENTORY_WRITE_NEW_ENTRIES: the plans are written once they hold that many versions new to the fleet
+    (each a new posting-list row), and the rest of the batch after; the outcome is the same as in one write."""
+    hosts = [await _host(client, make_key, f"web{i}") for i in range(5)]
+    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "1")
+    monkeypatch.setenv("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", "1000")
+    inventory_store._settings.cache_clear()
+    writes: list[int] = []
+    real = inventory_store.write_plans
+
+    async def counted(conn, plans):
+        writes.append(len(plans))
+        return await real(conn, plans)
+
+    monkeypatch.setattr(inventory_store, "write_plans", counted)
+    try:
+        for i, creds in enumerate(hosts):
+            # Two hosts share their versions, three have their own: 600 new entries each.
+            own = i if i >= 2 else 0
+            await put(client, creds, "packages/installed", installed({f"pkg-{j}": f"{own}.{j}-1" for j in range(600)}))
+        await run_worker()
+        assert sum(writes) == 5 and len(writes) >= 2, writes
+        assert await package_count(pool) == 5 * 600
+        assert await pool.fetchval("SELECT count(*) FROM package_versions") == 4 * 600
+        await check_postings(pool)
+    finally:
+        monkeypatch.undo()
+        inventory_store._settings.cache_clear()
+
+
 @pytest.fixture
 def reports_vacuum_bytes(monkeypatch):
     """Sets DEPOT_REPORTS_VACUUM_BYTES for the diff worker's code in this process."""
