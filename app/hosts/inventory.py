@@ -615,7 +615,7 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
         await _check_dictionary(conn)
         known = dictionary().max_id      # an id above it is a version new to the fleet: a new posting-list row
         plans: list[HostPlan] = []
-        new_entries = 0
+        new_entries: set[int] = set()
         for start in range(0, len(host_ids), chunk):
             by_host: dict[int, list] = {}
             for row in await conn.fetch(_PENDING_SQL, host_ids[start:start + chunk]):
@@ -623,12 +623,12 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
                 body_bytes[row["host_id"]] += len(row["body"])
             planned = await plan_chunk(conn, by_host, out)
             plans += planned
-            new_entries += sum(1 for p in planned for i in p.added_ids if i > known)
-            if new_entries >= new_limit and start + chunk < len(host_ids):
+            new_entries.update(i for p in planned for i in p.added_ids if i > known)
+            if len(new_entries) >= new_limit and start + chunk < len(host_ids):
                 # Hosts that share no version make a row of each of theirs: write this part now.
                 async with turns.writing(turn):
                     await _write_isolated(conn, plans, out)
-                plans, new_entries, known = [], 0, dictionary().max_id
+                plans, new_entries, known = [], set(), dictionary().max_id
         if plans:
             async with turns.writing(turn):
                 await _write_isolated(conn, plans, out)
