@@ -520,8 +520,17 @@ async def _reports_toast_bytes(pool) -> int:
 async def test_a_drained_backlog_gives_its_report_space_back(client, pool, make_key, run_worker, reports_vacuum_bytes):
     hosts = [await _host(client, make_key, f"web{i}") for i in range(3)]
     body = installed({f"package-{i}": f"{i}.{i % 7}-1" for i in range(3000)})
+    # The dead pages must stay until the worker's own vacuum: an autovacuum in between (a loaded machine) would
+    # let the second round reuse them.
+    await pool.execute("ALTER TABLE host_reports SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)")
+    try:
+        await _drain_and_reclaim(client, pool, hosts, body, run_worker, reports_vacuum_bytes)
+    finally:
+        await pool.execute("ALTER TABLE host_reports RESET (autovacuum_enabled, toast.autovacuum_enabled)")
 
-    reports_vacuum_bytes(0)  # left to autovacuum: the applied reports' pages stay
+
+async def _drain_and_reclaim(client, pool, hosts, body, run_worker, reports_vacuum_bytes) -> None:
+    reports_vacuum_bytes(0)  # not vacuumed by the worker: the applied reports' pages stay
     for creds in hosts:
         await put(client, creds, "packages/installed", body)
     stored = await _reports_toast_bytes(pool)
