@@ -413,9 +413,7 @@ class _Downloads:
             if self.kind == "deb":
                 # The file's SHA-256 is the one the stanza gives, in an index whose digest the signed Release
                 # gives: the stanza describes this very file, and is what apt reads upstream.
-                parsed = parse_index_stanza(e.stanza, got)
-                if e.filename.endswith(".udeb"):
-                    parsed.filename = parsed.filename.removesuffix(".deb") + ".udeb"
+                parsed = parse_index_stanza(e.stanza, got, udeb=e.filename.endswith(".udeb"))
             else:
                 # Header read from the file (its filelists and changelog are stored); the payload digests are
                 # not checked again: the whole file is the one the signed repodata lists.

@@ -211,14 +211,14 @@ def parse_deb(path, digests: Digests | None = None) -> ParsedPackage:
     return _package(parse_control(control_text), digests or file_digests(path))
 
 
-def parse_index_stanza(text: str, digests: Digests) -> ParsedPackage:
+def parse_index_stanza(text: str, digests: Digests, *, udeb: bool = False) -> ParsedPackage:
     """A package of a mirrored archive from its Packages stanza, for the file whose digests are given
     (the caller has checked them against that stanza): the same checks as the control file of an
-    upload, without opening the file."""
-    return _package(parse_control(text, index=True), digests)
+    upload, without opening the file. `udeb`: the file is a udeb (named .udeb)."""
+    return _package(parse_control(text, index=True), digests, ".udeb" if udeb else ".deb")
 
 
-def _package(fields: dict[str, str], d: Digests) -> ParsedPackage:
+def _package(fields: dict[str, str], d: Digests, ext: str = ".deb") -> ParsedPackage:
     name, version, arch = _get(fields, "Package"), _get(fields, "Version"), _get(fields, "Architecture")
     if not name or not NAME_RE.match(name):
         raise PackageError(f"invalid or missing package name {name!r}")
@@ -236,7 +236,7 @@ def _package(fields: dict[str, str], d: Digests) -> ParsedPackage:
     plain_version = version.split(":", 1)[1] if ":" in version else version
     return ParsedPackage(
         type="deb", name=name, version=version, arch=arch,
-        filename=f"{name}_{plain_version}_{arch}.deb",
+        filename=f"{name}_{plain_version}_{arch}{ext}",
         size=d.size, md5=d.md5, sha1=d.sha1, sha256=d.sha256,
         control=fields,
     )
