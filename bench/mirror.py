@@ -284,7 +284,7 @@ async def _half(kind: str, count: int, delay: float) -> None:
         rows.append(("first mirror", seconds, ref, _ratio_target(seconds, ref),
                      f"{refs}{result['package_requests']} downloads of {upstream.wanted}; rebuild + sign "
                      f"{result['rebuild']['seconds']:.2f} s (so {_without_rebuild(seconds, result, ref)}); "
-                     f"Depot CPU {result['cpu']}"))
+                     f"Depot CPU {result['cpu']}; phases {_phases(result)}"))
         seconds, result = await depot()
         ref = reference.timed() if reference else None
         rows.append(("upstream unchanged", seconds, ref,
@@ -295,7 +295,7 @@ async def _half(kind: str, count: int, delay: float) -> None:
         exact = result["package_requests"] == 50
         rows.append(("upstream +50/-50", seconds, ref, _ratio_target(seconds, ref) + ("" if exact else "; NOT 50"),
                      f"{refs}{result['package_requests']} downloads; rebuild + sign {result['rebuild']['seconds']:.2f} s "
-                     f"(so {_without_rebuild(seconds, result, ref)})"))
+                     f"(so {_without_rebuild(seconds, result, ref)}); phases {_phases(result)}"))
 
         print(f"\n{kind}: {count} {kind}s ({upstream.wanted} selected), upstream delay {delay * 1000:.0f} ms per "
               f"answer, concurrency {settings.mirror_concurrency}; load average {os.getloadavg()[0]:.1f}")
@@ -314,6 +314,13 @@ async def _half(kind: str, count: int, delay: float) -> None:
             server.stop()
         key.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _phases(result: dict) -> str:
+    rebuild = result["rebuild"]
+    inside = ", ".join(f"{k} {v * 1000:.0f}" for k, v in rebuild.get("timings", {}).items())
+    marks = {**result.get("timings", {}), "rebuild": rebuild["seconds"]}
+    return ", ".join(f"{k} {v * 1000:.0f}" for k, v in marks.items()) + f" ms ({inside})"
 
 
 def _without_rebuild(seconds: float, result: dict, ref: float | None) -> str:

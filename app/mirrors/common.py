@@ -85,6 +85,12 @@ def safe_filename(value: str) -> bool:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def is_hex_digest(value: str, lengths: tuple[int, ...] = (64,)) -> bool:
+    """Lower-case hex of one of these lengths (64: a SHA-256)."""
+    return len(value) in lengths and _HEX.fullmatch(value) is not None
 
 
 def select(entries: list[Entry], include: list[str], exclude: list[str], keep_latest: int | None,

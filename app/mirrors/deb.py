@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from debian import deb822
 from yarl import URL
 
-from .common import ArchiveError, Entry, IndexFile, safe_filename
+from .common import ArchiveError, Entry, IndexFile, is_hex_digest, safe_filename
 
 # Preferred first: the quickest to download and decompress. xz is the smallest but decompresses five
 # to ten times slower than gzip or zstd, which costs more than its smaller download on most links.
@@ -102,7 +102,7 @@ def parse_packages(text: bytes, source: str, arches: set[str], base: URL) -> lis
         if not safe_filename(filename):
             raise ArchiveError(f"{source}: package {name} has an unsafe Filename {filename[:200]!r} "
                                "(outside the archive)")
-        if not _SHA256.fullmatch(sha256) or not size.isdigit():
+        if not is_hex_digest(sha256) or not size.isdigit():
             raise ArchiveError(f"{source}: package {name} has no valid SHA256 and Size")
         out.append(Entry(name, fields.get("Version", ""), arch, filename, int(size), sha256, base, para))
     return out
@@ -112,4 +112,3 @@ _WANTED = {k.lower(): k for k in ("Package", "Version", "Architecture", "Filenam
 # A field starts its line (continuation lines start with a space or a tab, comments with #).
 _FIELDS = re.compile(r"\n(Package|Version|Architecture|Filename|Size|SHA256):([^\n]*)")
 _ANY_CASE = re.compile(r"^(Package|Version|Architecture|Filename|Size|SHA256):(.*)$", re.IGNORECASE | re.MULTILINE)
-_SHA256 = re.compile(r"[0-9a-f]{64}")

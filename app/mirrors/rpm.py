@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import createrepo_c as cr
 from yarl import URL
 
-from .common import ArchiveError, Entry, IndexFile, safe_filename
+from .common import ArchiveError, Entry, IndexFile, is_hex_digest, safe_filename
 
 # The repomd records a mirror republishes as the upstream served them: errata (`dnf updateinfo`, `dnf upgrade
 # --security`), module streams (`dnf module`) and package groups (`dnf group`). Not the sqlite, zchunk or delta
@@ -34,8 +34,7 @@ class Carried:
         """The file's name without the digest the upstream may prefix it with (its suffix is its compression)."""
         base = self.index.path.rsplit("/", 1)[-1]
         head, _, rest = base.partition("-")
-        return rest if rest and len(head) in (32, 40, 64, 128) and all(c in "0123456789abcdef" for c in head) \
-            else base
+        return rest if rest and is_hex_digest(head, (32, 40, 64, 128)) else base
 
 
 def _parse_file(data: bytes, parse) -> None:
@@ -68,24 +67,28 @@ def _index(rec) -> IndexFile:
     return IndexFile(rec.location_href, rec.checksum.lower(), int(rec.size))
 
 
-def primary_index(repomd_text: bytes) -> IndexFile:
-    """The primary record of a repomd.xml; ArchiveError if it has none usable."""
-    for rec in _records(repomd_text):
-        if rec.type == "primary":
-            return _index(rec)
-    raise ArchiveError("repomd.xml lists no primary index")
+@dataclass(frozen=True)
+class Repomd:
+    """What a mirror reads of a verified repomd.xml: its primary index and the records it carries over."""
+    primary: IndexFile
+    carried: list[Carried]
 
 
-def carried_indexes(repomd_text: bytes) -> list[Carried]:
-    """The records of CARRIED types; ArchiveError if one is unusable (another server, no SHA-256, unsafe)."""
-    out = []
+def read_repomd(repomd_text: bytes) -> Repomd:
+    """ArchiveError if it lists no primary index, or a record used is unusable (another server, no SHA-256,
+    unsafe location)."""
+    primary, carried = None, []
     for rec in _records(repomd_text):
-        if rec.type in CARRIED:
+        if rec.type == "primary" and primary is None:
+            primary = _index(rec)
+        elif rec.type in CARRIED:
             sha = (rec.checksum_open or "").lower() if (rec.checksum_open_type or "").lower() == "sha256" else ""
-            sha = sha if len(sha) == 64 and all(c in "0123456789abcdef" for c in sha) else None
+            sha = sha if is_hex_digest(sha) else None
             size = int(rec.size_open or 0) if sha else 0
-            out.append(Carried(rec.type, _index(rec), sha, size if size > 0 else None))
-    return out
+            carried.append(Carried(rec.type, _index(rec), sha, size if size > 0 else None))
+    if primary is None:
+        raise ArchiveError("repomd.xml lists no primary index")
+    return Repomd(primary, carried)
 
 
 def parse_primary(xml: bytes, source: str, arches: set[str], base: URL) -> list[Entry]:

@@ -129,9 +129,8 @@ async def _repomd(fetcher: Fetcher, base: URL, keys: list[bytes], gpg_check: boo
     return got.text, got.fingerprint
 
 
-async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirror, limit: int) -> list[Entry]:
-    loop = asyncio.get_running_loop()
-    index = await loop.run_in_executor(None, rpm.primary_index, repomd)
+async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: rpm.Repomd, mirror: Mirror, limit: int) -> list[Entry]:
+    index = repomd.primary
     if index.size > limit:
         raise MirrorError(f"{index.path}: {index.size} bytes, more than the index limit ({limit})")
     data = await fetcher.get_bytes(_join(base, index.path), index.size)
@@ -141,18 +140,18 @@ async def _rpm_entries(fetcher: Fetcher, base: URL, repomd: bytes, mirror: Mirro
         check_index(index, data)
         return rpm.parse_primary(decompress(index, data, limit), index.path, arches, base)
 
-    return await loop.run_in_executor(None, read)
+    return await asyncio.get_running_loop().run_in_executor(None, read)
 
 
-async def _rpm_metadata(fetcher: Fetcher, verified: list[tuple[URL, bytes]],
+async def _rpm_metadata(fetcher: Fetcher, roots: list[tuple[URL, rpm.Repomd]],
                         limit: int) -> list[tuple[rpm.Carried, bytes]]:
     """The metadata carried over (rpm.CARRIED), each file checked against the signed repomd.xml; with several
     roots ($basearch), each type from the first root that lists it (a snapshot publishes one of each)."""
     loop = asyncio.get_running_loop()
     out: list[tuple[rpm.Carried, bytes]] = []
     seen: set[str] = set()
-    for base, text in verified:
-        for rec in await loop.run_in_executor(None, rpm.carried_indexes, text):
+    for base, repomd in roots:
+        for rec in repomd.carried:
             if rec.type in seen:
                 continue
             if rec.index.size > limit:
@@ -437,6 +436,19 @@ class _Downloads:
                             f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB")
 
 
+class _Clock:
+    """Seconds each phase of a run took, shown in the task's result (where a slow mirror spends its time)."""
+
+    def __init__(self):
+        self.marks: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.marks[phase] = round(now - self._last, 4)
+        self._last = now
+
+
 def _first(group: BaseExceptionGroup) -> BaseException:
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
@@ -485,6 +497,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
     bases, auth = _bases(source, mirror)
     flat = source.definition.get("non-compliant") == "true"
     limit = settings.mirror_index_max_bytes
+    clock = _Clock()
     try:
         tls = source.definition.get("ssl-authentication") or {}
         tls = tls_context(tls.get("certificate"), source.secrets.get("private-key"), tls.get("ca-certificate"))
@@ -500,6 +513,7 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
                 else:
                     text, signed_by = await _repomd(fetcher, base, keys, mirror.gpg_check)
                 verified.append((base, text))
+            clock.mark("release")
             digest = hashlib.sha256(b"".join(t for _, t in verified) + mirror.settings_key().encode()).hexdigest()
             result: dict = {"source": source.name, "signed_by": signed_by, "upstream_date": date}
             last = await last_snapshot(pool, mirror)
@@ -509,13 +523,18 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             if progress is not None:
                 await progress(5, "reading the indexes")
             entries: list[Entry] = []
-            metadata = await _rpm_metadata(fetcher, verified, limit) if kind == "rpm" else []
-            for base, text in verified:
-                if kind == "deb":
+            metadata = []
+            if kind == "deb":
+                for base, text in verified:
                     meta = base if flat else _join(base, f"dists/{mirror.repo.dist}")
                     entries += await _deb_entries(fetcher, base, meta, deb.parse_release(text), mirror, limit, flat)
-                else:
-                    entries += await _rpm_entries(fetcher, base, text, mirror, limit)
+            else:
+                loop = asyncio.get_running_loop()
+                roots = [(base, await loop.run_in_executor(None, rpm.read_repomd, text)) for base, text in verified]
+                metadata = await _rpm_metadata(fetcher, roots, limit)
+                for base, repomd in roots:
+                    entries += await _rpm_entries(fetcher, base, repomd, mirror, limit)
+            clock.mark("indexes")
             chosen = select(entries, mirror.include, mirror.exclude, mirror.keep_latest,
                             dpkg_compare if kind == "deb" else rpm_compare)
             known = {r["sha256"] for r in await pool.fetch(
@@ -523,7 +542,9 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
             todo = [e for e in chosen if e.sha256 not in known]
             downloads = _Downloads(pool, storage, fetcher, kind, settings, progress, check_stop, signer)
             await pin(pool, mirror.repo.id, [e.sha256 for e in todo])     # kept from the pool GC until a run succeeds
+            clock.mark("select")
             await downloads.run(todo)
+            clock.mark("download")
             result.update(requests=fetcher.requests, downloaded=downloads.files - downloads.reused_files,
                           bytes=downloads.bytes - downloads.reused_bytes,
                           reused=len(chosen) - len(todo) + downloads.reused_files)
@@ -542,8 +563,9 @@ async def mirror_repo(pool, settings, storage: Storage, signer, repo_id: int, *,
     if progress is not None:
         await progress(90, f"making the snapshot of {len(chosen)} packages")
     snap_id, duplicates = await _commit(pool, mirror, chosen, metadata, digest)
+    clock.mark("commit")
     result.update(unchanged=False, snapshot=snap_id, packages=len(chosen) - duplicates, duplicates=duplicates,
-                  metadata=sorted(rec.type for rec, _ in metadata))
+                  metadata=sorted(rec.type for rec, _ in metadata), timings=clock.marks)
     return await _finish(pool, storage, signer, snap_id, env, result)
 
 
