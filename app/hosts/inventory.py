@@ -9,6 +9,7 @@ inverted index) included, and its applied reports deleted (host_diff_batch).
 from __future__ import annotations
 
 import array
+import asyncio
 import functools
 import itertools
 import logging
@@ -120,6 +121,7 @@ class Dictionary:
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
+        self._plan_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def check(self, last_id: int, known_max: int) -> None:
         """At the start of a batch: forget everything if the dictionary was emptied (its last id below
@@ -150,6 +152,15 @@ class Dictionary:
         for id_, (raw, _) in self.keys.items():
             number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
             self.ids_of_name.setdefault(number, []).append(id_)
+
+    def plan_lock(self) -> asyncio.Lock:
+        """Held by each plan_chunk: one chunk is planned at a time, so the cache is trimmed before every
+        chunk. (Two batches planning by turns would otherwise keep it from ever being trimmed, and a fleet
+        whose hosts share no version would grow it without bound.) One lock per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._plan_lock is None or self._plan_lock[0] is not loop:
+            self._plan_lock = (loop, asyncio.Lock())
+        return self._plan_lock[1]
 
     def _add(self, name: str, arch: str, version: str, id_: int) -> bytes:
         raw = join_arch(name, arch)
@@ -291,12 +302,13 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan
     item, in C; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that
     fails gets its exception in `out` and no plan."""
     d = dictionary()
-    d.trim()
-    d.planning += 1
-    try:
-        return await _plan_chunk(conn, d, by_host, out)
-    finally:
-        d.planning -= 1
+    async with d.plan_lock():
+        d.trim()
+        d.planning += 1
+        try:
+            return await _plan_chunk(conn, d, by_host, out)
+        finally:
+            d.planning -= 1
 
 
 async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) -> list[HostPlan]:
@@ -616,15 +628,23 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
         known = dictionary().max_id      # an id above it is a version new to the fleet: a new posting-list row
         plans: list[HostPlan] = []
         new_entries: set[int] = set()
-        for start in range(0, len(host_ids), chunk):
+        start, size = 0, chunk
+        while start < len(host_ids):
+            part = host_ids[start:start + size]
+            start += len(part)
             by_host: dict[int, list] = {}
-            for row in await conn.fetch(_PENDING_SQL, host_ids[start:start + chunk]):
+            for row in await conn.fetch(_PENDING_SQL, part):
                 by_host.setdefault(row["host_id"], []).append(row)
                 body_bytes[row["host_id"]] += len(row["body"])
             planned = await plan_chunk(conn, by_host, out)
             plans += planned
+            before = len(new_entries)
             new_entries.update(i for p in planned for i in p.added_ids if i > known)
-            if len(new_entries) >= new_limit and start + chunk < len(host_ids):
+            # Hosts that bring many new versions each are read fewer at a time, so that neither the cache
+            # (trimmed before each chunk) nor a part's write holds much more than a part's new entries.
+            per_host = (len(new_entries) - before) // max(len(part), 1)
+            size = max(1, min(chunk, new_limit // per_host)) if per_host else chunk
+            if len(new_entries) >= new_limit and start < len(host_ids):
                 # Hosts that share no version make a row of each of theirs: write this part now.
                 async with turns.writing(turn):
                     await _write_isolated(conn, plans, out)

@@ -1,6 +1,7 @@
 """Installed/available reports: both wire forms, the diff on a real worker, history, version order."""
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -443,6 +444,54 @@ def test_the_dictionary_cache_stays_bounded_within_a_batch_and_forgets_names_it_
         d._add(f"late{i}", "", "1.0", i + 1)
     d.trim()
     assert len(d.keys) == 1250
+
+
+async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool, make_key, monkeypatch):
+    """A worker plans its next batch while the one before writes: the cache is still trimmed before every
+    chunk, whichever batch plans it, and a batch of hosts that bring many new versions is read fewer hosts
+    at a time (here 1,500 new entries a part: one host's 600 and no more)."""
+    hosts = [await _host(client, make_key, f"web{i}") for i in range(12)]
+    for i, creds in enumerate(hosts):
+        await put(client, creds, "packages/installed", installed({f"h{i}-pkg-{j}": f"{i}.{j}-1" for j in range(600)}))
+    ids = [await pool.fetchval("SELECT id FROM hosts WHERE hostname = $1", f"web{i}") for i in range(12)]
+    async with pool.acquire() as conn:
+        await inventory_store._check_dictionary(conn)   # the cache of this database, as a batch finds it
+    d = inventory_store.dictionary()
+    limit, d.limit = d.limit, 1000
+    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "3")
+    monkeypatch.setenv("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", "1500")
+    inventory_store._settings.cache_clear()
+    chunks, cached = [], []
+    plan = inventory_store.plan_chunk
+
+    async def watched(conn, by_host, out):
+        chunks.append(len(by_host))
+        try:
+            return await plan(conn, by_host, out)
+        finally:
+            cached.append(len(d.keys))
+
+    resolve = inventory_store.Dictionary.resolve_ids
+
+    async def slow_resolve(self, conn, keys):
+        await asyncio.sleep(0.05)       # planning takes long: each batch's chunk starts while the other plans
+        return await resolve(self, conn, keys)
+
+    monkeypatch.setattr(inventory_store, "plan_chunk", watched)
+    monkeypatch.setattr(inventory_store.Dictionary, "resolve_ids", slow_resolve)
+    try:
+        await asyncio.gather(inventory_store.apply_pending(pool, ids[:6]), inventory_store.apply_pending(pool, ids[6:]))
+        # No chunk skips its trim: each adds its hosts' 600 entries to at most the limit (chunks are planned
+        # one at a time, so the two lists pair up).
+        assert all(after <= 1000 + 600 * n for n, after in zip(chunks, cached)), (chunks, cached)
+        # Each batch reads 3 hosts first, then 2 at a time (1,500 // 600): 3, 2 and the last one.
+        assert sorted(chunks) == [1, 1, 2, 2, 3, 3], chunks
+        assert await package_count(pool) == 12 * 600
+        await check_postings(pool)
+    finally:
+        d.limit = limit
+        monkeypatch.undo()
+        inventory_store._settings.cache_clear()
 
 
 async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
