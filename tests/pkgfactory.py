@@ -118,6 +118,19 @@ def make_rpms(outdir, pkgs: list[tuple[str, str, str, str]], *, payload_size: in
     return result
 
 
+def make_srpm(outdir, name: str, version: str, release: str) -> Path:
+    """A source rpm (rpmbuild -bs) of a spec that builds `name`: what a source repository lists with arch src."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="srpmb-") as tmp:
+        spec = Path(tmp) / f"{name}.spec"
+        spec.write_text(f"Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: generated\nLicense: MIT\n"
+                        f"BuildArch: noarch\n%description\ngenerated\n%files\n")
+        subprocess.run(["rpmbuild", "-bs", "--define", f"_topdir {tmp}/top", "--define", f"_srcrpmdir {outdir}",
+                        str(spec)], check=True, capture_output=True)
+    return outdir / f"{name}-{version}-{release}.src.rpm"
+
+
 def bench_debs(count: int, root="bench/out") -> Path:
     """A cached folder of `count` small debs (several archs), for the benchmark."""
     d = Path(root) / f"debs-{count}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 
 import pytest
 
@@ -177,6 +178,46 @@ async def test_dnf_installs_from_the_rpm_mirror(rpm_site, make_rpm_mirror, run_m
                            (["module", "list"], "el-stack")]:
         out = await asyncio.to_thread(dnf, tmp_path / "root", repo_url, key_url, *args)
         assert out.returncode == 0 and expected in out.stdout, (args, out.stdout + out.stderr)
+
+
+@pytest.mark.clients
+async def test_rpm_mirror_takes_source_packages_when_asked(rpm_site, make_rpm_mirror, run_mirror, pool, client,
+                                                           admin_key, tmp_path):
+    """A mirror whose arch lists `src` takes the upstream's source rpms (and only then), signs them as it does
+    the others, and republishes them with arch src: dnf lists them, rpm checks their signature."""
+    archive, upstream, url = rpm_site
+    pkgfactory.make_srpm(archive.packages, "el-hello", "1.0", "1")
+    archive.build()
+    task = await run_mirror(await make_rpm_mirror(url))
+    assert task["Status"] == "done", task["Error"]
+    assert await _names(pool, task["Result"]["snapshot"]) == ["el-hello-1.0-1.noarch.rpm", "el-tool-2.1-3.x86_64.rpm"]
+
+    r = await client.post("/api/v2/repo/", headers=bearer(admin_key), json={
+        "name": "el-src", "type": "rpm", "releasever": "9", "source": "el", "arch": ["x86_64", "noarch", "src"]})
+    assert r.status == 201, await r.text()
+    task = await run_mirror((await r.json())["results"]["Id"], env="prod")
+    assert task["Status"] == "done", task["Error"]
+    snap = task["Result"]["snapshot"]
+    assert await _names(pool, snap) == ["el-hello-1.0-1.noarch.rpm", "el-hello-1.0-1.src.rpm", "el-tool-2.1-3.x86_64.rpm"]
+    signed = await pool.fetch(
+        "SELECT p.filename, s.signed_by FROM snapshot_packages sp JOIN package_files p ON p.id = sp.package_id"
+        " LEFT JOIN package_files s ON s.id = p.signed_id WHERE sp.snapshot_id = $1 ORDER BY 1", snap)
+    assert all(r["signed_by"] for r in signed), signed
+    repo_url = str(client.make_url("/repo/rpm/el-src/9/prod"))
+    key_url = str(client.make_url("/repo/gpgkeys/depot.test.pub"))
+    out = await asyncio.to_thread(dnf, tmp_path / "root", repo_url, key_url, "repoquery", "--arch", "src",
+                                  "--qf", "%{name}-%{version}-%{release}.%{arch} %{location}")
+    assert out.returncode == 0 and out.stdout.split()[::2] == ["el-hello-1.0-1.src"], out.stdout + out.stderr
+    # The published file carries Depot's signature, which rpm checks with Depot's public key.
+    location = out.stdout.split()[1]          # relative to the repository: packages/SRPMS/...
+    path, key = tmp_path / "el-hello-1.0-1.src.rpm", tmp_path / "depot.asc"
+    path.write_bytes(await (await client.get(f"/repo/rpm/el-src/9/prod/{location}")).read())
+    key.write_bytes(await (await client.get("/repo/gpgkeys/depot.test.pub")).read())
+    db = tmp_path / "rpmdb"
+    db.mkdir()
+    subprocess.run(["rpmkeys", "--dbpath", str(db), "--import", str(key)], check=True)
+    check = subprocess.run(["rpmkeys", "--dbpath", str(db), "--checksig", "-v", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0 and "Signature, key ID" in check.stdout and "NOKEY" not in check.stdout, check.stdout
 
 
 UPDATEINFO = """<?xml version="1.0" encoding="UTF-8"?>
