@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 
@@ -446,6 +447,25 @@ def test_the_dictionary_cache_stays_bounded_within_a_batch_and_forgets_names_it_
     assert len(d.keys) == 1250
 
 
+@contextlib.contextmanager
+def _inventory_settings(monkeypatch, cache_limit: int | None = None, **env: str):
+    """The diff worker's settings from `env` (DEPOT_... variables) and, if given, its cache limited to `cache_limit`
+    entries (the cache of the database of the batch that ran last); all restored after. Yields that cache."""
+    d = inventory_store.dictionary()
+    limit = d.limit
+    if cache_limit is not None:
+        d.limit = cache_limit
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    inventory_store._settings.cache_clear()
+    try:
+        yield d
+    finally:
+        d.limit = limit
+        monkeypatch.undo()
+        inventory_store._settings.cache_clear()
+
+
 async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool, make_key, monkeypatch):
     """A worker plans its next batch while the one before writes: the cache is still trimmed before every
     chunk, whichever batch plans it, and a batch of hosts that bring many new versions is read fewer hosts
@@ -456,11 +476,6 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
     ids = [await pool.fetchval("SELECT id FROM hosts WHERE hostname = $1", f"web{i}") for i in range(12)]
     async with pool.acquire() as conn:
         await inventory_store._check_dictionary(conn)   # the cache of this database, as a batch finds it
-    d = inventory_store.dictionary()
-    limit, d.limit = d.limit, 1000
-    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "3")
-    monkeypatch.setenv("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", "1500")
-    inventory_store._settings.cache_clear()
     chunks, cached = [], []
     plan = inventory_store.plan_chunk
 
@@ -477,9 +492,10 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
         await asyncio.sleep(0.05)       # planning takes long: each batch's chunk starts while the other plans
         return await resolve(self, conn, keys)
 
-    monkeypatch.setattr(inventory_store, "plan_chunk", watched)
-    monkeypatch.setattr(inventory_store.Dictionary, "resolve_ids", slow_resolve)
-    try:
+    with _inventory_settings(monkeypatch, 1000, DEPOT_INVENTORY_CHUNK_HOSTS="3",
+                             DEPOT_INVENTORY_WRITE_NEW_ENTRIES="1500") as d:
+        monkeypatch.setattr(inventory_store, "plan_chunk", watched)
+        monkeypatch.setattr(inventory_store.Dictionary, "resolve_ids", slow_resolve)
         await asyncio.gather(inventory_store.apply_pending(pool, ids[:6]), inventory_store.apply_pending(pool, ids[6:]))
         # No chunk skips its trim: each adds its hosts' 600 entries to at most the limit (chunks are planned
         # one at a time, so the two lists pair up).
@@ -488,10 +504,6 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
         assert sorted(chunks) == [1, 1, 2, 2, 3, 3], chunks
         assert await package_count(pool) == 12 * 600
         await check_postings(pool)
-    finally:
-        d.limit = limit
-        monkeypatch.undo()
-        inventory_store._settings.cache_clear()
 
 
 async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
@@ -499,11 +511,7 @@ async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bo
     hosts = [await _host(client, make_key, f"web{i}") for i in range(6)]
     await put(client, hosts[0], "packages/installed", installed({"bash": "5.1-1"}))
     await run_worker()
-    d = inventory_store.dictionary()
-    limit, d.limit = d.limit, 1000
-    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "1")
-    inventory_store._settings.cache_clear()
-    try:
+    with _inventory_settings(monkeypatch, 1000, DEPOT_INVENTORY_CHUNK_HOSTS="1") as d:
         for i, creds in enumerate(hosts):
             await put(client, creds, "packages/installed", installed({f"pkg-{j}": f"{i}.{j}-1" for j in range(600)}))
         await run_worker()
@@ -511,10 +519,6 @@ async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bo
         assert len(d.keys) <= 1000 + 600
         assert await package_count(pool) == 6 * 600
         await check_postings(pool)
-    finally:
-        d.limit = limit
-        monkeypatch.undo()
-        inventory_store._settings.cache_clear()
 
 
 async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client, pool, make_key, run_worker,
@@ -522,9 +526,6 @@ async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client,
     """DEPOT_INVENTORY_WRITE_NEW_ENTRIES: the plans are written once they hold that many versions new to the fleet
     (each a new posting-list row), and the rest of the batch after; the outcome is the same as in one write."""
     hosts = [await _host(client, make_key, f"web{i}") for i in range(5)]
-    monkeypatch.setenv("DEPOT_INVENTORY_CHUNK_HOSTS", "1")
-    monkeypatch.setenv("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", "1000")
-    inventory_store._settings.cache_clear()
     writes: list[int] = []
     real = inventory_store.write_plans
 
@@ -532,8 +533,8 @@ async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client,
         writes.append(len(plans))
         return await real(conn, plans)
 
-    monkeypatch.setattr(inventory_store, "write_plans", counted)
-    try:
+    with _inventory_settings(monkeypatch, DEPOT_INVENTORY_CHUNK_HOSTS="1", DEPOT_INVENTORY_WRITE_NEW_ENTRIES="1000"):
+        monkeypatch.setattr(inventory_store, "write_plans", counted)
         for i, creds in enumerate(hosts):
             # Two hosts share their versions, three have their own: 600 new entries each.
             own = i if i >= 2 else 0
@@ -544,9 +545,6 @@ async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client,
         assert await package_count(pool) == 5 * 600
         assert await pool.fetchval("SELECT count(*) FROM package_versions") == 4 * 600
         await check_postings(pool)
-    finally:
-        monkeypatch.undo()
-        inventory_store._settings.cache_clear()
 
 
 @pytest.fixture
