@@ -121,7 +121,7 @@ class Dictionary:
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
-        self._plan_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._idle: tuple[asyncio.AbstractEventLoop, asyncio.Condition] | None = None
 
     def check(self, last_id: int, known_max: int) -> None:
         """At the start of a batch: forget everything if the dictionary was emptied (its last id below
@@ -153,14 +153,30 @@ class Dictionary:
             number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
             self.ids_of_name.setdefault(number, []).append(id_)
 
-    def plan_lock(self) -> asyncio.Lock:
-        """Held by each plan_chunk: one chunk is planned at a time, so the cache is trimmed before every
-        chunk. (Two batches planning by turns would otherwise keep it from ever being trimmed, and a fleet
-        whose hosts share no version would grow it without bound.) One lock per event loop."""
+    def _idle_condition(self) -> asyncio.Condition:
         loop = asyncio.get_running_loop()
-        if self._plan_lock is None or self._plan_lock[0] is not loop:
-            self._plan_lock = (loop, asyncio.Lock())
-        return self._plan_lock[1]
+        if self._idle is None or self._idle[0] is not loop:
+            self._idle = (loop, asyncio.Condition())
+        return self._idle[1]
+
+    async def start_planning(self) -> None:
+        """Before a chunk is planned: trim the cache, first waiting, if it is past its limit, until no other chunk
+        is being planned (trim() does nothing meanwhile). Two batches planning by turns would otherwise keep it
+        from ever being trimmed, and a fleet whose hosts share no version would grow it without bound. Under
+        the limit, chunks are planned side by side."""
+        if self.planning and len(self.keys) > self.limit:
+            idle = self._idle_condition()
+            async with idle:
+                await idle.wait_for(lambda: self.planning == 0 or len(self.keys) <= self.limit)
+        self.trim()
+        self.planning += 1
+
+    async def end_planning(self) -> None:
+        self.planning -= 1
+        if self.planning == 0 and self._idle is not None and self._idle[0] is asyncio.get_running_loop():
+            idle = self._idle[1]
+            async with idle:
+                idle.notify_all()
 
     def _add(self, name: str, arch: str, version: str, id_: int) -> bytes:
         raw = join_arch(name, arch)
@@ -297,21 +313,39 @@ def _empty_summary() -> dict:
     return {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
 
 
-async def plan_chunk(conn, by_host: dict[int, list], out: dict) -> list[HostPlan]:
-    """Plans for a chunk of hosts: their reports parsed, mapped to dictionary ids (one cache lookup per
-    item, in C; the misses of the whole chunk looked up in bulk), compared as sets of ids. A host that
-    fails gets its exception in `out` and no plan."""
+async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, tuple[list[bytes], bool]]:
+    """The chunk's installed reports parsed (installed_keys, by report id), and the dictionary entries of theirs
+    the cache lacks looked up, new ones inserted, before plan_chunk, which may wait for another batch's chunk
+    (Dictionary.start_planning). Only a warm-up: plan_chunk looks up again whatever is not cached then."""
+    parsed = {}
+    for reports in by_host.values():
+        for r in reports:
+            if r["kind"] == INSTALLED:
+                try:
+                    parsed[r["id"]] = installed_keys(r["body"])
+                except Exception:   # plan_chunk parses it again and fails that host
+                    pass
     d = dictionary()
-    async with d.plan_lock():
-        d.trim()
-        d.planning += 1
-        try:
-            return await _plan_chunk(conn, d, by_host, out)
-        finally:
-            d.planning -= 1
+    missing = {k for keys, _ in parsed.values() for k in keys if k not in d.ids}
+    if missing:
+        await d.resolve_ids(conn, missing)
+    return parsed
 
 
-async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) -> list[HostPlan]:
+async def plan_chunk(conn, by_host: dict[int, list], out: dict,
+                     parsed: dict[int, tuple[list[bytes], bool]] | None = None) -> list[HostPlan]:
+    """Plans for a chunk of hosts: their reports parsed (or taken from `parsed`, prefetch_entries'), mapped to
+    dictionary ids (one cache lookup per item, in C; the misses of the whole chunk looked up in bulk), compared
+    as sets of ids. A host that fails gets its exception in `out` and no plan."""
+    d = dictionary()
+    await d.start_planning()
+    try:
+        return await _plan_chunk(conn, d, by_host, out, parsed or {})
+    finally:
+        await d.end_planning()
+
+
+async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict, parsed: dict) -> list[HostPlan]:
     cached_id = d.ids.get
     # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice,
     # the keys not cached], or None (an available report)
@@ -326,7 +360,7 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict) 
                 if r["kind"] != INSTALLED:
                     maps.append(None)
                     continue
-                keys, twice = installed_keys(r["body"])
+                keys, twice = parsed[r["id"]] if r["id"] in parsed else installed_keys(r["body"])
                 found = list(map(cached_id, keys))
                 ids = set(found)
                 unknown = list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))) \
@@ -636,7 +670,7 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
             for row in await conn.fetch(_PENDING_SQL, part):
                 by_host.setdefault(row["host_id"], []).append(row)
                 body_bytes[row["host_id"]] += len(row["body"])
-            planned = await plan_chunk(conn, by_host, out)
+            planned = await plan_chunk(conn, by_host, out, await prefetch_entries(conn, by_host))
             plans += planned
             before = len(new_entries)
             new_entries.update(i for p in planned for i in p.added_ids if i > known)
