@@ -317,10 +317,13 @@ async def _half(kind: str, count: int, delay: float) -> None:
 
 
 def _phases(result: dict) -> str:
+    """The run's phases and the rebuild's, in ms (a rebuild's counts, ints, as they are)."""
+    def shown(marks: dict) -> str:
+        return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v * 1000:.0f}" for k, v in marks.items())
+
     rebuild = result["rebuild"]
-    inside = ", ".join(f"{k} {v * 1000:.0f}" for k, v in rebuild.get("timings", {}).items())
     marks = {**result.get("timings", {}), "rebuild": rebuild["seconds"]}
-    return ", ".join(f"{k} {v * 1000:.0f}" for k, v in marks.items()) + f" ms ({inside})"
+    return f"{shown(marks)} ms ({shown(rebuild.get('timings', {}))})"
 
 
 def _without_rebuild(seconds: float, result: dict, ref: float | None) -> str:
