@@ -662,7 +662,7 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
         known = dictionary().max_id      # an id above it is a version new to the fleet: a new posting-list row
         plans: list[HostPlan] = []
         new_entries: set[int] = set()
-        start, size = 0, chunk
+        start, size = 0, min(_chunking.hosts or chunk, chunk)
         while start < len(host_ids):
             part = host_ids[start:start + size]
             start += len(part)
@@ -677,7 +677,7 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
             # Hosts that bring many new versions each are read fewer at a time, so that neither the cache
             # (trimmed before each chunk) nor a part's write holds much more than a part's new entries.
             per_host = (len(new_entries) - before) // max(len(part), 1)
-            size = max(1, min(chunk, new_limit // per_host)) if per_host else chunk
+            size = _chunking.hosts = max(1, min(chunk, new_limit // per_host)) if per_host else chunk
             if len(new_entries) >= new_limit and start < len(host_ids):
                 # Hosts that share no version make a row of each of theirs: write this part now.
                 async with turns.writing(turn):
@@ -688,6 +688,15 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
                 await _write_isolated(conn, plans, out)
     _reclaim.deleted += sum(n for h, n in body_bytes.items() if not isinstance(out[h], Exception))
     return out
+
+
+class _Chunking:
+    """Hosts per chunk at the start of the next batch: the size the last chunk's hosts called for (a fleet that
+    brings many new versions keeps bringing them, in batches as small as the reports arrive)."""
+    hosts = 0
+
+
+_chunking = _Chunking()
 
 
 class _Reclaim:

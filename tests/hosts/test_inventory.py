@@ -510,6 +510,14 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
         assert sorted(chunks) == [1, 1, 2, 2, 3, 3], chunks
         assert await package_count(pool) == 12 * 600
         await check_postings(pool)
+        # A later batch starts at the size the last chunk called for.
+        more = [await _host(client, make_key, f"db{i}") for i in range(3)]
+        for i, creds in enumerate(more):
+            await put(client, creds, "packages/installed", installed({f"db{i}-pkg-{j}": "1" for j in range(600)}))
+        chunks.clear()
+        await inventory_store.apply_pending(pool, [await pool.fetchval(
+            "SELECT id FROM hosts WHERE hostname = $1", f"db{i}") for i in range(3)])
+        assert chunks == [2, 1], chunks
 
 
 async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
