@@ -78,3 +78,20 @@ def rpm_installed(root: Path) -> list[str]:
     out = subprocess.run(["rpm", "--root", str(root), "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n"],
                          capture_output=True, text=True)
     return sorted(line for line in out.stdout.splitlines() if not line.startswith("gpg-pubkey"))
+
+
+def rpm_keyring(db: Path, *armored: str) -> Path:
+    """An rpm database at `db` that trusts these ASCII-armored public keys (rpmkeys --import)."""
+    db = Path(db)
+    db.mkdir(parents=True, exist_ok=True)
+    for i, key in enumerate(armored):
+        path = db.parent / f"{db.name}-{i}.asc"
+        path.write_text(key)
+        subprocess.run(["rpmkeys", "--dbpath", str(db), "--import", str(path)], check=True)
+    return db
+
+
+def rpm_checksig(db: Path, path: Path, *options: str) -> subprocess.CompletedProcess:
+    """`rpmkeys --checksig` of the file at `path` against the keys of `db` (rpm_keyring), with these options."""
+    return subprocess.run(["rpmkeys", "--dbpath", str(db), "--checksig", *options, str(path)],
+                          capture_output=True, text=True)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 
 import pytest
 
 from tests import pkgfactory
-from tests.clients import dnf, dnf_install, rpm_installed
+from tests.clients import dnf, dnf_install, rpm_checksig, rpm_installed, rpm_keyring
 from tests.helpers import bearer
 from tests.upstream import RpmArchive, Upstream
 
@@ -210,13 +209,10 @@ async def test_rpm_mirror_takes_source_packages_when_asked(rpm_site, make_rpm_mi
     assert out.returncode == 0 and out.stdout.split()[::2] == ["el-hello-1.0-1.src"], out.stdout + out.stderr
     # The published file carries Depot's signature, which rpm checks with Depot's public key.
     location = out.stdout.split()[1]          # relative to the repository: packages/SRPMS/...
-    path, key = tmp_path / "el-hello-1.0-1.src.rpm", tmp_path / "depot.asc"
+    path = tmp_path / "el-hello-1.0-1.src.rpm"
     path.write_bytes(await (await client.get(f"/repo/rpm/el-src/9/prod/{location}")).read())
-    key.write_bytes(await (await client.get("/repo/gpgkeys/depot.test.pub")).read())
-    db = tmp_path / "rpmdb"
-    db.mkdir()
-    subprocess.run(["rpmkeys", "--dbpath", str(db), "--import", str(key)], check=True)
-    check = subprocess.run(["rpmkeys", "--dbpath", str(db), "--checksig", "-v", str(path)], capture_output=True, text=True)
+    db = rpm_keyring(tmp_path / "rpmdb", await (await client.get("/repo/gpgkeys/depot.test.pub")).text())
+    check = rpm_checksig(db, path, "-v")
     assert check.returncode == 0 and "Signature, key ID" in check.stdout and "NOKEY" not in check.stdout, check.stdout
 
 

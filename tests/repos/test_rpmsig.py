@@ -11,21 +11,15 @@ import pytest
 from app.repos.packages import rpmsig
 from app.repos.packages.rpm import parse_rpm, signed_copy
 from app.repos.signing import Signer, SigningError
+from tests.clients import rpm_checksig, rpm_keyring
 
 
 def _rpmdb(tmp_path, name, *signers):
-    db = tmp_path / name
-    db.mkdir()
-    for i, s in enumerate(signers):
-        key = tmp_path / f"{name}-{i}.asc"
-        key.write_text(s.public_key())
-        subprocess.run(["rpmkeys", "--dbpath", str(db), "--import", str(key)], check=True)
-    return db
+    return rpm_keyring(tmp_path / name, *(s.public_key() for s in signers))
 
 
 def _checksig(db, path):
-    return subprocess.run(["rpmkeys", "--dbpath", str(db), "--checksig", "-v", str(path)],
-                          capture_output=True, text=True)
+    return rpm_checksig(db, path, "-v")
 
 
 def _head(path) -> rpmsig.Package:

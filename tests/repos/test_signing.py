@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from app.repos.signing import Signer
+from tests.clients import rpm_checksig, rpm_keyring
 
 
 def _gpgv(tmp_path, signer, *args):
@@ -52,17 +53,11 @@ def test_import_key_from_file(tmp_path, signer):
 
 def test_signed_rpm_verifies_against_the_public_key(tmp_path, signer, rpm_dir):
     signed = signer.sign_rpm(rpm_dir / "depot-hello-1.0-1.noarch.rpm", tmp_path / "signed.rpm")
-    dbpath = tmp_path / "rpmdb"
-    dbpath.mkdir()
-    keyfile = tmp_path / "pub.asc"
-    keyfile.write_text(signer.public_key())
-    subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--import", str(keyfile)], check=True)
-    out = subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--checksig", str(signed)],
-                         capture_output=True, text=True)
+    dbpath = rpm_keyring(tmp_path / "rpmdb", signer.public_key())
+    out = rpm_checksig(dbpath, signed)
     assert out.returncode == 0 and "signatures OK" in out.stdout
     # The original is untouched (unsigned) and fails a signature-required check.
-    orig = subprocess.run(["rpmkeys", "--dbpath", str(dbpath), "--checksig", "--define", "_pkgverify_level all",
-                           str(rpm_dir / "depot-hello-1.0-1.noarch.rpm")], capture_output=True, text=True)
+    orig = rpm_checksig(dbpath, rpm_dir / "depot-hello-1.0-1.noarch.rpm", "--define", "_pkgverify_level all")
     assert orig.returncode != 0
 
 
