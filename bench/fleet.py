@@ -428,7 +428,7 @@ async def _load_query_fleet(settings, hosts: int, packages: int) -> float:
             FROM generate_series(1, $2) h
             """, common, hosts)
         await conn.execute("INSERT INTO package_hosts (version_id, bucket, hosts)"
-                           " SELECT i, posting_bucket(s.host_id), sort(array_agg(s.host_id::int4))"
+                           " SELECT i, posting_bucket(s.host_id), bit_or(posting_bit(s.host_id))"
                            " FROM host_sets s, unnest(s.ids) i GROUP BY 1, 2")
         await conn.execute("VACUUM ANALYZE")
     finally:

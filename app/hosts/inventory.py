@@ -84,9 +84,10 @@ def installed_keys(stored: bytes) -> tuple[list[bytes], bool]:
 
 # --- the package dictionary ----------------------------------------------------------------------
 
-# Host ids are stored in int4 arrays (host_sets, package_hosts).
+# Host ids are stored as int4 (host_sets' arrays, package_hosts' ranges).
 INT4_MAX = 2**31 - 1
-# The hosts of one package_hosts row: posting_bucket() in sql/017_inventory_store.sql.
+# The hosts of one package_hosts row: posting_bucket() in sql/017_inventory_store.sql, their bits
+# posting_bit() in sql/024_posting_bits.sql.
 POSTING_BUCKET = 400
 
 
@@ -482,29 +483,28 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dic
 
 # package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
 # key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
-# then conflict: it is then updated by the next statement, which sees it.
+# then conflict: it is then updated by the next statement, which sees it. Each row's hosts arrive as
+# a bitmap in hex (_bits_text).
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
-SELECT d.vid, d.bucket, ((SELECT $5::text::int4[]))[d.lo:d.hi]
-FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[]) AS d(vid, bucket, lo, hi)
+SELECT d.vid, d.bucket, d.hosts::bit(400)
+FROM unnest($1::text::int4[], $2::text::int4[], $3::text::text[]) AS d(vid, bucket, hosts)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
 ON CONFLICT DO NOTHING RETURNING version_id, bucket
 """
 # Then the others: the batch's hosts removed and added, rows locked in key order (two workers
-# updating the same rows never deadlock). Each row's hosts arrive as slices of two flat arrays.
+# updating the same rows never deadlock).
 _POSTINGS_SQL = """
 WITH d AS (
-    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int4[], $4::text::int4[], $5::text::int4[],
-                         $6::text::int4[])
-    AS d(vid, bucket, alo, ahi, rlo, rhi)
+    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::text[], $4::text::text[])
+    AS d(vid, bucket, added, removed)
 ), locked AS (
-    SELECT p.version_id, p.bucket, d.alo, d.ahi, d.rlo, d.rhi
+    SELECT p.version_id, p.bucket, d.added, d.removed
     FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
     ORDER BY p.version_id, p.bucket FOR UPDATE OF p
 )
-UPDATE package_hosts p SET hosts = (p.hosts - ((SELECT $8::text::int4[]))[l.rlo:l.rhi])
-    | ((SELECT $7::text::int4[]))[l.alo:l.ahi]
+UPDATE package_hosts p SET hosts = (p.hosts & ~(l.removed::bit(400))) | l.added::bit(400)
 FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
 """
 
@@ -568,6 +568,18 @@ def _flat(lists: list) -> tuple[str, list[int], list[int]]:
     return _int4_text(flat), lo, hi
 
 
+def posting_bit(host_id: int) -> int:
+    """A host's bit in the bitmap of its package_hosts row, as an int (posting_bit() in sql/024)."""
+    return 1 << (POSTING_BUCKET - 1 - host_id % POSTING_BUCKET)
+
+
+def _bits_text(host_lists, bit_of: dict[int, int]) -> str:
+    """Lists of hosts of one range each -> a text[] parameter of their bitmaps, each as bit(400) reads
+    hex ('x' and 100 digits)."""
+    return "{" + ",".join(["x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts), 0)
+                           for hosts in host_lists]) + "}"
+
+
 def _int4_text(ints: list[int]) -> str:
     """An int4[] parameter as text: asyncpg's binary encoding tests every element of a list against
     collections.abc in Python, and a batch's arrays hold every id of its sets; repr() is C."""
@@ -600,20 +612,20 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
     d_add, d_alo, d_ahi = _flat([sorted(p.added_ids) for p in deltas])
     d_rem, d_rlo, d_rhi = _flat([sorted(p.removed_ids) for p in deltas])
     new_keys = sorted(added)
-    add_flat, add_lo, add_hi = _flat([added[k] for k in new_keys])
+    bit_of = {p.host_id: posting_bit(p.host_id) for p in plans}
     av_columns = _columns(av_up, 7)
     async with conn.transaction():
         inserted = set()
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
-                _POSTINGS_NEW_SQL, *map(_int4_text, ([k[0] for k in new_keys], [k[1] for k in new_keys], add_lo, add_hi)),
-                add_flat)}
+                _POSTINGS_NEW_SQL, _int4_text([k[0] for k in new_keys]), _int4_text([k[1] for k in new_keys]),
+                _bits_text([added[k] for k in new_keys], bit_of))}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
-            a_flat, a_lo, a_hi = _flat([added.get(k, ()) if k not in inserted else () for k in keys])
-            r_flat, r_lo, r_hi = _flat([removed.get(k, ()) for k in keys])
-            await conn.execute(_POSTINGS_SQL, *map(_int4_text, ([k[0] for k in keys], [k[1] for k in keys], a_lo, a_hi,
-                                                                r_lo, r_hi)), a_flat, r_flat)
+            await conn.execute(
+                _POSTINGS_SQL, _int4_text([k[0] for k in keys]), _int4_text([k[1] for k in keys]),
+                _bits_text([added.get(k, ()) if k not in inserted else () for k in keys], bit_of),
+                _bits_text([removed.get(k, ()) for k in keys], bit_of))
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,
@@ -793,7 +805,7 @@ WITH m AS (
     ON CONFLICT (host_id) DO UPDATE SET ids = host_sets.ids | EXCLUDED.ids
 )
 INSERT INTO package_hosts (version_id, bucket, hosts)
-SELECT id, posting_bucket(host_id), sort(array_agg(host_id::int4)) FROM m GROUP BY 1, 2 ORDER BY 1, 2
+SELECT id, posting_bucket(host_id), bit_or(posting_bit(host_id)) FROM m GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (version_id, bucket) DO UPDATE SET hosts = package_hosts.hosts | EXCLUDED.hosts
 """
 

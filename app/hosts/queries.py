@@ -296,9 +296,11 @@ def package_match(name: str, version: str | None, args: list, *, strict_name: bo
 
 def _hosts_having(cond: str) -> str:
     """A subquery: the ids of the hosts that have an entry matching `cond` installed. The dictionary
-    first (small, a name range of its unique index), then only those entries' posting lists."""
-    return (f"SELECT unnest(ph.hosts) FROM package_versions p"
-            f" JOIN package_hosts ph ON ph.version_id = p.id WHERE {cond}")
+    first (small, a name range of its unique index), then only those entries' posting rows, joined
+    per range of hosts (bit_or) before their hosts are listed."""
+    return (f"SELECT unnest(posting_ids(ph.bucket, bit_or(ph.hosts))) FROM package_hosts ph"
+            f" WHERE ph.version_id = ANY (ARRAY(SELECT p.id FROM package_versions p WHERE {cond}))"
+            f" GROUP BY ph.bucket")
 
 
 async def _fetch_custom(pool, sql: str, args: list):
@@ -323,10 +325,10 @@ async def hosts_with_package(
     dpkg or rpm order as the host's os_family says (app/hosts/versions.py).
 
     The matching dictionary entries first (a name range of its unique index: a few rows), then their
-    posting lists (package_hosts), unnested into the set of matching hosts, joined with hosts; a page's
-    packages are the entries' lists intersected with the page's hosts (intarray's &, in C). PostgreSQL
-    builds the JSON text of the whole answer (10,000 hosts in one round trip, no per-row decoding in
-    Python); it is embedded as is in the envelope.
+    posting rows (package_hosts, a bitmap per range of hosts), joined per range and listed as the set of
+    matching hosts, joined with hosts; a page's packages are its hosts' sets intersected with the
+    entries (intarray's &, in C). PostgreSQL builds the JSON text of the whole answer (10,000 hosts in
+    one round trip, no per-row decoding in Python); it is embedded as is in the envelope.
 
     A page reads the page, not every matching host (_PAGE_SQL), unless `older_than` picks different
     entries in dpkg and in rpm order.
@@ -341,16 +343,18 @@ async def hosts_with_package(
         cond, args = "p.id = ANY($1::int4[])", [deb_ids]
     if deb_ids == rpm_ids:
         # deb/rpm: whether the entry counts for a host of that order (here: always).
-        entries = (f"SELECT p.id, p.name, p.arch, p.version, ph.bucket, ph.hosts, true AS deb, true AS rpm"
-                   f" FROM {_ENTRIES} WHERE {cond}")
-        found = "SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN (SELECT unnest(e.hosts) FROM e)"
+        entries = f"SELECT p.id, p.name, p.arch, p.version, true AS deb, true AS rpm FROM package_versions p WHERE {cond}"
+        found = ("SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN ("
+                 " SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ph GROUP BY bucket)")
     else:
         args = [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
-        entries = (f"SELECT p.id, p.name, p.arch, p.version, ph.hosts, p.id = ANY($2::int4[]) AS deb,"
-                   f" p.id = ANY($3::int4[]) AS rpm FROM {_ENTRIES} WHERE p.id = ANY($1::int4[])")
+        entries = ("SELECT p.id, p.name, p.arch, p.version, p.id = ANY($2::int4[]) AS deb, p.id = ANY($3::int4[]) AS rpm"
+                   " FROM package_versions p WHERE p.id = ANY($1::int4[])")
         # Each host is in the list of its own order (versions.comparator), or not at all.
-        found = ("SELECT h.id, h.hostname, u.rpm FROM (SELECT unnest(hosts), false FROM e WHERE deb UNION"
-                 " SELECT unnest(hosts), true FROM e WHERE rpm) AS u(id, rpm) JOIN hosts h ON h.id = u.id"
+        found = ("SELECT h.id, h.hostname, u.rpm FROM (SELECT unnest(posting_ids(ph.bucket, ph.hosts)), false FROM ph"
+                 " JOIN e ON e.id = ph.version_id WHERE e.deb UNION"
+                 " SELECT unnest(posting_ids(ph.bucket, ph.hosts)), true FROM ph JOIN e ON e.id = ph.version_id"
+                 " WHERE e.rpm) AS u(id, rpm) JOIN hosts h ON h.id = u.id"
                  " WHERE ((lower(btrim(h.os_family, E' \\t\\n\\r\\f\\x0b')) = ANY($4::text[])) IS TRUE) = u.rpm")
     tail, extra = page.sql(len(args))
     packages = ("json_object_agg(CASE WHEN e.arch = '' THEN e.name ELSE e.name || ':' || e.arch END,"
@@ -360,20 +364,20 @@ async def hosts_with_package(
                " || ',\"packages\":' || packages::text || '}', ',' ORDER BY hostname), '') || ']' AS results")
     head = f"""
         WITH e AS MATERIALIZED ({entries}),
+        ph AS MATERIALIZED ({_POSTINGS}),
         found AS MATERIALIZED ({found})"""
     if page.paginated and deb_ids == rpm_ids:
-        sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}", offset=f"${len(args) + 2}",
-                               packages=packages, results=results)
+        sql = _PAGE_SQL.format(entries=entries, postings=_POSTINGS, limit=f"${len(args) + 1}",
+                               offset=f"${len(args) + 2}", packages=packages, results=results, page_set=_PAGE_SET)
     elif page.paginated:
-        # Only the page's hosts get their packages: each entry's list intersected with them.
+        # Only the page's hosts get their packages: their sets intersected with the entries.
         sql = f"""{head},
             page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
-            ids AS (SELECT coalesce(sort(array_agg(id::int4)), '{{}}') AS ids FROM page),
             pk AS (
                 SELECT page.id, page.hostname, {packages}
-                FROM e CROSS JOIN ids CROSS JOIN LATERAL unnest(e.hosts & ids.ids) AS u(host_id)
-                JOIN page ON page.id = u.host_id
-                WHERE e.hosts && ids.ids AND CASE WHEN page.rpm THEN e.rpm ELSE e.deb END
+                FROM page CROSS JOIN LATERAL unnest({_PAGE_SET} & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
+                JOIN e ON e.id = m.id
+                WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END
                 GROUP BY page.id, page.hostname
             )
             SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
@@ -382,7 +386,9 @@ async def hosts_with_package(
         sql = f"""{head},
             pk AS (
                 SELECT found.id, found.hostname, {packages}
-                FROM e CROSS JOIN LATERAL unnest(e.hosts) AS u(host_id) JOIN found ON found.id = u.host_id
+                FROM ph JOIN e ON e.id = ph.version_id
+                CROSS JOIN LATERAL unnest(posting_ids(ph.bucket, ph.hosts)) AS u(host_id)
+                JOIN found ON found.id = u.host_id
                 WHERE CASE WHEN found.rpm THEN e.rpm ELSE e.deb END
                 GROUP BY found.id, found.hostname
             )
@@ -392,40 +398,45 @@ async def hosts_with_package(
     return orjson.Fragment(row["results"].encode()), row["total"]
 
 
-_ENTRIES = "package_versions p JOIN package_hosts ph ON ph.version_id = p.id"
+# The posting rows of the matching entries (e), by the primary key: a broad prefix's thousands of
+# entries then read only their own rows.
+_POSTINGS = "SELECT ph.version_id, ph.bucket, ph.hosts FROM package_hosts ph WHERE ph.version_id = ANY (ARRAY(SELECT id FROM e))"
+
+# A page host's set, read by its key (a hash join would scan every set).
+_PAGE_SET = "(SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
-# (bucket), the union of the entries' lists (u): their sizes add up to the total, their ids are the
-# matching hosts (a deleted host leaves the lists in its own transaction: sql/017's trigger). Then one
-# of two ways to the page, whichever reads less, the other never run (its condition is a one-time
-# filter): when the matches are dense, hosts in hostname order, each tested against a hash of the ids
-# (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse, the matching
-# hosts looked up by id and sorted (about total rows). The fleet's size is its highest host id: one
-# index probe, a close enough estimate for this choice.
+# (bucket), the union of the entries' bitmaps (u): their bit counts add up to the total, their bits
+# are the matching hosts (a deleted host leaves the rows in its own transaction: sql/024's trigger).
+# Then one of two ways to the page, whichever reads less, the other never run (its condition is a
+# one-time filter): when the matches are dense, hosts in hostname order, each tested against a hash
+# of the ids (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse,
+# the matching hosts looked up by id and sorted (about total rows). The fleet's size is its highest
+# host id: one index probe, a close enough estimate for this choice. The page's packages are its
+# hosts' sets intersected with the matching entries (host_sets is the inverse of package_hosts).
 _PAGE_SQL = """
     WITH e AS MATERIALIZED ({entries}),
-    u AS MATERIALIZED (SELECT bucket, posting_union(hosts) AS ids FROM e GROUP BY bucket),
+    u AS MATERIALIZED (SELECT bucket, bit_or(hosts) AS hosts FROM ({postings}) ph GROUP BY bucket),
     n AS MATERIALIZED (
         SELECT total, total * total >= ({limit}::int8 + {offset}::int8) * (SELECT coalesce(max(id), 0) FROM hosts) AS dense
-        FROM (SELECT coalesce(sum(icount(ids)), 0)::int8 AS total FROM u) t
+        FROM (SELECT coalesce(sum(bit_count(hosts)), 0)::int8 AS total FROM u) t
     ),
     page AS MATERIALIZED (
         SELECT * FROM (
-            SELECT h.id, h.hostname FROM hosts h WHERE (h.id IN (SELECT unnest(ids) FROM u)) IS TRUE
+            SELECT h.id, h.hostname FROM hosts h
+            WHERE (h.id IN (SELECT unnest(posting_ids(bucket, hosts)) FROM u)) IS TRUE
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) walked WHERE (SELECT dense FROM n)
         UNION ALL
         SELECT * FROM (
-            SELECT h.id, h.hostname FROM hosts h WHERE h.id IN (SELECT unnest(ids) FROM u)
+            SELECT h.id, h.hostname FROM hosts h WHERE h.id IN (SELECT unnest(posting_ids(bucket, hosts)) FROM u)
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) looked_up WHERE NOT (SELECT dense FROM n)
     ),
-    ids AS (SELECT coalesce(sort(array_agg(id::int4)), '{{}}') AS ids FROM page),
     pk AS (
         SELECT page.id, page.hostname, {packages}
-        FROM e JOIN (SELECT DISTINCT posting_bucket(id) AS bucket FROM page) b ON b.bucket = e.bucket
-        CROSS JOIN ids CROSS JOIN LATERAL unnest(e.hosts & ids.ids) AS m(host_id)
-        JOIN page ON page.id = m.host_id
+        FROM page CROSS JOIN LATERAL unnest({page_set} & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
+        JOIN e ON e.id = m.id
         GROUP BY page.id, page.hostname
     )
     SELECT {results}, (SELECT total FROM n) AS total FROM pk

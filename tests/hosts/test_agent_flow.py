@@ -79,4 +79,4 @@ async def test_the_agent_flow_end_to_end(client, pool, make_key, run_worker):
     assert resp.status == 401
     assert (await resp.json())["message_error"] == ["Authentication error: invalid host Id and token"]
     assert await package_count(pool) == 0
-    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE cardinality(hosts) > 0") == 0
+    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE bit_count(hosts) > 0") == 0

@@ -350,10 +350,18 @@ def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
     assert reports.fast_count("installed", body("installed", [{"name": "a{b}", "version": "1"}]), 10) is None
 
 
-async def test_posting_buckets_agree(pool):
-    from app.hosts.inventory import POSTING_BUCKET
+async def test_posting_buckets_and_bits_agree(pool):
+    from app.hosts.inventory import POSTING_BUCKET, _bits_text, posting_bit
 
     assert await pool.fetchval("SELECT posting_bucket($1)", 10 * POSTING_BUCKET + 3) == 10
+    hosts = [10 * POSTING_BUCKET, 10 * POSTING_BUCKET + 3, 11 * POSTING_BUCKET - 1]
+    for h in hosts:
+        assert await pool.fetchval("SELECT posting_bit($1)::text", h) == format(posting_bit(h), f"0{POSTING_BUCKET}b")
+    # The worker's bitmaps as the writes read them, and back to host ids.
+    bits = _bits_text([hosts, hosts[1:], []], {h: posting_bit(h) for h in hosts})
+    got = await pool.fetch("SELECT posting_ids(10, b::bit(400)) AS ids, bit_count(b::bit(400)) AS n"
+                           " FROM unnest($1::text::text[]) WITH ORDINALITY AS u(b, i) ORDER BY i", bits)
+    assert [(r["ids"], r["n"]) for r in got] == [(hosts, 3), (hosts[1:], 2), ([], 0)]
 
 
 async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
@@ -382,8 +390,9 @@ async def test_state_and_since_come_from_the_history(client, pool, make_key, run
     resp = await client.delete("/api/v2/host/registering", headers=host_auth(*creds[:2]))
     assert resp.status == 200
     assert await package_count(pool) == 2
-    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", creds[2]) == 0
-    assert await pool.fetchval("SELECT count(*) FROM package_hosts WHERE $1 = ANY(hosts)", other[2]) == 2
+    having = "SELECT count(*) FROM package_hosts WHERE bucket = posting_bucket($1) AND posting_has(hosts, $1)"
+    assert await pool.fetchval(having, creds[2]) == 0
+    assert await pool.fetchval(having, other[2]) == 2
 
 
 async def test_a_host_id_beyond_int4_is_refused_not_truncated(pool):
