@@ -12,10 +12,6 @@ CREATE FUNCTION posting_ids(bucket int4, hosts bit(400)) RETURNS int4[] LANGUAGE
     RETURN coalesce((SELECT array_agg(bucket * 400 + i - 1)
                      FROM unnest(array_positions(string_to_array(hosts::text, NULL), '1')) AS i), '{}');
 
--- Whether a host is in the row of its range.
-CREATE FUNCTION posting_has(hosts bit(400), host_id bigint) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN get_bit(hosts, (host_id % 400)::int4) = 1;
-
 -- The rows rewritten into a new table (an UPDATE of every row would leave the old table twice its size).
 CREATE TABLE package_hosts_bits (
     version_id int4 NOT NULL,

@@ -409,14 +409,16 @@ _PAGE_SET = "(SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)"
 # (bucket), the union of the entries' bitmaps (u): their bit counts add up to the total, their bits
 # are the matching hosts (a deleted host leaves the rows in its own transaction: sql/024's trigger).
 # Then one of two ways to the page, whichever reads less, the other never run (its condition is a
-# one-time filter): when the matches are dense, hosts in hostname order, each tested against a hash
-# of the ids (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse,
+# one-time filter): when the matches are dense, hosts in hostname order, each tested against its
+# range's bitmap (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse,
 # the matching hosts looked up by id and sorted (about total rows). The fleet's size is its highest
 # host id: one index probe, a close enough estimate for this choice. The page's packages are its
 # hosts' sets intersected with the matching entries (host_sets is the inverse of package_hosts).
 _PAGE_SQL = """
     WITH e AS MATERIALIZED ({entries}),
-    u AS MATERIALIZED (SELECT bucket, bit_or(hosts) AS hosts FROM ({postings}) ph GROUP BY bucket),
+    u AS MATERIALIZED (
+        SELECT bucket, bit_or(hosts) AS hosts FROM ({postings}) ph GROUP BY bucket HAVING bit_count(bit_or(hosts)) > 0
+    ),
     n AS MATERIALIZED (
         SELECT total, total * total >= ({limit}::int8 + {offset}::int8) * (SELECT coalesce(max(id), 0) FROM hosts) AS dense
         FROM (SELECT coalesce(sum(bit_count(hosts)), 0)::int8 AS total FROM u) t
@@ -424,7 +426,8 @@ _PAGE_SQL = """
     page AS MATERIALIZED (
         SELECT * FROM (
             SELECT h.id, h.hostname FROM hosts h
-            WHERE (h.id IN (SELECT unnest(posting_ids(bucket, hosts)) FROM u)) IS TRUE
+            WHERE (EXISTS (SELECT FROM u WHERE u.bucket = posting_bucket(h.id) AND get_bit(u.hosts, (h.id % 400)::int4) = 1))
+                  IS TRUE
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) walked WHERE (SELECT dense FROM n)
         UNION ALL
