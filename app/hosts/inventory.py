@@ -484,11 +484,11 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dic
 # package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
 # key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
 # then conflict: it is then updated by the next statement, which sees it. Each row's hosts arrive as
-# a bitmap in hex (_bits_text).
+# one host id, or as a bitmap in hex when there are several (_hosts_text).
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
-SELECT d.vid, d.bucket, d.hosts::bit(400)
-FROM unnest($1::text::int4[], $2::text::int4[], $3::text::text[]) AS d(vid, bucket, hosts)
+SELECT d.vid, d.bucket, coalesce(posting_bit(d.host), d.bits::bit(400))
+FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int8[], $4::text::text[]) AS d(vid, bucket, host, bits)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
 ON CONFLICT DO NOTHING RETURNING version_id, bucket
@@ -497,14 +497,17 @@ ON CONFLICT DO NOTHING RETURNING version_id, bucket
 # updating the same rows never deadlock).
 _POSTINGS_SQL = """
 WITH d AS (
-    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::text[], $4::text::text[])
-    AS d(vid, bucket, added, removed)
+    SELECT * FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int8[], $4::text::text[], $5::text::int8[],
+                         $6::text::text[])
+    AS d(vid, bucket, added_host, added_bits, removed_host, removed_bits)
 ), locked AS (
-    SELECT p.version_id, p.bucket, d.added, d.removed
+    SELECT p.version_id, p.bucket,
+           coalesce(posting_bit(d.added_host), d.added_bits::bit(400), B'0'::bit(400)) AS added,
+           coalesce(posting_bit(d.removed_host), d.removed_bits::bit(400), B'0'::bit(400)) AS removed
     FROM package_hosts p JOIN d ON p.version_id = d.vid AND p.bucket = d.bucket
     ORDER BY p.version_id, p.bucket FOR UPDATE OF p
 )
-UPDATE package_hosts p SET hosts = (p.hosts & ~(l.removed::bit(400))) | l.added::bit(400)
+UPDATE package_hosts p SET hosts = (p.hosts & ~l.removed) | l.added
 FROM locked l WHERE p.version_id = l.version_id AND p.bucket = l.bucket
 """
 
@@ -573,11 +576,19 @@ def posting_bit(host_id: int) -> int:
     return 1 << (POSTING_BUCKET - 1 - host_id % POSTING_BUCKET)
 
 
-def _bits_text(host_lists, bit_of: dict[int, int]) -> str:
-    """Lists of hosts of one range each -> a text[] parameter of their bitmaps, each as bit(400) reads
-    hex ('x' and 100 digits)."""
-    return "{" + ",".join(["x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts), 0)
-                           for hosts in host_lists]) + "}"
+def _hosts_text(host_lists, bit_of: dict[int, int]) -> tuple[str, str]:
+    """Lists of hosts of one range each -> an int8[] and a text[] parameter: a list of one host as its id
+    (most rows of a fleet's new versions have one host), else its bitmap as bit(400) reads hex ('x' and
+    100 digits); NULL in the other (both for an empty list)."""
+    ids, bits = [], []
+    for hosts in host_lists:
+        if len(hosts) == 1:
+            ids.append(str(hosts[0]))
+            bits.append("NULL")
+        else:
+            ids.append("NULL")
+            bits.append("x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts)) if hosts else "NULL")
+    return "{" + ",".join(ids) + "}", "{" + ",".join(bits) + "}"
 
 
 def _int4_text(ints: list[int]) -> str:
@@ -619,13 +630,13 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
                 _POSTINGS_NEW_SQL, _int4_text([k[0] for k in new_keys]), _int4_text([k[1] for k in new_keys]),
-                _bits_text([added[k] for k in new_keys], bit_of))}
+                *_hosts_text([added[k] for k in new_keys], bit_of))}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
             await conn.execute(
                 _POSTINGS_SQL, _int4_text([k[0] for k in keys]), _int4_text([k[1] for k in keys]),
-                _bits_text([added.get(k, ()) if k not in inserted else () for k in keys], bit_of),
-                _bits_text([removed.get(k, ()) for k in keys], bit_of))
+                *_hosts_text([added.get(k, ()) if k not in inserted else () for k in keys], bit_of),
+                *_hosts_text([removed.get(k, ()) for k in keys], bit_of))
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,
