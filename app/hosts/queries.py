@@ -410,7 +410,8 @@ _PAGE_SET = "(SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)"
 # are the matching hosts (a deleted host leaves the rows in its own transaction: sql/024's trigger).
 # Then one of two ways to the page, whichever reads less, the other never run (its condition is a
 # one-time filter): when the matches are dense, hosts in hostname order, each tested against its
-# range's bitmap (at density d, a page of n after offset o reads about (o + n) / d hosts); when sparse,
+# range's bitmap (IS TRUE keeps the test a filter of that walk, not a join that reads every host; at
+# density d, a page of n after offset o reads about (o + n) / d hosts); when sparse,
 # the matching hosts looked up by id and sorted (about total rows). The fleet's size is its highest
 # host id: one index probe, a close enough estimate for this choice. The page's packages are its
 # hosts' sets intersected with the matching entries (host_sets is the inverse of package_hosts).
