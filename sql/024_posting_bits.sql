@@ -7,6 +7,10 @@
 CREATE FUNCTION posting_bit(host_id bigint) RETURNS bit(400) LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN B'1'::bit(400) >> (host_id % 400)::int4;
 
+-- Whether a host is in the row of its range.
+CREATE FUNCTION posting_has(hosts bit(400), host_id bigint) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN get_bit(hosts, (host_id % 400)::int4) = 1;
+
 -- A row's hosts: their ids, ascending (an empty array for an empty row).
 CREATE FUNCTION posting_ids(bucket int4, hosts bit(400)) RETURNS int4[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN coalesce((SELECT array_agg(bucket * 400 + i - 1)

@@ -298,9 +298,8 @@ def _hosts_having(cond: str) -> str:
     """A subquery: the ids of the hosts that have an entry matching `cond` installed. The dictionary
     first (small, a name range of its unique index), then only those entries' posting rows, joined
     per range of hosts (bit_or) before their hosts are listed."""
-    return (f"SELECT unnest(posting_ids(ph.bucket, bit_or(ph.hosts))) FROM package_hosts ph"
-            f" WHERE ph.version_id = ANY (ARRAY(SELECT p.id FROM package_versions p WHERE {cond}))"
-            f" GROUP BY ph.bucket")
+    return _HOSTS_OF.format(postings=f"SELECT * FROM package_hosts WHERE version_id = ANY"
+                                     f" (ARRAY(SELECT p.id FROM package_versions p WHERE {cond}))")
 
 
 async def _fetch_custom(pool, sql: str, args: list):
@@ -344,8 +343,7 @@ async def hosts_with_package(
     if deb_ids == rpm_ids:
         # deb/rpm: whether the entry counts for a host of that order (here: always).
         entries = f"SELECT p.id, p.name, p.arch, p.version, true AS deb, true AS rpm FROM package_versions p WHERE {cond}"
-        found = ("SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN ("
-                 " SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ph GROUP BY bucket)")
+        found = f"SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN ({_HOSTS_OF.format(postings='SELECT * FROM ph')})"
     else:
         args = [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
         entries = ("SELECT p.id, p.name, p.arch, p.version, p.id = ANY($2::int4[]) AS deb, p.id = ANY($3::int4[]) AS rpm"
@@ -402,6 +400,9 @@ async def hosts_with_package(
 # entries then read only their own rows.
 _POSTINGS = "SELECT ph.version_id, ph.bucket, ph.hosts FROM package_hosts ph WHERE ph.version_id = ANY (ARRAY(SELECT id FROM e))"
 
+# The ids of the hosts in some posting rows: their bitmaps joined per range first.
+_HOSTS_OF = "SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ({postings}) ph GROUP BY bucket"
+
 # A page host's set, read by its key (a hash join would scan every set).
 _PAGE_SET = "(SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)"
 
@@ -427,8 +428,7 @@ _PAGE_SQL = """
     page AS MATERIALIZED (
         SELECT * FROM (
             SELECT h.id, h.hostname FROM hosts h
-            WHERE (EXISTS (SELECT FROM u WHERE u.bucket = posting_bucket(h.id) AND get_bit(u.hosts, (h.id % 400)::int4) = 1))
-                  IS TRUE
+            WHERE (EXISTS (SELECT FROM u WHERE u.bucket = posting_bucket(h.id) AND posting_has(u.hosts, h.id))) IS TRUE
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) walked WHERE (SELECT dense FROM n)
         UNION ALL

@@ -391,8 +391,7 @@ async def test_state_and_since_come_from_the_history(client, pool, make_key, run
     resp = await client.delete("/api/v2/host/registering", headers=host_auth(*creds[:2]))
     assert resp.status == 200
     assert await package_count(pool) == 2
-    having = ("SELECT count(*) FROM package_hosts"
-              " WHERE bucket = posting_bucket($1) AND bit_count(hosts & posting_bit($1)) > 0")
+    having = "SELECT count(*) FROM package_hosts WHERE bucket = posting_bucket($1) AND posting_has(hosts, $1)"
     assert await pool.fetchval(having, creds[2]) == 0
     assert await pool.fetchval(having, other[2]) == 2
 
