@@ -51,6 +51,7 @@ from .pins import pin, unpin
 MAX_RELEASE_BYTES = 64 * 1024 * 1024
 MAX_REPORTED = 10          # failed files named in the task's error
 ROW_BATCH = 500            # package rows written per statement
+ROW_WAIT = 0.05           # seconds a batch of rows waits for more (a transaction per file costs more than it)
 
 
 def _digests(data: bytes) -> Digests:
@@ -281,16 +282,24 @@ class _Downloads:
 
     async def write_rows(self) -> None:
         """The rows of the files the workers placed in the pool, on one connection, in batches of what
-        has arrived meanwhile (up to ROW_BATCH, one statement each), without a WAL flush each (a row lost
-        in a crash means one more download; the snapshot's own flushed commit makes every earlier one
-        durable)."""
+        arrives within ROW_WAIT of a batch's first row (up to ROW_BATCH, one statement each), without a WAL
+        flush each (a row lost in a crash is a file a resumed run finds in the pool without a row; the
+        snapshot's own flushed commit makes every earlier one durable)."""
+        loop = asyncio.get_running_loop()
         async with self.pool.acquire() as conn:
             await conn.execute("SET synchronous_commit TO off")
             done = False
             while not done:
                 batch = [await self.rows.get()]
-                while len(batch) < ROW_BATCH and not self.rows.empty():
-                    batch.append(self.rows.get_nowait())
+                until = loop.time() + ROW_WAIT
+                while len(batch) < ROW_BATCH and batch[-1] is not None:
+                    if self.rows.empty():
+                        try:
+                            batch.append(await asyncio.wait_for(self.rows.get(), until - loop.time()))
+                        except TimeoutError:
+                            break
+                    else:
+                        batch.append(self.rows.get_nowait())
                 if batch[-1] is None:          # the end mark is put last
                     done = True
                     batch.pop()
