@@ -1,13 +1,16 @@
 """`make bench`, mirrors: Depot's mirror task beside aptly's `mirror update` (debs) and `dnf reposync` (rpms), on
 the same upstream, in the same run.
 
-Each half (BENCH_MIRROR_COUNT generated packages, 5,000 by default, cached under bench/out/; upstream served by
-aiohttp on 127.0.0.1 in a process of its own, signed with a throwaway key: InRelease and Packages.xz with
-by-hash, or repomd.xml.asc and a zstd primary), once per BENCH_MIRROR_DELAYS_MS ("0,5": every upstream answer
-waits that long first, a distant upstream), from an empty store:
+Each half (BENCH_MIRROR_COUNT generated packages, 5,000 by default, cached under bench/out/, signed with a
+throwaway key: InRelease and Packages.xz with by-hash, or repomd.xml.asc and a zstd primary), once per
+BENCH_MIRROR_DELAYS_MS ("0,5": every upstream answer waits that long first, a distant upstream), from an empty
+store. The upstream is nginx on 127.0.0.1 (scripts/system-deps.sh installs it), or an aiohttp server in a process
+of its own where a delay is asked or nginx is missing (it spends more CPU per answer than the clients do: on it,
+every client measures mostly the server). Each timed run starts after a sync(2).
   first mirror          Depot: verify, indexes, download + check + read + pool, snapshot, rebuild + sign
                         aptly: `mirror update` (download + checks; publishing is a separate step)
                         reposync: `dnf reposync --download-metadata` (repo_gpgcheck, 10 parallel downloads)
+  download floor        a plain aiohttp downloader on the selected files (SHA-256, one file each, nothing else)
   upstream unchanged    both again
   upstream +50/-50      both again (Depot: exactly 50 package downloads)
 The reference of the first mirror and of +50/-50 is the mean of two copies kept in step, one run just before
@@ -70,7 +73,59 @@ def _serve(root: str, delay: float, port_out) -> None:
     asyncio.run(run())
 
 
+class _Nginx:
+    """The upstream as nginx (one worker process, sendfile), when installed and no delay is asked: a server whose
+    own CPU per answer is small, so the run measures the clients. The aiohttp server above spends about half a
+    millisecond of its core per package: a plain aiohttp downloader fetching the 3,333 debs from it takes about
+    as long as a whole mirror run, from nginx a fraction of that. Requests are counted from its access log."""
+
+    name = "nginx"
+
+    def __init__(self, root: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.home = root.parent / "nginx"
+        (self.home / "tmp").mkdir(parents=True)
+        self.log = self.home / "access.log"
+        temp = " ".join(f"{k}_temp_path {self.home}/tmp;" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        user = "user root;" if os.geteuid() == 0 else ""       # the work tree is private to this user
+        conf = self.home / "nginx.conf"
+        conf.write_text(
+            f"daemon off; {user} worker_processes 1; pid {self.home}/nginx.pid; error_log {self.home}/error.log;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{ log_format uri '$status $uri'; access_log {self.log} uri; sendfile on; tcp_nopush on;\n"
+            f"  keepalive_requests 1000000; {temp} types {{ }} default_type application/octet-stream;\n"
+            f"  server {{ listen 127.0.0.1:{self.port}; root {root}; }} }}\n")
+        self.process = subprocess.Popen([_nginx(), "-c", str(conf), "-p", str(self.home)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"nginx did not start: {(self.home / 'error.log').read_text()}")
+
+    async def package_requests(self) -> int:
+        with open(self.log) as f:
+            return sum(1 for line in f if line.rstrip().endswith((".deb", ".rpm")))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
 class _Server:
+    name = "aiohttp"
+
     def __init__(self, root: Path, delay: float):
         import multiprocessing
 
@@ -110,6 +165,12 @@ def _measured(cmd: list[str], env: dict | None = None, timeout: float = 3600) ->
         err.seek(0)
         return proc.returncode, err.read()[-500:].decode(errors="replace"), usage.ru_maxrss
 
+def _settled() -> None:
+    """Before each timed run: the dirty pages earlier runs left (over 100 MB of written packages a first mirror) are
+    written out now, not inside whichever run comes next."""
+    os.sync()
+
+
 class _Aptly:
     name = "aptly"
 
@@ -131,6 +192,7 @@ class _Aptly:
         self.peak_kib = max(self.peak_kib, peak)
 
     def timed(self) -> float:
+        _settled()
         t = time.perf_counter()
         self._run("mirror", "update", "m1")
         return time.perf_counter() - t
@@ -150,6 +212,7 @@ class _Reposync:
             f"[up]\nname=up\nbaseurl={url}\nrepo_gpgcheck=1\ngpgcheck=0\ngpgkey=file://{home / 'key.asc'}\n")
 
     def timed(self) -> float:
+        _settled()
         t = time.perf_counter()
         code, err, peak = _measured(
             ["dnf", "-c", str(self.home / "dnf.conf"), "--releasever=9", "--installroot", str(self.home / "root"),
@@ -180,6 +243,11 @@ class _DebUpstream:
         self.archive.build(compressions=(".xz", ".gz"), arches=("amd64",))
         self.wanted = sum(1 for f in debs if not f.name.endswith("_arm64.deb"))
 
+    def files(self) -> list[str]:
+        """The package files the mirror selects, as paths under the served root (for the download floor)."""
+        return [str(f.relative_to(self.archive.root.parent)) for f in sorted(self.archive.pool.iterdir())
+                if not f.name.endswith("_arm64.deb")]
+
     def change(self) -> None:
         for f in sorted(self.archive.pool.glob("*_amd64.deb"))[:50]:
             f.unlink()
@@ -207,6 +275,9 @@ class _RpmUpstream:
         self.archive.build(compress="zstd")
         self.wanted = len(rpms)
 
+    def files(self) -> list[str]:
+        return [str(f.relative_to(self.archive.root.parent)) for f in sorted(self.archive.packages.iterdir())]
+
     def change(self) -> None:
         for f in sorted(self.archive.packages.glob("*.x86_64.rpm"))[:50]:
             f.unlink()
@@ -221,6 +292,30 @@ class _RpmUpstream:
         await add_keys(pool, "rpm", "up", self.archive.key.armored())
         return await create_mirror_repo(pool, name="m", type="rpm", releasever="9", source="up",
                                         arch=["x86_64", "noarch"])
+
+
+async def _floor(port: int, paths: list[str], concurrency: int, out: Path) -> float:
+    """A plain aiohttp downloader on the same files: each body read whole, its SHA-256 taken and the body written
+    to a file named by it in a thread; no index, signature, check against an index, database or publishing. What Python on this
+    stack pays for the downloads and the files alone, beside the first mirror's figures."""
+    import hashlib
+
+    import aiohttp
+
+    out.mkdir()
+    queue = iter(paths)
+    _settled()
+    t = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), auto_decompress=False) as s:
+        async def worker() -> None:
+            for path in queue:
+                async with s.get(f"http://127.0.0.1:{port}/{path}") as resp:
+                    body = await resp.read()
+                # In a thread, as Depot places its files: the kernel's file creation overlaps the downloads.
+                await asyncio.to_thread(lambda: (out / hashlib.sha256(body).hexdigest()).write_bytes(body))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t
 
 
 def _url(kind: str, port: int) -> str:
@@ -240,7 +335,7 @@ async def _half(kind: str, count: int, delay: float) -> None:
     server = None
     try:
         upstream = (_DebUpstream if kind == "deb" else _RpmUpstream)(work / "www", key, count)
-        server = _Server(work / "www", delay)
+        server = _Nginx(work / "www") if not delay and _nginx() else _Server(work / "www", delay)
         url = _url(kind, server.port)
         settings = private_settings(BENCH_DB, 5, "depot:bench-mirror-queue", storage_dir=work / "storage",
                                     mirror_allow_hosts=("127.0.0.1",))
@@ -264,6 +359,7 @@ async def _half(kind: str, count: int, delay: float) -> None:
 
         async def depot() -> tuple[float, dict]:
             before = await server.package_requests()
+            _settled()
             t, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             result = await mirror_repo(pool, replace(settings), storage, signer, repo.id)
             seconds, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
@@ -285,6 +381,10 @@ async def _half(kind: str, count: int, delay: float) -> None:
                      f"{refs}{result['package_requests']} downloads of {upstream.wanted}; rebuild + sign "
                      f"{result['rebuild']['seconds']:.2f} s (so {_without_rebuild(seconds, result, ref)}); "
                      f"Depot CPU {result['cpu']}; phases {_phases(result)}"))
+        floor = await _floor(server.port, upstream.files(), settings.mirror_concurrency, work / "floor")
+        rows.append(("download floor", floor, ref, "-",
+                     f"{len(upstream.files())} files: a plain aiohttp downloader (_floor), the bound of any Python "
+                     "mirror on this upstream"))
         seconds, result = await depot()
         ref = reference.timed() if reference else None
         rows.append(("upstream unchanged", seconds, ref,
@@ -297,8 +397,8 @@ async def _half(kind: str, count: int, delay: float) -> None:
                      f"{refs}{result['package_requests']} downloads; rebuild + sign {result['rebuild']['seconds']:.2f} s "
                      f"(so {_without_rebuild(seconds, result, ref)}); phases {_phases(result)}"))
 
-        print(f"\n{kind}: {count} {kind}s ({upstream.wanted} selected), upstream delay {delay * 1000:.0f} ms per "
-              f"answer, concurrency {settings.mirror_concurrency}; load average {os.getloadavg()[0]:.1f}")
+        print(f"\n{kind}: {count} {kind}s ({upstream.wanted} selected), upstream {server.name}, "
+              f"delay {delay * 1000:.0f} ms per answer, concurrency {settings.mirror_concurrency}; load average {os.getloadavg()[0]:.1f}")
         print(f"{'case':<20}{'depot s':>9}{ref_name + ' s':>12}{'ratio':>8}  {'target':<22}  notes")
         for name, mine, theirs, target, note in rows:
             ratio = f"{mine / theirs:.2f}x" if theirs else "-"

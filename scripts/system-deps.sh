@@ -9,6 +9,7 @@
 #   createrepo_c   benchmark reference        chromium          dashboard browser tests
 #   aptly          benchmark reference (mirrors)
 #   dnf reposync   benchmark reference (rpm mirrors; dnf-plugins-core)
+#   nginx          benchmark upstream (mirrors; nginx-light)
 set -euo pipefail
 want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
@@ -25,6 +26,7 @@ if [ "${1:-}" != run ]; then
     need createrepo_c createrepo-c
     need chromium chromium
     need aptly aptly
+    need nginx nginx-light
     [ -e /usr/lib/python3/dist-packages/dnf-plugins/reposync.py ] || want+=(dnf-plugins-core)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
