@@ -121,6 +121,7 @@ class Dictionary:
         self.name_of = array.array("i")
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
+        self.generation = 0  # bumped whenever entries leave the cache (ids looked up before may be gone)
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
         self._idle: tuple[asyncio.AbstractEventLoop, asyncio.Condition] | None = None
 
@@ -138,6 +139,7 @@ class Dictionary:
             self.name_of = array.array("i")
             self.ids_of_name.clear()
             self.max_id = 0
+            self.generation += 1
         self.trim()
 
     def trim(self) -> None:
@@ -146,6 +148,7 @@ class Dictionary:
         the fleet does not share adds a chunk's items at a time, not the whole batch's."""
         if self.planning or len(self.keys) <= self.limit:
             return
+        self.generation += 1
         for cache in (self.ids, self.keys):
             for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
                 del cache[old]
@@ -192,10 +195,9 @@ class Dictionary:
         self.ids_of_name.setdefault(number, []).append(id_)
         return key
 
-    def names_twice(self, ids: set[int], base: set[int]) -> bool:
-        """Whether a raw name occurs twice among these cached ids. `base` holds one id per name (an
-        inventory), so only the names of the ids not in it are checked, when they are few."""
-        came = ids - base
+    def names_twice(self, ids: set[int], came: set[int]) -> bool:
+        """Whether a raw name occurs twice among these cached ids. `came` are those not in an inventory (one id
+        per name), so only their names are checked, when they are few."""
         if len(came) * 16 > len(ids):
             return len(set(map(self.name_of.__getitem__, ids))) < len(ids)
         names = list(map(self.name_of.__getitem__, came))
@@ -314,27 +316,52 @@ def _empty_summary() -> dict:
     return {"reports": 0, "added": 0, "removed": 0, "upgraded": 0, "downgraded": 0, "available": None}
 
 
-async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, tuple[list[bytes], bool]]:
-    """The chunk's installed reports parsed (installed_keys, by report id), and the dictionary entries of theirs
-    the cache lacks looked up, new ones inserted, before plan_chunk, which may wait for another batch's chunk
-    (Dictionary.start_planning). Only a warm-up: plan_chunk looks up again whatever is not cached then."""
-    parsed = {}
+@dataclass
+class Parsed:
+    """An installed report read by prefetch_entries: its item keys, whether a name may occur twice, and each
+    key's id as the cache had it then (None: not cached), valid while the cache's generation is the same."""
+
+    keys: list[bytes]
+    twice: bool
+    found: list[int | None]
+    generation: int
+
+
+@dataclass
+class Change:
+    """An installed report's set of ids, and the ids it adds to and removes from the set before it."""
+
+    ids: set[int]
+    came: set[int]
+    gone: set[int]
+
+
+async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
+    """The chunk's installed reports parsed and looked up in the cache (by report id), and the dictionary entries
+    of theirs the cache lacks looked up, new ones inserted, before plan_chunk, which may wait for another batch's
+    chunk (Dictionary.start_planning). plan_chunk takes the ids found here unless the cache lost entries since,
+    and looks up again the keys that were missing."""
+    d = dictionary()
+    cached_id = d.ids.get
+    parsed, missing = {}, set()
     for reports in by_host.values():
         for r in reports:
             if r["kind"] == INSTALLED:
                 try:
-                    parsed[r["id"]] = installed_keys(r["body"])
+                    keys, twice = installed_keys(r["body"])
                 except Exception:   # plan_chunk parses it again and fails that host
-                    pass
-    d = dictionary()
-    missing = {k for keys, _ in parsed.values() for k in keys if k not in d.ids}
+                    continue
+                found = list(map(cached_id, keys))
+                if None in found:
+                    missing.update(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None))))
+                parsed[r["id"]] = Parsed(keys, twice, found, d.generation)
     if missing:
         await d.resolve_ids(conn, missing)
     return parsed
 
 
 async def plan_chunk(conn, by_host: dict[int, list], out: dict,
-                     parsed: dict[int, tuple[list[bytes], bool]] | None = None) -> list[HostPlan]:
+                     parsed: dict[int, Parsed] | None = None) -> list[HostPlan]:
     """Plans for a chunk of hosts: their reports parsed (or taken from `parsed`, prefetch_entries'), mapped to
     dictionary ids (one cache lookup per item, in C; the misses of the whole chunk looked up in bulk), compared
     as sets of ids. A host that fails gets its exception in `out` and no plan."""
@@ -346,10 +373,11 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict,
         await d.end_planning()
 
 
-async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict, parsed: dict) -> list[HostPlan]:
+async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
+                      parsed: dict[int, Parsed]) -> list[HostPlan]:
     cached_id = d.ids.get
     # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice,
-    # the keys not cached], or None (an available report)
+    # the keys not cached, then its Change], or None (an available report)
     lists: dict[int, list] = {}
     missing: set[bytes] = set()
     for host_id, reports in by_host.items():
@@ -361,8 +389,13 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict, 
                 if r["kind"] != INSTALLED:
                     maps.append(None)
                     continue
-                keys, twice = parsed[r["id"]] if r["id"] in parsed else installed_keys(r["body"])
-                found = list(map(cached_id, keys))
+                p = parsed.get(r["id"])
+                if p is None:
+                    keys, twice = installed_keys(r["body"])
+                    found = list(map(cached_id, keys))
+                else:
+                    keys, twice = p.keys, p.twice
+                    found = p.found if p.generation == d.generation else list(map(cached_id, keys))
                 ids = set(found)
                 unknown = list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))) \
                     if None in ids else ()
@@ -382,9 +415,13 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict, 
             if m[3]:
                 m[0].discard(None)
                 m[0].update(map(cached_id, m[3]))
-            if m[2] and d.names_twice(m[0], base):
+            came = m[0] - base
+            if m[2] and d.names_twice(m[0], came):
                 # a name given twice (several versions of an rpm): the last one wins
                 m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
+                came = m[0] - base
+            # The report's change against the state before it, computed once: plan_host names it.
+            m.append(Change(m[0], came, base - m[0]))
             base = m[0]
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
     # And a host with only available reports: the names of its whole set (its available rows get the
@@ -396,19 +433,19 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict, 
         if first is None:
             unknown_ids.update(now.difference(d.keys))
         elif now and not by_host[host_id][0]["baseline"]:
-            unknown_ids.update(i for i in now - first[0] if i not in d.keys)
+            unknown_ids.update(first[4].gone.difference(d.keys))
     if unknown_ids:
         await d.resolve_keys(conn, unknown_ids)
     plans = []
     for host_id, maps in lists.items():
         try:
-            plans.append(plan_host(host_id, by_host[host_id], [m and m[0] for m in maps], current[host_id], d))
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[4] for m in maps], current[host_id], d))
         except Exception as exc:
             out[host_id] = exc
     return plans
 
 
-def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dictionary) -> HostPlan:
+def plan_host(host_id: int, reports: list, maps: list[Change | None], current: set[int], d: Dictionary) -> HostPlan:
     """Compare each pending report with the state before it, in order.
 
     Installed: the new list's ids against the current ones (a set difference in C; only the ids
@@ -422,10 +459,10 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dic
     first = reports[0]
     plan = HostPlan(host_id, _empty_summary())
     baseline, cmp = first["baseline"], versions.comparator(first["os_family"])
-    old_ids = set() if baseline else current
     final_ids = current
     new_av: dict[tuple[str, str], tuple] | None = None
-    for report, new_ids in zip(reports, maps):
+    installed, last = 0, None
+    for report, change in zip(reports, maps):
         plan.report_ids.append(report["id"])
         plan.summary["reports"] += 1
         if report["kind"] == AVAILABLE:
@@ -436,14 +473,17 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dic
             plan.available_at = report["received_at"]
             continue
         at = report["received_at"]
+        new_ids, last = change.ids, change
+        installed += 1
         if baseline:  # every package added (one version per name), none named
             plan.summary["added"] += len(new_ids)
             if plan.ids is None:
                 plan.since = at
         else:
-            old = dict(cached[i] for i in old_ids - new_ids)
+            # Against the set before this report (`current`, or the report before).
+            old = dict(cached[i] for i in change.gone)
             changes = []
-            for i in new_ids - old_ids:
+            for i in change.came:
                 raw, version = cached[i]
                 was = old.pop(raw, None)
                 if was is None:
@@ -451,17 +491,19 @@ def plan_host(host_id: int, reports: list, maps: list, current: set[int], d: Dic
                 else:
                     changes.append((raw, was, version, "upgraded" if cmp(version, was) > 0 else "downgraded"))
             changes += [(raw, was, None, "removed") for raw, was in old.items()]
-            for raw, was, now, change in changes:
-                plan.summary[change] += 1
+            for raw, was, now, kind in changes:
+                plan.summary[kind] += 1
                 name, arch = split_arch(raw)
-                plan.history.append((at, change, name, arch, was, now))
-        plan.ids = new_ids
-        old_ids = final_ids = new_ids
+                plan.history.append((at, kind, name, arch, was, now))
+        plan.ids = final_ids = new_ids
         plan.inventory_at = at
         baseline = False
     if plan.ids is not None:
-        plan.added_ids = plan.ids - current
-        plan.removed_ids = current - plan.ids
+        if installed == 1:      # the one report's change is against `current`
+            plan.added_ids, plan.removed_ids = last.came, last.gone
+        else:
+            plan.added_ids = plan.ids - current
+            plan.removed_ids = current - plan.ids
         # A host's stored set is `current` (one diff of a host runs at a time): a few changes of a
         # large set are sent as such (no sort, no encoding of 2,000 ids per host).
         plan.delta = bool(current)

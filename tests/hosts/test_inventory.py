@@ -449,7 +449,7 @@ def test_the_dictionary_cache_stays_bounded_within_a_batch_and_forgets_names_it_
     d.trim()
     assert len(d.keys) == len(d.ids) == 750 and len(d.name_numbers) == 750
     assert d.version_in({8000}, "host7999-only") == "1.7999" and d.version_in({8000}, "host0-only") is None
-    assert not d.names_twice({7998, 7999, 8000}, set())
+    assert not d.names_twice({7998, 7999, 8000}, {7998, 7999, 8000})
     d.planning = 1      # while a batch plans, nothing goes
     for i in range(8000, 8500):
         d._add(f"late{i}", "", "1.0", i + 1)
@@ -528,6 +528,39 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
         await inventory_store.apply_pending(pool, [await pool.fetchval(
             "SELECT id FROM hosts WHERE hostname = $1", f"db{i}") for i in range(3)])
         assert chunks == [2, 1], chunks
+
+
+async def test_ids_looked_up_before_the_cache_lost_them_are_looked_up_again(client, pool, make_key, run_worker,
+                                                                            monkeypatch):
+    """plan_chunk takes the ids prefetch_entries found only while the cache has lost no entry since; here every
+    entry goes in between (another batch's trim), and the changes are still named."""
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "vim": "9.0-1"}))
+    await run_worker()
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "curl": "7.88-1", "git": "2.39-1"}))
+    real, emptied = inventory_store.prefetch_entries, []
+
+    async def then_emptied(conn, by_host):
+        parsed = await real(conn, by_host)
+        d = inventory_store.dictionary()
+        assert [len(p.found) - p.found.count(None) for p in parsed.values()] == [1]    # curl's id, found cached
+        limit, d.limit = d.limit, 1
+        try:
+            d.trim()
+        finally:
+            d.limit = limit
+        emptied.append(not d.keys)
+        return parsed
+
+    monkeypatch.setattr(inventory_store, "prefetch_entries", then_emptied)
+    await run_worker()
+    assert emptied == [True]
+    assert await _history(pool, creds[2]) == [
+        ("added", "git", "", None, "2.39-1"),
+        ("removed", "vim", "", "9.0-1", None),
+        ("upgraded", "bash", "", "5.1-1", "5.2-1"),
+    ]
+    await check_postings(pool)
 
 
 async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
