@@ -366,18 +366,15 @@ async def hosts_with_package(
         found AS MATERIALIZED ({found})"""
     if page.paginated and deb_ids == rpm_ids:
         sql = _PAGE_SQL.format(entries=entries, postings=_POSTINGS, limit=f"${len(args) + 1}",
-                               offset=f"${len(args) + 2}", packages=packages, results=results, page_set=_PAGE_SET)
+                               offset=f"${len(args) + 2}", results=results,
+                               page_packages=_PAGE_PACKAGES.format(packages=packages, filter=""))
     elif page.paginated:
-        # Only the page's hosts get their packages: their sets intersected with the entries.
+        # Only the page's hosts get their packages, each the entries of its own order.
+        page_packages = _PAGE_PACKAGES.format(packages=packages,
+                                              filter=" WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END")
         sql = f"""{head},
             page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
-            pk AS (
-                SELECT page.id, page.hostname, {packages}
-                FROM page CROSS JOIN LATERAL unnest({_PAGE_SET} & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
-                JOIN e ON e.id = m.id
-                WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END
-                GROUP BY page.id, page.hostname
-            )
+            {page_packages}
             SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
         """
     else:
@@ -402,9 +399,6 @@ _POSTINGS = "SELECT ph.version_id, ph.bucket, ph.hosts FROM package_hosts ph WHE
 
 # The ids of the hosts in some posting rows: their bitmaps joined per range first.
 _HOSTS_OF = "SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ({postings}) ph GROUP BY bucket"
-
-# A page host's set, read by its key (a hash join would scan every set).
-_PAGE_SET = "(SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
 # (bucket), the union of the entries' bitmaps (u): their bit counts add up to the total, their bits
@@ -437,14 +431,19 @@ _PAGE_SQL = """
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) looked_up WHERE NOT (SELECT dense FROM n)
     ),
-    pk AS (
-        SELECT page.id, page.hostname, {packages}
-        FROM page CROSS JOIN LATERAL unnest({page_set} & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
-        JOIN e ON e.id = m.id
-        GROUP BY page.id, page.hostname
-    )
+    {page_packages}
     SELECT {results}, (SELECT total FROM n) AS total FROM pk
 """
+
+# A page's packages: each page host's set (read by its key: a hash join would scan every set) intersected
+# with the sorted entry ids (intarray's &, in C); `filter` may drop some of them.
+_PAGE_PACKAGES = """pk AS (
+        SELECT page.id, page.hostname, {packages}
+        FROM page CROSS JOIN LATERAL unnest((SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)
+                                            & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
+        JOIN e ON e.id = m.id{filter}
+        GROUP BY page.id, page.hostname
+    )"""
 
 
 async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], list[int]]:
