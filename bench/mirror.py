@@ -29,6 +29,7 @@ import asyncio
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,15 +83,14 @@ class _Nginx:
     name = "nginx"
 
     def __init__(self, root: Path):
-        import socket
-
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.home = root.parent / "nginx"
         (self.home / "tmp").mkdir(parents=True)
         self.log = self.home / "access.log"
-        temp = " ".join(f"{k}_temp_path {self.home}/tmp;" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = " ".join(f"{k}_temp_path {self.home}/tmp;"
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         user = "user root;" if os.geteuid() == 0 else ""       # the work tree is private to this user
         conf = self.home / "nginx.conf"
         conf.write_text(
@@ -120,7 +120,8 @@ class _Nginx:
 
 
 def _nginx() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    """nginx's path (Debian puts it in /usr/sbin, which a user's PATH may lack), or None."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
 class _Server:
@@ -164,6 +165,7 @@ def _measured(cmd: list[str], env: dict | None = None, timeout: float = 3600) ->
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         return proc.returncode, err.read()[-500:].decode(errors="replace"), usage.ru_maxrss
+
 
 def _settled() -> None:
     """Before each timed run: the dirty pages earlier runs left (over 100 MB of written packages a first mirror) are
@@ -296,8 +298,8 @@ class _RpmUpstream:
 
 async def _floor(port: int, paths: list[str], concurrency: int, out: Path) -> float:
     """A plain aiohttp downloader on the same files: each body read whole, its SHA-256 taken and the body written
-    to a file named by it in a thread; no index, signature, check against an index, database or publishing. What Python on this
-    stack pays for the downloads and the files alone, beside the first mirror's figures."""
+    to a file named by it in a thread; no index, signature, check against an index, database or publishing. What
+    Python on this stack pays for the downloads and the files alone, beside the first mirror's figures."""
     import hashlib
 
     import aiohttp
@@ -398,7 +400,8 @@ async def _half(kind: str, count: int, delay: float) -> None:
                      f"(so {_without_rebuild(seconds, result, ref)}); phases {_phases(result)}"))
 
         print(f"\n{kind}: {count} {kind}s ({upstream.wanted} selected), upstream {server.name}, "
-              f"delay {delay * 1000:.0f} ms per answer, concurrency {settings.mirror_concurrency}; load average {os.getloadavg()[0]:.1f}")
+              f"delay {delay * 1000:.0f} ms per answer, concurrency {settings.mirror_concurrency}; "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"{'case':<20}{'depot s':>9}{ref_name + ' s':>12}{'ratio':>8}  {'target':<22}  notes")
         for name, mine, theirs, target, note in rows:
             ratio = f"{mine / theirs:.2f}x" if theirs else "-"

@@ -233,9 +233,10 @@ class _Downloads:
         self.failures: list[str] = []
         self.rows: asyncio.Queue = asyncio.Queue()
         self._shown = 0.0
-        # Files are checked and placed in threads of the run's own, one per core: the work is CPU (digests, reading
-        # and signing packages, the kernel making files), and more threads only hand the GIL and the cores back
-        # and forth. At most `concurrency` bodies wait for them, so memory stays bounded whatever the number of files.
+        # Files are checked and placed in threads of the run's own, one per core: the work is CPU (digests,
+        # reading and signing packages, the kernel making files), and more threads only hand the GIL and the
+        # cores back and forth. At most `concurrency` bodies wait for them, so memory stays bounded whatever
+        # the number of files.
         self.executor = ThreadPoolExecutor(max_workers=min(fetcher.concurrency, os.cpu_count() or 2),
                                            thread_name_prefix="depot-mirror")
         self.landing = asyncio.Semaphore(fetcher.concurrency)
