@@ -47,14 +47,16 @@ def fleet(hosts: int, packages: int, seed: int = 11):
 async def _database(url: str):
     import asyncpg
 
+    from app.embedded import replace_database
+
     admin = await asyncpg.connect(url)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {DB}")
         await admin.execute(f"CREATE DATABASE {DB}")
     finally:
         await admin.close()
-    base, _, _ = url.rpartition("/")
-    return await asyncpg.connect(f"{base}/{DB}")
+    # The embedded server's URL names its socket folder in the query string: only the path is the database.
+    return await asyncpg.connect(replace_database(url, DB))
 
 
 async def _size(conn, tables: list[str]) -> int:
