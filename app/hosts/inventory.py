@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
+from app.gc_pause import gc_paused
 from app.hosts import versions
 from app.hosts.bodies import decode_body, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
@@ -718,6 +719,11 @@ async def apply_pending(pool, host_ids: list[int], turn: turns.Turn | None = Non
     batch write, each host is written on its own). The write waits for the batch's `turn`
     (app/tasks/turns.py): meanwhile, the worker reads and plans its next batch.
     """
+    with gc_paused():    # a batch makes hundreds of thousands of short-lived objects
+        return await _apply_pending(pool, host_ids, turn)
+
+
+async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> dict[int, dict | Exception]:
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
     new_limit = _settings().inventory_write_new_entries

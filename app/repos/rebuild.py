@@ -8,15 +8,14 @@ the queue (CLI, bench).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
-import threading
 import time
 
 import orjson
 
 from app.db import session_lock
+from app.gc_pause import gc_paused
 from app.domain_errors import NotFound
 from app.tasks.dispatch import create_task, dispatch
 from app.tasks.kinds import Kind
@@ -61,37 +60,12 @@ async def _progress(progress, pct: int, text: str) -> None:
         await progress(pct, text)
 
 
-class _GcPaused:
-    """Python's cyclic garbage collector paused while a rebuild runs. A rebuild makes tens of
-    thousands of short-lived, acyclic objects (rows, entries, strings); in a long-lived worker with
-    a big heap they trigger full collections that cost more than an add-one rebuild's real work.
-    Reference counting still frees everything at once; the collector resumes when the last
-    concurrent rebuild of the process ends."""
-
-    _lock = threading.Lock()
-    _depth = 0
-    _was_enabled = False
-
-    def __enter__(self):
-        with self._lock:
-            if _GcPaused._depth == 0:
-                _GcPaused._was_enabled = gc.isenabled()
-                gc.disable()
-            _GcPaused._depth += 1
-
-    def __exit__(self, *exc):
-        with self._lock:
-            _GcPaused._depth -= 1
-            if _GcPaused._depth == 0 and _GcPaused._was_enabled:
-                gc.enable()
-
-
 async def rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_id: int, *, sign: bool,
                            progress=None) -> dict:
     """Render, sign and publish snapshot `snap_id`. Returns a small summary for the task result."""
     if sign and signer is None:
         raise ValueError("signing asked but no signer configured")
-    with _GcPaused():
+    with gc_paused():
         return await _rebuild_snapshot(pool, storage, signer, snap_id, sign=sign, progress=progress)
 
 
