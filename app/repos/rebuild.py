@@ -15,8 +15,8 @@ import time
 import orjson
 
 from app.db import session_lock
-from app.gc_pause import gc_paused
 from app.domain_errors import NotFound
+from app.gc_pause import gc_paused
 from app.tasks.dispatch import create_task, dispatch
 from app.tasks.kinds import Kind
 from app.tasks.rows import TaskRef
