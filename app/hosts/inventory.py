@@ -337,6 +337,11 @@ class Change:
     gone: set[int]
 
 
+def _uncached(keys: list[bytes], found: list[int | None]) -> list[bytes]:
+    """The keys whose id the cache lacked (None in `found`, their ids in the same order), picked in C."""
+    return list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None))))
+
+
 async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
     """The chunk's installed reports parsed and looked up in the cache (by report id), and the dictionary entries
     of theirs the cache lacks looked up, new ones inserted, before plan_chunk, which may wait for another batch's
@@ -354,7 +359,7 @@ async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
                     continue
                 found = list(map(cached_id, keys))
                 if None in found:
-                    missing.update(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None))))
+                    missing.update(_uncached(keys, found))
                 parsed[r["id"]] = Parsed(keys, twice, found, d.generation)
     if missing:
         await d.resolve_ids(conn, missing)
@@ -398,8 +403,7 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                     keys, twice = p.keys, p.twice
                     found = p.found if p.generation == d.generation else list(map(cached_id, keys))
                 ids = set(found)
-                unknown = list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))) \
-                    if None in ids else ()
+                unknown = _uncached(keys, found) if None in ids else ()
                 missing.update(unknown)
                 maps.append([ids, keys, twice, unknown])
             lists[host_id] = maps
