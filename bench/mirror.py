@@ -39,7 +39,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench._common import fresh_database, private_settings, server_env
+from bench._common import free_port, fresh_database, private_settings, server_env
 from tests.pkgfactory import bench_debs, bench_rpms, make_deb, make_rpms
 from tests.upstream import DebArchive, GpgKey, RpmArchive, Upstream
 
@@ -83,9 +83,7 @@ class _Nginx:
     name = "nginx"
 
     def __init__(self, root: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.home = root.parent / "nginx"
         (self.home / "tmp").mkdir(parents=True)
         self.log = self.home / "access.log"
@@ -383,9 +381,10 @@ async def _half(kind: str, count: int, delay: float) -> None:
                      f"{refs}{result['package_requests']} downloads of {upstream.wanted}; rebuild + sign "
                      f"{result['rebuild']['seconds']:.2f} s (so {_without_rebuild(seconds, result, ref)}); "
                      f"Depot CPU {result['cpu']}; phases {_phases(result)}"))
-        floor = await _floor(server.port, upstream.files(), settings.mirror_concurrency, work / "floor")
+        files = upstream.files()
+        floor = await _floor(server.port, files, settings.mirror_concurrency, work / "floor")
         rows.append(("download floor", floor, ref, "-",
-                     f"{len(upstream.files())} files: a plain aiohttp downloader (_floor), the bound of any Python "
+                     f"{len(files)} files: a plain aiohttp downloader (_floor), the bound of any Python "
                      "mirror on this upstream"))
         seconds, result = await depot()
         ref = reference.timed() if reference else None
