@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 from arq import create_pool
@@ -13,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from app import db
 from app.auth import HOST_CACHE
 from app.hosts.intake import Intake
+from app.hosts.known import KnownVersions
 from app.tasks.batcher import JobBatcher
 from app.keys import POOL, REDIS, SETTINGS
 from app.settings import Settings
@@ -53,10 +55,17 @@ async def redis_ctx(app: web.Application):
     app[BATCHER] = JobBatcher(app[REDIS], settings.diff_batch_seconds, hold_seconds=hold,
                               hold_rate=settings.diff_hold_rate)
     # After database_ctx (the pool is open): the intake's tasks go out through the batcher.
+    known = KnownVersions(settings.intake_dictionary_entries)
     app[INTAKE] = Intake(app[POOL], app[BATCHER], app[HOST_CACHE], max_items=settings.max_list_items,
                          max_group=settings.intake_max_group, max_inflight=settings.intake_max_inflight,
-                         seen_entries=settings.intake_seen_digests)
+                         seen_entries=settings.intake_seen_digests, known=known)
+    following = (asyncio.get_running_loop().create_task(known.follow(app[POOL], settings.intake_dictionary_seconds))
+                 if settings.intake_dictionary_entries > 0 else None)
     yield
+    if following is not None:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
     try:
         await asyncio.wait_for(app[BATCHER].flush(), timeout=5)
     except asyncio.TimeoutError:

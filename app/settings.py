@@ -73,12 +73,16 @@ class Settings:
     # Applied reports are deleted; once a worker has deleted this many bytes of them and no other diff
     # is queued or running, it vacuums host_reports (a drained queue table then gives its space back at once, rather
     # than at autovacuum's next round). 0 leaves it to autovacuum.
-    reports_vacuum_bytes: int = 64 * 1024 * 1024
+    reports_vacuum_bytes: int = 16 * 1024 * 1024
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process;
     # and the events-history digests each server process remembers (intake.SeenDigests).
     intake_max_group: int = 64
     intake_max_inflight: int = 2
     intake_seen_digests: int = 100_000
+    # Each server process's copy of the package dictionary (hosts/known.py): entries kept (0: none, installed
+    # reports are then stored as JSON), and seconds between its reads of the entries added since.
+    intake_dictionary_entries: int = 200_000
+    intake_dictionary_seconds: float = 1.0
     task_heartbeat_seconds: int = 5
     task_stale_seconds: int = 30
     reconcile_seconds: int = 10
@@ -188,11 +192,13 @@ class Settings:
             inventory_cache_entries=_int("DEPOT_INVENTORY_CACHE_ENTRIES", 200_000),
             inventory_chunk_hosts=_int("DEPOT_INVENTORY_CHUNK_HOSTS", 50),
             inventory_write_new_entries=max(1, _int("DEPOT_INVENTORY_WRITE_NEW_ENTRIES", 30_000)),
-            reports_vacuum_bytes=_int("DEPOT_REPORTS_VACUUM_BYTES", 64 * MiB),
+            reports_vacuum_bytes=_int("DEPOT_REPORTS_VACUUM_BYTES", 16 * MiB),
             diff_batch_max_tasks=_int("DEPOT_DIFF_BATCH_MAX_TASKS", 400),
             intake_max_group=_int("DEPOT_INTAKE_MAX_GROUP", 64),
             intake_max_inflight=_int("DEPOT_INTAKE_MAX_INFLIGHT", 2),
             intake_seen_digests=_int("DEPOT_INTAKE_SEEN_DIGESTS", 100_000),
+            intake_dictionary_entries=_int("DEPOT_INTAKE_DICTIONARY_ENTRIES", 200_000),
+            intake_dictionary_seconds=_float("DEPOT_INTAKE_DICTIONARY_SECONDS", 1.0),
             task_heartbeat_seconds=_int("DEPOT_TASK_HEARTBEAT_SECONDS", 5),
             task_stale_seconds=_int("DEPOT_TASK_STALE_SECONDS", 30),
             reconcile_seconds=_int("DEPOT_RECONCILE_SECONDS", 10),

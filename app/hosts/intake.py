@@ -22,6 +22,7 @@ import orjson
 
 from app.auth import HostCredentialCache, Principal
 from app.hosts import bodies, reports
+from app.hosts.known import KnownVersions
 from app.tasks.batcher import JobBatcher
 from app.tasks.rows import create_host_diffs_cte
 
@@ -271,10 +272,12 @@ class Intake:
     """
 
     def __init__(self, pool, batcher: JobBatcher, credentials: HostCredentialCache, *, max_items: int,
-                 max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000):
+                 max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000,
+                 known: KnownVersions | None = None):
         self.batcher = batcher
         self.credentials = credentials
         self.max_items = max_items
+        self.known = known or KnownVersions(0)
         self.reports = GroupCommit(pool, accept_reports, max_group, max_inflight)
         self.events = GroupCommit(pool, store_events, max_group, max_inflight)
         self.seen = SeenDigests(seen_entries)
@@ -296,14 +299,7 @@ class Intake:
             raise self.credentials.stale(who.auth_id)
         if not outcome.stale:
             return Taken(outcome.items, False, None)
-        count = reports.fast_count(kind, raw, self.max_items)
-        body = raw
-        splittable = bodies.is_splittable(kind, count)
-        if count is None:
-            value = reports.body_value(await read_json(), reports.BODY_KEYS[kind])
-            count = reports.check_items(kind, value, self.max_items)
-            body = reports.stored_body(kind, value, raw)
-        stored = bodies.encode_body(body, splittable)
+        stored, count = await self.check(kind, raw, read_json)
         batch = self.batcher.join()
         try:
             accepted = await self.reports.accept(Report(
@@ -316,6 +312,22 @@ class Intake:
         if not accepted.authorized:
             raise self.credentials.stale(who.auth_id)
         return Taken(count, accepted.changed, accepted.task_id)
+
+    async def check(self, kind: str, raw: bytes, read_json: ReadJson) -> tuple[bytes, int]:
+        """A changed report checked: its stored form (hosts/bodies.py) and item count, or a ReportError."""
+        if kind == reports.INSTALLED and self.known.ids:
+            encoded = bodies.encode_ids(raw, self.known.ids)
+            if encoded is not None:
+                reports.check_count(kind, encoded[1], self.max_items)
+                return encoded
+        count = reports.fast_count(kind, raw, self.max_items)
+        body = raw
+        splittable = bodies.is_splittable(kind, count)
+        if count is None:
+            value = reports.body_value(await read_json(), reports.BODY_KEYS[kind])
+            count = reports.check_items(kind, value, self.max_items)
+            body = reports.stored_body(kind, value, raw)
+        return bodies.encode_body(body, splittable), count
 
     async def take_events(self, who: Principal, raw: bytes, read_json: ReadJson) -> int:
         """Take the host's apt/dnf history (the whole of it, `raw` as received); returns how many

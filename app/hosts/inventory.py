@@ -1,10 +1,12 @@
 """The host_diff task: a host's pending reports applied to its inventory, history and available updates.
 
-An inventory is a sorted array of package_versions ids (host_sets). Each installed report is cut
-into its items (the agent's form, in C; any other form parsed by orjson), each item's bytes mapped
-to an id through the worker's cache of the dictionary, and compared with the host's current ids as
-sets (in C); only the ids that differ are named and classified (a first inventory's are only counted). A batch of hosts is then written with one statement per table, package_hosts (the
-inverted index) included, and its applied reports deleted (host_diff_batch).
+An inventory is a sorted array of package_versions ids (host_sets). Each installed report comes as its
+items' ids (the server mapped them: bodies.IDS), or is cut into its items (the agent's form, in C; any
+other form parsed by orjson) and each item's bytes mapped to an id through the worker's cache of the
+dictionary; it is compared with the host's current ids as sets (in C); only the ids that differ are
+named and classified (a first inventory's are only counted). A batch of hosts is then written with one
+statement per table, package_hosts (the inverted index) included, and its applied reports deleted
+(host_diff_batch).
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ import operator
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import asyncpg
 import orjson
 
 from app.gc_pause import gc_paused
 from app.hosts import versions
-from app.hosts.bodies import decode_body, is_split_form, load_body
+from app.hosts import bodies
+from app.hosts.bodies import agent_items, decode_body, decode_ids, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 from app.settings import Settings
 from app.tasks import rows, turns
@@ -53,12 +57,6 @@ def installed_map(body: dict) -> dict[str, str]:
     return {item["name"]: item["version"] for item in body[BODY_KEYS[INSTALLED]]}
 
 
-# A body in the agent's exact form (bodies.is_split_form) is its items between these, separated by
-# "}, {": its strings hold no brace (reports._STR), so each "}, {" is a boundary.
-_AGENT_HEAD = b'{"installed_packages": [{'
-_AGENT_TAIL = b"}]}"
-
-
 def item_key(raw_name: str, version: str) -> bytes:
     """The dictionary cache's key of a (raw name, version): the bytes of its item in the agent's form,
     `"name": "...", "version": "..."`. Its strings hold no escape and no byte above 0x7f, and orjson
@@ -76,9 +74,9 @@ def installed_keys(stored: bytes) -> tuple[list[bytes], bool]:
     (then the caller keeps the last version). The agent's form is cut into its items in C (no JSON
     objects); any other form goes through orjson and comes out with one version per name."""
     raw = decode_body(stored)
-    if is_split_form(stored) and raw.startswith(_AGENT_HEAD) and raw.endswith(_AGENT_TAIL):
-        keys = raw[len(_AGENT_HEAD):-len(_AGENT_TAIL)].split(b"}, {")
-        if len(keys) == raw.count(b"{") - 1:
+    if is_split_form(stored):  # its strings hold no brace (reports._STR): each "}, {" is a boundary
+        keys = agent_items(raw)
+        if keys is not None and len(keys) == raw.count(b"{") - 1:
             return keys, True
     return [item_key(n, v) for n, v in installed_map(orjson.loads(raw)).items()], False
 
@@ -319,13 +317,55 @@ def _empty_summary() -> dict:
 
 @dataclass
 class Parsed:
-    """An installed report read by prefetch_entries: its item keys, whether a name may occur twice, and each
-    key's id as the cache had it then (None: not cached), valid while the cache's generation is the same."""
+    """An installed report read for planning: each item's id in report order (0: not known yet), the keys those
+    are looked up by, and whether a name may occur twice (then the last one wins).
 
+    `keys` holds every item's key (a JSON body: `found` is what the cache held at `generation`, looked up again
+    if entries left it since), or, for an IDS body, only the keys of its 0s, in order (its ids never go stale,
+    but the cache may not hold them: `ids_to_name`)."""
+
+    found: Sequence[int]
     keys: list[bytes]
     twice: bool
-    found: list[int | None]
+    every_key: bool
     generation: int
+    ids: set[int] | None = None   # set(found), once computed
+    named: int | None = None      # the generation at which the cache held every id of `found`
+
+    def refound(self, d: "Dictionary") -> None:
+        if self.every_key and self.generation != d.generation:
+            self.found = list(map(d.ids.get, self.keys, itertools.repeat(0)))
+            self.generation, self.ids = d.generation, None
+
+    def id_set(self) -> set[int]:
+        if self.ids is None:
+            self.ids = set(self.found)
+        return self.ids
+
+    def unknown_keys(self) -> list[bytes]:
+        """The keys of the items whose id is 0, in order."""
+        if not self.every_key:
+            return self.keys
+        return list(itertools.compress(self.keys, map(operator.not_, self.found)))
+
+    def ids_to_name(self, d: "Dictionary") -> set[int]:
+        """The ids of an IDS body that the cache does not hold (it must, to name them and find names given twice)."""
+        if self.every_key or self.named == d.generation:
+            return set()
+        return self.id_set().difference(d.keys)
+
+    def in_order(self, d: "Dictionary") -> list[int]:
+        """Every item's id in report order, once every key is in the cache."""
+        resolved = map(d.ids.__getitem__, self.unknown_keys())
+        return [i or next(resolved) for i in self.found]
+
+
+def read_installed(stored: bytes, d: "Dictionary") -> Parsed:
+    if stored[:1] == bodies.IDS:
+        found, keys = decode_ids(stored)
+        return Parsed(found, keys, True, False, d.generation)
+    keys, twice = installed_keys(stored)
+    return Parsed(list(map(d.ids.get, keys, itertools.repeat(0))), keys, twice, True, d.generation)
 
 
 @dataclass
@@ -337,40 +377,40 @@ class Change:
     gone: set[int]
 
 
-def _uncached(keys: list[bytes], found: list[int | None]) -> list[bytes]:
-    """The keys whose id the cache lacked (None in `found`, their ids in the same order), picked in C."""
-    return list(itertools.compress(keys, map(operator.is_, found, itertools.repeat(None))))
-
-
 async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
-    """The chunk's installed reports parsed and looked up in the cache (by report id), and the dictionary entries
-    of theirs the cache lacks looked up, new ones inserted, before plan_chunk, which may wait for another batch's
-    chunk (Dictionary.start_planning). plan_chunk takes the ids found here unless the cache lost entries since,
-    and looks up again the keys that were missing."""
+    """The chunk's installed reports read (by report id), and the dictionary entries they name that the cache
+    lacks looked up (by key, new ones inserted; or by id), before plan_chunk, which may wait for another batch's
+    chunk (Dictionary.start_planning). plan_chunk looks up again what the cache lost since."""
     d = dictionary()
-    cached_id = d.ids.get
-    parsed, missing = {}, set()
+    parsed, missing, to_name = {}, set(), set()
     for reports in by_host.values():
         for r in reports:
             if r["kind"] == INSTALLED:
                 try:
-                    keys, twice = installed_keys(r["body"])
-                except Exception:   # plan_chunk parses it again and fails that host
+                    p = read_installed(r["body"], d)
+                except Exception:   # plan_chunk reads it again and fails that host
                     continue
-                found = list(map(cached_id, keys))
-                if None in found:
-                    missing.update(_uncached(keys, found))
-                parsed[r["id"]] = Parsed(keys, twice, found, d.generation)
+                if 0 in p.id_set():
+                    missing.update(p.unknown_keys())
+                to_name.update(p.ids_to_name(d))
+                parsed[r["id"]] = p
+    to_name.discard(0)
+    generation = d.generation  # entries that leave the cache meanwhile bump it: plan_chunk then checks again
     if missing:
         await d.resolve_ids(conn, missing)
+    if to_name:
+        await d.resolve_keys(conn, to_name)
+    if to_name <= d.keys.keys():
+        for p in parsed.values():
+            p.named = generation
     return parsed
 
 
 async def plan_chunk(conn, by_host: dict[int, list], out: dict,
                      parsed: dict[int, Parsed] | None = None) -> list[HostPlan]:
-    """Plans for a chunk of hosts: their reports parsed (or taken from `parsed`, prefetch_entries'), mapped to
-    dictionary ids (one cache lookup per item, in C; the misses of the whole chunk looked up in bulk), compared
-    as sets of ids. A host that fails gets its exception in `out` and no plan."""
+    """Plans for a chunk of hosts: their reports read (or taken from `parsed`, prefetch_entries'), mapped to
+    dictionary ids (one cache lookup per item, in C, unless the server mapped them; the misses of the whole chunk
+    looked up in bulk), compared as sets of ids. A host that fails gets its exception in `out` and no plan."""
     d = dictionary()
     await d.start_planning()
     try:
@@ -382,10 +422,11 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict,
 async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                       parsed: dict[int, Parsed]) -> list[HostPlan]:
     cached_id = d.ids.get
-    # host -> per report: [set of ids (None in it: some not cached yet), keys, a name may occur twice,
-    # the keys not cached, then its Change], or None (an available report)
+    # host -> per report: [set of ids (0 in it: some not cached yet), its Parsed, the keys not cached,
+    # then its Change], or None (an available report)
     lists: dict[int, list] = {}
     missing: set[bytes] = set()
+    to_name: set[int] = set()
     for host_id, reports in by_host.items():
         try:
             if host_id > INT4_MAX:
@@ -395,39 +436,45 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                 if r["kind"] != INSTALLED:
                     maps.append(None)
                     continue
-                p = parsed.get(r["id"])
-                if p is None:
-                    keys, twice = installed_keys(r["body"])
-                    found = list(map(cached_id, keys))
-                else:
-                    keys, twice = p.keys, p.twice
-                    found = p.found if p.generation == d.generation else list(map(cached_id, keys))
-                ids = set(found)
-                unknown = _uncached(keys, found) if None in ids else ()
+                p = parsed.get(r["id"]) or read_installed(r["body"], d)
+                p.refound(d)
+                ids = p.id_set()
+                unknown = p.unknown_keys() if 0 in ids else ()
                 missing.update(unknown)
-                maps.append([ids, keys, twice, unknown])
+                to_name.update(p.ids_to_name(d))
+                maps.append([ids, p, unknown])
             lists[host_id] = maps
         except Exception as exc:
             out[host_id] = exc
+    to_name.discard(0)
     if missing:
         await d.resolve_ids(conn, missing)
+    if to_name:
+        await d.resolve_keys(conn, to_name)
+        absent = to_name.difference(d.keys)
+        for host_id, maps in list(lists.items()) if absent else ():  # ids no entry has: those hosts fail
+            bad = set().union(*(m[0] & absent for m in maps if m is not None))
+            if bad:
+                out[host_id] = ValueError(f"a report names dictionary ids that do not exist: {sorted(bad)[:5]}")
+                del lists[host_id]
     current = {host_id: set(by_host[host_id][0]["ids"] or ()) for host_id in lists}
     for host_id, maps in lists.items():
         base = current[host_id]  # one id per name, as every set (the reports' sets are checked here)
         for m in maps:
             if m is None:
                 continue
-            if m[3]:
-                m[0].discard(None)
-                m[0].update(map(cached_id, m[3]))
-            came = m[0] - base
-            if m[2] and d.names_twice(m[0], came):
+            ids, p, unknown = m
+            if unknown:
+                ids.discard(0)
+                ids.update(map(cached_id, unknown))
+            came = ids - base
+            if p.twice and d.names_twice(ids, came):
                 # a name given twice (several versions of an rpm): the last one wins
-                m[0] = set({d.keys[i][0]: i for i in map(cached_id, m[1])}.values())
-                came = m[0] - base
+                ids = set({d.keys[i][0]: i for i in p.in_order(d)}.values())
+                came = ids - base
             # The report's change against the state before it, computed once: plan_host names it.
-            m.append(Change(m[0], came, base - m[0]))
-            base = m[0]
+            m.append(Change(ids, came, base - ids))
+            base = ids
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
     # And a host with only available reports: the names of its whole set (its available rows get the
     # versions installed, Dictionary.version_in).
@@ -438,13 +485,13 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
         if first is None:
             unknown_ids.update(now.difference(d.keys))
         elif now and not by_host[host_id][0]["baseline"]:
-            unknown_ids.update(first[4].gone.difference(d.keys))
+            unknown_ids.update(first[3].gone.difference(d.keys))
     if unknown_ids:
         await d.resolve_keys(conn, unknown_ids)
     plans = []
     for host_id, maps in lists.items():
         try:
-            plans.append(plan_host(host_id, by_host[host_id], [m and m[4] for m in maps], current[host_id], d))
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[3] for m in maps], current[host_id], d))
         except Exception as exc:
             out[host_id] = exc
     return plans

@@ -34,6 +34,8 @@ _ITEMS = {
     AVAILABLE: rb'\{"name": ' + _STR + rb', "version": ' + _STR
     + rb', "repository": "[^"\\{}\x00-\x1f\x80-\xff]{0,1024}+", "security": (?:true|false)\}',
 }
+# One item of the agent's form without its braces (bodies.encode_ids checks the items a dictionary lacks).
+_AGENT_ITEM = re.compile(rb'"name": ' + _STR + rb', "version": ' + _STR)
 _FAST = {
     kind: re.compile(rb'\{"' + BODY_KEYS[kind].encode() + rb'": \[(?:' + item + rb'(?:, ' + item + rb')*+)?\]\}')
     for kind, item in _ITEMS.items()
@@ -45,11 +47,22 @@ def fast_count(kind: str, raw: bytes, max_items: int) -> int | None:
     if not _FAST[kind].fullmatch(raw):
         return None
     count = raw.count(b"{") - 1  # braces cannot occur inside the strings: one per item and the body's own
+    check_count(kind, count, max_items)
+    return count
+
+
+def is_agent_item(key: bytes) -> bool:
+    """Whether `key` is an installed item in the agent's exact form, its braces left out."""
+    return _AGENT_ITEM.fullmatch(key) is not None
+
+
+def check_count(kind: str, count: int, max_items: int) -> None:
+    """The limits of a report of `count` items (the agent is shown these texts). An empty installed list is
+    refused: the full list is the truth, and an empty one would mark every package removed."""
     if count > max_items:
         raise ReportError(f"Too many packages: {count} (at most {max_items})")
     if kind == INSTALLED and count == 0:
         raise ReportError("Installed packages update has failed: the package list is empty")
-    return count
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -64,16 +77,11 @@ def check_items(kind: str, value, max_items: int) -> int:
         count = len(_parse_string_form(kind, value))
     elif isinstance(value, list):
         count = len(value)
-        if count > max_items:
-            raise ReportError(f"Too many packages: {count} (at most {max_items})")
+        check_count(kind, count, max_items)  # before the loop over a list too long
         _check_list(kind, value)
     else:
         raise ReportError(f"{BODY_KEYS[kind]} must be a list of packages or a \"name|version,...\" string")
-    if count > max_items:
-        raise ReportError(f"Too many packages: {count} (at most {max_items})")
-    if kind == INSTALLED and count == 0:
-        # The full list is the truth: an empty one would mark every package removed.
-        raise ReportError("Installed packages update has failed: the package list is empty")
+    check_count(kind, count, max_items)
     return count
 
 

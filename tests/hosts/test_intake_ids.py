@@ -1,0 +1,197 @@
+"""Installed reports a server process stores as dictionary ids (bodies.IDS, with its copy of the dictionary,
+hosts/known.py): the same inventories, histories and refusals as reports stored as JSON."""
+from __future__ import annotations
+
+import json
+
+from app import resources
+from app.hosts import bodies, inventory
+from app.hosts.known import KnownVersions
+from tests.helpers import check_postings, host_auth
+from tests.hosts.helpers import installed, put, register
+
+
+# Items every report below also holds: a report whose items the copy mostly lacks is stored as JSON.
+FILLER = {f"lib{i:02d}": "1.0-1" for i in range(12)}
+
+
+async def _host(client, make_key, name="ids01", family="Debian"):
+    creds = await register(client, await make_key("operator"), name)
+    await put(client, creds, "status", {"os_family": family})
+    return creds
+
+
+async def _follow(client, pool) -> KnownVersions:
+    known = client.app[resources.INTAKE].known
+    await known.refresh(pool)
+    return known
+
+
+async def _forms(pool) -> list[bytes]:
+    return [bytes(r["body"][:1]) for r in await pool.fetch("SELECT body FROM host_reports ORDER BY id")]
+
+
+async def _state(pool, host_id):
+    packages = {(r["name"], r["arch"]): r["version"] for r in await pool.fetch(
+        "SELECT v.name, v.arch, v.version FROM host_sets s, unnest(s.ids) i JOIN package_versions v ON v.id = i"
+        " WHERE s.host_id = $1", host_id)}
+    history = [tuple(r) for r in await pool.fetch(
+        "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1 ORDER BY change, name",
+        host_id)]
+    await pool.execute("DELETE FROM host_history WHERE host_id = $1", host_id)
+    return packages, history
+
+
+async def _put_raw(client, creds, raw: bytes, status: int = 200) -> dict:
+    resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(*creds[:2]))
+    body = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
+async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed",
+              installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1", **FILLER}))
+    await run_worker()
+    await _state(pool, creds[2])
+    assert len((await _follow(client, pool)).ids) == 16
+
+    # Two versions the copy lacks (new to the fleet): stored as their keys, in order, beside the ids.
+    answer = await put(client, creds, "packages/installed",
+                       installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "zsh": "5.9-4", **FILLER}))
+    assert (answer["packages"], answer["changed"]) == (16, True)
+    assert await _forms(pool) == [bodies.IDS]
+    found, keys = bodies.decode_ids(bytes(await pool.fetchval("SELECT body FROM host_reports")))
+    assert list(found).count(0) == 2 and keys == [inventory.item_key("bash", "5.2-1"), inventory.item_key("zsh", "5.9-4")]
+
+    inventory._dictionaries.clear()  # a worker that never saw these ids (just started) looks their names up
+    await run_worker()
+    packages, history = await _state(pool, creds[2])
+    assert history == [("added", "zsh", "", None, "5.9-4"), ("removed", "vim", "", "9.0-1", None),
+                       ("upgraded", "bash", "", "5.1-1", "5.2-1")]
+    assert packages == {("bash", ""): "5.2-1", ("curl", ""): "7.88-1", ("libc6", "amd64"): "2.36-9",
+                        ("zsh", ""): "5.9-4", **{(n, ""): v for n, v in FILLER.items()}}
+    await check_postings(pool)
+
+    # Every item known: ids alone; a downgrade in dpkg order.
+    await _follow(client, pool)
+    await put(client, creds, "packages/installed",
+              installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "zsh": "5.9-4", **FILLER}))
+    body = bytes(await pool.fetchval("SELECT body FROM host_reports"))
+    assert body[:1] == bodies.IDS and bodies.decode_ids(body)[1] == [] and 0 not in bodies.decode_ids(body)[0]
+    await run_worker()
+    assert (await _state(pool, creds[2]))[1] == [("downgraded", "bash", "", "5.2-1", "5.1-1")]
+    assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
+
+
+async def test_an_item_the_copy_lacks_is_checked_as_before(client, pool, make_key, run_worker):
+    """Only the items the server's copy lacks are checked; one that is not in the agent's form sends the body
+    the full way: the same refusal text, or, valid JSON in another form, stored as JSON."""
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", **FILLER}))
+    await run_worker()
+    await _follow(client, pool)
+    too_long = {"bash": "5.1-1", "x" * 256: "1", **FILLER}
+    refused = await _put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400)
+    empty_copy = KnownVersions(0)
+    client.app[resources.INTAKE].known, known = empty_copy, client.app[resources.INTAKE].known
+    assert await _put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400) == refused
+    client.app[resources.INTAKE].known = known
+
+    # An escape in an item the copy lacks: valid JSON, not the agent's exact form.
+    escaped = json.dumps(installed({"bash": "5.1-1", "caf\u00e9": "1", **FILLER})).encode()
+    assert b"\\u00e9" in escaped
+    await _put_raw(client, creds, escaped)
+    assert await _forms(pool) == [b"M"]
+    await run_worker()
+    assert (await _state(pool, creds[2]))[1] == [("added", "caf\u00e9", "", None, "1"),
+                                                ("removed", "curl", "", "7.88-1", None)]
+
+
+async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client, pool, make_key, run_worker):
+    creds = await _host(client, make_key, family="Redhat")
+    await put(client, creds, "packages/installed", installed({"kernel": "5.14.0-1", "b": "1", **FILLER}))
+    await run_worker()
+    await _state(pool, creds[2])
+    await _follow(client, pool)
+    # kernel 5.14.0-2 is new (its key stored), 5.14.0-1 known: the last one wins, nothing changed.
+    twice = [{"name": "kernel", "version": "5.14.0-2"}, {"name": "kernel", "version": "5.14.0-1"},
+             {"name": "b", "version": "1"}] + [{"name": n, "version": v} for n, v in FILLER.items()]
+    await _put_raw(client, creds, json.dumps({"installed_packages": twice}).encode())
+    assert await _forms(pool) == [bodies.IDS]
+    await run_worker()
+    filler = {(n, ""): v for n, v in FILLER.items()}
+    assert await _state(pool, creds[2]) == ({("kernel", ""): "5.14.0-1", ("b", ""): "1", **filler}, [])
+    # Now the new one last (known by now).
+    await _follow(client, pool)
+    await _put_raw(client, creds, json.dumps({"installed_packages": twice[1::-1] + twice[2:]}).encode())
+    assert await _forms(pool) == [bodies.IDS]
+    await run_worker()
+    assert await _state(pool, creds[2]) == ({("kernel", ""): "5.14.0-2", ("b", ""): "1", **filler},
+                                            [("upgraded", "kernel", "", "5.14.0-1", "5.14.0-2")])
+    await check_postings(pool)
+
+
+async def test_an_ids_report_naming_ids_no_entry_has_fails_that_host_alone(client, pool, make_key, run_worker):
+    good, bad = await _host(client, make_key, "good"), await _host(client, make_key, "bad")
+    raw = json.dumps(installed({"bash": "5.1-1"})).encode()
+    stored, count = bodies.encode_ids(raw, {inventory.item_key("bash", "5.1-1"): 999_999})
+    await pool.execute("INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)",
+                       bad[2], stored)
+    await _put_raw(client, good, raw)
+    out = await inventory.apply_pending(pool, [good[2], bad[2]])
+    assert isinstance(out[bad[2]], ValueError) and "999999" in str(out[bad[2]])
+    assert out[good[2]]["added"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM host_reports WHERE host_id = $1", bad[2]) == 1
+    assert await pool.fetchval("SELECT count(*) FROM host_sets WHERE host_id = $1", bad[2]) == 0
+
+
+async def test_the_copy_follows_the_dictionary_stays_bounded_and_forgets_a_reset(pool):
+    names = [f"p{i:03d}" for i in range(30)]
+    await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1'", names[:10])
+    known = KnownVersions(limit=16, read_rows=4)
+    assert await known.refresh(pool) == 10 and len(known.ids) == 10
+    assert known.ids[inventory.item_key("p003", "1")] == await pool.fetchval(
+        "SELECT id FROM package_versions WHERE name = 'p003'")
+    await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1'", names[10:])
+    assert await known.refresh(pool) == 20
+    assert len(known.ids) <= 16 and inventory.item_key("p029", "1") in known.ids  # the oldest went
+    assert inventory.item_key("p000", "1") not in known.ids
+    assert await known.refresh(pool) == 0
+    await pool.execute("DELETE FROM package_versions; ALTER TABLE package_versions ALTER COLUMN id RESTART")
+    await pool.execute("INSERT INTO package_versions (name, arch, version) VALUES ('other', '', '2')")
+    assert await known.refresh(pool) == 1 and list(known.ids) == [inventory.item_key("other", "2")]
+
+
+async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool, make_key, run_worker, monkeypatch):
+    """prefetch_entries looks up the names of an IDS report's ids; if every entry leaves the cache before the chunk
+    is planned (another batch's trim), they are looked up again, and the changes are still named."""
+    creds = await _host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1", **FILLER}))
+    await run_worker()
+    await _state(pool, creds[2])
+    await _follow(client, pool)
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", **FILLER}))
+    assert await _forms(pool) == [bodies.IDS]
+    inventory._dictionaries.clear()
+    real, emptied = inventory.prefetch_entries, []
+
+    async def then_emptied(conn, by_host):
+        parsed = await real(conn, by_host)
+        d = inventory.dictionary()
+        assert [p.named for p in parsed.values()] == [d.generation]
+        limit, d.limit = d.limit, 1
+        try:
+            d.trim()
+        finally:
+            d.limit = limit
+        emptied.append(not d.keys)
+        return parsed
+
+    monkeypatch.setattr(inventory, "prefetch_entries", then_emptied)
+    await run_worker()
+    assert emptied == [True]
+    assert (await _state(pool, creds[2]))[1] == [("removed", "vim", "", "9.0-1", None),
+                                                ("upgraded", "bash", "", "5.1-1", "5.2-1")]
+    await check_postings(pool)
