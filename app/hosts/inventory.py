@@ -10,7 +10,6 @@ statement per table, package_hosts (the inverted index) included, and its applie
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import functools
 import itertools
@@ -115,9 +114,10 @@ class Dictionary:
         self.limit = max(limit, 1000)
         self.ids: dict[bytes, int] = {}
         self.keys: dict[int, tuple[str, str]] = {}
-        # Each cached id's raw name as a number, indexed by id (names are compared as numbers, in C).
+        # Each cached id's raw name as a number, indexed by id (names are compared as numbers, in C). A list, not
+        # an array: its items are int objects already, which an array would make anew at each read.
         self.name_numbers: dict[str, int] = {}
-        self.name_of = array.array("i")
+        self.name_of: list[int] = []
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
         self.max_id = 0
         self.generation = 0  # bumped whenever entries leave the cache (ids looked up before may be gone)
@@ -135,7 +135,7 @@ class Dictionary:
             self.ids.clear()
             self.keys.clear()
             self.name_numbers.clear()
-            self.name_of = array.array("i")
+            self.name_of = []
             self.ids_of_name.clear()
             self.max_id = 0
             self.generation += 1
@@ -673,15 +673,23 @@ def posting_bit(host_id: int) -> int:
 def _hosts_text(host_lists, bit_of: dict[int, int]) -> tuple[str, str]:
     """Lists of hosts of one range each -> an int8[] and a text[] parameter: a list of one host as its id
     (most rows of a fleet's new versions have one host), else its bitmap as bit(400) reads hex ('x' and
-    100 digits); NULL in the other (both for an empty list)."""
-    ids, bits = [], []
+    100 digits); NULL in the other (both for an empty list). Most rows of a range list the same hosts (those
+    of one OS image, for each version they share): each list's bitmap is made once."""
+    ids, bits, made = [], [], {}
     for hosts in host_lists:
         if len(hosts) == 1:
             ids.append(str(hosts[0]))
             bits.append("NULL")
+        elif hosts:
+            ids.append("NULL")
+            key = tuple(hosts)
+            text = made.get(key)
+            if text is None:
+                text = made[key] = "x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts))
+            bits.append(text)
         else:
             ids.append("NULL")
-            bits.append("x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts)) if hosts else "NULL")
+            bits.append("NULL")
     return "{" + ",".join(ids) + "}", "{" + ",".join(bits) + "}"
 
 
