@@ -1,6 +1,7 @@
 """Shared helpers for the host tests: register a host, send reports as the agent does."""
 from __future__ import annotations
 
+from app.hosts import inventory as inventory_store
 from tests.helpers import bearer, host_auth
 from tests.hosts.captured import agent_body
 
@@ -21,3 +22,28 @@ async def put(client, creds: tuple, path: str, obj, status: int = 200) -> dict:
 
 def installed(pairs: dict) -> dict:
     return {"installed_packages": [{"name": n, "version": v} for n, v in pairs.items()]}
+
+
+async def state_and_history(pool, host_id):
+    """A host's set as {(name, arch): version} and its history rows (change, name, arch, old, new), which are then
+    deleted (each call sees the changes since the last)."""
+    packages = {(r["name"], r["arch"]): r["version"] for r in await pool.fetch(
+        "SELECT v.name, v.arch, v.version FROM host_sets s, unnest(s.ids) i JOIN package_versions v ON v.id = i"
+        " WHERE s.host_id = $1", host_id)}
+    history = [tuple(r) for r in await pool.fetch(
+        "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1 ORDER BY change, name",
+        host_id)]
+    await pool.execute("DELETE FROM host_history WHERE host_id = $1", host_id)
+    return packages, history
+
+
+def trim_the_cache_to_nothing() -> bool:
+    """What another batch's trim may do to the worker's dictionary cache between two steps of a batch: every
+    entry leaves it. True if it is then empty."""
+    d = inventory_store.dictionary()
+    limit, d.limit = d.limit, 1
+    try:
+        d.trim()
+    finally:
+        d.limit = limit
+    return not d.keys

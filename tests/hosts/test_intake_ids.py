@@ -8,7 +8,7 @@ from app import resources
 from app.hosts import bodies, inventory
 from app.hosts.known import KnownVersions
 from tests.helpers import check_postings, host_auth
-from tests.hosts.helpers import installed, put, register
+from tests.hosts.helpers import installed, put, register, state_and_history, trim_the_cache_to_nothing
 
 
 # Items every report below also holds: a report whose items the copy mostly lacks is stored as JSON.
@@ -31,17 +31,6 @@ async def _forms(pool) -> list[bytes]:
     return [bytes(r["body"][:1]) for r in await pool.fetch("SELECT body FROM host_reports ORDER BY id")]
 
 
-async def _state(pool, host_id):
-    packages = {(r["name"], r["arch"]): r["version"] for r in await pool.fetch(
-        "SELECT v.name, v.arch, v.version FROM host_sets s, unnest(s.ids) i JOIN package_versions v ON v.id = i"
-        " WHERE s.host_id = $1", host_id)}
-    history = [tuple(r) for r in await pool.fetch(
-        "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1 ORDER BY change, name",
-        host_id)]
-    await pool.execute("DELETE FROM host_history WHERE host_id = $1", host_id)
-    return packages, history
-
-
 async def _put_raw(client, creds, raw: bytes, status: int = 200) -> dict:
     resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(*creds[:2]))
     body = await resp.json()
@@ -54,7 +43,7 @@ async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(cli
     await put(client, creds, "packages/installed",
               installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1", **FILLER}))
     await run_worker()
-    await _state(pool, creds[2])
+    await state_and_history(pool, creds[2])
     assert len((await _follow(client, pool)).ids) == 16
 
     # Two versions the copy lacks (new to the fleet): stored as their keys, in order, beside the ids.
@@ -67,7 +56,7 @@ async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(cli
 
     inventory._dictionaries.clear()  # a worker that never saw these ids (just started) looks their names up
     await run_worker()
-    packages, history = await _state(pool, creds[2])
+    packages, history = await state_and_history(pool, creds[2])
     assert history == [("added", "zsh", "", None, "5.9-4"), ("removed", "vim", "", "9.0-1", None),
                        ("upgraded", "bash", "", "5.1-1", "5.2-1")]
     assert packages == {("bash", ""): "5.2-1", ("curl", ""): "7.88-1", ("libc6", "amd64"): "2.36-9",
@@ -81,7 +70,7 @@ async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(cli
     body = bytes(await pool.fetchval("SELECT body FROM host_reports"))
     assert body[:1] == bodies.IDS and bodies.decode_ids(body)[1] == [] and 0 not in bodies.decode_ids(body)[0]
     await run_worker()
-    assert (await _state(pool, creds[2]))[1] == [("downgraded", "bash", "", "5.2-1", "5.1-1")]
+    assert (await state_and_history(pool, creds[2]))[1] == [("downgraded", "bash", "", "5.2-1", "5.1-1")]
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
@@ -105,7 +94,7 @@ async def test_an_item_the_copy_lacks_is_checked_as_before(client, pool, make_ke
     await _put_raw(client, creds, escaped)
     assert await _forms(pool) == [b"M"]
     await run_worker()
-    assert (await _state(pool, creds[2]))[1] == [("added", "caf\u00e9", "", None, "1"),
+    assert (await state_and_history(pool, creds[2]))[1] == [("added", "caf\u00e9", "", None, "1"),
                                                 ("removed", "curl", "", "7.88-1", None)]
 
 
@@ -113,7 +102,7 @@ async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client
     creds = await _host(client, make_key, family="Redhat")
     await put(client, creds, "packages/installed", installed({"kernel": "5.14.0-1", "b": "1", **FILLER}))
     await run_worker()
-    await _state(pool, creds[2])
+    await state_and_history(pool, creds[2])
     await _follow(client, pool)
     # kernel 5.14.0-2 is new (its key stored), 5.14.0-1 known: the last one wins, nothing changed.
     twice = [{"name": "kernel", "version": "5.14.0-2"}, {"name": "kernel", "version": "5.14.0-1"},
@@ -122,13 +111,13 @@ async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client
     assert await _forms(pool) == [bodies.IDS]
     await run_worker()
     filler = {(n, ""): v for n, v in FILLER.items()}
-    assert await _state(pool, creds[2]) == ({("kernel", ""): "5.14.0-1", ("b", ""): "1", **filler}, [])
+    assert await state_and_history(pool, creds[2]) == ({("kernel", ""): "5.14.0-1", ("b", ""): "1", **filler}, [])
     # Now the new one last (known by now).
     await _follow(client, pool)
     await _put_raw(client, creds, json.dumps({"installed_packages": twice[1::-1] + twice[2:]}).encode())
     assert await _forms(pool) == [bodies.IDS]
     await run_worker()
-    assert await _state(pool, creds[2]) == ({("kernel", ""): "5.14.0-2", ("b", ""): "1", **filler},
+    assert await state_and_history(pool, creds[2]) == ({("kernel", ""): "5.14.0-2", ("b", ""): "1", **filler},
                                             [("upgraded", "kernel", "", "5.14.0-1", "5.14.0-2")])
     await check_postings(pool)
 
@@ -170,7 +159,7 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
     creds = await _host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1", **FILLER}))
     await run_worker()
-    await _state(pool, creds[2])
+    await state_and_history(pool, creds[2])
     await _follow(client, pool)
     await put(client, creds, "packages/installed", installed({"bash": "5.2-1", **FILLER}))
     assert await _forms(pool) == [bodies.IDS]
@@ -181,17 +170,12 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
         parsed = await real(conn, by_host)
         d = inventory.dictionary()
         assert [p.named for p in parsed.values()] == [d.generation]
-        limit, d.limit = d.limit, 1
-        try:
-            d.trim()
-        finally:
-            d.limit = limit
-        emptied.append(not d.keys)
+        emptied.append(trim_the_cache_to_nothing())
         return parsed
 
     monkeypatch.setattr(inventory, "prefetch_entries", then_emptied)
     await run_worker()
     assert emptied == [True]
-    assert (await _state(pool, creds[2]))[1] == [("removed", "vim", "", "9.0-1", None),
+    assert (await state_and_history(pool, creds[2]))[1] == [("removed", "vim", "", "9.0-1", None),
                                                 ("upgraded", "bash", "", "5.1-1", "5.2-1")]
     await check_postings(pool)

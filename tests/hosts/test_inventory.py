@@ -13,7 +13,7 @@ from app.hosts import bodies, inventory as inventory_store, reports
 from app.hosts.intake import Intake
 from app.main import create_app
 from tests.helpers import bearer, check_postings, host_auth, inventory, package_count
-from tests.hosts.helpers import installed, put, register
+from tests.hosts.helpers import installed, put, register, trim_the_cache_to_nothing
 
 
 async def _host(client, make_key, name="web01", os_family="Debian"):
@@ -544,14 +544,8 @@ async def test_ids_looked_up_before_the_cache_lost_them_are_looked_up_again(clie
 
     async def then_emptied(conn, by_host):
         parsed = await real(conn, by_host)
-        d = inventory_store.dictionary()
         assert [len(p.found) - list(p.found).count(0) for p in parsed.values()] == [1]    # curl's id, known
-        limit, d.limit = d.limit, 1
-        try:
-            d.trim()
-        finally:
-            d.limit = limit
-        emptied.append(not d.keys)
+        emptied.append(trim_the_cache_to_nothing())
         return parsed
 
     monkeypatch.setattr(inventory_store, "prefetch_entries", then_emptied)

@@ -10,7 +10,7 @@ import orjson
 
 from app.hosts import bodies, inventory
 from tests.helpers import check_postings, host_auth
-from tests.hosts.helpers import installed, put, register
+from tests.hosts.helpers import installed, put, register, state_and_history
 
 
 async def _host(client, make_key, name="forms01"):
@@ -24,17 +24,6 @@ async def _put_raw(client, creds, raw: bytes):
     assert resp.status == 200, await resp.text()
 
 
-async def _state(pool, host_id):
-    packages = {(r["name"], r["arch"]): r["version"] for r in await pool.fetch(
-        "SELECT v.name, v.arch, v.version FROM host_sets s, unnest(s.ids) i JOIN package_versions v ON v.id = i"
-        " WHERE s.host_id = $1", host_id)}
-    history = [tuple(r) for r in await pool.fetch(
-        "SELECT change, name, arch, old_version, new_version FROM host_history WHERE host_id = $1 ORDER BY change, name",
-        host_id)]
-    await pool.execute("DELETE FROM host_history WHERE host_id = $1", host_id)
-    return packages, history
-
-
 async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_worker):
     creds = await _host(client, make_key)
     host = creds[2]
@@ -44,19 +33,19 @@ async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_
     # Compact JSON (no spaces): stored and compared as dicts, against the splittable kept inventory.
     await _put_raw(client, creds, orjson.dumps(installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1"})))
     await run_worker()
-    assert (await _state(pool, host))[1] == [("added", "vim", "", None, "9.0-1"), ("upgraded", "bash", "", "5.1-1", "5.2-1")]
+    assert (await state_and_history(pool, host))[1] == [("added", "vim", "", None, "9.0-1"), ("upgraded", "bash", "", "5.1-1", "5.2-1")]
 
     # Back to the agent's form.
     await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "libc6:amd64": "2.36-10", "vim": "9.0-1"}))
     await run_worker()
-    packages, history = await _state(pool, host)
+    packages, history = await state_and_history(pool, host)
     assert history == [("removed", "curl", "", "7.88-1", None), ("upgraded", "libc6", "amd64", "2.36-9", "2.36-10")]
     assert packages == {("bash", ""): "5.2-1", ("libc6", "amd64"): "2.36-10", ("vim", ""): "9.0-1"}
 
     # Agent form twice in a row.
     await put(client, creds, "packages/installed", installed({"bash": "5.1-9", "libc6:amd64": "2.36-10", "zsh": "5.9-4"}))
     await run_worker()
-    packages, history = await _state(pool, host)
+    packages, history = await state_and_history(pool, host)
     assert history == [("added", "zsh", "", None, "5.9-4"), ("downgraded", "bash", "", "5.2-1", "5.1-9"),
                        ("removed", "vim", "", "9.0-1", None)]
     assert packages == {("bash", ""): "5.1-9", ("libc6", "amd64"): "2.36-10", ("zsh", ""): "5.9-4"}
@@ -71,7 +60,7 @@ async def test_a_name_given_twice_keeps_the_last_version(client, pool, make_key,
                                                {"name": "b", "version": "1"}]}).encode()
     await _put_raw(client, creds, twice)
     await run_worker()
-    packages, history = await _state(pool, creds[2])
+    packages, history = await state_and_history(pool, creds[2])
     assert history == [] and packages == {("a", ""): "1", ("b", ""): "1"}
 
 
@@ -81,7 +70,7 @@ async def test_a_string_holding_an_item_separator_is_not_split(client, pool, mak
     await run_worker()
     await put(client, creds, "packages/installed", installed({"a": "2", "odd}, {name": "1"}))
     await run_worker()
-    packages, history = await _state(pool, creds[2])
+    packages, history = await state_and_history(pool, creds[2])
     assert history == [("upgraded", "a", "", "1", "2")]
     assert packages == {("a", ""): "2", ("odd}, {name", ""): "1"}
 
@@ -97,7 +86,7 @@ async def test_reports_stored_by_an_older_version_are_applied(client, pool, make
     assert not plain.startswith(bodies.SPLITTABLE) and bodies.decode_body(bodies.encode_body(plain, False)) == plain
     summary = (await inventory.apply_pending(pool, [creds[2]]))[creds[2]]
     assert summary["added"] == 1
-    assert (await _state(pool, creds[2]))[1] == [("added", "new", "", None, "3")]
+    assert (await state_and_history(pool, creds[2]))[1] == [("added", "new", "", None, "3")]
 
 
 async def test_pending_reports_stored_zlib_compressed_by_an_older_version(client, pool, make_key, run_worker):
@@ -111,7 +100,7 @@ async def test_pending_reports_stored_zlib_compressed_by_an_older_version(client
         await pool.execute(
             "INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)", creds[2], body)
     await inventory.apply_pending(pool, [creds[2]])
-    assert await _state(pool, creds[2]) == (
+    assert await state_and_history(pool, creds[2]) == (
         {("a", ""): "1", ("c", ""): "1"},
         [("added", "c", "", None, "1"), ("downgraded", "a", "", "2", "1"), ("removed", "b", "", "1", None),
          ("upgraded", "a", "", "1", "2")])
@@ -143,7 +132,7 @@ async def test_the_id_diff_agrees_with_the_dict_diff_on_random_lists(client, poo
                 last[creds[2]] = new
         await run_worker()
         for creds in hosts:
-            packages, history = await _state(pool, creds[2])
+            packages, history = await state_and_history(pool, creds[2])
             assert packages == {inventory.split_arch(n): v for n, v in last[creds[2]].items()}
             assert sorted((h[1], h[2]) for h in history) == sorted(expected[creds[2]])
             expected[creds[2]] = []
@@ -157,12 +146,12 @@ async def test_a_name_given_twice_in_a_large_inventory_keeps_the_last_version(cl
     base = {f"p{i:02d}": "1" for i in range(40)}
     await put(client, creds, "packages/installed", installed(base))
     await run_worker()
-    await _state(pool, creds[2])
+    await state_and_history(pool, creds[2])
     items = [{"name": "p00", "version": "2"}, {"name": "p00", "version": "1"},
              {"name": "p01", "version": "1"}, {"name": "p01", "version": "2"}]
     items += [{"name": n, "version": v} for n, v in base.items() if n not in ("p00", "p01")]
     await _put_raw(client, creds, json.dumps({"installed_packages": items}).encode())
     await run_worker()
-    packages, history = await _state(pool, creds[2])
+    packages, history = await state_and_history(pool, creds[2])
     assert history == [("upgraded", "p01", "", "1", "2")]
     assert packages == {**{(n, ""): v for n, v in base.items()}, ("p01", ""): "2"}
