@@ -87,7 +87,7 @@ def encode_ids(raw: bytes, known: dict[bytes, int], max_missing: float = 0.25) -
 
     An item `known` holds is a valid one: the dictionary's keys are made from checked reports. Only the
     others are checked, each on its own (reports.is_agent_item); the layout, and that no item holds "}, {",
-    follow from the split. So the body is the agent's exact form, as reports.fast_count would find it."""
+    follow from the split. So the body is valid JSON whose items are exactly these."""
     keys = agent_items(raw)
     if keys is None:
         return None
