@@ -382,28 +382,35 @@ async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
     lacks looked up (by key, new ones inserted; or by id), before plan_chunk, which may wait for another batch's
     chunk (Dictionary.start_planning). plan_chunk looks up again what the cache lost since."""
     d = dictionary()
-    parsed, missing, to_name = {}, set(), set()
+    parsed = {}
     for reports in by_host.values():
         for r in reports:
             if r["kind"] == INSTALLED:
                 try:
-                    p = read_installed(r["body"], d)
+                    parsed[r["id"]] = read_installed(r["body"], d)
                 except Exception:   # plan_chunk reads it again and fails that host
                     continue
-                if 0 in p.id_set():
-                    missing.update(p.unknown_keys())
-                to_name.update(p.ids_to_name(d))
-                parsed[r["id"]] = p
-    to_name.discard(0)
     generation = d.generation  # entries that leave the cache meanwhile bump it: plan_chunk then checks again
+    if await _look_up(conn, d, parsed.values()) <= d.keys.keys():
+        for p in parsed.values():
+            p.named = generation
+    return parsed
+
+
+async def _look_up(conn, d: Dictionary, reports) -> set[int]:
+    """Into the cache, for these Parsed reports: the entries of the keys it lacks (new ones inserted), and the
+    names of the ids it lacks. Returns the ids looked up by id (an id no entry has stays out of the cache)."""
+    missing, to_name = set(), set()
+    for p in reports:
+        if 0 in p.id_set():
+            missing.update(p.unknown_keys())
+        to_name.update(p.ids_to_name(d))
+    to_name.discard(0)
     if missing:
         await d.resolve_ids(conn, missing)
     if to_name:
         await d.resolve_keys(conn, to_name)
-    if to_name <= d.keys.keys():
-        for p in parsed.values():
-            p.named = generation
-    return parsed
+    return to_name
 
 
 async def plan_chunk(conn, by_host: dict[int, list], out: dict,
@@ -422,11 +429,9 @@ async def plan_chunk(conn, by_host: dict[int, list], out: dict,
 async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                       parsed: dict[int, Parsed]) -> list[HostPlan]:
     cached_id = d.ids.get
-    # host -> per report: [set of ids (0 in it: some not cached yet), its Parsed, the keys not cached,
-    # then its Change], or None (an available report)
+    # host -> per report: [set of ids (0 in it: some not cached yet), its Parsed, then its Change], or None
+    # (an available report)
     lists: dict[int, list] = {}
-    missing: set[bytes] = set()
-    to_name: set[int] = set()
     for host_id, reports in by_host.items():
         try:
             if host_id > INT4_MAX:
@@ -438,35 +443,26 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                     continue
                 p = parsed.get(r["id"]) or read_installed(r["body"], d)
                 p.refound(d)
-                ids = p.id_set()
-                unknown = p.unknown_keys() if 0 in ids else ()
-                missing.update(unknown)
-                to_name.update(p.ids_to_name(d))
-                maps.append([ids, p, unknown])
+                maps.append([p.id_set(), p])
             lists[host_id] = maps
         except Exception as exc:
             out[host_id] = exc
-    to_name.discard(0)
-    if missing:
-        await d.resolve_ids(conn, missing)
-    if to_name:
-        await d.resolve_keys(conn, to_name)
-        absent = to_name.difference(d.keys)
-        for host_id, maps in list(lists.items()) if absent else ():  # ids no entry has: those hosts fail
-            bad = set().union(*(m[0] & absent for m in maps if m is not None))
-            if bad:
-                out[host_id] = ValueError(f"a report names dictionary ids that do not exist: {sorted(bad)[:5]}")
-                del lists[host_id]
+    absent = (await _look_up(conn, d, (m[1] for maps in lists.values() for m in maps if m is not None))).difference(d.keys)
+    for host_id, maps in list(lists.items()) if absent else ():  # ids no entry has: those hosts fail
+        bad = set().union(*(m[0] & absent for m in maps if m is not None))
+        if bad:
+            out[host_id] = ValueError(f"a report names dictionary ids that do not exist: {sorted(bad)[:5]}")
+            del lists[host_id]
     current = {host_id: set(by_host[host_id][0]["ids"] or ()) for host_id in lists}
     for host_id, maps in lists.items():
         base = current[host_id]  # one id per name, as every set (the reports' sets are checked here)
         for m in maps:
             if m is None:
                 continue
-            ids, p, unknown = m
-            if unknown:
+            ids, p = m
+            if 0 in ids:
                 ids.discard(0)
-                ids.update(map(cached_id, unknown))
+                ids.update(map(cached_id, p.unknown_keys()))
             came = ids - base
             if p.twice and d.names_twice(ids, came):
                 # a name given twice (several versions of an rpm): the last one wins
@@ -485,13 +481,13 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
         if first is None:
             unknown_ids.update(now.difference(d.keys))
         elif now and not by_host[host_id][0]["baseline"]:
-            unknown_ids.update(first[3].gone.difference(d.keys))
+            unknown_ids.update(first[2].gone.difference(d.keys))
     if unknown_ids:
         await d.resolve_keys(conn, unknown_ids)
     plans = []
     for host_id, maps in lists.items():
         try:
-            plans.append(plan_host(host_id, by_host[host_id], [m and m[3] for m in maps], current[host_id], d))
+            plans.append(plan_host(host_id, by_host[host_id], [m and m[2] for m in maps], current[host_id], d))
         except Exception as exc:
             out[host_id] = exc
     return plans
