@@ -331,11 +331,12 @@ class Parsed:
     generation: int
     ids: set[int] | None = None   # set(found), once computed
     named: int | None = None      # the generation at which the cache held every id of `found`
+    unknown: list[bytes] | None = None  # unknown_keys(), once computed
 
     def refound(self, d: "Dictionary") -> None:
         if self.every_key and self.generation != d.generation:
             self.found = list(map(d.ids.get, self.keys, itertools.repeat(0)))
-            self.generation, self.ids = d.generation, None
+            self.generation, self.ids, self.unknown = d.generation, None, None
 
     def id_set(self) -> set[int]:
         if self.ids is None:
@@ -346,7 +347,9 @@ class Parsed:
         """The keys of the items whose id is 0, in order."""
         if not self.every_key:
             return self.keys
-        return list(itertools.compress(self.keys, map(operator.not_, self.found)))
+        if self.unknown is None:
+            self.unknown = list(itertools.compress(self.keys, map(operator.not_, self.found)))
+        return self.unknown
 
     def ids_to_name(self, d: "Dictionary") -> set[int]:
         """The ids of an IDS body that the cache does not hold (it must, to name them and find names given twice)."""
