@@ -20,6 +20,21 @@ async def put(client, creds: tuple, path: str, obj, status: int = 200) -> dict:
     return body
 
 
+async def registered_host(client, make_key, name: str = "web01", os_family: str = "Debian") -> tuple[str, str, int]:
+    """A host registered by a new operator's key, its status sent with `os_family`."""
+    creds = await register(client, await make_key("operator"), name)
+    await put(client, creds, "status", {"os_family": os_family})
+    return creds
+
+
+async def put_raw(client, creds: tuple, raw: bytes, status: int = 200) -> dict:
+    """An installed report sent as these bytes."""
+    resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(creds[0], creds[1]))
+    body = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
 def installed(pairs: dict) -> dict:
     return {"installed_packages": [{"name": n, "version": v} for n, v in pairs.items()]}
 

@@ -7,18 +7,12 @@ import json
 from app import resources
 from app.hosts import bodies, inventory
 from app.hosts.known import KnownVersions
-from tests.helpers import check_postings, host_auth
-from tests.hosts.helpers import installed, put, register, state_and_history, trim_the_cache_to_nothing
+from tests.helpers import check_postings
+from tests.hosts.helpers import installed, put, put_raw, registered_host, state_and_history, trim_the_cache_to_nothing
 
 
 # Items every report below also holds: a report whose items the copy mostly lacks is stored as JSON.
 FILLER = {f"lib{i:02d}": "1.0-1" for i in range(12)}
-
-
-async def _host(client, make_key, name="ids01", family="Debian"):
-    creds = await register(client, await make_key("operator"), name)
-    await put(client, creds, "status", {"os_family": family})
-    return creds
 
 
 async def _follow(client, pool) -> KnownVersions:
@@ -31,15 +25,8 @@ async def _forms(pool) -> list[bytes]:
     return [bytes(r["body"][:1]) for r in await pool.fetch("SELECT body FROM host_reports ORDER BY id")]
 
 
-async def _put_raw(client, creds, raw: bytes, status: int = 200) -> dict:
-    resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(*creds[:2]))
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
-
-
 async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed",
               installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1", **FILLER}))
     await run_worker()
@@ -77,21 +64,21 @@ async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(cli
 async def test_an_item_the_copy_lacks_is_checked_as_before(client, pool, make_key, run_worker):
     """Only the items the server's copy lacks are checked; one that is not in the agent's form sends the body
     the full way: the same refusal text, or, valid JSON in another form, stored as JSON."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", **FILLER}))
     await run_worker()
     await _follow(client, pool)
     too_long = {"bash": "5.1-1", "x" * 256: "1", **FILLER}
-    refused = await _put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400)
+    refused = await put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400)
     empty_copy = KnownVersions(0)
     client.app[resources.INTAKE].known, known = empty_copy, client.app[resources.INTAKE].known
-    assert await _put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400) == refused
+    assert await put_raw(client, creds, json.dumps(installed(too_long)).encode(), 400) == refused
     client.app[resources.INTAKE].known = known
 
     # An escape in an item the copy lacks: valid JSON, not the agent's exact form.
     escaped = json.dumps(installed({"bash": "5.1-1", "caf\u00e9": "1", **FILLER})).encode()
     assert b"\\u00e9" in escaped
-    await _put_raw(client, creds, escaped)
+    await put_raw(client, creds, escaped)
     assert await _forms(pool) == [b"M"]
     await run_worker()
     assert (await state_and_history(pool, creds[2]))[1] == [("added", "caf\u00e9", "", None, "1"),
@@ -99,7 +86,7 @@ async def test_an_item_the_copy_lacks_is_checked_as_before(client, pool, make_ke
 
 
 async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key, family="Redhat")
+    creds = await registered_host(client, make_key, os_family="Redhat")
     await put(client, creds, "packages/installed", installed({"kernel": "5.14.0-1", "b": "1", **FILLER}))
     await run_worker()
     await state_and_history(pool, creds[2])
@@ -107,14 +94,14 @@ async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client
     # kernel 5.14.0-2 is new (its key stored), 5.14.0-1 known: the last one wins, nothing changed.
     twice = [{"name": "kernel", "version": "5.14.0-2"}, {"name": "kernel", "version": "5.14.0-1"},
              {"name": "b", "version": "1"}] + [{"name": n, "version": v} for n, v in FILLER.items()]
-    await _put_raw(client, creds, json.dumps({"installed_packages": twice}).encode())
+    await put_raw(client, creds, json.dumps({"installed_packages": twice}).encode())
     assert await _forms(pool) == [bodies.IDS]
     await run_worker()
     filler = {(n, ""): v for n, v in FILLER.items()}
     assert await state_and_history(pool, creds[2]) == ({("kernel", ""): "5.14.0-1", ("b", ""): "1", **filler}, [])
     # Now the new one last (known by now).
     await _follow(client, pool)
-    await _put_raw(client, creds, json.dumps({"installed_packages": twice[1::-1] + twice[2:]}).encode())
+    await put_raw(client, creds, json.dumps({"installed_packages": twice[1::-1] + twice[2:]}).encode())
     assert await _forms(pool) == [bodies.IDS]
     await run_worker()
     assert await state_and_history(pool, creds[2]) == ({("kernel", ""): "5.14.0-2", ("b", ""): "1", **filler},
@@ -123,12 +110,12 @@ async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client
 
 
 async def test_an_ids_report_naming_ids_no_entry_has_fails_that_host_alone(client, pool, make_key, run_worker):
-    good, bad = await _host(client, make_key, "good"), await _host(client, make_key, "bad")
+    good, bad = await registered_host(client, make_key, "good"), await registered_host(client, make_key, "bad")
     raw = json.dumps(installed({"bash": "5.1-1"})).encode()
     stored, count = bodies.encode_ids(raw, {inventory.item_key("bash", "5.1-1"): 999_999})
     await pool.execute("INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)",
                        bad[2], stored)
-    await _put_raw(client, good, raw)
+    await put_raw(client, good, raw)
     out = await inventory.apply_pending(pool, [good[2], bad[2]])
     assert isinstance(out[bad[2]], ValueError) and "999999" in str(out[bad[2]])
     assert out[good[2]]["added"] == 1
@@ -156,7 +143,7 @@ async def test_the_copy_follows_the_dictionary_stays_bounded_and_forgets_a_reset
 async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool, make_key, run_worker, monkeypatch):
     """prefetch_entries looks up the names of an IDS report's ids; if every entry leaves the cache before the chunk
     is planned (another batch's trim), they are looked up again, and the changes are still named."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1", **FILLER}))
     await run_worker()
     await state_and_history(pool, creds[2])

@@ -13,13 +13,7 @@ from app.hosts import bodies, inventory as inventory_store, reports
 from app.hosts.intake import Intake
 from app.main import create_app
 from tests.helpers import bearer, check_postings, host_auth, inventory, package_count
-from tests.hosts.helpers import installed, put, register, trim_the_cache_to_nothing
-
-
-async def _host(client, make_key, name="web01", os_family="Debian"):
-    creds = await register(client, await make_key("operator"), name)
-    await put(client, creds, "status", {"os_family": os_family})
-    return creds
+from tests.hosts.helpers import installed, put, registered_host, trim_the_cache_to_nothing
 
 
 async def _inventory(pool, host_id):
@@ -38,7 +32,7 @@ async def _history(pool, host_id):
 
 
 async def test_the_full_list_is_the_truth(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "vim": "9.0-1"}))
     await run_worker()
     assert await _history(pool, creds[2]) == []  # the first inventory is the baseline
@@ -71,7 +65,7 @@ async def test_the_full_list_is_the_truth(client, pool, make_key, run_worker):
     ],
 )
 async def test_version_order_follows_the_host_family(client, pool, make_key, run_worker, family, old, new, change):
-    creds = await _host(client, make_key, os_family=family)
+    creds = await registered_host(client, make_key, os_family=family)
     await put(client, creds, "packages/installed", installed({"pkg": old}))
     await run_worker()
     await put(client, creds, "packages/installed", installed({"pkg": new}))
@@ -80,7 +74,7 @@ async def test_version_order_follows_the_host_family(client, pool, make_key, run
 
 
 async def test_string_form_and_arch_suffix(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed",
               {"installed_packages": "bash|5.1-1,libc6:i386|2.36-9|C library,libc6|2.36-9,,php8.2-fpm|8.2.28-1"})
     await put(client, creds, "packages/available", {"available_packages": "bash|5.2-1"})
@@ -100,7 +94,7 @@ async def test_string_form_and_arch_suffix(client, pool, make_key, run_worker):
 
 
 async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     report = installed({"bash": "5.1-1"})
     first = await put(client, creds, "packages/installed", report)
     await run_worker()
@@ -111,7 +105,7 @@ async def test_unchanged_report_costs_no_job(client, pool, make_key, run_worker)
 
 
 async def test_a_body_seen_last_time_skips_the_checks(client, pool, make_key, run_worker, monkeypatch):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     report = installed({"bash": "5.1-1", "curl": "7.88-1"})
     events = {"events": [{"date_start": "2026-01-02", "time_start": "10:00:00", "date_end": "2026-01-02",
                           "time_end": "10:00:30", "command": "apt-get upgrade", "upgraded": []}]}
@@ -141,7 +135,7 @@ async def test_a_body_seen_last_time_is_stored_again_when_the_host_has_another(
     """Two server processes: the host's reports alternate between them, so each one's memory of the
     last body goes stale; and a failed diff forgets the stored digests."""
     other = await aiohttp_client(create_app(settings))
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     first, second = installed({"bash": "5.1-1"}), installed({"bash": "5.2-1"})
     await put(client, creds, "packages/installed", first)
     await run_worker()
@@ -176,7 +170,7 @@ async def test_an_unchanged_body_taken_by_another_process_skips_the_checks(
     (with the stored count) answers for the same body. A changed body, or one stored before the counts
     were, takes the full path."""
     other = await aiohttp_client(create_app(settings))
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     report, changed = installed({"bash": "5.1-1", "curl": "7.88-1"}), installed({"bash": "5.2-1"})
     assert (await put(client, creds, "packages/installed", report))["changed"]
     await run_worker()
@@ -201,7 +195,7 @@ async def test_an_unchanged_body_taken_by_another_process_skips_the_checks(
 
 
 async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "1.0-1"}))
     await run_worker()
     ids = {(await put(client, creds, "packages/installed", installed({"bash": v})))["task-id"] for v in ("2.0-1", "3.0-1", "2.5-1")}
@@ -216,7 +210,7 @@ async def test_reports_sent_while_queued_are_applied_in_order(client, pool, make
 
 
 async def test_available_updates_are_replaced(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     pkgs = [{"name": "a", "version": "2", "repository": "r1", "security": True}, {"name": "b", "version": "3"}]
     await put(client, creds, "packages/available", {"available_packages": pkgs})
     await run_worker()
@@ -229,7 +223,7 @@ async def test_available_updates_are_replaced(client, pool, make_key, run_worker
 
 async def test_each_update_shows_the_version_installed_now(client, pool, make_key, run_worker):
     """An available row keeps the version its host runs (kept by the worker on both sides' changes)."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     viewer = bearer(await make_key("viewer"))
 
     async def updates():
@@ -280,7 +274,7 @@ BAD_REPORTS = [
 
 @pytest.mark.parametrize("body, message", BAD_REPORTS)
 async def test_bad_installed_reports_change_nothing(client, pool, make_key, body, message):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     resp = await put(client, creds, "packages/installed", body, status=400)
     if message:
         assert resp["message_error"] == [message]
@@ -295,14 +289,14 @@ async def test_bad_installed_reports_change_nothing(client, pool, make_key, body
      {"name": "a", "version": "1", "repository": 7}, {"name": "a"}],
 )
 async def test_bad_available_reports_change_nothing(client, pool, make_key, item):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/available", {"available_packages": [item]}, status=400)
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
 async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
     client = await aiohttp_client(create_app(replace(settings, max_list_items=5)))
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     body = await put(client, creds, "packages/installed", installed({f"p{i}": "1" for i in range(6)}), status=400)
     assert body["message_error"] == ["Too many packages: 6 (at most 5)"]
     await put(client, creds, "packages/installed", installed({f"p{i}": "1" for i in range(5)}))
@@ -310,7 +304,7 @@ async def test_list_length_limit(aiohttp_client, settings, pool, make_key):
 
 @pytest.mark.slow
 async def test_several_megabyte_reports_are_fine(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     big = installed({f"package-with-a-rather-long-name-{i}": f"{i}.0.0-1+really.long.version.string" for i in range(40_000)})
     await put(client, creds, "packages/installed", big)
     await run_worker()
@@ -323,7 +317,7 @@ async def test_reports_need_host_credentials(client, make_key):
 
 
 async def test_utf8_takes_the_full_path_and_bad_bytes_are_refused(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     headers = host_auth(*creds[:2])
     bad = b'{"installed_packages": [{"name": "pkg-\xff", "version": "1"}]}'
     resp = await client.put("/api/v2/host/packages/installed", data=bad, headers=headers)
@@ -369,8 +363,8 @@ async def test_posting_buckets_and_bits_agree(pool):
 async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
     """A package removed then added back is `installed` since it came back; an unchanged one keeps the
     baseline's time; the wire's Date/Time are those of the report that changed it."""
-    creds = await _host(client, make_key)
-    other = await _host(client, make_key, "web02")
+    creds = await registered_host(client, make_key)
+    other = await registered_host(client, make_key, "web02")
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
     await put(client, other, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
     await run_worker()
@@ -408,14 +402,14 @@ async def test_a_host_id_beyond_int4_is_refused_not_truncated(pool):
 
 
 async def test_a_reset_dictionary_empties_the_workers_cache(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
     await run_worker()
     assert inventory_store.dictionary().ids
     await pool.execute("DELETE FROM hosts; DELETE FROM package_hosts; DELETE FROM package_versions;"
                        " ALTER TABLE package_versions ALTER COLUMN id RESTART")
     await client.app[resources.INTAKE].known.refresh(pool)  # a server's copy forgets the reset entries at its next read
-    creds = await _host(client, make_key, "web03")
+    creds = await registered_host(client, make_key, "web03")
     await put(client, creds, "packages/installed", installed({"vim": "9.0-1", "curl": "7.88-1"}))
     await run_worker()
     assert {r["name"]: r["version"] for r in await inventory(pool, creds[2])} == {"vim": "9.0-1", "curl": "7.88-1"}
@@ -482,7 +476,7 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
     """A worker plans its next batch while the one before writes: the cache is still trimmed before every
     chunk, whichever batch plans it, and a batch of hosts that bring many new versions is read fewer hosts
     at a time (here 1,500 new entries a part: two hosts' 600)."""
-    hosts = [await _host(client, make_key, f"web{i}") for i in range(12)]
+    hosts = [await registered_host(client, make_key, f"web{i}") for i in range(12)]
     for i, creds in enumerate(hosts):
         await put(client, creds, "packages/installed", installed({f"h{i}-pkg-{j}": f"{i}.{j}-1" for j in range(600)}))
     ids = [await pool.fetchval("SELECT id FROM hosts WHERE hostname = $1", f"web{i}") for i in range(12)]
@@ -523,7 +517,7 @@ async def test_two_batches_planning_by_turns_keep_the_cache_bounded(client, pool
         assert await package_count(pool) == 12 * 600
         await check_postings(pool)
         # A later batch starts at the size the last chunk called for.
-        more = [await _host(client, make_key, f"db{i}") for i in range(3)]
+        more = [await registered_host(client, make_key, f"db{i}") for i in range(3)]
         for i, creds in enumerate(more):
             await put(client, creds, "packages/installed", installed({f"db{i}-pkg-{j}": "1" for j in range(600)}))
         chunks.clear()
@@ -536,7 +530,7 @@ async def test_ids_looked_up_before_the_cache_lost_them_are_looked_up_again(clie
                                                                             monkeypatch):
     """plan_chunk takes the ids prefetch_entries found only while the cache has lost no entry since; here every
     entry goes in between (another batch's trim), and the changes are still named."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "vim": "9.0-1"}))
     await run_worker()
     await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "curl": "7.88-1", "git": "2.39-1"}))
@@ -561,7 +555,7 @@ async def test_ids_looked_up_before_the_cache_lost_them_are_looked_up_again(clie
 
 async def test_a_batch_of_hosts_that_share_no_version_keeps_the_workers_cache_bounded(client, pool, make_key,
                                                                                    run_worker, monkeypatch):
-    hosts = [await _host(client, make_key, f"web{i}") for i in range(6)]
+    hosts = [await registered_host(client, make_key, f"web{i}") for i in range(6)]
     await put(client, hosts[0], "packages/installed", installed({"bash": "5.1-1"}))
     await run_worker()
     with _inventory_settings(monkeypatch, 1000, DEPOT_INVENTORY_CHUNK_HOSTS="1") as d:
@@ -578,7 +572,7 @@ async def test_a_batch_that_brings_many_new_versions_is_written_in_parts(client,
                                                                          monkeypatch):
     """DEPOT_INVENTORY_WRITE_NEW_ENTRIES: the plans are written once they hold that many versions new to the fleet
     (each a new posting-list row), and the rest of the batch after; the outcome is the same as in one write."""
-    hosts = [await _host(client, make_key, f"web{i}") for i in range(5)]
+    hosts = [await registered_host(client, make_key, f"web{i}") for i in range(5)]
     writes: list[int] = []
     real = inventory_store.write_plans
 
@@ -618,7 +612,7 @@ async def _reports_toast_bytes(pool) -> int:
 
 
 async def test_a_drained_backlog_gives_its_report_space_back(client, pool, make_key, run_worker, reports_vacuum_bytes):
-    hosts = [await _host(client, make_key, f"web{i}") for i in range(3)]
+    hosts = [await registered_host(client, make_key, f"web{i}") for i in range(3)]
     body = installed({f"package-{i}": f"{i}.{i % 7}-1" for i in range(3000)})
     # The dead pages must stay until the worker's own vacuum: an autovacuum in between (a loaded machine) would
     # let the second round reuse them.

@@ -9,29 +9,18 @@ import zlib
 import orjson
 
 from app.hosts import bodies, inventory
-from tests.helpers import check_postings, host_auth
-from tests.hosts.helpers import installed, put, register, state_and_history
-
-
-async def _host(client, make_key, name="forms01"):
-    creds = await register(client, await make_key("operator"), name)
-    await put(client, creds, "status", {"os_family": "Debian"})
-    return creds
-
-
-async def _put_raw(client, creds, raw: bytes):
-    resp = await client.put("/api/v2/host/packages/installed", data=raw, headers=host_auth(*creds[:2]))
-    assert resp.status == 200, await resp.text()
+from tests.helpers import check_postings
+from tests.hosts.helpers import installed, put, put_raw, registered_host, state_and_history
 
 
 async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     host = creds[2]
     await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:amd64": "2.36-9"}))
     await run_worker()
 
     # Compact JSON (no spaces): stored and compared as dicts, against the splittable kept inventory.
-    await _put_raw(client, creds, orjson.dumps(installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1"})))
+    await put_raw(client, creds, orjson.dumps(installed({"bash": "5.2-1", "curl": "7.88-1", "libc6:amd64": "2.36-9", "vim": "9.0-1"})))
     await run_worker()
     assert (await state_and_history(pool, host))[1] == [("added", "vim", "", None, "9.0-1"), ("upgraded", "bash", "", "5.1-1", "5.2-1")]
 
@@ -52,20 +41,20 @@ async def test_agent_form_and_other_forms_alternate(client, pool, make_key, run_
 
 
 async def test_a_name_given_twice_keeps_the_last_version(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"a": "1", "b": "1"}))
     await run_worker()
     # [a=2, a=1]: as a set of items "a=2" is new, but the last one wins, so nothing changed.
     twice = json.dumps({"installed_packages": [{"name": "a", "version": "2"}, {"name": "a", "version": "1"},
                                                {"name": "b", "version": "1"}]}).encode()
-    await _put_raw(client, creds, twice)
+    await put_raw(client, creds, twice)
     await run_worker()
     packages, history = await state_and_history(pool, creds[2])
     assert history == [] and packages == {("a", ""): "1", ("b", ""): "1"}
 
 
 async def test_a_string_holding_an_item_separator_is_not_split(client, pool, make_key, run_worker):
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"a": "1", "odd}, {name": "1"}))
     await run_worker()
     await put(client, creds, "packages/installed", installed({"a": "2", "odd}, {name": "1"}))
@@ -77,7 +66,7 @@ async def test_a_string_holding_an_item_separator_is_not_split(client, pool, mak
 
 async def test_reports_stored_by_an_older_version_are_applied(client, pool, make_key, run_worker, redis):
     """A pending report stored as plain JSON before bodies were compressed."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"a": "1"}))
     await run_worker()
     plain = json.dumps(installed({"a": "1", "new": "3"})).encode()
@@ -92,7 +81,7 @@ async def test_reports_stored_by_an_older_version_are_applied(client, pool, make
 async def test_pending_reports_stored_zlib_compressed_by_an_older_version(client, pool, make_key, run_worker):
     """Before lz4, bodies were zlib streams: b"S" + zlib (the agent's form) and a bare zlib stream.
     A pending one stays readable."""
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     await put(client, creds, "packages/installed", installed({"a": "1", "b": "1"}))
     await run_worker()
     for body in (b"S" + zlib.compress(json.dumps(installed({"a": "2", "c": "1"})).encode()),
@@ -114,7 +103,7 @@ async def test_the_id_diff_agrees_with_the_dict_diff_on_random_lists(client, poo
     rng = random.Random(17)
     names = [f"p{i}" for i in range(40)] + ["q:i386", "q:amd64", "q"]
     versions = ["1", "1.1", "2~rc1", "2", "1:0.1"]
-    hosts = [await _host(client, make_key, f"rand{i}") for i in range(4)]
+    hosts = [await registered_host(client, make_key, f"rand{i}") for i in range(4)]
     last: dict = {h[2]: None for h in hosts}  # None: the next list is the baseline
     expected = {h[2]: [] for h in hosts}
     for _ in range(6):
@@ -124,7 +113,7 @@ async def test_the_id_diff_agrees_with_the_dict_diff_on_random_lists(client, poo
                 items += rng.sample(items, min(3, len(items)))  # some names twice
                 rng.shuffle(items)
                 raw = json.dumps({"installed_packages": [{"name": n, "version": v} for n, v in items]}).encode()
-                await _put_raw(client, creds, raw)
+                await put_raw(client, creds, raw)
                 old, new = last[creds[2]], dict(items)
                 if old is not None:
                     expected[creds[2]] += [
@@ -142,7 +131,7 @@ async def test_the_id_diff_agrees_with_the_dict_diff_on_random_lists(client, poo
 
 async def test_a_name_given_twice_in_a_large_inventory_keeps_the_last_version(client, pool, make_key, run_worker):
     # Few changes against a large inventory: only the new ids' names are checked against the others.
-    creds = await _host(client, make_key)
+    creds = await registered_host(client, make_key)
     base = {f"p{i:02d}": "1" for i in range(40)}
     await put(client, creds, "packages/installed", installed(base))
     await run_worker()
@@ -150,7 +139,7 @@ async def test_a_name_given_twice_in_a_large_inventory_keeps_the_last_version(cl
     items = [{"name": "p00", "version": "2"}, {"name": "p00", "version": "1"},
              {"name": "p01", "version": "1"}, {"name": "p01", "version": "2"}]
     items += [{"name": n, "version": v} for n, v in base.items() if n not in ("p00", "p01")]
-    await _put_raw(client, creds, json.dumps({"installed_packages": items}).encode())
+    await put_raw(client, creds, json.dumps({"installed_packages": items}).encode())
     await run_worker()
     packages, history = await state_and_history(pool, creds[2])
     assert history == [("upgraded", "p01", "", "1", "2")]
