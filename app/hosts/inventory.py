@@ -574,6 +574,14 @@ def plan_host(host_id: int, reports: list, maps: list[Change | None], current: s
     return plan
 
 
+# A diff's statements read and write rows by key, a few per host of its batch. Their plans would follow
+# the tables as they were when a statement was first prepared, or last analyzed (host_available read
+# empty, or package_hosts a tenth of its size): a scan of a whole table for every batch, which grows with
+# the fleet. So in a diff's transactions, no whole-table scan, no hash or merge join; and room to sort a
+# batch's posting rows in memory.
+_BY_KEY = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+           " SET LOCAL work_mem = '32MB'")
+
 # package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
 # key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
 # then conflict: it is then updated by the next statement, which sees it. Each row's hosts arrive as
@@ -727,6 +735,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
     bit_of = {p.host_id: posting_bit(p.host_id) for p in plans}
     av_columns = _columns(av_up, 7)
     async with conn.transaction():
+        await conn.execute(_BY_KEY)
         inserted = set()
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
@@ -796,7 +805,10 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
             part = host_ids[start:start + size]
             start += len(part)
             by_host: dict[int, list] = {}
-            for row in await conn.fetch(_PENDING_SQL, part):
+            async with conn.transaction(readonly=True):
+                await conn.execute(_BY_KEY)
+                pending = await conn.fetch(_PENDING_SQL, part)
+            for row in pending:
                 by_host.setdefault(row["host_id"], []).append(row)
                 body_bytes[row["host_id"]] += len(row["body"])
             planned = await plan_chunk(conn, by_host, out, await prefetch_entries(conn, by_host))
