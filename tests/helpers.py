@@ -39,11 +39,14 @@ async def package_count(pool) -> int:
 
 
 async def check_postings(pool) -> None:
-    """package_hosts is exactly the inverse of host_sets (every set sorted; empty rows aside)."""
+    """package_hosts is exactly the inverse of host_sets (every set sorted; empty rows aside), and entry 0's
+    rows hold every host that has a set."""
     wrong = await pool.fetchval("""
         WITH inv AS (SELECT i AS version_id, posting_bucket(s.host_id) AS bucket,
                             sort(array_agg(s.host_id::int4)) AS hosts
-                     FROM host_sets s, unnest(s.ids) i GROUP BY 1, 2)
+                     FROM host_sets s, unnest(s.ids) i GROUP BY 1, 2
+                     UNION ALL
+                     SELECT 0, posting_bucket(s.host_id), sort(array_agg(s.host_id::int4)) FROM host_sets s GROUP BY 2)
         SELECT count(*) FROM inv FULL JOIN (
             SELECT version_id, bucket, posting_ids(bucket, hosts) AS hosts FROM package_hosts WHERE bit_count(hosts) > 0
         ) p USING (version_id, bucket)

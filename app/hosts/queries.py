@@ -296,10 +296,10 @@ def package_match(name: str, version: str | None, args: list, *, strict_name: bo
 
 def _hosts_having(cond: str) -> str:
     """A subquery: the ids of the hosts that have an entry matching `cond` installed. The dictionary
-    first (small, a name range of its unique index), then only those entries' posting rows, joined
-    per range of hosts (bit_or) before their hosts are listed."""
-    return _HOSTS_OF.format(postings=f"SELECT * FROM package_hosts WHERE version_id = ANY"
-                                     f" (ARRAY(SELECT p.id FROM package_versions p WHERE {cond}))")
+    first (small, a name range of its unique index), then the union of those entries' posting rows per
+    range of hosts (posting_union, sql/025) before their hosts are listed."""
+    return ("SELECT unnest(posting_ids(u.bucket, u.hosts)) FROM posting_union"
+            f"(ARRAY(SELECT p.id FROM package_versions p WHERE {cond} ORDER BY p.id)) u")
 
 
 async def _fetch_custom(pool, sql: str, args: list):
@@ -310,8 +310,10 @@ async def _fetch_custom(pool, sql: str, args: list):
         # temporary files as with the default 4 MB.
         # And no JIT: a broad prefix's estimated cost passes jit_above_cost, and compiling the plan took
         # longer than running it.
+        # And no merge join: a page's sets intersected with the entries are estimated at 10 rows a host
+        # (unnest of an expression), and the two sorts of a merge join cost more than a hash of the entries.
         await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}';"
-                           " SET LOCAL jit = off")
+                           " SET LOCAL jit = off; SET LOCAL enable_mergejoin = off")
         return await conn.fetch(sql, *args)
 
 
@@ -365,7 +367,7 @@ async def hosts_with_package(
         ph AS MATERIALIZED ({_POSTINGS}),
         found AS MATERIALIZED ({found})"""
     if page.paginated and deb_ids == rpm_ids:
-        sql = _PAGE_SQL.format(entries=entries, postings=_POSTINGS, limit=f"${len(args) + 1}",
+        sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}",
                                offset=f"${len(args) + 2}", results=results,
                                page_packages=_PAGE_PACKAGES.format(packages=packages, filter=""))
     elif page.paginated:
@@ -397,11 +399,13 @@ async def hosts_with_package(
 # entries then read only their own rows.
 _POSTINGS = "SELECT ph.version_id, ph.bucket, ph.hosts FROM package_hosts ph WHERE ph.version_id = ANY (ARRAY(SELECT id FROM e))"
 
-# The ids of the hosts in some posting rows: their bitmaps joined per range first.
+# The ids of the hosts in some posting rows (all of a whole answer's entries, read once for its
+# packages too): their bitmaps joined per range first.
 _HOSTS_OF = "SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ({postings}) ph GROUP BY bucket"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
-# (bucket), the union of the entries' bitmaps (u): their bit counts add up to the total, their bits
+# (bucket), the union of the entries' bitmaps (u, posting_union in sql/025: a broad prefix reads a few of
+# its entries' rows, not all of them): their bit counts add up to the total, their bits
 # are the matching hosts (a deleted host leaves the rows in its own transaction: sql/024's trigger).
 # Then one of two ways to the page, whichever reads less, the other never run (its condition is a
 # one-time filter): when the matches are dense, hosts in hostname order, each tested against its
@@ -412,9 +416,7 @@ _HOSTS_OF = "SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ({postings})
 # hosts' sets intersected with the matching entries (host_sets is the inverse of package_hosts).
 _PAGE_SQL = """
     WITH e AS MATERIALIZED ({entries}),
-    u AS MATERIALIZED (
-        SELECT bucket, bit_or(hosts) AS hosts FROM ({postings}) ph GROUP BY bucket HAVING bit_count(bit_or(hosts)) > 0
-    ),
+    u AS MATERIALIZED (SELECT bucket, hosts FROM posting_union(ARRAY(SELECT id FROM e ORDER BY id))),
     n AS MATERIALIZED (
         SELECT total, total * total >= ({limit}::int8 + {offset}::int8) * (SELECT coalesce(max(id), 0) FROM hosts) AS dense
         FROM (SELECT coalesce(sum(bit_count(hosts)), 0)::int8 AS total FROM u) t

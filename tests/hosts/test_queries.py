@@ -265,3 +265,40 @@ async def test_older_than_follows_each_hosts_order(client, pool, make_key, viewe
     params = [p["name"] for op in spec["paths"].values() for m in op.values() if isinstance(m, dict)
               for p in m.get("parameters", [])]
     assert "older-than" in params
+
+
+async def test_the_union_of_many_entries_is_exact_in_every_range(pool):
+    """posting_union (sql/025) reads a few entries' rows, then checks the hosts they lack one by one, or
+    reads every entry's rows: whichever way a range goes, its union is the one of all the entries' rows."""
+    hosts = {5: "a", 6: "a2", 7: "b", 405: "a", 406: "b", 810: "a", 811: "none", 812: "b2", 1215: "a", 1216: "b"}
+    await pool.execute("INSERT INTO hosts (id, hostname, ip, auth_id, token_digest)"
+                       " SELECT h, 'u' || h, '10.0.0.1', 'u' || h, '' FROM unnest($1::bigint[]) h", list(hosts))
+    rows = []
+    for host_id, image in hosts.items():
+        if image != "none":
+            first = 0 if image.startswith("a") else 10
+            version = "2" if image.endswith("2") else "1"   # another version of each: other entries
+            rows += [(host_id, f"lib{first + i}", "", version) for i in range(10)]
+        rows.append((host_id, f"site-{host_id}", "", "1"))
+        rows.append((host_id, "zsh", "", "5.9"))
+    await seed_inventories(pool, rows)
+    await pool.execute("DELETE FROM hosts WHERE id = 1215")
+
+    def ids(rows):
+        return {r["bucket"]: r["hosts"] for r in rows}
+
+    for prefix in ("lib", "site-", ""):
+        entries = await pool.fetchval(
+            "SELECT array_agg(id ORDER BY id) FROM package_versions WHERE starts_with(name, $1)", prefix)
+        expected = ids(await pool.fetch(
+            "SELECT bucket, posting_ids(bucket, bit_or(hosts)) AS hosts FROM package_hosts"
+            " WHERE version_id = ANY($1::int4[]) GROUP BY bucket HAVING bit_count(bit_or(hosts)) > 0", entries))
+        assert expected, prefix
+        for probes, checks in ((64, 40), (1, 0), (2, 0), (2, 1), (4, 3), (8, 1)):
+            got = ids(await pool.fetch("SELECT bucket, posting_ids(bucket, hosts) AS hosts"
+                                       " FROM posting_union($1::int4[], $2, $3)", entries, probes, checks))
+            assert got == expected, (prefix, probes, checks)
+    # Entry 0: every host with a set (the deleted one gone from its range, the one without lib kept).
+    everyone = ids(await pool.fetch("SELECT bucket, posting_ids(bucket, hosts) AS hosts FROM package_hosts"
+                                    " WHERE version_id = 0"))
+    assert everyone == {0: [5, 6, 7], 1: [405, 406], 2: [810, 811, 812], 3: [1216]}
