@@ -31,12 +31,13 @@ END $$;
 -- The union of the rows of some entries (ids, ascending), per range: the ranges whose union is not empty.
 -- A broad prefix (thousands of entries) would read every entry's row in every range. Instead:
 -- 1. In the first range, `probes` entries spread evenly over the list (sorted by id, it holds one OS
---    image's entries, then the next image's) are read in one statement; those that add hosts are kept.
+--    image's entries, then the next image's) are read in one statement; those that add hosts are kept
+--    until each host is covered twice (a host of another range may lack one of them: another version).
 -- 2. Their union in every range (a few rows each), against entry 0's row: the hosts it lacks there.
 -- 3. A range that lacks at most `checks` hosts is exact once each of them is checked against its own set
 --    (host_sets is the inverse of package_hosts; no host outside entry 0's row has a posting).
 -- 4. The other ranges (sparse entries) get their union from every entry's row, as a short list does.
-CREATE FUNCTION posting_union(entries int4[], probes int4 DEFAULT 64, checks int4 DEFAULT 40)
+CREATE FUNCTION posting_union(entries int4[], probes int4 DEFAULT 256, checks int4 DEFAULT 40)
 RETURNS TABLE (bucket int4, hosts bit(400)) LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
@@ -45,6 +46,7 @@ DECLARE
     first_bucket int4;
     useful int4[] := '{}';
     got bit(400) := B'0'::bit(400);
+    twice bit(400) := B'0'::bit(400);
     v int4;
     one bit(400);
     r record;
@@ -67,7 +69,8 @@ BEGIN
                   FROM generate_series(0, probes - 1) AS k
                   JOIN package_hosts p ON p.version_id = entries[1 + (k::int8 * n / probes)::int4] AND p.bucket = first_bucket
                   ORDER BY k LOOP
-        IF one & ~got <> zero THEN
+        IF one & ~twice <> zero THEN  -- hosts it covers for the first or second time
+            twice := twice | (one & got);
             got := got | one;
             useful := useful || v;
         END IF;
