@@ -124,7 +124,8 @@ async def _answers(pool, q, ids: dict[str, int]) -> bytes:
         out[f"selection {name}"] = await q.matching_host_ids(pool, {"package": name}, 100)
     for outdated in (True, False):
         for page in (q.Page(), q.Page(1, 1), q.Page(2, 1), q.Page(9, 1)):
-            out[f"updates {outdated} {page}"] = await q.hosts_by_updates(pool, outdated, page)
+            results, total = await q.hosts_by_updates(pool, outdated, page)
+            out[f"updates {outdated} {page}"] = [orjson.loads(orjson.dumps(results)), total]
     return orjson.dumps(out, default=str, option=orjson.OPT_SORT_KEYS)
 
 
