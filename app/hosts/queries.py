@@ -378,6 +378,19 @@ async def hosts_with_package(
             {page_packages}
             SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
         """
+    elif deb_ids == rpm_ids:
+        # Every matching entry counts for every host: each host's members grouped by its id alone, then
+        # the hosts' rows joined once.
+        sql = f"""
+            WITH e AS MATERIALIZED ({entries}),
+            pk AS (
+                SELECT u.host_id AS id, {packages}
+                FROM ({_POSTINGS}) ph JOIN e ON e.id = ph.version_id
+                CROSS JOIN LATERAL unnest(posting_ids(ph.bucket, ph.hosts)) AS u(host_id)
+                GROUP BY u.host_id
+            )
+            SELECT {results}, count(*) AS total FROM (SELECT pk.id, h.hostname, pk.packages FROM pk JOIN hosts h ON h.id = pk.id) pk
+        """
     else:
         sql = f"""{head},
             pk AS (
