@@ -345,39 +345,19 @@ async def hosts_with_package(
     if deb_ids == rpm_ids:
         # deb/rpm: whether the entry counts for a host of that order (here: always).
         entries = f"SELECT {_ENTRY}, true AS deb, true AS rpm FROM package_versions p WHERE {cond}"
-        found = f"SELECT h.id, h.hostname, false AS rpm FROM hosts h WHERE h.id IN ({_HOSTS_OF.format(postings='SELECT * FROM ph')})"
     else:
         args = [deb_ids + rpm_ids, deb_ids, rpm_ids, sorted(versions.RPM_FAMILIES)]
         entries = (f"SELECT {_ENTRY}, p.id = ANY($2::int4[]) AS deb, p.id = ANY($3::int4[]) AS rpm"
                    " FROM package_versions p WHERE p.id = ANY($1::int4[])")
-        # Each host is in the list of its own order (versions.comparator), or not at all.
-        found = ("SELECT h.id, h.hostname, u.rpm FROM (SELECT unnest(posting_ids(ph.bucket, ph.hosts)), false FROM ph"
-                 " JOIN e ON e.id = ph.version_id WHERE e.deb UNION"
-                 " SELECT unnest(posting_ids(ph.bucket, ph.hosts)), true FROM ph JOIN e ON e.id = ph.version_id"
-                 " WHERE e.rpm) AS u(id, rpm) JOIN hosts h ON h.id = u.id"
-                 " WHERE ((lower(btrim(h.os_family, E' \\t\\n\\r\\f\\x0b')) = ANY($4::text[])) IS TRUE) = u.rpm")
     tail, extra = page.sql(len(args))
     packages = "'{' || string_agg(e.member, ',' ORDER BY e.rank) || '}' AS packages"
     # JSON text put together here: cheaper than json_build_object + json_agg over many hosts.
     results = ("'[' || coalesce(string_agg('{\"id\":' || id || ',\"hostname\":' || to_json(hostname)::text"
-               " || ',\"packages\":' || packages::text || '}', ',' ORDER BY hostname), '') || ']' AS results")
-    head = f"""
-        WITH e AS MATERIALIZED ({entries}),
-        ph AS MATERIALIZED ({_POSTINGS}),
-        found AS MATERIALIZED ({found})"""
+               " || ',\"packages\":' || packages || '}', ',' ORDER BY hostname), '') || ']' AS results")
     if page.paginated and deb_ids == rpm_ids:
         sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}",
                                offset=f"${len(args) + 2}", results=results,
                                page_packages=_PAGE_PACKAGES.format(packages=packages, filter=""))
-    elif page.paginated:
-        # Only the page's hosts get their packages, each the entries of its own order.
-        page_packages = _PAGE_PACKAGES.format(packages=packages,
-                                              filter=" WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END")
-        sql = f"""{head},
-            page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
-            {page_packages}
-            SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
-        """
     elif deb_ids == rpm_ids:
         # Every matching entry counts for every host: each host's members grouped by its id alone, then
         # the hosts' rows joined once.
@@ -392,17 +372,38 @@ async def hosts_with_package(
             SELECT {results}, count(*) AS total FROM (SELECT pk.id, h.hostname, pk.packages FROM pk JOIN hosts h ON h.id = pk.id) pk
         """
     else:
-        sql = f"""{head},
-            pk AS (
-                SELECT found.id, found.hostname, {packages}
-                FROM ph JOIN e ON e.id = ph.version_id
-                CROSS JOIN LATERAL unnest(posting_ids(ph.bucket, ph.hosts)) AS u(host_id)
-                JOIN found ON found.id = u.host_id
-                WHERE CASE WHEN found.rpm THEN e.rpm ELSE e.deb END
-                GROUP BY found.id, found.hostname
-            )
-            SELECT {results}, count(*) AS total FROM pk
-        """
+        # Each host is in the list of its own order (versions.comparator), or not at all.
+        head = f"""
+            WITH e AS MATERIALIZED ({entries}),
+            ph AS MATERIALIZED ({_POSTINGS}),
+            found AS MATERIALIZED (
+                SELECT h.id, h.hostname, u.rpm FROM (SELECT unnest(posting_ids(ph.bucket, ph.hosts)), false FROM ph
+                JOIN e ON e.id = ph.version_id WHERE e.deb UNION
+                SELECT unnest(posting_ids(ph.bucket, ph.hosts)), true FROM ph JOIN e ON e.id = ph.version_id
+                WHERE e.rpm) AS u(id, rpm) JOIN hosts h ON h.id = u.id
+                WHERE ((lower(btrim(h.os_family, E' \\t\\n\\r\\f\\x0b')) = ANY($4::text[])) IS TRUE) = u.rpm
+            )"""
+        if page.paginated:
+            # Only the page's hosts get their packages, each the entries of its own order.
+            page_packages = _PAGE_PACKAGES.format(packages=packages,
+                                                  filter=" WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END")
+            sql = f"""{head},
+                page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
+                {page_packages}
+                SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
+            """
+        else:
+            sql = f"""{head},
+                pk AS (
+                    SELECT found.id, found.hostname, {packages}
+                    FROM ph JOIN e ON e.id = ph.version_id
+                    CROSS JOIN LATERAL unnest(posting_ids(ph.bucket, ph.hosts)) AS u(host_id)
+                    JOIN found ON found.id = u.host_id
+                    WHERE CASE WHEN found.rpm THEN e.rpm ELSE e.deb END
+                    GROUP BY found.id, found.hostname
+                )
+                SELECT {results}, count(*) AS total FROM pk
+            """
     row = (await _fetch_custom(pool, sql, [*args, *extra]))[0]
     return orjson.Fragment(row["results"].encode()), row["total"]
 
@@ -416,10 +417,6 @@ _ENTRY = ("p.id, to_json(CASE WHEN p.arch = '' THEN p.name ELSE p.name || ':' ||
 # The posting rows of the matching entries (e), by the primary key: a broad prefix's thousands of
 # entries then read only their own rows.
 _POSTINGS = "SELECT ph.version_id, ph.bucket, ph.hosts FROM package_hosts ph WHERE ph.version_id = ANY (ARRAY(SELECT id FROM e))"
-
-# The ids of the hosts in some posting rows (all of a whole answer's entries, read once for its
-# packages too): their bitmaps joined per range first.
-_HOSTS_OF = "SELECT unnest(posting_ids(bucket, bit_or(hosts))) FROM ({postings}) ph GROUP BY bucket"
 
 # A page of hosts with matching packages, without reading every matching host. Per range of host ids
 # (bucket), the union of the entries' bitmaps (u, posting_union in sql/025: a broad prefix reads a few of
