@@ -475,41 +475,50 @@ async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], l
 # --- up to date / outdated -----------------------------------------------------------------------
 
 
+def _updates_cond(outdated: bool) -> str:
+    return "h.available_count >= $1" if outdated else "h.available_count < $1"
+
+
 def _updates_sql(outdated: bool, page: Page) -> str:
-    """The hosts below (uptodate) or from (outdated) the threshold $1, by hostname, each with its available
-    updates, as one JSON text; and the total (a page's: counted apart, in its own scan; a whole answer's:
-    its rows). A page reads only its hosts in hostname order; their updates are rows of their own
-    (installed: kept by the diff worker). A host with no update has no such row to read."""
+    """The hosts below (uptodate) or from (outdated) the threshold $1, by hostname, each as the JSON text of
+    its row with its available updates; with the total (a page's, counted apart in its own scan: the
+    same on every row). A page reads only its hosts in hostname order; their updates are rows of their
+    own (installed: kept by the diff worker). A host with no update has no such row to read."""
     extra = (
         ", 'Os_version', h.os_version, 'Kernel', h.kernel, 'Arch', h.arch, 'Type', h.type,"
         " 'Profile', h.profile, 'Env', h.env"
         if outdated else ""
     )
-    cond = "h.available_count >= $1" if outdated else "h.available_count < $1"
+    cond = _updates_cond(outdated)
     tail, _ = page.sql(1)
-    total = f"(SELECT count(*) FROM hosts h WHERE {cond})" if page.paginated else "count(*)"
+    total = f"(SELECT count(*) FROM hosts h WHERE {cond})" if page.paginated else "NULL::int8"
     return f"""
-        SELECT '[' || coalesce(string_agg(item::text, ',' ORDER BY hostname), '') || ']' AS results,
-               {total} AS total
-        FROM (
-            SELECT h.hostname, json_build_object(
-                'Id', h.id, 'Hostname', h.hostname, 'Ip', h.ip, 'Os', h.os, 'Os_family', h.os_family{extra},
-                'Available_updates', json_build_object('Total', h.available_count, 'Packages', CASE
-                    WHEN h.available_count = 0 THEN '[]'::json
-                    ELSE coalesce((
-                        SELECT json_agg(json_build_object(
-                            'Name', a.name, 'Arch', a.arch, 'Current_version', a.installed, 'Version', a.version,
-                            'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
-                        FROM host_available a WHERE a.host_id = h.id), '[]'::json) END)) AS item
-            FROM hosts h WHERE {cond} ORDER BY h.hostname{tail}
-        ) rows
+        SELECT json_build_object(
+            'Id', h.id, 'Hostname', h.hostname, 'Ip', h.ip, 'Os', h.os, 'Os_family', h.os_family{extra},
+            'Available_updates', json_build_object('Total', h.available_count, 'Packages', CASE
+                WHEN h.available_count = 0 THEN '[]'::json
+                ELSE coalesce((
+                    SELECT json_agg(json_build_object(
+                        'Name', a.name, 'Arch', a.arch, 'Current_version', a.installed, 'Version', a.version,
+                        'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
+                    FROM host_available a WHERE a.host_id = h.id), '[]'::json) END))::text AS item,
+            {total} AS total
+        FROM hosts h WHERE {cond} ORDER BY h.hostname{tail}
     """
 
 
 async def hosts_by_updates(pool, outdated: bool, page: Page,
                            threshold: int = OUTDATED_THRESHOLD) -> tuple[orjson.Fragment, int]:
-    """Hosts up to date or outdated (_updates_sql), as JSON text built by PostgreSQL (thousands of hosts
-    in one round trip, no per-row decoding in Python), embedded as is in the envelope."""
+    """Hosts up to date or outdated (_updates_sql), each host's JSON text made by PostgreSQL (no per-column
+    decoding in Python), joined here (a whole answer of tens of thousands of hosts runs to hundreds of
+    MB: as one text in PostgreSQL it would near its 1 GB limit), embedded as is in the envelope."""
     _, extra = page.sql(1)
-    row = (await _fetch_custom(pool, _updates_sql(outdated, page), [threshold, *extra]))[0]
-    return orjson.Fragment(row["results"].encode()), row["total"]
+    rows = await _fetch_custom(pool, _updates_sql(outdated, page), [threshold, *extra])
+    if not page.paginated:
+        total = len(rows)
+    elif rows:
+        total = rows[0]["total"]
+    else:  # a page past the end
+        total = await pool.fetchval(f"SELECT count(*) FROM hosts h WHERE {_updates_cond(outdated)}", threshold)
+    text = "[" + ",".join(r["item"] for r in rows) + "]"
+    return orjson.Fragment(text.encode()), total
