@@ -1,7 +1,9 @@
 -- Entry 0 (no package version has that id) holds, for each range of 400 host ids, every host that has an
--- inventory set. A fleet question's union of many entries (a broad prefix: thousands) can then stop
--- reading a range as soon as its union holds all of them (posting_union below). Kept by triggers on
--- host_sets, whoever writes the sets (the worker, seeds, this migration).
+-- inventory set. A fleet question's union of many entries (a broad prefix: thousands) can then read a
+-- few entries' rows and check only the hosts they lack (posting_union below). Kept by triggers on
+-- host_sets, whoever writes the sets (the worker, seeds, this migration). Its row is locked after the
+-- others, as the worker's write takes it (its trigger runs after the posting rows are locked in key
+-- order): two writers then never wait for each other in a cycle.
 INSERT INTO package_hosts (version_id, bucket, hosts)
 SELECT 0, posting_bucket(host_id), bit_or(posting_bit(host_id)) FROM host_sets GROUP BY 2 ORDER BY 2;
 
@@ -15,16 +17,18 @@ END $$;
 CREATE TRIGGER host_sets_join AFTER INSERT ON host_sets REFERENCING NEW TABLE AS new_sets
     FOR EACH STATEMENT EXECUTE FUNCTION host_sets_join();
 
--- A host's set gone takes it out of its range's rows, entry 0's included.
+-- A host's set gone takes it out of its range's rows, entry 0's last.
 CREATE OR REPLACE FUNCTION host_sets_forget() RETURNS trigger LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
     WITH locked AS (
-        SELECT p.version_id FROM package_hosts p JOIN unnest(array_prepend(0, OLD.ids)) AS u(id) ON p.version_id = u.id
+        SELECT p.version_id FROM package_hosts p JOIN unnest(OLD.ids) AS u(id) ON p.version_id = u.id
         WHERE p.bucket = posting_bucket(OLD.host_id) ORDER BY p.version_id FOR UPDATE OF p
     )
     UPDATE package_hosts p SET hosts = p.hosts & ~posting_bit(OLD.host_id)
     FROM locked WHERE p.version_id = locked.version_id AND p.bucket = posting_bucket(OLD.host_id);
+    UPDATE package_hosts SET hosts = hosts & ~posting_bit(OLD.host_id)
+    WHERE version_id = 0 AND bucket = posting_bucket(OLD.host_id);
     RETURN OLD;
 END $$;
 
