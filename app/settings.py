@@ -46,6 +46,9 @@ class Settings:
     max_upload_bytes: int = 1024 * MiB
     max_list_items: int = 100_000
     max_per_page: int = 5000
+    # An answer asked for whole (no per_page) of more bytes is refused (400: ask for pages): the server
+    # process holds it whole, and the reference's old clients ask for everything by default.
+    max_answer_bytes: int = 256 * MiB
     # Workers.
     queue_name: str = "depot:queue"
     # Jobs one worker runs at once. arq starts at most this many per poll of the queue (every 50 ms),
@@ -184,6 +187,7 @@ class Settings:
             max_upload_bytes=_int("DEPOT_MAX_UPLOAD_BYTES", 1024 * MiB),
             max_list_items=_int("DEPOT_MAX_LIST_ITEMS", 100_000),
             max_per_page=_int("DEPOT_MAX_PER_PAGE", 5000),
+            max_answer_bytes=_int("DEPOT_MAX_ANSWER_BYTES", 256 * MiB),
             queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
             worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 16),
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),

@@ -17,7 +17,7 @@ from app.auth import Role
 from app.db import MAX_ID
 from app.errors import bad_request, forbidden, not_found, ok, read_json_text
 from app.hosts import queries, registry, reports
-from app.keys import POOL
+from app.keys import POOL, SETTINGS
 from app.openapi import docs
 from app.resources import INTAKE
 from app.schemas.hosts import (
@@ -263,7 +263,7 @@ async def hosts_package(request: web.Request) -> web.Response:
         request.app[POOL], name, version,
         strict_name=strict or "strict-name" in request.query,
         strict_version=strict or "strict-version" in request.query,
-        page=page, older_than=older_than,
+        page=page, older_than=older_than, max_bytes=request.app[SETTINGS].max_answer_bytes,
     )
     return _paged(items, total, page)
 
@@ -272,11 +272,13 @@ async def hosts_package(request: web.Request) -> web.Response:
 async def hosts_uptodate(request: web.Request) -> web.Response:
     auth.require_user(request)
     page = _page(request)
-    return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page), page)
+    return _paged(*await queries.hosts_by_updates(request.app[POOL], False, page,
+                                                  max_bytes=request.app[SETTINGS].max_answer_bytes), page)
 
 
 @docs(summary="Hosts with at least the threshold of available updates", query=PageQuery, responses=_ERRORS)
 async def hosts_outdated(request: web.Request) -> web.Response:
     auth.require_user(request)
     page = _page(request)
-    return _paged(*await queries.hosts_by_updates(request.app[POOL], True, page), page)
+    return _paged(*await queries.hosts_by_updates(request.app[POOL], True, page,
+                                                  max_bytes=request.app[SETTINGS].max_answer_bytes), page)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from app.domain_errors import Invalid
 from app.hosts import versions
 
 # A host row as /hosts/ returns it: Repomanager's keys, never the credentials.
@@ -304,22 +305,45 @@ def _hosts_having(cond: str) -> str:
 
 async def _fetch_custom(pool, sql: str, args: list):
     async with pool.acquire() as conn, conn.transaction(readonly=True):
-        # A plan for these values, not the prepared statement's generic one: a name or prefix matches
-        # anything from no row to most of the table (`lib`), and one plan cannot serve both.
-        # And work_mem: a broad prefix aggregates and sorts megabytes, in memory rather than in
-        # temporary files as with the default 4 MB.
-        # And no JIT: a broad prefix's estimated cost passes jit_above_cost, and compiling the plan took
-        # longer than running it.
-        # And no merge join: a page's sets intersected with the entries are estimated at 10 rows a host
-        # (unnest of an expression), and the two sorts of a merge join cost more than a hash of the entries.
-        await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}';"
-                           " SET LOCAL jit = off; SET LOCAL enable_mergejoin = off")
+        await _custom_plan(conn)
         return await conn.fetch(sql, *args)
+
+
+async def _custom_plan(conn) -> None:
+    """In a fleet question's transaction.
+
+    A plan for these values, not the prepared statement's generic one: a name or prefix matches
+    anything from no row to most of the table (`lib`), and one plan cannot serve both.
+    And work_mem: a broad prefix aggregates and sorts megabytes, in memory rather than in
+    temporary files as with the default 4 MB.
+    And no JIT: a broad prefix's estimated cost passes jit_above_cost, and compiling the plan took
+    longer than running it.
+    And no merge join: a page's sets intersected with the entries are estimated at 10 rows a host
+    (unnest of an expression), and the two sorts of a merge join cost more than a hash of the entries."""
+    await conn.execute(f"SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '{SEARCH_WORK_MEM}';"
+                       " SET LOCAL jit = off; SET LOCAL enable_mergejoin = off")
+
+
+async def _whole_answer(pool, sql: str, args: list, max_bytes: int | None) -> tuple[orjson.Fragment, int]:
+    """The JSON array of the `item` texts `sql` selects (one per host), and their count. Read with a cursor
+    and refused (Invalid) once past `max_bytes`, before the whole answer is held."""
+    items: list[bytes] = []
+    size = 1  # "[" and "]", less the comma counted for the first item
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await _custom_plan(conn)
+        async for row in conn.cursor(sql, *args, prefetch=4000):
+            item = row["item"].encode()
+            size += len(item) + 1
+            if max_bytes is not None and size > max_bytes:
+                raise Invalid(f"The answer is larger than {max_bytes} bytes: ask for it in pages (per_page)",
+                              max_answer_bytes=max_bytes)
+            items.append(item)
+    return orjson.Fragment(b"[" + b",".join(items) + b"]"), len(items)
 
 
 async def hosts_with_package(
     pool, name: str, version: str | None, *, strict_name: bool, strict_version: bool, page: Page,
-    older_than: str | None = None,
+    older_than: str | None = None, max_bytes: int | None = None,
 ) -> tuple[orjson.Fragment, int]:
     """Hosts with matching packages, as [{id, hostname, packages: {name: version}}] ordered by hostname.
     With `older_than` (the name then exact): hosts whose installed version of it is older than that, in
@@ -409,8 +433,7 @@ async def hosts_with_package(
                 SELECT {item} AS item FROM pk ORDER BY hostname
             """
     if not page.paginated:
-        rows = await _fetch_custom(pool, sql, [*args, *extra])
-        return orjson.Fragment(("[" + ",".join(r["item"] for r in rows) + "]").encode()), len(rows)
+        return await _whole_answer(pool, sql, [*args, *extra], max_bytes)
     row = (await _fetch_custom(pool, sql, [*args, *extra]))[0]
     return orjson.Fragment(row["results"].encode()), row["total"]
 
@@ -514,16 +537,16 @@ def _updates_sql(outdated: bool, page: Page) -> str:
     """
 
 
-async def hosts_by_updates(pool, outdated: bool, page: Page,
-                           threshold: int = OUTDATED_THRESHOLD) -> tuple[orjson.Fragment, int]:
+async def hosts_by_updates(pool, outdated: bool, page: Page, threshold: int = OUTDATED_THRESHOLD,
+                           max_bytes: int | None = None) -> tuple[orjson.Fragment, int]:
     """Hosts up to date or outdated (_updates_sql), each host's JSON text made by PostgreSQL (no per-column
     decoding in Python), joined here (a whole answer of tens of thousands of hosts runs to hundreds of
     MB: as one text in PostgreSQL it would near its 1 GB limit), embedded as is in the envelope."""
     _, extra = page.sql(1)
-    rows = await _fetch_custom(pool, _updates_sql(outdated, page), [threshold, *extra])
     if not page.paginated:
-        total = len(rows)
-    elif rows:
+        return await _whole_answer(pool, _updates_sql(outdated, page), [threshold], max_bytes)
+    rows = await _fetch_custom(pool, _updates_sql(outdated, page), [threshold, *extra])
+    if rows:
         total = rows[0]["total"]
     else:  # a page past the end
         total = await pool.fetchval(f"SELECT count(*) FROM hosts h WHERE {_updates_cond(outdated)}", threshold)

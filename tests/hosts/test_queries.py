@@ -1,6 +1,7 @@
 """Fleet reads: /hosts/ family, /host/<id>/..., pagination, package search, who may read what."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from app.hosts.inventory import seed_inventories
@@ -302,3 +303,35 @@ async def test_the_union_of_many_entries_is_exact_in_every_range(pool):
     everyone = ids(await pool.fetch("SELECT bucket, posting_ids(bucket, hosts) AS hosts FROM package_hosts"
                                     " WHERE version_id = 0"))
     assert everyone == {0: [5, 6, 7], 1: [405, 406], 2: [810, 811, 812], 3: [1216]}
+
+
+async def test_a_whole_answer_past_the_limit_is_refused_and_pages_still_work(aiohttp_client, pool, settings,
+                                                                           fleet, viewer):
+    """An answer asked for whole is held whole by the server: past DEPOT_MAX_ANSWER_BYTES it is a 400 that
+    says to ask for pages, and the pages of the same question still answer."""
+    from dataclasses import replace
+
+    from app.domain_errors import Invalid
+    from app.hosts import queries
+    from app.main import create_app
+
+    asks = [lambda **kw: queries.hosts_with_package(pool, "openssl", None, strict_name=False, strict_version=False,
+                                                    page=queries.Page(), **kw),
+            lambda **kw: queries.hosts_by_updates(pool, True, queries.Page(), **kw),
+            lambda **kw: queries.hosts_by_updates(pool, False, queries.Page(), **kw)]
+    for ask in asks:
+        whole, total = await ask()
+        text = orjson.dumps(whole)      # a Fragment: its text as is
+        at_limit, same_total = await ask(max_bytes=len(text))
+        assert total >= 1 and (orjson.dumps(at_limit), same_total) == (text, total)
+        with pytest.raises(Invalid):
+            await ask(max_bytes=len(text) - 1)
+
+    small = await aiohttp_client(create_app(replace(settings, max_answer_bytes=10)))
+    for path, total in (("/api/v2/hosts/package/openssl", 3), ("/api/v2/hosts/outdated", 2),
+                        ("/api/v2/hosts/uptodate", 1)):
+        body = await _get(small, path, viewer, 400)
+        assert body == {"return": 400, "rc": 400, "max_answer_bytes": 10,
+                        "message_error": ["The answer is larger than 10 bytes: ask for it in pages (per_page)"]}
+        paged = await _get(small, f"{path}?per_page=1", viewer)
+        assert paged["pagination"]["total"] == total and len(paged["results"]) == 1
