@@ -57,63 +57,59 @@ DECLARE
     exact_buckets int4[] := '{}';
     exact_hosts bit(400)[] := '{}';
     lacking int4[] := '{}';
-    rest int4[] := '{}';
+    rest int4[];  -- the ranges whose union comes from every entry's rows; NULL: all of them
 BEGIN
-    IF n <= probes THEN
-        RETURN QUERY SELECT p.bucket, bit_or(p.hosts) FROM package_hosts p WHERE p.version_id = ANY (entries)
-            GROUP BY p.bucket HAVING bit_count(bit_or(p.hosts)) > 0;
-        RETURN;
-    END IF;
-    SELECT p.bucket INTO first_bucket FROM package_hosts p
-        WHERE p.version_id = 0 AND bit_count(p.hosts) > 0 ORDER BY p.bucket LIMIT 1;
-    IF NOT FOUND THEN  -- no host has a set
-        RETURN;
-    END IF;
-    FOR v, one IN SELECT p.version_id, p.hosts
-                  FROM generate_series(0, probes - 1) AS k
-                  JOIN package_hosts p ON p.version_id = entries[1 + (k::int8 * n / probes)::int4] AND p.bucket = first_bucket
-                  ORDER BY k LOOP
-        IF one & ~twice <> zero THEN  -- hosts it covers for the first or second time
-            twice := twice | (one & got);
-            got := got | one;
-            useful := useful || v;
+    IF n > probes THEN
+        SELECT p.bucket INTO first_bucket FROM package_hosts p
+            WHERE p.version_id = 0 AND bit_count(p.hosts) > 0 ORDER BY p.bucket LIMIT 1;
+        IF NOT FOUND THEN  -- no host has a set
+            RETURN;
         END IF;
-    END LOOP;
-    IF bit_count((SELECT p.hosts FROM package_hosts p WHERE p.version_id = 0 AND p.bucket = first_bucket) & ~got)
-       > checks THEN  -- sparse entries: as a short list
-        RETURN QUERY SELECT p.bucket, bit_or(p.hosts) FROM package_hosts p WHERE p.version_id = ANY (entries)
-            GROUP BY p.bucket HAVING bit_count(bit_or(p.hosts)) > 0;
-        RETURN;
-    END IF;
-    FOR r IN SELECT e.bucket, e.hosts AS everyone, coalesce(u.hosts, zero) AS got
-             FROM package_hosts e LEFT JOIN (
-                 SELECT p.bucket, bit_or(p.hosts) AS hosts FROM package_hosts p WHERE p.version_id = ANY (useful)
-                 GROUP BY p.bucket
-             ) u ON u.bucket = e.bucket
-             WHERE e.version_id = 0 LOOP
-        IF bit_count(r.everyone & ~r.got) <= checks THEN
-            exact_buckets := exact_buckets || r.bucket;
-            exact_hosts := exact_hosts || r.got;
-            lacking := lacking || posting_ids(r.bucket, r.everyone & ~r.got);
-        ELSE
-            rest := rest || r.bucket;
+        FOR v, one IN SELECT p.version_id, p.hosts
+                      FROM generate_series(0, probes - 1) AS k
+                      JOIN package_hosts p ON p.version_id = entries[1 + (k::int8 * n / probes)::int4]
+                                          AND p.bucket = first_bucket
+                      ORDER BY k LOOP
+            IF one & ~twice <> zero THEN  -- hosts it covers for the first or second time
+                twice := twice | (one & got);
+                got := got | one;
+                useful := useful || v;
+            END IF;
+        END LOOP;
+        -- Unless the entries are sparse (the first range lacks many hosts), the ranges by the useful ones.
+        IF bit_count((SELECT p.hosts FROM package_hosts p WHERE p.version_id = 0 AND p.bucket = first_bucket) & ~got)
+           <= checks THEN
+            rest := '{}';
+            FOR r IN SELECT e.bucket, e.hosts AS everyone, coalesce(u.hosts, zero) AS got
+                     FROM package_hosts e LEFT JOIN (
+                         SELECT p.bucket, bit_or(p.hosts) AS hosts FROM package_hosts p WHERE p.version_id = ANY (useful)
+                         GROUP BY p.bucket
+                     ) u ON u.bucket = e.bucket
+                     WHERE e.version_id = 0 LOOP
+                IF bit_count(r.everyone & ~r.got) <= checks THEN
+                    exact_buckets := exact_buckets || r.bucket;
+                    exact_hosts := exact_hosts || r.got;
+                    lacking := lacking || posting_ids(r.bucket, r.everyone & ~r.got);
+                ELSE
+                    rest := rest || r.bucket;
+                END IF;
+            END LOOP;
+            IF cardinality(exact_buckets) = 0 THEN
+                rest := NULL;
+            ELSE
+                RETURN QUERY SELECT x.b, bit_or(x.h) FROM (
+                    SELECT * FROM unnest(exact_buckets, exact_hosts) AS y(b, h)
+                    UNION ALL
+                    SELECT posting_bucket(s.host_id), posting_bit(s.host_id) FROM host_sets s
+                    WHERE s.host_id = ANY (lacking) AND s.ids && entries
+                ) x GROUP BY x.b HAVING bit_count(bit_or(x.h)) > 0;
+            END IF;
         END IF;
-    END LOOP;
-    IF cardinality(exact_buckets) = 0 THEN  -- sparse entries: as a short list
-        RETURN QUERY SELECT p.bucket, bit_or(p.hosts) FROM package_hosts p WHERE p.version_id = ANY (entries)
-            GROUP BY p.bucket HAVING bit_count(bit_or(p.hosts)) > 0;
-        RETURN;
     END IF;
-    RETURN QUERY SELECT x.b, bit_or(x.h) FROM (
-        SELECT * FROM unnest(exact_buckets, exact_hosts) AS y(b, h)
-        UNION ALL
-        SELECT posting_bucket(s.host_id), posting_bit(s.host_id) FROM host_sets s
-        WHERE s.host_id = ANY (lacking) AND s.ids && entries
-    ) x GROUP BY x.b HAVING bit_count(bit_or(x.h)) > 0;
-    IF cardinality(rest) > 0 THEN
+    IF rest IS NULL OR cardinality(rest) > 0 THEN
         -- (bucket + 0: a filter of each entry's rows, not a lookup of every (entry, range) pair)
         RETURN QUERY SELECT p.bucket, bit_or(p.hosts) FROM package_hosts p
-            WHERE p.version_id = ANY (entries) AND p.bucket + 0 = ANY (rest)
+            WHERE p.version_id = ANY (entries) AND (rest IS NULL OR p.bucket + 0 = ANY (rest))
             GROUP BY p.bucket HAVING bit_count(bit_or(p.hosts)) > 0;
     END IF;
 END $$;
