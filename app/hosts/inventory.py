@@ -25,8 +25,7 @@ import orjson
 
 from app.gc_pause import gc_paused
 from app.hosts import versions
-from app.hosts import bodies
-from app.hosts.bodies import agent_items, decode_body, decode_ids, is_split_form, load_body
+from app.hosts.bodies import IDS, agent_items, decode_body, decode_ids, is_split_form, load_body
 from app.hosts.reports import AVAILABLE, BODY_KEYS, INSTALLED
 from app.settings import Settings
 from app.tasks import rows, turns
@@ -364,7 +363,7 @@ class Parsed:
 
 
 def read_installed(stored: bytes, d: "Dictionary") -> Parsed:
-    if stored[:1] == bodies.IDS:
+    if stored[:1] == IDS:
         found, keys = decode_ids(stored)
         return Parsed(found, keys, True, False, d.generation)
     keys, twice = installed_keys(stored)

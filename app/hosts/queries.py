@@ -511,8 +511,8 @@ def _updates_cond(outdated: bool) -> str:
 
 def _updates_sql(outdated: bool, page: Page) -> str:
     """The hosts below (uptodate) or from (outdated) the threshold $1, by hostname, each as the JSON text of
-    its row with its available updates; with the total (a page's, counted apart in its own scan: the
-    same on every row). A page reads only its hosts in hostname order; their updates are rows of their
+    its row with its available updates; a page's rows also carry its total (counted apart in its own scan:
+    the same on every row). A page reads only its hosts in hostname order; their updates are rows of their
     own (installed: kept by the diff worker). A host with no update has no such row to read."""
     extra = (
         ", 'Os_version', h.os_version, 'Kernel', h.kernel, 'Arch', h.arch, 'Type', h.type,"
@@ -521,7 +521,7 @@ def _updates_sql(outdated: bool, page: Page) -> str:
     )
     cond = _updates_cond(outdated)
     tail, _ = page.sql(1)
-    total = f"(SELECT count(*) FROM hosts h WHERE {cond})" if page.paginated else "NULL::int8"
+    total = f", (SELECT count(*) FROM hosts h WHERE {cond}) AS total" if page.paginated else ""
     return f"""
         SELECT json_build_object(
             'Id', h.id, 'Hostname', h.hostname, 'Ip', h.ip, 'Os', h.os, 'Os_family', h.os_family{extra},
@@ -531,8 +531,7 @@ def _updates_sql(outdated: bool, page: Page) -> str:
                     SELECT json_agg(json_build_object(
                         'Name', a.name, 'Arch', a.arch, 'Current_version', a.installed, 'Version', a.version,
                         'Repository', a.repository, 'Security', a.security) ORDER BY a.name, a.arch)
-                    FROM host_available a WHERE a.host_id = h.id), '[]'::json) END))::text AS item,
-            {total} AS total
+                    FROM host_available a WHERE a.host_id = h.id), '[]'::json) END))::text AS item{total}
         FROM hosts h WHERE {cond} ORDER BY h.hostname{tail}
     """
 
