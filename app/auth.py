@@ -56,6 +56,10 @@ class Principal:
     # since changed can never write (see HostCredentialCache).
     auth_id: str | None = None
     token_digest: bytes | None = field(default=None, repr=False)
+    # The digests of the host's last installed and available reports, read with the credentials by
+    # this request's lookup (None when they came from HostCredentialCache): a report whose digest is
+    # another one is new, and goes to the intake with its body at once (hosts/intake.Intake.take_report).
+    last_digests: dict[str, bytes | None] | None = field(default=None, repr=False)
 
     @property
     def is_host(self) -> bool:
@@ -159,13 +163,16 @@ async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentia
             return Principal("host", host_id=hit[0], auth_id=auth_id, token_digest=hit[1])
     row = None
     if auth_id and token and len(auth_id) <= 64 and len(token) <= 128:
-        row = await pool.fetchrow("SELECT id, token_digest FROM hosts WHERE auth_id = $1", auth_id)
+        row = await pool.fetchrow(
+            "SELECT id, token_digest, installed_digest, available_digest FROM hosts WHERE auth_id = $1", auth_id
+        )
     matches = same_digest(row["token_digest"] if row else None, presented)
     if not (row and matches):
         return None
     if cache is not None:
         cache.put(auth_id, row["id"], row["token_digest"])
-    return Principal("host", host_id=row["id"], auth_id=auth_id, token_digest=row["token_digest"])
+    return Principal("host", host_id=row["id"], auth_id=auth_id, token_digest=row["token_digest"],
+                     last_digests={"installed": row["installed_digest"], "available": row["available_digest"]})
 
 
 async def authenticate(request: web.Request) -> Principal:

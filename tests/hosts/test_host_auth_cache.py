@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from app import auth
+from app import auth, resources
+from app.hosts import reports
 from tests.helpers import bearer, host_auth
 from tests.hosts.helpers import installed, put, register
 
@@ -63,3 +64,36 @@ def test_the_cache_expires_and_stays_bounded():
     expired = auth.HostCredentialCache(seconds=-1)
     expired.put("a", 1, b"x")
     assert expired.get("a") is None
+
+
+async def test_a_changed_report_read_with_its_credentials_skips_the_digest_alone(client, pool, make_key):
+    """A request whose credentials were looked up (not cached) has read the host's last digests: a
+    changed report then goes to the intake with its body in one statement, the same report again
+    goes as its digest alone, and with cached credentials a changed report still sends its digest first."""
+    intake = client.app[resources.INTAKE]
+    sent = []
+    write = intake.reports.write
+
+    async def counted(pool_, items):
+        sent.extend((item.host_id, item.body is not None) for item in items)
+        return await write(pool_, items)
+
+    intake.reports.write = counted
+    creds = await register(client, await make_key("operator"), "digest01")
+    cache = client.app[auth.HOST_CACHE]
+
+    async def report(pairs: dict, cached: bool) -> list:
+        if not cached:
+            cache.drop(creds[0])
+        sent.clear()
+        await put(client, creds, "packages/installed", installed(pairs))
+        return list(sent)
+
+    assert await report({"a": "1"}, cached=False) == [(creds[2], True)]             # first report: body at once
+    assert await report({"a": "1"}, cached=False) == [(creds[2], False)]            # the same: digest alone
+    assert await report({"a": "2"}, cached=True) == [(creds[2], False), (creds[2], True)]  # cached: digest first
+    assert await report({"a": "3"}, cached=False) == [(creds[2], True)]
+    assert await report({"a": "3"}, cached=True) == [(creds[2], False)]
+    stored = await pool.fetch("SELECT digest FROM host_reports WHERE host_id = $1 ORDER BY id", creds[2])
+    assert [r["digest"] for r in stored] == [reports.body_digest(json.dumps(installed({"a": v})).encode())
+                                             for v in "123"]  # each changed report stored once, none twice
