@@ -6,6 +6,7 @@ public id in O(1) and digests are compared in constant time.
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -13,6 +14,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 
 from aiohttp import web
 
@@ -148,14 +150,68 @@ class HostCredentialCache:
         return unauthorized(BAD_HOST_CREDENTIALS)
 
 
+class HostLookups:
+    """The host credential lookups of one server process's concurrent requests, in one statement.
+
+    A fleet's reports each cost a lookup when their credentials are not cached (a first report, a status
+    report, a host heard from more than HostCredentialCache's seconds ago): under load, one round trip then
+    serves tens of requests, as the intake's group commit (hosts/intake.py) does for their writes. At most
+    `max_inflight` statements run at once; the requests that arrive meanwhile go in the next (at most
+    `max_group` auth ids). Alone, a request looks up at once. Each request compares its own token with the
+    digest read, in constant time (authenticate_host). A failed statement fails the requests it served.
+    """
+
+    SQL = ("SELECT auth_id, id, token_digest, installed_digest, available_digest FROM hosts"
+           " WHERE auth_id = ANY($1::text[])")
+
+    def __init__(self, max_group: int = 64, max_inflight: int = 2):
+        self.max_group = max_group
+        self.max_inflight = max_inflight
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._inflight = 0
+        self._drains: set[asyncio.Task] = set()
+
+    async def row(self, pool, auth_id: str):
+        """The hosts row of `auth_id` (id, token_digest and the last reports' digests), or None."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(auth_id, []).append(future)
+        if self._inflight < self.max_inflight:
+            self._inflight += 1
+            drain = asyncio.create_task(self._drain(pool))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return await future
+
+    async def _drain(self, pool) -> None:
+        try:
+            while self._waiting:
+                group = {a: self._waiting.pop(a) for a in list(islice(self._waiting, self.max_group))}
+                try:
+                    found = {r["auth_id"]: r for r in await pool.fetch(self.SQL, list(group))}
+                except Exception as exc:
+                    for futures in group.values():
+                        for future in futures:
+                            if not future.done():  # a request gone (client away) has cancelled its own
+                                future.set_exception(exc)
+                    continue
+                for auth_id, futures in group.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(found.get(auth_id))
+        finally:
+            self._inflight -= 1
+
+
 HOST_CACHE = web.AppKey("host_credential_cache", HostCredentialCache)
+HOST_LOOKUPS = web.AppKey("host_lookups", HostLookups)
 # The endpoints whose writes re-check the token digest (and so may use HostCredentialCache).
 REPORT_PATHS = frozenset(
     f"/api/v2/host/{p}{slash}" for p in ("packages/installed", "packages/available", "packages/event") for slash in ("", "/")
 )
 
 
-async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentialCache | None = None) -> Principal | None:
+async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentialCache | None = None,
+                            lookups: HostLookups | None = None) -> Principal | None:
     presented = digest(token)
     if cache is not None:
         hit = cache.get(auth_id)
@@ -163,9 +219,10 @@ async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentia
             return Principal("host", host_id=hit[0], auth_id=auth_id, token_digest=hit[1])
     row = None
     if auth_id and token and len(auth_id) <= 64 and len(token) <= 128:
-        row = await pool.fetchrow(
-            "SELECT id, token_digest, installed_digest, available_digest FROM hosts WHERE auth_id = $1", auth_id
-        )
+        if lookups is not None:
+            row = await lookups.row(pool, auth_id)
+        else:
+            row = await pool.fetchrow(HostLookups.SQL, [auth_id])
     matches = same_digest(row["token_digest"] if row else None, presented)
     if not (row and matches):
         return None
@@ -191,7 +248,7 @@ async def authenticate(request: web.Request) -> Principal:
         if len(parts) != 2:
             raise unauthorized("invalid host Id and token format")
         cache = request.app[HOST_CACHE] if request.path in REPORT_PATHS else None
-        principal = await authenticate_host(pool, parts[0], parts[1], cache)
+        principal = await authenticate_host(pool, parts[0], parts[1], cache, request.app.get(HOST_LOOKUPS))
         if principal is None:
             raise unauthorized(BAD_HOST_CREDENTIALS)
         return principal

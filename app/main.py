@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[auth.HOST_CACHE] = auth.HostCredentialCache(settings.host_auth_cache_seconds)
+    app[auth.HOST_LOOKUPS] = auth.HostLookups(settings.intake_max_group, settings.intake_max_inflight)
     security.setup(app)  # security headers on every response, the failed-auth throttle
     app.cleanup_ctx.extend([resources.database_ctx, resources.redis_ctx, agent_hub.hub_ctx])
     app.on_shutdown.append(agent_hub.close_sockets)  # the server waits for every socket's handler to end

@@ -2,7 +2,11 @@
 credentials that have changed since (re-registration or unregistration, in any app replica)."""
 from __future__ import annotations
 
+import asyncio
 import json
+
+import asyncpg
+import pytest
 
 from app import auth, resources
 from app.hosts import reports
@@ -97,3 +101,38 @@ async def test_a_changed_report_read_with_its_credentials_skips_the_digest_alone
     stored = await pool.fetch("SELECT digest FROM host_reports WHERE host_id = $1 ORDER BY id", creds[2])
     assert [r["digest"] for r in stored] == [reports.body_digest(json.dumps(installed({"a": v})).encode())
                                              for v in "123"]  # each changed report stored once, none twice
+
+
+async def test_concurrent_credential_lookups_share_a_statement(client, pool, make_key):
+    """Lookups of concurrent requests go together (each request still checks its own token), an unknown
+    id gets None, and a statement that fails fails the requests it served, not the next ones."""
+    hosts = [await register(client, await make_key("operator"), f"lookup{i:02d}") for i in range(5)]
+
+    class Counted:  # the real pool, its statements counted
+        def __init__(self):
+            self.statements = []
+
+        async def fetch(self, sql, ids):
+            self.statements.append(list(ids))
+            return await pool.fetch(sql, ids)
+
+    counted, lookups = Counted(), auth.HostLookups(max_group=3, max_inflight=1)
+    asked = [h[0] for h in hosts] + [hosts[0][0], "id_" + "0" * 32]
+    rows = await asyncio.gather(*(lookups.row(counted, a) for a in asked))
+    assert [r and r["id"] for r in rows] == [h[2] for h in hosts] + [hosts[0][2], None]
+    assert sorted(a for s in counted.statements for a in s) == sorted(set(asked))  # each id looked up once
+    assert [len(s) for s in counted.statements] == [3, 3]  # 6 ids, at most 3 a statement, one at a time
+
+    class Failing(Counted):
+        async def fetch(self, sql, ids):
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("gone")
+
+    with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
+        await lookups.row(Failing(), hosts[1][0])
+    assert (await lookups.row(counted, hosts[1][0]))["id"] == hosts[1][2]
+
+    # Through the API: concurrent status reports, each with its own credentials, one with a wrong token.
+    resps = await asyncio.gather(*(client.put("/api/v2/host/status", data=json.dumps({"agent_status": "running"}),
+                                              headers=host_auth(h[0], h[1] if i else "0" * 64))
+                                   for i, h in enumerate(hosts)))
+    assert [r.status for r in resps] == [401, 200, 200, 200, 200]
