@@ -75,11 +75,13 @@ HANDLERS: dict[str, Handler] = {}
 # the handler writes in `async with turns.writing(turn):` (app/tasks/turns.py).
 BatchHandler = Callable[[asyncpg.Pool, list[str], turns.Turn], Awaitable[dict[str, Any]]]
 BATCH_HANDLERS: dict[str, BatchHandler] = {}
+# A batch kind's claim group (rows.claim_queued): the batch's work is cheaper when its targets fill whole groups.
+BATCH_GROUPS: dict[str, int] = {}
 
 
-def handler(kind: str, *, batch: BatchHandler | None = None):
+def handler(kind: str, *, batch: BatchHandler | None = None, group: int = 0):
     """Register a domain function as the handler of a task kind (and, for kinds a batch job runs
-    together, the function that runs a batch of them)."""
+    together, the function that runs a batch of them, and the group its backlog is claimed by)."""
 
     name = str(kind)
 
@@ -87,6 +89,7 @@ def handler(kind: str, *, batch: BatchHandler | None = None):
         HANDLERS[name] = fn
         if batch is not None:
             BATCH_HANDLERS[name] = batch
+            BATCH_GROUPS[name] = group
         return fn
 
     return register
@@ -239,7 +242,7 @@ async def _claim_queued(ctx: dict, kinds: list[str], have: list[asyncpg.Record])
     out: list[asyncpg.Record] = []
     for kind in kinds:
         out += await rows.claim_queued(ctx["pool"], kind, ctx["worker_id"],
-                                       limit - sum(t["kind"] == kind for t in have))
+                                       limit - sum(t["kind"] == kind for t in have), BATCH_GROUPS.get(kind, 0))
     return out
 
 

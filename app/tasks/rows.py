@@ -151,25 +151,36 @@ async def claim_many(pool, task_ids: list[int], worker_id: str) -> list[asyncpg.
 
 # The queued tasks of a kind, oldest targets first in lock order, that no other claim holds
 # (SKIP LOCKED): what a batch job adds to its own when a backlog has built up.
+# With a group ($4 > 0; targets `<prefix>:<number>`, as `host:9`): a claim that took its whole limit and spans
+# several groups of $4 consecutive numbers leaves its last group's tasks queued (their row locks end with
+# the statement).
 _CLAIM_QUEUED_SQL = f"""
 WITH c AS (
-    SELECT id FROM tasks WHERE kind = $1 AND status = 'queued' AND NOT stop_requested
+    SELECT id, CASE WHEN $4 > 0 THEN split_part(target, ':', 2)::bigint / $4 END AS grp
+    FROM tasks WHERE kind = $1 AND status = 'queued' AND NOT stop_requested
     ORDER BY {TASK_LOCK_ORDER} LIMIT $3 FOR UPDATE SKIP LOCKED
+), keep AS (
+    SELECT id FROM c
+    WHERE $4 <= 0 OR grp < (SELECT max(grp) FROM c) OR (SELECT count(*) < $3 OR min(grp) = max(grp) FROM c)
 )
 UPDATE tasks t SET {_CLAIM_SET}
-FROM c WHERE t.id = c.id
+FROM keep c WHERE t.id = c.id
 AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.kind = t.kind AND r.target = t.target AND r.status = 'running')
 RETURNING t.*
 """
 
 
-async def claim_queued(pool, kind: str, worker_id: str, limit: int) -> list[asyncpg.Record]:
+async def claim_queued(pool, kind: str, worker_id: str, limit: int, group: int = 0) -> list[asyncpg.Record]:
     """Claim up to `limit` queued tasks of `kind`, whatever job they were sent with (their own jobs then
-    find them claimed and return). A race with another claim of one of their targets claims nothing."""
+    find them claimed and return). A race with another claim of one of their targets claims nothing.
+
+    `group` > 0 (targets `<prefix>:<number>`): a backlog is claimed a group of `group` consecutive target
+    numbers at a time. A claim that fills its limit and reaches into a next group leaves that group's tasks
+    for the next claim, with the rest of their group (a claim within one group keeps them all)."""
     if limit <= 0:
         return []
     try:
-        return await pool.fetch(_CLAIM_QUEUED_SQL, str(kind), worker_id, limit)
+        return await pool.fetch(_CLAIM_QUEUED_SQL, str(kind), worker_id, limit, group)
     except asyncpg.UniqueViolationError:
         return []
 
