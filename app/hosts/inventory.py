@@ -16,7 +16,7 @@ import itertools
 import logging
 import operator
 import re
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -676,25 +676,82 @@ def posting_bit(host_id: int) -> int:
     return 1 << (POSTING_BUCKET - 1 - host_id % POSTING_BUCKET)
 
 
-def _hosts_text(host_lists, bit_of: dict[int, int]) -> tuple[str, str]:
-    """Lists of hosts of one range each -> an int8[] and a text[] parameter: a list of one host as its id
-    (most rows of a fleet's new versions have one host), else its bitmap as bit(400) reads hex ('x' and
-    100 digits); NULL in the other (both for an empty list). Most rows of a range list the same hosts (those
-    of one OS image, for each version they share): each list's bitmap is made once."""
-    ids, bits, made = [], [], {}
-    for hosts in host_lists:
-        if len(hosts) == 1:
-            ids.append(str(hosts[0]))
+class _RangeBits:
+    """The bitmaps of one range of hosts (one package_hosts bucket) that a batch adds to (or removes from)
+    its entries: entry -> bitmap, as an int (posting_bit()).
+
+    A host's first inventory adds its bit to some 2,000 entries, and most hosts of a range share most of
+    their entries with some others (those of one OS image). So a large set is compared with a few templates,
+    sets of hosts seen before: one it differs from by a little gets the host's bit in the template's mask,
+    and only the differences are set or cleared entry by entry; each template's mask goes to its entries once,
+    at the end. A set that matches none becomes a template while there are fewer than TEMPLATES; past that,
+    its entries are set one by one."""
+
+    TEMPLATES = 8
+    LARGE = 256          # a set of fewer entries is set one by one
+    NEAR = 8             # a template differs from a set it serves by at most 1/NEAR of the set's size
+
+    def __init__(self):
+        self.bits: dict[int, int] = {}
+        self.templates: list[list] = []  # [entries (a set), mask], most recently matched first
+        self.cleared: list[tuple[set[int], int]] = []
+
+    def add(self, ids: set[int], bit: int) -> None:
+        if len(ids) >= self.LARGE:
+            limit = len(ids) // self.NEAR
+            probe = list(itertools.islice(ids, 16))  # a few of its entries: most must be in a template it is near
+            for n, template in enumerate(self.templates):
+                entries = template[0]
+                if abs(len(entries) - len(ids)) > limit or sum(map(entries.__contains__, probe)) < 15:
+                    continue
+                extra = ids - entries
+                if len(extra) > limit:
+                    continue
+                missing = entries - ids
+                if len(missing) > limit:
+                    continue
+                template[1] |= bit
+                if missing:
+                    self.cleared.append((missing, bit))
+                ids = extra
+                if n:
+                    self.templates.insert(0, self.templates.pop(n))
+                break
+            else:
+                if len(self.templates) < self.TEMPLATES:
+                    self.templates.insert(0, [ids, bit])
+                    return
+        bits = self.bits
+        for i in ids:
+            bits[i] = bits.get(i, 0) | bit
+
+    def done(self) -> dict[int, int]:
+        bits = self.bits
+        for entries, mask in self.templates:
+            for i in entries:
+                bits[i] = bits.get(i, 0) | mask
+        for entries, bit in self.cleared:
+            for i in entries:
+                bits[i] &= ~bit
+        self.templates, self.cleared = [], []
+        return bits
+
+
+def _hosts_text(keys, bitmaps: dict[tuple[int, int], int]) -> tuple[str, str]:
+    """The hosts of these (entry, bucket) rows (bitmaps, posting_bit()) -> an int8[] and a text[] parameter:
+    one host as its id (most rows of a fleet's new versions have one host), else its bitmap as bit(400) reads
+    hex ('x' and 100 digits); NULL in the other (both for a row without hosts)."""
+    ids, bits = [], []
+    for key in keys:
+        b = bitmaps.get(key, 0)
+        if not b:
+            ids.append("NULL")
             bits.append("NULL")
-        elif hosts:
+        elif b & (b - 1):
             ids.append("NULL")
-            key = tuple(hosts)
-            text = made.get(key)
-            if text is None:
-                text = made[key] = "x%0100x" % functools.reduce(operator.or_, map(bit_of.__getitem__, hosts))
-            bits.append(text)
+            bits.append("x%0100x" % b)
         else:
-            ids.append("NULL")
+            ids.append(str(key[1] * POSTING_BUCKET + POSTING_BUCKET - b.bit_length()))
             bits.append("NULL")
     return "{" + ",".join(ids) + "}", "{" + ",".join(bits) + "}"
 
@@ -707,9 +764,9 @@ def _int4_text(ints: list[int]) -> str:
 
 async def write_plans(conn, plans: list[HostPlan]) -> None:
     history, av_gone, av_up, deleted, hosts, sets, deltas = [], [], [], [], [], [], []
-    # bucket -> entry -> hosts, ascending (filled by C loops: a first inventory adds thousands of entries)
-    adding: dict[int, defaultdict] = {}
-    removing: dict[int, defaultdict] = {}
+    # bucket -> its hosts' bits added to (removed from) each entry
+    adding: dict[int, _RangeBits] = {}
+    removing: dict[int, _RangeBits] = {}
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         history += [(h, *r) for r in p.history]
@@ -719,19 +776,17 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
         if p.ids is not None:
             (deltas if p.delta else sets).append(p)
-            bucket = h // POSTING_BUCKET
+            bucket, bit = h // POSTING_BUCKET, posting_bit(h)
             for ids, by_bucket in ((p.added_ids, adding), (p.removed_ids, removing)):
                 if ids:
-                    entries = by_bucket.setdefault(bucket, defaultdict(list))
-                    deque(map(list.append, map(entries.__getitem__, ids), itertools.repeat(h)), 0)
-    # (entry, bucket) -> hosts
-    added = {(i, b): hs for b, entries in adding.items() for i, hs in entries.items()}
-    removed = {(i, b): hs for b, entries in removing.items() for i, hs in entries.items()}
+                    by_bucket.setdefault(bucket, _RangeBits()).add(ids, bit)
+    # (entry, bucket) -> bitmap of hosts
+    added = {(i, b): bits for b, r in adding.items() for i, bits in r.done().items() if bits}
+    removed = {(i, b): bits for b, r in removing.items() for i, bits in r.done().items() if bits}
     set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
     d_add, d_alo, d_ahi = _flat([sorted(p.added_ids) for p in deltas])
     d_rem, d_rlo, d_rhi = _flat([sorted(p.removed_ids) for p in deltas])
     new_keys = sorted(added)
-    bit_of = {p.host_id: posting_bit(p.host_id) for p in plans}
     av_columns = _columns(av_up, 7)
     async with conn.transaction():
         await conn.execute(_BY_KEY)
@@ -739,13 +794,13 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         if new_keys:
             inserted = {tuple(r) for r in await conn.fetch(
                 _POSTINGS_NEW_SQL, _int4_text([k[0] for k in new_keys]), _int4_text([k[1] for k in new_keys]),
-                *_hosts_text([added[k] for k in new_keys], bit_of))}
+                *_hosts_text(new_keys, added))}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
             await conn.execute(
                 _POSTINGS_SQL, _int4_text([k[0] for k in keys]), _int4_text([k[1] for k in keys]),
-                *_hosts_text([added.get(k, ()) if k not in inserted else () for k in keys], bit_of),
-                *_hosts_text([removed.get(k, ()) for k in keys], bit_of))
+                *_hosts_text([k if k not in inserted else None for k in keys], added),
+                *_hosts_text(keys, removed))
         await conn.execute(
             _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
             *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,

@@ -347,17 +347,46 @@ def test_fast_count_counts_items_and_leaves_braces_to_the_full_path():
 
 async def test_posting_buckets_and_bits_agree(pool):
     from app.hosts.inventory import POSTING_BUCKET, _hosts_text, posting_bit
+    from functools import reduce
+    from operator import or_
 
     assert await pool.fetchval("SELECT posting_bucket($1)", 10 * POSTING_BUCKET + 3) == 10
     hosts = [10 * POSTING_BUCKET, 10 * POSTING_BUCKET + 3, 11 * POSTING_BUCKET - 1]
     for h in hosts:
         assert await pool.fetchval("SELECT posting_bit($1)::text", h) == format(posting_bit(h), f"0{POSTING_BUCKET}b")
     # The worker's bitmaps as the writes read them, and back to host ids.
-    ids, bits = _hosts_text([hosts, hosts[1:], hosts[2:], []], {h: posting_bit(h) for h in hosts})
+    lists = [hosts, hosts[1:], hosts[2:], []]
+    bitmaps = {(n, 10): reduce(or_, map(posting_bit, hs), 0) for n, hs in enumerate(lists)}
+    ids, bits = _hosts_text([(n, 10) for n in range(len(lists))], bitmaps)
     got = await pool.fetch("SELECT posting_ids(10, coalesce(posting_bit(h), b::bit(400), B'0'::bit(400))) AS ids"
                            " FROM unnest($1::text::int8[], $2::text::text[]) WITH ORDINALITY AS u(h, b, i) ORDER BY i",
                            ids, bits)
     assert [r["ids"] for r in got] == [hosts, hosts[1:], hosts[2:], []]
+
+
+def test_a_ranges_bitmaps_are_each_entrys_hosts():
+    """_RangeBits against the plain answer: hosts of a few images (each near one template, with its own
+    extra and missing entries), more images than templates, hosts of their own, and small sets."""
+    import random
+
+    from app.hosts.inventory import POSTING_BUCKET, _RangeBits, posting_bit
+
+    rng = random.Random(7)
+    images = [set(rng.sample(range(1, 5000), 1000)) for _ in range(_RangeBits.TEMPLATES + 3)]
+    for n_images in (1, 3, len(images)):
+        ranges, want = _RangeBits(), {}
+        for h in range(3 * POSTING_BUCKET, 4 * POSTING_BUCKET):
+            kind = rng.random()
+            if kind < 0.1:
+                ids = set(rng.sample(range(1, 5000), rng.choice([1, 5, 300, 1000])))  # its own
+            else:
+                ids = set(images[h % n_images])
+                ids -= set(rng.sample(sorted(ids), rng.randint(0, 60)))
+                ids |= set(rng.sample(range(5000, 6000), rng.randint(0, 60)))
+            ranges.add(ids, posting_bit(h))
+            for i in ids:
+                want[i] = want.get(i, 0) | posting_bit(h)
+        assert ranges.done() == want
 
 
 async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
