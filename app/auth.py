@@ -210,8 +210,8 @@ REPORT_PATHS = frozenset(
 )
 
 
-async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentialCache | None = None,
-                            lookups: HostLookups | None = None) -> Principal | None:
+async def authenticate_host(pool, lookups: HostLookups, auth_id: str, token: str,
+                            cache: HostCredentialCache | None = None) -> Principal | None:
     presented = digest(token)
     if cache is not None:
         hit = cache.get(auth_id)
@@ -219,10 +219,7 @@ async def authenticate_host(pool, auth_id: str, token: str, cache: HostCredentia
             return Principal("host", host_id=hit[0], auth_id=auth_id, token_digest=hit[1])
     row = None
     if auth_id and token and len(auth_id) <= 64 and len(token) <= 128:
-        if lookups is not None:
-            row = await lookups.row(pool, auth_id)
-        else:
-            row = await pool.fetchrow(HostLookups.SQL, [auth_id])
+        row = await lookups.row(pool, auth_id)
     matches = same_digest(row["token_digest"] if row else None, presented)
     if not (row and matches):
         return None
@@ -248,7 +245,7 @@ async def authenticate(request: web.Request) -> Principal:
         if len(parts) != 2:
             raise unauthorized("invalid host Id and token format")
         cache = request.app[HOST_CACHE] if request.path in REPORT_PATHS else None
-        principal = await authenticate_host(pool, parts[0], parts[1], cache, request.app.get(HOST_LOOKUPS))
+        principal = await authenticate_host(pool, request.app[HOST_LOOKUPS], parts[0], parts[1], cache)
         if principal is None:
             raise unauthorized(BAD_HOST_CREDENTIALS)
         return principal

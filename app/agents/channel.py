@@ -107,8 +107,8 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse, address
         principal = conn = None
         async with hub.db_slots:
             if auth_id and token:
-                principal = await auth.authenticate_host(request.app[POOL], auth_id, token,
-                                                         lookups=request.app.get(auth.HOST_LOOKUPS))
+                principal = await auth.authenticate_host(request.app[POOL], request.app[auth.HOST_LOOKUPS],
+                                                         auth_id, token)
             if principal is not None:
                 conn = await hub.attach(ws, principal.host_id)
         if conn is None:
