@@ -90,7 +90,7 @@ async def unregister(request: web.Request) -> web.Response:
 async def put_status(request: web.Request) -> web.Response:
     who = auth.require_host(request)
     values = await load_body(request, text_only=True)
-    messages = await registry.update_status(request.app[POOL], who.host_id, values)
+    messages = await registry.update_status(request.app[INTAKE].statuses, who.host_id, values)
     reports_counter.record(request.app, "status")
     return ok(message=messages)
 

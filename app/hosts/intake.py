@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 
 from app.auth import HostCredentialCache, Principal
-from app.hosts import bodies, reports
+from app.hosts import bodies, registry, reports
 from app.hosts.known import KnownVersions
 from app.tasks.batcher import JobBatcher
 from app.tasks.rows import create_host_diffs_cte
@@ -265,7 +265,7 @@ class Taken:
 
 class Intake:
     """A server process's intake of host reports: its group commits (installed/available reports,
-    and events), its SeenDigests (of events histories), and the batcher that sends the tasks they create.
+    events, and statuses: registry.update_status), its SeenDigests (of events histories), and the batcher that sends the tasks they create.
 
     take_report and take_events raise a domain error with the text the agent is shown: a bad report
     (reports.ReportError, 400), or credentials changed since the request was authenticated (401).
@@ -280,6 +280,7 @@ class Intake:
         self.known = known or KnownVersions(0)
         self.reports = GroupCommit(pool, accept_reports, max_group, max_inflight)
         self.events = GroupCommit(pool, store_events, max_group, max_inflight)
+        self.statuses = GroupCommit(pool, registry.write_statuses, max_group, max_inflight)
         self.seen = SeenDigests(seen_entries)
 
     async def take_report(self, who: Principal, kind: str, raw: bytes, read_json: ReadJson) -> Taken:

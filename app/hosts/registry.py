@@ -83,35 +83,88 @@ STATUS_FIELDS = [
 ]
 
 
-async def update_status(pool, host_id: int, values: dict) -> list[str]:
-    """Apply validated status fields in one statement (so one transaction). Returns the messages."""
-    sets, args, messages = ["last_seen_at = now()"], [host_id], []
-    columns_done = set()
+# Each status column's SQL type (the others are text), and its bit in a StatusUpdate's `given` mask.
+_STATUS_TYPES = {"network": "jsonb", "reboot_required": "boolean", "boot_time": "float8"}
+_STATUS_COLUMNS = list(dict.fromkeys(column for _, column, _ in STATUS_FIELDS))
+_PROFILE_BIT = 1 << _STATUS_COLUMNS.index("profile")
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One host's validated status fields, as its columns' values (`given`: a bit per column set)."""
+
+    host_id: int
+    given: int
+    values: tuple  # one per _STATUS_COLUMNS (None where not given)
+
+
+@dataclass(frozen=True)
+class StatusWritten:
+    updated: bool  # False: no such host, or the profile named does not exist
+
+
+def _status_sql() -> str:
+    types = [_STATUS_TYPES.get(c, "text") for c in _STATUS_COLUMNS]
+    params = ", ".join(f"${n + 3}::{t}[]" for n, t in enumerate(types))
+    names = ", ".join(f'"{c}"' for c in _STATUS_COLUMNS)
+    sets = "".join(f',\n    "{c}" = CASE WHEN i.given & {1 << n} <> 0 THEN i."{c}" ELSE h."{c}" END'
+                   for n, c in enumerate(_STATUS_COLUMNS))
+    status_bit = 1 << _STATUS_COLUMNS.index("agent_status")
+    return f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[], {params}) AS i(host_id, given, {names})
+), locked AS (
+    SELECT h.id FROM input i JOIN hosts h ON h.id = i.host_id
+    WHERE i.given & {_PROFILE_BIT} = 0 OR EXISTS (SELECT 1 FROM profiles p WHERE p.name = i.profile)
+    ORDER BY h.id FOR NO KEY UPDATE OF h
+)
+UPDATE hosts h SET last_seen_at = now(),
+    agent_status_at = CASE WHEN i.given & {status_bit} <> 0 THEN now() ELSE h.agent_status_at END{sets}
+FROM input i JOIN locked l ON l.id = i.host_id
+WHERE h.id = i.host_id
+RETURNING h.id
+"""
+
+
+# In one statement, the status of each host of a group (hosts/intake.py's GroupCommit: at most one per
+# host): rows locked in id order, as the report endpoints lock them.
+_STATUS_SQL = _status_sql()
+
+
+async def write_statuses(pool, updates: list[StatusUpdate]) -> dict[int, StatusWritten]:
+    updates = sorted(updates, key=lambda u: u.host_id)
+    columns = [list(c) for c in zip(*(u.values for u in updates))]
+    done = {row["id"] for row in await pool.fetch(_STATUS_SQL, [u.host_id for u in updates],
+                                                   [u.given for u in updates], *columns)}
+    return {u.host_id: StatusWritten(u.host_id in done) for u in updates}
+
+
+def status_update(host_id: int, values: dict) -> tuple[StatusUpdate, list[str]]:
+    """Validated status fields -> the update of the host's columns, and the messages (the reference's order)."""
+    row: list = [None] * len(_STATUS_COLUMNS)
+    given, messages = 0, []
     for key, column, message in STATUS_FIELDS:
         if key not in values:
             continue
         messages.append(message)
-        if column in columns_done:  # agent_version wins over linupdate_version
+        n = _STATUS_COLUMNS.index(column)
+        if given & (1 << n):  # agent_version wins over linupdate_version
             continue
-        columns_done.add(column)
-        args.append(values[key])
-        sets.append(f"{column} = ${len(args)}")
-        if column == "agent_status":
-            sets.append("agent_status_at = now()")
-    profile_check = "true"
-    if "profile" in values:
-        profile_check = f"EXISTS (SELECT 1 FROM profiles WHERE name = ${len(args) + 1})"
-        args.append(values["profile"])
-    sql = (
-        f"UPDATE hosts SET {', '.join(sets)} WHERE id = $1 AND {profile_check}"
-        " RETURNING id"
-    )
+        given |= 1 << n
+        row[n] = values[key]
+    return StatusUpdate(host_id, given, tuple(row)), messages
+
+
+async def update_status(statuses, host_id: int, values: dict) -> list[str]:
+    """Apply validated status fields through the process's group commit of statuses (one transaction,
+    shared with other hosts' statuses). Returns the messages."""
+    update, messages = status_update(host_id, values)
     try:
-        updated = await pool.fetchval(sql, *args)
+        written = await statuses.accept(update)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"Hostname update has failed: {values.get('hostname')} is already registered")
-    if updated is None:
-        if "profile" in values and await pool.fetchval("SELECT id FROM hosts WHERE id = $1", host_id):
+    if not written.updated:
+        if "profile" in values and await statuses.pool.fetchval("SELECT id FROM hosts WHERE id = $1", host_id):
             raise Invalid(f"Profile update has failed: profile {values['profile']} does not exist")
         raise NotFound(f"Host #{host_id} does not exist.")
     return messages

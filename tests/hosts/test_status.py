@@ -91,3 +91,40 @@ async def test_bad_json_is_400(client, host, raw):
 async def test_a_user_key_cannot_send_status(client, make_key, host):
     resp = await client.put("/api/v2/host/status", json={"os": "x"}, headers=bearer(await make_key("admin")))
     assert resp.status == 403
+
+
+async def test_concurrent_statuses_share_a_statement_and_keep_their_own_outcome(client, pool, make_key, host):
+    """Statuses of several hosts go in one statement (the process's group commit); a hostname taken or a
+    profile unknown fails its own request only, and the group's other statuses are stored."""
+    import asyncio
+
+    from app.domain_errors import Conflict, Invalid
+    from app.hosts import registry
+    from app.hosts.intake import GroupCommit
+
+    hosts = [host] + [await register(client, await make_key("operator"), f"web{i:02d}") for i in range(4)]
+    groups = []
+
+    async def write(p, updates):  # the real statement, its groups recorded
+        groups.append(sorted(u.host_id for u in updates))
+        return await registry.write_statuses(p, updates)
+
+    await pool.execute("UPDATE hosts SET kernel = 'k0', agent_status = 'stopped'")
+    statuses = GroupCommit(pool, write, max_group=3, max_inflight=1)
+    values = [{"os": "Debian", "profile": "web"}, {"os": "Rocky", "hostname": "web02"}, {"os": "Ubuntu"},
+              {"os": "Alma", "profile": "nope"}, {"kernel": "6.1", "agent_status": "running", "reboot_required": True}]
+    outcomes = await asyncio.gather(*(registry.update_status(statuses, h[2], v) for h, v in zip(hosts, values)),
+                                    return_exceptions=True)
+    assert outcomes[0] == ["OS updated successfully.", "Profile updated successfully."]
+    assert isinstance(outcomes[1], Conflict) and isinstance(outcomes[3], Invalid)
+    assert outcomes[2] == ["OS updated successfully."] and len(outcomes[4]) == 3
+    ids = [h[2] for h in hosts]
+    # Groups of at most 3; the one with the hostname taken failed and was retried one by one.
+    assert groups == [ids[:3], *([i] for i in ids[:3]), ids[3:]]
+    rows = {r["id"]: r for r in await pool.fetch(
+        "SELECT id, hostname, os, profile, kernel, agent_status, reboot_required FROM hosts WHERE id = ANY($1)", ids)}
+    assert (rows[ids[0]]["os"], rows[ids[0]]["profile"]) == ("Debian", "web")
+    assert (rows[ids[1]]["os"], rows[ids[1]]["hostname"]) == (None, "web00")  # nothing of the refused one
+    assert rows[ids[2]]["os"] == "Ubuntu" and rows[ids[3]]["os"] is None
+    assert {tuple(rows[i])[4:6] for i in ids[:4]} == {("k0", "stopped")}  # what a status does not name stays
+    assert tuple(rows[ids[4]])[4:] == ("6.1", "running", True) and rows[ids[4]]["os"] is None
