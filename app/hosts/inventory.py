@@ -296,7 +296,7 @@ class HostPlan:
     host_id: int
     summary: dict
     report_ids: list[int] = field(default_factory=list)  # the applied reports, in order
-    ids: list[int] | None = None                          # the new set, sorted; None: no installed report
+    ids: set[int] | None = None                           # the new set (empty when delta); None: no installed report
     delta: bool = False                                   # the stored set gets added/removed_ids, not `ids`
     since: object = None                                  # a new set's baseline time
     added_ids: set[int] = field(default_factory=set)      # net change of the set: for package_hosts
@@ -557,7 +557,8 @@ def plan_host(host_id: int, reports: list, maps: list[Change | None], current: s
         # A host's stored set is `current` (one diff of a host runs at a time): a few changes of a
         # large set are sent as such (no sort, no encoding of 2,000 ids per host).
         plan.delta = bool(current)
-        plan.ids = [] if plan.delta else sorted(plan.ids)
+        if plan.delta:
+            plan.ids = set()
         if plan.since is None:  # a host without a set yet that is not at its baseline (an empty inventory)
             plan.since = plan.inventory_at
     current_av = {(n, a): (v, r, s, i) for n, a, v, r, s, i in orjson.loads(first["available"] or "[]")}
@@ -619,8 +620,10 @@ _WRITE_SQL = """
 WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
 sets AS (
     INSERT INTO host_sets (host_id, ids, since)
-    SELECT u.host_id, ((SELECT $5::text::int4[]))[u.lo:u.hi], u.since
-    FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(host_id, lo, hi, since)
+    SELECT u.host_id, (((SELECT $5::text::int4[]))[u.lo:u.hi] - ((SELECT $31::text::int4[]))[u.mlo:u.mhi])
+                      | ((SELECT $34::text::int4[]))[u.elo:u.ehi], u.since
+    FROM unnest($1::bigint[], $2::int4[], $3::int4[], $4::timestamptz[], $32::int4[], $33::int4[], $35::int4[],
+                $36::int4[]) AS u(host_id, lo, hi, since, mlo, mhi, elo, ehi)
     ON CONFLICT (host_id) DO UPDATE SET ids = EXCLUDED.ids
 ), delta AS (
     UPDATE host_sets s SET ids = (s.ids - ((SELECT $24::text::int4[]))[d.rlo:d.rhi]) | ((SELECT $23::text::int4[]))[d.alo:d.ahi]
@@ -696,7 +699,9 @@ class _RangeBits:
         self.templates: list[list] = []  # [entries (a set), mask], most recently matched first
         self.cleared: list[tuple[set[int], int]] = []
 
-    def add(self, ids: set[int], bit: int) -> None:
+    def add(self, ids: set[int], bit: int) -> tuple[set[int], set[int], set[int]] | None:
+        """Add the host's bit to these entries. Returns (a template, the entries it lacks, the ones it has
+        that `ids` lacks) when the set is near one (or became one), else None."""
         if len(ids) >= self.LARGE:
             limit = len(ids) // self.NEAR
             probe = list(itertools.islice(ids, 16))  # a few of its entries: most must be in a template it is near
@@ -713,14 +718,17 @@ class _RangeBits:
                 template[1] |= bit
                 if missing:
                     self.cleared.append((missing, bit))
-                ids = extra
                 if n:
                     self.templates.insert(0, self.templates.pop(n))
-                break
-            else:
-                if len(self.templates) < self.TEMPLATES:
-                    self.templates.insert(0, [ids, bit])
-                    return
+                self._set(extra, bit)
+                return entries, extra, missing
+            if len(self.templates) < self.TEMPLATES:
+                self.templates.insert(0, [ids, bit])
+                return ids, set(), set()
+        self._set(ids, bit)
+        return None
+
+    def _set(self, ids: set[int], bit: int) -> None:
         bits = self.bits
         for i in ids:
             bits[i] = bits.get(i, 0) | bit
@@ -767,6 +775,11 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
     # bucket -> its hosts' bits added to (removed from) each entry
     adding: dict[int, _RangeBits] = {}
     removing: dict[int, _RangeBits] = {}
+    # A new set (the host had none: its added ids are the set) goes as a template its range's bitmaps
+    # matched it with, less and plus its few differences: PostgreSQL makes it with intarray's `-` and `|`,
+    # and the batch's text holds each template once instead of each host's 2,000 ids.
+    templates: dict[int, tuple[int, int]] = {}  # id() of a template set -> its slice in `template_ids`
+    template_ids: list[int] = []
     for p in sorted(plans, key=lambda p: p.host_id):  # one lock order for every writer
         h = p.host_id
         history += [(h, *r) for r in p.history]
@@ -774,16 +787,30 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         av_up += [(h, *r) for r in p.available_up]
         deleted += p.report_ids
         hosts.append((h, p.inventory_at, p.available_count, p.available_at))
-        if p.ids is not None:
-            (deltas if p.delta else sets).append(p)
-            bucket, bit = h // POSTING_BUCKET, posting_bit(h)
-            for ids, by_bucket in ((p.added_ids, adding), (p.removed_ids, removing)):
-                if ids:
-                    by_bucket.setdefault(bucket, _RangeBits()).add(ids, bit)
+        if p.ids is None:
+            continue
+        bucket, bit = h // POSTING_BUCKET, posting_bit(h)
+        near = None
+        if p.added_ids:
+            near = adding.setdefault(bucket, _RangeBits()).add(p.added_ids, bit)
+        if p.removed_ids:
+            removing.setdefault(bucket, _RangeBits()).add(p.removed_ids, bit)
+        if p.delta:
+            deltas.append(p)
+        elif near is None:
+            sets.append((p, (1, 0), (), sorted(p.ids)))
+        else:
+            template, extra, missing = near
+            where = templates.get(id(template))
+            if where is None:
+                where = templates[id(template)] = (len(template_ids) + 1, len(template_ids) + len(template))
+                template_ids += sorted(template)
+            sets.append((p, where, sorted(missing), sorted(extra)))
     # (entry, bucket) -> bitmap of hosts
     added = {(i, b): bits for b, r in adding.items() for i, bits in r.done().items() if bits}
     removed = {(i, b): bits for b, r in removing.items() for i, bits in r.done().items() if bits}
-    set_flat, set_lo, set_hi = _flat([p.ids for p in sets])
+    set_missing, set_mlo, set_mhi = _flat([missing for _, _, missing, _ in sets])
+    set_extra, set_elo, set_ehi = _flat([extra for _, _, _, extra in sets])
     d_add, d_alo, d_ahi = _flat([sorted(p.added_ids) for p in deltas])
     d_rem, d_rlo, d_rhi = _flat([sorted(p.removed_ids) for p in deltas])
     new_keys = sorted(added)
@@ -802,9 +829,11 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
                 *_hosts_text([k if k not in inserted else None for k in keys], added),
                 *_hosts_text(keys, removed))
         await conn.execute(
-            _WRITE_SQL, [p.host_id for p in sets], set_lo, set_hi, [p.since for p in sets], set_flat,
+            _WRITE_SQL, [p.host_id for p, *_ in sets], [t[0] for _, t, _, _ in sets], [t[1] for _, t, _, _ in sets],
+            [p.since for p, *_ in sets], _int4_text(template_ids),
             *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,
             d_add, d_rem, [p.host_id for p in deltas], d_alo, d_ahi, d_rlo, d_rhi, av_columns[6],
+            set_missing, set_mlo, set_mhi, set_extra, set_elo, set_ehi,
         )
         await conn.execute(_HOSTS_SQL, *_columns(hosts, 4))
 

@@ -389,6 +389,37 @@ def test_a_ranges_bitmaps_are_each_entrys_hosts():
         assert ranges.done() == want
 
 
+async def test_new_sets_are_written_as_a_template_and_their_differences(pool):
+    """A batch's new sets go to PostgreSQL as templates (one per image its hosts' bitmaps matched) less and plus
+    each host's differences: every stored set is exactly the host's, sorted, whatever its template; hosts of
+    their own, small and empty sets too; and the posting rows agree."""
+    import random
+    from datetime import datetime, timezone
+
+    from app.hosts.inventory import POSTING_BUCKET, HostPlan, _RangeBits, write_plans
+
+    rng = random.Random(11)
+    images = [set(rng.sample(range(1, 4000), 600)) for _ in range(_RangeBits.TEMPLATES + 2)]
+    want, plans, now = {}, [], datetime.now(timezone.utc)
+    for n in range(2 * POSTING_BUCKET - 150, 2 * POSTING_BUCKET + 150):  # two ranges
+        kind = rng.random()
+        if kind < 0.1:
+            ids = set(rng.sample(range(1, 6000), rng.choice([0, 3, 300, 600])))  # its own, small or empty
+        else:
+            ids = set(images[n % (3 if n % 7 else len(images))])
+            ids -= set(rng.sample(sorted(ids), rng.randint(0, 40)))
+            ids |= set(rng.sample(range(4000, 6000), rng.randint(0, 40)))
+        want[n] = sorted(ids)
+        plans.append(HostPlan(n, {}, ids=ids, since=now, added_ids=set(ids), inventory_at=now))
+    await pool.execute("INSERT INTO hosts (id, hostname, ip, auth_id, token_digest) SELECT h, 'h' || h, '10.0.0.1',"
+                       " 'id' || h, '' FROM unnest($1::bigint[]) h", list(want))
+    async with pool.acquire() as conn:
+        await write_plans(conn, plans)
+    got = {r["host_id"]: r["ids"] for r in await pool.fetch("SELECT host_id, ids FROM host_sets")}
+    assert got == want
+    await check_postings(pool)
+
+
 async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
     """A package removed then added back is `installed` since it came back; an unchanged one keeps the
     baseline's time; the wire's Date/Time are those of the report that changed it."""
