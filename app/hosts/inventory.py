@@ -118,6 +118,7 @@ class Dictionary:
         self.name_numbers: dict[str, int] = {}
         self.name_of: list[int] = []
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
+        self.checked: list[frozenset[int]] = []  # a few large sets of one id per name (names_twice), newest first
         self.max_id = 0
         self.generation = 0  # bumped whenever entries leave the cache (ids looked up before may be gone)
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
@@ -136,6 +137,7 @@ class Dictionary:
             self.name_numbers.clear()
             self.name_of = []
             self.ids_of_name.clear()
+            self.checked.clear()
             self.max_id = 0
             self.generation += 1
         self.trim()
@@ -195,12 +197,33 @@ class Dictionary:
 
     def names_twice(self, ids: set[int], came: set[int]) -> bool:
         """Whether a raw name occurs twice among these cached ids. `came` are those not in an inventory (one id
-        per name), so only their names are checked, when they are few."""
+        per name), so only their names are checked, when they are few. Many (a first inventory): if the set is
+        near one checked before (one id per name too), only its ids that set lacks are checked."""
         if len(came) * 16 > len(ids):
-            return len(set(map(self.name_of.__getitem__, ids))) < len(ids)
+            came = self._beyond_checked(ids)
+            if came is None:
+                twice = len(set(map(self.name_of.__getitem__, ids))) < len(ids)
+                if not twice and len(ids) >= 256:
+                    self.checked.insert(0, frozenset(ids))
+                    del self.checked[8:]
+                return twice
         names = list(map(self.name_of.__getitem__, came))
         return len(set(names)) < len(names) or any(
             j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
+
+    def _beyond_checked(self, ids: set[int]) -> set[int] | None:
+        """The ids that a set checked before (names_twice) lacks, if it lacks at most 1/16 of them (that set is
+        moved first); else None."""
+        probe = list(itertools.islice(ids, 16))  # a few of them: most must be in a set it is near
+        for n, checked in enumerate(self.checked):
+            if abs(len(checked) - len(ids)) * 8 > len(ids) or sum(map(checked.__contains__, probe)) < 15:
+                continue
+            beyond = ids.difference(checked)
+            if len(beyond) * 16 <= len(ids):
+                if n:
+                    self.checked.insert(0, self.checked.pop(n))
+                return beyond
+        return None
 
     def version_in(self, ids: set[int], raw: str) -> str | None:
         """The version of package `raw` (name[:arch]) in an inventory (one id per name), every id of which
