@@ -118,7 +118,8 @@ class Dictionary:
         self.name_numbers: dict[str, int] = {}
         self.name_of: list[int] = []
         self.ids_of_name: dict[int, list[int]] = {}  # the cached ids, by name number
-        self.checked: list[frozenset[int]] = []  # a few large sets of one id per name (names_twice), newest first
+        # A few large sets of one id per name (names_twice), with their id by name number; newest first.
+        self.checked: list[tuple[frozenset[int], dict[int, int]]] = []
         self.max_id = 0
         self.generation = 0  # bumped whenever entries leave the cache (ids looked up before may be gone)
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
@@ -152,7 +153,7 @@ class Dictionary:
         for cache in (self.ids, self.keys):
             for old in list(itertools.islice(iter(cache), len(cache) - self.limit * 3 // 4)):
                 del cache[old]
-        self.name_numbers, self.ids_of_name = {}, {}
+        self.name_numbers, self.ids_of_name, self.checked = {}, {}, []
         for id_, (raw, _) in self.keys.items():
             number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
             self.ids_of_name.setdefault(number, []).append(id_)
@@ -198,31 +199,38 @@ class Dictionary:
     def names_twice(self, ids: set[int], came: set[int]) -> bool:
         """Whether a raw name occurs twice among these cached ids. `came` are those not in an inventory (one id
         per name), so only their names are checked, when they are few. Many (a first inventory): if the set is
-        near one checked before (one id per name too), only its ids that set lacks are checked."""
-        if len(came) * 16 > len(ids):
-            came = self._beyond_checked(ids)
-            if came is None:
-                twice = len(set(map(self.name_of.__getitem__, ids))) < len(ids)
-                if not twice and len(ids) >= 256:
-                    self.checked.insert(0, frozenset(ids))
-                    del self.checked[8:]
-                return twice
-        names = list(map(self.name_of.__getitem__, came))
-        return len(set(names)) < len(names) or any(
-            j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
+        near one checked before (one id per name too), only the ids that set lacks are checked, against each
+        other and against that set's id of their name."""
+        name_of = self.name_of.__getitem__
+        if len(came) * 16 <= len(ids):
+            names = list(map(name_of, came))
+            return len(set(names)) < len(names) or any(
+                j != i and j in ids for i, n in zip(came, names) for j in self.ids_of_name[n])
+        near = self._near_checked(ids)
+        if near is None:
+            names = list(map(name_of, ids))
+            if len(set(names)) < len(names):
+                return True
+            if len(ids) >= 256:
+                self.checked.insert(0, (frozenset(ids), dict(zip(names, ids))))
+                del self.checked[8:]
+            return False
+        beyond, by_name = near
+        names = list(map(name_of, beyond))
+        return len(set(names)) < len(names) or any(j is not None and j in ids for j in map(by_name.get, names))
 
-    def _beyond_checked(self, ids: set[int]) -> set[int] | None:
-        """The ids that a set checked before (names_twice) lacks, if it lacks at most 1/16 of them (that set is
-        moved first); else None."""
+    def _near_checked(self, ids: set[int]) -> tuple[set[int], dict[int, int]] | None:
+        """(the ids a set checked before lacks, that set's id by name number), if it lacks at most 1/16 of them
+        (that set is moved first); else None."""
         probe = list(itertools.islice(ids, 16))  # a few of them: most must be in a set it is near
-        for n, checked in enumerate(self.checked):
+        for n, (checked, by_name) in enumerate(self.checked):
             if abs(len(checked) - len(ids)) * 8 > len(ids) or sum(map(checked.__contains__, probe)) < 15:
                 continue
             beyond = ids.difference(checked)
             if len(beyond) * 16 <= len(ids):
                 if n:
                     self.checked.insert(0, self.checked.pop(n))
-                return beyond
+                return beyond, by_name
         return None
 
     def version_in(self, ids: set[int], raw: str) -> str | None:
@@ -920,7 +928,9 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
             planned = await plan_chunk(conn, by_host, out, await prefetch_entries(conn, by_host))
             plans += planned
             before = len(new_entries)
-            new_entries.update(i for p in planned for i in p.added_ids if i > known)
+            for p in planned:  # (most hosts bring no new version: max() in C says so)
+                if p.added_ids and max(p.added_ids) > known:
+                    new_entries.update(filter(known.__lt__, p.added_ids))
             # Hosts that bring many new versions each are read fewer at a time, so that neither the cache
             # (trimmed before each chunk) nor a part's write holds much more than a part's new entries.
             per_host = (len(new_entries) - before) // max(len(part), 1)

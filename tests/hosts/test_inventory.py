@@ -523,15 +523,18 @@ def test_a_name_given_twice_is_found_in_a_set_near_one_checked_before():
         for v in range(3):
             d._add(f"p{n}", "", f"1.{v}", n * 3 + v + 1)  # ids 3n+1 .. 3n+3: three versions of p<n>
     first = {n * 3 + 1 for n in range(500)}
-    assert not d.names_twice(first, first) and d.checked == [first]
+    assert not d.names_twice(first, first) and [c for c, _ in d.checked] == [first]
     near = (first - {301, 601}) | {302, 602, 1501}  # p100, p200 at another version, and a name the first lacks
-    assert d._beyond_checked(near) == {302, 602, 1501}
+    assert d._near_checked(near)[0] == {302, 602, 1501}
     assert not d.names_twice(near, near)
     assert d.names_twice(near | {902}, near | {902})          # p300 twice: its 1.0 (checked) and 1.1
     assert d.names_twice(near | {1502}, near | {1502})        # p500 twice, both beyond the checked set
     far = {n * 3 + 2 for n in range(500)}                     # near none: checked whole, and kept
-    assert not d.names_twice(far, far) and d.checked == [far, first]
-    assert d.names_twice(far | {1}, far | {1}) and d.checked[0] == far
+    assert not d.names_twice(far, far) and [c for c, _ in d.checked] == [far, first]
+    assert d.names_twice(far | {1}, far | {1}) and d.checked[0][0] == far
+    d.limit = 1000
+    d.trim()  # names numbered again: the checked sets (by name number) go
+    assert d.checked == []
 
 
 @contextlib.contextmanager
