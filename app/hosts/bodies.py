@@ -77,7 +77,18 @@ def agent_items(raw: bytes) -> list[bytes] | None:
     its key (`"name": ..., "version": ...`); None for any other layout. The items themselves are not checked."""
     if len(raw) < len(AGENT_HEAD) + len(AGENT_TAIL) or not raw.startswith(AGENT_HEAD) or not raw.endswith(AGENT_TAIL):
         return None
-    return raw[len(AGENT_HEAD):-len(AGENT_TAIL)].split(b"}, {")
+    items = raw.split(b"}, {")  # (not a slice of raw first: that would copy the whole body)
+    items[0] = items[0][len(AGENT_HEAD):]
+    items[-1] = items[-1][:-len(AGENT_TAIL)]
+    return items
+
+
+class Ids(dict):
+    """Item key -> dictionary id, and 0 for a key it lacks, also as `ids[key]`: encode_ids looks a report's
+    items up in one operator.itemgetter call, in C, which would otherwise stop at the first item not known."""
+
+    def __missing__(self, key) -> int:
+        return 0
 
 
 def encode_ids(raw: bytes, known: dict[bytes, int], max_missing: float = 0.25) -> tuple[bytes, int] | None:
@@ -91,7 +102,10 @@ def encode_ids(raw: bytes, known: dict[bytes, int], max_missing: float = 0.25) -
     keys = agent_items(raw)
     if keys is None:
         return None
-    found = array.array("i", map(known.get, keys, itertools.repeat(0)))
+    if isinstance(known, Ids) and len(keys) > 1:  # its lookups, 0 for an unknown item, in one call in C
+        found = array.array("i", operator.itemgetter(*keys)(known))
+    else:
+        found = array.array("i", map(known.get, keys, itertools.repeat(0)))
     missing = found.count(0)
     if missing:
         if missing > len(keys) * max_missing:

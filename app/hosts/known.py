@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 
+from app.hosts.bodies import Ids
 from app.hosts.inventory import item_key, join_arch
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class KnownVersions:
     def __init__(self, limit: int, read_rows: int = 20_000):
         self.limit = limit
         self.read_rows = read_rows
-        self.ids: dict[bytes, int] = {}
+        self.ids: Ids = Ids()
         self.max_id = 0
 
     async def refresh(self, pool) -> int:

@@ -166,3 +166,19 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
     assert (await state_and_history(pool, creds[2]))[1] == [("removed", "vim", "", "9.0-1", None),
                                                 ("upgraded", "bash", "", "5.1-1", "5.2-1")]
     await check_postings(pool)
+
+
+def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_as_its_key():
+    """KnownVersions' Ids answers 0 for a key it lacks (encode_ids' one itemgetter call); the IDS body is the
+    same as with a plain dict: the known items' ids, and the unknown ones' keys beside them."""
+    known = bodies.Ids({inventory.item_key("bash", "5.1-1"): 7, inventory.item_key("curl", "8.0"): 9})
+    assert known[b"nope"] == 0 and b"nope" not in known
+    raw = json.dumps(installed({"bash": "5.1-1", "curl": "8.0", "zsh": "5.9", **{f"k{i}": "1" for i in range(3)},
+                                **{f"z{i}": "1" for i in range(3)}})).encode()
+    known.update({inventory.item_key(f"k{i}", "1"): 20 + i for i in range(3)})
+    known.update({inventory.item_key(f"z{i}", "1"): 30 + i for i in range(3)})
+    encoded = bodies.encode_ids(raw, known)
+    assert encoded == bodies.encode_ids(raw, dict(known))
+    found, keys = bodies.decode_ids(encoded[0])
+    assert list(found) == [known.get(k, 0) for k in bodies.agent_items(raw)] and sorted(found)[:2] == [0, 7]
+    assert keys == [inventory.item_key("zsh", "5.9")] and encoded[1] == 9
