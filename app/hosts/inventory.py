@@ -496,11 +496,14 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
             if 0 in ids:
                 ids.discard(0)
                 ids.update(map(cached_id, p.unknown_keys()))
-            came = ids - base
+            if base:
+                came = ids - base
+            else:  # a first inventory: its set is its change, one copy (set() of an array made its table twice as large)
+                ids = came = ids.copy()
             if p.twice and d.names_twice(ids, came):
                 # a name given twice (several versions of an rpm): the last one wins
                 ids = set({d.keys[i][0]: i for i in p.in_order(d)}.values())
-                came = ids - base
+                came = ids - base if base else ids
             # The report's change against the state before it, computed once: plan_host names it.
             m.append(Change(ids, came, base - ids))
             base = ids
@@ -583,7 +586,7 @@ def plan_host(host_id: int, reports: list, maps: list[Change | None], current: s
         if installed == 1:      # the one report's change is against `current`
             plan.added_ids, plan.removed_ids = last.came, last.gone
         else:
-            plan.added_ids = plan.ids - current
+            plan.added_ids = plan.ids - current if current else plan.ids
             plan.removed_ids = current - plan.ids
         # A host's stored set is `current` (one diff of a host runs at a time): a few changes of a
         # large set are sent as such (no sort, no encoding of 2,000 ids per host).
