@@ -617,16 +617,20 @@ _BY_KEY = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET
            " SET LOCAL work_mem = '32MB'")
 
 # package_hosts, first the (entry, bucket) rows that do not exist yet: inserted with their hosts (in
-# key order, as every writer goes). One that another worker inserts meanwhile makes this one wait,
-# then conflict: it is then updated by the next statement, which sees it. Each row's hosts arrive as
-# one host id, or as a bitmap in hex when there are several (_hosts_text).
+# key order, as every writer goes). Each row's hosts arrive as one host id, or as a bitmap in hex when
+# there are several (_hosts_text). The writers of a bucket's new rows take its advisory lock first
+# (_POSTING_LOCKS_SQL, buckets in order), for the rest of their transaction: another worker's batch
+# that inserts rows of the bucket waits, and its insert then sees them (a new snapshot per statement).
+# A plain insert does half the work of ON CONFLICT's speculative one.
+POSTING_LOCK = 7_405_002  # the advisory locks' first key; the second is the bucket
+_POSTING_LOCKS_SQL = f"SELECT pg_advisory_xact_lock({POSTING_LOCK}, b) FROM unnest($1::int4[]) AS b ORDER BY b"
 _POSTINGS_NEW_SQL = """
 INSERT INTO package_hosts (version_id, bucket, hosts)
 SELECT d.vid, d.bucket, coalesce(posting_bit(d.host), d.bits::bit(400))
 FROM unnest($1::text::int4[], $2::text::int4[], $3::text::int8[], $4::text::text[]) AS d(vid, bucket, host, bits)
 WHERE NOT EXISTS (SELECT 1 FROM package_hosts p WHERE p.version_id = d.vid AND p.bucket = d.bucket)
 ORDER BY d.vid, d.bucket
-ON CONFLICT DO NOTHING RETURNING version_id, bucket
+RETURNING version_id, bucket
 """
 # Then the others: the batch's hosts removed and added, rows locked in key order (two workers
 # updating the same rows never deadlock).
@@ -853,6 +857,7 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         await conn.execute(_BY_KEY)
         inserted = set()
         if new_keys:
+            await conn.execute(_POSTING_LOCKS_SQL, sorted({k[1] for k in new_keys}))
             inserted = {tuple(r) for r in await conn.fetch(
                 _POSTINGS_NEW_SQL, _int4_text([k[0] for k in new_keys]), _int4_text([k[1] for k in new_keys]),
                 *_hosts_text(new_keys, added))}

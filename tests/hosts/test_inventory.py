@@ -420,6 +420,36 @@ async def test_new_sets_are_written_as_a_template_and_their_differences(pool):
     await check_postings(pool)
 
 
+async def test_a_batch_inserting_a_buckets_new_rows_waits_for_another_writer_of_that_bucket(pool):
+    """Another worker's transaction inserted a row of the same (entry, bucket) under the bucket's advisory
+    lock: this batch's write waits for its commit, then adds its host to that row instead of inserting it."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from app.hosts.inventory import POSTING_LOCK, HostPlan, write_plans
+
+    now = datetime.now(timezone.utc)
+    await pool.execute("INSERT INTO hosts (id, hostname, ip, auth_id, token_digest) SELECT h, 'h' || h, '10.0.0.1',"
+                       " 'id' || h, '' FROM unnest($1::bigint[]) h", [801, 802])
+    async with pool.acquire() as other, pool.acquire() as conn:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT pg_advisory_xact_lock($1, 2)", POSTING_LOCK)
+        await other.execute("INSERT INTO package_hosts (version_id, bucket, hosts) VALUES (5, 2, posting_bit(801))")
+        write = asyncio.create_task(write_plans(conn, [HostPlan(802, {}, ids={5, 6}, since=now, added_ids={5, 6},
+                                                                inventory_at=now)]))
+        for _ in range(100):  # until it waits for the lock
+            if await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                break
+            await asyncio.sleep(0.02)
+        assert not write.done()
+        await tx.commit()
+        await write
+    rows = {r["version_id"]: r["hosts"] for r in await pool.fetch(
+        "SELECT version_id, posting_ids(bucket, hosts) AS hosts FROM package_hosts WHERE bucket = 2 AND version_id > 0")}
+    assert rows == {5: [801, 802], 6: [802]}
+
+
 async def test_state_and_since_come_from_the_history(client, pool, make_key, run_worker):
     """A package removed then added back is `installed` since it came back; an unchanged one keeps the
     baseline's time; the wire's Date/Time are those of the report that changed it."""
