@@ -972,16 +972,28 @@ class _Reclaim:
 _reclaim = _Reclaim()
 
 
+RECLAIM_LOCK_TIMEOUT = "5s"  # reclaim_reports' wait for host_reports' lock
+
+
 async def reclaim_reports(pool, threshold: int, targets: list[str]) -> bool:
     """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and no
     other diff is queued or running (`targets`: the caller's): every row of that table is a pending
     report, so a drained backlog leaves it all dead space, which a vacuum then truncates (it cannot
-    while another batch reads the table). Skipped if another vacuum holds the table."""
+    while another batch reads the table).
+
+    It waits for the table's lock, at most RECLAIM_LOCK_TIMEOUT: an autovacuum of the table (a backlog's
+    deletes start one) gives way to it after PostgreSQL's deadlock_timeout, and skipping would leave the
+    drained backlog's pages to that autovacuum, which may not truncate them."""
     if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_besides(pool, Kind.host_diff, targets):
         return False
     _reclaim.deleted = 0
     try:
-        await pool.execute("VACUUM (SKIP_LOCKED) host_reports")
+        async with pool.acquire() as conn:
+            await conn.execute(f"SET lock_timeout = '{RECLAIM_LOCK_TIMEOUT}'")
+            try:
+                await conn.execute("VACUUM host_reports")
+            finally:
+                await conn.execute("RESET lock_timeout")
     except asyncpg.PostgresError as exc:  # space is then reclaimed by autovacuum, as without this
         log.warning("vacuum of host_reports failed: %s", exc)
         return False

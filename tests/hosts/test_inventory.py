@@ -739,6 +739,30 @@ async def test_a_drained_backlog_gives_its_report_space_back(client, pool, make_
         await pool.execute("ALTER TABLE host_reports RESET (autovacuum_enabled, toast.autovacuum_enabled)")
 
 
+async def test_the_reclaiming_vacuum_waits_for_a_vacuum_that_holds_the_table(pool, monkeypatch):
+    """A vacuum (or autovacuum) holding host_reports delays the worker's, which then runs: skipping it would
+    leave a drained backlog's pages to an autovacuum that may not truncate them."""
+    import asyncio
+
+    monkeypatch.setattr(inventory_store._reclaim, "deleted", 10)
+    count = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'host_reports'"
+    before = await pool.fetchval(count)
+    async with pool.acquire() as other:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("LOCK TABLE host_reports IN SHARE UPDATE EXCLUSIVE MODE")  # what a vacuum holds
+        reclaim = asyncio.create_task(inventory_store.reclaim_reports(pool, 1, []))
+        await asyncio.sleep(0.5)
+        assert not reclaim.done()
+        await tx.commit()
+        assert await reclaim
+    for _ in range(50):  # (the statistics arrive a moment after the vacuum)
+        if await pool.fetchval(count) == before + 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await pool.fetchval(count) == before + 1
+
+
 async def _drain_and_reclaim(client, pool, hosts, body, run_worker, reports_vacuum_bytes) -> None:
     reports_vacuum_bytes(0)  # not vacuumed by the worker: the applied reports' pages stay
     for creds in hosts:
