@@ -265,7 +265,8 @@ class Taken:
 
 class Intake:
     """A server process's intake of host reports: its group commits (installed/available reports,
-    events, and statuses: registry.update_status), its SeenDigests (of events histories), and the batcher that sends the tasks they create.
+    events, and statuses: registry.update_status), its SeenDigests (of events histories), and the
+    batcher that sends the tasks they create.
 
     take_report and take_events raise a domain error with the text the agent is shown: a bad report
     (reports.ReportError, 400), or credentials changed since the request was authenticated (401).

@@ -100,6 +100,17 @@ def _split_cached(cache: dict, wanted) -> tuple[dict, list]:
     return out, missing
 
 
+def _probe(ids: set[int]) -> list[int]:
+    """A few of a set's ids, for _may_be_near."""
+    return list(itertools.islice(ids, 16))
+
+
+def _may_be_near(template, ids: set[int], probe: list[int], limit: int) -> bool:
+    """A cheap first test of a template for a large set (a set of one OS image's hosts): sizes at most `limit`
+    apart, and 15 of the set's 16 probed ids in the template. The caller then compares the two whole."""
+    return abs(len(template) - len(ids)) <= limit and sum(map(template.__contains__, probe)) >= 15
+
+
 class Dictionary:
     """The worker's bounded cache of package_versions, both ways: item_key(raw name, version) -> id
     (how reports are read), and id -> (raw name, version) (how changes are named).
@@ -222,9 +233,9 @@ class Dictionary:
     def _near_checked(self, ids: set[int]) -> tuple[set[int], dict[int, int]] | None:
         """(the ids a set checked before lacks, that set's id by name number), if it lacks at most 1/16 of them
         (that set is moved first); else None."""
-        probe = list(itertools.islice(ids, 16))  # a few of them: most must be in a set it is near
+        probe, limit = _probe(ids), len(ids) // 8
         for n, (checked, by_name) in enumerate(self.checked):
-            if abs(len(checked) - len(ids)) * 8 > len(ids) or sum(map(checked.__contains__, probe)) < 15:
+            if not _may_be_near(checked, ids, probe, limit):
                 continue
             beyond = ids.difference(checked)
             if len(beyond) * 16 <= len(ids):
@@ -741,11 +752,10 @@ class _RangeBits:
         """Add the host's bit to these entries. Returns (a template, the entries it lacks, the ones it has
         that `ids` lacks) when the set is near one (or became one), else None."""
         if len(ids) >= self.LARGE:
-            limit = len(ids) // self.NEAR
-            probe = list(itertools.islice(ids, 16))  # a few of its entries: most must be in a template it is near
+            probe, limit = _probe(ids), len(ids) // self.NEAR
             for n, template in enumerate(self.templates):
                 entries = template[0]
-                if abs(len(entries) - len(ids)) > limit or sum(map(entries.__contains__, probe)) < 15:
+                if not _may_be_near(entries, ids, probe, limit):
                     continue
                 extra = ids - entries
                 if len(extra) > limit:
