@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from datetime import datetime, timezone
 
 import orjson
 
@@ -78,18 +79,20 @@ async def _rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_
         async with session_lock(conn, LOCK_NAMESPACE, snap_id), session_lock(conn, *POOL_LOCK, shared=True):
             snap, repo = await snapshot_with_repo(conn, snap_id)
             await conn.execute("UPDATE snapshots SET reconstruct = 'running' WHERE id = $1", snap.id)
+            built_at = datetime.now(timezone.utc)
             try:
                 if repo.type == "deb":
                     count = await _rebuild_deb(conn, storage, signer if sign else None, snap, repo, progress)
                 else:
-                    count = await _rebuild_rpm(conn, storage, signer if sign else None, snap, repo, progress)
+                    count = await _rebuild_rpm(conn, storage, signer if sign else None, snap, repo, progress,
+                                               built_at)
             except BaseException:
                 await conn.execute("UPDATE snapshots SET reconstruct = 'failed' WHERE id = $1", snap.id)
                 raise
             # An upload during the rebuild set 'needed' again: keep it so the next run happens.
             await conn.execute(
                 "UPDATE snapshots SET reconstruct = CASE WHEN reconstruct = 'running' THEN NULL ELSE reconstruct END,"
-                " signed = $2, built_at = now() WHERE id = $1", snap.id, sign)
+                " signed = $2, built_at = $3 WHERE id = $1", snap.id, sign, built_at)
     return {"snapshot": snap_id, "packages": count, "signed": sign,
             "seconds": round(time.perf_counter() - t0, 3), "timings": _TIMINGS.pop(snap_id, {})}
 
@@ -206,10 +209,13 @@ async def _rpm_rows(conn, storage: Storage, snap: Snapshot, fpr: str) -> list[tu
     A package_files row never changes once its signed copy is known (a new key gives new copies),
     so the previous build's identities, kept in the snapshot's cache folder, are reused: a rebuild
     after an upload reads the snapshot's (filename, id) pairs and only the rows it has not seen.
+    They are the snapshot's last build's only if the row says that build ended (its `built_at`): a
+    database recreated or restored under the same storage gives the same ids to other rows.
     """
     try:
         cached = orjson.loads((storage.cache_dir(snap.key) / "rows.json").read_bytes())
-        known = {r[0]: r for r in cached["rows"]} if cached.get("fpr") == fpr else {}
+        valid = cached.get("fpr") == fpr and snap.built_at is not None and cached.get("built") == _stamp(snap.built_at)
+        known = {r[0]: r for r in cached["rows"]} if valid else {}
     except (FileNotFoundError, ValueError, KeyError, TypeError, IndexError):
         known = {}
     if not known:
@@ -223,15 +229,19 @@ async def _rpm_rows(conn, storage: Storage, snap: Snapshot, fpr: str) -> list[tu
     return [(filename, *known[pid]) for filename, pid in members]
 
 
-def _save_rpm_rows(storage: Storage, snap: Snapshot, fpr: str, rows: list[tuple]) -> None:
+def _stamp(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat()
+
+
+def _save_rpm_rows(storage: Storage, snap: Snapshot, fpr: str, rows: list[tuple], built_at: datetime) -> None:
     folder = storage.cache_dir(snap.key)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "rows.json.tmp"
-    tmp.write_bytes(orjson.dumps({"fpr": fpr, "rows": [r[1:] for r in rows]}))
+    tmp.write_bytes(orjson.dumps({"fpr": fpr, "built": _stamp(built_at), "rows": [r[1:] for r in rows]}))
     os.replace(tmp, folder / "rows.json")
 
 
-async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress) -> int:
+async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progress, built_at: datetime) -> int:
     # Identities first (chunks come later, only for the blocks the render cache misses).
     # Packages are normally signed at upload; anything still unsigned is signed here, once.
     fpr = signer.fingerprint if signer is not None else ""
@@ -265,7 +275,7 @@ async def _rebuild_rpm(conn, storage, signer, snap: Snapshot, repo: Repo, progre
         await pool_loop.run_in_executor(None, lambda: publish_rpm(
             storage, snap.public_rel(repo), snap.key, entries=entries, signer=signer, load_chunks=load_chunks,
             timings=_TIMINGS.setdefault(snap.id, {}), carried=carried))
-    _save_rpm_rows(storage, snap, fpr, rows)
+    _save_rpm_rows(storage, snap, fpr, rows, built_at)
     return len(entries)
 
 

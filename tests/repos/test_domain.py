@@ -1,5 +1,8 @@
 """The repository domain over real PostgreSQL and storage: upload decisions, rebuild, env point."""
+import gzip
+import hashlib
 import os
+import re
 
 import pytest
 
@@ -248,3 +251,36 @@ async def test_deb_indexes_rendered_in_sql_equal_the_python_renderer(repo_db, st
         for a in archs:
             for name in ("Packages", "Packages.gz"):
                 assert (published / a / name).read_bytes() == (expected / a / name).read_bytes(), (a, name)
+
+
+async def test_rpm_rebuild_cache_of_an_earlier_database_with_the_same_ids_is_not_trusted(repo_db, storage, signer, rpm_dir):
+    """A database restored or recreated under the same storage gives the same snapshot and package ids to
+    other rows: the identities kept beside the last build must not be taken for them."""
+    async with repo_db.acquire() as conn:
+        repo = await model.create_repo(conn, name="r", type="rpm", releasever="9")
+        snap = await model.create_snapshot(conn, repo.id)
+    await _upload(repo_db, storage, snap.id, "rpm", rpm_dir / "depot-hello-1.0-1.noarch.rpm")
+    await rebuild_snapshot(repo_db, storage, signer, snap.id, sign=True)
+    package_id = await repo_db.fetchval("SELECT min(id) FROM package_files")
+    assert (storage.cache_dir(snap.key) / "rows.json").exists()
+
+    await repo_db.execute("TRUNCATE repos, snapshots, package_files CASCADE")
+    await repo_db.execute("INSERT INTO environments (name) VALUES ('preprod'), ('prod') ON CONFLICT DO NOTHING")
+    for table, next_id in (("repos", repo.id), ("snapshots", snap.id), ("package_files", package_id)):
+        await repo_db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {next_id}, false)")
+    async with repo_db.acquire() as conn:
+        repo2 = await model.create_repo(conn, name="r", type="rpm", releasever="9")
+        snap2 = await model.create_snapshot(conn, repo2.id)
+    assert snap2.id == snap.id
+    await _upload(repo_db, storage, snap2.id, "rpm", rpm_dir / "depot-tool-2.1-3.x86_64.rpm")
+    assert await repo_db.fetchval("SELECT min(id) FROM package_files") == package_id
+
+    await rebuild_snapshot(repo_db, storage, signer, snap2.id, sign=True)
+    tree = storage.public / f"rpm/r/9/{snap2.id}"
+    [rpm] = (tree / "packages").rglob("*.rpm")
+    assert rpm.name == "depot-tool-2.1-3.x86_64.rpm"
+    signed_sha = await repo_db.fetchval("SELECT s.sha256 FROM package_files p JOIN package_files s ON s.id = p.signed_id")
+    assert hashlib.sha256(rpm.read_bytes()).hexdigest() == signed_sha       # the file, not the earlier one
+    [primary] = (tree / "repodata").glob("*-primary.xml.gz")
+    names = re.findall(rb"<name>([^<]+)</name>", gzip.decompress(primary.read_bytes()))
+    assert names == [b"depot-tool"]
