@@ -17,8 +17,12 @@ run: install
 	@scripts/system-deps.sh run
 	$(BIN)/depot run
 
+# Two test processes: most of the suite's time is waiting (real processes, timers, browsers, apt-get), so
+# two halve it on a 2-core machine; each process has a database and a Redis db of its own.
+TEST_WORKERS ?= 2
+
 test: install-test system-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml).
 test-fast: install-test system-deps
