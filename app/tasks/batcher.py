@@ -42,6 +42,13 @@ class ArrivalRate:
     def rate(self, now: float) -> float:
         return self._rate * math.exp(-(now - self._at) / self.tau)
 
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the last event."""
+        return now - self._at
+
+
+STORM_QUIET = 20  # JobBatcher: a storm is over when no report came for as long as this many take at hold_rate
+
 
 class JobBatcher:
     """Sends the tasks that a server's requests create within `window` seconds as one arq job.
@@ -58,8 +65,11 @@ class JobBatcher:
 
     A report storm (the fleet's agents at the top of the hour): while reports arrive at
     `hold_rate` per second or more, closed batches are held, up to `hold_seconds` each, and sent
-    when the rate drops. The CPU and PostgreSQL then serve the agents' requests first and the diffs
-    right after; a host reporting again meanwhile joins its queued task.
+    when the rate drops, or as soon as no report has come for as long as STORM_QUIET reports at
+    `hold_rate` would take (the rate's average would take several times as long to fall after a storm
+    that stops at once, leaving the worker idle meanwhile). The CPU and PostgreSQL then serve the
+    agents' requests first and the diffs right after; a host reporting again meanwhile joins its
+    queued task.
     Keep `hold_seconds` below the reconciler's age for re-sending a queued task (reconcile_seconds).
     """
 
@@ -104,7 +114,8 @@ class JobBatcher:
 
     def _holds(self, batch: Batch, now: float) -> bool:
         return (not batch.forced and now - batch.closed_at < self.hold_seconds
-                and self.arrivals.rate(now) >= self.hold_rate)
+                and self.arrivals.rate(now) >= self.hold_rate
+                and self.arrivals.quiet_for(now) < STORM_QUIET / self.hold_rate)
 
     def _send(self, batch: Batch) -> None:
         if batch.sent or not batch.task_ids:

@@ -7,6 +7,7 @@ import asyncio
 
 from arq.jobs import Job
 
+from app.tasks import batcher as batcher_module
 from app.tasks.batcher import JobBatcher
 from tests.helpers import wait_for
 
@@ -81,3 +82,18 @@ async def test_no_hold_below_the_storm_rate(redis, settings):
     for task_id in range(3):  # a few hosts reporting, as between storms
         _report(batcher, task_id)
     assert await wait_for(lambda: redis.zcard(settings.queue_name), timeout=0.5)
+
+
+async def test_a_storm_that_stops_at_once_releases_its_batches_before_the_rate_has_decayed(redis, settings):
+    batcher = JobBatcher(redis, window=0.02, hold_seconds=5, hold_rate=200)
+    batch = batcher.join()
+    batcher.leave(batch)
+    start = asyncio.get_running_loop().time()
+    for i in range(500):  # 1,000 reports a second for half a second, then none
+        batcher.arrivals.add(start + i / 1000)
+    batch.closed_at = last = start + 0.499
+    assert batcher._holds(batch, last + 0.05)                        # a pause, within the storm
+    quiet = last + batcher_module.STORM_QUIET / 200 + 0.01
+    assert batcher.arrivals.rate(quiet) > 200                         # the average alone would still hold it
+    assert not batcher._holds(batch, quiet)
+    assert batcher._holds(batch, quiet - 0.02)
