@@ -373,6 +373,9 @@ class Parsed:
     ids: set[int] | None = None   # set(found), once computed
     named: int | None = None      # the generation at which the cache held every id of `found`
     unknown: list[bytes] | None = None  # unknown_keys(), once computed
+    # (the host's current set, ids - it, it - ids), compared as soon as both sets were made (prefetch_entries)
+    against: tuple[set[int], set[int], set[int]] | None = None
+    unnamed: tuple[int, set[int]] | None = None  # (generation, the ids the cache lacked then), prefetch_entries'
 
     def refound(self, d: "Dictionary") -> None:
         if self.every_key and self.generation != d.generation:
@@ -396,6 +399,8 @@ class Parsed:
         """The ids of an IDS body that the cache does not hold (it must, to name them and find names given twice)."""
         if self.every_key or self.named == d.generation:
             return set()
+        if self.unnamed is not None and self.unnamed[0] == d.generation:
+            return self.unnamed[1]   # (those the cache got since are found there again)
         return self.id_set().difference(d.keys)
 
     def in_order(self, d: "Dictionary") -> list[int]:
@@ -428,12 +433,24 @@ async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
     d = dictionary()
     parsed = {}
     for reports in by_host.values():
+        first = True
         for r in reports:
             if r["kind"] == INSTALLED:
                 try:
-                    parsed[r["id"]] = read_installed(r["body"], d)
+                    p = parsed[r["id"]] = read_installed(r["body"], d)
                 except Exception:   # plan_chunk reads it again and fails that host
+                    first = False
                     continue
+                if not p.every_key:
+                    # Each set checked and, for a host's first installed report, compared with its current set while
+                    # both are in the CPU's caches: a chunk's hundreds of sets, compared afterwards, are read back
+                    # from memory. (An IDS body's ids never change; a JSON body's may be looked up again.)
+                    ids = p.id_set()
+                    p.unnamed = (d.generation, ids.difference(d.keys))
+                    if first and reports[0]["ids"] and 0 not in ids:
+                        base = set(reports[0]["ids"])
+                        p.against = (base, ids - base, base - ids)
+                first = False
     generation = d.generation  # entries that leave the cache meanwhile bump it: plan_chunk then checks again
     if await _look_up(conn, d, parsed.values()) <= d.keys.keys():
         for p in parsed.values():
@@ -497,7 +514,7 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
         if bad:
             out[host_id] = ValueError(f"a report names dictionary ids that do not exist: {sorted(bad)[:5]}")
             del lists[host_id]
-    current = {host_id: set(by_host[host_id][0]["ids"] or ()) for host_id in lists}
+    current = {host_id: _current_set(by_host[host_id][0]["ids"], maps) for host_id, maps in lists.items()}
     for host_id, maps in lists.items():
         base = current[host_id]  # one id per name, as every set (the reports' sets are checked here)
         for m in maps:
@@ -507,7 +524,9 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
             if 0 in ids:
                 ids.discard(0)
                 ids.update(map(cached_id, p.unknown_keys()))
-            if base:
+            if p.against is not None and p.against[0] is base and p.ids is ids and 0 not in ids:
+                came = p.against[1]
+            elif base:
                 came = ids - base
             else:  # a first inventory: its set is its change, one copy (set() of an array made its table twice as large)
                 ids = came = ids.copy()
@@ -516,7 +535,8 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
                 ids = set({d.keys[i][0]: i for i in p.in_order(d)}.values())
                 came = ids - base if base else ids
             # The report's change against the state before it, computed once: plan_host names it.
-            m.append(Change(ids, came, base - ids))
+            gone = p.against[2] if p.against is not None and p.against[1] is came else base - ids
+            m.append(Change(ids, came, gone))
             base = ids
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
     # And a host with only available reports: the names of its whole set (its available rows get the
@@ -538,6 +558,14 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
         except Exception as exc:
             out[host_id] = exc
     return plans
+
+
+def _current_set(ids: list[int] | None, maps: list) -> set[int]:
+    """A host's current set: the one its first installed report was compared with, if it was."""
+    first = next((m for m in maps if m is not None), None)
+    if first is not None and first[1].against is not None:
+        return first[1].against[0]
+    return set(ids or ())
 
 
 def plan_host(host_id: int, reports: list, maps: list[Change | None], current: set[int], d: Dictionary) -> HostPlan:
