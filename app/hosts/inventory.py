@@ -637,6 +637,11 @@ def plan_host(host_id: int, reports: list, maps: list[Change | None], current: s
     current_av = {(n, a): (v, r, s, i) for n, a, v, r, s, i in orjson.loads(first["available"] or "[]")}
     if new_av is not None or (plan.ids is not None and current_av):
         rows = new_av if new_av is not None else {key: row[:3] for key, row in current_av.items()}
+        changed = [*plan.added_ids, *plan.removed_ids] if new_av is None and plan.delta else None
+        if changed is not None and all(map(cached.__contains__, changed)):
+            # A few changes of the inventory: only the rows of the names they touch can run another version.
+            touched = {cached[i][0] for i in changed}
+            rows = {key: row for key, row in rows.items() if join_arch(*key) in touched}
         for key, row in rows.items():
             row = (*row, d.version_in(final_ids, join_arch(*key)))
             if current_av.get(key) != row:

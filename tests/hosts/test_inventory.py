@@ -230,15 +230,22 @@ async def test_each_update_shows_the_version_installed_now(client, pool, make_ke
         resp = await client.get(f"/api/v2/host/{creds[2]}/updates", headers=viewer)
         return {(r["Name"], r["Arch"]): r["Current_version"] for r in (await resp.json())["results"]}
 
-    await put(client, creds, "packages/available", {"available_packages": "bash|5.2-1,libc6:i386|2.37-1,vim|9.1-1"})
+    await put(client, creds, "packages/available",
+              {"available_packages": "bash|5.2-1,curl|7.89-1,libc6:i386|2.37-1,vim|9.1-1"})
     await run_worker()
-    assert await updates() == {("bash", ""): None, ("libc6", "i386"): None, ("vim", ""): None}  # no inventory yet
-    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "libc6:i386": "2.36-9", "libc6": "2.36-9"}))
+    assert await updates() == {("bash", ""): None, ("curl", ""): None, ("libc6", "i386"): None,
+                               ("vim", ""): None}  # no inventory yet
+    await put(client, creds, "packages/installed",
+              installed({"bash": "5.1-1", "curl": "7.88-1", "libc6:i386": "2.36-9", "libc6": "2.36-9"}))
     await run_worker()
-    assert await updates() == {("bash", ""): "5.1-1", ("libc6", "i386"): "2.36-9", ("vim", ""): None}
-    await put(client, creds, "packages/installed", installed({"bash": "5.1-2", "libc6": "2.36-9", "vim": "9.0-1"}))
+    assert await updates() == {("bash", ""): "5.1-1", ("curl", ""): "7.88-1", ("libc6", "i386"): "2.36-9",
+                               ("vim", ""): None}
+    # A few changes: the rows of the names they touch change, the others (curl) keep theirs.
+    await put(client, creds, "packages/installed",
+              installed({"bash": "5.1-2", "curl": "7.88-1", "libc6": "2.36-9", "vim": "9.0-1"}))
     await run_worker()
-    assert await updates() == {("bash", ""): "5.1-2", ("libc6", "i386"): None, ("vim", ""): "9.0-1"}
+    assert await updates() == {("bash", ""): "5.1-2", ("curl", ""): "7.88-1", ("libc6", "i386"): None,
+                               ("vim", ""): "9.0-1"}
     # Both kinds in one batch: the rows of the new list, with the versions of the new inventory.
     await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "libc6": "2.36-9", "vim": "9.0-2"}))
     await put(client, creds, "packages/available", {"available_packages": "vim|9.1-1,libc6|2.37-1"})
