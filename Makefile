@@ -24,9 +24,10 @@ TEST_WORKERS ?= 2
 test: install-test system-deps
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml).
+# No fault injection, browser, real apt-get/dnf or slow tests (markers in pyproject.toml). At most 7 test
+# processes: each takes a Redis db of its own (tests/conftest.py), and Redis has 16.
 test-fast: install-test system-deps
-	$(BIN)/python -m pytest -q -n auto -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 7 -m "not faults and not browser and not clients and not slow" $(PYTEST_ARGS)
 
 bench: install-test system-deps
 	$(BIN)/python -m bench

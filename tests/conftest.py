@@ -32,7 +32,9 @@ warnings.filterwarnings("ignore", module="platformdirs")
 # Under pytest-xdist (`make test`, `make test-fast`), each worker process gets a database and a Redis db of its own.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 TEST_DB = os.environ.get("DEPOT_TEST_DATABASE", "depot_test") + (f"_{_WORKER}" if _WORKER else "")
-TEST_REDIS_DB = 9 + _WORKER if _WORKER else 1  # (the benchmarks use 2 and 3, `make run` 0)
+TEST_REDIS_DB = 9 + _WORKER if _WORKER else 1  # (the benchmarks use 2 and 3, `make run` 0; so 7 processes at most)
+if TEST_REDIS_DB > 15:
+    raise RuntimeError(f"test process gw{_WORKER}: at most 7 test processes (-n 7), each with a Redis db of its own")
 
 
 def _test_settings(tmp: Path) -> Settings:
