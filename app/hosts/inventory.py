@@ -373,7 +373,8 @@ class Parsed:
     ids: set[int] | None = None   # set(found), once computed
     named: int | None = None      # the generation at which the cache held every id of `found`
     unknown: list[bytes] | None = None  # unknown_keys(), once computed
-    # (the host's current set, ids - it, it - ids), compared as soon as both sets were made (prefetch_entries)
+    # (the host's current set, ids - it, it - ids) of a host's first installed report, an IDS body without unknown
+    # items: compared as soon as both sets were made (prefetch_entries)
     against: tuple[set[int], set[int], set[int]] | None = None
     unnamed: tuple[int, set[int]] | None = None  # (generation, the ids the cache lacked then), prefetch_entries'
 
@@ -524,19 +525,19 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
             if 0 in ids:
                 ids.discard(0)
                 ids.update(map(cached_id, p.unknown_keys()))
-            if p.against is not None and p.against[0] is base and p.ids is ids and 0 not in ids:
-                came = p.against[1]
+            # The report's change against the state before it, computed once: plan_host names it.
+            if p.against is not None:  # the host's first installed report, compared as it was read (`base` is its set)
+                _, came, gone = p.against
             elif base:
-                came = ids - base
+                came, gone = ids - base, None
             else:  # a first inventory: its set is its change, one copy (set() of an array made its table twice as large)
                 ids = came = ids.copy()
+                gone = None
             if p.twice and d.names_twice(ids, came):
                 # a name given twice (several versions of an rpm): the last one wins
                 ids = set({d.keys[i][0]: i for i in p.in_order(d)}.values())
-                came = ids - base if base else ids
-            # The report's change against the state before it, computed once: plan_host names it.
-            gone = p.against[2] if p.against is not None and p.against[1] is came else base - ids
-            m.append(Change(ids, came, gone))
+                came, gone = ids - base if base else ids, None
+            m.append(Change(ids, came, base - ids if gone is None else gone))
             base = ids
     # The names of the ids the first installed report removes from the current set: looked up if not cached.
     # And a host with only available reports: the names of its whole set (its available rows get the
@@ -636,12 +637,12 @@ def plan_host(host_id: int, reports: list, maps: list[Change | None], current: s
             plan.since = plan.inventory_at
     current_av = {(n, a): (v, r, s, i) for n, a, v, r, s, i in orjson.loads(first["available"] or "[]")}
     if new_av is not None or (plan.ids is not None and current_av):
-        rows = new_av if new_av is not None else {key: row[:3] for key, row in current_av.items()}
+        touched = None  # a few changes of the inventory: only the rows of the names they touch can differ
         changed = [*plan.added_ids, *plan.removed_ids] if new_av is None and plan.delta else None
         if changed is not None and all(map(cached.__contains__, changed)):
-            # A few changes of the inventory: only the rows of the names they touch can run another version.
             touched = {cached[i][0] for i in changed}
-            rows = {key: row for key, row in rows.items() if join_arch(*key) in touched}
+        rows = new_av if new_av is not None else {key: row[:3] for key, row in current_av.items()
+                                                  if touched is None or join_arch(*key) in touched}
         for key, row in rows.items():
             row = (*row, d.version_in(final_ids, join_arch(*key)))
             if current_av.get(key) != row:
