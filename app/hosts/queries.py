@@ -351,9 +351,10 @@ async def hosts_with_package(
 
     The matching dictionary entries first (a name range of its unique index: a few rows), then their
     posting rows (package_hosts, a bitmap per range of hosts), joined per range and listed as the set of
-    matching hosts, joined with hosts; a page's packages are its hosts' sets intersected with the
-    entries (intarray's &, in C). PostgreSQL builds the JSON text of the whole answer (10,000 hosts in
-    one round trip, no per-row decoding in Python); it is embedded as is in the envelope.
+    matching hosts, joined with hosts. PostgreSQL builds the JSON text of a whole answer (10,000 hosts in
+    one round trip, no per-row decoding in Python); it is embedded as is in the envelope. A page's
+    packages are its hosts' sets intersected with the entries (intarray's &, in C), put in order and
+    joined here (_page_answer).
 
     A page reads the page, not every matching host (_PAGE_SQL), unless `older_than` picks different
     entries in dpkg and in rpm order.
@@ -375,16 +376,15 @@ async def hosts_with_package(
                    " FROM package_versions p WHERE p.id = ANY($1::int4[])")
     tail, extra = page.sql(len(args))
     packages = "'{' || string_agg(e.member, ',' ORDER BY e.rank) || '}' AS packages"
-    # JSON text put together here: cheaper than json_build_object + json_agg over many hosts. A page's
-    # in one text; a whole answer's by host, joined in Python (all of `lib` at 100,000 hosts would pass
-    # PostgreSQL's 1 GB limit on a value).
+    # A whole answer's JSON text put together here, by host (cheaper than json_build_object + json_agg over
+    # many hosts), and joined in Python (all of `lib` at 100,000 hosts would pass PostgreSQL's 1 GB limit on
+    # a value).
     item = ("'{\"id\":' || id || ',\"hostname\":' || to_json(hostname)::text || ',\"packages\":' || packages"
             " || '}'")
-    results = f"'[' || coalesce(string_agg({item}, ',' ORDER BY hostname), '') || ']' AS results"
     if page.paginated and deb_ids == rpm_ids:
-        sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}",
-                               offset=f"${len(args) + 2}", results=results,
-                               page_packages=_PAGE_PACKAGES.format(packages=packages, filter=""))
+        sql = _PAGE_SQL.format(entries=entries, limit=f"${len(args) + 1}", offset=f"${len(args) + 2}",
+                               page_answer=_PAGE_ANSWER.format(entry_ids=_ENTRY_IDS.format(where=""),
+                                                               total="(SELECT total FROM n)"))
     elif deb_ids == rpm_ids:
         # Every matching entry counts for every host: each host's members grouped by its id alone, then
         # the hosts' rows joined once.
@@ -413,12 +413,12 @@ async def hosts_with_package(
             )"""
         if page.paginated:
             # Only the page's hosts get their packages, each the entries of its own order.
-            page_packages = _PAGE_PACKAGES.format(packages=packages,
-                                                  filter=" WHERE CASE WHEN page.rpm THEN e.rpm ELSE e.deb END")
+            entry_ids = (f"CASE WHEN page.rpm THEN {_ENTRY_IDS.format(where=' WHERE e.rpm')}"
+                         f" ELSE {_ENTRY_IDS.format(where=' WHERE e.deb')} END")
+            page_answer = _PAGE_ANSWER.format(entry_ids=entry_ids, total="(SELECT count(*) FROM found)")
             sql = f"""{head},
                 page AS (SELECT id, hostname, rpm FROM found ORDER BY hostname{tail}),
-                {page_packages}
-                SELECT {results}, (SELECT count(*) FROM found) AS total FROM pk
+                {page_answer}
             """
         else:
             sql = f"""{head},
@@ -434,8 +434,7 @@ async def hosts_with_package(
             """
     if not page.paginated:
         return await _whole_answer(pool, sql, [*args, *extra], max_bytes)
-    row = (await _fetch_custom(pool, sql, [*args, *extra]))[0]
-    return orjson.Fragment(row["results"].encode()), row["total"]
+    return _page_answer(await _fetch_custom(pool, sql, [*args, *extra]))
 
 
 # A matching entry (e): its id, its member of a host's "packages" object ("name[:arch]": "version", as
@@ -478,19 +477,36 @@ _PAGE_SQL = """
             ORDER BY h.hostname LIMIT {limit} OFFSET {offset}
         ) looked_up WHERE NOT (SELECT dense FROM n)
     ),
-    {page_packages}
-    SELECT {results}, (SELECT total FROM n) AS total FROM pk
+    {page_answer}
 """
 
-# A page's packages: each page host's set (read by its key: a hash join would scan every set) intersected
-# with the sorted entry ids (intarray's &, in C); `filter` may drop some of them.
-_PAGE_PACKAGES = """pk AS (
-        SELECT page.id, page.hostname, {packages}
-        FROM page CROSS JOIN LATERAL unnest((SELECT s.ids FROM host_sets s WHERE s.host_id = page.id)
-                                            & (SELECT sort(array_agg(id)) FROM e)) AS m(id)
-        JOIN e ON e.id = m.id{filter}
-        GROUP BY page.id, page.hostname
-    )"""
+# A page's answer: first the matching entries' ids and members in rank order (and the total), then
+# each page host, in hostname order, with its set intersected with the sorted entry ids (`entry_ids`;
+# intarray's &, in C). _page_answer puts each host's members in rank order: a sort of thousands of
+# (host, rank) rows and an aggregate per host cost PostgreSQL more than the whole page costs in Python.
+_PAGE_ANSWER = """pk AS (
+        SELECT page.id, page.hostname, (SELECT s.ids FROM host_sets s WHERE s.host_id = page.id) & {entry_ids} AS m
+        FROM page
+    )
+    SELECT 0::int8 AS k, NULL::int8 AS id, NULL::text AS hostname, array_agg(id ORDER BY rank) AS m,
+           array_agg(member ORDER BY rank) AS members, {total} AS total FROM e
+    UNION ALL
+    SELECT row_number() OVER (ORDER BY pk.hostname), pk.id, to_json(pk.hostname)::text, pk.m, NULL, NULL FROM pk
+    ORDER BY k"""
+_ENTRY_IDS = "(SELECT sort(array_agg(id)) FROM e{where})"
+
+
+def _page_answer(rows) -> tuple[orjson.Fragment, int]:
+    """_PAGE_ANSWER's rows -> the page as JSON text, each host's "packages" in name, arch order, and the total."""
+    head = rows[0]
+    rank = {entry: i for i, entry in enumerate(head["m"] or ())}
+    members = head["members"]
+    items = []
+    for r in rows[1:]:
+        if r["m"]:  # (a host listed has a matching entry; with none it is left out, as a join would)
+            packages = ",".join(map(members.__getitem__, sorted(map(rank.__getitem__, r["m"]))))
+            items.append(f'{{"id":{r["id"]},"hostname":{r["hostname"]},"packages":{{{packages}}}}}')
+    return orjson.Fragment(("[" + ",".join(items) + "]").encode()), head["total"]
 
 
 async def _older_entries(pool, name: str, older_than: str) -> tuple[list[int], list[int]]:

@@ -166,6 +166,36 @@ async def test_package_search_pages_read_dense_and_sparse_matches_alike(client, 
     assert common[0]["packages"] == {"common": "1.0", "common:i386": f"1.{names.index('h02') % 3}"}
 
 
+async def test_a_pages_packages_come_in_name_and_arch_order_as_in_the_whole_answer(client, pool, make_key, viewer):
+    """A page's members are put in order apart from the whole answer's (queries._page_answer): both list
+    a host's packages by name, then arch, whatever order their dictionary ids follow. In dpkg order and
+    in rpm order (older-than, when the two pick different entries) alike."""
+    operator = await make_key("operator")
+    deb = (await register(client, operator, "deb01"))[2]
+    rpm = (await register(client, operator, "rpm01"))[2]
+    await pool.execute("UPDATE hosts SET os_family = 'Redhat' WHERE id = $1", rpm)
+    # One row at a time, last name first: each entry's id is lower than those of the names before it.
+    for name, arch in (("libz", ""), ("liby", "x86_64"), ("libb", "i386"), ("libb", ""), ("liba", "")):
+        await seed_inventories(pool, [(deb, name, arch, "1.0+1"), (rpm, name, arch, "0.9")])
+    # older-than takes an exact name: libb's two arches. 1.0+1 is older than 1.0.0 for dpkg only, so
+    # the two orders pick different entries; 0.9 is older in both.
+    for query, ordered in (("lib", ["liba", "libb", "libb:i386", "liby:x86_64", "libz"]),
+                           ("lib*", ["liba", "libb", "libb:i386", "liby:x86_64", "libz"]),
+                           ("libb?older-than=1.0.0", ["libb", "libb:i386"]),
+                           ("libb?older-than=2", ["libb", "libb:i386"])):
+        raw = await client.get(f"/api/v2/hosts/package/{query}", headers=viewer)
+        whole = orjson.loads(await raw.read())["results"]
+        assert [h["hostname"] for h in whole] == ["deb01", "rpm01"], query
+        pages = []
+        for number in (1, 2):
+            sep = "&" if "?" in query else "?"
+            raw = await client.get(f"/api/v2/hosts/package/{query}{sep}per_page=1&page={number}", headers=viewer)
+            pages += orjson.loads(await raw.read())["results"]
+        assert pages == whole, query
+        for h in whole + pages:
+            assert list(h["packages"]) == ordered, query  # (dict equality above does not see the order)
+
+
 @pytest.mark.parametrize("bad", ["open ssl", "open'ssl", "a;b", "%3Cscript%3E", "lib%25"])
 async def test_package_search_rejects_invalid_names(client, fleet, viewer, bad):
     body = await _get(client, f"/api/v2/hosts/package/{bad}", viewer, 400)
