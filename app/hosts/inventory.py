@@ -373,8 +373,8 @@ class Parsed:
     ids: set[int] | None = None   # set(found), once computed
     named: int | None = None      # the generation at which the cache held every id of `found`
     unknown: list[bytes] | None = None  # unknown_keys(), once computed
-    # (the host's current set, ids - it, it - ids) of a host's first installed report, an IDS body without unknown
-    # items: compared as soon as both sets were made (prefetch_entries)
+    # (the host's current set, ids - it, it - ids) of a host's first installed report, an IDS body: compared as
+    # soon as both sets were made (prefetch_entries); the ids of its unknown items (0) are added once resolved
     against: tuple[set[int], set[int], set[int]] | None = None
     unnamed: tuple[int, set[int]] | None = None  # (generation, the ids the cache lacked then), prefetch_entries'
 
@@ -448,7 +448,7 @@ async def prefetch_entries(conn, by_host: dict[int, list]) -> dict[int, Parsed]:
                     # from memory. (An IDS body's ids never change; a JSON body's may be looked up again.)
                     ids = p.id_set()
                     p.unnamed = (d.generation, ids.difference(d.keys))
-                    if first and reports[0]["ids"] and 0 not in ids:
+                    if first and reports[0]["ids"]:  # (its 0s stay in `came` until _plan_chunk resolves them)
                         base = set(reports[0]["ids"])
                         p.against = (base, ids - base, base - ids)
                 first = False
@@ -524,7 +524,12 @@ async def _plan_chunk(conn, d: Dictionary, by_host: dict[int, list], out: dict,
             ids, p = m
             if 0 in ids:
                 ids.discard(0)
-                ids.update(map(cached_id, p.unknown_keys()))
+                resolved = set(map(cached_id, p.unknown_keys()))
+                ids |= resolved
+                if p.against is not None:
+                    p.against[1].discard(0)
+                    p.against[1].update(resolved - base)
+                    p.against[2].difference_update(resolved)
             # The report's change against the state before it, computed once: plan_host names it.
             if p.against is not None:  # the host's first installed report, compared as it was read (`base` is its set)
                 _, came, gone = p.against

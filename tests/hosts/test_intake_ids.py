@@ -61,6 +61,26 @@ async def test_a_report_of_known_versions_is_stored_as_ids_and_applied_alike(cli
     assert await pool.fetchval("SELECT count(*) FROM host_reports") == 0
 
 
+async def test_an_item_the_host_has_that_the_copy_lacks_changes_nothing(client, pool, make_key, run_worker):
+    """The copy may lack an entry that the host's set already holds (it was trimmed, or is older than the
+    entry): that item is stored as its key, a 0 among the ids, and once the worker resolves it, it is the
+    same id as before, neither added nor removed."""
+    creds = await registered_host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "curl": "7.88-1", **FILLER}))
+    await run_worker()
+    await state_and_history(pool, creds[2])
+    known = await _follow(client, pool)
+    del known.ids[inventory.item_key("curl", "7.88-1")]
+    await put(client, creds, "packages/installed", installed({"bash": "5.2-1", "curl": "7.88-1", **FILLER}))
+    found, keys = bodies.decode_ids(bytes(await pool.fetchval("SELECT body FROM host_reports")))
+    assert keys == [inventory.item_key("bash", "5.2-1"), inventory.item_key("curl", "7.88-1")]
+    await run_worker()
+    packages, history = await state_and_history(pool, creds[2])
+    assert history == [("upgraded", "bash", "", "5.1-1", "5.2-1")]
+    assert packages == {("bash", ""): "5.2-1", ("curl", ""): "7.88-1", **{(n, ""): v for n, v in FILLER.items()}}
+    await check_postings(pool)
+
+
 async def test_an_item_the_copy_lacks_is_checked_as_before(client, pool, make_key, run_worker):
     """Only the items the server's copy lacks are checked; one that is not in the agent's form sends the body
     the full way: the same refusal text, or, valid JSON in another form, stored as JSON."""
