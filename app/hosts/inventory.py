@@ -1024,16 +1024,20 @@ _reclaim = _Reclaim()
 RECLAIM_LOCK_TIMEOUT = "5s"  # reclaim_reports' wait for host_reports' lock
 
 
-async def reclaim_reports(pool, threshold: int, targets: list[str]) -> bool:
-    """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and no
-    other diff is queued or running (`targets`: the caller's): every row of that table is a pending
-    report, so a drained backlog leaves it all dead space, which a vacuum then truncates (it cannot
-    while another batch reads the table).
+async def reclaim_reports(pool, threshold: int) -> bool:
+    """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and the
+    backlog is drained: no host_diff task queued and no report pending. Every row of that table is a pending
+    report, so a drained backlog leaves it all dead space, which a vacuum then truncates. A batch that ends
+    while another has yet to write leaves it to that one (its reports are still there): whatever the other's
+    task rows still say, the last batch to write vacuums.
 
     It waits for the table's lock, at most RECLAIM_LOCK_TIMEOUT: an autovacuum of the table (a backlog's
     deletes start one) gives way to it after PostgreSQL's deadlock_timeout, and skipping would leave the
     drained backlog's pages to that autovacuum, which may not truncate them."""
-    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_besides(pool, Kind.host_diff, targets):
+    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_queued(pool, Kind.host_diff):
+        return False
+    # The oldest pending report by the primary key: a scan of the table would read every dead row.
+    if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM (SELECT id FROM host_reports ORDER BY id LIMIT 1) r)"):
         return False
     _reclaim.deleted = 0
     try:
@@ -1089,7 +1093,7 @@ async def host_diff_batch(pool, targets: list[str], turn: turns.Turn | None = No
     failed = [h for h, r in results.items() if isinstance(r, Exception)]
     if failed:
         await forget_digests(pool, failed)
-    await reclaim_reports(pool, _settings().reports_vacuum_bytes, targets)
+    await reclaim_reports(pool, _settings().reports_vacuum_bytes)
     return {t: results[_host_id(t)] for t in targets}
 
 

@@ -185,12 +185,8 @@ async def claim_queued(pool, kind: str, worker_id: str, limit: int, group: int =
         return []
 
 
-async def any_besides(pool, kind: str, targets: list[str]) -> bool:
-    """Whether a task of `kind` is queued, or running on a target not in `targets` (the caller's own)."""
-    return await pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = $1 AND status = 'queued')"
-        " OR EXISTS (SELECT 1 FROM tasks WHERE kind = $1 AND status = 'running' AND target <> ALL($2::text[]))",
-        str(kind), targets)
+async def any_queued(pool, kind: str) -> bool:
+    return await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = $1 AND status = 'queued')", str(kind))
 
 
 # --- running: progress, heartbeats, an operator's stop ---------------------------------------------
