@@ -132,6 +132,8 @@ async def test_package_search_pages_follow_hostnames_with_the_same_packages(clie
     body = await _get(client, "/api/v2/hosts/package/openssl/3.0.2?per_page=1&page=2", viewer)
     assert [(r["hostname"], sorted(r["packages"])) for r in body["results"]] == [("web02", ["openssl", "openssl-dev"])]
     assert body["pagination"]["total"] == 2
+    body = await _get(client, "/api/v2/hosts/package/nothing?per_page=2", viewer)  # no entry matches
+    assert (body["results"], body["pagination"]["total"]) == ([], 0)
 
 
 async def test_package_search_pages_read_dense_and_sparse_matches_alike(client, pool, make_key, viewer):
