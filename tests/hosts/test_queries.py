@@ -338,9 +338,10 @@ async def test_the_union_of_many_entries_is_exact_in_every_range(pool):
 
 
 async def test_a_whole_answer_past_the_limit_is_refused_and_pages_still_work(aiohttp_client, pool, settings,
-                                                                           fleet, viewer):
+                                                                           fleet, viewer, monkeypatch):
     """An answer asked for whole is held whole by the server: past DEPOT_MAX_ANSWER_BYTES it is a 400 that
-    says to ask for pages, and the pages of the same question still answer."""
+    says to ask for pages, and the pages of the same question still answer. The same answers and refusals
+    whether its rows are read all at once or a few at a time (queries.WHOLE_CHUNK)."""
     from dataclasses import replace
 
     from app.domain_errors import Invalid
@@ -351,13 +352,20 @@ async def test_a_whole_answer_past_the_limit_is_refused_and_pages_still_work(aio
                                                     page=queries.Page(), **kw),
             lambda **kw: queries.hosts_by_updates(pool, True, queries.Page(), **kw),
             lambda **kw: queries.hosts_by_updates(pool, False, queries.Page(), **kw)]
-    for ask in asks:
-        whole, total = await ask()
-        text = orjson.dumps(whole)      # a Fragment: its text as is
-        at_limit, same_total = await ask(max_bytes=len(text))
-        assert total >= 1 and (orjson.dumps(at_limit), same_total) == (text, total)
-        with pytest.raises(Invalid):
-            await ask(max_bytes=len(text) - 1)
+    answers = []
+    for chunk in (queries.WHOLE_CHUNK, 1, 2):
+        monkeypatch.setattr(queries, "WHOLE_CHUNK", chunk)
+        for ask in asks:
+            whole, total = await ask()
+            text = orjson.dumps(whole)      # a Fragment: its text as is
+            answers.append((chunk, text, total))
+            at_limit, same_total = await ask(max_bytes=len(text))
+            assert total >= 1 and (orjson.dumps(at_limit), same_total) == (text, total)
+            with pytest.raises(Invalid):
+                await ask(max_bytes=len(text) - 1)
+    assert [a[1:] for a in answers[:3]] == [a[1:] for a in answers[3:6]] == [a[1:] for a in answers[6:]]
+    assert len(orjson.loads(answers[0][1])) == 3  # (openssl: three hosts, so chunks of 1 and 2 read several)
+    monkeypatch.undo()
 
     small = await aiohttp_client(create_app(replace(settings, max_answer_bytes=10)))
     for path, total in (("/api/v2/hosts/package/openssl", 3), ("/api/v2/hosts/outdated", 2),
