@@ -79,7 +79,8 @@ async def _rebuild_snapshot(pool, storage: Storage, signer: Signer | None, snap_
         async with session_lock(conn, LOCK_NAMESPACE, snap_id), session_lock(conn, *POOL_LOCK, shared=True):
             snap, repo = await snapshot_with_repo(conn, snap_id)
             await conn.execute("UPDATE snapshots SET reconstruct = 'running' WHERE id = $1", snap.id)
-            built_at = await conn.fetchval("SELECT clock_timestamp()")  # (the database's clock, as before)
+            # The row and the rpm identities kept beside the build get the same time, from the database's clock.
+            built_at = await conn.fetchval("SELECT clock_timestamp()")
             try:
                 if repo.type == "deb":
                     count = await _rebuild_deb(conn, storage, signer if sign else None, snap, repo, progress)
