@@ -73,9 +73,9 @@ class Settings:
     # A batch whose hosts bring this many package versions new to the fleet (each a new posting-list row) is
     # written in parts of about that many: its memory stays bounded when the hosts share no version.
     inventory_write_new_entries: int = 30_000
-    # Applied reports are deleted; once a worker has deleted this many bytes of them and no diff is
-    # queued and no report pending, it vacuums host_reports (a drained queue table then gives its space back at once, rather
-    # than at autovacuum's next round). 0 leaves it to autovacuum.
+    # Applied reports are deleted; once no diff is queued, no report is pending and host_reports (all of it
+    # dead space then) holds this many bytes, a worker vacuums it (a drained queue table then gives its space
+    # back at once, rather than at autovacuum's next round). 0 leaves it to autovacuum.
     reports_vacuum_bytes: int = 16 * 1024 * 1024
     # Group commit of host reports (hosts/intake.py): reports per statement, statements at once per process;
     # and the events-history digests each server process remembers (intake.SeenDigests).

@@ -16,7 +16,6 @@ import itertools
 import logging
 import operator
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -965,7 +964,6 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
     out: dict[int, dict | Exception] = {h: _empty_summary() for h in host_ids}
     chunk = max(_settings().inventory_chunk_hosts, 1)
     new_limit = _settings().inventory_write_new_entries
-    body_bytes: dict[int, int] = defaultdict(int)
     async with pool.acquire() as conn:
         await _check_dictionary(conn)
         known = dictionary().max_id      # an id above it is a version new to the fleet: a new posting-list row
@@ -981,7 +979,6 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
                 pending = await conn.fetch(_PENDING_SQL, part)
             for row in pending:
                 by_host.setdefault(row["host_id"], []).append(row)
-                body_bytes[row["host_id"]] += len(row["body"])
             planned = await plan_chunk(conn, by_host, out, await prefetch_entries(conn, by_host))
             plans += planned
             before = len(new_entries)
@@ -1000,7 +997,6 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
         if plans:
             async with turns.writing(turn):
                 await _write_isolated(conn, plans, out)
-    _reclaim.deleted += sum(n for h, n in body_bytes.items() if not isinstance(out[h], Exception))
     return out
 
 
@@ -1013,33 +1009,28 @@ class _Chunking:
 _chunking = _Chunking()
 
 
-class _Reclaim:
-    """Bytes of applied reports this process deleted since it last vacuumed host_reports."""
-    deleted = 0
-
-
-_reclaim = _Reclaim()
-
-
 RECLAIM_LOCK_TIMEOUT = "5s"  # reclaim_reports' wait for host_reports' lock
+_RECLAIMABLE_SQL = """
+SELECT NOT EXISTS (SELECT 1 FROM (SELECT id FROM host_reports ORDER BY id LIMIT 1) r)
+       AND pg_table_size('host_reports') >= $1
+"""
 
 
 async def reclaim_reports(pool, threshold: int) -> bool:
-    """Vacuum host_reports once this process has deleted `threshold` bytes of applied reports and the
-    backlog is drained: no host_diff task queued and no report pending. Every row of that table is a pending
-    report, so a drained backlog leaves it all dead space, which a vacuum then truncates. A batch that ends
-    while another has yet to write leaves it to that one (its reports are still there): whatever the other's
-    task rows still say, the last batch to write vacuums.
+    """Vacuum host_reports once the backlog is drained (no host_diff task queued, no report pending) and the
+    table holds `threshold` bytes. Every row of that table is a pending report, so a drained backlog leaves it
+    all dead space, which a vacuum then truncates; its size counts what every worker process deleted. A batch
+    that ends while another has yet to write leaves it to that one (its reports are still there): whatever the
+    other's task rows still say, the last batch to write vacuums.
 
     It waits for the table's lock, at most RECLAIM_LOCK_TIMEOUT: an autovacuum of the table (a backlog's
     deletes start one) gives way to it after PostgreSQL's deadlock_timeout, and skipping would leave the
     drained backlog's pages to that autovacuum, which may not truncate them."""
-    if threshold <= 0 or _reclaim.deleted < threshold or await rows.any_queued(pool, Kind.host_diff):
+    if threshold <= 0 or await rows.any_queued(pool, Kind.host_diff):
         return False
     # The oldest pending report by the primary key: a scan of the table would read every dead row.
-    if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM (SELECT id FROM host_reports ORDER BY id LIMIT 1) r)"):
+    if not await pool.fetchval(_RECLAIMABLE_SQL, threshold):
         return False
-    _reclaim.deleted = 0
     try:
         async with pool.acquire() as conn:
             await conn.execute(f"SET lock_timeout = '{RECLAIM_LOCK_TIMEOUT}'")

@@ -206,12 +206,10 @@ async def _count(pool, sql: str, n: int) -> bool:
     return await pool.fetchval(sql) == n
 
 
-async def test_the_next_batch_is_read_while_the_one_before_waits_to_write(client, pool, redis, settings, make_key,
-                                                                          monkeypatch):
+async def test_the_next_batch_is_read_while_the_one_before_waits_to_write(client, pool, redis, settings, make_key):
     hosts, gate, job = await _two_batches_waiting_to_write(client, pool, redis, settings, make_key)
     # Nothing queued, but both batches' reports pending: no vacuum of host_reports yet (inventory.reclaim_reports).
     assert not await rows.any_queued(pool, "host_diff")
-    monkeypatch.setattr(inventory_store._reclaim, "deleted", 1)
     assert not await inventory_store.reclaim_reports(pool, 1)
     gate.writes.release()  # the first writes, then the second
     assert await asyncio.wait_for(job, 30) == "4 task(s) for a job of 1"

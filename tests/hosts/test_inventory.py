@@ -746,12 +746,15 @@ async def test_a_drained_backlog_gives_its_report_space_back(client, pool, make_
         await pool.execute("ALTER TABLE host_reports RESET (autovacuum_enabled, toast.autovacuum_enabled)")
 
 
-async def test_the_reclaiming_vacuum_waits_for_a_vacuum_that_holds_the_table(pool, monkeypatch):
+async def test_the_reclaiming_vacuum_waits_for_a_vacuum_that_holds_the_table(client, pool, make_key):
     """A vacuum (or autovacuum) holding host_reports delays the worker's, which then runs: skipping it would
     leave a drained backlog's pages to an autovacuum that may not truncate them."""
     import asyncio
 
-    monkeypatch.setattr(inventory_store._reclaim, "deleted", 10)
+    host = (await registered_host(client, make_key))[2]
+    report = await pool.fetchval("INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed',"
+                                 " '\\x00', '\\x00') RETURNING id", host)
+    await pool.execute("DELETE FROM host_reports WHERE id = $1", report)  # dead space for the vacuum
     count = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'host_reports'"
     before = await pool.fetchval(count)
     async with pool.acquire() as other:
@@ -770,12 +773,11 @@ async def test_the_reclaiming_vacuum_waits_for_a_vacuum_that_holds_the_table(poo
     assert await pool.fetchval(count) == before + 1
 
 
-async def test_the_last_batch_to_write_vacuums_while_another_batchs_tasks_still_say_running(client, pool, make_key,
-                                                                                           monkeypatch):
+async def test_the_last_batch_to_write_vacuums_while_another_batchs_tasks_still_say_running(client, pool, make_key):
     """A batch that has written (its reports deleted) may not have marked its tasks done yet when the last one
-    ends: the backlog is drained all the same, and that last batch vacuums. A pending report or a queued
-    diff leaves it to a later batch."""
-    monkeypatch.setattr(inventory_store._reclaim, "deleted", 10)
+    ends: the backlog is drained all the same, and that last batch vacuums, whichever process deleted the
+    reports (the table's size counts them). A pending report, a queued diff, or a table below the threshold
+    leaves it to a later batch."""
     host = (await registered_host(client, make_key))[2]
     await pool.execute("INSERT INTO tasks (kind, target, status) VALUES ('host_diff', 'host:999', 'running')")
     count = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'host_reports'"
@@ -786,9 +788,10 @@ async def test_the_last_batch_to_write_vacuums_while_another_batchs_tasks_still_
     await pool.execute("INSERT INTO tasks (kind, target) VALUES ('host_diff', 'host:998')")
     assert not await inventory_store.reclaim_reports(pool, 1)   # a diff queued
     await pool.execute("DELETE FROM tasks WHERE status = 'queued'")
+    size = await pool.fetchval("SELECT pg_table_size('host_reports')")
+    assert not await inventory_store.reclaim_reports(pool, size + 1)   # not enough dead space
     before = await pool.fetchval(count)
-    assert await inventory_store.reclaim_reports(pool, 1)
-    assert inventory_store._reclaim.deleted == 0
+    assert await inventory_store.reclaim_reports(pool, size)
     for _ in range(50):  # (the statistics arrive a moment after the vacuum)
         if await pool.fetchval(count) == before + 1:
             break
