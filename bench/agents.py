@@ -36,7 +36,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from app.cli.server import default_servers, servers_env
+from app.cli.server import default_processes, servers_env
 from bench import fleet
 from bench._common import fresh_database, private_settings, server_env
 
@@ -46,7 +46,7 @@ CONNECT_AT_ONCE = int(os.environ.get("BENCH_AGENTS_CONNECT_AT_ONCE", "200"))
 PUT_HOSTS = int(os.environ.get("BENCH_AGENTS_PUT_HOSTS", "768"))
 INVENTORY = int(os.environ.get("BENCH_AGENTS_INVENTORY", "200"))
 UPLOADS_AT_ONCE = 64  # the agents' concurrent inventory uploads after a restart (one client process)
-SERVERS = int(os.environ.get("BENCH_SERVERS", "0")) or default_servers()
+SERVERS = int(os.environ.get("BENCH_SERVERS", "0")) or default_processes()
 BENCH_DB = "depot_bench_agents"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MARKER = "bench-marker"

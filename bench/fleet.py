@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.cli.server import default_servers, servers_env
+from app.cli.server import default_processes, servers_env
 from bench._common import free_port, private_settings, server_env
 
 # 768 hosts: a run of 4 rounds lasts 3-6 s here (the reference takes 2,500-5,000 reports/s as the
@@ -41,7 +41,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 PACKAGES = int(os.environ.get("BENCH_PACKAGES", "2000"))
 AVAILABLE = 40
 QUERY_HOSTS = int(os.environ.get("BENCH_QUERY_HOSTS", "10_000"))
-SERVERS = int(os.environ.get("BENCH_SERVERS", "0")) or default_servers()
+SERVERS = int(os.environ.get("BENCH_SERVERS", "0")) or default_processes()
 BENCH_DB = "depot_bench"
 ROOT = Path(__file__).resolve().parent.parent
 

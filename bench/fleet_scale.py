@@ -1,7 +1,7 @@
 """Fleet-scale benchmark: a whole fleet onboarded, then steady state, quiet reports and fleet questions.
 
 Depot runs as `make run` starts it (BENCH_SERVERS `depot serve` processes sharing the port, default one
-per core and at most 4, and BENCH_SCALE_WORKERS `depot worker` processes, default 1) on a database of
+per core and at most 4, and BENCH_SCALE_WORKERS `depot worker` processes, default as many) on a database of
 its own; the load comes from a separate process on loopback (BENCH_CONCURRENCY keep-alive connections,
 default 64, bench/fleet.py's `_Connection`). The reference is bench/fleet.py's do-nothing aiohttp
 server (reads and JSON-parses each body), sent the same bodies in the same run, before and after Depot.
@@ -68,7 +68,7 @@ HOSTS = int(os.environ.get("BENCH_SCALE_HOSTS", "5000"))
 PACKAGES = int(os.environ.get("BENCH_SCALE_PACKAGES", "2000"))
 SEED = int(os.environ.get("BENCH_SCALE_SEED", "17"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
-WORKERS = int(os.environ.get("BENCH_SCALE_WORKERS", "1"))
+WORKERS = int(os.environ.get("BENCH_SCALE_WORKERS", "0"))
 QUERY_RUNS = int(os.environ.get("BENCH_SCALE_QUERY_RUNS", "7"))
 KEEP = os.environ.get("BENCH_SCALE_KEEP", "") not in ("", "0")
 DEFAULT_DB = "depot_fleet_scale"
@@ -520,14 +520,15 @@ def _verdict(ok: bool) -> str:
 
 
 def main() -> None:
-    from app.cli.server import default_servers, servers_env
+    from app.cli.server import default_processes, servers_env
     from bench._common import free_port, server_env
     from bench.fleet import _depot_cmd, _reset, _stop, _wait_port
 
     # A SIGTERM (a stopped run) goes through the finally below: no server or worker left behind to serve
     # the next run's database and queue.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    servers_n = int(os.environ.get("BENCH_SERVERS", "0")) or default_servers()
+    servers_n = int(os.environ.get("BENCH_SERVERS", "0")) or default_processes()
+    workers_n = WORKERS or default_processes()
     admin_url, name = _database()
     if admin_url:
         asyncio.run(_drop(urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))))
@@ -541,7 +542,7 @@ def main() -> None:
           + ", ".join(f"{i.name} {i.share * 10}% ({i.os_family})" for i in IMAGES)
           + f"; {VARIANT_SHARE:.0%} of a host's packages at one of {len(ALTERNATIVES)} alternative versions,"
           f" 1-5 of {SITE_PACKAGES} site-local packages; installed report ~{statistics.mean(sample) / 1000:.0f} KB"
-          f" (generated in ~{gen_ms:.1f} ms); Depot: {servers_n} server process(es), {WORKERS} worker(s),"
+          f" (generated in ~{gen_ms:.1f} ms); Depot: {servers_n} server process(es), {workers_n} worker(s),"
           f" {CONCURRENCY} concurrent hosts; database {name} on {'BENCH_DATABASE_URL' if admin_url else 'the embedded PostgreSQL'};"
           f" load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -555,7 +556,7 @@ def main() -> None:
     servers = [subprocess.Popen(_depot_cmd("serve", "--reuse-port"), cwd=ROOT, stdout=subprocess.DEVNULL, env=serve_env)
                for _ in range(servers_n)]
     workers = [subprocess.Popen(_depot_cmd("worker"), cwd=ROOT, env=server_env(settings), stdout=subprocess.DEVNULL)
-               for _ in range(WORKERS)]
+               for _ in range(workers_n)]
     rows: list[tuple[str, str, str]] = []
     try:
         _wait_port(ref_port, ref)

@@ -72,8 +72,9 @@ def cmd_worker(args) -> None:
     Worker(**worker_settings(settings), burst=args.burst).run()
 
 
-def default_servers() -> int:
-    # One server process per core (Python runs one core per process), at most 4 by default.
+def default_processes() -> int:
+    # One server process and one worker process per core (Python runs one core per process), at most 4 of
+    # each by default: the servers are busy while reports come, the workers once they have come.
     return max(1, min(os.cpu_count() or 1, 4))
 
 
@@ -119,7 +120,8 @@ def register(sub) -> None:
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(fn=cmd_worker)
     p = sub.add_parser("run", help="run servers and worker(s) in the foreground (what `make run` does)")
-    p.add_argument("--servers", type=int, default=default_servers(),
+    p.add_argument("--servers", type=int, default=default_processes(),
                    help="server processes sharing the port (default: one per core, at most 4)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=default_processes(),
+                   help="worker processes (default: one per core, at most 4)")
     p.set_defaults(fn=cmd_run)
