@@ -331,6 +331,8 @@ class Intake:
         count = reports.fast_count(kind, raw, self.max_items)
         body = raw
         splittable = bodies.is_splittable(kind, count)
+        if splittable:  # in the agent's form, but the copy lacked too many of its items (or is empty)
+            self.known.want()
         if count is None:
             value = reports.body_value(await read_json(), reports.BODY_KEYS[kind])
             count = reports.check_items(kind, value, self.max_items)

@@ -29,6 +29,12 @@ class KnownVersions:
         self.read_rows = read_rows
         self.ids: Ids = Ids()
         self.max_id = 0
+        self._wanted = asyncio.Event()
+
+    def want(self) -> None:
+        """A report in the agent's form that the copy mostly lacked: read the dictionary again soon rather than
+        at the next interval (a fleet's first reports come while the workers make the entries they share)."""
+        self._wanted.set()
 
     async def refresh(self, pool) -> int:
         """Read the entries added since the last call; returns how many. A dictionary emptied meanwhile (its
@@ -52,11 +58,17 @@ class KnownVersions:
             if len(rows) < self.read_rows:
                 return added
 
-    async def follow(self, pool, seconds: float) -> None:
-        """Refresh every `seconds` until cancelled; PostgreSQL being away only delays it."""
+    async def follow(self, pool, seconds: float, soon: float = 0.1) -> None:
+        """Refresh every `seconds` until cancelled, and `soon` after want() (at most that often); PostgreSQL
+        being away only delays it."""
         while True:
+            self._wanted.clear()
             try:
                 await self.refresh(pool)
             except Exception as exc:  # noqa: BLE001 - the copy only saves work: never stop following
                 log.warning("reading the package dictionary failed: %s", exc)
-            await asyncio.sleep(seconds)
+            try:
+                await asyncio.wait_for(self._wanted.wait(), seconds)
+            except asyncio.TimeoutError:
+                continue
+            await asyncio.sleep(min(soon, seconds))

@@ -2,6 +2,7 @@
 hosts/known.py): the same inventories, histories and refusals as reports stored as JSON."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from app import resources
@@ -158,6 +159,39 @@ async def test_the_copy_follows_the_dictionary_stays_bounded_and_forgets_a_reset
     await pool.execute("DELETE FROM package_versions; ALTER TABLE package_versions ALTER COLUMN id RESTART")
     await pool.execute("INSERT INTO package_versions (name, arch, version) VALUES ('other', '', '2')")
     assert await known.refresh(pool) == 1 and list(known.ids) == [inventory.item_key("other", "2")]
+
+
+async def test_a_report_the_copy_mostly_lacks_has_it_read_again_soon(client, pool, make_key, monkeypatch):
+    """A fleet's first reports come while the workers make the entries they share: a report in the agent's form
+    that the copy mostly lacks asks for the dictionary to be read again at once, not at the next interval."""
+    known = KnownVersions(limit=1000)
+    following = asyncio.create_task(known.follow(pool, 3600, soon=0.05))
+    try:
+        await asyncio.sleep(0.2)  # its first read, then an hour's wait
+        await pool.execute("INSERT INTO package_versions (name, arch, version) VALUES ('late', '', '1')")
+        await asyncio.sleep(0.3)
+        assert inventory.item_key("late", "1") not in known.ids
+        known.want()
+        for _ in range(100):
+            if inventory.item_key("late", "1") in known.ids:
+                break
+            await asyncio.sleep(0.05)
+        assert inventory.item_key("late", "1") in known.ids
+    finally:
+        following.cancel()
+
+    # The intake asks for it when such a report comes, and not when the copy knows the report's items.
+    intake_known = client.app[resources.INTAKE].known
+    wanted = []
+    monkeypatch.setattr(intake_known, "want", lambda: wanted.append(1))
+    creds = await registered_host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"late": "1", **FILLER}))
+    assert wanted == [1]
+    await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1.0-1'",
+                       list(FILLER))
+    await _follow(client, pool)
+    await put(client, creds, "packages/installed", installed({"late": "1", "new": "1", **FILLER}))
+    assert wanted == [1] and await _forms(pool) == [bodies.SPLITTABLE, bodies.IDS]
 
 
 async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool, make_key, run_worker, monkeypatch):
