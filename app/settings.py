@@ -54,6 +54,10 @@ class Settings:
     # Jobs one worker runs at once. arq starts at most this many per poll of the queue (every 50 ms),
     # so it also caps a worker's rate of short jobs (a batch of host diffs is one job).
     worker_max_jobs: int = 16
+    # Added to a worker process's niceness when it starts: where servers, PostgreSQL and workers share cores,
+    # the requests (and the statements the workers wait on) go first and the workers take the CPU left. 0 leaves
+    # it as started.
+    worker_nice: int = 10
     # Host diff tasks a server creates within this window go to the workers as one job (app/tasks/batcher.py).
     diff_batch_seconds: float = 0.1
     # During a report storm (this many installed/available reports per second or more, per server
@@ -190,6 +194,7 @@ class Settings:
             max_answer_bytes=_int("DEPOT_MAX_ANSWER_BYTES", 256 * MiB),
             queue_name=_str("DEPOT_QUEUE_NAME", "depot:queue"),
             worker_max_jobs=_int("DEPOT_WORKER_MAX_JOBS", 16),
+            worker_nice=_int("DEPOT_WORKER_NICE", 10),
             diff_batch_seconds=_float("DEPOT_DIFF_BATCH_SECONDS", 0.1),
             diff_hold_seconds=_float("DEPOT_DIFF_HOLD_SECONDS", 5.0),
             diff_hold_rate=_float("DEPOT_DIFF_HOLD_RATE", 200.0),

@@ -67,6 +67,10 @@ def cmd_worker(args) -> None:
 
     settings = load_settings(need_redis=True)
     setup_logging(settings)
+    if not 0 <= settings.worker_nice <= 19:
+        fail("DEPOT_WORKER_NICE must be between 0 and 19")
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     migrate(settings)
     _use_uvloop()
     Worker(**worker_settings(settings), burst=args.burst).run()
