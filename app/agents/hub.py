@@ -209,12 +209,23 @@ class Hub:
             host, _, session_id = rest.partition(":")
             conn = self.connections.get(int(host))
             if conn is not None and conn.session_id != session_id:
-                del self.connections[conn.host_id]
-                self._in_background(self.close(conn.ws))
+                self._in_background(self._close_if_replaced(conn))
         elif kind == "d":
             conn = self.connections.pop(int(rest), None)
             if conn is not None:
                 self._in_background(self.close(conn.ws, protocol.DISCONNECT, host_id=conn.host_id))
+
+    async def _close_if_replaced(self, conn: Connection) -> None:
+        """Another socket of the host was opened: close this one if it is no longer the host's session. The
+        notice of an older socket (here or elsewhere) may arrive after this newer one was opened."""
+        try:
+            current = await sessions.current_session(self.pool, conn.host_id)
+        except DB_DOWN as exc:  # kept: a socket the agent left ends by itself
+            log.warning("agent session of host %s not checked: %s", conn.host_id, type(exc).__name__)
+            return
+        if current != conn.session_id and self.connections.get(conn.host_id) is conn:
+            del self.connections[conn.host_id]
+            await self.close(conn.ws)
 
     async def _listen(self) -> None:
         """LISTEN on a connection of this process's own, reopened whenever it is lost."""

@@ -3,7 +3,8 @@ dashboard see it), and the notices the processes send each other about sockets a
 
 A notice is a NOTIFY on one channel, sent in the transaction that made the change (so it is delivered
 only if that commits); each server process LISTENs on a connection of its own (app/agents/hub.py):
-- `c:<host>:<session>`: that host authenticated on a new socket; any other socket of it is closed;
+- `c:<host>:<session>`: that host authenticated on a new socket; any other socket of it is closed, once the
+  host's row says it is no longer that socket's session (a notice can arrive after a newer socket's);
 - `d:<host>`: that host was deleted or got new credentials; its socket is told and closed;
 - `r:<host>`: that host has a request to send (or its request in flight ended); `r:*`: many hosts have.
 """
@@ -67,6 +68,11 @@ async def open_session(pool, host_id: int, server_id: str, session_id: str) -> b
         if opened:
             await notify(conn, f"c:{host_id}:{session_id}")
     return bool(opened)
+
+
+async def current_session(pool, host_id: int) -> str | None:
+    """The session of the host's socket now, None if it holds none."""
+    return await pool.fetchval("SELECT session_id FROM agent_sessions WHERE host_id = $1", host_id)
 
 
 async def connected_since(pool, host_id: int):

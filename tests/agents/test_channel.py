@@ -61,6 +61,24 @@ async def test_a_newer_socket_replaces_the_older(server, host, pool):
     await second.close()
 
 
+async def test_a_late_notice_of_an_older_socket_leaves_the_newer_one(server, host, pool):
+    """The notice of a socket's session can arrive after a newer socket of the host opened (PostgreSQL delivers it
+    later under load): the newer socket stays. A notice of a session that did replace it closes it."""
+    client = await server()
+    hub = client.app[HUB]
+    await connected(client, host, pool)
+    first_session = (await session_of(pool, host[2]))["session_id"]
+    second = await connected(client, host, pool)
+    second_session = (await session_of(pool, host[2]))["session_id"]
+    hub.on_notice(f"c:{host[2]}:{first_session}")  # as if the first socket's notice came only now
+    await asyncio.sleep(0.3)
+    assert hub.connections[host[2]].session_id == second_session
+    await pool.execute("UPDATE agent_sessions SET session_id = 'elsewhere/1' WHERE host_id = $1", host[2])
+    hub.on_notice(f"c:{host[2]}:elsewhere/1")  # another process's newer socket
+    assert await second.receive() is None  # closed by the server
+    assert host[2] not in hub.connections
+
+
 async def test_bad_token_gets_the_reference_error_and_close(server, host, pool):
     """A2: the reference's error text, then close 1000; nothing recorded."""
     client = await server()
