@@ -1010,6 +1010,8 @@ _chunking = _Chunking()
 
 
 RECLAIM_LOCK_TIMEOUT = "5s"  # reclaim_reports' wait for host_reports' lock
+# No report pending (the oldest by the primary key: a scan of the table would read every dead row), and the
+# table, all dead space then, at least $1 bytes.
 _RECLAIMABLE_SQL = """
 SELECT NOT EXISTS (SELECT 1 FROM (SELECT id FROM host_reports ORDER BY id LIMIT 1) r)
        AND pg_table_size('host_reports') >= $1
@@ -1028,7 +1030,6 @@ async def reclaim_reports(pool, threshold: int) -> bool:
     drained backlog's pages to that autovacuum, which may not truncate them."""
     if threshold <= 0 or await rows.any_queued(pool, Kind.host_diff):
         return False
-    # The oldest pending report by the primary key: a scan of the table would read every dead row.
     if not await pool.fetchval(_RECLAIMABLE_SQL, threshold):
         return False
     try:
