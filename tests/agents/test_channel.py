@@ -71,7 +71,7 @@ async def test_a_late_notice_of_an_older_socket_leaves_the_newer_one(server, hos
     second = await connected(client, host, pool)
     second_session = (await session_of(pool, host[2]))["session_id"]
     hub.on_notice(f"c:{host[2]}:{first_session}")  # as if the first socket's notice came only now
-    await asyncio.sleep(0.3)
+    await asyncio.wait(set(hub._background), timeout=5)  # its check of the host's session ran
     assert hub.connections[host[2]].session_id == second_session
     await pool.execute("UPDATE agent_sessions SET session_id = 'elsewhere/1' WHERE host_id = $1", host[2])
     hub.on_notice(f"c:{host[2]}:elsewhere/1")  # another process's newer socket
