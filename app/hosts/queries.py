@@ -8,6 +8,7 @@ import orjson
 
 from app.domain_errors import Invalid
 from app.hosts import versions
+from app.hosts.inventory import POSTING_BUCKET
 
 # A host row as /hosts/ returns it: Repomanager's keys, never the credentials.
 HOST_COLUMNS = """
@@ -327,6 +328,11 @@ async def _custom_plan(conn) -> None:
 WHOLE_CHUNK = 4000  # rows of a whole answer read at a time
 
 
+def _too_large(max_bytes: int) -> Invalid:
+    return Invalid(f"The answer is larger than {max_bytes} bytes: ask for it in pages (per_page)",
+                   max_answer_bytes=max_bytes)
+
+
 async def _whole_answer(pool, sql: str, args: list, max_bytes: int | None) -> tuple[orjson.Fragment, int]:
     """The JSON array of the `item` texts `sql` selects (one per host), and their count. Read with a cursor,
     WHOLE_CHUNK rows at a time (each chunk in one list comprehension: iterating the cursor row by row cost
@@ -340,10 +346,80 @@ async def _whole_answer(pool, sql: str, args: list, max_bytes: int | None) -> tu
             chunk = [row["item"].encode() for row in rows]
             size += sum(map(len, chunk)) + len(chunk)
             if max_bytes is not None and size > max_bytes:
-                raise Invalid(f"The answer is larger than {max_bytes} bytes: ask for it in pages (per_page)",
-                              max_answer_bytes=max_bytes)
+                raise _too_large(max_bytes)
             items += chunk
     return orjson.Fragment(b"[" + b",".join(items) + b"]"), len(items)
+
+
+# A whole answer of at most this many entries (a package's versions and architectures, a narrow prefix) is
+# put together here from its entries' posting rows (_whole_from_postings); more (a broad prefix: thousands of
+# entries, millions of (host, entry) pairs) by PostgreSQL, a cursor's chunk at a time (_whole_answer).
+WHOLE_FEW_ENTRIES = 256
+# Of a fleet of n hosts, a whole answer of at least n / WHOLE_DENSE of them reads every host in hostname
+# order (the index, no sort); fewer are looked up by id and sorted.
+WHOLE_DENSE = 3
+# A byte of a posting bitmap -> the offsets of its set bits (the first bit is the highest).
+_BYTE_BITS = [tuple(k for k in range(8) if v & (0x80 >> k)) for v in range(256)]
+
+
+async def _whole_from_postings(pool, entries: str, args: list,
+                               max_bytes: int | None) -> tuple[orjson.Fragment, int] | None:
+    """A whole answer of a few matching entries (`entries`, _ENTRY's columns), as hosts_with_package's
+    SQL path gives it, byte for byte; None if more than WHOLE_FEW_ENTRIES match.
+
+    Each host's members come from the entries' posting rows (bitmaps read here: for the fleet's most common
+    package, PostgreSQL's unnest of every row's bits, a group per host, a join to hosts and a sort of their
+    hostnames took most of the answer's time); then the hosts' names, in PostgreSQL's hostname order (one
+    snapshot for both reads), and each host's item made here."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await _custom_plan(conn)
+        matching = await conn.fetch(f"SELECT id, member FROM ({entries}) e ORDER BY rank LIMIT {WHOLE_FEW_ENTRIES + 1}",
+                                    *args)
+        if len(matching) > WHOLE_FEW_ENTRIES:
+            return None
+        member = {r["id"]: r["member"].encode() for r in matching}
+        order = {entry: n for n, entry in enumerate(member)}
+        postings = await conn.fetch("SELECT version_id, bucket, hosts FROM package_hosts WHERE version_id = ANY($1::int4[])",
+                                    list(member))
+        postings.sort(key=lambda r: order[r["version_id"]])
+        # host id -> its members (in rank order: the rows are read in that order)
+        found: dict[int, bytes] = {}
+        get = found.get
+        for entry, bucket, hosts in postings:
+            m = member[entry]
+            start = bucket * POSTING_BUCKET
+            for offset, byte in enumerate(hosts.bytes):
+                if byte:
+                    first = start + 8 * offset
+                    for bit in _BYTE_BITS[byte]:
+                        host = first + bit
+                        had = get(host)
+                        found[host] = m if had is None else had + b"," + m
+        if not found:
+            return orjson.Fragment(b"[]"), 0
+        fleet = await conn.fetchval("SELECT coalesce(max(id), 0) FROM hosts")
+        if len(found) * WHOLE_DENSE >= fleet:
+            await conn.execute("SET LOCAL enable_sort = off")   # the hostname index's order, not a sort
+            hosts = await conn.fetch("SELECT id, hostname FROM hosts ORDER BY hostname")
+        else:
+            hosts = await conn.fetch("SELECT h.id, h.hostname FROM unnest($1::text::int8[]) AS u(id)"
+                                     " JOIN hosts h ON h.id = u.id ORDER BY h.hostname", _int8_text(found))
+    items: list[bytes] = []
+    size = 1
+    dumps = orjson.dumps  # (the same text as PostgreSQL's to_json, escapes and all)
+    for host, hostname in hosts:
+        packages = get(host)
+        if packages is not None:
+            item = b'{"id":%d,"hostname":%b,"packages":{%b}}' % (host, dumps(hostname), packages)
+            size += len(item) + 1
+            if max_bytes is not None and size > max_bytes:
+                raise _too_large(max_bytes)
+            items.append(item)
+    return orjson.Fragment(b"[" + b",".join(items) + b"]"), len(items)
+
+
+def _int8_text(ids) -> str:
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 async def hosts_with_package(
@@ -438,6 +514,8 @@ async def hosts_with_package(
                 SELECT {item} AS item FROM pk ORDER BY hostname
             """
     if not page.paginated:
+        if deb_ids == rpm_ids and (answer := await _whole_from_postings(pool, entries, args, max_bytes)) is not None:
+            return answer
         return await _whole_answer(pool, sql, [*args, *extra], max_bytes)
     return _page_answer(await _fetch_custom(pool, sql, [*args, *extra]))
 

@@ -198,6 +198,66 @@ async def test_a_pages_packages_come_in_name_and_arch_order_as_in_the_whole_answ
             assert list(h["packages"]) == ordered, query  # (dict equality above does not see the order)
 
 
+async def test_a_whole_answer_from_the_posting_rows_is_postgresqls_byte_for_byte(client, pool, make_key, viewer,
+                                                                               monkeypatch):
+    """A whole answer of a few entries is put together in Python from their posting rows
+    (queries._whole_from_postings), its hosts read in hostname order or looked up by id as they are many
+    or few; more entries than queries.WHOLE_FEW_ENTRIES are answered by PostgreSQL (the SQL path). Every way
+    gives the same bytes: hosts in three posting ranges whose ids do not follow their names, several
+    matching members per host, a hostname JSON must escape, a deleted host."""
+    from app.hosts import queries
+
+    operator = await make_key("operator")
+    names = ["m05", "a01", "z09", "k03", "b02", "q07", "c04", "x08", "d06", "e10"]
+    ids = []
+    for n, hostname in enumerate(names):
+        if n in (3, 7):  # the next host in the next range of 400 ids
+            await pool.execute("SELECT setval('hosts_id_seq', (SELECT max(id) FROM hosts) + 400)")
+        host_id = (await register(client, operator, hostname))[2]
+        ids.append(host_id)
+        rows = [(host_id, "openssl", "", f"3.0.{n % 3}")]
+        if n % 2:
+            rows += [(host_id, "openssl", "i386", "3.0.1"), (host_id, "openssl-dev", "", "3.0.1")]
+        if n in (2, 6):
+            rows.append((host_id, "rare", "", "1"))
+        await seed_inventories(pool, rows)
+    assert len({i // 400 for i in ids}) == 3
+    await pool.execute("UPDATE hosts SET hostname = $2 WHERE id = $1", ids[4], 'b02 "q\\uoted" \x01 é')
+    await pool.execute("DELETE FROM hosts WHERE id = $1", ids[8])
+    questions = ["openssl", "openssl?strict-name", "openssl/3.0.1", "openssl/3.0.1?strict", "openssl*",
+                 "openssl?strict-name&older-than=3.0.2", "rare?strict-name", "nothing"]
+
+    async def answers() -> list[bytes]:
+        got = []
+        for question in questions:
+            resp = await client.get(f"/api/v2/hosts/package/{question}", headers=viewer)
+            assert resp.status == 200
+            got.append(await resp.read())
+        return got
+
+    by_postgresql = await answers()
+    assert len(orjson.loads(by_postgresql[0])["results"]) == 9
+    first = orjson.loads(by_postgresql[0])["results"][0]
+    assert (first["hostname"], list(first["packages"].items())) == (
+        "a01", [("openssl", "3.0.1"), ("openssl:i386", "3.0.1"), ("openssl-dev", "3.0.1")])
+    monkeypatch.setattr(queries, "WHOLE_FEW_ENTRIES", 0)
+    assert await answers() == by_postgresql          # (0 entries allowed: the SQL path answers)
+    monkeypatch.undo()
+    for dense in (1, 10**9):                           # the hosts looked up by id, or read all in hostname order
+        monkeypatch.setattr(queries, "WHOLE_DENSE", dense)
+        calls = []
+        original = queries._whole_from_postings
+
+        async def counted(*args, **kwargs):
+            answer = await original(*args, **kwargs)
+            calls.append(answer is not None)
+            return answer
+        monkeypatch.setattr(queries, "_whole_from_postings", counted)
+        assert await answers() == by_postgresql, dense
+        assert calls == [True] * len(questions)
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("bad", ["open ssl", "open'ssl", "a;b", "%3Cscript%3E", "lib%25"])
 async def test_package_search_rejects_invalid_names(client, fleet, viewer, bad):
     body = await _get(client, f"/api/v2/hosts/package/{bad}", viewer, 400)
@@ -337,16 +397,21 @@ async def test_the_union_of_many_entries_is_exact_in_every_range(pool):
     assert everyone == {0: [5, 6, 7], 1: [405, 406], 2: [810, 811, 812], 3: [1216]}
 
 
+@pytest.mark.parametrize("few_entries", [None, 0])
 async def test_a_whole_answer_past_the_limit_is_refused_and_pages_still_work(aiohttp_client, pool, settings,
-                                                                           fleet, viewer, monkeypatch):
+                                                                           fleet, viewer, monkeypatch, few_entries):
     """An answer asked for whole is held whole by the server: past DEPOT_MAX_ANSWER_BYTES it is a 400 that
     says to ask for pages, and the pages of the same question still answer. The same answers and refusals
-    whether its rows are read all at once or a few at a time (queries.WHOLE_CHUNK)."""
+    whether its rows are read all at once or a few at a time (queries.WHOLE_CHUNK), and whether a package's
+    few entries are put together from their posting rows or (few_entries 0) by PostgreSQL."""
     from dataclasses import replace
 
     from app.domain_errors import Invalid
     from app.hosts import queries
     from app.main import create_app
+
+    if few_entries is not None:
+        monkeypatch.setattr(queries, "WHOLE_FEW_ENTRIES", few_entries)
 
     asks = [lambda **kw: queries.hosts_with_package(pool, "openssl", None, strict_name=False, strict_version=False,
                                                     page=queries.Page(), **kw),
@@ -366,6 +431,8 @@ async def test_a_whole_answer_past_the_limit_is_refused_and_pages_still_work(aio
     assert [a[1:] for a in answers[:3]] == [a[1:] for a in answers[3:6]] == [a[1:] for a in answers[6:]]
     assert len(orjson.loads(answers[0][1])) == 3  # (openssl: three hosts, so chunks of 1 and 2 read several)
     monkeypatch.undo()
+    if few_entries is not None:
+        monkeypatch.setattr(queries, "WHOLE_FEW_ENTRIES", few_entries)
 
     small = await aiohttp_client(create_app(replace(settings, max_answer_bytes=10)))
     for path, total in (("/api/v2/hosts/package/openssl", 3), ("/api/v2/hosts/outdated", 2),
