@@ -382,6 +382,11 @@ async def _whole_from_postings(pool, entries: str, args: list,
         postings = await conn.fetch("SELECT version_id, bucket, hosts FROM package_hosts WHERE version_id = ANY($1::int4[])",
                                     list(member))
         postings.sort(key=lambda r: order[r["version_id"]])
+        if max_bytes is not None:  # the members alone past the limit: refused before they are listed
+            members_size = sum(int.from_bytes(hosts.bytes).bit_count() * (len(member[entry]) + 1)
+                               for entry, _, hosts in postings)
+            if members_size > max_bytes:
+                raise _too_large(max_bytes)
         # host id -> its members (in rank order: the rows are read in that order)
         found: dict[int, bytes] = {}
         get = found.get
