@@ -982,9 +982,13 @@ async def _apply_pending(pool, host_ids: list[int], turn: turns.Turn | None) -> 
             planned = await plan_chunk(conn, by_host, out, await prefetch_entries(conn, by_host))
             plans += planned
             before = len(new_entries)
-            for p in planned:  # (most hosts bring no new version: max() in C says so)
-                if p.added_ids and max(p.added_ids) > known:
-                    new_entries.update(filter(known.__lt__, p.added_ids))
+            # The ids the chunk's hosts added so far: a host's are checked against `known` only where they are not
+            # among them (hosts of one image share most of theirs; a set difference is C, a filter is not).
+            added: set[int] = set()
+            for p in planned:
+                if p.added_ids and (fresh := p.added_ids - added):
+                    added |= fresh
+                    new_entries.update(filter(known.__lt__, fresh))
             # Hosts that bring many new versions each are read fewer at a time, so that neither the cache
             # (trimmed before each chunk) nor a part's write holds much more than a part's new entries.
             per_host = (len(new_entries) - before) // max(len(part), 1)
