@@ -131,25 +131,27 @@ class Dictionary:
         # A few large sets of one id per name (names_twice), with their id by name number; newest first.
         self.checked: list[tuple[frozenset[int], dict[int, int]]] = []
         self.max_id = 0
+        self.max_key: tuple[str, str] | None = None  # the (raw name, version) of max_id
         self.generation = 0  # bumped whenever entries leave the cache (ids looked up before may be gone)
         self.planning = 0  # plan_chunk calls under way (they read entries across their awaits)
         self._idle: tuple[asyncio.AbstractEventLoop, asyncio.Condition] | None = None
 
-    def check(self, last_id: int, known_max: int) -> None:
+    def check(self, last_id: int, known_max: int, replaced: bool = False) -> None:
         """At the start of a batch: forget everything if the dictionary was emptied (its last id below
         the highest this cache knew before the id was read: a batch running meanwhile may have cached
-        newer ones), and trim to the limit; neither while another batch is planning (it relies on the
-        entries it found here)."""
+        newer ones) or `replaced` (that highest id names another entry now: emptied, then filled past it by
+        another process before this check), and trim to the limit; neither while another batch is
+        planning (it relies on the entries it found here)."""
         if self.planning:
             return
-        if last_id < known_max:
+        if last_id < known_max or replaced:
             self.ids.clear()
             self.keys.clear()
             self.name_numbers.clear()
             self.name_of = []
             self.ids_of_name.clear()
             self.checked.clear()
-            self.max_id = 0
+            self.max_id, self.max_key = 0, None
             self.generation += 1
         self.trim()
 
@@ -199,7 +201,7 @@ class Dictionary:
         self.ids[key] = id_
         self.keys[id_] = (raw, version)
         if id_ > self.max_id:
-            self.max_id = id_
+            self.max_id, self.max_key = id_, (raw, version)
         if id_ >= len(self.name_of):
             self.name_of.extend(itertools.repeat(0, id_ + 1 - len(self.name_of) + 4096))
         number = self.name_of[id_] = self.name_numbers.setdefault(raw, len(self.name_numbers) + 1)
@@ -313,13 +315,27 @@ def dictionary() -> Dictionary:
     return _dictionaries[_current_db]
 
 
+# The dictionary's last id, and the entry that now has the cache's highest id.
+_CHECK_SQL = """
+SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id,
+       (SELECT ARRAY[name, arch, version] FROM package_versions WHERE id = $1) AS at_max
+FROM package_versions_id_seq
+"""
+
+
 async def _check_dictionary(conn) -> None:
     global _current_db
-    before_db, known_max = _current_db, dictionary().max_id
-    row = await conn.fetchrow("SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id"
-                              " FROM package_versions_id_seq")
-    _current_db = row["db"]
-    dictionary().check(row["id"], known_max if row["db"] == before_db else dictionary().max_id)
+    d = dictionary()
+    known_max, known_key = d.max_id, d.max_key
+    row = await conn.fetchrow(_CHECK_SQL, known_max)
+    if row["db"] != _current_db:  # (a test process may use two databases: each has its cache)
+        _current_db = row["db"]
+        d = dictionary()
+        known_max, known_key = d.max_id, d.max_key
+        row = await conn.fetchrow(_CHECK_SQL, known_max)
+    at_max = row["at_max"]
+    now = (join_arch(at_max[0], at_max[1]), at_max[2]) if at_max else None
+    d.check(row["id"], known_max, replaced=known_key is not None and now != known_key)
 
 
 @functools.cache

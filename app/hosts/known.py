@@ -17,7 +17,12 @@ from app.hosts.inventory import item_key, join_arch
 
 log = logging.getLogger(__name__)
 
-_LAST_ID_SQL = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM package_versions_id_seq"
+# The dictionary's last id, and the entry that now has the copy's highest id.
+_CHECK_SQL = """
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS id,
+       (SELECT ARRAY[name, arch, version] FROM package_versions WHERE id = $1) AS at_max
+FROM package_versions_id_seq
+"""
 _NEW_SQL = "SELECT id, name, arch, version FROM package_versions WHERE id > $1 ORDER BY id LIMIT $2"
 
 
@@ -29,6 +34,7 @@ class KnownVersions:
         self.read_rows = read_rows
         self.ids: Ids = Ids()
         self.max_id = 0
+        self.max_key: bytes | None = None  # the key of max_id
         self._wanted = asyncio.Event()
 
     def want(self) -> None:
@@ -38,12 +44,15 @@ class KnownVersions:
 
     async def refresh(self, pool) -> int:
         """Read the entries added since the last call; returns how many. A dictionary emptied meanwhile (its
-        sequence below the ids read: a test database reset) empties the copy first."""
+        sequence below the ids read, or the highest id read now another entry's: a database reset or restored,
+        then filled past it) empties the copy first."""
         if self.limit <= 0:
             return 0
-        if await pool.fetchval(_LAST_ID_SQL) < self.max_id:
+        row = await pool.fetchrow(_CHECK_SQL, self.max_id)
+        at_max = row["at_max"] and item_key(join_arch(row["at_max"][0], row["at_max"][1]), row["at_max"][2])
+        if row["id"] < self.max_id or (self.max_key is not None and at_max != self.max_key):
             self.ids.clear()
-            self.max_id = 0
+            self.max_id, self.max_key = 0, None
         added = 0
         while True:
             rows = await pool.fetch(_NEW_SQL, self.max_id, self.read_rows)
@@ -51,7 +60,8 @@ class KnownVersions:
                 self.ids[item_key(join_arch(r["name"], r["arch"]), r["version"])] = r["id"]
             added += len(rows)
             if rows:
-                self.max_id = rows[-1]["id"]
+                last = rows[-1]
+                self.max_id, self.max_key = last["id"], item_key(join_arch(last["name"], last["arch"]), last["version"])
             if len(self.ids) > self.limit:
                 for old in list(itertools.islice(iter(self.ids), len(self.ids) - self.limit * 3 // 4)):
                     del self.ids[old]

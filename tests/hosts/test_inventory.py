@@ -515,6 +515,32 @@ async def test_a_reset_dictionary_empties_the_workers_cache(client, pool, make_k
     await check_postings(pool)
 
 
+async def test_a_dictionary_emptied_and_filled_past_the_caches_ids_empties_them(client, pool, make_key, run_worker):
+    """A dictionary emptied (a database reset or restored), then filled past the highest id the worker's cache and a
+    server's copy hold (by other processes) before either looks: the sequence alone does not tell, the entry now at
+    that id does. Both forget their entries, and the next inventory is named and stored by the new ones."""
+    creds = await registered_host(client, make_key)
+    await put(client, creds, "packages/installed", installed({"bash": "5.1-1", "vim": "9.0-1"}))
+    await run_worker()
+    known = client.app[resources.INTAKE].known
+    await known.refresh(pool)
+    cache = inventory_store.dictionary()
+    assert cache.max_id and known.max_id == cache.max_id
+    await pool.execute("DELETE FROM hosts; DELETE FROM package_hosts; DELETE FROM package_versions;"
+                       " ALTER TABLE package_versions ALTER COLUMN id RESTART")
+    # Other entries take every id the caches knew, and more.
+    await pool.execute("INSERT INTO package_versions (name, arch, version)"
+                       " SELECT 'other-' || i, '', '1' FROM generate_series(1, $1) AS i", cache.max_id + 5)
+    await known.refresh(pool)
+    assert inventory_store.item_key("bash", "5.1-1") not in known.ids and known.max_id == cache.max_id + 5
+    creds = await registered_host(client, make_key, "web03")
+    await put(client, creds, "packages/installed", installed({"vim": "9.0-1", "curl": "7.88-1"}))
+    await run_worker()
+    assert inventory_store.item_key("bash", "5.1-1") not in inventory_store.dictionary().ids
+    assert {r["name"]: r["version"] for r in await inventory(pool, creds[2])} == {"vim": "9.0-1", "curl": "7.88-1"}
+    await check_postings(pool)
+
+
 def test_the_dictionary_cache_is_kept_while_a_batch_plans_and_cleared_only_by_a_reset():
     d = inventory_store.Dictionary(1000)
     for i in range(1, 1501):
@@ -528,7 +554,10 @@ def test_the_dictionary_cache_is_kept_while_a_batch_plans_and_cleared_only_by_a_
     assert 1500 in d.keys and len(d.keys) == 750  # trimmed to 3/4 of the limit, oldest first
     assert 1 not in d.keys and len(d.ids) == 750
     d.check(last_id=5, known_max=1500)  # the dictionary was emptied (a database reset)
-    assert not d.keys and not d.ids and d.max_id == 0
+    assert not d.keys and not d.ids and d.max_id == 0 and d.max_key is None
+    d._add("p1", "", "1.0", 1)
+    d.check(last_id=9, known_max=1, replaced=True)  # emptied, then filled past id 1 by others
+    assert not d.keys and d.max_id == 0
 
 
 def test_the_dictionary_cache_stays_bounded_within_a_batch_and_forgets_names_it_no_longer_holds():
