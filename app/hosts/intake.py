@@ -275,6 +275,7 @@ class Intake:
     def __init__(self, pool, batcher: JobBatcher, credentials: HostCredentialCache, *, max_items: int,
                  max_group: int = 64, max_inflight: int = 2, seen_entries: int = 100_000,
                  known: KnownVersions | None = None):
+        self.pool = pool
         self.batcher = batcher
         self.credentials = credentials
         self.max_items = max_items
@@ -323,15 +324,15 @@ class Intake:
 
     async def check(self, kind: str, raw: bytes, read_json: ReadJson) -> tuple[bytes, int]:
         """A changed report checked: its stored form (hosts/bodies.py) and item count, or a ReportError."""
-        if kind == reports.INSTALLED and self.known.ids:
-            encoded = bodies.encode_ids(raw, self.known.ids)
-            if encoded is not None:
-                reports.check_count(kind, encoded[1], self.max_items)
-                return encoded
-        count = reports.fast_count(kind, raw, self.max_items)
+        if kind == reports.INSTALLED and self.known.ids and (encoded := bodies.encode_ids(raw, self.known.ids)):
+            reports.check_count(kind, encoded[1], self.max_items)
+            return encoded
+        count = reports.fast_count(kind, raw, self.max_items)  # (the agent's form: every item checked)
         body = raw
         splittable = bodies.is_splittable(kind, count)
         if splittable:  # in the agent's form, but the copy lacked too many of its items (or is empty)
+            if await self.known.learn(self.pool, raw) and (encoded := bodies.encode_ids(raw, self.known.ids)):
+                return encoded
             self.known.want()
         if count is None:
             value = reports.body_value(await read_json(), reports.BODY_KEYS[kind])

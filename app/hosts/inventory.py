@@ -263,11 +263,7 @@ class Dictionary:
         for _ in range(3):
             if not missing:
                 break
-            pairs = [key_pair(k) for k in missing]
-            split = [split_arch(raw) for raw, _ in pairs]
-            rows = await conn.fetch(
-                _DICTIONARY_SQL, [n for n, _ in split], [a for _, a in split], [v for _, v in pairs])
-            for r in rows:
+            for r in await dictionary_entries(conn, missing):
                 out[self._add(r["name"], r["arch"], r["version"], r["id"])] = r["id"]
             missing = [k for k in missing if k not in out]
         if missing:
@@ -302,6 +298,14 @@ UNION ALL
 SELECT v.id, v.name, v.arch, v.version FROM k JOIN package_versions v
     ON v.name = k.name AND v.arch = k.arch AND v.version = k.version
 """
+
+async def dictionary_entries(conn, keys) -> list:
+    """The dictionary's entries (id, name, arch, version) of these item_key()s, new ones inserted; one another
+    transaction inserts meanwhile may be missing (it is not in this statement's snapshot)."""
+    pairs = [key_pair(k) for k in keys]
+    split = [split_arch(raw) for raw, _ in pairs]
+    return await conn.fetch(_DICTIONARY_SQL, [n for n, _ in split], [a for _, a in split], [v for _, v in pairs])
+
 
 # One per database (a worker has one; a test process may use two).
 _dictionaries: dict[str, Dictionary] = {}

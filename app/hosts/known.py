@@ -12,8 +12,9 @@ import asyncio
 import itertools
 import logging
 
+from app.hosts import bodies, reports
 from app.hosts.bodies import Ids
-from app.hosts.inventory import item_key, join_arch
+from app.hosts.inventory import dictionary_entries, item_key, join_arch
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,57 @@ class KnownVersions:
         self.limit = limit
         self.read_rows = read_rows
         self.ids: Ids = Ids()
-        self.max_id = 0
-        self.max_key: bytes | None = None  # the key of max_id
+        self.max_id = 0  # the highest id the copy holds (read or made), and its key
+        self.max_key: bytes | None = None
+        self._read_to = 0  # the id refresh() reads on from
         self._wanted = asyncio.Event()
+        self._learning = False
 
     def want(self) -> None:
         """A report in the agent's form that the copy mostly lacked: read the dictionary again soon rather than
         at the next interval (a fleet's first reports come while the workers make the entries they share)."""
         self._wanted.set()
+
+    async def learn(self, pool, raw: bytes) -> bool:
+        """The entries of an installed report in the agent's form that the copy lacks, made (as the worker would
+        make them when it applies the report) and added to the copy; False if none were.
+
+        A fleet's first reports come before any worker has made the entries they share: each would be stored
+        whole, then split and looked up by a worker. One report's entries made here let the next ones of its
+        image be stored as ids. One report at a time per process (the others meanwhile are stored whole),
+        and only items in the agent's exact form."""
+        if self.limit <= 0 or self._learning:
+            return False
+        keys = bodies.agent_items(raw)
+        if keys is None:
+            return False
+        missing = list(dict.fromkeys(k for k in keys if k not in self.ids))
+        if not missing or not all(map(reports.is_agent_item, missing)):
+            return False
+        self._learning = True
+        try:
+            async with pool.acquire() as conn:
+                rows = await dictionary_entries(conn, missing)
+        except Exception as exc:  # noqa: BLE001 - the copy only saves work: the report is stored whole
+            log.warning("making dictionary entries failed: %s", exc)
+            return False
+        finally:
+            self._learning = False
+        self._add(rows)
+        self._trim()
+        return bool(rows)
+
+    def _add(self, rows) -> None:
+        for r in rows:
+            key = item_key(join_arch(r["name"], r["arch"]), r["version"])
+            self.ids[key] = r["id"]
+            if r["id"] > self.max_id:
+                self.max_id, self.max_key = r["id"], key
+
+    def _trim(self) -> None:
+        if len(self.ids) > self.limit:
+            for old in list(itertools.islice(iter(self.ids), len(self.ids) - self.limit * 3 // 4)):
+                del self.ids[old]
 
     async def refresh(self, pool) -> int:
         """Read the entries added since the last call; returns how many. A dictionary emptied meanwhile (its
@@ -52,19 +96,15 @@ class KnownVersions:
         at_max = row["at_max"] and item_key(join_arch(row["at_max"][0], row["at_max"][1]), row["at_max"][2])
         if row["id"] < self.max_id or (self.max_key is not None and at_max != self.max_key):
             self.ids.clear()
-            self.max_id, self.max_key = 0, None
+            self.max_id, self.max_key, self._read_to = 0, None, 0
         added = 0
         while True:
-            rows = await pool.fetch(_NEW_SQL, self.max_id, self.read_rows)
-            for r in rows:
-                self.ids[item_key(join_arch(r["name"], r["arch"]), r["version"])] = r["id"]
+            rows = await pool.fetch(_NEW_SQL, self._read_to, self.read_rows)
+            self._add(rows)
             added += len(rows)
             if rows:
-                last = rows[-1]
-                self.max_id, self.max_key = last["id"], item_key(join_arch(last["name"], last["arch"]), last["version"])
-            if len(self.ids) > self.limit:
-                for old in list(itertools.islice(iter(self.ids), len(self.ids) - self.limit * 3 // 4)):
-                    del self.ids[old]
+                self._read_to = rows[-1]["id"]
+            self._trim()
             if len(rows) < self.read_rows:
                 return added
 

@@ -184,18 +184,45 @@ async def test_a_report_the_copy_mostly_lacks_has_it_read_again_soon(client, poo
     finally:
         following.cancel()
 
-    # The intake asks for it when such a report comes, and not when the copy knows the report's items.
+    # The intake asks for it when such a report comes while the process is making another report's entries (it
+    # makes one report's at a time), and not when the copy knows the report's items.
     intake_known = client.app[resources.INTAKE].known
     wanted = []
     monkeypatch.setattr(intake_known, "want", lambda: wanted.append(1))
     creds = await registered_host(client, make_key)
+    intake_known._learning = True
     await put(client, creds, "packages/installed", installed({"late": "1", **FILLER}))
+    intake_known._learning = False
     assert wanted == [1]
     await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1.0-1'",
                        list(FILLER))
     await _follow(client, pool)
     await put(client, creds, "packages/installed", installed({"late": "1", "new": "1", **FILLER}))
     assert wanted == [1] and await _forms(pool) == [bodies.SPLITTABLE, bodies.IDS]
+
+
+async def test_a_report_the_copy_mostly_lacks_has_its_entries_made_by_the_server(client, pool, make_key, run_worker):
+    """A fleet's first report, its entries in no dictionary yet: the server makes them (KnownVersions.learn) and
+    stores the report as ids. The next host's report, mostly known, is stored as ids with its two new items as
+    their keys (the worker makes those, as for any report). Both are applied as from any report."""
+    known = client.app[resources.INTAKE].known
+    assert not known.ids
+    first = await registered_host(client, make_key, "web01")
+    await put(client, first, "packages/installed", installed({"bash": "5.1-1", "libc6:amd64": "2.36-9", **FILLER}))
+    assert await _forms(pool) == [bodies.IDS]
+    assert await pool.fetchval("SELECT count(*) FROM package_versions") == 2 + len(FILLER)
+    assert known.ids[inventory.item_key("libc6:amd64", "2.36-9")] == await pool.fetchval(
+        "SELECT id FROM package_versions WHERE name = 'libc6' AND arch = 'amd64'")
+    second = await registered_host(client, make_key, "web02")
+    await put(client, second, "packages/installed", installed({"bash": "5.2-1", "zsh": "5.9-4", **FILLER}))
+    assert await _forms(pool) == [bodies.IDS, bodies.IDS]
+    assert await pool.fetchval("SELECT count(*) FROM package_versions") == 2 + len(FILLER)
+    await run_worker()
+    assert await pool.fetchval("SELECT count(*) FROM package_versions") == 4 + len(FILLER)
+    for creds, expected in ((first, {"bash": "5.1-1", "libc6:amd64": "2.36-9", **FILLER}),
+                            (second, {"bash": "5.2-1", "zsh": "5.9-4", **FILLER})):
+        packages, _ = await state_and_history(pool, creds[2])
+        assert packages == {inventory.split_arch(raw): version for raw, version in expected.items()}
 
 
 async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool, make_key, run_worker, monkeypatch):
