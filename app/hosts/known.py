@@ -4,7 +4,8 @@ With it, the intake stores an installed report in the agent's form as its items'
 (bodies.encode_ids), so the worker neither decompresses nor parses it. The dictionary only grows
 (its entries are immutable), so the copy follows it by id; an entry the copy lacks (not read yet,
 or committed after a higher id was read) only costs its item being stored as its key, which the
-worker looks up as it would in any report.
+worker looks up as it would in any report. A report the copy mostly lacks has its entries made here
+(learn): a fleet's first reports come before any worker has made them.
 """
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ class KnownVersions:
         then filled past it) empties the copy first."""
         if self.limit <= 0:
             return 0
-        row = await pool.fetchrow(_CHECK_SQL, self.max_id)
+        max_id, max_key = self.max_id, self.max_key  # (learn() may add entries meanwhile)
+        row = await pool.fetchrow(_CHECK_SQL, max_id)
         at_max = row["at_max"] and item_key(join_arch(row["at_max"][0], row["at_max"][1]), row["at_max"][2])
-        if row["id"] < self.max_id or (self.max_key is not None and at_max != self.max_key):
+        if row["id"] < max_id or (max_key is not None and at_max != max_key):
             self.ids.clear()
             self.max_id, self.max_key, self._read_to = 0, None, 0
         added = 0
