@@ -319,27 +319,32 @@ def dictionary() -> Dictionary:
     return _dictionaries[_current_db]
 
 
-# The dictionary's last id, and the entry that now has the cache's highest id.
-_CHECK_SQL = """
+_STATE_SQL = """
 SELECT current_database() AS db, CASE WHEN is_called THEN last_value ELSE 0 END AS id,
-       (SELECT ARRAY[name, arch, version] FROM package_versions WHERE id = $1) AS at_max
+       (SELECT ARRAY[name, arch, version] FROM package_versions WHERE id = $1) AS entry
 FROM package_versions_id_seq
 """
+
+
+async def dictionary_state(conn, entry_id: int) -> tuple[str, int, tuple[str, str] | None]:
+    """The database's name, the dictionary's last id, and the (raw name, version) of entry `entry_id` now (None if
+    there is none): how a cache of the dictionary (this module's, hosts/known.py's) tells it was emptied."""
+    row = await conn.fetchrow(_STATE_SQL, entry_id)
+    entry = row["entry"]
+    return row["db"], row["id"], (join_arch(entry[0], entry[1]), entry[2]) if entry else None
 
 
 async def _check_dictionary(conn) -> None:
     global _current_db
     d = dictionary()
     known_max, known_key = d.max_id, d.max_key
-    row = await conn.fetchrow(_CHECK_SQL, known_max)
-    if row["db"] != _current_db:  # (a test process may use two databases: each has its cache)
-        _current_db = row["db"]
+    db, last_id, at_max = await dictionary_state(conn, known_max)
+    if db != _current_db:  # (a test process may use two databases: each has its cache)
+        _current_db = db
         d = dictionary()
         known_max, known_key = d.max_id, d.max_key
-        row = await conn.fetchrow(_CHECK_SQL, known_max)
-    at_max = row["at_max"]
-    now = (join_arch(at_max[0], at_max[1]), at_max[2]) if at_max else None
-    d.check(row["id"], known_max, replaced=known_key is not None and now != known_key)
+        db, last_id, at_max = await dictionary_state(conn, known_max)
+    d.check(last_id, known_max, replaced=known_key is not None and at_max != known_key)
 
 
 @functools.cache
@@ -770,7 +775,7 @@ WHERE h.id = locked.id
 
 
 def _flat(lists: list) -> tuple[str, list[int], list[int]]:
-    """Lists -> (one flat int4[] as text (_int4_text), 1-based start of each, end of each): slices of
+    """Lists -> (one flat int4[] as text (int_array_text), 1-based start of each, end of each): slices of
     one array parameter (read once per statement, as an InitPlan: `(SELECT $n::text::int4[])`)."""
     flat: list[int] = []
     lo, hi = [], []
@@ -778,7 +783,7 @@ def _flat(lists: list) -> tuple[str, list[int], list[int]]:
         lo.append(len(flat) + 1)
         flat.extend(items)
         hi.append(len(flat))
-    return _int4_text(flat), lo, hi
+    return int_array_text(flat), lo, hi
 
 
 def posting_bit(host_id: int) -> int:
@@ -870,8 +875,8 @@ def _hosts_text(keys, bitmaps: dict[tuple[int, int], int]) -> tuple[str, str]:
     return "{" + ",".join(ids) + "}", "{" + ",".join(bits) + "}"
 
 
-def _int4_text(ints: list[int]) -> str:
-    """An int4[] parameter as text: asyncpg's binary encoding tests every element of a list against
+def int_array_text(ints) -> str:
+    """An int4[] (or int8[]) parameter as text: asyncpg's binary encoding tests every element of a list against
     collections.abc in Python, and a batch's arrays hold every id of its sets; repr() is C."""
     return "{" + repr(ints)[1:-1] + "}"
 
@@ -927,17 +932,17 @@ async def write_plans(conn, plans: list[HostPlan]) -> None:
         if new_keys:
             await conn.execute(_POSTING_LOCKS_SQL, sorted({k[1] for k in new_keys}))
             inserted = {tuple(r) for r in await conn.fetch(
-                _POSTINGS_NEW_SQL, _int4_text([k[0] for k in new_keys]), _int4_text([k[1] for k in new_keys]),
+                _POSTINGS_NEW_SQL, int_array_text([k[0] for k in new_keys]), int_array_text([k[1] for k in new_keys]),
                 *_hosts_text(new_keys, added))}
         keys = sorted((added.keys() - inserted) | removed.keys())
         if keys:
             await conn.execute(
-                _POSTINGS_SQL, _int4_text([k[0] for k in keys]), _int4_text([k[1] for k in keys]),
+                _POSTINGS_SQL, int_array_text([k[0] for k in keys]), int_array_text([k[1] for k in keys]),
                 *_hosts_text([k if k not in inserted else None for k in keys], added),
                 *_hosts_text(keys, removed))
         await conn.execute(
             _WRITE_SQL, [p.host_id for p, *_ in sets], [t[0] for _, t, _, _ in sets], [t[1] for _, t, _, _ in sets],
-            [p.since for p, *_ in sets], _int4_text(template_ids),
+            [p.since for p, *_ in sets], int_array_text(template_ids),
             *_columns(history, 7), *_columns(av_gone, 3), *av_columns[:6], deleted,
             d_add, d_rem, [p.host_id for p in deltas], d_alo, d_ahi, d_rlo, d_rhi, av_columns[6],
             set_missing, set_mlo, set_mhi, set_extra, set_elo, set_ehi,

@@ -15,16 +15,10 @@ import logging
 
 from app.hosts import bodies, reports
 from app.hosts.bodies import Ids
-from app.hosts.inventory import dictionary_entries, item_key, join_arch
+from app.hosts.inventory import dictionary_entries, dictionary_state, item_key, join_arch
 
 log = logging.getLogger(__name__)
 
-# The dictionary's last id, and the entry that now has the copy's highest id.
-_CHECK_SQL = """
-SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS id,
-       (SELECT ARRAY[name, arch, version] FROM package_versions WHERE id = $1) AS at_max
-FROM package_versions_id_seq
-"""
 _NEW_SQL = "SELECT id, name, arch, version FROM package_versions WHERE id > $1 ORDER BY id LIMIT $2"
 
 
@@ -35,8 +29,8 @@ class KnownVersions:
         self.limit = limit
         self.read_rows = read_rows
         self.ids: Ids = Ids()
-        self.max_id = 0  # the highest id the copy holds (read or made), and its key
-        self.max_key: bytes | None = None
+        self.max_id = 0  # the highest id the copy holds (read or made), and its (raw name, version)
+        self.max_key: tuple[str, str] | None = None
         self._read_to = 0  # the id refresh() reads on from
         self._wanted = asyncio.Event()
         self._learning = False
@@ -77,10 +71,10 @@ class KnownVersions:
 
     def _add(self, rows) -> None:
         for r in rows:
-            key = item_key(join_arch(r["name"], r["arch"]), r["version"])
-            self.ids[key] = r["id"]
+            raw = join_arch(r["name"], r["arch"])
+            self.ids[item_key(raw, r["version"])] = r["id"]
             if r["id"] > self.max_id:
-                self.max_id, self.max_key = r["id"], key
+                self.max_id, self.max_key = r["id"], (raw, r["version"])
 
     def _trim(self) -> None:
         if len(self.ids) > self.limit:
@@ -94,9 +88,8 @@ class KnownVersions:
         if self.limit <= 0:
             return 0
         max_id, max_key = self.max_id, self.max_key  # (learn() may add entries meanwhile)
-        row = await pool.fetchrow(_CHECK_SQL, max_id)
-        at_max = row["at_max"] and item_key(join_arch(row["at_max"][0], row["at_max"][1]), row["at_max"][2])
-        if row["id"] < max_id or (max_key is not None and at_max != max_key):
+        _, last_id, at_max = await dictionary_state(pool, max_id)
+        if last_id < max_id or (max_key is not None and at_max != max_key):
             self.ids.clear()
             self.max_id, self.max_key, self._read_to = 0, None, 0
         added = 0

@@ -8,7 +8,7 @@ import orjson
 
 from app.domain_errors import Invalid
 from app.hosts import versions
-from app.hosts.inventory import POSTING_BUCKET
+from app.hosts.inventory import POSTING_BUCKET, int_array_text
 
 # A host row as /hosts/ returns it: Repomanager's keys, never the credentials.
 HOST_COLUMNS = """
@@ -408,7 +408,7 @@ async def _whole_from_postings(pool, entries: str, args: list,
             hosts = await conn.fetch("SELECT id, hostname FROM hosts ORDER BY hostname")
         else:
             hosts = await conn.fetch("SELECT h.id, h.hostname FROM unnest($1::text::int8[]) AS u(id)"
-                                     " JOIN hosts h ON h.id = u.id ORDER BY h.hostname", _int8_text(found))
+                                     " JOIN hosts h ON h.id = u.id ORDER BY h.hostname", int_array_text(list(found)))
     items: list[bytes] = []
     size = 1
     dumps = orjson.dumps  # (the same text as PostgreSQL's to_json, escapes and all)
@@ -421,10 +421,6 @@ async def _whole_from_postings(pool, entries: str, args: list,
                 raise _too_large(max_bytes)
             items.append(item)
     return orjson.Fragment(b"[" + b",".join(items) + b"]"), len(items)
-
-
-def _int8_text(ids) -> str:
-    return "{" + ",".join(map(str, ids)) + "}"
 
 
 async def hosts_with_package(
