@@ -83,18 +83,33 @@ def agent_items(raw: bytes) -> list[bytes] | None:
     return items
 
 
+_NO_ID = bytes(4)
+
+
 class Ids(dict):
-    """Item key -> dictionary id, and 0 for a key it lacks, also as `ids[key]`: encode_ids looks a report's
-    items up in one operator.itemgetter call, in C, which would otherwise stop at the first item not known."""
+    """Item key -> its dictionary id as the IDS form stores it (int32, little-endian; put() and id_of()), and
+    four zero bytes for a key it lacks, also as `ids[key]`, counted in `misses`: encode_ids looks a report's
+    items up in one operator.itemgetter call and joins their ids in one bytes.join, both in C (an itemgetter
+    call would otherwise stop at the first item not known)."""
 
-    def __missing__(self, key) -> int:
-        return 0
+    misses = 0
+
+    def __missing__(self, key) -> bytes:
+        self.misses += 1
+        return _NO_ID
+
+    def put(self, key: bytes, id_: int) -> None:
+        self[key] = id_.to_bytes(4, "little")
+
+    def id_of(self, key: bytes) -> int | None:
+        packed = self.get(key)
+        return None if packed is None else int.from_bytes(packed, "little")
 
 
-def encode_ids(raw: bytes, known: dict[bytes, int], max_missing: float = 0.25) -> tuple[bytes, int] | None:
+def encode_ids(raw: bytes, known: dict[bytes, int] | Ids, max_missing: float = 0.25) -> tuple[bytes, int] | None:
     """An installed report in the agent's exact form as the IDS form, and its item count; None if it is not
-    in that form or `known` (a copy of the dictionary: key -> id) lacks more than `max_missing` of its items
-    (then the caller checks and stores it whole).
+    in that form or `known` (a copy of the dictionary: key -> id, or an Ids) lacks more than `max_missing` of
+    its items (then the caller checks and stores it whole).
 
     An item `known` holds is a valid one: the dictionary's keys are made from checked reports. Only the
     others are checked, each on its own (reports.is_agent_item); the layout, and that no item holds "}, {",
@@ -102,20 +117,23 @@ def encode_ids(raw: bytes, known: dict[bytes, int], max_missing: float = 0.25) -
     keys = agent_items(raw)
     if keys is None:
         return None
-    if isinstance(known, Ids) and len(keys) > 1:  # its lookups, 0 for an unknown item, in one call in C
-        found = array.array("i", operator.itemgetter(*keys)(known))
+    if isinstance(known, Ids):
+        misses = known.misses
+        packed = b"".join(operator.itemgetter(*keys)(known)) if len(keys) > 1 else known[keys[0]]
+        missing = known.misses - misses
     else:
         found = array.array("i", map(known.get, keys, itertools.repeat(0)))
-    missing = found.count(0)
+        if sys.byteorder == "big":
+            found.byteswap()
+        packed, missing = found.tobytes(), found.count(0)
+    n = len(packed) // 4
     if missing:
         if missing > len(keys) * max_missing:
             return None
-        keys = list(itertools.compress(keys, map(operator.not_, found)))
+        keys = [k for k in keys if k not in known]
         if not all(map(is_agent_item, keys)):
             return None
-    if sys.byteorder == "big":
-        found.byteswap()
-    return IDS + len(found).to_bytes(4, "little") + found.tobytes() + b"}, {".join(keys if missing else ()), len(found)
+    return IDS + n.to_bytes(4, "little") + packed + (b"}, {".join(keys) if missing else b""), n
 
 
 def decode_ids(stored: bytes) -> tuple[array.array, list[bytes]]:

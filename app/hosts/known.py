@@ -72,7 +72,7 @@ class KnownVersions:
     def _add(self, rows) -> None:
         for r in rows:
             raw = join_arch(r["name"], r["arch"])
-            self.ids[item_key(raw, r["version"])] = r["id"]
+            self.ids.put(item_key(raw, r["version"]), r["id"])
             if r["id"] > self.max_id:
                 self.max_id, self.max_key = r["id"], (raw, r["version"])
 

@@ -149,7 +149,7 @@ async def test_the_copy_follows_the_dictionary_stays_bounded_and_forgets_a_reset
     await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1'", names[:10])
     known = KnownVersions(limit=16, read_rows=4)
     assert await known.refresh(pool) == 10 and len(known.ids) == 10
-    assert known.ids[inventory.item_key("p003", "1")] == await pool.fetchval(
+    assert known.ids.id_of(inventory.item_key("p003", "1")) == await pool.fetchval(
         "SELECT id FROM package_versions WHERE name = 'p003'")
     await pool.execute("INSERT INTO package_versions (name, arch, version) SELECT unnest($1::text[]), '', '1'", names[10:])
     assert await known.refresh(pool) == 20
@@ -211,7 +211,7 @@ async def test_a_report_the_copy_mostly_lacks_has_its_entries_made_by_the_server
     await put(client, first, "packages/installed", installed({"bash": "5.1-1", "libc6:amd64": "2.36-9", **FILLER}))
     assert await _forms(pool) == [bodies.IDS]
     assert await pool.fetchval("SELECT count(*) FROM package_versions") == 2 + len(FILLER)
-    assert known.ids[inventory.item_key("libc6:amd64", "2.36-9")] == await pool.fetchval(
+    assert known.ids.id_of(inventory.item_key("libc6:amd64", "2.36-9")) == await pool.fetchval(
         "SELECT id FROM package_versions WHERE name = 'libc6' AND arch = 'amd64'")
     second = await registered_host(client, make_key, "web02")
     await put(client, second, "packages/installed", installed({"bash": "5.2-1", "zsh": "5.9-4", **FILLER}))
@@ -254,16 +254,21 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
 
 
 def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_as_its_key():
-    """KnownVersions' Ids answers 0 for a key it lacks (encode_ids' one itemgetter call); the IDS body is the
-    same as with a plain dict: the known items' ids, and the unknown ones' keys beside them."""
-    known = bodies.Ids({inventory.item_key("bash", "5.1-1"): 7, inventory.item_key("curl", "8.0"): 9})
-    assert known[b"nope"] == 0 and b"nope" not in known
+    """KnownVersions' Ids answers four zero bytes for a key it lacks, and counts it (encode_ids' one itemgetter
+    call and one join); the IDS body is the same as with a plain dict of ids: the known items' ids, and the
+    unknown ones' keys beside them."""
+    plain = {inventory.item_key("bash", "5.1-1"): 7, inventory.item_key("curl", "8.0"): 9,
+             **{inventory.item_key(f"k{i}", "1"): 20 + i for i in range(3)},
+             **{inventory.item_key(f"z{i}", "1"): 300_000 + i for i in range(3)}}
+    known = bodies.Ids()
+    for key, id_ in plain.items():
+        known.put(key, id_)
+    assert known[b"nope"] == bytes(4) and known.misses == 1 and b"nope" not in known
+    assert known.id_of(inventory.item_key("z2", "1")) == 300_002 and known.id_of(b"nope") is None
     raw = json.dumps(installed({"bash": "5.1-1", "curl": "8.0", "zsh": "5.9", **{f"k{i}": "1" for i in range(3)},
                                 **{f"z{i}": "1" for i in range(3)}})).encode()
-    known.update({inventory.item_key(f"k{i}", "1"): 20 + i for i in range(3)})
-    known.update({inventory.item_key(f"z{i}", "1"): 30 + i for i in range(3)})
     encoded = bodies.encode_ids(raw, known)
-    assert encoded == bodies.encode_ids(raw, dict(known))
+    assert encoded == bodies.encode_ids(raw, plain) and known.misses == 2
     found, keys = bodies.decode_ids(encoded[0])
-    assert list(found) == [known.get(k, 0) for k in bodies.agent_items(raw)] and sorted(found)[:2] == [0, 7]
+    assert list(found) == [plain.get(k, 0) for k in bodies.agent_items(raw)] and sorted(found)[:2] == [0, 7]
     assert keys == [inventory.item_key("zsh", "5.9")] and encoded[1] == 9
