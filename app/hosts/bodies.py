@@ -88,14 +88,16 @@ _NO_ID = bytes(4)
 
 class Ids(dict):
     """Item key -> its dictionary id as the IDS form stores it (int32, little-endian; put() and id_of()), and
-    four zero bytes for a key it lacks, also as `ids[key]`, counted in `misses`: encode_ids looks a report's
-    items up in one operator.itemgetter call and joins their ids in one bytes.join, both in C (an itemgetter
-    call would otherwise stop at the first item not known)."""
+    four zero bytes for a key it lacks, also as `ids[key]`, that key then appended to `missed`: encode_ids looks
+    a report's items up in one operator.itemgetter call and joins their ids in one bytes.join, both in C (an
+    itemgetter call would otherwise stop at the first item not known), and has the keys it lacked in order."""
 
-    misses = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.missed: list[bytes] = []
 
     def __missing__(self, key) -> bytes:
-        self.misses += 1
+        self.missed.append(key)
         return _NO_ID
 
     def put(self, key: bytes, id_: int) -> None:
@@ -118,22 +120,23 @@ def encode_ids(raw: bytes, known: dict[bytes, int] | Ids, max_missing: float = 0
     if keys is None:
         return None
     if isinstance(known, Ids):
-        misses = known.misses
+        missed = known.missed = []  # (no other coroutine runs until this call returns)
         packed = b"".join(operator.itemgetter(*keys)(known)) if len(keys) > 1 else known[keys[0]]
-        missing = known.misses - misses
+        missing = len(missed)
     else:
         found = array.array("i", map(known.get, keys, itertools.repeat(0)))
+        missing = found.count(0)
+        missed = list(itertools.compress(keys, map(operator.not_, found))) if missing else []
         if sys.byteorder == "big":
             found.byteswap()
-        packed, missing = found.tobytes(), found.count(0)
+        packed = found.tobytes()
     n = len(packed) // 4
     if missing:
         if missing > len(keys) * max_missing:
             return None
-        keys = [k for k in keys if k not in known]
-        if not all(map(is_agent_item, keys)):
+        if not all(map(is_agent_item, missed)):
             return None
-    return IDS + n.to_bytes(4, "little") + packed + (b"}, {".join(keys) if missing else b""), n
+    return IDS + n.to_bytes(4, "little") + packed + b"}, {".join(missed), n
 
 
 def decode_ids(stored: bytes) -> tuple[array.array, list[bytes]]:

@@ -254,7 +254,7 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
 
 
 def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_as_its_key():
-    """KnownVersions' Ids answers four zero bytes for a key it lacks, and counts it (encode_ids' one itemgetter
+    """KnownVersions' Ids answers four zero bytes for a key it lacks, and notes it (encode_ids' one itemgetter
     call and one join); the IDS body is the same as with a plain dict of ids: the known items' ids, and the
     unknown ones' keys beside them."""
     plain = {inventory.item_key("bash", "5.1-1"): 7, inventory.item_key("curl", "8.0"): 9,
@@ -263,12 +263,12 @@ def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_a
     known = bodies.Ids()
     for key, id_ in plain.items():
         known.put(key, id_)
-    assert known[b"nope"] == bytes(4) and known.misses == 1 and b"nope" not in known
+    assert known[b"nope"] == bytes(4) and known.missed == [b"nope"] and b"nope" not in known
     assert known.id_of(inventory.item_key("z2", "1")) == 300_002 and known.id_of(b"nope") is None
     raw = json.dumps(installed({"bash": "5.1-1", "curl": "8.0", "zsh": "5.9", **{f"k{i}": "1" for i in range(3)},
                                 **{f"z{i}": "1" for i in range(3)}})).encode()
     encoded = bodies.encode_ids(raw, known)
-    assert encoded == bodies.encode_ids(raw, plain) and known.misses == 2
+    assert encoded == bodies.encode_ids(raw, plain) and known.missed == [inventory.item_key("zsh", "5.9")]
     found, keys = bodies.decode_ids(encoded[0])
     assert list(found) == [plain.get(k, 0) for k in bodies.agent_items(raw)] and sorted(found)[:2] == [0, 7]
     assert keys == [inventory.item_key("zsh", "5.9")] and encoded[1] == 9
