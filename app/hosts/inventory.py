@@ -99,15 +99,21 @@ def _split_cached(cache: dict, wanted) -> tuple[dict, list]:
     return out, missing
 
 
+PROBES = 16  # ids of a large set that _may_be_near looks for in a template
+
+
 def _probe(ids: set[int]) -> list[int]:
-    """A few of a set's ids, for _may_be_near."""
-    return list(itertools.islice(ids, 16))
+    """PROBES of a set's ids, spread over its hash table. A set of ints iterates in the order of their values
+    modulo its table's size, so its first few are ids made together (the new versions one host brought):
+    they would say a set is far from a template it differs from by a few dozen ids."""
+    return list(itertools.islice(ids, 0, None, max(1, len(ids) // PROBES)))[:PROBES]
 
 
 def _may_be_near(template, ids: set[int], probe: list[int], limit: int) -> bool:
     """A cheap first test of a template for a large set (a set of one OS image's hosts): sizes at most `limit`
-    apart, and 15 of the set's 16 probed ids in the template. The caller then compares the two whole."""
-    return abs(len(template) - len(ids)) <= limit and sum(map(template.__contains__, probe)) >= 15
+    apart, and at most a quarter of the set's probed ids missing from the template (the callers accept a
+    template that lacks up to an eighth of the set, or a sixteenth). The caller then compares the two whole."""
+    return abs(len(template) - len(ids)) <= limit and sum(map(template.__contains__, probe)) * 4 >= len(probe) * 3
 
 
 class Dictionary:

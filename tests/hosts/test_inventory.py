@@ -396,6 +396,32 @@ def test_a_ranges_bitmaps_are_each_entrys_hosts():
         assert ranges.done() == want
 
 
+def test_hosts_whose_new_versions_were_made_together_are_each_near_their_images_template():
+    """The first inventories of one image's hosts, each with a few dozen versions of its own whose entries were
+    made together (consecutive ids, as the first report that brings them makes them): every host after the
+    first is served by the image's template in its range's bitmaps, and found near the set checked for names
+    given twice. (A set of ints iterates by value modulo its table's size: probing its first few ids picked
+    the host's own versions, and most hosts were then handled id by id.)"""
+    from app.hosts.inventory import POSTING_BUCKET, _RangeBits, posting_bit
+
+    d = inventory_store.Dictionary(100_000)
+    image = list(range(1, 2001))
+    for i in image:
+        d._add(f"p{i}", "", "1", i)
+    ranges, next_id = _RangeBits(), 2001
+    for n, h in enumerate(range(POSTING_BUCKET, 2 * POSTING_BUCKET)):
+        own = image[(n * 37) % 1900:(n * 37) % 1900 + 40]  # 40 packages at a version of its own
+        ids = (set(image) - set(own)) | set(range(next_id, next_id + 40))
+        for i, replaced in zip(range(next_id, next_id + 40), own):
+            d._add(f"p{replaced}", "", "2", i)
+        next_id += 40
+        near = ranges.add(ids, posting_bit(h))
+        assert n == 0 or (near is not None and near[0] is ranges.templates[0][0]), n
+        assert n == 0 or d._near_checked(ids) is not None, n
+        assert not d.names_twice(ids, ids)
+    assert len(ranges.templates) == 1 and len(d.checked) == 1
+
+
 async def test_new_sets_are_written_as_a_template_and_their_differences(pool):
     """A batch's new sets go to PostgreSQL as templates (one per image its hosts' bitmaps matched) less and plus
     each host's differences: every stored set is exactly the host's, sorted, whatever its template; hosts of
