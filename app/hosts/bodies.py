@@ -18,7 +18,6 @@ but faster both ways.
 from __future__ import annotations
 
 import array
-import itertools
 import operator
 import sys
 
@@ -108,10 +107,10 @@ class Ids(dict):
         return None if packed is None else int.from_bytes(packed, "little")
 
 
-def encode_ids(raw: bytes, known: dict[bytes, int] | Ids, max_missing: float = 0.25) -> tuple[bytes, int] | None:
+def encode_ids(raw: bytes, known: Ids, max_missing: float = 0.25) -> tuple[bytes, int] | None:
     """An installed report in the agent's exact form as the IDS form, and its item count; None if it is not
-    in that form or `known` (a copy of the dictionary: key -> id, or an Ids) lacks more than `max_missing` of
-    its items (then the caller checks and stores it whole).
+    in that form or `known` (a copy of the dictionary) lacks more than `max_missing` of its items (then the
+    caller checks and stores it whole).
 
     An item `known` holds is a valid one: the dictionary's keys are made from checked reports. Only the
     others are checked, each on its own (reports.is_agent_item); the layout, and that no item holds "}, {",
@@ -119,24 +118,14 @@ def encode_ids(raw: bytes, known: dict[bytes, int] | Ids, max_missing: float = 0
     keys = agent_items(raw)
     if keys is None:
         return None
-    if isinstance(known, Ids):
-        missed = known.missed = []  # (no other coroutine runs until this call returns)
-        packed = b"".join(operator.itemgetter(*keys)(known)) if len(keys) > 1 else known[keys[0]]
-        missing = len(missed)
-    else:
-        found = array.array("i", map(known.get, keys, itertools.repeat(0)))
-        missing = found.count(0)
-        missed = list(itertools.compress(keys, map(operator.not_, found))) if missing else []
-        if sys.byteorder == "big":
-            found.byteswap()
-        packed = found.tobytes()
-    n = len(packed) // 4
-    if missing:
-        if missing > len(keys) * max_missing:
+    missed = known.missed = []  # (no other coroutine runs until this call returns)
+    packed = b"".join(operator.itemgetter(*keys)(known)) if len(keys) > 1 else known[keys[0]]
+    if missed:
+        if len(missed) > len(keys) * max_missing:
             return None
         if not all(map(is_agent_item, missed)):
             return None
-    return IDS + n.to_bytes(4, "little") + packed + b"}, {".join(missed), n
+    return IDS + len(keys).to_bytes(4, "little") + packed + b"}, {".join(missed), len(keys)
 
 
 def decode_ids(stored: bytes) -> tuple[array.array, list[bytes]]:

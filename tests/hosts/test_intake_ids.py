@@ -133,7 +133,9 @@ async def test_a_name_given_twice_in_an_ids_report_keeps_the_last_version(client
 async def test_an_ids_report_naming_ids_no_entry_has_fails_that_host_alone(client, pool, make_key, run_worker):
     good, bad = await registered_host(client, make_key, "good"), await registered_host(client, make_key, "bad")
     raw = json.dumps(installed({"bash": "5.1-1"})).encode()
-    stored, count = bodies.encode_ids(raw, {inventory.item_key("bash", "5.1-1"): 999_999})
+    known = bodies.Ids()
+    known.put(inventory.item_key("bash", "5.1-1"), 999_999)
+    stored, count = bodies.encode_ids(raw, known)
     await pool.execute("INSERT INTO host_reports (host_id, kind, digest, body) VALUES ($1, 'installed', '\\x00', $2)",
                        bad[2], stored)
     await put_raw(client, good, raw)
@@ -255,8 +257,8 @@ async def test_ids_named_before_the_cache_lost_them_are_named_again(client, pool
 
 def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_as_its_key():
     """KnownVersions' Ids answers four zero bytes for a key it lacks, and notes it (encode_ids' one itemgetter
-    call and one join); the IDS body is the same as with a plain dict of ids: the known items' ids, and the
-    unknown ones' keys beside them."""
+    call and one join); the IDS body is the item count, each item's id in report order (0 for the unknown
+    one), and the unknown one's key."""
     plain = {inventory.item_key("bash", "5.1-1"): 7, inventory.item_key("curl", "8.0"): 9,
              **{inventory.item_key(f"k{i}", "1"): 20 + i for i in range(3)},
              **{inventory.item_key(f"z{i}", "1"): 300_000 + i for i in range(3)}}
@@ -268,7 +270,9 @@ def test_a_servers_copy_looks_items_up_in_one_call_and_an_unknown_item_is_kept_a
     raw = json.dumps(installed({"bash": "5.1-1", "curl": "8.0", "zsh": "5.9", **{f"k{i}": "1" for i in range(3)},
                                 **{f"z{i}": "1" for i in range(3)}})).encode()
     encoded = bodies.encode_ids(raw, known)
-    assert encoded == bodies.encode_ids(raw, plain) and known.missed == [inventory.item_key("zsh", "5.9")]
+    expected = b"".join(plain.get(k, 0).to_bytes(4, "little") for k in bodies.agent_items(raw))
+    assert encoded == (bodies.IDS + (9).to_bytes(4, "little") + expected + inventory.item_key("zsh", "5.9"), 9)
+    assert known.missed == [inventory.item_key("zsh", "5.9")]
     found, keys = bodies.decode_ids(encoded[0])
     assert list(found) == [plain.get(k, 0) for k in bodies.agent_items(raw)] and sorted(found)[:2] == [0, 7]
     assert keys == [inventory.item_key("zsh", "5.9")] and encoded[1] == 9
